@@ -1,0 +1,16 @@
+//! Compiles `switchboard/v1/*.proto` with protox, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "switchboard/v1/call.proto",
+        "switchboard/v1/tool.proto",
+        "switchboard/v1/event.proto",
+    ];
+    let fds = protox::compile(files, ["."])?;
+    prost_build::Config::new()
+        // Audio payloads become `bytes::Bytes`, so forwarding a frame never copies it.
+        .bytes(["."])
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=switchboard");
+    Ok(())
+}

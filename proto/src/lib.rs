@@ -1,0 +1,37 @@
+//! The `switchboard.v1` contract: protobuf messages and NATS subject names.
+//!
+//! - the generated messages are re-exported at the crate root ([`CallOffer`], [`InboundFrame`],
+//!   [`OutboundFrame`], [`ToolCall`], [`ToolResult`], [`ToolSpec`], [`CallEvent`], ...);
+//! - [`subject`] builds every subject of the contract from the configurable prefix, so no other
+//!   crate formats a subject by hand;
+//! - [`event`] has the helpers every publisher and consumer of call events shares (the kind token
+//!   in the subject, the `Nats-Msg-Id`).
+//!
+//! Other languages generate their code from the `.proto` files beside this crate.
+#![forbid(unsafe_code)]
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/switchboard.v1.rs"));
+}
+
+pub use generated::*;
+pub use prost::Message;
+
+pub mod event;
+pub mod subject;
+
+/// The JetStream stream holding every call event.
+pub const EVENTS_STREAM: &str = "VOICE_EVENTS";
+/// The KV bucket where tool services register their [`ToolSpec`].
+pub const TOOLS_BUCKET: &str = "voice-tools";
+/// The queue group call-workers share for offers.
+pub const WORKERS_QUEUE_GROUP: &str = "call-workers";
+
+/// Milliseconds since the Unix epoch, the time unit of every timestamp in the contract.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,451 @@
+//! Events a Realtime server sends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::item::Item;
+use crate::session::Session;
+
+/// A server event. Renamed events accept their beta spelling too (`response.audio.delta` for
+/// `response.output_audio.delta`, ...); [`ServerEvent::Unknown`] takes anything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerEvent {
+    #[serde(rename = "error")]
+    Error {
+        #[serde(default)]
+        event_id: String,
+        error: ErrorDetail,
+    },
+    #[serde(rename = "session.created")]
+    SessionCreated {
+        #[serde(default)]
+        event_id: String,
+        session: Session,
+    },
+    #[serde(rename = "session.updated", alias = "transcription_session.updated")]
+    SessionUpdated {
+        #[serde(default)]
+        event_id: String,
+        session: Session,
+    },
+    #[serde(rename = "input_audio_buffer.speech_started")]
+    SpeechStarted {
+        #[serde(default)]
+        event_id: String,
+        audio_start_ms: u32,
+        item_id: String,
+    },
+    #[serde(rename = "input_audio_buffer.speech_stopped")]
+    SpeechStopped {
+        #[serde(default)]
+        event_id: String,
+        audio_end_ms: u32,
+        item_id: String,
+    },
+    #[serde(rename = "input_audio_buffer.committed")]
+    InputAudioBufferCommitted {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+        #[serde(default)]
+        previous_item_id: Option<String>,
+    },
+    #[serde(rename = "input_audio_buffer.cleared")]
+    InputAudioBufferCleared {
+        #[serde(default)]
+        event_id: String,
+    },
+    #[serde(rename = "input_audio_buffer.timeout_triggered")]
+    InputAudioBufferTimeoutTriggered {
+        #[serde(default)]
+        event_id: String,
+        #[serde(default)]
+        audio_start_ms: u32,
+        #[serde(default)]
+        audio_end_ms: u32,
+        #[serde(default)]
+        item_id: String,
+    },
+    /// GA: an item started (`conversation.item.created` is its beta name).
+    #[serde(
+        rename = "conversation.item.added",
+        alias = "conversation.item.created"
+    )]
+    ConversationItemAdded {
+        #[serde(default)]
+        event_id: String,
+        #[serde(default)]
+        previous_item_id: Option<String>,
+        item: Item,
+    },
+    /// GA: an item is final.
+    #[serde(rename = "conversation.item.done")]
+    ConversationItemDone {
+        #[serde(default)]
+        event_id: String,
+        #[serde(default)]
+        previous_item_id: Option<String>,
+        item: Item,
+    },
+    #[serde(rename = "conversation.item.input_audio_transcription.delta")]
+    InputTranscriptionDelta {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+        #[serde(default)]
+        content_index: u32,
+        #[serde(default)]
+        delta: String,
+    },
+    #[serde(rename = "conversation.item.input_audio_transcription.completed")]
+    InputTranscriptionCompleted {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+        #[serde(default)]
+        content_index: u32,
+        transcript: String,
+    },
+    #[serde(rename = "conversation.item.input_audio_transcription.failed")]
+    InputTranscriptionFailed {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+        #[serde(default)]
+        content_index: u32,
+        error: ErrorDetail,
+    },
+    #[serde(rename = "conversation.item.truncated")]
+    ConversationItemTruncated {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+        #[serde(default)]
+        content_index: u32,
+        audio_end_ms: u32,
+    },
+    #[serde(rename = "conversation.item.deleted")]
+    ConversationItemDeleted {
+        #[serde(default)]
+        event_id: String,
+        item_id: String,
+    },
+    #[serde(rename = "response.created")]
+    ResponseCreated {
+        #[serde(default)]
+        event_id: String,
+        response: Response,
+    },
+    #[serde(rename = "response.output_item.added")]
+    OutputItemAdded {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        #[serde(default)]
+        output_index: u32,
+        item: Item,
+    },
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        #[serde(default)]
+        output_index: u32,
+        item: Item,
+    },
+    #[serde(rename = "response.content_part.added")]
+    ContentPartAdded {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+    },
+    #[serde(rename = "response.content_part.done")]
+    ContentPartDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+    },
+    /// Assistant audio (base64 in the output format).
+    #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
+    OutputAudioDelta {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+        delta: String,
+    },
+    #[serde(rename = "response.output_audio.done", alias = "response.audio.done")]
+    OutputAudioDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+    },
+    #[serde(
+        rename = "response.output_audio_transcript.delta",
+        alias = "response.audio_transcript.delta"
+    )]
+    OutputAudioTranscriptDelta {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+        delta: String,
+    },
+    #[serde(
+        rename = "response.output_audio_transcript.done",
+        alias = "response.audio_transcript.done"
+    )]
+    OutputAudioTranscriptDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        #[serde(default)]
+        content_index: u32,
+        transcript: String,
+    },
+    #[serde(rename = "response.output_text.delta", alias = "response.text.delta")]
+    OutputTextDelta {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        delta: String,
+    },
+    #[serde(rename = "response.output_text.done", alias = "response.text.done")]
+    OutputTextDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        text: String,
+    },
+    #[serde(rename = "response.function_call_arguments.delta")]
+    FunctionCallArgumentsDelta {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        call_id: String,
+        delta: String,
+    },
+    #[serde(rename = "response.function_call_arguments.done")]
+    FunctionCallArgumentsDone {
+        #[serde(default)]
+        event_id: String,
+        response_id: String,
+        item_id: String,
+        #[serde(default)]
+        output_index: u32,
+        call_id: String,
+        /// Missing in the beta shape; take it from `response.output_item.*` then.
+        #[serde(default)]
+        name: String,
+        arguments: String,
+    },
+    #[serde(rename = "response.done")]
+    ResponseDone {
+        #[serde(default)]
+        event_id: String,
+        response: Response,
+    },
+    #[serde(rename = "rate_limits.updated")]
+    RateLimitsUpdated {
+        #[serde(default)]
+        event_id: String,
+        #[serde(default)]
+        rate_limits: Vec<RateLimit>,
+    },
+    /// Any event this crate does not model.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The body of an `error` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// `invalid_request_error`, `server_error`, ...
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub param: Option<String>,
+    /// The client event that caused it, when known (often null).
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+/// A response, as in `response.created` / `response.done`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub object: Option<String>,
+    /// `in_progress`, `completed`, `cancelled`, `failed`, `incomplete`.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub status_details: Option<StatusDetails>,
+    #[serde(default)]
+    pub output: Vec<Item>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// Why a response ended other than `completed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusDetails {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// `turn_detected`, `client_cancelled`, `max_output_tokens`, `content_filter`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub error: Option<ErrorDetail>,
+}
+
+/// Token usage of one response.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub input_token_details: Option<TokenDetails>,
+    #[serde(default)]
+    pub output_token_details: Option<TokenDetails>,
+}
+
+/// A split of tokens by modality.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenDetails {
+    #[serde(default)]
+    pub text_tokens: u64,
+    #[serde(default)]
+    pub audio_tokens: u64,
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+/// One entry of `rate_limits.updated`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub limit: u64,
+    #[serde(default)]
+    pub remaining: u64,
+    #[serde(default)]
+    pub reset_seconds: f64,
+}
+
+impl ServerEvent {
+    /// Parses one text frame.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The JSON text of this event (the server side of the protocol).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ga_and_beta_spellings() {
+        let ga = r#"{"type":"response.output_audio.delta","event_id":"e1","response_id":"r1",
+            "item_id":"i1","output_index":0,"content_index":0,"delta":"/w=="}"#;
+        let beta = ga.replace("response.output_audio.delta", "response.audio.delta");
+        assert!(matches!(
+            ServerEvent::parse(ga).unwrap(),
+            ServerEvent::OutputAudioDelta { .. }
+        ));
+        assert!(matches!(
+            ServerEvent::parse(&beta).unwrap(),
+            ServerEvent::OutputAudioDelta { .. }
+        ));
+        let created = r#"{"type":"conversation.item.created","item":{"type":"message","role":"user","content":[]}}"#;
+        assert!(matches!(
+            ServerEvent::parse(created).unwrap(),
+            ServerEvent::ConversationItemAdded { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_events_do_not_fail() {
+        assert_eq!(
+            ServerEvent::parse(r#"{"type":"mcp_list_tools.in_progress","x":1}"#).unwrap(),
+            ServerEvent::Unknown
+        );
+        assert!(ServerEvent::parse(r#"{"no":"type"}"#).is_err());
+    }
+
+    #[test]
+    fn parses_error_and_response_done() {
+        let e = r#"{"type":"error","event_id":"e","error":{"type":"invalid_request_error",
+            "code":"session_expired","message":"Your session hit the maximum duration of 60 minutes.",
+            "param":null,"event_id":null}}"#;
+        let ServerEvent::Error { error, .. } = ServerEvent::parse(e).unwrap() else {
+            panic!()
+        };
+        assert_eq!(error.code.as_deref(), Some("session_expired"));
+        let d = r#"{"type":"response.done","event_id":"e","response":{"id":"r1","object":"realtime.response",
+            "status":"completed","output":[{"type":"function_call","id":"i1","call_id":"c1","name":"f","arguments":"{}"}],
+            "usage":{"total_tokens":10,"input_tokens":6,"output_tokens":4,
+              "input_token_details":{"text_tokens":1,"audio_tokens":5,"cached_tokens":0},
+              "output_token_details":{"text_tokens":1,"audio_tokens":3}}}}"#;
+        let ServerEvent::ResponseDone { response, .. } = ServerEvent::parse(d).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            response
+                .usage
+                .unwrap()
+                .output_token_details
+                .unwrap()
+                .audio_tokens,
+            3
+        );
+        assert!(matches!(response.output[0], Item::FunctionCall { .. }));
+    }
+}

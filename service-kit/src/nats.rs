@@ -1,0 +1,100 @@
+//! The NATS connection settings of the contract: `NATS_URL`, `NATS_CREDS`, `NATS_USER` +
+//! `NATS_PASSWORD`, `NATS_SUBJECT_PREFIX`.
+
+use std::time::Duration;
+
+use switchboard_proto::subject::Subjects;
+
+/// NATS settings, flattened into each binary's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// A NATS credentials file.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// NATS user (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Prefix of every subject.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "voice")]
+    pub nats_subject_prefix: String,
+}
+
+/// Why the NATS connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("reading NATS credentials file {path}: {source}")]
+    Credentials {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+impl NatsArgs {
+    /// Settings for a server at `url` with the default prefix (tests, tools).
+    pub fn for_url(url: &str) -> Self {
+        Self {
+            nats_url: url.to_owned(),
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
+            nats_subject_prefix: switchboard_proto::subject::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// The subject builder for the configured prefix.
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(self.nats_subject_prefix.clone())
+    }
+
+    /// Connects as `name` (shown in the server's connection list). Retries while the server is
+    /// down at start, so pods may start in any order.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            // Audio frames are small, but a stalled task must not buffer minutes of them.
+            .subscription_capacity(8 * 1024)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        metrics::counter!("nats_slow_consumer_total").increment(1);
+                        tracing::warn!(sid, "nats slow consumer: messages dropped")
+                    }
+                    other => tracing::info!(event = %other, "nats event"),
+                }
+            });
+        if let Some(path) = &self.nats_creds {
+            opts =
+                opts.credentials_file(path)
+                    .await
+                    .map_err(|source| ConnectError::Credentials {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+        }
+        if let (Some(user), Some(pass)) = (&self.nats_user, &self.nats_password) {
+            opts = opts.user_and_password(user.clone(), pass.clone());
+        }
+        let urls: Vec<&str> = self.nats_url.split(',').map(str::trim).collect();
+        opts.connect(urls.as_slice())
+            .await
+            .map_err(|source| ConnectError::Connect {
+                url: self.nats_url.clone(),
+                source,
+            })
+    }
+}

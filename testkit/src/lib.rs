@@ -1,0 +1,54 @@
+//! Real infrastructure for Switchboard's tests: no mocks of our own parts.
+//!
+//! - [`nats::NatsServer`]: a nats-server (>= 2.10, JetStream on) on a random port, found through
+//!   its ports file so tests run in parallel without port races;
+//! - [`postgres::Postgres`]: a throwaway PostgreSQL cluster in a temp dir (as the `postgres` user
+//!   when run as root), which tests can stop and start to simulate an outage;
+//! - [`process::Service`]: one of the workspace's binaries run as a real process, with its log
+//!   kept in a file and printed when a test fails;
+//! - [`eventually`]: retry an assertion until it holds or a deadline passes.
+#![forbid(unsafe_code)]
+
+pub mod nats;
+pub mod postgres;
+pub mod process;
+
+pub use nats::NatsServer;
+pub use postgres::Postgres;
+pub use process::Service;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Retries `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// The workspace root (where `Cargo.toml` with `[workspace]` lives).
+pub fn workspace_root() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.pop();
+    dir
+}
