@@ -1,1 +1,30 @@
+//! Switchboard's call-worker: one actor per phone call, owning that call's OpenAI Realtime
+//! session, bridged to the Twilio media stream held by a gateway over NATS.
+//!
+//! Modules, and what each owns:
+//! - [`config`]: the flags and environment variables of the process;
+//! - [`agents`]: the agents file: which agent answers which number, validated with precise errors;
+//! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain;
+//! - [`call`]: the call actor (I/O) and [`call::machine`], the decisions of a call without I/O
+//!   (barge-in, responses, tool rounds, transcripts, timers, endings);
+//! - [`realtime`]: the WebSocket connection to the Realtime API, with a writer that never blocks
+//!   the call and drops stale caller audio first;
+//! - [`playback`]: marks and mark echoes: how much assistant audio the caller actually heard;
+//! - [`tools`]: the tool registry (KV `voice-tools` plus built-in call-control tools) and
+//!   business-tool dispatch over NATS with structured errors for the model;
+//! - [`events`]: per-call event numbering for the `VOICE_EVENTS` stream;
+//! - [`worker`]: process wiring, `/healthz` `/readyz` `/metrics`, and graceful drain.
 #![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod call;
+pub mod config;
+pub mod events;
+pub mod offers;
+pub mod playback;
+pub mod realtime;
+pub mod tools;
+pub mod worker;
+
+pub use config::Config;
+pub use worker::{Worker, WorkerError, run};

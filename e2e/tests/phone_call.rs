@@ -27,6 +27,7 @@ struct System {
 
 impl System {
     async fn start() -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let nats = NatsServer::start().await?;
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
@@ -43,7 +44,9 @@ impl System {
                 ("LISTEN", addr(sim)),
                 (
                     "REALTIME_SIM_SCRIPT",
-                    root.join("sims/scenarios/dental.model.toml").display().to_string(),
+                    root.join("sims/scenarios/dental.model.toml")
+                        .display()
+                        .to_string(),
                 ),
             ],
         )?;
@@ -51,11 +54,7 @@ impl System {
         services.push(sim_proc);
 
         let specs: Vec<(&str, Vec<(&str, String)>, u16)> = vec![
-            (
-                "tool-worker",
-                vec![("DATABASE_URL", tools_db)],
-                tools,
-            ),
+            ("tool-worker", vec![("DATABASE_URL", tools_db)], tools),
             (
                 "persister",
                 vec![
@@ -81,7 +80,10 @@ impl System {
                 vec![
                     ("PUBLIC_URL", format!("http://{}", addr(gateway))),
                     ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-                    ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000".into()),
+                    (
+                        "TWILIO_ACCOUNT_SID",
+                        "AC00000000000000000000000000000000".into(),
+                    ),
                     ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
                 ],
                 gateway,
@@ -128,13 +130,17 @@ async fn wait_http(service: &mut Service, url: &str) -> anyhow::Result<()> {
 async fn get_session(persister: &str, call_sid: &str) -> anyhow::Result<Value> {
     let client = reqwest::Client::new();
     let url = format!("{persister}/api/sessions/{call_sid}");
-    eventually(Duration::from_secs(20), "the call's record with ended_at", || {
-        let req = client.get(&url).bearer_auth(ADMIN_TOKEN).send();
-        async move {
-            let body: Value = req.await.ok()?.error_for_status().ok()?.json().await.ok()?;
-            (!body["ended_at"].is_null()).then_some(body)
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the call's record with ended_at",
+        || {
+            let req = client.get(&url).bearer_auth(ADMIN_TOKEN).send();
+            async move {
+                let body: Value = req.await.ok()?.error_for_status().ok()?.json().await.ok()?;
+                (!body["ended_at"].is_null()).then_some(body)
+            }
+        },
+    )
     .await
 }
 
@@ -163,7 +169,11 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
         "no greeting audio: {}",
         context()
     );
-    ensure!(report.clears == 1, "expected exactly one barge-in clear: {}", context());
+    ensure!(
+        report.clears == 1,
+        "expected exactly one barge-in clear: {}",
+        context()
+    );
     // Greeting (~3.5 s) + the interrupted answer (2 s heard) + two short answers.
     ensure!(report.heard_ms > 6_000, "{}", context());
     // The interrupted answer is ~15 s of audio; the caller must not have heard most of it.
@@ -198,7 +208,11 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
         ("user", "Can you look up my account?", false),
         ("assistant", "I found your account, Maria Garcia.", true),
         ("user", "never mind", false),
-        ("assistant", "No problem. Yes, we are open on Saturdays", false),
+        (
+            "assistant",
+            "No problem. Yes, we are open on Saturdays",
+            false,
+        ),
         ("user", "Great, thank you. Bye!", false),
         ("assistant", "have a great day", false),
     ];
@@ -226,12 +240,19 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
     let tools = session["tools"].as_array().context("tools")?;
     ensure!(tools.len() == 1, "{}", ctx());
     ensure!(tools[0]["name"] == "lookup_customer", "{}", ctx());
-    ensure!(tools[0]["arguments"]["phone"] == "+15550001234", "{}", ctx());
+    ensure!(
+        tools[0]["arguments"]["phone"] == "+15550001234",
+        "{}",
+        ctx()
+    );
     ensure!(tools[0]["output"]["name"] == "Maria Garcia", "{}", ctx());
     ensure!(tools[0]["error"].is_null(), "{}", ctx());
 
     ensure!(
-        session["usage"]["output_tokens"].as_u64().unwrap_or_default() > 0,
+        session["usage"]["output_tokens"]
+            .as_u64()
+            .unwrap_or_default()
+            > 0,
         "{}",
         ctx()
     );
@@ -249,7 +270,10 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
         .await?
         .json()
         .await?;
-    ensure!(list["sessions"][0]["call_sid"] == report.call_sid.as_str(), "{list:#}");
+    ensure!(
+        list["sessions"][0]["call_sid"] == report.call_sid.as_str(),
+        "{list:#}"
+    );
     let denied = client
         .get(format!("{}/api/sessions", system.persister))
         .send()

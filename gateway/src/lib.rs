@@ -1,1 +1,243 @@
+//! The gateway: Switchboard's only part that speaks Twilio.
+//!
+//! It is stateless beyond its open sockets: a call is offered to the call-workers over NATS when
+//! Twilio's webhook arrives, and the media socket (which may land on any replica) is bridged to
+//! the call's `voice.call.<sid>.in` / `.out` subjects.
+//!
+//! - [`config`]: flags and environment (ARCHITECTURE.md section 5);
+//! - [`webhook`]: `POST /twilio-voice` (signature, offer, TwiML) and `POST /twilio-status`;
+//! - [`offer`]: the `CallOffer` request to the worker queue group and the `rejected` event;
+//! - [`stream_token`]: the stateless per-call token that binds a media socket to its call;
+//! - [`media`]: `GET /media` admission (upgrade signature, `MAX_STREAMS`, message size limit);
+//! - [`stream`]: the actor owning one media socket: handshake, forwarding both ways, ending;
+//! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
+//! - [`frames`]: the mapping between Twilio's JSON and the `switchboard.v1` frames;
+//! - [`metrics`]: metric names;
+//! - [`shared`]: the read-only state handlers and actors share.
+//!
+//! [`Gateway::serve`] runs the HTTP server until a shutdown future resolves, then drains:
+//! readiness turns false, new calls get 503, open streams continue until they end or
+//! `DRAIN_SECONDS` pass, then close with 1001.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod frames;
+pub mod media;
+pub mod metrics;
+pub mod offer;
+pub mod outbox;
+pub mod shared;
+pub mod stream;
+pub mod stream_token;
+pub mod webhook;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::Router;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_service::Health;
+use switchboard_service::events::{EventPublisher, ensure_stream};
+use switchboard_twilio::signature::Validator;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use shared::Shared;
+use stream_token::StreamTokens;
+
+/// How long shutdown waits for streams to close after the drain deadline, and for the event
+/// publisher to confirm what is queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Nats(#[from] switchboard_service::nats::ConnectError),
+    #[error(transparent)]
+    Key(#[from] stream_token::InvalidKey),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A configured gateway, connected to NATS and ready to serve.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    metrics: Option<PrometheusHandle>,
+    drain: Duration,
+}
+
+impl Gateway {
+    /// Validates `config`, connects to NATS and starts the event publisher. `metrics` renders
+    /// `/metrics` (None leaves the route out, e.g. when a test process has no recorder).
+    pub async fn connect(config: Config, metrics: Option<PrometheusHandle>) -> Result<Self, Error> {
+        config.validate()?;
+        let gateway_id = config.resolved_gateway_id();
+        let nats = config
+            .nats
+            .connect(&format!("gateway {gateway_id}"))
+            .await?;
+        let subjects = config.nats.subjects();
+        let events = EventPublisher::spawn(jetstream::new(nats.clone()), subjects.clone());
+        crate::metrics::describe();
+        let shared = Shared {
+            validator: Validator::new(config.twilio_auth_token.clone(), &config.public_url),
+            tokens: StreamTokens::new(config.twilio_auth_token.as_bytes())?,
+            token_ttl_seconds: config.stream_token_ttl_seconds,
+            gateway_id,
+            nats,
+            subjects,
+            events,
+            health: Health::new(),
+            offer_timeout: config.offer_timeout(),
+            busy_message: config.busy_message.clone(),
+            start_timeout: config.start_timeout(),
+            worker_silence: config.worker_silence(),
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            streams: Arc::new(Semaphore::new(config.max_streams)),
+            tracker: TaskTracker::new(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            metrics,
+            drain: config.drain(),
+        })
+    }
+
+    /// This instance's id.
+    pub fn gateway_id(&self) -> &str {
+        &self.shared.gateway_id
+    }
+
+    /// All routes: Twilio's webhooks and media socket, health and metrics.
+    pub fn router(&self) -> Router {
+        let twilio = Router::new()
+            .route(webhook::VOICE_PATH, post(webhook::voice))
+            .route(webhook::STATUS_PATH, post(webhook::status))
+            .route(webhook::MEDIA_PATH, get(media::upgrade))
+            .with_state(self.shared.clone());
+        twilio.merge(self.shared.health.router(self.metrics.clone()))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains (see the crate docs) and
+    /// returns once every stream has closed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let shared = self.shared.clone();
+        let closing = shared.closing.clone();
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { closing.cancelled().await });
+        let mut server = tokio::spawn(async move { server.await });
+
+        // Ready once the events stream exists (retried: NATS may come up after us).
+        let readiness = tokio::spawn(become_ready(shared.clone()));
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                // The server only ends on its own when accepting fails.
+                readiness.abort();
+                shared.closing.cancel();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(Error::Serve(e)),
+                    Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+                };
+            }
+        }
+
+        readiness.abort();
+        tracing::info!(drain = ?self.drain, "draining: refusing new calls, waiting for open streams");
+        shared.health.set_ready(false);
+        shared.draining.cancel();
+        shared.tracker.close();
+        if tokio::time::timeout(self.drain, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain deadline passed; closing the remaining streams");
+        }
+        shared.closing.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some streams did not close in time");
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("HTTP server did not finish in time");
+                server.abort();
+            }
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.events.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some call events were not confirmed before exit");
+        }
+        if let Err(error) = shared.nats.flush().await {
+            tracing::debug!(%error, "final NATS flush failed");
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// Creates the events stream (retrying with backoff until it works), then marks the gateway
+/// ready.
+async fn become_ready(shared: Arc<Shared>) {
+    let js = jetstream::new(shared.nats.clone());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match ensure_stream(&js, &shared.subjects).await {
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "cannot create the events stream yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    if !shared.draining.is_cancelled() {
+        shared.health.set_ready(true);
+        tracing::info!("gateway ready");
+    }
+}
+
+/// Binds `LISTEN`, installs the metrics recorder, connects and serves until `shutdown`.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let metrics = switchboard_service::telemetry::install_metrics();
+    let gateway = Gateway::connect(config, metrics).await?;
+    tracing::info!(addr = ?listener.local_addr().ok(), gateway_id = gateway.gateway_id(),
+        "gateway listening");
+    gateway.serve(listener, shutdown).await
+}

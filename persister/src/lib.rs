@@ -1,1 +1,187 @@
+//! The persister: the Postgres record of every call, and the read API over it.
+//!
+//! Call-workers and gateways publish `CallEvent`s to the JetStream stream `VOICE_EVENTS`; the
+//! persister consumes them through one durable consumer shared by all replicas, applies each
+//! exactly once in effect, and serves the calls as JSON.
+//!
+//! - [`writer`]: applying one event in one transaction (the `call_events` dedupe ledger, upserts
+//!   that tolerate any arrival order);
+//! - [`consumer`]: the durable pull consumer (ack after commit, nak and back off on database
+//!   errors, terminate undecodable messages, ride out transient stream errors);
+//! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
+//! - [`api`]: the axum routes and their JSON errors;
+//! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time);
+//! - [`db`]: pool, embedded migrations (`migrations/`), database probe;
+//! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod consumer;
+pub mod db;
+pub mod readiness;
+pub mod sessions;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_service::{Health, NatsArgs, telemetry};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::AdminToken;
+use crate::readiness::Readiness;
+
+/// `persister` settings (flags with environment fallbacks).
+#[derive(Clone, clap::Parser)]
+#[command(
+    name = "persister",
+    version,
+    about = "Persists Switchboard call events to Postgres and serves the read API"
+)]
+pub struct Config {
+    /// HTTP address of the API, /healthz, /readyz and /metrics.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8083")]
+    pub listen: SocketAddr,
+    /// Postgres URL of the persister's database (migrated at start).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Bearer token required by the read API. Required: the service refuses to start without it.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("nats", &self.nats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the persister stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "ADMIN_TOKEN is not set (or empty): the read API needs a bearer token; \
+         set ADMIN_TOKEN (or --admin-token)"
+    )]
+    MissingAdminToken,
+    #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("binding {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error(transparent)]
+    Nats(#[from] switchboard_service::nats::ConnectError),
+}
+
+/// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
+/// it is writing, the HTTP server finishes its requests, and the pool closes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let token = config
+        .admin_token
+        .as_deref()
+        .and_then(AdminToken::new)
+        .ok_or(RunError::MissingAdminToken)?;
+    let pool = db::pool(&config.database_url).map_err(RunError::DatabaseUrl)?;
+
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+
+    let health = Health::new();
+    let readiness = Readiness::new(health.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let app = health
+        .router(telemetry::install_metrics())
+        .merge(api::router(api::ApiState {
+            pool: pool.clone(),
+            token: Arc::new(token),
+        }));
+    let http_stop = CancellationToken::new();
+    let http = {
+        let http_stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+        })
+    };
+    tracing::info!(listen = %config.listen, "persister starting");
+
+    let result = consume(&config, &pool, &readiness, &stop).await;
+    readiness.set_draining();
+    stop.cancel();
+    http_stop.cancel();
+    let http_result = http.await;
+    pool.close().await;
+    result?;
+    tracing::info!("persister stopped");
+    match http_result {
+        Ok(r) => r.map_err(RunError::Http),
+        Err(join) => Err(RunError::Http(std::io::Error::other(join))),
+    }
+}
+
+/// Migrates, then consumes until `stop`.
+async fn consume(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+) -> Result<(), RunError> {
+    if !db::wait_until_reachable(pool, stop).await {
+        return Ok(());
+    }
+    db::MIGRATOR.run(pool).await?;
+    readiness.set_database(true);
+    tracing::info!("database migrated");
+
+    let client = config.nats.connect("persister").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let tasks = TaskTracker::new();
+    tasks.spawn(db::probe(pool.clone(), readiness.clone(), stop.clone()));
+    tasks.spawn(consumer::run(
+        js,
+        config.nats.subjects(),
+        pool.clone(),
+        readiness.clone(),
+        stop.clone(),
+    ));
+    tasks.close();
+
+    stop.cancelled().await;
+    readiness.set_draining();
+    tracing::info!("draining");
+    tasks.wait().await;
+    // Acks are publishes; make sure the last ones left before the connection goes.
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "flushing NATS on shutdown failed");
+    }
+    Ok(())
+}

@@ -8,6 +8,10 @@ use crate::session::{FunctionTool, Session};
 /// A client event. Every variant accepts an optional `event_id`, echoed in `error` events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one event per message; boxing the session would only complicate construction"
+)]
 pub enum ClientEvent {
     /// Change the session configuration.
     #[serde(rename = "session.update")]
@@ -52,6 +56,13 @@ pub enum ClientEvent {
         item_id: String,
         content_index: u32,
         audio_end_ms: u32,
+    },
+    /// Remove an item from the conversation (e.g. an assistant item the caller never heard).
+    #[serde(rename = "conversation.item.delete")]
+    ConversationItemDelete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        item_id: String,
     },
     /// Start a response.
     #[serde(rename = "response.create")]
@@ -200,6 +211,14 @@ mod tests {
             serde_json::to_value(&t).unwrap(),
             serde_json::json!({"type":"conversation.item.truncate","item_id":"item_1",
                                "content_index":0,"audio_end_ms":1500})
+        );
+        let d = ClientEvent::ConversationItemDelete {
+            event_id: None,
+            item_id: "item_1".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"type":"conversation.item.delete","item_id":"item_1"})
         );
         let o = ClientEvent::item_create(Item::function_output("call_1", "{\"ok\":true}"));
         assert_eq!(

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::item::Item;
+use crate::item::{ContentPart, Item};
 use crate::session::Session;
 
 /// A server event. Renamed events accept their beta spelling too (`response.audio.delta` for
@@ -164,6 +164,9 @@ pub enum ServerEvent {
         output_index: u32,
         #[serde(default)]
         content_index: u32,
+        /// The part being started (empty transcript/text so far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<ContentPart>,
     },
     #[serde(rename = "response.content_part.done")]
     ContentPartDone {
@@ -175,6 +178,9 @@ pub enum ServerEvent {
         output_index: u32,
         #[serde(default)]
         content_index: u32,
+        /// The finished part (with its whole transcript/text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<ContentPart>,
     },
     /// Assistant audio (base64 in the output format).
     #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
@@ -322,6 +328,13 @@ pub struct Response {
     pub output: Vec<Item>,
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// The conversation the response writes to; `null` for an out-of-band response
+    /// (`response.create` with `conversation: "none"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// The `metadata` given in `response.create`, echoed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Why a response ended other than `completed`.
@@ -409,6 +422,36 @@ mod tests {
             ServerEvent::parse(created).unwrap(),
             ServerEvent::ConversationItemAdded { .. }
         ));
+    }
+
+    #[test]
+    fn content_parts_and_response_extras_round_trip() {
+        let ev = ServerEvent::ContentPartAdded {
+            event_id: "e".into(),
+            response_id: "r".into(),
+            item_id: "i".into(),
+            output_index: 0,
+            content_index: 0,
+            part: Some(ContentPart::OutputAudio {
+                transcript: Some(String::new()),
+            }),
+        };
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        assert_eq!(v["part"]["type"], "output_audio");
+        assert_eq!(ServerEvent::parse(&ev.to_json()).unwrap(), ev);
+        // Older captures without `part` still parse.
+        let bare = r#"{"type":"response.content_part.done","response_id":"r","item_id":"i"}"#;
+        assert!(matches!(
+            ServerEvent::parse(bare).unwrap(),
+            ServerEvent::ContentPartDone { part: None, .. }
+        ));
+        let d = r#"{"type":"response.done","response":{"id":"r","status":"completed",
+            "conversation_id":"conv_1","metadata":{"turn":1}}}"#;
+        let ServerEvent::ResponseDone { response, .. } = ServerEvent::parse(d).unwrap() else {
+            panic!()
+        };
+        assert_eq!(response.conversation_id.as_deref(), Some("conv_1"));
+        assert_eq!(response.metadata, Some(serde_json::json!({"turn": 1})));
     }
 
     #[test]

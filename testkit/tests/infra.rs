@@ -24,10 +24,15 @@ async fn postgres_restarts_with_its_data() -> anyhow::Result<()> {
     let url = pg.create_database("probe").await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     sqlx::query("CREATE TABLE t (x int)").execute(&pool).await?;
-    sqlx::query("INSERT INTO t VALUES (42)").execute(&pool).await?;
+    sqlx::query("INSERT INTO t VALUES (42)")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     pg.stop_server().await?;
-    assert!(sqlx::PgPool::connect(&url).await.is_err(), "server should be down");
+    assert!(
+        sqlx::PgPool::connect(&url).await.is_err(),
+        "server should be down"
+    );
     pg.start_server().await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     let (x,): (i32,) = sqlx::query_as("SELECT x FROM t").fetch_one(&pool).await?;

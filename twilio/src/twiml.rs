@@ -70,8 +70,10 @@ pub fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-/// What a TwiML document asks Twilio to do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a TwiML document asks Twilio to do, in order. Serializable so simulators can report the
+/// document they followed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verb {
     /// Open a bidirectional media stream.
     ConnectStream {

@@ -1,0 +1,877 @@
+//! The agents file (`AGENTS_FILE`, ARCHITECTURE.md section 6): which agent answers which number,
+//! and how it behaves.
+//!
+//! The file is read once at start. Every mistake is reported with the file, the agent (its id, or
+//! its position when the id itself is the problem) and the field, because the file is edited by
+//! hand and mounted from a ConfigMap: an operator must be able to fix it from the error alone.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_proto::subject::validate_tool_name;
+use switchboard_realtime::session::TurnDetection;
+
+/// The number that selects the default agent.
+pub const DEFAULT_NUMBER: &str = "*";
+/// The voice used when an agent names none (OpenAI recommends `marin` or `cedar`).
+pub const DEFAULT_VOICE: &str = "marin";
+/// Server VAD defaults (ARCHITECTURE.md, openai-realtime.md section 2.1).
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+/// Audio kept before the detected start of speech.
+pub const DEFAULT_PREFIX_PADDING_MS: u32 = 300;
+/// Silence that ends a caller turn.
+pub const DEFAULT_SILENCE_DURATION_MS: u32 = 500;
+
+/// Built-in call-control tools, run inside the worker rather than by a tool service.
+pub const END_CALL: &str = "end_call";
+/// See [`END_CALL`].
+pub const SET_OUTCOME: &str = "set_outcome";
+/// See [`END_CALL`].
+pub const TRANSFER_CALL: &str = "transfer_call";
+/// Every built-in tool name.
+pub const BUILTIN_TOOLS: [&str; 3] = [END_CALL, SET_OUTCOME, TRANSFER_CALL];
+
+/// A mistake in the agents file.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the agents file: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or its top level is wrong.
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    /// One agent is wrong.
+    #[error("{file}: {agent}: field `{field}`: {message}")]
+    Agent {
+        file: String,
+        /// `agent "front-desk" (#1)`, or `agent #3` when the id is unknown.
+        agent: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// How the model decides that the caller finished speaking (`audio.input.turn_detection`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnDetectionConfig {
+    /// Voice activity detection on audio energy.
+    ServerVad {
+        threshold: f32,
+        prefix_padding_ms: u32,
+        silence_duration_ms: u32,
+    },
+    /// A model judges when the caller is done; `eagerness` is `low|medium|high|auto`.
+    SemanticVad { eagerness: Option<String> },
+}
+
+impl Default for TurnDetectionConfig {
+    fn default() -> Self {
+        Self::ServerVad {
+            threshold: DEFAULT_THRESHOLD,
+            prefix_padding_ms: DEFAULT_PREFIX_PADDING_MS,
+            silence_duration_ms: DEFAULT_SILENCE_DURATION_MS,
+        }
+    }
+}
+
+impl TurnDetectionConfig {
+    /// The Realtime session setting. Both `create_response` and `interrupt_response` are on: the
+    /// model answers each caller turn by itself and stops talking when the caller barges in.
+    pub fn to_session(&self) -> TurnDetection {
+        match self {
+            Self::ServerVad {
+                threshold,
+                prefix_padding_ms,
+                silence_duration_ms,
+            } => TurnDetection::ServerVad {
+                threshold: Some(*threshold),
+                prefix_padding_ms: Some(*prefix_padding_ms),
+                silence_duration_ms: Some(*silence_duration_ms),
+                idle_timeout_ms: None,
+                create_response: Some(true),
+                interrupt_response: Some(true),
+            },
+            Self::SemanticVad { eagerness } => TurnDetection::SemanticVad {
+                eagerness: eagerness.clone(),
+                create_response: Some(true),
+                interrupt_response: Some(true),
+            },
+        }
+    }
+}
+
+/// One agent: what answers a number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// Unique id, recorded with every call.
+    pub id: String,
+    /// Dialed numbers this agent answers; `*` makes it the default.
+    pub numbers: Vec<String>,
+    /// The system prompt (read from `instructions_file` when given that way).
+    pub instructions: String,
+    /// Output voice.
+    pub voice: String,
+    /// Spoken first, word for word; `None` waits for the caller.
+    pub greeting: Option<String>,
+    /// Tool names the model may call: built-ins and business tools.
+    pub tools: Vec<String>,
+    /// Where `transfer_call` sends the caller.
+    pub transfer_to: Option<String>,
+    /// The call is ended politely after this long.
+    pub max_call: Option<Duration>,
+    /// The caller is prompted, then the call ended, after this long without caller speech.
+    pub idle_timeout: Option<Duration>,
+    /// Turn detection of the Realtime session.
+    pub turn_detection: TurnDetectionConfig,
+}
+
+impl Agent {
+    /// Whether the agent may call `name`.
+    pub fn allows_tool(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t == name)
+    }
+
+    /// A minimal agent (tests and tools).
+    pub fn new(id: &str, instructions: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            numbers: Vec::new(),
+            instructions: instructions.to_owned(),
+            voice: DEFAULT_VOICE.to_owned(),
+            greeting: None,
+            tools: Vec::new(),
+            transfer_to: None,
+            max_call: None,
+            idle_timeout: None,
+            turn_detection: TurnDetectionConfig::default(),
+        }
+    }
+}
+
+/// Every agent of the file, with the routing tables.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    file: PathBuf,
+    agents: Vec<Arc<Agent>>,
+    by_number: HashMap<String, usize>,
+    by_id: HashMap<String, usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    #[serde(default)]
+    numbers: Vec<String>,
+    instructions: Option<String>,
+    instructions_file: Option<String>,
+    voice: Option<String>,
+    greeting: Option<String>,
+    #[serde(default)]
+    tools: Vec<String>,
+    transfer_to: Option<String>,
+    max_call_seconds: Option<u32>,
+    idle_timeout_seconds: Option<u32>,
+    turn_detection: Option<RawTurnDetection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTurnDetection {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    threshold: Option<f64>,
+    silence_duration_ms: Option<u32>,
+    prefix_padding_ms: Option<u32>,
+    eagerness: Option<String>,
+}
+
+impl Agents {
+    /// Reads and validates the agents file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, AgentsError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| AgentsError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, dir)
+    }
+
+    /// Parses agents from `text`; `file` names the source in errors and `dir` is where relative
+    /// `instructions_file`s live.
+    pub fn parse(text: &str, file: impl AsRef<Path>, dir: &Path) -> Result<Self, AgentsError> {
+        let file = file.as_ref();
+        let file_name = file.display().to_string();
+        let file_err = |message: String| AgentsError::File {
+            file: file_name.clone(),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| file_err(format!("not valid TOML: {}", e.to_string().trim_end())))?;
+        if let Some(key) = table.keys().find(|k| k.as_str() != "agent") {
+            return Err(file_err(format!(
+                "unknown top-level key `{key}` (the file holds `[[agent]]` tables only)"
+            )));
+        }
+        let list = match table.get("agent") {
+            None => {
+                return Err(file_err(
+                    "no agents defined (add an `[[agent]]` table)".into(),
+                ));
+            }
+            Some(toml::Value::Array(list)) => list,
+            Some(_) => {
+                return Err(file_err(
+                    "`agent` must be an array of tables (`[[agent]]`)".into(),
+                ));
+            }
+        };
+        if list.is_empty() {
+            return Err(file_err(
+                "no agents defined (add an `[[agent]]` table)".into(),
+            ));
+        }
+
+        let mut agents = Self {
+            file: file.to_path_buf(),
+            agents: Vec::with_capacity(list.len()),
+            by_number: HashMap::new(),
+            by_id: HashMap::new(),
+        };
+        for (index, value) in list.iter().enumerate() {
+            let label = agent_label(index, value.get("id").and_then(|v| v.as_str()));
+            let err = |field: &str, message: String| AgentsError::Agent {
+                file: file_name.clone(),
+                agent: label.clone(),
+                field: field.to_owned(),
+                message,
+            };
+            let raw: RawAgent = value.clone().try_into().map_err(|e: toml::de::Error| {
+                let (field, message) = serde_field_error(&e);
+                err(&field, message)
+            })?;
+            let agent = validate(raw, dir, &err)?;
+            if agents.by_id.contains_key(&agent.id) {
+                return Err(err("id", format!("duplicate agent id `{}`", agent.id)));
+            }
+            for number in &agent.numbers {
+                if let Some(&other) = agents.by_number.get(number) {
+                    return Err(err(
+                        "numbers",
+                        format!(
+                            "number `{number}` is already answered by agent `{}`",
+                            agents.agents[other].id
+                        ),
+                    ));
+                }
+            }
+            let at = agents.agents.len();
+            agents.by_id.insert(agent.id.clone(), at);
+            for number in &agent.numbers {
+                agents.by_number.insert(number.clone(), at);
+            }
+            agents.agents.push(Arc::new(agent));
+        }
+        Ok(agents)
+    }
+
+    /// The agent answering dialed number `to`: the exact number, else the default (`*`).
+    pub fn route(&self, to: &str) -> Option<&Arc<Agent>> {
+        self.by_number
+            .get(to)
+            .or_else(|| self.by_number.get(DEFAULT_NUMBER))
+            .map(|&i| &self.agents[i])
+    }
+
+    /// The agent with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Agent>> {
+        self.by_id.get(id).map(|&i| &self.agents[i])
+    }
+
+    /// All agents, in file order.
+    pub fn all(&self) -> &[Arc<Agent>] {
+        &self.agents
+    }
+
+    /// The file they came from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+fn agent_label(index: usize, id: Option<&str>) -> String {
+    match id {
+        Some(id) if !id.is_empty() => format!("agent \"{id}\" (#{})", index + 1),
+        _ => format!("agent #{}", index + 1),
+    }
+}
+
+/// Splits a serde error of one agent table into (field path, message). toml names the path of
+/// type errors in its display (`in `turn_detection.threshold``); unknown and missing fields name
+/// the field in the message.
+fn serde_field_error(e: &toml::de::Error) -> (String, String) {
+    let message = e.message().to_owned();
+    let display = e.to_string();
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('`'))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    let path = display
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `"))
+        .and_then(|l| l.strip_suffix('`'))
+        .map(str::to_owned);
+    let field = quoted("unknown field ")
+        .map(|f| match &path {
+            Some(p) => format!("{p}.{f}"),
+            None => f,
+        })
+        .or_else(|| quoted("missing field "))
+        .or(path)
+        .unwrap_or_else(|| "?".to_owned());
+    (field, message)
+}
+
+type ErrFn<'a> = &'a dyn Fn(&str, String) -> AgentsError;
+
+fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsError> {
+    let id_ok = !raw.id.is_empty()
+        && raw.id.len() <= 64
+        && raw
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !id_ok {
+        return Err(err(
+            "id",
+            format!(
+                "`{}` is not a valid id (1-64 characters of A-Z a-z 0-9 _ - .)",
+                raw.id
+            ),
+        ));
+    }
+
+    let mut seen = HashSet::new();
+    for number in &raw.numbers {
+        if number.is_empty() || number.chars().any(char::is_whitespace) {
+            return Err(err(
+                "numbers",
+                format!("`{number}` is not a phone number (E.164 like +15550001111, or `*`)"),
+            ));
+        }
+        if !seen.insert(number.as_str()) {
+            return Err(err("numbers", format!("`{number}` is listed twice")));
+        }
+    }
+
+    let instructions = match (raw.instructions, raw.instructions_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "instructions_file",
+                "give either `instructions` or `instructions_file`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                "instructions",
+                "missing: give `instructions` or `instructions_file`".into(),
+            ));
+        }
+        (Some(text), None) => text,
+        (None, Some(rel)) => {
+            let path = dir.join(&rel);
+            std::fs::read_to_string(&path).map_err(|e| {
+                err(
+                    "instructions_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?
+        }
+    };
+    if instructions.trim().is_empty() {
+        return Err(err("instructions", "must not be empty".into()));
+    }
+
+    let voice = raw.voice.unwrap_or_else(|| DEFAULT_VOICE.to_owned());
+    if voice.trim().is_empty() {
+        return Err(err("voice", "must not be empty".into()));
+    }
+
+    if let Some(greeting) = &raw.greeting {
+        if greeting.trim().is_empty() {
+            return Err(err(
+                "greeting",
+                "must not be empty (omit it to wait for the caller)".into(),
+            ));
+        }
+        // The greeting is quoted inside the instruction that makes the model say it.
+        if greeting.contains('"') {
+            return Err(err("greeting", "must not contain double quotes".into()));
+        }
+    }
+
+    let mut seen = HashSet::new();
+    for tool in &raw.tools {
+        validate_tool_name(tool).map_err(|e| {
+            err(
+                "tools",
+                format!("{e} (tool names match ^[A-Za-z0-9_-]{{1,64}}$)"),
+            )
+        })?;
+        if !seen.insert(tool.as_str()) {
+            return Err(err("tools", format!("`{tool}` is listed twice")));
+        }
+    }
+    if let Some(to) = &raw.transfer_to
+        && (to.is_empty() || to.chars().any(char::is_whitespace))
+    {
+        return Err(err("transfer_to", format!("`{to}` is not a phone number")));
+    }
+    if raw.tools.iter().any(|t| t == TRANSFER_CALL) && raw.transfer_to.is_none() {
+        return Err(err(
+            "transfer_to",
+            "missing: `transfer_call` is in `tools`, so `transfer_to` must say where to transfer"
+                .into(),
+        ));
+    }
+
+    let seconds = |field: &str, v: Option<u32>| match v {
+        Some(0) => Err(err(
+            field,
+            "must be at least 1 (omit it for no limit)".into(),
+        )),
+        Some(s) => Ok(Some(Duration::from_secs(u64::from(s)))),
+        None => Ok(None),
+    };
+    let max_call = seconds("max_call_seconds", raw.max_call_seconds)?;
+    let idle_timeout = seconds("idle_timeout_seconds", raw.idle_timeout_seconds)?;
+
+    let turn_detection = match raw.turn_detection {
+        None => TurnDetectionConfig::default(),
+        Some(td) => turn_detection(td, err)?,
+    };
+
+    Ok(Agent {
+        id: raw.id,
+        numbers: raw.numbers,
+        instructions,
+        voice,
+        greeting: raw.greeting,
+        tools: raw.tools,
+        transfer_to: raw.transfer_to,
+        max_call,
+        idle_timeout,
+        turn_detection,
+    })
+}
+
+fn turn_detection(
+    td: RawTurnDetection,
+    err: ErrFn<'_>,
+) -> Result<TurnDetectionConfig, AgentsError> {
+    match td.kind.as_deref().unwrap_or("server_vad") {
+        "server_vad" => {
+            if td.eagerness.is_some() {
+                return Err(err(
+                    "turn_detection.eagerness",
+                    "only `semantic_vad` takes `eagerness`".into(),
+                ));
+            }
+            let threshold = td.threshold.unwrap_or(f64::from(DEFAULT_THRESHOLD));
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(err(
+                    "turn_detection.threshold",
+                    format!("must be between 0 and 1, got {threshold}"),
+                ));
+            }
+            Ok(TurnDetectionConfig::ServerVad {
+                threshold: threshold as f32,
+                prefix_padding_ms: td.prefix_padding_ms.unwrap_or(DEFAULT_PREFIX_PADDING_MS),
+                silence_duration_ms: td
+                    .silence_duration_ms
+                    .unwrap_or(DEFAULT_SILENCE_DURATION_MS),
+            })
+        }
+        "semantic_vad" => {
+            for (field, set) in [
+                ("threshold", td.threshold.is_some()),
+                ("silence_duration_ms", td.silence_duration_ms.is_some()),
+                ("prefix_padding_ms", td.prefix_padding_ms.is_some()),
+            ] {
+                if set {
+                    return Err(err(
+                        &format!("turn_detection.{field}"),
+                        "only `server_vad` takes this field".into(),
+                    ));
+                }
+            }
+            if let Some(e) = &td.eagerness
+                && !matches!(e.as_str(), "low" | "medium" | "high" | "auto")
+            {
+                return Err(err(
+                    "turn_detection.eagerness",
+                    format!("`{e}` is not one of low, medium, high, auto"),
+                ));
+            }
+            Ok(TurnDetectionConfig::SemanticVad {
+                eagerness: td.eagerness,
+            })
+        }
+        other => Err(err(
+            "turn_detection.type",
+            format!("unknown type `{other}` (expected `server_vad` or `semantic_vad`)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/switchboard/agents.toml";
+
+    fn parse(text: &str) -> Result<Agents, AgentsError> {
+        Agents::parse(text, FILE, Path::new("/nonexistent-dir"))
+    }
+
+    /// Asserts that `text` fails with a message naming the file, the agent and the field.
+    #[track_caller]
+    fn fails(text: &str, agent: &str, field: &str) -> String {
+        let e = parse(text).expect_err("should fail");
+        let msg = e.to_string();
+        assert!(msg.contains(FILE), "no file in {msg:?}");
+        assert!(msg.contains(agent), "no agent {agent:?} in {msg:?}");
+        assert!(
+            msg.contains(&format!("`{field}`")),
+            "no field {field:?} in {msg:?}"
+        );
+        msg
+    }
+
+    const FULL: &str = r#"
+[[agent]]
+id = "front-desk"
+numbers = ["+15550001111"]
+instructions = "You are the front desk."
+voice = "cedar"
+greeting = "Thanks for calling Acme Dental, how can I help?"
+tools = ["lookup_customer", "book_appointment", "set_outcome", "end_call", "transfer_call"]
+transfer_to = "+15550002222"
+max_call_seconds = 1800
+idle_timeout_seconds = 30
+
+[agent.turn_detection]
+type = "server_vad"
+threshold = 0.6
+silence_duration_ms = 400
+prefix_padding_ms = 200
+
+[[agent]]
+id = "fallback"
+numbers = ["*"]
+instructions = "You answer everything else."
+
+[agent.turn_detection]
+type = "semantic_vad"
+eagerness = "high"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let agents = parse(FULL).unwrap();
+        let fd = agents.by_id("front-desk").unwrap();
+        assert_eq!(fd.voice, "cedar");
+        assert_eq!(fd.tools.len(), 5);
+        assert_eq!(fd.transfer_to.as_deref(), Some("+15550002222"));
+        assert_eq!(fd.max_call, Some(Duration::from_secs(1800)));
+        assert_eq!(fd.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            fd.turn_detection,
+            TurnDetectionConfig::ServerVad {
+                threshold: 0.6,
+                prefix_padding_ms: 200,
+                silence_duration_ms: 400
+            }
+        );
+        let fb = agents.by_id("fallback").unwrap();
+        assert_eq!(fb.voice, DEFAULT_VOICE);
+        assert_eq!(
+            fb.turn_detection.to_session(),
+            TurnDetection::SemanticVad {
+                eagerness: Some("high".into()),
+                create_response: Some(true),
+                interrupt_response: Some(true)
+            }
+        );
+    }
+
+    #[test]
+    fn routes_exact_number_then_default() {
+        let agents = parse(FULL).unwrap();
+        assert_eq!(agents.route("+15550001111").unwrap().id, "front-desk");
+        assert_eq!(agents.route("+19999999999").unwrap().id, "fallback");
+        let only = parse("[[agent]]\nid='a'\nnumbers=['+1']\ninstructions='x'").unwrap();
+        assert!(only.route("+2").is_none());
+        assert!(only.by_id("nope").is_none());
+    }
+
+    #[test]
+    fn default_turn_detection_is_server_vad() {
+        let agents = parse("[[agent]]\nid='a'\ninstructions='x'").unwrap();
+        assert_eq!(
+            agents.all()[0].turn_detection.to_session(),
+            TurnDetection::ServerVad {
+                threshold: Some(0.5),
+                prefix_padding_ms: Some(300),
+                silence_duration_ms: Some(500),
+                idle_timeout_ms: None,
+                create_response: Some(true),
+                interrupt_response: Some(true)
+            }
+        );
+    }
+
+    #[test]
+    fn reads_instructions_file_relative_to_the_agents_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fd.md"), "Be kind.").unwrap();
+        let path = dir.path().join("agents.toml");
+        std::fs::write(&path, "[[agent]]\nid='a'\ninstructions_file='fd.md'").unwrap();
+        let agents = Agents::load(&path).unwrap();
+        assert_eq!(agents.all()[0].instructions, "Be kind.");
+        assert_eq!(agents.file(), path.as_path());
+    }
+
+    #[test]
+    fn unreadable_instructions_file() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions_file='missing.md'",
+            "agent \"a\"",
+            "instructions_file",
+        );
+        assert!(msg.contains("missing.md"), "{msg}");
+    }
+
+    #[test]
+    fn missing_agents_file() {
+        let e = Agents::load("/nonexistent/agents.toml").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/agents.toml"));
+    }
+
+    #[test]
+    fn unknown_agent_field() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions='x'\nvoise='marin'",
+            "agent \"a\"",
+            "voise",
+        );
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_turn_detection_field() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\nthreshhold=0.5",
+            "agent \"a\"",
+            "turn_detection.threshhold",
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\nmax_call_seconds='long'",
+            "agent \"a\"",
+            "max_call_seconds",
+        );
+    }
+
+    #[test]
+    fn missing_id_names_the_agent_by_position() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[[agent]]\ninstructions='y'",
+            "agent #2",
+            "id",
+        );
+    }
+
+    #[test]
+    fn bad_id() {
+        fails(
+            "[[agent]]\nid='a b'\ninstructions='x'",
+            "agent \"a b\"",
+            "id",
+        );
+    }
+
+    #[test]
+    fn duplicate_ids() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[[agent]]\nid='a'\ninstructions='y'",
+            "(#2)",
+            "id",
+        );
+        assert!(msg.contains("duplicate"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_numbers() {
+        let msg = fails(
+            "[[agent]]\nid='a'\nnumbers=['+1']\ninstructions='x'\n\
+             [[agent]]\nid='b'\nnumbers=['+2','+1']\ninstructions='y'",
+            "agent \"b\"",
+            "numbers",
+        );
+        assert!(msg.contains("`+1`") && msg.contains("`a`"), "{msg}");
+        fails(
+            "[[agent]]\nid='a'\nnumbers=['*']\ninstructions='x'\n\
+             [[agent]]\nid='b'\nnumbers=['*']\ninstructions='y'",
+            "agent \"b\"",
+            "numbers",
+        );
+        fails(
+            "[[agent]]\nid='a'\nnumbers=['+1', '+1']\ninstructions='x'",
+            "agent \"a\"",
+            "numbers",
+        );
+        fails(
+            "[[agent]]\nid='a'\nnumbers=['+1 555']\ninstructions='x'",
+            "agent \"a\"",
+            "numbers",
+        );
+    }
+
+    #[test]
+    fn missing_instructions() {
+        fails("[[agent]]\nid='a'", "agent \"a\"", "instructions");
+        fails(
+            "[[agent]]\nid='a'\ninstructions='  '",
+            "agent \"a\"",
+            "instructions",
+        );
+    }
+
+    #[test]
+    fn both_instructions_and_file() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ninstructions_file='x.md'",
+            "agent \"a\"",
+            "instructions_file",
+        );
+    }
+
+    #[test]
+    fn bad_tool_names() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntools=['lookup.customer']",
+            "agent \"a\"",
+            "tools",
+        );
+        assert!(msg.contains("lookup.customer"), "{msg}");
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntools=['end_call','end_call']",
+            "agent \"a\"",
+            "tools",
+        );
+    }
+
+    #[test]
+    fn transfer_call_needs_transfer_to() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntools=['transfer_call']",
+            "agent \"a\"",
+            "transfer_to",
+        );
+    }
+
+    #[test]
+    fn threshold_out_of_range() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\nthreshold=1.5",
+            "agent \"a\"",
+            "turn_detection.threshold",
+        );
+        assert!(msg.contains("1.5"), "{msg}");
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\nthreshold=-0.1",
+            "agent \"a\"",
+            "turn_detection.threshold",
+        );
+    }
+
+    #[test]
+    fn unknown_turn_detection_type() {
+        let msg = fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\ntype='push_to_talk'",
+            "agent \"a\"",
+            "turn_detection.type",
+        );
+        assert!(msg.contains("push_to_talk"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_vad_fields() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\ntype='semantic_vad'\nthreshold=0.5",
+            "agent \"a\"",
+            "turn_detection.threshold",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\ntype='semantic_vad'\neagerness='eager'",
+            "agent \"a\"",
+            "turn_detection.eagerness",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\n[agent.turn_detection]\neagerness='low'",
+            "agent \"a\"",
+            "turn_detection.eagerness",
+        );
+    }
+
+    #[test]
+    fn zero_limits() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\nmax_call_seconds=0",
+            "agent \"a\"",
+            "max_call_seconds",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\nidle_timeout_seconds=0",
+            "agent \"a\"",
+            "idle_timeout_seconds",
+        );
+    }
+
+    #[test]
+    fn greeting_rules() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ngreeting='Say \"hi\"'",
+            "agent \"a\"",
+            "greeting",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ngreeting=''",
+            "agent \"a\"",
+            "greeting",
+        );
+    }
+
+    #[test]
+    fn file_level_errors_name_the_file() {
+        for text in ["", "[[agent]", "agents = 1", "agent = 1", "agent = []"] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.starts_with(FILE), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,1305 @@
+//! The decisions of one call, without any I/O.
+//!
+//! [`CallMachine`] takes what happens (a Twilio frame from the gateway, a Realtime server event,
+//! a finished tool, a timer) and answers with [`Effect`]s for the actor to carry out (a client
+//! event to the model, a frame to the gateway, a call event, a tool to run). Keeping the
+//! decisions free of sockets and clocks makes every rule of the call testable in plain unit
+//! tests: barge-in truncation, one `response.create` per tool round, goodbyes before hangups.
+//!
+//! Rules worth knowing:
+//! - Only one response may be active on a Realtime session. The machine tracks the active
+//!   response and its own pending `response.create`; anything asked for meanwhile waits and is
+//!   sent after `response.done`.
+//! - Audio produced before Twilio's `start` is held (bounded) and sent on `start`, because the
+//!   gateway subscribes to `.out` only when the stream starts.
+//! - What the caller heard comes from mark echoes only (see [`crate::playback`]).
+//! - An assistant transcript is recorded once its fate is known: its response is done and its
+//!   audio either fully played or cut off by a barge-in.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use switchboard_proto::{
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolFailure, ToolInvocation,
+    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
+    tool_invocation,
+};
+use switchboard_realtime::client::ResponseParams;
+use switchboard_realtime::server::{ErrorDetail, Response};
+use switchboard_realtime::session::{
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, Transcription,
+};
+use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
+use tokio::time::{Duration, Instant};
+
+use crate::agents::{Agent, END_CALL, SET_OUTCOME, TRANSFER_CALL};
+use crate::playback::{BYTES_PER_MS, Playback};
+use crate::realtime::RealtimeEvent;
+use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
+
+/// The caller's speech is transcribed with this model (transcription is off unless set).
+pub const TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+/// Twilio must open the media stream within this time after the offer was accepted.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Assistant audio held before Twilio's `start`: 30 s of mu-law.
+pub const PRESTART_BUFFER_BYTES: usize = 30 * 1000 * BYTES_PER_MS as usize;
+/// Outbound audio is sent in chunks of at most 100 ms, each followed by a mark, so a barge-in
+/// truncates with 100 ms precision.
+pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
+/// How long a goodbye may take to start before the call is hung up anyway.
+const GOODBYE_MAX_WAIT: Duration = Duration::from_secs(30);
+/// Slack after a goodbye's audio length before hanging up without its last mark echo.
+const GOODBYE_GRACE: Duration = Duration::from_secs(5);
+/// While the assistant is busy, the idle timer looks again this often.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+const IDLE_PROMPT: &str = "Are you still there?";
+const IDLE_GOODBYE: &str =
+    "I haven't heard anything for a while, so I'll end the call now. Goodbye!";
+const MAX_DURATION_GOODBYE: &str = "We have reached the time limit for this call, so I need to end it now. Thank you for calling, goodbye!";
+
+/// Something the actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a control event to the model (never dropped).
+    Realtime(Box<ClientEvent>),
+    /// Send caller audio (base64) to the model (dropped oldest-first if the socket stalls).
+    Audio(String),
+    /// Publish a frame on `voice.call.<sid>.out`.
+    Out(outbound_frame::Frame),
+    /// Publish a call event.
+    Event(Body),
+    /// Run a business tool in its own task; its [`ToolDone`] comes back later.
+    CallTool {
+        call_id: String,
+        name: String,
+        arguments: String,
+        timeout: Duration,
+    },
+    /// Close the Realtime socket.
+    CloseRealtime,
+}
+
+/// How serious a Realtime `error` event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The session cannot go on (expired, refused, unauthenticated).
+    Fatal,
+    /// Logged and counted; the call continues.
+    Recoverable,
+}
+
+/// Sorts a Realtime `error` event. Unknown codes are recoverable: most errors concern one client
+/// event and leave the session usable.
+pub fn classify_error(error: &ErrorDetail) -> ErrorClass {
+    match error.code.as_deref() {
+        Some(
+            "session_expired"
+            | "beta_api_shape_disabled"
+            | "invalid_api_key"
+            | "insufficient_quota"
+            | "model_not_found",
+        ) => ErrorClass::Fatal,
+        _ if error.kind == "authentication_error" => ErrorClass::Fatal,
+        _ => ErrorClass::Recoverable,
+    }
+}
+
+/// Whether an error (without a matching `event_id`) plausibly answers our pending
+/// `response.create`, rather than some other client event.
+fn error_answers_response_create(code: &str) -> bool {
+    !(code.starts_with("item_truncate")
+        || code.starts_with("input_audio_buffer")
+        || matches!(
+            code,
+            "response_cancel_not_active" | "unsupported_content_type" | "invalid_value"
+        ))
+}
+
+/// What the call needs to know at start.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// The offer the call was accepted from.
+    pub offer: CallOffer,
+    /// The agent answering.
+    pub agent: Arc<Agent>,
+    /// This worker.
+    pub worker_id: String,
+    /// The Realtime model id.
+    pub model: String,
+    /// Default business-tool deadline.
+    pub tool_timeout: Duration,
+}
+
+/// Why a `response.create` was sent, so its response can be recognised when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Plain,
+    Greeting,
+    Prompt,
+    Goodbye,
+}
+
+/// How a call that ends on our side ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    EndCall,
+    Transfer(String),
+    Idle,
+    MaxDuration,
+}
+
+impl Ending {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::EndCall => "end_call",
+            Self::Transfer(_) => "transferred",
+            Self::Idle => "idle",
+            Self::MaxDuration => "max_duration",
+        }
+    }
+
+    fn frame(&self) -> outbound_frame::Frame {
+        match self {
+            Self::Transfer(to) => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
+                to: to.clone(),
+                announcement: String::new(),
+            }),
+            other => outbound_frame::Frame::Hangup(switchboard_proto::Hangup {
+                reason: other.reason().to_owned(),
+            }),
+        }
+    }
+}
+
+/// A goodbye in progress: hang up once its response has been heard.
+#[derive(Debug)]
+struct PendingHangup {
+    ending: Ending,
+    response_id: Option<String>,
+    response_done: bool,
+}
+
+/// An assistant item waiting for its fate to be known.
+#[derive(Debug, Default)]
+struct AssistantEntry {
+    item_id: String,
+    response_id: String,
+    offset_ms: u32,
+    transcript: Option<String>,
+    partial: String,
+    response_done: bool,
+    interrupted: bool,
+    heard_ms: u32,
+}
+
+/// The function calls of one response.
+#[derive(Debug)]
+struct ToolBatch {
+    response_id: String,
+    calls: Vec<String>,
+    outputs: HashMap<String, String>,
+    closed: bool,
+}
+
+impl ToolBatch {
+    fn complete(&self) -> bool {
+        self.closed && self.calls.iter().all(|c| self.outputs.contains_key(c))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GreetingState {
+    None,
+    Requested,
+    Response,
+    Done,
+}
+
+/// The state of one call.
+pub struct CallMachine {
+    setup: CallSetup,
+    accepted_at: Instant,
+    effects: Vec<Effect>,
+    tools: SessionTools,
+    ended: Option<String>,
+
+    stream_started: bool,
+    prestart: VecDeque<(String, String, Bytes)>,
+    prestart_bytes: usize,
+    playback: Playback,
+    interrupted_items: HashSet<String>,
+
+    active_response: Option<String>,
+    /// Our `response.create` not yet answered: its purpose, event id and params.
+    requested: Option<(Purpose, String, Option<ResponseParams>)>,
+    deferred: VecDeque<(Purpose, Option<ResponseParams>)>,
+    next_event_id: u64,
+    responses_with_audio: HashSet<String>,
+
+    greeting: GreetingState,
+    greeting_response: Option<String>,
+    speech_stopped_at: Option<Instant>,
+    user_offsets: HashMap<String, u32>,
+    assistant: Vec<AssistantEntry>,
+    /// Assistant items already recorded; late events about them are ignored.
+    recorded_items: HashSet<String>,
+
+    batches: Vec<ToolBatch>,
+    seen_calls: HashSet<String>,
+    outcome_set: bool,
+
+    usage: Usage,
+    hangup: Option<PendingHangup>,
+    hangup_deadline: Option<Instant>,
+    start_deadline: Option<Instant>,
+    max_deadline: Option<Instant>,
+    idle_deadline: Option<Instant>,
+    idle_stage: u8,
+    last_activity: Instant,
+}
+
+impl CallMachine {
+    /// A new call, accepted at `now`; queues the `started` event.
+    pub fn new(setup: CallSetup, now: Instant) -> Self {
+        let mut m = Self {
+            accepted_at: now,
+            effects: Vec::new(),
+            tools: SessionTools::default(),
+            ended: None,
+            stream_started: false,
+            prestart: VecDeque::new(),
+            prestart_bytes: 0,
+            playback: Playback::new(),
+            interrupted_items: HashSet::new(),
+            active_response: None,
+            requested: None,
+            deferred: VecDeque::new(),
+            next_event_id: 0,
+            responses_with_audio: HashSet::new(),
+            greeting: GreetingState::None,
+            greeting_response: None,
+            speech_stopped_at: None,
+            user_offsets: HashMap::new(),
+            assistant: Vec::new(),
+            recorded_items: HashSet::new(),
+            batches: Vec::new(),
+            seen_calls: HashSet::new(),
+            outcome_set: false,
+            usage: Usage::default(),
+            hangup: None,
+            hangup_deadline: None,
+            start_deadline: Some(now + START_TIMEOUT),
+            max_deadline: setup.agent.max_call.map(|d| now + d),
+            idle_deadline: None,
+            idle_stage: 0,
+            last_activity: now,
+            setup,
+        };
+        let offer = &m.setup.offer;
+        let started = CallStarted {
+            agent_id: m.setup.agent.id.clone(),
+            from: offer.from.clone(),
+            to: offer.to.clone(),
+            direction: offer.direction,
+            worker_id: m.setup.worker_id.clone(),
+            model: m.setup.model.clone(),
+        };
+        m.effects.push(Effect::Event(Body::Started(started)));
+        m
+    }
+
+    fn send_event(&mut self, event: ClientEvent) {
+        self.effects.push(Effect::Realtime(Box::new(event)));
+    }
+
+    /// Takes the effects queued so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The agent answering the call.
+    pub fn agent(&self) -> Arc<Agent> {
+        Arc::clone(&self.setup.agent)
+    }
+
+    /// The offer the call came from.
+    pub fn offer(&self) -> &CallOffer {
+        &self.setup.offer
+    }
+
+    /// The end reason once the call is over; the actor stops then.
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
+    }
+
+    /// The earliest timer, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        [
+            self.hangup_deadline,
+            self.start_deadline,
+            self.max_deadline,
+            self.idle_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn offset_ms(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
+            .unwrap_or(u32::MAX)
+    }
+
+    // ---------------------------------------------------------------- session start
+
+    /// Configures the model session (with the call's tools) and asks for the greeting at once,
+    /// without waiting for the media stream.
+    pub fn start_session(&mut self, tools: SessionTools) {
+        let agent = Arc::clone(&self.setup.agent);
+        let session = Session {
+            kind: "realtime".into(),
+            model: Some(self.setup.model.clone()),
+            output_modalities: Some(vec!["audio".into()]),
+            instructions: Some(agent.instructions.clone()),
+            audio: Some(AudioConfig {
+                input: Some(AudioInput {
+                    format: Some(AudioFormat::pcmu()),
+                    transcription: Some(Transcription {
+                        model: TRANSCRIPTION_MODEL.into(),
+                        language: None,
+                        prompt: None,
+                    }),
+                    noise_reduction: None,
+                    turn_detection: Some(agent.turn_detection.to_session()),
+                }),
+                output: Some(AudioOutput {
+                    format: Some(AudioFormat::pcmu()),
+                    voice: Some(agent.voice.clone()),
+                    speed: None,
+                }),
+            }),
+            tools: Some(tools.functions.clone()),
+            tool_choice: Some("auto".into()),
+            ..Default::default()
+        };
+        self.tools = tools;
+        self.send_event(ClientEvent::SessionUpdate {
+            event_id: None,
+            session,
+        });
+        if let Some(greeting) = &agent.greeting {
+            self.greeting = GreetingState::Requested;
+            let params = instructions(format!(
+                "Greet the caller by saying exactly: \"{greeting}\""
+            ));
+            self.request_response(Purpose::Greeting, Some(params));
+        }
+    }
+
+    // ---------------------------------------------------------------- responses
+
+    /// Asks for a response now, or after the active one.
+    fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
+        if self.active_response.is_none() && self.requested.is_none() {
+            self.send_response_create(purpose, params);
+        } else {
+            self.deferred.push_back((purpose, params));
+        }
+    }
+
+    fn send_response_create(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
+        self.next_event_id += 1;
+        let event_id = format!("sb_resp_{}", self.next_event_id);
+        // A plain request waiting behind this one is answered by it.
+        self.deferred
+            .retain(|(p, params)| !(*p == Purpose::Plain && params.is_none()));
+        self.requested = Some((purpose, event_id.clone(), params.clone()));
+        self.send_event(ClientEvent::ResponseCreate {
+            event_id: Some(event_id),
+            response: params,
+        });
+    }
+
+    /// After a response ended (or a request failed): tool outputs first, then waiting requests.
+    fn pump(&mut self) {
+        if self.ended.is_some() || self.active_response.is_some() || self.requested.is_some() {
+            return;
+        }
+        if self.flush_tool_outputs() {
+            return;
+        }
+        if let Some((purpose, params)) = self.deferred.pop_front() {
+            self.send_response_create(purpose, params);
+        }
+    }
+
+    // ---------------------------------------------------------------- inbound frames
+
+    /// A frame from the gateway.
+    pub fn on_inbound(&mut self, frame: inbound_frame::Frame, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        match frame {
+            inbound_frame::Frame::Audio(audio) => {
+                if !audio.payload.is_empty() {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&audio.payload);
+                    self.effects.push(Effect::Audio(b64));
+                }
+            }
+            inbound_frame::Frame::Start(start) => {
+                if self.stream_started {
+                    return;
+                }
+                tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
+                    gateway = %start.gateway_id, "media stream started");
+                self.stream_started = true;
+                self.start_deadline = None;
+                self.last_activity = now;
+                if let Some(idle) = self.setup.agent.idle_timeout {
+                    self.idle_deadline = Some(now + idle);
+                }
+                while let Some((item, response, bytes)) = self.prestart.pop_front() {
+                    self.send_audio(&item, &response, &bytes);
+                }
+                self.prestart_bytes = 0;
+            }
+            inbound_frame::Frame::Mark(mark) => {
+                if self.playback.echoed(&mark.name) {
+                    self.last_activity = now;
+                    self.settle_transcripts();
+                    self.check_hangup(now);
+                }
+            }
+            inbound_frame::Frame::Dtmf(dtmf) => {
+                let valid = dtmf.digit.len() == 1
+                    && dtmf
+                        .digit
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D'));
+                if !valid {
+                    tracing::warn!(call_sid = %self.setup.offer.call_sid, digit = ?dtmf.digit,
+                        "invalid DTMF digit ignored");
+                    return;
+                }
+                let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
+                self.touch_caller(now);
+                self.effects
+                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                        role: Role::System as i32,
+                        text: text.clone(),
+                        item_id: String::new(),
+                        interrupted: false,
+                        heard_ms: 0,
+                        offset_ms: self.offset_ms(now),
+                    })));
+                self.send_event(ClientEvent::item_create(Item::user_text(&text)));
+                self.request_response(Purpose::Plain, None);
+            }
+            inbound_frame::Frame::Stop(stop) => {
+                tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason, "media stream stopped");
+                self.finish("caller_hung_up", now);
+            }
+        }
+    }
+
+    /// The subscription to `.in` ended (the NATS connection is going away).
+    pub fn on_inbound_closed(&mut self, now: Instant) {
+        self.finish("stream_lost", now);
+    }
+
+    fn touch_caller(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.idle_stage = 0;
+        if let (Some(idle), true) = (self.setup.agent.idle_timeout, self.stream_started) {
+            self.idle_deadline = Some(now + idle);
+        }
+    }
+
+    // ---------------------------------------------------------------- outbound audio
+
+    fn send_audio(&mut self, item_id: &str, response_id: &str, bytes: &Bytes) {
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let end = (offset + OUT_CHUNK_BYTES).min(bytes.len());
+            let chunk = bytes.slice(offset..end);
+            offset = end;
+            let name = self.playback.sent(item_id, response_id, chunk.len());
+            self.effects.push(Effect::Out(outbound_frame::Frame::Audio(
+                switchboard_proto::OutboundAudio { payload: chunk },
+            )));
+            self.effects.push(Effect::Out(outbound_frame::Frame::Mark(
+                switchboard_proto::Mark { name },
+            )));
+        }
+    }
+
+    fn hold_audio(&mut self, item_id: &str, response_id: &str, bytes: Bytes) {
+        self.prestart_bytes += bytes.len();
+        self.prestart
+            .push_back((item_id.to_owned(), response_id.to_owned(), bytes));
+        while self.prestart_bytes > PRESTART_BUFFER_BYTES {
+            let Some((_, _, old)) = self.prestart.pop_front() else {
+                break;
+            };
+            self.prestart_bytes -= old.len();
+            metrics::counter!("worker_outbound_dropped_total").increment(old.len() as u64);
+        }
+    }
+
+    fn held(&self, pred: impl Fn(&(String, String, Bytes)) -> bool) -> bool {
+        self.prestart.iter().any(pred)
+    }
+
+    // ---------------------------------------------------------------- realtime events
+
+    /// Something from the Realtime socket.
+    pub fn on_realtime(&mut self, event: RealtimeEvent, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        match event {
+            RealtimeEvent::Closed { code, reason } => {
+                tracing::error!(call_sid = %self.setup.offer.call_sid, ?code, %reason,
+                    "realtime session lost; ending the call");
+                // Reconnecting and replaying the conversation from the call's events is the
+                // planned recovery (ARCHITECTURE.md section 8); for now the call ends politely.
+                self.model_error(now);
+            }
+            RealtimeEvent::Server(ev) => self.on_server_event(*ev, now),
+        }
+    }
+
+    fn model_error(&mut self, now: Instant) {
+        self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
+            switchboard_proto::Hangup {
+                reason: "error".into(),
+            },
+        )));
+        self.finish("model_error", now);
+    }
+
+    fn on_server_event(&mut self, ev: ServerEvent, now: Instant) {
+        let call_sid = self.setup.offer.call_sid.clone();
+        match ev {
+            ServerEvent::Error { error, .. } => self.on_error(error, now),
+            ServerEvent::SessionCreated { session, .. } => {
+                tracing::debug!(%call_sid, id = ?session.id, "realtime session created");
+            }
+            ServerEvent::SessionUpdated { .. } => {
+                tracing::debug!(%call_sid, "realtime session updated");
+            }
+            ServerEvent::SpeechStarted { item_id, .. } => {
+                let offset = self.offset_ms(now);
+                self.user_offsets.insert(item_id, offset);
+                self.touch_caller(now);
+                self.barge_in(now);
+            }
+            ServerEvent::SpeechStopped { .. } => {
+                self.speech_stopped_at = Some(now);
+                self.touch_caller(now);
+            }
+            ServerEvent::InputTranscriptionCompleted {
+                item_id,
+                transcript,
+                ..
+            } => {
+                let offset = self
+                    .user_offsets
+                    .remove(&item_id)
+                    .unwrap_or_else(|| self.offset_ms(now));
+                self.effects
+                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                        role: Role::User as i32,
+                        text: transcript,
+                        item_id,
+                        interrupted: false,
+                        heard_ms: 0,
+                        offset_ms: offset,
+                    })));
+            }
+            ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
+                tracing::warn!(%call_sid, %item_id, code = ?error.code, message = %error.message,
+                    "caller speech could not be transcribed");
+            }
+            ServerEvent::ResponseCreated { response, .. } => {
+                self.active_response = Some(response.id.clone());
+                match self.requested.take().map(|(p, _, _)| p) {
+                    Some(Purpose::Greeting) if self.greeting == GreetingState::Requested => {
+                        self.greeting = GreetingState::Response;
+                        self.greeting_response = Some(response.id);
+                    }
+                    Some(Purpose::Goodbye) => {
+                        if let Some(h) = &mut self.hangup
+                            && h.response_id.is_none()
+                        {
+                            h.response_id = Some(response.id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ServerEvent::OutputAudioDelta {
+                response_id,
+                item_id,
+                delta,
+                ..
+            } => self.on_audio_delta(response_id, item_id, &delta, now),
+            ServerEvent::OutputAudioTranscriptDelta {
+                response_id,
+                item_id,
+                delta,
+                ..
+            } if !self.recorded_items.contains(&item_id) => {
+                let entry = self.entry(&item_id, &response_id, now);
+                entry.partial.push_str(&delta);
+            }
+            ServerEvent::OutputAudioTranscriptDone {
+                response_id,
+                item_id,
+                transcript,
+                ..
+            } if !self.recorded_items.contains(&item_id) => {
+                let entry = self.entry(&item_id, &response_id, now);
+                entry.transcript = Some(transcript);
+            }
+            ServerEvent::FunctionCallArgumentsDone {
+                response_id,
+                call_id,
+                name,
+                arguments,
+                ..
+            } if !name.is_empty() => {
+                self.start_tool_call(&response_id, &call_id, &name, &arguments, now);
+            }
+            ServerEvent::ResponseDone { response, .. } => self.on_response_done(response, now),
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, error: ErrorDetail, now: Instant) {
+        let call_sid = &self.setup.offer.call_sid;
+        let code = error.code.clone().unwrap_or_else(|| "unknown".into());
+        metrics::counter!("realtime_errors_total", "code" => code.clone()).increment(1);
+        if classify_error(&error) == ErrorClass::Fatal {
+            tracing::error!(%call_sid, %code, message = %error.message, "fatal realtime error; ending the call");
+            self.model_error(now);
+            return;
+        }
+        tracing::warn!(%call_sid, %code, kind = %error.kind, message = %error.message,
+            "realtime error; the call continues");
+        // Did it answer our pending response.create?
+        let Some((purpose, event_id, params)) = self.requested.clone() else {
+            return;
+        };
+        let answers = match &error.event_id {
+            Some(id) => *id == event_id,
+            None => self.active_response.is_none() && error_answers_response_create(&code),
+        };
+        if !answers {
+            return;
+        }
+        self.requested = None;
+        if code == "conversation_already_has_active_response" {
+            // A response we have not seen start yet (server VAD) is running: ask again after it.
+            self.deferred.push_front((purpose, params));
+            return;
+        }
+        match purpose {
+            Purpose::Goodbye => self.hang_up_now(now),
+            Purpose::Greeting => self.greeting = GreetingState::Done,
+            Purpose::Plain | Purpose::Prompt => {}
+        }
+        self.pump();
+    }
+
+    fn entry(&mut self, item_id: &str, response_id: &str, now: Instant) -> &mut AssistantEntry {
+        let offset = self.offset_ms(now);
+        let pos = match self.assistant.iter().position(|e| e.item_id == item_id) {
+            Some(p) => p,
+            None => {
+                self.assistant.push(AssistantEntry {
+                    item_id: item_id.to_owned(),
+                    response_id: response_id.to_owned(),
+                    offset_ms: offset,
+                    ..Default::default()
+                });
+                self.assistant.len() - 1
+            }
+        };
+        &mut self.assistant[pos]
+    }
+
+    fn on_audio_delta(&mut self, response_id: String, item_id: String, delta: &str, now: Instant) {
+        if self.interrupted_items.contains(&item_id) || self.recorded_items.contains(&item_id) {
+            // Still arriving after a barge-in: the caller must not hear it.
+            return;
+        }
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(delta) {
+            Ok(b) if !b.is_empty() => Bytes::from(b),
+            Ok(_) => return,
+            Err(e) => {
+                metrics::counter!("realtime_bad_audio_total").increment(1);
+                tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
+                return;
+            }
+        };
+        self.entry(&item_id, &response_id, now);
+        if self.responses_with_audio.insert(response_id.clone()) {
+            self.first_audio_of_response(&response_id, now);
+        }
+        if self.stream_started {
+            self.send_audio(&item_id, &response_id, &bytes);
+        } else {
+            self.hold_audio(&item_id, &response_id, bytes);
+        }
+    }
+
+    fn first_audio_of_response(&mut self, response_id: &str, now: Instant) {
+        if self.greeting == GreetingState::Response
+            && self.greeting_response.as_deref() == Some(response_id)
+        {
+            self.greeting = GreetingState::Done;
+            let offered = self.setup.offer.offered_at_ms;
+            let latency = if offered > 0 {
+                u32::try_from((now_ms() - offered).max(0)).unwrap_or(u32::MAX)
+            } else {
+                self.offset_ms(now)
+            };
+            self.effects.push(Effect::Event(Body::Turn(TurnLatency {
+                kind: "greeting".into(),
+                latency_ms: latency,
+                response_id: response_id.to_owned(),
+            })));
+        } else if let Some(stopped) = self.speech_stopped_at.take() {
+            let latency = u32::try_from(now.saturating_duration_since(stopped).as_millis())
+                .unwrap_or(u32::MAX);
+            self.effects.push(Effect::Event(Body::Turn(TurnLatency {
+                kind: "response".into(),
+                latency_ms: latency,
+                response_id: response_id.to_owned(),
+            })));
+        }
+    }
+
+    fn on_response_done(&mut self, response: Response, now: Instant) {
+        let call_sid = self.setup.offer.call_sid.clone();
+        // Only one response runs at a time, so whichever finished, none is active now.
+        self.active_response = None;
+        if let Some(u) = &response.usage {
+            let input = u.input_token_details.clone().unwrap_or_default();
+            let output = u.output_token_details.clone().unwrap_or_default();
+            self.usage.input_tokens += u.input_tokens;
+            self.usage.output_tokens += u.output_tokens;
+            self.usage.input_audio_tokens += input.audio_tokens;
+            self.usage.input_text_tokens += input.text_tokens;
+            self.usage.cached_tokens += input.cached_tokens;
+            self.usage.output_audio_tokens += output.audio_tokens;
+            self.usage.output_text_tokens += output.text_tokens;
+        }
+        match response.status.as_str() {
+            "failed" => {
+                let err = response
+                    .status_details
+                    .as_ref()
+                    .and_then(|d| d.error.clone())
+                    .unwrap_or_default();
+                metrics::counter!("realtime_failed_responses_total").increment(1);
+                tracing::error!(%call_sid, response_id = %response.id, code = ?err.code,
+                    message = %err.message, "realtime response failed");
+            }
+            "incomplete" => {
+                tracing::warn!(%call_sid, response_id = %response.id,
+                    reason = ?response.status_details.as_ref().and_then(|d| d.reason.clone()),
+                    "realtime response incomplete");
+            }
+            _ => {}
+        }
+        let cancelled = response.status == "cancelled";
+        for item in &response.output {
+            match item {
+                Item::Message {
+                    id: Some(id), role, ..
+                } if role == "assistant" => {
+                    let text = item.text();
+                    let known = self.assistant.iter().any(|e| e.item_id == *id);
+                    if known || (!text.is_empty() && !self.recorded_items.contains(id)) {
+                        let entry = self.entry(id, &response.id, now);
+                        if entry.transcript.is_none() && !text.is_empty() {
+                            entry.transcript = Some(text);
+                        }
+                    }
+                }
+                Item::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                    ..
+                } => {
+                    self.start_tool_call(&response.id, call_id, name, arguments, now);
+                }
+                _ => {}
+            }
+        }
+        for entry in self
+            .assistant
+            .iter_mut()
+            .filter(|e| e.response_id == response.id)
+        {
+            entry.response_done = true;
+            if cancelled && !entry.interrupted {
+                entry.interrupted = true;
+                entry.heard_ms = self.playback.heard_ms(&entry.item_id);
+            }
+        }
+        if let Some(batch) = self
+            .batches
+            .iter_mut()
+            .find(|b| b.response_id == response.id)
+        {
+            batch.closed = true;
+        }
+        self.last_activity = now;
+        self.settle_transcripts();
+
+        if let Some(h) = &mut self.hangup
+            && h.response_id.as_deref() == Some(response.id.as_str())
+        {
+            h.response_done = true;
+            let audio_ms: u64 = self
+                .assistant
+                .iter()
+                .filter(|e| e.response_id == response.id)
+                .filter_map(|e| self.playback.item(&e.item_id))
+                .map(|a| u64::from(a.sent_ms()))
+                .sum();
+            self.hangup_deadline = Some(now + Duration::from_millis(audio_ms) + GOODBYE_GRACE);
+        }
+        self.check_hangup(now);
+        self.pump();
+    }
+
+    // ---------------------------------------------------------------- barge-in
+
+    fn barge_in(&mut self, now: Instant) {
+        let Some(cut) = self.playback.interrupt() else {
+            return;
+        };
+        let call_sid = &self.setup.offer.call_sid;
+        if let Some((item_id, audio_end_ms)) = cut.truncate {
+            tracing::debug!(%call_sid, %item_id, audio_end_ms, "barge-in: truncating");
+            self.send_event(ClientEvent::ConversationItemTruncate {
+                event_id: None,
+                item_id,
+                content_index: 0,
+                audio_end_ms,
+            });
+        }
+        self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
+            switchboard_proto::Clear {},
+        )));
+        metrics::counter!("worker_barge_ins_total").increment(1);
+        for (item_id, heard_ms) in cut.items {
+            if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
+                e.interrupted = true;
+                e.heard_ms = heard_ms;
+            }
+            self.interrupted_items.insert(item_id);
+        }
+        self.settle_transcripts();
+        self.check_hangup(now);
+    }
+
+    // ---------------------------------------------------------------- transcripts
+
+    /// Records assistant items whose fate is known.
+    fn settle_transcripts(&mut self) {
+        let mut i = 0;
+        while i < self.assistant.len() {
+            let e = &self.assistant[i];
+            let settled = e.response_done
+                && (e.interrupted
+                    || (!self.playback.item_pending(&e.item_id)
+                        && !self.held(|(item, _, _)| *item == e.item_id)));
+            if settled {
+                let e = self.assistant.remove(i);
+                self.publish_assistant(e);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn publish_assistant(&mut self, e: AssistantEntry) {
+        let heard_ms = if e.interrupted {
+            e.heard_ms
+        } else {
+            self.playback.heard_ms(&e.item_id)
+        };
+        self.playback.forget(&e.item_id);
+        self.recorded_items.insert(e.item_id.clone());
+        let text = e.transcript.unwrap_or(e.partial);
+        self.effects
+            .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                role: Role::Assistant as i32,
+                text,
+                item_id: e.item_id,
+                interrupted: e.interrupted,
+                heard_ms,
+                offset_ms: e.offset_ms,
+            })));
+    }
+
+    // ---------------------------------------------------------------- tools
+
+    fn start_tool_call(
+        &mut self,
+        response_id: &str,
+        call_id: &str,
+        name: &str,
+        arguments: &str,
+        now: Instant,
+    ) {
+        if call_id.is_empty() || !self.seen_calls.insert(call_id.to_owned()) {
+            return;
+        }
+        match self
+            .batches
+            .iter_mut()
+            .find(|b| b.response_id == response_id)
+        {
+            Some(b) => b.calls.push(call_id.to_owned()),
+            None => self.batches.push(ToolBatch {
+                response_id: response_id.to_owned(),
+                calls: vec![call_id.to_owned()],
+                outputs: HashMap::new(),
+                closed: false,
+            }),
+        }
+        let call_sid = self.setup.offer.call_sid.clone();
+        tracing::info!(%call_sid, %call_id, tool = %name, "function call");
+        if !self.tools.declared(name) {
+            metrics::counter!("worker_tool_calls_total", "tool" => "unknown", "result" => "unknown_tool")
+                .increment(1);
+            let reply = ToolReply::error(
+                "unknown_tool",
+                format!("There is no tool named `{name}` on this call."),
+            );
+            self.complete_tool(ToolDone {
+                call_id: call_id.to_owned(),
+                name: name.to_owned(),
+                arguments: arguments.to_owned(),
+                reply,
+                outcome: None,
+                latency_ms: 0,
+            });
+            return;
+        }
+        if is_builtin(name) {
+            let reply = self.run_builtin(name, arguments, now);
+            metrics::counter!("worker_tool_calls_total", "tool" => name.to_owned(), "result" => "builtin")
+                .increment(1);
+            self.complete_tool(ToolDone {
+                call_id: call_id.to_owned(),
+                name: name.to_owned(),
+                arguments: arguments.to_owned(),
+                reply,
+                outcome: None,
+                latency_ms: 0,
+            });
+            return;
+        }
+        let timeout = self.tools.timeout(name, self.setup.tool_timeout);
+        self.effects.push(Effect::CallTool {
+            call_id: call_id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+            timeout,
+        });
+    }
+
+    fn run_builtin(&mut self, name: &str, arguments: &str, now: Instant) -> ToolReply {
+        match name {
+            END_CALL => {
+                self.begin_goodbye(Ending::EndCall, now);
+                ToolReply::Output(
+                    r#"{"ok":true,"note":"The call ends after your next reply. Say a short goodbye now."}"#
+                        .into(),
+                )
+            }
+            TRANSFER_CALL => {
+                let Some(to) = self.setup.agent.transfer_to.clone() else {
+                    return ToolReply::error(
+                        "unavailable",
+                        "Transfers are not set up for this line.",
+                    );
+                };
+                if !self.outcome_set {
+                    self.set_outcome("transferred", "");
+                }
+                self.begin_goodbye(Ending::Transfer(to), now);
+                ToolReply::Output(
+                    r#"{"ok":true,"note":"The caller is transferred after your next reply. Tell them briefly that you are connecting them."}"#
+                        .into(),
+                )
+            }
+            SET_OUTCOME => {
+                let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+                let outcome = args["outcome"].as_str().unwrap_or_default().trim();
+                if outcome.is_empty() {
+                    return ToolReply::error(
+                        "invalid_arguments",
+                        "`outcome` must be a non-empty string.",
+                    );
+                }
+                let detail = args["detail"].as_str().unwrap_or_default();
+                self.set_outcome(outcome, detail);
+                ToolReply::Output(r#"{"ok":true}"#.into())
+            }
+            _ => ToolReply::error("unknown_tool", format!("There is no tool named `{name}`.")),
+        }
+    }
+
+    fn set_outcome(&mut self, outcome: &str, detail: &str) {
+        self.outcome_set = true;
+        self.effects.push(Effect::Event(Body::Outcome(CallOutcome {
+            outcome: outcome.to_owned(),
+            detail: detail.to_owned(),
+        })));
+    }
+
+    /// A business tool finished (from its task).
+    pub fn on_tool_done(&mut self, done: ToolDone, _now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        let result = match &done.reply {
+            ToolReply::Output(_) => "ok",
+            ToolReply::Error { .. } => "error",
+        };
+        metrics::counter!("worker_tool_calls_total", "tool" => done.name.clone(), "result" => result)
+            .increment(1);
+        if let Some(outcome) = done.outcome.clone() {
+            self.set_outcome(&outcome, "");
+        }
+        self.complete_tool(done);
+        self.pump();
+    }
+
+    fn complete_tool(&mut self, done: ToolDone) {
+        let result = match &done.reply {
+            ToolReply::Output(text) => tool_invocation::Result::Output(text.clone()),
+            ToolReply::Error { code, message } => tool_invocation::Result::Error(ToolFailure {
+                code: code.clone(),
+                message: message.clone(),
+            }),
+        };
+        self.effects.push(Effect::Event(Body::Tool(ToolInvocation {
+            call_id: done.call_id.clone(),
+            name: done.name.clone(),
+            arguments: done.arguments.clone(),
+            result: Some(result),
+            latency_ms: done.latency_ms,
+        })));
+        if let Some(batch) = self
+            .batches
+            .iter_mut()
+            .find(|b| b.calls.contains(&done.call_id))
+        {
+            batch
+                .outputs
+                .insert(done.call_id.clone(), done.reply.model_output());
+        }
+    }
+
+    /// Sends the outputs of every finished tool round, then exactly one `response.create`.
+    /// Returns whether it sent anything.
+    fn flush_tool_outputs(&mut self) -> bool {
+        let (ready, waiting): (Vec<ToolBatch>, Vec<ToolBatch>) = std::mem::take(&mut self.batches)
+            .into_iter()
+            .partition(ToolBatch::complete);
+        self.batches = waiting;
+        if ready.is_empty() {
+            return false;
+        }
+        for mut batch in ready {
+            for call_id in &batch.calls {
+                let output = batch.outputs.remove(call_id).unwrap_or_default();
+                self.send_event(ClientEvent::item_create(Item::function_output(
+                    call_id, &output,
+                )));
+            }
+        }
+        let purpose = match &self.hangup {
+            Some(h) if h.response_id.is_none() => Purpose::Goodbye,
+            _ => Purpose::Plain,
+        };
+        self.send_response_create(purpose, None);
+        true
+    }
+
+    // ---------------------------------------------------------------- endings
+
+    fn begin_goodbye(&mut self, ending: Ending, now: Instant) {
+        if self.hangup.is_some() {
+            return;
+        }
+        tracing::info!(call_sid = %self.setup.offer.call_sid, reason = ending.reason(), "ending the call after a goodbye");
+        self.hangup = Some(PendingHangup {
+            ending,
+            response_id: None,
+            response_done: false,
+        });
+        self.hangup_deadline = Some(now + GOODBYE_MAX_WAIT);
+        self.idle_deadline = None;
+        self.max_deadline = None;
+    }
+
+    /// Says `text` word for word, then hangs up once it has been heard.
+    fn say_goodbye(&mut self, ending: Ending, text: &str, now: Instant) {
+        if self.hangup.is_some() {
+            return;
+        }
+        self.begin_goodbye(ending, now);
+        self.request_response(Purpose::Goodbye, Some(say_exactly(text)));
+    }
+
+    fn check_hangup(&mut self, now: Instant) {
+        let Some(h) = &self.hangup else { return };
+        let Some(response_id) = &h.response_id else {
+            return;
+        };
+        if h.response_done
+            && !self.playback.response_pending(response_id)
+            && !self.held(|(_, r, _)| r == response_id)
+        {
+            self.hang_up_now(now);
+        }
+    }
+
+    fn hang_up_now(&mut self, now: Instant) {
+        let Some(h) = self.hangup.take() else { return };
+        self.effects.push(Effect::Out(h.ending.frame()));
+        self.finish(h.ending.reason(), now);
+    }
+
+    /// The worker is shutting down and the drain deadline passed: end the call now.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
+            switchboard_proto::Hangup {
+                reason: "worker_shutdown".into(),
+            },
+        )));
+        self.finish("worker_shutdown", now);
+    }
+
+    /// Ends the call: records what is left, then `ended`, and closes the model session.
+    fn finish(&mut self, reason: &str, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        for e in std::mem::take(&mut self.assistant) {
+            if e.transcript.is_some()
+                || !e.partial.is_empty()
+                || self.playback.item(&e.item_id).is_some()
+            {
+                self.publish_assistant(e);
+            }
+        }
+        let duration_ms =
+            u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
+                .unwrap_or(u64::MAX);
+        self.effects.push(Effect::Event(Body::Ended(CallEnded {
+            reason: reason.to_owned(),
+            duration_ms,
+            usage: Some(self.usage),
+        })));
+        self.effects.push(Effect::CloseRealtime);
+        self.ended = Some(reason.to_owned());
+        metrics::counter!("worker_calls_ended_total", "reason" => reason.to_owned()).increment(1);
+        tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Handles every timer due at `now`.
+    pub fn on_timer(&mut self, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        if self.start_deadline.is_some_and(|d| d <= now) {
+            tracing::warn!(call_sid = %self.setup.offer.call_sid, "media stream never started");
+            self.start_deadline = None;
+            self.finish("stream_lost", now);
+            return;
+        }
+        if self.hangup_deadline.is_some_and(|d| d <= now) {
+            self.hangup_deadline = None;
+            tracing::info!(call_sid = %self.setup.offer.call_sid, "goodbye not confirmed in time; hanging up");
+            self.hang_up_now(now);
+            return;
+        }
+        if self.max_deadline.is_some_and(|d| d <= now) {
+            self.max_deadline = None;
+            self.say_goodbye(Ending::MaxDuration, MAX_DURATION_GOODBYE, now);
+        }
+        if let Some(d) = self.idle_deadline
+            && d <= now
+        {
+            self.on_idle(now);
+        }
+    }
+
+    fn on_idle(&mut self, now: Instant) {
+        let Some(idle) = self.setup.agent.idle_timeout else {
+            self.idle_deadline = None;
+            return;
+        };
+        let busy = self.active_response.is_some()
+            || self.requested.is_some()
+            || self.playback.has_pending()
+            || self.hangup.is_some();
+        if busy {
+            self.idle_deadline = Some(now + IDLE_RECHECK);
+            return;
+        }
+        let quiet_until = self.last_activity + idle;
+        if quiet_until > now {
+            self.idle_deadline = Some(quiet_until);
+            return;
+        }
+        if self.idle_stage == 0 {
+            self.idle_stage = 1;
+            self.last_activity = now;
+            self.idle_deadline = Some(now + idle);
+            self.request_response(Purpose::Prompt, Some(say_exactly(IDLE_PROMPT)));
+        } else {
+            self.idle_deadline = None;
+            self.say_goodbye(Ending::Idle, IDLE_GOODBYE, now);
+        }
+    }
+}
+
+fn instructions(text: String) -> ResponseParams {
+    ResponseParams {
+        instructions: Some(text),
+        ..Default::default()
+    }
+}
+
+/// A response that speaks `text` word for word.
+fn say_exactly(text: &str) -> ResponseParams {
+    instructions(format!("Say exactly: \"{text}\""))
+}
+
+#[cfg(test)]
+mod tests;

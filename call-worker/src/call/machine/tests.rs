@@ -1,0 +1,1227 @@
+use serde_json::json;
+use switchboard_proto::{Dtmf, InboundAudio, MarkEcho, StreamStart, StreamStop};
+use switchboard_realtime::session::TurnDetection;
+
+use super::*;
+use crate::agents::TurnDetectionConfig;
+
+fn agent_with(f: impl FnOnce(&mut Agent)) -> Arc<Agent> {
+    let mut a = Agent::new("desk", "You are the front desk.");
+    a.tools = vec![
+        "lookup_customer".into(),
+        "book".into(),
+        END_CALL.into(),
+        SET_OUTCOME.into(),
+        TRANSFER_CALL.into(),
+    ];
+    a.transfer_to = Some("+15550002222".into());
+    f(&mut a);
+    Arc::new(a)
+}
+
+fn session_tools(agent: &Agent) -> SessionTools {
+    let mut tools = SessionTools::default();
+    for name in &agent.tools {
+        let f = crate::tools::builtin_function(name)
+            .unwrap_or_else(|| FunctionTool::new(name, "d", json!({"type":"object"})));
+        tools.functions.push(f);
+    }
+    tools
+}
+
+use switchboard_realtime::session::FunctionTool;
+
+struct Call {
+    m: CallMachine,
+    t0: Instant,
+    out: Vec<Effect>,
+}
+
+impl Call {
+    fn new(agent: Arc<Agent>) -> Self {
+        let t0 = Instant::now();
+        let setup = CallSetup {
+            offer: CallOffer {
+                call_sid: "CA1".into(),
+                from: "+15550001234".into(),
+                to: "+15550001111".into(),
+                offered_at_ms: now_ms() - 50,
+                ..Default::default()
+            },
+            agent: Arc::clone(&agent),
+            worker_id: "w1".into(),
+            model: "gpt-realtime".into(),
+            tool_timeout: Duration::from_millis(8000),
+        };
+        let mut m = CallMachine::new(setup, t0);
+        m.start_session(session_tools(&agent));
+        let out = m.take_effects();
+        Self { m, t0, out }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn take(&mut self) -> Vec<Effect> {
+        let mut all = std::mem::take(&mut self.out);
+        all.extend(self.m.take_effects());
+        all
+    }
+
+    fn server(&mut self, ms: u64, v: serde_json::Value) {
+        let ev = ServerEvent::parse(&v.to_string()).expect("server event");
+        assert!(!matches!(ev, ServerEvent::Unknown), "unknown event {v}");
+        self.m
+            .on_realtime(RealtimeEvent::Server(Box::new(ev)), self.at(ms));
+    }
+
+    fn inbound(&mut self, ms: u64, frame: inbound_frame::Frame) {
+        self.m.on_inbound(frame, self.at(ms));
+    }
+
+    fn start(&mut self, ms: u64) {
+        self.inbound(
+            ms,
+            inbound_frame::Frame::Start(StreamStart {
+                stream_sid: "MZ1".into(),
+                call_sid: "CA1".into(),
+                ..Default::default()
+            }),
+        );
+    }
+
+    fn echo(&mut self, ms: u64, name: &str) {
+        self.inbound(
+            ms,
+            inbound_frame::Frame::Mark(MarkEcho { name: name.into() }),
+        );
+    }
+
+    fn created(&mut self, ms: u64, id: &str) {
+        self.server(
+            ms,
+            json!({"type":"response.created","response":{"id":id,"status":"in_progress"}}),
+        );
+    }
+
+    fn delta(&mut self, ms: u64, response: &str, item: &str, bytes: usize) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(vec![0x55u8; bytes]);
+        self.server(
+            ms,
+            json!({"type":"response.output_audio.delta","response_id":response,"item_id":item,
+                   "output_index":0,"content_index":0,"delta":b64}),
+        );
+    }
+
+    fn transcript_done(&mut self, ms: u64, response: &str, item: &str, text: &str) {
+        self.server(
+            ms,
+            json!({"type":"response.output_audio_transcript.done","response_id":response,
+                   "item_id":item,"output_index":0,"content_index":0,"transcript":text}),
+        );
+    }
+
+    fn done(&mut self, ms: u64, id: &str, status: &str, output: serde_json::Value) {
+        self.server(
+            ms,
+            json!({"type":"response.done","response":{"id":id,"status":status,"output":output,
+                "usage":{"total_tokens":30,"input_tokens":20,"output_tokens":10,
+                  "input_token_details":{"text_tokens":5,"audio_tokens":15,"cached_tokens":4},
+                  "output_token_details":{"text_tokens":3,"audio_tokens":7}}}}),
+        );
+    }
+
+    fn speech_started(&mut self, ms: u64, item: &str) {
+        self.server(
+            ms,
+            json!({"type":"input_audio_buffer.speech_started","audio_start_ms":ms,"item_id":item}),
+        );
+    }
+
+    fn speech_stopped(&mut self, ms: u64, item: &str) {
+        self.server(
+            ms,
+            json!({"type":"input_audio_buffer.speech_stopped","audio_end_ms":ms,"item_id":item}),
+        );
+    }
+
+    /// A full assistant turn with audio, the response done, no echoes yet.
+    fn say(&mut self, ms: u64, response: &str, item: &str, chunks: usize) {
+        self.created(ms, response);
+        for _ in 0..chunks {
+            self.delta(ms, response, item, 800);
+        }
+        self.transcript_done(ms, response, item, "Hello there.");
+        self.done(
+            ms,
+            response,
+            "completed",
+            json!([{"type":"message","id":item,"role":"assistant","content":[]}]),
+        );
+    }
+}
+
+fn realtime(effects: &[Effect]) -> Vec<ClientEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Realtime(ev) => Some((**ev).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outs(effects: &[Effect]) -> Vec<outbound_frame::Frame> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Out(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(effects: &[Effect]) -> Vec<Body> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn marks(effects: &[Effect]) -> Vec<String> {
+    outs(effects)
+        .into_iter()
+        .filter_map(|f| match f {
+            outbound_frame::Frame::Mark(m) => Some(m.name),
+            _ => None,
+        })
+        .collect()
+}
+
+fn response_creates(effects: &[Effect]) -> Vec<Option<ResponseParams>> {
+    realtime(effects)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::ResponseCreate { response, .. } => Some(response),
+            _ => None,
+        })
+        .collect()
+}
+
+fn transcripts(effects: &[Effect]) -> Vec<TranscriptEntry> {
+    events(effects)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Transcript(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(effects: &[Effect]) -> Option<CallEnded> {
+    events(effects).into_iter().find_map(|b| match b {
+        Body::Ended(e) => Some(e),
+        _ => None,
+    })
+}
+
+fn tool_events(effects: &[Effect]) -> Vec<ToolInvocation> {
+    events(effects)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Tool(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn function_outputs(effects: &[Effect]) -> Vec<(String, String)> {
+    realtime(effects)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConversationItemCreate {
+                item:
+                    Item::FunctionCallOutput {
+                        call_id, output, ..
+                    },
+                ..
+            } => Some((call_id, output)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------- start
+
+#[test]
+fn started_first_then_ga_session_update_then_greeting() {
+    let mut c = Call::new(agent_with(|a| {
+        a.greeting = Some("Thanks for calling!".into())
+    }));
+    let fx = c.take();
+    assert!(matches!(&fx[0], Effect::Event(Body::Started(s))
+        if s.agent_id == "desk" && s.worker_id == "w1" && s.model == "gpt-realtime" && s.from == "+15550001234"));
+    let rt = realtime(&fx);
+    let ClientEvent::SessionUpdate { session, .. } = &rt[0] else {
+        panic!("first client event must be session.update: {rt:?}");
+    };
+    let v = serde_json::to_value(session).unwrap();
+    assert_eq!(v["type"], "realtime");
+    assert_eq!(v["model"], "gpt-realtime");
+    assert_eq!(v["output_modalities"], json!(["audio"]));
+    assert_eq!(v["instructions"], "You are the front desk.");
+    assert_eq!(v["audio"]["input"]["format"]["type"], "audio/pcmu");
+    assert_eq!(
+        v["audio"]["input"]["transcription"]["model"],
+        "gpt-4o-mini-transcribe"
+    );
+    assert_eq!(
+        v["audio"]["input"]["turn_detection"],
+        json!({"type":"server_vad","threshold":0.5,"prefix_padding_ms":300,"silence_duration_ms":500,
+               "create_response":true,"interrupt_response":true})
+    );
+    assert_eq!(v["audio"]["output"]["format"]["type"], "audio/pcmu");
+    assert_eq!(v["audio"]["output"]["voice"], "marin");
+    assert_eq!(v["tool_choice"], "auto");
+    assert_eq!(v["tools"].as_array().unwrap().len(), 5);
+    let creates = response_creates(&fx);
+    assert_eq!(creates.len(), 1);
+    assert_eq!(
+        creates[0].as_ref().unwrap().instructions.as_deref(),
+        Some("Greet the caller by saying exactly: \"Thanks for calling!\"")
+    );
+}
+
+#[test]
+fn no_greeting_means_no_response_create() {
+    let mut c = Call::new(agent_with(|_| {}));
+    assert!(response_creates(&c.take()).is_empty());
+}
+
+#[test]
+fn semantic_vad_is_passed_through() {
+    let mut c = Call::new(agent_with(|a| {
+        a.turn_detection = TurnDetectionConfig::SemanticVad {
+            eagerness: Some("low".into()),
+        }
+    }));
+    let fx = c.take();
+    let ClientEvent::SessionUpdate { session, .. } = &realtime(&fx)[0] else {
+        panic!()
+    };
+    let td = session
+        .audio
+        .as_ref()
+        .unwrap()
+        .input
+        .as_ref()
+        .unwrap()
+        .turn_detection
+        .clone();
+    assert!(
+        matches!(td, Some(TurnDetection::SemanticVad { eagerness: Some(e), .. }) if e == "low")
+    );
+}
+
+#[test]
+fn greeting_audio_is_held_until_start_and_greeting_latency_recorded() {
+    let mut c = Call::new(agent_with(|a| a.greeting = Some("Hi!".into())));
+    c.take();
+    c.created(10, "r1");
+    c.delta(20, "r1", "i1", 800);
+    c.delta(30, "r1", "i1", 1000);
+    let fx = c.take();
+    assert!(outs(&fx).is_empty(), "nothing goes out before start");
+    let turns: Vec<_> = events(&fx)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Turn(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].kind, "greeting");
+    assert_eq!(turns[0].response_id, "r1");
+    assert!(turns[0].latency_ms >= 50, "{}", turns[0].latency_ms);
+    c.start(100);
+    let fx = c.take();
+    let audio: usize = outs(&fx)
+        .iter()
+        .map(|f| match f {
+            outbound_frame::Frame::Audio(a) => a.payload.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(audio, 1800);
+    // 800 -> one chunk, 1000 -> 800 + 200: a mark after each chunk.
+    assert_eq!(marks(&fx).len(), 3);
+}
+
+#[test]
+fn prestart_buffer_is_bounded() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.created(0, "r1");
+    for _ in 0..40 {
+        c.delta(0, "r1", "i1", 8000); // 1 s each
+    }
+    c.take();
+    c.start(10);
+    let audio: usize = outs(&c.take())
+        .iter()
+        .map(|f| match f {
+            outbound_frame::Frame::Audio(a) => a.payload.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(audio, PRESTART_BUFFER_BYTES);
+}
+
+#[test]
+fn inbound_audio_is_forwarded_as_base64() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.take();
+    c.inbound(
+        20,
+        inbound_frame::Frame::Audio(InboundAudio {
+            payload: Bytes::from_static(&[0xff, 0x00, 0x7f]),
+            timestamp_ms: 20,
+            chunk: 1,
+        }),
+    );
+    assert_eq!(c.take(), vec![Effect::Audio("/wB/".into())]);
+}
+
+// ------------------------------------------------------------------------------- barge-in
+
+#[test]
+fn barge_in_truncates_to_what_was_heard_and_clears() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    for _ in 0..5 {
+        c.delta(10, "r1", "i1", 800);
+    }
+    let fx = c.take();
+    let m = marks(&fx);
+    assert_eq!(m.len(), 5);
+    c.echo(110, &m[0]);
+    c.echo(210, &m[1]);
+    c.speech_started(250, "u1");
+    let fx = c.take();
+    let truncates: Vec<_> = realtime(&fx)
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::ConversationItemTruncate { .. }))
+        .collect();
+    assert_eq!(
+        truncates,
+        vec![ClientEvent::ConversationItemTruncate {
+            event_id: None,
+            item_id: "i1".into(),
+            content_index: 0,
+            audio_end_ms: 200
+        }]
+    );
+    assert!(outs(&fx).contains(&outbound_frame::Frame::Clear(switchboard_proto::Clear {})));
+    // Echoes Twilio sends after the clear are ignored; late audio of the item is dropped.
+    c.echo(260, &m[3]);
+    c.delta(270, "r1", "i1", 800);
+    assert!(outs(&c.take()).is_empty());
+    // The server cancels the response: the transcript records the interruption.
+    c.transcript_done(280, "r1", "i1", "Let me tell you about our");
+    c.done(290, "r1", "cancelled", json!([]));
+    let t = transcripts(&c.take());
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].role, Role::Assistant as i32);
+    assert!(t[0].interrupted);
+    assert_eq!(t[0].heard_ms, 200);
+    assert_eq!(t[0].text, "Let me tell you about our");
+    assert_eq!(t[0].offset_ms, 10);
+}
+
+#[test]
+fn barge_in_after_response_done_still_records_the_interruption() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.say(10, "r1", "i1", 3);
+    let fx = c.take();
+    assert!(
+        transcripts(&fx).is_empty(),
+        "fate unknown while audio is queued"
+    );
+    let m = marks(&fx);
+    c.echo(110, &m[0]);
+    c.speech_started(150, "u1");
+    let fx = c.take();
+    assert_eq!(
+        realtime(&fx)
+            .iter()
+            .filter(|e| matches!(
+                e,
+                ClientEvent::ConversationItemTruncate {
+                    audio_end_ms: 100,
+                    ..
+                }
+            ))
+            .count(),
+        1
+    );
+    let t = transcripts(&fx);
+    assert_eq!(t.len(), 1);
+    assert!(t[0].interrupted);
+    assert_eq!(t[0].heard_ms, 100);
+}
+
+#[test]
+fn no_truncate_or_clear_when_everything_was_heard() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.say(10, "r1", "i1", 2);
+    let m = marks(&c.take());
+    c.echo(100, &m[0]);
+    c.echo(200, &m[1]);
+    let t = transcripts(&c.take());
+    assert_eq!(t.len(), 1);
+    assert!(!t[0].interrupted);
+    assert_eq!(t[0].heard_ms, 200);
+    assert_eq!(t[0].text, "Hello there.");
+    c.speech_started(300, "u1");
+    let fx = c.take();
+    assert!(realtime(&fx).is_empty(), "no spurious truncate: {fx:?}");
+    assert!(outs(&fx).is_empty(), "no clear: {fx:?}");
+}
+
+#[test]
+fn barge_in_before_any_echo_clears_without_truncate() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.delta(10, "r1", "i1", 800);
+    c.take();
+    c.speech_started(20, "u1");
+    let fx = c.take();
+    assert!(realtime(&fx).is_empty());
+    assert_eq!(
+        outs(&fx),
+        vec![outbound_frame::Frame::Clear(switchboard_proto::Clear {})]
+    );
+}
+
+// ------------------------------------------------------------------------ transcripts, turns
+
+#[test]
+fn user_transcript_carries_the_speech_start_offset_and_turn_latency_is_measured() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.speech_started(1000, "u1");
+    c.speech_stopped(2500, "u1");
+    c.server(
+        2600,
+        json!({"type":"conversation.item.input_audio_transcription.completed","item_id":"u1",
+               "content_index":0,"transcript":"Hi, this is Maria."}),
+    );
+    c.created(2700, "r1");
+    c.delta(2900, "r1", "i1", 800);
+    let fx = c.take();
+    let t = transcripts(&fx);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].role, Role::User as i32);
+    assert_eq!(t[0].text, "Hi, this is Maria.");
+    assert_eq!(t[0].item_id, "u1");
+    assert_eq!(t[0].offset_ms, 1000);
+    let turn = events(&fx)
+        .into_iter()
+        .find_map(|b| match b {
+            Body::Turn(t) => Some(t),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(turn.kind, "response");
+    assert_eq!(turn.latency_ms, 400);
+    assert_eq!(turn.response_id, "r1");
+}
+
+// ------------------------------------------------------------------------------------ tools
+
+fn call_item(call_id: &str, name: &str, args: &str) -> serde_json::Value {
+    json!({"type":"function_call","id":format!("item_{call_id}"),"call_id":call_id,"name":name,"arguments":args})
+}
+
+fn args_done(c: &mut Call, ms: u64, response: &str, call_id: &str, name: &str, args: &str) {
+    c.server(
+        ms,
+        json!({"type":"response.function_call_arguments.done","response_id":response,
+               "item_id":format!("item_{call_id}"),"output_index":0,"call_id":call_id,"name":name,"arguments":args}),
+    );
+}
+
+fn tool_done(c: &mut Call, ms: u64, call_id: &str, name: &str, reply: ToolReply) {
+    c.m.on_tool_done(
+        ToolDone {
+            call_id: call_id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+            reply,
+            outcome: None,
+            latency_ms: 12,
+        },
+        c.at(ms),
+    );
+}
+
+#[test]
+fn tool_round_sends_every_output_then_exactly_one_response_create() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    args_done(
+        &mut c,
+        20,
+        "r1",
+        "c1",
+        "lookup_customer",
+        r#"{"phone":"+1"}"#,
+    );
+    c.done(
+        30,
+        "r1",
+        "completed",
+        json!([
+            call_item("c1", "lookup_customer", r#"{"phone":"+1"}"#),
+            call_item("c2", "book", "{}")
+        ]),
+    );
+    let fx = c.take();
+    let calls: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CallTool {
+                call_id,
+                name,
+                timeout,
+                ..
+            } => Some((call_id.clone(), name.clone(), *timeout)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "c1".into(),
+                "lookup_customer".into(),
+                Duration::from_millis(8000)
+            ),
+            ("c2".into(), "book".into(), Duration::from_millis(8000))
+        ],
+        "each call dispatched once (deduped by call_id)"
+    );
+    assert!(response_creates(&fx).is_empty());
+    tool_done(
+        &mut c,
+        40,
+        "c2",
+        "book",
+        ToolReply::Output(r#"{"booked":true}"#.into()),
+    );
+    let fx = c.take();
+    assert!(
+        function_outputs(&fx).is_empty(),
+        "waits for every call of the response"
+    );
+    assert_eq!(tool_events(&fx).len(), 1);
+    tool_done(
+        &mut c,
+        50,
+        "c1",
+        "lookup_customer",
+        ToolReply::Output(r#"{"name":"Maria"}"#.into()),
+    );
+    let fx = c.take();
+    assert_eq!(
+        function_outputs(&fx),
+        vec![
+            ("c1".into(), r#"{"name":"Maria"}"#.into()),
+            ("c2".into(), r#"{"booked":true}"#.into())
+        ]
+    );
+    assert_eq!(response_creates(&fx), vec![None]);
+    // The response.create comes after the outputs.
+    let rt = realtime(&fx);
+    assert!(matches!(
+        rt.last(),
+        Some(ClientEvent::ResponseCreate { .. })
+    ));
+    let t = tool_events(&fx);
+    assert_eq!(t[0].call_id, "c1");
+    assert_eq!(t[0].latency_ms, 12);
+    assert_eq!(
+        t[0].result,
+        Some(tool_invocation::Result::Output(
+            r#"{"name":"Maria"}"#.into()
+        ))
+    );
+}
+
+#[test]
+fn tool_outputs_wait_for_the_active_response() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    // The caller speaks; server VAD starts another response before the tool answers.
+    c.created(30, "r2");
+    c.take();
+    tool_done(
+        &mut c,
+        40,
+        "c1",
+        "lookup_customer",
+        ToolReply::Output("{}".into()),
+    );
+    let fx = c.take();
+    assert!(function_outputs(&fx).is_empty());
+    assert!(response_creates(&fx).is_empty());
+    c.done(50, "r2", "completed", json!([]));
+    let fx = c.take();
+    assert_eq!(function_outputs(&fx).len(), 1);
+    assert_eq!(response_creates(&fx).len(), 1);
+}
+
+#[test]
+fn unknown_tool_gets_an_error_output_at_once() {
+    let mut c = Call::new(agent_with(|a| a.tools.retain(|t| t != "book")));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c9", "book", r#"{"x":1}"#)]),
+    );
+    let fx = c.take();
+    assert!(!fx.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    let outputs = function_outputs(&fx);
+    assert_eq!(outputs.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(&outputs[0].1).unwrap();
+    assert_eq!(v["error"]["code"], "unknown_tool");
+    assert_eq!(response_creates(&fx).len(), 1);
+    let t = tool_events(&fx);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].name, "book");
+    assert_eq!(t[0].arguments, r#"{"x":1}"#);
+    assert!(
+        matches!(&t[0].result, Some(tool_invocation::Result::Error(e)) if e.code == "unknown_tool")
+    );
+}
+
+#[test]
+fn tool_errors_reach_the_model_as_structured_json() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    c.take();
+    tool_done(
+        &mut c,
+        30,
+        "c1",
+        "lookup_customer",
+        ToolReply::error("unavailable", "No service is answering."),
+    );
+    let fx = c.take();
+    let v: serde_json::Value = serde_json::from_str(&function_outputs(&fx)[0].1).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert!(
+        matches!(&tool_events(&fx)[0].result, Some(tool_invocation::Result::Error(e)) if e.code == "unavailable")
+    );
+}
+
+#[test]
+fn tool_result_outcome_and_set_outcome_record_outcomes() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([
+            call_item("c1", "lookup_customer", "{}"),
+            call_item(
+                "c2",
+                SET_OUTCOME,
+                r#"{"outcome":"booked","detail":"Tue 3pm"}"#
+            ),
+            call_item("c3", SET_OUTCOME, r#"{"detail":"no outcome"}"#)
+        ]),
+    );
+    let fx = c.take();
+    let outcomes: Vec<_> = events(&fx)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Outcome(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![CallOutcome {
+            outcome: "booked".into(),
+            detail: "Tue 3pm".into()
+        }]
+    );
+    assert!(
+        matches!(&tool_events(&fx)[1].result, Some(tool_invocation::Result::Error(e)) if e.code == "invalid_arguments")
+    );
+    c.m.on_tool_done(
+        ToolDone {
+            call_id: "c1".into(),
+            name: "lookup_customer".into(),
+            arguments: "{}".into(),
+            reply: ToolReply::Output("{}".into()),
+            outcome: Some("identified".into()),
+            latency_ms: 1,
+        },
+        c.at(30),
+    );
+    let fx = c.take();
+    assert!(
+        events(&fx)
+            .iter()
+            .any(|b| matches!(b, Body::Outcome(o) if o.outcome == "identified"))
+    );
+    assert_eq!(function_outputs(&fx).len(), 3);
+    assert_eq!(response_creates(&fx).len(), 1);
+}
+
+// --------------------------------------------------------------------------------- endings
+
+#[test]
+fn end_call_says_goodbye_and_hangs_up_once_it_was_heard() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", END_CALL, "{}")]),
+    );
+    let fx = c.take();
+    assert_eq!(function_outputs(&fx).len(), 1);
+    assert_eq!(response_creates(&fx).len(), 1, "the goodbye");
+    c.say(30, "r2", "i2", 2);
+    let fx = c.take();
+    assert!(c.m.ended().is_none(), "goodbye still playing");
+    let m = marks(&fx);
+    c.echo(130, &m[0]);
+    assert!(c.m.ended().is_none());
+    c.echo(230, &m[1]);
+    let fx = c.take();
+    let o = outs(&fx);
+    assert!(
+        matches!(&o[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "end_call"),
+        "{o:?}"
+    );
+    let e = ended(&fx).unwrap();
+    assert_eq!(e.reason, "end_call");
+    assert_eq!(c.m.ended(), Some("end_call"));
+    // The goodbye's transcript is recorded before `ended`.
+    let bodies = events(&fx);
+    assert!(matches!(bodies.last(), Some(Body::Ended(_))));
+    assert!(fx.contains(&Effect::CloseRealtime));
+}
+
+#[test]
+fn end_call_with_a_silent_goodbye_hangs_up_at_response_done() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", END_CALL, "{}")]),
+    );
+    c.created(30, "r2");
+    c.done(40, "r2", "completed", json!([]));
+    assert_eq!(c.m.ended(), Some("end_call"));
+}
+
+#[test]
+fn end_call_hangs_up_after_the_deadline_if_marks_never_come_back() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", END_CALL, "{}")]),
+    );
+    c.say(30, "r2", "i2", 2);
+    let deadline = c.m.next_deadline().unwrap();
+    assert!(deadline <= c.at(30 + 200 + 5000));
+    c.m.on_timer(deadline);
+    assert_eq!(c.m.ended(), Some("end_call"));
+}
+
+#[test]
+fn transfer_call_transfers_after_the_goodbye() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", TRANSFER_CALL, "{}")]),
+    );
+    let fx = c.take();
+    assert!(
+        events(&fx)
+            .iter()
+            .any(|b| matches!(b, Body::Outcome(o) if o.outcome == "transferred"))
+    );
+    c.created(30, "r2");
+    c.done(40, "r2", "completed", json!([]));
+    let fx = c.take();
+    assert!(
+        outs(&fx)
+            .iter()
+            .any(|f| matches!(f, outbound_frame::Frame::Transfer(t) if t.to == "+15550002222"))
+    );
+    assert_eq!(ended(&fx).unwrap().reason, "transferred");
+}
+
+#[test]
+fn stop_ends_the_call_with_summed_usage() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.say(10, "r1", "i1", 1);
+    c.say(20, "r2", "i2", 1);
+    c.take();
+    c.inbound(
+        500,
+        inbound_frame::Frame::Stop(StreamStop {
+            reason: "stop".into(),
+        }),
+    );
+    let fx = c.take();
+    let e = ended(&fx).unwrap();
+    assert_eq!(e.reason, "caller_hung_up");
+    assert_eq!(e.duration_ms, 500);
+    let u = e.usage.unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.output_tokens,
+            u.input_audio_tokens,
+            u.input_text_tokens
+        ),
+        (40, 20, 30, 10)
+    );
+    assert_eq!(
+        (u.output_audio_tokens, u.output_text_tokens, u.cached_tokens),
+        (14, 6, 8)
+    );
+    assert!(fx.contains(&Effect::CloseRealtime));
+    assert!(outs(&fx).is_empty(), "no hangup frame: the caller is gone");
+    // Unsettled assistant items are recorded before `ended`.
+    let t = transcripts(&fx);
+    assert_eq!(t.len(), 2);
+    assert!(matches!(events(&fx).last(), Some(Body::Ended(_))));
+    // Nothing happens after the end.
+    c.speech_started(600, "u1");
+    assert!(c.take().is_empty());
+}
+
+#[test]
+fn error_classification() {
+    let e = |code: &str, kind: &str| ErrorDetail {
+        kind: kind.into(),
+        code: Some(code.into()),
+        ..Default::default()
+    };
+    for fatal in [
+        "session_expired",
+        "beta_api_shape_disabled",
+        "invalid_api_key",
+    ] {
+        assert_eq!(
+            classify_error(&e(fatal, "invalid_request_error")),
+            ErrorClass::Fatal,
+            "{fatal}"
+        );
+    }
+    assert_eq!(
+        classify_error(&e("whatever", "authentication_error")),
+        ErrorClass::Fatal
+    );
+    for ok in [
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "item_truncate_invalid_item_id",
+        "input_audio_buffer_commit_empty",
+        "rate_limit_exceeded",
+        "something_new",
+    ] {
+        assert_eq!(
+            classify_error(&e(ok, "invalid_request_error")),
+            ErrorClass::Recoverable,
+            "{ok}"
+        );
+    }
+    assert_eq!(
+        classify_error(&ErrorDetail::default()),
+        ErrorClass::Recoverable
+    );
+}
+
+#[test]
+fn recoverable_error_keeps_the_call_and_frees_the_pending_request() {
+    let mut c = Call::new(agent_with(|a| a.greeting = Some("Hi".into())));
+    c.start(0);
+    c.take();
+    // The greeting's response.create is answered by an error only.
+    c.server(
+        10,
+        json!({"type":"error","error":{"type":"invalid_request_error","code":"rate_limit_exceeded",
+               "message":"Rate limit reached","param":null,"event_id":null}}),
+    );
+    assert!(c.m.ended().is_none());
+    c.take();
+    // A later request is sent at once, not stuck behind the failed one.
+    c.inbound(20, inbound_frame::Frame::Dtmf(Dtmf { digit: "1".into() }));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+}
+
+#[test]
+fn active_response_error_retries_after_that_response() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.inbound(10, inbound_frame::Frame::Dtmf(Dtmf { digit: "5".into() }));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+    c.server(
+        11,
+        json!({"type":"error","error":{"type":"invalid_request_error",
+               "code":"conversation_already_has_active_response","message":"busy"}}),
+    );
+    c.created(12, "r_vad");
+    assert!(response_creates(&c.take()).is_empty());
+    c.done(20, "r_vad", "completed", json!([]));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+}
+
+#[test]
+fn greeting_refused_while_busy_is_retried_with_its_instructions() {
+    let mut c = Call::new(agent_with(|a| a.greeting = Some("Hi".into())));
+    c.take();
+    c.server(
+        5,
+        json!({"type":"error","error":{"type":"invalid_request_error",
+               "code":"conversation_already_has_active_response","message":"busy","event_id":"sb_resp_1"}}),
+    );
+    c.created(6, "r_vad");
+    c.done(7, "r_vad", "completed", json!([]));
+    let creates = response_creates(&c.take());
+    assert_eq!(creates.len(), 1);
+    assert!(
+        creates[0]
+            .as_ref()
+            .unwrap()
+            .instructions
+            .as_deref()
+            .unwrap()
+            .contains("\"Hi\"")
+    );
+}
+
+#[test]
+fn errors_of_other_client_events_leave_the_pending_request_alone() {
+    let mut c = Call::new(agent_with(|a| a.greeting = Some("Hi".into())));
+    c.take();
+    c.server(
+        5,
+        json!({"type":"error","error":{"type":"invalid_request_error",
+               "code":"item_truncate_invalid_item_id","message":"no such item","event_id":null}}),
+    );
+    // Still waiting for the greeting: a DTMF request waits behind it.
+    c.inbound(6, inbound_frame::Frame::Dtmf(Dtmf { digit: "1".into() }));
+    assert!(response_creates(&c.take()).is_empty());
+    c.created(7, "r1");
+    c.delta(8, "r1", "i1", 800);
+    assert!(
+        events(&c.take())
+            .iter()
+            .any(|b| matches!(b, Body::Turn(t) if t.kind == "greeting"))
+    );
+}
+
+#[test]
+fn fatal_error_hangs_up_with_model_error() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.take();
+    c.server(
+        10,
+        json!({"type":"error","error":{"type":"invalid_request_error","code":"session_expired",
+               "message":"Your session hit the maximum duration of 60 minutes."}}),
+    );
+    let fx = c.take();
+    assert!(matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "error"));
+    assert_eq!(ended(&fx).unwrap().reason, "model_error");
+}
+
+#[test]
+fn lost_realtime_socket_hangs_up_with_model_error() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.m.on_realtime(
+        RealtimeEvent::Closed {
+            code: Some(1001),
+            reason: "going away".into(),
+        },
+        c.at(5),
+    );
+    assert_eq!(ended(&c.take()).unwrap().reason, "model_error");
+}
+
+#[test]
+fn invalid_dtmf_is_ignored() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.take();
+    for digit in ["", "12", "x", "\"; drop"] {
+        c.inbound(
+            10,
+            inbound_frame::Frame::Dtmf(Dtmf {
+                digit: digit.into(),
+            }),
+        );
+    }
+    assert!(c.take().is_empty());
+}
+
+#[test]
+fn dtmf_becomes_a_user_item_and_waits_for_the_active_response() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(5, "r1");
+    c.take();
+    c.inbound(10, inbound_frame::Frame::Dtmf(Dtmf { digit: "3".into() }));
+    let fx = c.take();
+    assert!(realtime(&fx).iter().any(|e| matches!(e,
+        ClientEvent::ConversationItemCreate { item, .. } if item.text() == "The caller pressed 3 on the keypad.")));
+    assert!(response_creates(&fx).is_empty());
+    c.done(20, "r1", "completed", json!([]));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+}
+
+// ----------------------------------------------------------------------------------- timers
+
+#[test]
+fn idle_caller_is_prompted_once_then_the_call_ends() {
+    let mut c = Call::new(agent_with(|a| {
+        a.idle_timeout = Some(Duration::from_secs(10))
+    }));
+    assert!(
+        c.m.next_deadline().unwrap() >= c.at(29_000),
+        "only the start timer before start"
+    );
+    c.start(0);
+    c.take();
+    // Caller speech resets the timer.
+    c.speech_started(5_000, "u1");
+    c.speech_stopped(6_000, "u1");
+    c.m.on_timer(c.at(10_000));
+    assert!(response_creates(&c.take()).is_empty());
+    assert_eq!(c.m.next_deadline(), Some(c.at(16_000)));
+    c.m.on_timer(c.at(16_000));
+    let creates = response_creates(&c.take());
+    assert_eq!(creates.len(), 1);
+    assert!(
+        creates[0]
+            .as_ref()
+            .unwrap()
+            .instructions
+            .as_deref()
+            .unwrap()
+            .contains("\"Are you still there?\"")
+    );
+    c.created(16_100, "r1");
+    c.done(16_200, "r1", "completed", json!([]));
+    c.take();
+    // The quiet period restarts when the prompt has been said (its response.done at 16.2 s).
+    c.m.on_timer(c.m.next_deadline().unwrap());
+    assert!(response_creates(&c.take()).is_empty());
+    assert_eq!(c.m.next_deadline(), Some(c.at(26_200)));
+    c.m.on_timer(c.at(26_200));
+    let creates = response_creates(&c.take());
+    assert_eq!(creates.len(), 1, "goodbye");
+    assert!(
+        creates[0]
+            .as_ref()
+            .unwrap()
+            .instructions
+            .as_deref()
+            .unwrap()
+            .starts_with("Say exactly: \"")
+    );
+    c.created(26_300, "r2");
+    c.done(26_400, "r2", "completed", json!([]));
+    let fx = c.take();
+    assert!(matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "idle"));
+    assert_eq!(ended(&fx).unwrap().reason, "idle");
+}
+
+#[test]
+fn max_duration_says_goodbye_then_hangs_up() {
+    let mut c = Call::new(agent_with(|a| a.max_call = Some(Duration::from_secs(60))));
+    c.start(0);
+    c.take();
+    assert_eq!(c.m.next_deadline(), Some(c.at(60_000)));
+    c.m.on_timer(c.at(60_000));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+    c.say(60_100, "r1", "i1", 1);
+    let m = marks(&c.take());
+    c.echo(60_300, &m[0]);
+    assert_eq!(ended(&c.take()).unwrap().reason, "max_duration");
+}
+
+#[test]
+fn stream_that_never_starts_ends_the_call() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.take();
+    assert_eq!(c.m.next_deadline(), Some(c.at(30_000)));
+    c.m.on_timer(c.at(30_000));
+    assert_eq!(ended(&c.take()).unwrap().reason, "stream_lost");
+}
+
+#[test]
+fn shutdown_hangs_up_with_worker_shutdown() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.take();
+    c.m.shutdown(c.at(100));
+    let fx = c.take();
+    assert!(
+        matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "worker_shutdown")
+    );
+    assert_eq!(ended(&fx).unwrap().reason, "worker_shutdown");
+    assert_eq!(c.m.next_deadline(), None);
+}

@@ -1,0 +1,308 @@
+//! Taking calls: the answer to `voice.calls.offer`.
+//!
+//! Workers share the offer subject in the queue group `call-workers`, so each offer reaches one
+//! of them. A worker declines when it is draining, when it is at `MAX_CALLS` (a semaphore: a hard
+//! cap, never exceeded), or when no agent answers the dialed number; the gateway then tries
+//! elsewhere or tells the caller everyone is busy. Otherwise it starts the call actor, which
+//! subscribes to the call's `.in` subject, and only then answers `accepted`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Message;
+use futures::StreamExt;
+use switchboard_proto::subject::validate_call_sid;
+use switchboard_proto::{CallOffer, Message as _, OfferReply};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::{Agent, Agents};
+use crate::call::{self, CallContext};
+
+/// How long offers already delivered to us are still answered (declined) after draining starts.
+const DRAIN_DECLINE_WINDOW: Duration = Duration::from_secs(1);
+
+/// What to answer an offer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Take the call with this agent.
+    Accept(Arc<Agent>),
+    /// We already run this call (a repeated offer): answer `accepted` again.
+    AlreadyOurs(String),
+    /// Decline with this reason.
+    Decline(&'static str),
+}
+
+/// Decides an offer. `free_slots` is how many more calls the worker may take; `active` maps the
+/// calls running here to their agents.
+pub fn decide(
+    offer: &CallOffer,
+    draining: bool,
+    free_slots: usize,
+    agents: &Agents,
+    active: &HashMap<String, String>,
+) -> Decision {
+    if validate_call_sid(&offer.call_sid).is_err() {
+        return Decision::Decline("bad_offer");
+    }
+    if let Some(agent_id) = active.get(&offer.call_sid) {
+        return Decision::AlreadyOurs(agent_id.clone());
+    }
+    if draining {
+        return Decision::Decline("draining");
+    }
+    if free_slots == 0 {
+        return Decision::Decline("at_capacity");
+    }
+    let agent = if offer.agent_id.is_empty() {
+        agents.route(&offer.to)
+    } else {
+        agents.by_id(&offer.agent_id)
+    };
+    match agent {
+        Some(a) => Decision::Accept(Arc::clone(a)),
+        None => Decision::Decline("no_agent"),
+    }
+}
+
+/// The offer desk of a worker: owns the capacity and the table of calls running here.
+pub struct Offers {
+    ctx: Arc<CallContext>,
+    agents: Arc<Agents>,
+    capacity: Arc<Semaphore>,
+    calls: CancellationToken,
+    tracker: TaskTracker,
+    active: HashMap<String, String>,
+    ended_tx: mpsc::UnboundedSender<String>,
+    ended_rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl Offers {
+    /// A desk taking at most `max_calls` calls. Call actors are spawned on `tracker`; cancelling
+    /// `calls` ends every call (drain deadline).
+    pub fn new(
+        ctx: Arc<CallContext>,
+        agents: Arc<Agents>,
+        max_calls: usize,
+        calls: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        Self {
+            ctx,
+            agents,
+            capacity: Arc::new(Semaphore::new(max_calls)),
+            calls,
+            tracker,
+            active: HashMap::new(),
+            ended_tx,
+            ended_rx,
+        }
+    }
+
+    /// Answers offers until `stop` fires, then stops taking offers: the subscription is drained
+    /// and whatever was already delivered is declined with `draining`.
+    pub async fn run(mut self, mut offers: async_nats::Subscriber, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                msg = offers.next() => match msg {
+                    Some(msg) => self.handle(msg, false).await,
+                    None => {
+                        tracing::warn!("offer subscription ended");
+                        return;
+                    }
+                },
+                Some(sid) = self.ended_rx.recv() => {
+                    self.active.remove(&sid);
+                }
+            }
+        }
+        tracing::info!("draining: no more offers");
+        if let Err(e) = offers.drain().await {
+            tracing::warn!(error = %e, "draining the offer subscription failed");
+        }
+        while let Ok(Some(msg)) = tokio::time::timeout(DRAIN_DECLINE_WINDOW, offers.next()).await {
+            self.handle(msg, true).await;
+        }
+    }
+
+    async fn handle(&mut self, msg: Message, draining: bool) {
+        let Some(reply_to) = msg.reply.clone() else {
+            tracing::warn!(subject = %msg.subject, "offer without a reply subject ignored");
+            return;
+        };
+        while let Ok(sid) = self.ended_rx.try_recv() {
+            self.active.remove(&sid);
+        }
+        let offer = match CallOffer::decode(msg.payload) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable call offer declined");
+                self.reply(reply_to, "", Err("bad_offer")).await;
+                return;
+            }
+        };
+        let call_sid = offer.call_sid.clone();
+        let decision = decide(
+            &offer,
+            draining,
+            self.capacity.available_permits(),
+            &self.agents,
+            &self.active,
+        );
+        match decision {
+            Decision::Decline(reason) => {
+                tracing::info!(%call_sid, to = %offer.to, agent_id = %offer.agent_id, %reason, "offer declined");
+                self.reply(reply_to, &call_sid, Err(reason)).await;
+            }
+            Decision::AlreadyOurs(agent_id) => {
+                tracing::info!(%call_sid, "repeated offer for a call running here");
+                self.reply(reply_to, &call_sid, Ok(&agent_id)).await;
+            }
+            Decision::Accept(agent) => {
+                // Offers are handled one at a time, so a slot seen free is still free.
+                let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
+                    self.reply(reply_to, &call_sid, Err("at_capacity")).await;
+                    return;
+                };
+                let spawned = call::spawn(
+                    Arc::clone(&self.ctx),
+                    offer,
+                    Arc::clone(&agent),
+                    permit,
+                    self.calls.child_token(),
+                    &self.tracker,
+                    self.ended_tx.clone(),
+                )
+                .await;
+                match spawned {
+                    Ok(()) => {
+                        tracing::info!(%call_sid, agent_id = %agent.id, "call accepted");
+                        self.active.insert(call_sid.clone(), agent.id.clone());
+                        self.reply(reply_to, &call_sid, Ok(&agent.id)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(%call_sid, error = %e, "could not subscribe to the call; declined");
+                        self.reply(reply_to, &call_sid, Err("error")).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply(
+        &self,
+        reply_to: async_nats::Subject,
+        call_sid: &str,
+        result: Result<&str, &'static str>,
+    ) {
+        let reply = match result {
+            Ok(agent_id) => OfferReply {
+                accepted: true,
+                worker_id: self.ctx.worker_id.clone(),
+                agent_id: agent_id.to_owned(),
+                reason: String::new(),
+            },
+            Err(reason) => OfferReply {
+                accepted: false,
+                worker_id: self.ctx.worker_id.clone(),
+                agent_id: String::new(),
+                reason: reason.to_owned(),
+            },
+        };
+        let (result, reason) = if reply.accepted {
+            ("accepted", "")
+        } else {
+            ("declined", result.err().unwrap_or_default())
+        };
+        metrics::counter!("worker_offers_total", "result" => result, "reason" => reason)
+            .increment(1);
+        if let Err(e) = self
+            .ctx
+            .client
+            .publish(reply_to, reply.encode_to_vec().into())
+            .await
+        {
+            tracing::warn!(%call_sid, error = %e, "answering the offer failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn agents() -> Agents {
+        Agents::parse(
+            "[[agent]]\nid='desk'\nnumbers=['+1555']\ninstructions='x'\n\
+             [[agent]]\nid='sales'\ninstructions='y'",
+            "agents.toml",
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn offer(sid: &str, to: &str, agent_id: &str) -> CallOffer {
+        CallOffer {
+            call_sid: sid.into(),
+            to: to.into(),
+            agent_id: agent_id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_routed_and_explicit_agents() {
+        let a = agents();
+        let none = HashMap::new();
+        match decide(&offer("CA1", "+1555", ""), false, 1, &a, &none) {
+            Decision::Accept(agent) => assert_eq!(agent.id, "desk"),
+            other => panic!("{other:?}"),
+        }
+        match decide(&offer("CA1", "+1555", "sales"), false, 1, &a, &none) {
+            Decision::Accept(agent) => assert_eq!(agent.id, "sales"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn declines_with_reasons() {
+        let a = agents();
+        let none = HashMap::new();
+        let d = |o: &CallOffer, draining, free| decide(o, draining, free, &a, &none);
+        let good = offer("CA1", "+1555", "");
+        assert_eq!(d(&good, true, 5), Decision::Decline("draining"));
+        assert_eq!(d(&good, false, 0), Decision::Decline("at_capacity"));
+        assert_eq!(
+            d(&offer("CA1", "+1999", ""), false, 1),
+            Decision::Decline("no_agent")
+        );
+        assert_eq!(
+            d(&offer("CA1", "+1555", "ghost"), false, 1),
+            Decision::Decline("no_agent")
+        );
+        assert_eq!(
+            d(&offer("CA.1", "+1555", ""), false, 1),
+            Decision::Decline("bad_offer")
+        );
+        assert_eq!(
+            d(&offer("", "+1555", ""), false, 1),
+            Decision::Decline("bad_offer")
+        );
+    }
+
+    #[test]
+    fn repeated_offers_are_answered_again() {
+        let a = agents();
+        let mut active = HashMap::new();
+        active.insert("CA1".to_owned(), "desk".to_owned());
+        assert_eq!(
+            decide(&offer("CA1", "+1555", ""), true, 0, &a, &active),
+            Decision::AlreadyOurs("desk".into())
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! The WebSocket connection of one call to the OpenAI Realtime API (GA interface).
+//!
+//! [`connect`] returns at once with a sender and an event receiver; a task opens the socket in
+//! the background, so the call actor can queue `session.update` and the greeting while the TLS
+//! handshake is still running (the offer arrives before Twilio even opens its media socket).
+//!
+//! The writer never makes the actor wait:
+//! - control events (`session.update`, `response.create`, truncates, tool outputs) go through an
+//!   unbounded queue and are never dropped; there are only a handful per turn;
+//! - caller audio goes through a bounded ring (a broadcast channel with one reader): when the
+//!   socket stalls, the oldest audio is overwritten and counted in `worker_audio_dropped_total`,
+//!   because stale audio is worthless and must never pile up without bound.
+//!
+//! Control events are written before audio when both are waiting, so `session.update` (which sets
+//! the audio format) always precedes the first append.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use switchboard_realtime::{ClientEvent, ServerEvent};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Caller audio held while the socket is slow: 250 Twilio frames of 20 ms = 5 s.
+pub const AUDIO_QUEUE_FRAMES: usize = 250;
+/// Server events buffered towards the call actor.
+const EVENT_QUEUE: usize = 256;
+/// How long to wait for the server's close reply after we close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long opening the socket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to reach the Realtime API.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Base URL, e.g. `wss://api.openai.com/v1/realtime`.
+    pub url: String,
+    /// Model id, sent as `?model=`.
+    pub model: String,
+    /// Sent as `Authorization: Bearer`; `None` sends no header (the simulator).
+    pub api_key: Option<String>,
+}
+
+impl RealtimeSettings {
+    /// The URL to connect to: the base URL with `model` in the query (unless it has one).
+    pub fn endpoint(&self) -> String {
+        let (_, query) = self.url.split_once('?').unwrap_or((&self.url, ""));
+        if query.split('&').any(|kv| kv.starts_with("model=")) {
+            return self.url.clone();
+        }
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}model={}", self.url, self.model)
+    }
+}
+
+/// What the call actor hears from the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RealtimeEvent {
+    /// A server event.
+    Server(Box<ServerEvent>),
+    /// The socket is gone (or never opened). Always the last event.
+    Closed {
+        /// The WebSocket close code, when the server sent one (1001 on session expiry, 4000
+        /// when the beta interface is refused).
+        code: Option<u16>,
+        /// What happened, for the logs.
+        reason: String,
+    },
+}
+
+enum Control {
+    Text(Utf8Bytes),
+    Close,
+}
+
+/// The sending half: cheap, never waits.
+#[derive(Debug, Clone)]
+pub struct RealtimeSender {
+    control: mpsc::UnboundedSender<Control>,
+    audio: broadcast::Sender<Utf8Bytes>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(_) => f.write_str("Text"),
+            Self::Close => f.write_str("Close"),
+        }
+    }
+}
+
+impl RealtimeSender {
+    /// Queues a control event (never dropped).
+    pub fn send(&self, event: &ClientEvent) {
+        let _ = self.control.send(Control::Text(event.to_json().into()));
+    }
+
+    /// Queues caller audio, already base64-encoded; the oldest queued audio is dropped when the
+    /// queue is full.
+    pub fn append_audio(&self, audio_b64: String) {
+        let _ = self
+            .audio
+            .send(ClientEvent::append(audio_b64).to_json().into());
+    }
+
+    /// Closes the socket (normal closure) after the queued control events.
+    pub fn close(&self) {
+        let _ = self.control.send(Control::Close);
+    }
+}
+
+/// Opens the Realtime socket of `call_sid` in the background.
+pub fn connect(
+    settings: &RealtimeSettings,
+    call_sid: &str,
+) -> (RealtimeSender, mpsc::Receiver<RealtimeEvent>) {
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (audio_tx, audio_rx) = broadcast::channel(AUDIO_QUEUE_FRAMES);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let settings = settings.clone();
+    let call_sid = call_sid.to_owned();
+    tokio::spawn(async move {
+        let closed = run(&settings, &call_sid, control_rx, audio_rx, &events_tx).await;
+        if let Some((code, reason)) = closed {
+            tracing::info!(%call_sid, ?code, %reason, "realtime socket closed");
+            let _ = events_tx.send(RealtimeEvent::Closed { code, reason }).await;
+        }
+    });
+    (
+        RealtimeSender {
+            control: control_tx,
+            audio: audio_tx,
+        },
+        events_rx,
+    )
+}
+
+/// Runs the connection; returns the close to report, or `None` when we closed it ourselves.
+async fn run(
+    settings: &RealtimeSettings,
+    call_sid: &str,
+    control: mpsc::UnboundedReceiver<Control>,
+    audio: broadcast::Receiver<Utf8Bytes>,
+    events: &mpsc::Sender<RealtimeEvent>,
+) -> Option<(Option<u16>, String)> {
+    let endpoint = settings.endpoint();
+    let mut request = match endpoint.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Some((None, format!("bad REALTIME_URL {endpoint}: {e}"))),
+    };
+    if let Some(key) = &settings.api_key {
+        match HeaderValue::from_str(&format!("Bearer {key}")) {
+            Ok(v) => {
+                request.headers_mut().insert("authorization", v);
+            }
+            Err(_) => return Some((None, "OPENAI_API_KEY is not a valid header value".into())),
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => return Some((None, format!("connecting to {endpoint}: {e}"))),
+        Err(_) => return Some((None, format!("connecting to {endpoint}: timed out"))),
+    };
+    metrics::histogram!("realtime_connect_seconds").record(started.elapsed().as_secs_f64());
+    tracing::debug!(%call_sid, %endpoint, "realtime socket open");
+
+    let (sink, stream) = ws.split();
+    let writer = write_loop(sink, control, audio, call_sid);
+    let reader = read_loop(stream, events, call_sid);
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        closed = &mut reader => closed,
+        written = &mut writer => match written {
+            // We closed: let the reader see the server's close reply, then stop quietly.
+            Ok(()) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, reader).await;
+                None
+            }
+            Err(e) => Some((None, e)),
+        },
+    }
+}
+
+async fn write_loop<S>(
+    mut sink: S,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut audio: broadcast::Receiver<Utf8Bytes>,
+    call_sid: &str,
+) -> Result<(), String>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let mut audio_open = true;
+    loop {
+        let message = tokio::select! {
+            biased;
+            c = control.recv() => match c {
+                Some(Control::Text(text)) => Message::Text(text),
+                Some(Control::Close) | None => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "call ended".into(),
+                        })))
+                        .await;
+                    return Ok(());
+                }
+            },
+            a = audio.recv(), if audio_open => match a {
+                Ok(text) => Message::Text(text),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("worker_audio_dropped_total").increment(n);
+                    tracing::debug!(%call_sid, dropped = n, "realtime socket slow: dropped oldest caller audio");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    audio_open = false;
+                    continue;
+                }
+            },
+        };
+        sink.send(message)
+            .await
+            .map_err(|e| format!("writing to the realtime socket: {e}"))?;
+    }
+}
+
+async fn read_loop<S>(
+    mut stream: S,
+    events: &mpsc::Sender<RealtimeEvent>,
+    call_sid: &str,
+) -> Option<(Option<u16>, String)>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut close: Option<(Option<u16>, String)> = None;
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(Message::Text(text)) => match ServerEvent::parse(&text) {
+                Ok(event) => {
+                    if events
+                        .send(RealtimeEvent::Server(Box::new(event)))
+                        .await
+                        .is_err()
+                    {
+                        // The call is over; nobody listens any more.
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("realtime_unparsed_events_total").increment(1);
+                    tracing::warn!(%call_sid, error = %e, "unparseable realtime event ignored");
+                }
+            },
+            Ok(Message::Close(frame)) => {
+                close = Some(match frame {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                    None => (None, "closed without a close frame".into()),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Some(close.unwrap_or((None, format!("realtime socket error: {e}"))));
+            }
+        }
+    }
+    Some(close.unwrap_or((None, "realtime socket closed".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    #[test]
+    fn endpoint_adds_the_model() {
+        let s = |url: &str| RealtimeSettings {
+            url: url.into(),
+            model: "gpt-realtime".into(),
+            api_key: None,
+        };
+        assert_eq!(
+            s("wss://api.openai.com/v1/realtime").endpoint(),
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+        );
+        assert_eq!(
+            s("ws://h/v1/realtime?x=1").endpoint(),
+            "ws://h/v1/realtime?x=1&model=gpt-realtime"
+        );
+        assert_eq!(s("ws://h/?model=m").endpoint(), "ws://h/?model=m");
+    }
+
+    #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
+    /// A one-connection fake server: records the upgrade request, sends `script`, then echoes
+    /// every client text frame back to the test.
+    async fn fake_server(
+        script: Vec<String>,
+        close_after_script: Option<u16>,
+    ) -> (
+        String,
+        tokio::sync::oneshot::Receiver<Request>,
+        mpsc::UnboundedReceiver<String>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (req_tx, req_rx) = tokio::sync::oneshot::channel();
+        let (got_tx, got_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut req_tx = Some(req_tx);
+            let mut ws =
+                tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {
+                    if let Some(tx) = req_tx.take() {
+                        let mut copy = Request::builder().uri(req.uri().clone());
+                        for (k, v) in req.headers() {
+                            copy = copy.header(k, v);
+                        }
+                        let _ = tx.send(copy.body(()).unwrap());
+                    }
+                    Ok(resp)
+                })
+                .await
+                .unwrap();
+            for text in script {
+                ws.send(Message::text(text)).await.unwrap();
+            }
+            if let Some(code) = close_after_script {
+                let _ = ws
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: "bye".into(),
+                    })))
+                    .await;
+            }
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let _ = got_tx.send(t.to_string());
+                }
+            }
+        });
+        (format!("ws://{addr}/v1/realtime"), req_rx, got_rx)
+    }
+
+    #[tokio::test]
+    async fn sends_auth_only_when_configured_and_never_the_beta_header() {
+        let (url, req, _got) = fake_server(vec![], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "gpt-realtime".into(),
+            api_key: Some("sk-test".into()),
+        };
+        let (tx, _rx) = connect(&settings, "CA1");
+        let req = req.await.unwrap();
+        assert_eq!(req.uri().query(), Some("model=gpt-realtime"));
+        assert_eq!(req.headers()["authorization"], "Bearer sk-test");
+        assert!(req.headers().get("openai-beta").is_none());
+        drop(tx);
+
+        let (url, req, _got) = fake_server(vec![], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let (_tx, _rx) = connect(&settings, "CA1");
+        let req = req.await.unwrap();
+        assert!(req.headers().get("authorization").is_none());
+        assert!(req.headers().get("openai-beta").is_none());
+    }
+
+    #[tokio::test]
+    async fn control_events_go_first_and_server_events_come_back() {
+        let created = r#"{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}"#;
+        let (url, _req, mut got) = fake_server(vec![created.into()], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let (tx, mut rx) = connect(&settings, "CA1");
+        // Queued before the socket is open: the control event must still be written first.
+        tx.append_audio("AAAA".into());
+        tx.send(&ClientEvent::response_create());
+        let first = got.recv().await.unwrap();
+        assert!(first.contains("response.create"), "{first}");
+        let second = got.recv().await.unwrap();
+        assert!(second.contains("input_audio_buffer.append"), "{second}");
+        match rx.recv().await.unwrap() {
+            RealtimeEvent::Server(ev) => {
+                assert!(matches!(*ev, ServerEvent::SessionCreated { .. }), "{ev:?}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Closing ourselves reports nothing more.
+        tx.close();
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn server_close_is_reported_with_its_code() {
+        let (url, _req, _got) = fake_server(vec![], Some(4000)).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let (_tx, mut rx) = connect(&settings, "CA1");
+        match rx.recv().await.unwrap() {
+            RealtimeEvent::Closed { code, reason } => {
+                assert_eq!(code, Some(4000));
+                assert_eq!(reason, "bye");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_failure_is_reported() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let settings = RealtimeSettings {
+            url: format!("ws://127.0.0.1:{port}/v1/realtime"),
+            model: "m".into(),
+            api_key: None,
+        };
+        let (_tx, mut rx) = connect(&settings, "CA1");
+        assert!(matches!(
+            rx.recv().await,
+            Some(RealtimeEvent::Closed { code: None, .. })
+        ));
+    }
+}

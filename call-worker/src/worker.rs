@@ -1,0 +1,236 @@
+//! The worker process: wiring, HTTP probes, capacity and drain.
+//!
+//! Start: read the agents file (a mistake stops the process with a precise error), connect to
+//! NATS, make sure the events stream and the tool registry exist, serve `/healthz`, `/readyz`
+//! and `/metrics`, and take offers.
+//!
+//! Drain (SIGTERM): readiness turns false, the offer subscription is drained (no new calls),
+//! running calls may finish for up to `DRAIN_SECONDS`, then the rest are ended with reason
+//! `worker_shutdown`; queued call events are flushed to JetStream before the process exits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use switchboard_proto::WORKERS_QUEUE_GROUP;
+use switchboard_service::Health;
+use switchboard_service::events::{EventPublisher, ensure_stream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::{Agents, AgentsError};
+use crate::call::CallContext;
+use crate::config::Config;
+use crate::offers::Offers;
+use crate::tools;
+
+/// How long calls get to end after the drain deadline cancelled them.
+const FORCED_END_GRACE: Duration = Duration::from_secs(10);
+/// How long flushing queued call events may take on shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the worker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The agents file is wrong.
+    #[error(transparent)]
+    Agents(#[from] AgentsError),
+    /// NATS is unreachable.
+    #[error(transparent)]
+    Nats(#[from] switchboard_service::nats::ConnectError),
+    /// JetStream refused the events stream.
+    #[error("creating the events stream: {0}")]
+    Stream(String),
+    /// NATS refused the offer subscription.
+    #[error("subscribing to offers: {0}")]
+    Subscribe(String),
+    /// The HTTP listener.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The worker task died.
+    #[error("worker task failed: {0}")]
+    Task(String),
+}
+
+/// A running worker.
+pub struct Worker {
+    addr: SocketAddr,
+    worker_id: String,
+    health: Health,
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts a worker; it takes offers once this returns.
+    pub async fn start(config: Config) -> Result<Self, WorkerError> {
+        let agents = Arc::new(Agents::load(&config.agents_file)?);
+        let worker_id = config.worker_id();
+        tracing::info!(%worker_id, agents = agents.all().len(), file = %agents.file().display(),
+            "agents loaded");
+
+        let client = config
+            .nats
+            .connect(&format!("call-worker {worker_id}"))
+            .await?;
+        let subjects = config.nats.subjects();
+        let js = jetstream::new(client.clone());
+        ensure_stream(&js, &subjects)
+            .await
+            .map_err(|e| WorkerError::Stream(e.to_string()))?;
+        let registry = match tools::open_registry(&js).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::error!(error = %e, "tool registry unavailable; business tools are left out");
+                None
+            }
+        };
+        let publisher = EventPublisher::spawn(js, subjects.clone());
+
+        let health = Health::new();
+        let metrics = switchboard_service::telemetry::install_metrics();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| WorkerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| WorkerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let shutdown = CancellationToken::new();
+        let http_stop = CancellationToken::new();
+        let router: axum::Router = health.router(metrics);
+        let http = tokio::spawn({
+            let stop = http_stop.clone();
+            async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            }
+        });
+
+        let offers_sub = client
+            .queue_subscribe(subjects.offer(), WORKERS_QUEUE_GROUP.to_owned())
+            .await
+            .map_err(|e| WorkerError::Subscribe(e.to_string()))?;
+        let ctx = Arc::new(CallContext {
+            client: client.clone(),
+            subjects,
+            publisher: publisher.clone(),
+            registry,
+            realtime: config.realtime(),
+            worker_id: worker_id.clone(),
+            tool_timeout: config.tool_timeout(),
+        });
+        let calls = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let offers = Offers::new(
+            ctx,
+            agents,
+            config.max_calls as usize,
+            calls.clone(),
+            tracker.clone(),
+        );
+        let stop_offers = CancellationToken::new();
+        let offers_task = tokio::spawn(offers.run(offers_sub, stop_offers.clone()));
+        metrics::gauge!("worker_max_calls").set(f64::from(config.max_calls));
+        health.set_ready(true);
+        tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");
+
+        let drain = config.drain();
+        let done = tokio::spawn({
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            async move {
+                shutdown.cancelled().await;
+                health.set_ready(false);
+                stop_offers.cancel();
+                let _ = offers_task.await;
+                tracker.close();
+                tracing::info!(
+                    calls = tracker.len(),
+                    ?drain,
+                    "draining: waiting for calls to end"
+                );
+                if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+                    tracing::warn!(
+                        calls = tracker.len(),
+                        "drain deadline passed; ending the remaining calls"
+                    );
+                    calls.cancel();
+                    if tokio::time::timeout(FORCED_END_GRACE, tracker.wait())
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(calls = tracker.len(), "calls did not end in time");
+                    }
+                }
+                if tokio::time::timeout(FLUSH_TIMEOUT, publisher.flush())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("call events not flushed in time");
+                }
+                let _ = client.flush().await;
+                http_stop.cancel();
+                let _ = http.await;
+                tracing::info!("call-worker stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            worker_id,
+            health,
+            shutdown,
+            done,
+        })
+    }
+
+    /// The HTTP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Whether `/readyz` says ready.
+    pub fn is_ready(&self) -> bool {
+        self.health.is_ready()
+    }
+
+    /// Starts draining (what SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the worker has drained and stopped.
+    pub async fn wait(self) -> Result<(), WorkerError> {
+        self.done
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))
+    }
+}
+
+/// Runs a worker until `shutdown` resolves, then drains it.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let worker = Worker::start(config).await?;
+    shutdown.await;
+    worker.shutdown();
+    worker.wait().await
+}

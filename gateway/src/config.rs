@@ -1,0 +1,209 @@
+//! The gateway's settings: flags with environment fallbacks (ARCHITECTURE.md section 5).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_service::NatsArgs;
+
+/// What the caller hears when no worker takes the call.
+pub const DEFAULT_BUSY_MESSAGE: &str =
+    "Sorry, all of our agents are busy right now. Please call again later.";
+
+/// Gateway configuration.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "gateway", version, about = "Switchboard's Twilio gateway")]
+pub struct Config {
+    /// HTTP listen address (webhooks, media WebSockets, health, metrics).
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// The public base URL Twilio uses to reach this service, e.g. `https://agent.example.com`.
+    /// Signatures are checked against it (never against the Host header) and the media stream
+    /// URL in the TwiML is derived from it.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: String,
+
+    /// Twilio account SID (REST call control).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: String,
+
+    /// Twilio auth token: key of `X-Twilio-Signature` and of the per-call stream tokens.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: String,
+
+    /// Base URL of Twilio's REST API (overridable for tests).
+    #[arg(
+        long,
+        env = "TWILIO_API_BASE",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_api_base: String,
+
+    /// Bearer token for the authenticated routes (`POST /calls`).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// This instance's id in offers, stream starts and logs (default: `HOSTNAME`, else random).
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// How long a call offer waits for a worker's answer.
+    #[arg(long, env = "OFFER_TIMEOUT_MS", default_value_t = 3000)]
+    pub offer_timeout_ms: u64,
+
+    /// What callers hear when no worker takes their call.
+    #[arg(long, env = "BUSY_MESSAGE", default_value = DEFAULT_BUSY_MESSAGE)]
+    pub busy_message: String,
+
+    /// On shutdown, how long open media streams may continue before they are closed.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 600)]
+    pub drain_seconds: u64,
+
+    /// How long the stream token in the TwiML stays valid (Twilio connects within seconds).
+    #[arg(long, env = "STREAM_TOKEN_TTL_SECONDS", default_value_t = 300)]
+    pub stream_token_ttl_seconds: u64,
+
+    /// Media streams this instance holds at once; further upgrades get 503.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 2000)]
+    pub max_streams: usize,
+
+    /// How long a new media socket may take to send `start`.
+    #[arg(long, env = "START_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub start_timeout_seconds: u64,
+
+    /// A call whose worker sends nothing (not even a heartbeat) for this long is ended.
+    #[arg(long, env = "WORKER_SILENCE_MS", default_value_t = 10_000)]
+    pub worker_silence_ms: u64,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("PUBLIC_URL must be an absolute http(s) URL without a query, got `{0}`")]
+    PublicUrl(String),
+    #[error("TWILIO_AUTH_TOKEN must not be empty")]
+    EmptyAuthToken,
+    #[error("MAX_STREAMS must be at least 1")]
+    NoStreams,
+}
+
+impl Config {
+    /// Rejects settings the gateway cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.public_url.trim();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let host = url.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if !scheme_ok || host.is_empty() || host.starts_with('/') || url.contains(['?', '#']) {
+            return Err(ConfigError::PublicUrl(self.public_url.clone()));
+        }
+        if self.twilio_auth_token.is_empty() {
+            return Err(ConfigError::EmptyAuthToken);
+        }
+        if self.max_streams == 0 {
+            return Err(ConfigError::NoStreams);
+        }
+        Ok(())
+    }
+
+    /// `GATEWAY_ID`, else the host name (the pod name on Kubernetes), else a random id.
+    pub fn resolved_gateway_id(&self) -> String {
+        self.gateway_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("gateway-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// `OFFER_TIMEOUT_MS` as a duration.
+    pub fn offer_timeout(&self) -> Duration {
+        Duration::from_millis(self.offer_timeout_ms)
+    }
+
+    /// `DRAIN_SECONDS` as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+
+    /// `START_TIMEOUT_SECONDS` as a duration.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_seconds)
+    }
+
+    /// `WORKER_SILENCE_MS` as a duration.
+    pub fn worker_silence(&self) -> Duration {
+        Duration::from_millis(self.worker_silence_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Config {
+        parse_with_url("https://gw.example.com", extra)
+    }
+
+    fn parse_with_url(public_url: &str, extra: &[&str]) -> Config {
+        let mut args = vec![
+            "gateway",
+            "--public-url",
+            public_url,
+            "--twilio-account-sid",
+            "AC1",
+            "--twilio-auth-token",
+            "secret",
+        ];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = parse(&[]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.twilio_api_base, "https://api.twilio.com");
+        assert_eq!(c.offer_timeout(), Duration::from_secs(3));
+        assert_eq!(c.busy_message, DEFAULT_BUSY_MESSAGE);
+        assert_eq!(c.drain(), Duration::from_secs(600));
+        assert_eq!(c.stream_token_ttl_seconds, 300);
+        assert_eq!(c.max_streams, 2000);
+        assert_eq!(c.start_timeout(), Duration::from_secs(10));
+        assert_eq!(c.worker_silence(), Duration::from_secs(10));
+        assert_eq!(c.nats.nats_subject_prefix, "voice");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn gateway_id_prefers_the_flag() {
+        assert_eq!(
+            parse(&["--gateway-id", "gw-7"]).resolved_gateway_id(),
+            "gw-7"
+        );
+        assert!(!parse(&[]).resolved_gateway_id().is_empty());
+    }
+
+    #[test]
+    fn rejects_unusable_public_urls() {
+        for bad in [
+            "gw.example.com",
+            "ftp://x",
+            "https://",
+            "https:///x",
+            "https://x/?a=1",
+        ] {
+            let c = parse_with_url(bad, &[]);
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
+        assert!(
+            parse_with_url("http://127.0.0.1:8080/", &[])
+                .validate()
+                .is_ok()
+        );
+        assert!(parse(&["--max-streams", "0"]).validate().is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! `GET /media`: admission of Twilio Media Streams WebSockets.
+//!
+//! Before upgrading: the upgrade's `X-Twilio-Signature` (over the `wss://` public URL, no
+//! parameters) and the `MAX_STREAMS` limit. The per-call token is only known once `start`
+//! arrives, so the stream actor ([`crate::stream`]) checks it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics as m;
+use crate::shared::Shared;
+use crate::webhook::MEDIA_PATH;
+
+/// Largest WebSocket message (and frame) accepted from Twilio. Media frames are ~300 bytes of
+/// JSON; anything near this is not Twilio and closes the socket with 1009.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The upgrade handler.
+pub async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let signed = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sig| shared.validator.validate_ws(MEDIA_PATH, sig));
+    if !signed {
+        metrics::counter!(m::BAD_SIGNATURES, "route" => MEDIA_PATH).increment(1);
+        tracing::warn!("media upgrade with a missing or invalid X-Twilio-Signature");
+        return (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if shared.closing.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    // Streams are still accepted while draining: their calls were offered before the drain and
+    // the worker is waiting for them.
+    let Ok(permit) = shared.streams.clone().try_acquire_owned() else {
+        metrics::counter!(m::STREAMS_REFUSED, "reason" => "max_streams").increment(1);
+        tracing::warn!("MAX_STREAMS reached; refusing a media socket");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many streams").into_response();
+    };
+    // Counted by the tracker from now on, so a drain cannot finish between the 101 and the
+    // actor starting.
+    let tracked = shared.tracker.token();
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(|error| tracing::warn!(%error, "media upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            crate::stream::run(socket, shared).await;
+            drop(permit);
+            drop(tracked);
+        })
+}

@@ -1,0 +1,65 @@
+//! Names of the gateway's Prometheus metrics, in one place so dashboards and code agree.
+
+/// Gauge: media sockets open right now.
+pub const ACTIVE_STREAMS: &str = "gateway_active_streams";
+/// Counter (`event`): Twilio frames forwarded to NATS as `InboundFrame`s.
+pub const FRAMES_IN: &str = "gateway_frames_in_total";
+/// Counter (`event`): messages written to Twilio.
+pub const FRAMES_OUT: &str = "gateway_frames_out_total";
+/// Counter: offers a worker accepted.
+pub const OFFERS_ACCEPTED: &str = "gateway_offers_accepted_total";
+/// Counter (`reason`): calls no worker took (the caller heard the busy message).
+pub const OFFERS_REJECTED: &str = "gateway_offers_rejected_total";
+/// Counter: text frames from Twilio that could not be parsed (skipped, call continues).
+pub const BAD_FRAMES: &str = "gateway_bad_frames_total";
+/// Counter: frames naming another streamSid than the socket's stream (ignored).
+pub const WRONG_STREAM_SID: &str = "gateway_wrong_stream_sid_total";
+/// Counter: outbound audio dropped because the socket could not keep up.
+pub const AUDIO_DROPPED: &str = "gateway_audio_dropped_total";
+/// Counter: `.out` messages that are not valid `OutboundFrame`s.
+pub const BAD_OUTBOUND: &str = "gateway_bad_outbound_frames_total";
+/// Counter (`route`): requests refused for a missing or wrong `X-Twilio-Signature`.
+pub const BAD_SIGNATURES: &str = "gateway_bad_signatures_total";
+/// Counter (`reason`): media sockets refused or closed before the stream started.
+pub const STREAMS_REFUSED: &str = "gateway_streams_refused_total";
+/// Counter (`reason`): streams that ended, by `StreamStop.reason`.
+pub const STREAMS_ENDED: &str = "gateway_streams_ended_total";
+/// Counter: publishing to NATS failed (the client is closed or its queue is gone).
+pub const NATS_PUBLISH_ERRORS: &str = "gateway_nats_publish_errors_total";
+
+/// Registers descriptions with the installed recorder (shown as `# HELP` lines).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(ACTIVE_STREAMS, "Media sockets open right now");
+    describe_counter!(FRAMES_IN, "Twilio frames forwarded to NATS");
+    describe_counter!(FRAMES_OUT, "Messages written to Twilio");
+    describe_counter!(OFFERS_ACCEPTED, "Call offers a worker accepted");
+    describe_counter!(OFFERS_REJECTED, "Calls no worker took");
+    describe_counter!(BAD_FRAMES, "Unparseable text frames from Twilio");
+    describe_counter!(WRONG_STREAM_SID, "Frames for another streamSid");
+    describe_counter!(AUDIO_DROPPED, "Outbound audio dropped on a stalled socket");
+    describe_counter!(BAD_OUTBOUND, "Invalid OutboundFrames from workers");
+    describe_counter!(BAD_SIGNATURES, "Requests with a missing or wrong signature");
+    describe_counter!(
+        STREAMS_REFUSED,
+        "Media sockets refused before the stream started"
+    );
+    describe_counter!(STREAMS_ENDED, "Streams that ended, by reason");
+    describe_counter!(NATS_PUBLISH_ERRORS, "Failed NATS publishes");
+}
+
+/// Keeps [`ACTIVE_STREAMS`] right however a stream task ends (including a panic).
+pub struct ActiveStream(());
+
+impl ActiveStream {
+    pub fn enter() -> Self {
+        metrics::gauge!(ACTIVE_STREAMS).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        metrics::gauge!(ACTIVE_STREAMS).decrement(1.0);
+    }
+}

@@ -1,0 +1,155 @@
+//! Offering a new call to the call-workers and recording calls nobody took.
+//!
+//! The offer goes out when the webhook arrives, before Twilio opens the media socket, so the
+//! worker can open its model session while Twilio connects.
+
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use async_nats::client::Request;
+use switchboard_proto::event::GATEWAY_SEQ_BASE;
+use switchboard_proto::subject::Subjects;
+use switchboard_proto::{
+    CallEvent, CallOffer, CallRejected, Direction, Message as _, OfferReply, call_event,
+};
+use switchboard_twilio::webhook::CallForm;
+
+/// How an offer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// A worker owns the call now.
+    Accepted { worker_id: String, agent_id: String },
+    /// Nobody took it; `reason` goes into the `rejected` event (`no_workers`, `timeout`,
+    /// `at_capacity`, `no_agent`, ... as the worker said, or `error`).
+    Rejected { reason: String },
+}
+
+/// Twilio's `Direction` field (`inbound`, `outbound-api`, `outbound-dial`) as the contract's enum.
+pub fn direction(twilio: &str) -> Direction {
+    match twilio {
+        "inbound" => Direction::Inbound,
+        d if d.starts_with("outbound") => Direction::Outbound,
+        _ => Direction::Unspecified,
+    }
+}
+
+/// The offer for a webhook's call.
+pub fn call_offer(form: &CallForm, gateway_id: &str, offered_at_ms: i64) -> CallOffer {
+    CallOffer {
+        call_sid: form.call_sid.clone(),
+        account_sid: form.account_sid.clone(),
+        from: form.from.clone(),
+        to: form.to.clone(),
+        direction: direction(&form.direction) as i32,
+        gateway_id: gateway_id.to_owned(),
+        offered_at_ms,
+        agent_id: String::new(),
+    }
+}
+
+/// Requests `offer` on the offer subject (one worker of the queue group answers).
+pub async fn offer(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    offer: &CallOffer,
+    timeout: Duration,
+) -> OfferOutcome {
+    let request = Request::new()
+        .payload(offer.encode_to_vec().into())
+        .timeout(Some(timeout));
+    match nats.send_request(subjects.offer(), request).await {
+        Ok(reply) => match OfferReply::decode(reply.payload) {
+            Ok(reply) if reply.accepted => OfferOutcome::Accepted {
+                worker_id: reply.worker_id,
+                agent_id: reply.agent_id,
+            },
+            Ok(reply) => OfferOutcome::Rejected {
+                reason: if reply.reason.is_empty() {
+                    "declined".to_owned()
+                } else {
+                    reply.reason
+                },
+            },
+            Err(error) => {
+                tracing::warn!(call_sid = %offer.call_sid, %error, "undecodable offer reply");
+                OfferOutcome::Rejected {
+                    reason: "error".to_owned(),
+                }
+            }
+        },
+        Err(error) => {
+            let reason = match error.kind() {
+                RequestErrorKind::NoResponders => "no_workers",
+                RequestErrorKind::TimedOut => "timeout",
+                _ => {
+                    tracing::warn!(call_sid = %offer.call_sid, %error, "offering the call failed");
+                    "error"
+                }
+            };
+            OfferOutcome::Rejected {
+                reason: reason.to_owned(),
+            }
+        }
+    }
+}
+
+/// The gateway's record of a call nobody took. Gateways number their events from
+/// [`GATEWAY_SEQ_BASE`], so this never collides with a worker's events for the same call.
+pub fn rejected_event(form: &CallForm, reason: &str, at_ms: i64) -> CallEvent {
+    CallEvent {
+        call_sid: form.call_sid.clone(),
+        seq: GATEWAY_SEQ_BASE,
+        at_ms,
+        body: Some(call_event::Body::Rejected(CallRejected {
+            reason: reason.to_owned(),
+            from: form.from.clone(),
+            to: form.to.clone(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directions_map_to_the_contract() {
+        assert_eq!(direction("inbound"), Direction::Inbound);
+        assert_eq!(direction("outbound-api"), Direction::Outbound);
+        assert_eq!(direction("outbound-dial"), Direction::Outbound);
+        assert_eq!(direction(""), Direction::Unspecified);
+        assert_eq!(direction("sideways"), Direction::Unspecified);
+    }
+
+    #[test]
+    fn offers_and_rejections_carry_the_call() {
+        let form = CallForm {
+            call_sid: "CA1".into(),
+            account_sid: "AC1".into(),
+            from: "+15550001234".into(),
+            to: "+15550001111".into(),
+            direction: "outbound-api".into(),
+            ..Default::default()
+        };
+        let offer = call_offer(&form, "gw-1", 5);
+        assert_eq!(offer.call_sid, "CA1");
+        assert_eq!(offer.account_sid, "AC1");
+        assert_eq!(offer.from, "+15550001234");
+        assert_eq!(offer.to, "+15550001111");
+        assert_eq!(offer.direction(), Direction::Outbound);
+        assert_eq!(offer.gateway_id, "gw-1");
+        assert_eq!(offer.offered_at_ms, 5);
+
+        let ev = rejected_event(&form, "no_workers", 7);
+        assert_eq!(ev.kind(), "rejected");
+        assert_eq!(ev.seq, GATEWAY_SEQ_BASE);
+        assert_eq!(ev.msg_id(), format!("CA1:{GATEWAY_SEQ_BASE}"));
+        let Some(call_event::Body::Rejected(r)) = ev.body else {
+            panic!()
+        };
+        assert_eq!(
+            (r.reason.as_str(), r.from.as_str(), r.to.as_str()),
+            ("no_workers", "+15550001234", "+15550001111")
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! What every request handler and stream actor of one gateway shares, read-only.
+//!
+//! Nothing here is mutated on the media path: the NATS client and event publisher are actor
+//! handles, the semaphore and tokens are lock-free.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_proto::subject::Subjects;
+use switchboard_service::Health;
+use switchboard_service::events::EventPublisher;
+use switchboard_twilio::signature::Validator;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::stream_token::StreamTokens;
+
+/// The shared state of one gateway instance.
+pub struct Shared {
+    /// This instance, as named in offers and stream starts.
+    pub gateway_id: String,
+    /// Checks `X-Twilio-Signature` against `PUBLIC_URL`.
+    pub validator: Validator,
+    /// Issues and checks the per-call media stream tokens.
+    pub tokens: StreamTokens,
+    /// Lifetime of an issued stream token, in seconds.
+    pub token_ttl_seconds: u64,
+    /// The NATS connection (a cloneable actor handle).
+    pub nats: async_nats::Client,
+    /// Subject names under the configured prefix.
+    pub subjects: Subjects,
+    /// Publishes `rejected` call events without blocking the webhook.
+    pub events: EventPublisher,
+    /// Readiness for `/readyz`.
+    pub health: Health,
+    /// How long an offer waits for a worker.
+    pub offer_timeout: Duration,
+    /// What callers hear when nobody takes the call.
+    pub busy_message: String,
+    /// How long a new socket may take to send `start`.
+    pub start_timeout: Duration,
+    /// A call whose worker sends nothing for this long is ended.
+    pub worker_silence: Duration,
+    /// Cancelled when the stop signal arrives: new calls are refused, streams continue.
+    pub draining: CancellationToken,
+    /// Cancelled when the drain deadline passes: every stream closes with 1001 now.
+    pub closing: CancellationToken,
+    /// One permit per open media socket (`MAX_STREAMS`).
+    pub streams: Arc<Semaphore>,
+    /// Every stream task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}

@@ -1,0 +1,589 @@
+//! One actor per Twilio media socket.
+//!
+//! The actor task owns the socket's read half, the call's `.out` subscription and the stream
+//! state; a writer task owns the write half ([`crate::outbox`]). Life of a stream:
+//!
+//! 1. **Handshake**: `connected`, then `start` within `START_TIMEOUT_SECONDS` (else close 1008
+//!    "no start"). The `token` parameter of `start` must verify for `start.callSid` (else close
+//!    1008 "invalid stream token"); until then nothing reaches NATS.
+//! 2. **Subscribe** to `voice.call.<sid>.out` *before* publishing the first `.in` frame, so
+//!    nothing the worker sends in reply to `start` can be missed.
+//! 3. **Forward**: Twilio `start`/`media`/`dtmf`/`mark`/`stop` become `InboundFrame`s with a
+//!    growing `seq` (core publishes: the client only enqueues, so no frame waits on NATS);
+//!    `OutboundFrame`s become Twilio `media`/`mark`/`clear` through the non-blocking outbox.
+//!    A malformed text frame is counted and skipped (one bad frame must not kill a live call);
+//!    frames for another streamSid are counted and ignored; a binary frame closes with 1003, an
+//!    oversized one with 1009.
+//! 4. **End**, exactly once, with a final `stop` frame for the worker whose `reason` says why:
+//!    `stop` (Twilio said so), `closed` (socket closed without `stop`), `error`, `worker_silent`
+//!    (nothing from the worker for `WORKER_SILENCE_MS`), `drain_deadline` (gateway shutdown,
+//!    close 1001), `hangup` / `transfer` (the worker asked; close 1000 once the audio already
+//!    sent has played).
+//!
+//! Transfer is not a real transfer yet: it needs Twilio's REST "update call" with `<Dial>`
+//! TwiML, which comes with the REST client. Until then a `Transfer` ends the stream exactly like
+//! a hang-up, and the caller is disconnected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures::StreamExt as _;
+use futures::stream::SplitStream;
+use switchboard_proto::subject::validate_call_sid;
+use switchboard_proto::{
+    InboundFrame, Message as _, OutboundFrame, inbound_frame, now_ms, outbound_frame,
+};
+use switchboard_twilio::media::{FrameError, ServerMessage, Start, TwilioMessage};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::frames::{self, TOKEN_PARAMETER};
+use crate::metrics::{self as m, ActiveStream};
+use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
+use crate::shared::Shared;
+use crate::stream_token::unix_now;
+
+/// The mark the gateway places after the last audio when the worker hangs up; its echo means
+/// everything the caller should hear has played.
+pub const HANGUP_MARK: &str = "switchboard-hangup";
+
+/// Longest wait for that echo: a goodbye is a sentence or two, and a lost echo must not keep a
+/// call open.
+pub const PLAYOUT_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long closing may take: writing what is queued plus the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// After refusing an oversized message the read side is unusable (the rest of that message is
+/// still unread), and closing the TCP connection with unread data resets it, which can destroy
+/// our close frame before the peer reads it. So the socket is held this long first.
+const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one media socket until the stream ends.
+pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
+    let _active = ActiveStream::enter();
+    let (sink, reader) = socket.split();
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let writer_done = CancellationToken::new();
+    shared
+        .tracker
+        .spawn(run_writer(sink, rx, writer_done.clone()));
+    let mut socket = Socket {
+        reader,
+        outbox: Outbox::new(tx),
+        writer_done,
+        linger: false,
+    };
+
+    let (stream_sid, start) = match handshake(&mut socket, &shared).await {
+        Ok(started) => started,
+        Err(refusal) => {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
+            tracing::info!(
+                reason = refusal.reason,
+                "media socket ended before the stream started"
+            );
+            socket.finish(refusal.close).await;
+            return;
+        }
+    };
+    let call_sid = start.call_sid.clone();
+    let span = tracing::info_span!("stream", %call_sid, %stream_sid);
+    async move {
+        let token = start
+            .custom_parameters
+            .get(TOKEN_PARAMETER)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let verified = validate_call_sid(&call_sid).is_ok()
+            && shared.tokens.verify(&call_sid, token, unix_now()).is_ok();
+        if !verified {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => "invalid_token").increment(1);
+            tracing::warn!("media stream with an invalid stream token");
+            socket
+                .finish(Some(close(close_code::POLICY, "invalid stream token")))
+                .await;
+            return;
+        }
+        let out = match shared
+            .nats
+            .subscribe(shared.subjects.call_out(&call_sid))
+            .await
+        {
+            Ok(out) => out,
+            Err(error) => {
+                tracing::error!(%error, "cannot subscribe to the call's outbound subject");
+                socket
+                    .finish(Some(close(close_code::ERROR, "unavailable")))
+                    .await;
+                return;
+            }
+        };
+        let mut actor = StreamActor {
+            in_subject: shared.subjects.call_in(&call_sid).into(),
+            shared: shared.clone(),
+            socket,
+            out,
+            stream_sid: stream_sid.clone(),
+            seq: 0,
+            worker_seen: Instant::now(),
+            ending: None,
+        };
+        tracing::info!("media stream started");
+        let first = frames::stream_start(&stream_sid, &start, &shared.gateway_id, now_ms());
+        actor.publish(first).await;
+        let end = actor.run().await;
+        actor.end(end).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The socket halves the actor holds: the read half, and the queue to the writer task.
+struct Socket {
+    reader: SplitStream<WebSocket>,
+    outbox: Outbox,
+    /// Cancelled when the writer task has ended (close frame written, or the socket failed).
+    writer_done: CancellationToken,
+    /// Hold the connection for [`OVERSIZE_LINGER`] after the close frame (see there).
+    linger: bool,
+}
+
+impl Socket {
+    /// Ends the socket: sends `close` (after everything queued before it) or, without one,
+    /// waits for the peer to close (Twilio closes after `stop`) and closes normally if it
+    /// does not; then completes the close handshake. Bounded by [`CLOSE_GRACE`].
+    async fn finish(mut self, close_frame: Option<CloseFrame>) {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        match close_frame {
+            Some(frame) => {
+                self.send_close(frame, deadline).await;
+                if self.linger {
+                    sleep_until(deadline.min(Instant::now() + OVERSIZE_LINGER)).await;
+                } else {
+                    self.drain_reader(deadline).await;
+                }
+            }
+            None => {
+                if !self.drain_reader(deadline).await {
+                    let deadline = Instant::now() + CLOSE_GRACE;
+                    self.send_close(close(close_code::NORMAL, ""), deadline)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Queues the close frame and waits until the writer has written it (or gave up).
+    async fn send_close(&mut self, frame: CloseFrame, deadline: Instant) {
+        self.outbox.push(Outgoing::Close(frame));
+        loop {
+            tokio::select! {
+                () = self.writer_done.cancelled() => return,
+                r = self.outbox.flush_one(), if self.outbox.has_overflow() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Reads (and discards) until the peer's side ends; false if it did not by `deadline`.
+    async fn drain_reader(&mut self, deadline: Instant) -> bool {
+        loop {
+            match timeout_at(deadline, self.reader.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// Why a socket ended before its stream started.
+struct Refusal {
+    /// The close frame to send, if the socket is still open.
+    close: Option<CloseFrame>,
+    /// Metric label.
+    reason: &'static str,
+}
+
+/// Waits for `start` (skipping `connected` and malformed frames).
+async fn handshake(socket: &mut Socket, shared: &Shared) -> Result<(String, Start), Refusal> {
+    let deadline = Instant::now() + shared.start_timeout;
+    loop {
+        let item = tokio::select! {
+            () = shared.closing.cancelled() => {
+                return Err(Refusal {
+                    close: Some(close(close_code::AWAY, "gateway shutting down")),
+                    reason: "shutdown",
+                });
+            }
+            item = timeout_at(deadline, socket.reader.next()) => match item {
+                Ok(item) => item,
+                Err(_) => {
+                    return Err(Refusal {
+                        close: Some(close(close_code::POLICY, "no start")),
+                        reason: "no_start",
+                    });
+                }
+            },
+        };
+        match classify(item) {
+            Incoming::Text(text) => match TwilioMessage::parse(&text) {
+                Ok(TwilioMessage::Connected { .. }) => {}
+                Ok(TwilioMessage::Start {
+                    stream_sid, start, ..
+                }) => return Ok((stream_sid, start)),
+                Ok(other) => {
+                    tracing::debug!(stream_sid = ?other.stream_sid(), "frame before start ignored");
+                    metrics::counter!(m::BAD_FRAMES).increment(1);
+                }
+                Err(error) => bad_frame(&error),
+            },
+            Incoming::Control => {}
+            Incoming::Binary => {
+                return Err(Refusal {
+                    close: Some(close(
+                        close_code::UNSUPPORTED,
+                        "binary frames are not supported",
+                    )),
+                    reason: "binary_frame",
+                });
+            }
+            Incoming::TooBig => {
+                socket.linger = true;
+                return Err(Refusal {
+                    close: Some(close(close_code::SIZE, "message too big")),
+                    reason: "message_too_big",
+                });
+            }
+            Incoming::Closed => {
+                return Err(Refusal {
+                    close: None,
+                    reason: "closed",
+                });
+            }
+        }
+    }
+}
+
+/// A read from the socket, sorted by what the actor does with it.
+enum Incoming {
+    Text(Utf8Bytes),
+    /// Ping or pong (the library answers pings itself).
+    Control,
+    Binary,
+    /// Larger than [`crate::media::MAX_MESSAGE_BYTES`].
+    TooBig,
+    /// The peer closed, or the connection failed.
+    Closed,
+}
+
+fn classify(item: Option<Result<Message, axum::Error>>) -> Incoming {
+    match item {
+        Some(Ok(Message::Text(text))) => Incoming::Text(text),
+        Some(Ok(Message::Binary(_))) => Incoming::Binary,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Close(_))) | None => Incoming::Closed,
+        Some(Err(error)) => {
+            use tokio_tungstenite::tungstenite::Error as WsError;
+            let inner = error.into_inner();
+            match inner.downcast_ref::<WsError>() {
+                Some(WsError::Capacity(_)) => Incoming::TooBig,
+                _ => {
+                    tracing::debug!(error = %inner, "media socket read failed");
+                    Incoming::Closed
+                }
+            }
+        }
+    }
+}
+
+fn bad_frame(error: &FrameError) {
+    metrics::counter!(m::BAD_FRAMES).increment(1);
+    tracing::debug!(%error, "malformed media stream frame skipped");
+}
+
+fn close(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }
+}
+
+/// How a running stream ends.
+struct End {
+    /// The `stop` reason to publish (None when the `stop` frame is already out).
+    stop: Option<&'static str>,
+    /// The close frame to send (None when the peer closes or already has).
+    close: Option<CloseFrame>,
+}
+
+enum Flow {
+    Continue,
+    End(End),
+}
+
+/// The worker asked to end the call; the gateway waits for its hang-up mark to be echoed.
+struct Ending {
+    /// `hangup` or `transfer`.
+    reason: &'static str,
+    deadline: Instant,
+}
+
+/// The state of a started stream.
+struct StreamActor {
+    shared: Arc<Shared>,
+    socket: Socket,
+    /// `voice.call.<sid>.out`.
+    out: async_nats::Subscriber,
+    /// `voice.call.<sid>.in` (cheap to clone per frame).
+    in_subject: async_nats::Subject,
+    stream_sid: String,
+    /// Seq of the last `InboundFrame` published.
+    seq: u64,
+    /// When the worker was last heard from (any `.out` message).
+    worker_seen: Instant,
+    ending: Option<Ending>,
+}
+
+impl StreamActor {
+    async fn run(&mut self) -> End {
+        loop {
+            let silent_at = self.worker_seen + self.shared.worker_silence;
+            let ending_at = self.ending.as_ref().map(|e| e.deadline);
+            let flow = tokio::select! {
+                () = self.shared.closing.cancelled() => Flow::End(End {
+                    stop: Some("drain_deadline"),
+                    close: Some(close(close_code::AWAY, "gateway shutting down")),
+                }),
+                () = self.socket.writer_done.cancelled() => Flow::End(End {
+                    stop: Some("error"),
+                    close: None,
+                }),
+                item = self.socket.reader.next() => self.on_socket(item).await,
+                msg = self.out.next() => match msg {
+                    Some(msg) => self.on_outbound(msg),
+                    None => {
+                        tracing::error!("outbound subscription ended");
+                        Flow::End(End {
+                            stop: Some("error"),
+                            close: Some(close(close_code::ERROR, "worker link lost")),
+                        })
+                    }
+                },
+                r = self.socket.outbox.flush_one(), if self.socket.outbox.has_overflow() => {
+                    match r {
+                        Ok(()) => Flow::Continue,
+                        Err(_) => Flow::End(End { stop: Some("error"), close: None }),
+                    }
+                }
+                () = sleep_until(silent_at), if ending_at.is_none() => {
+                    tracing::warn!("worker silent; ending the call");
+                    Flow::End(End {
+                        stop: Some("worker_silent"),
+                        close: Some(close(close_code::ERROR, "worker silent")),
+                    })
+                }
+                () = sleep_until(ending_at.unwrap_or(silent_at)), if ending_at.is_some() => {
+                    tracing::info!("hang-up mark not echoed in time; closing");
+                    Flow::End(End {
+                        stop: self.ending.as_ref().map(|e| e.reason),
+                        close: Some(close(close_code::NORMAL, "")),
+                    })
+                }
+            };
+            if let Flow::End(end) = flow {
+                return end;
+            }
+        }
+    }
+
+    /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
+    async fn end(mut self, end: End) {
+        if let Some(reason) = end.stop {
+            self.publish(frames::stop(reason)).await;
+            metrics::counter!(m::STREAMS_ENDED, "reason" => reason).increment(1);
+            tracing::info!(reason, "media stream ended");
+        } else {
+            metrics::counter!(m::STREAMS_ENDED, "reason" => "stop").increment(1);
+            tracing::info!(reason = "stop", "media stream ended");
+        }
+        if let Err(error) = self.out.unsubscribe().await {
+            tracing::debug!(%error, "unsubscribing from the outbound subject failed");
+        }
+        self.socket.finish(end.close).await;
+    }
+
+    async fn on_socket(&mut self, item: Option<Result<Message, axum::Error>>) -> Flow {
+        match classify(item) {
+            Incoming::Text(text) => self.on_text(&text).await,
+            Incoming::Control => Flow::Continue,
+            Incoming::Binary => Flow::End(End {
+                stop: Some("error"),
+                close: Some(close(
+                    close_code::UNSUPPORTED,
+                    "binary frames are not supported",
+                )),
+            }),
+            Incoming::TooBig => {
+                self.socket.linger = true;
+                Flow::End(End {
+                    stop: Some("error"),
+                    close: Some(close(close_code::SIZE, "message too big")),
+                })
+            }
+            Incoming::Closed => Flow::End(End {
+                stop: Some("closed"),
+                close: None,
+            }),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let msg = match TwilioMessage::parse(text) {
+            Ok(msg) => msg,
+            Err(error) => {
+                bad_frame(&error);
+                return Flow::Continue;
+            }
+        };
+        if let Some(sid) = msg.stream_sid()
+            && sid != self.stream_sid
+        {
+            metrics::counter!(m::WRONG_STREAM_SID).increment(1);
+            tracing::debug!(other = sid, "frame for another stream ignored");
+            return Flow::Continue;
+        }
+        match msg {
+            TwilioMessage::Connected { .. } | TwilioMessage::Start { .. } => {
+                metrics::counter!(m::BAD_FRAMES).increment(1);
+                tracing::debug!("repeated connected/start ignored");
+            }
+            TwilioMessage::Media { media, .. } => match frames::audio(&media) {
+                Ok(frame) => self.publish(frame).await,
+                Err(error) => bad_frame(&error),
+            },
+            TwilioMessage::Dtmf { dtmf, .. } => self.publish(frames::dtmf(&dtmf.digit)).await,
+            TwilioMessage::Mark { mark, .. } => {
+                if mark.name == HANGUP_MARK
+                    && let Some(ending) = &self.ending
+                {
+                    return Flow::End(End {
+                        stop: Some(ending.reason),
+                        close: Some(close(close_code::NORMAL, "")),
+                    });
+                }
+                self.publish(frames::mark_echo(&mark.name)).await;
+            }
+            TwilioMessage::Stop { .. } => {
+                self.publish(frames::stop("stop")).await;
+                return Flow::End(End {
+                    stop: None,
+                    close: None,
+                });
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_outbound(&mut self, msg: async_nats::Message) -> Flow {
+        self.worker_seen = Instant::now();
+        let frame = match OutboundFrame::decode(msg.payload) {
+            Ok(OutboundFrame {
+                frame: Some(frame), ..
+            }) => frame,
+            Ok(_) => {
+                metrics::counter!(m::BAD_OUTBOUND).increment(1);
+                tracing::debug!("empty outbound frame ignored");
+                return Flow::Continue;
+            }
+            Err(error) => {
+                metrics::counter!(m::BAD_OUTBOUND).increment(1);
+                tracing::debug!(%error, "undecodable outbound frame ignored");
+                return Flow::Continue;
+            }
+        };
+        if self.ending.is_some() {
+            // The call is being hung up: later audio would be cut off anyway.
+            return Flow::Continue;
+        }
+        match frame {
+            outbound_frame::Frame::Audio(audio) => {
+                for msg in frames::audio_messages(&self.stream_sid, &audio.payload) {
+                    self.socket.outbox.push(Outgoing::Twilio(msg));
+                }
+            }
+            outbound_frame::Frame::Mark(mark) => {
+                if mark.name.is_empty() {
+                    // Twilio rejects a mark without a name.
+                    metrics::counter!(m::BAD_OUTBOUND).increment(1);
+                } else {
+                    self.push(ServerMessage::mark(&self.stream_sid, &mark.name));
+                }
+            }
+            outbound_frame::Frame::Clear(_) => {
+                self.push(ServerMessage::clear(&self.stream_sid));
+            }
+            outbound_frame::Frame::Hangup(hangup) => {
+                tracing::info!(reason = %hangup.reason, "worker hangs up");
+                self.begin_ending("hangup");
+            }
+            outbound_frame::Frame::Transfer(transfer) => {
+                // Until the REST redirect (`<Dial>` via "update call") exists, a transfer ends
+                // the stream like a hang-up: the caller is disconnected, not connected to
+                // `transfer.to`.
+                tracing::warn!(to = %transfer.to,
+                    "transfer requested; REST redirect not available, closing the stream");
+                self.begin_ending("transfer");
+            }
+            outbound_frame::Frame::Heartbeat(_) => {}
+        }
+        Flow::Continue
+    }
+
+    /// Places the hang-up mark after the queued audio; the stream closes when Twilio echoes it
+    /// (everything before it has played) or after [`PLAYOUT_LIMIT`].
+    fn begin_ending(&mut self, reason: &'static str) {
+        self.push(ServerMessage::mark(&self.stream_sid, HANGUP_MARK));
+        self.ending = Some(Ending {
+            reason,
+            deadline: Instant::now() + PLAYOUT_LIMIT,
+        });
+    }
+
+    fn push(&mut self, msg: ServerMessage) {
+        // A gone writer is noticed through `writer_done` on the next loop turn.
+        self.socket.outbox.push(Outgoing::Twilio(msg));
+    }
+
+    /// Publishes one frame on `.in`. `publish` only hands the message to the NATS client's
+    /// connection task, so this never waits on the network.
+    async fn publish(&mut self, frame: inbound_frame::Frame) {
+        self.seq += 1;
+        let kind = frames::inbound_kind(&frame);
+        let payload = InboundFrame {
+            seq: self.seq,
+            frame: Some(frame),
+        }
+        .encode_to_vec();
+        match self
+            .shared
+            .nats
+            .publish(self.in_subject.clone(), payload.into())
+            .await
+        {
+            Ok(()) => metrics::counter!(m::FRAMES_IN, "event" => kind).increment(1),
+            Err(error) => {
+                metrics::counter!(m::NATS_PUBLISH_ERRORS).increment(1);
+                tracing::warn!(%error, kind, "publishing an inbound frame failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Twilio's HTTP webhooks: `POST /twilio-voice` (a call arrives) and `POST /twilio-status`
+//! (call status callbacks).
+//!
+//! Every request is checked against `X-Twilio-Signature` computed over `PUBLIC_URL` + the route
+//! (plus the query string, if Twilio was configured with one) and every form pair received.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use switchboard_proto::now_ms;
+use switchboard_proto::subject::validate_call_sid;
+use switchboard_twilio::twiml;
+use switchboard_twilio::webhook::CallForm;
+
+use crate::frames::TOKEN_PARAMETER;
+use crate::metrics as m;
+use crate::offer::{self, OfferOutcome};
+use crate::shared::Shared;
+use crate::stream_token::unix_now;
+
+/// The voice webhook's path.
+pub const VOICE_PATH: &str = "/twilio-voice";
+/// The status callback's path.
+pub const STATUS_PATH: &str = "/twilio-status";
+/// The media socket's path.
+pub const MEDIA_PATH: &str = "/media";
+
+const SIGNATURE_HEADER: &str = "x-twilio-signature";
+
+/// `POST /twilio-voice`: offer the call to a worker and answer with the stream TwiML, or tell
+/// the caller everyone is busy.
+pub async fn voice(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if shared.draining.is_cancelled() {
+        // Twilio then tries the number's fallback URL; the load balancer already sends new
+        // webhooks elsewhere because /readyz is false.
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let form = match verified_form(&shared, VOICE_PATH, &uri, &headers, &body) {
+        Ok(form) => form,
+        Err(error) => return error.into_response(),
+    };
+    let offered_at_ms = now_ms();
+    let call_offer = offer::call_offer(&form, &shared.gateway_id, offered_at_ms);
+    let outcome = offer::offer(
+        &shared.nats,
+        &shared.subjects,
+        &call_offer,
+        shared.offer_timeout,
+    )
+    .await;
+    match outcome {
+        OfferOutcome::Accepted {
+            worker_id,
+            agent_id,
+        } => {
+            metrics::counter!(m::OFFERS_ACCEPTED).increment(1);
+            tracing::info!(call_sid = %form.call_sid, %worker_id, %agent_id, from = %form.from,
+                to = %form.to, "call accepted");
+            let expires = unix_now().saturating_add(shared.token_ttl_seconds);
+            let token = shared.tokens.issue(&form.call_sid, expires);
+            let url = shared.validator.ws_url(MEDIA_PATH);
+            let doc = twiml::Response::new()
+                .connect_stream(&url, &[(TOKEN_PARAMETER, token.as_str())])
+                .build();
+            twiml_response(doc)
+        }
+        OfferOutcome::Rejected { reason } => {
+            metrics::counter!(m::OFFERS_REJECTED, "reason" => reason.clone()).increment(1);
+            tracing::warn!(call_sid = %form.call_sid, %reason, from = %form.from, to = %form.to,
+                "no worker took the call");
+            shared
+                .events
+                .publish(offer::rejected_event(&form, &reason, now_ms()));
+            let doc = twiml::Response::new()
+                .say(&shared.busy_message)
+                .hangup()
+                .build();
+            twiml_response(doc)
+        }
+    }
+}
+
+/// `POST /twilio-status`: a call status callback. Verified and logged; turning these into call
+/// events is a later step.
+pub async fn status(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match verified_form(&shared, STATUS_PATH, &uri, &headers, &body) {
+        Ok(form) => form,
+        Err(error) => return error.into_response(),
+    };
+    tracing::info!(call_sid = %form.call_sid, status = %form.call_status,
+        duration_s = ?form.call_duration, sequence = ?form.sequence_number, "call status");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Why a webhook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("malformed form body")]
+    MalformedForm,
+    #[error("missing X-Twilio-Signature")]
+    MissingSignature,
+    #[error("invalid X-Twilio-Signature")]
+    BadSignature,
+    #[error("{0}")]
+    BadCall(String),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::MissingSignature | Self::BadSignature => StatusCode::FORBIDDEN,
+            Self::MalformedForm | Self::BadCall(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+/// Decodes the form, checks the signature over it, and picks out the call fields: 400 for a
+/// malformed form or CallSid, 403 for a missing or wrong signature.
+fn verified_form(
+    shared: &Shared,
+    path: &'static str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<CallForm, WebhookError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|_| WebhookError::MalformedForm)?;
+    let Some(signature) = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) else {
+        metrics::counter!(m::BAD_SIGNATURES, "route" => path).increment(1);
+        return Err(WebhookError::MissingSignature);
+    };
+    let signed_path = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if !shared.validator.validate(&signed_path, &pairs, signature) {
+        metrics::counter!(m::BAD_SIGNATURES, "route" => path).increment(1);
+        tracing::warn!(path, "webhook with an invalid X-Twilio-Signature");
+        return Err(WebhookError::BadSignature);
+    }
+    let form = CallForm::from_pairs(&pairs).map_err(|e| WebhookError::BadCall(e.to_string()))?;
+    validate_call_sid(&form.call_sid).map_err(|e| WebhookError::BadCall(e.to_string()))?;
+    Ok(form)
+}
+
+fn twiml_response(doc: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], doc).into_response()
+}

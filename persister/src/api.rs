@@ -1,0 +1,134 @@
+//! The JSON read API: `GET /api/sessions` and `GET /api/sessions/{call_sid}`, behind the admin
+//! bearer token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::auth::AdminToken;
+use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub token: Arc<AdminToken>,
+}
+
+/// The `/api` routes, every one of them authenticated.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{call_sid}", get(get_session))
+        .route_layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+/// An error as `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::warn!(%error, "session query failed");
+        metrics::counter!("persister_api_db_errors_total").increment(1);
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+async fn require_token(
+    State(token): State<Arc<AdminToken>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match authorization {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        )),
+        Some(value) if token.accepts(value) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+    }
+}
+
+async fn list_sessions(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<sessions::SessionPage>, ApiError> {
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a number from 1 to {MAX_LIMIT}"),
+                ));
+            }
+        },
+    };
+    let cursor = params
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| Cursor::decode(c))
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let non_empty = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let filter = Filter {
+        agent: non_empty("agent"),
+        outcome: non_empty("outcome"),
+        from: non_empty("from"),
+    };
+    let page = sessions::list(&state.pool, &filter, cursor.as_ref(), limit).await?;
+    Ok(Json(page))
+}
+
+async fn get_session(
+    State(state): State<ApiState>,
+    Path(call_sid): Path<String>,
+) -> Result<Json<sessions::SessionDetail>, ApiError> {
+    match sessions::get(&state.pool, &call_sid).await? {
+        Some(detail) => Ok(Json(detail)),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
+    }
+}

@@ -1,0 +1,293 @@
+//! The JetStream consumer: pulls call events from `VOICE_EVENTS` through the durable consumer
+//! `persister` (shared by every replica) and applies them to Postgres.
+//!
+//! A message is acknowledged only after its transaction committed, so a crash between the two
+//! means a redelivery, which the ledger turns into a no-op. When the database fails the message
+//! is negatively acknowledged with a delay, readiness drops, and the loop waits (with backoff)
+//! until the database answers again before taking the next message. A payload that is not a
+//! valid `CallEvent` can never succeed: it is terminated (no redelivery) and counted. Pull errors
+//! such as missed heartbeats are normal during network blips and server restarts, so they are
+//! logged and the loop goes on; if the message stream ends, it is recreated.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use sqlx::PgPool;
+use switchboard_proto::subject::Subjects;
+use switchboard_proto::{CallEvent, Message as _};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::readiness::Readiness;
+use crate::writer::{self, Applied};
+
+/// The durable consumer's name, shared by every persister replica.
+pub const DURABLE_NAME: &str = "persister";
+/// How long the server waits for an ack before redelivering.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Unacknowledged messages in flight across all replicas.
+pub const MAX_ACK_PENDING: i64 = 1000;
+/// Redelivery delay of a message whose write failed.
+const NAK_DELAY: Duration = Duration::from_secs(2);
+/// Pull errors in a row after which the message stream is recreated.
+const MAX_CONSECUTIVE_ERRORS: u32 = 10;
+
+/// Runs until `stop` is cancelled. The message being written when `stop` fires is finished
+/// and acknowledged; messages pulled but not started are left to redelivery.
+pub async fn run(
+    js: jetstream::Context,
+    subjects: Subjects,
+    pool: PgPool,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    while !stop.is_cancelled() {
+        // Opening waits on JetStream (request timeouts while NATS is away); shutdown wins.
+        let opened = tokio::select! {
+            opened = open(&js, &subjects) => opened,
+            () = stop.cancelled() => break,
+        };
+        let mut messages = match opened {
+            Ok(messages) => messages,
+            Err(error) => {
+                readiness.set_consumer(false);
+                metrics::counter!("persister_consumer_errors_total", "kind" => "open").increment(1);
+                tracing::warn!(%error, "opening the event consumer failed; retrying");
+                backoff.sleep(&stop).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        readiness.set_consumer(true);
+        tracing::info!(durable = DURABLE_NAME, "consuming call events");
+
+        let mut errors = 0;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    errors = 0;
+                    handle(&pool, &readiness, &stop, message).await;
+                }
+                Some(Err(error)) => {
+                    let kind = error.kind();
+                    metrics::counter!("persister_consumer_errors_total", "kind" => kind.to_string())
+                        .increment(1);
+                    errors += 1;
+                    let fatal = matches!(
+                        kind,
+                        MessagesErrorKind::ConsumerDeleted
+                            | MessagesErrorKind::RequestLimitExceeded
+                            | MessagesErrorKind::PushBasedConsumer
+                    );
+                    if fatal || errors >= MAX_CONSECUTIVE_ERRORS {
+                        tracing::warn!(%error, errors, "event stream failed; recreating it");
+                        break;
+                    }
+                    tracing::warn!(%error, "transient event stream error");
+                }
+                None => {
+                    tracing::warn!("event stream ended; recreating it");
+                    break;
+                }
+            }
+        }
+        readiness.set_consumer(false);
+        if !stop.is_cancelled() {
+            backoff.sleep(&stop).await;
+        }
+    }
+    tracing::info!("event consumer stopped");
+}
+
+/// Makes sure the stream and the durable consumer exist and starts pulling.
+async fn open(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<pull::Stream, async_nats::Error> {
+    let stream = switchboard_service::events::ensure_stream(js, subjects).await?;
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(
+            DURABLE_NAME,
+            pull::Config {
+                durable_name: Some(DURABLE_NAME.to_owned()),
+                description: Some("Switchboard persister: call events into Postgres".to_owned()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: MAX_ACK_PENDING,
+                filter_subject: subjects.all_events(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
+/// Decodes, writes and acknowledges one message.
+async fn handle(
+    pool: &PgPool,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+    message: jetstream::Message,
+) {
+    let stream_seq = message.info().ok().map(|info| info.stream_sequence);
+    let event = match decode(&message.payload) {
+        Ok(event) => event,
+        Err(reason) => {
+            metrics::counter!("persister_events_undecodable_total").increment(1);
+            tracing::warn!(subject = %message.subject, ?stream_seq, %reason,
+                "skipping an event that is not a valid CallEvent");
+            if let Err(error) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(%error, "terminating an undecodable message failed");
+            }
+            return;
+        }
+    };
+
+    let started = Instant::now();
+    match writer::apply(pool, &event, stream_seq).await {
+        Ok(applied) => {
+            if !readiness.database_ok() {
+                readiness.set_database(true);
+            }
+            let result = match applied {
+                Applied::Written => "written",
+                Applied::Duplicate => "duplicate",
+            };
+            metrics::counter!("persister_events_total", "kind" => event.kind(), "result" => result)
+                .increment(1);
+            metrics::histogram!("persister_write_seconds").record(started.elapsed().as_secs_f64());
+            tracing::debug!(call_sid = %event.call_sid, seq = event.seq, kind = event.kind(),
+                result, "event applied");
+            // After the commit: losing this ack only costs a redelivery, which is a no-op.
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, call_sid = %event.call_sid, seq = event.seq,
+                    "acknowledging an applied event failed; it will be redelivered");
+            }
+        }
+        Err(error) if is_poison(&error) => {
+            // The database refused this event's data (not the connection): retrying cannot help.
+            metrics::counter!("persister_events_rejected_total").increment(1);
+            tracing::error!(%error, call_sid = %event.call_sid, seq = event.seq,
+                kind = event.kind(), "the database rejected an event; skipping it");
+            if let Err(error) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(%error, "terminating a rejected message failed");
+            }
+        }
+        Err(error) => {
+            metrics::counter!("persister_db_errors_total").increment(1);
+            readiness.set_database(false);
+            tracing::warn!(%error, call_sid = %event.call_sid, seq = event.seq,
+                "writing an event failed; it will be redelivered");
+            if let Err(error) = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await {
+                tracing::warn!(%error, "nak failed; the event is redelivered after ack_wait");
+            }
+            wait_for_database(pool, readiness, stop).await;
+        }
+    }
+}
+
+/// A decodable, well-formed event or why not.
+fn decode(payload: &[u8]) -> Result<CallEvent, String> {
+    let event = CallEvent::decode(payload).map_err(|e| e.to_string())?;
+    writer::check(&event).map_err(|e| e.to_string())?;
+    Ok(event)
+}
+
+/// Data errors (SQLSTATE class 22) and integrity violations (23) depend on the event, not on
+/// the database's health.
+fn is_poison(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// Polls the database with backoff until it answers (or shutdown).
+async fn wait_for_database(pool: &PgPool, readiness: &Readiness, stop: &CancellationToken) {
+    let mut backoff = Backoff::new();
+    loop {
+        backoff.sleep(stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        if crate::db::ping(pool).await.is_ok() {
+            readiness.set_database(true);
+            tracing::info!("database reachable again");
+            return;
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// Sleeps for the current delay (cut short by `stop`) and doubles it.
+    async fn sleep(&mut self, stop: &CancellationToken) {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_malformed_events_are_not_decodable() {
+        assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+        // Decodes as protobuf, but has no call sid.
+        assert!(decode(&[]).is_err());
+        let ok = CallEvent {
+            call_sid: "CA1".into(),
+            seq: 3,
+            ..Default::default()
+        };
+        assert_eq!(decode(&ok.encode_to_vec()), Ok(ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_up_to_its_cap() {
+        let stop = CancellationToken::new();
+        let mut b = Backoff::new();
+        let t0 = Instant::now();
+        for _ in 0..8 {
+            b.sleep(&stop).await;
+        }
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5
+        assert_eq!(t0.elapsed(), Duration::from_millis(16_300));
+        stop.cancel();
+        let t1 = Instant::now();
+        b.sleep(&stop).await;
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+    }
+}

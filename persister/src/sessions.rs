@@ -1,0 +1,398 @@
+//! The read side: call records as the JSON the API serves (HELPERS contract, "Persister JSON
+//! API"), and the queries behind them.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Most sessions one page may hold.
+pub const MAX_LIMIT: i64 = 500;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: i64 = 50;
+
+/// One row of `GET /api/sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionSummary {
+    pub call_sid: String,
+    pub agent_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    pub worker_id: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub outcome: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// Set when no worker took the call (`no_workers`, `at_capacity`, ...).
+    pub rejected_reason: Option<String>,
+}
+
+/// `GET /api/sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionSummary>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Token usage of the call; fields are `null` until the `ended` event brings them.
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub input_audio_tokens: Option<i64>,
+    pub output_audio_tokens: Option<i64>,
+    pub input_text_tokens: Option<i64>,
+    pub output_text_tokens: Option<i64>,
+    pub cached_tokens: Option<i64>,
+}
+
+/// One transcript entry.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TranscriptLine {
+    pub seq: i64,
+    pub role: String,
+    pub text: String,
+    pub item_id: Option<String>,
+    pub interrupted: bool,
+    pub heard_ms: i64,
+    pub offset_ms: i64,
+}
+
+/// A failed tool invocation's error.
+#[derive(Debug, Serialize)]
+pub struct ToolError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One tool invocation.
+#[derive(Debug, Serialize)]
+pub struct ToolLine {
+    pub seq: i64,
+    pub call_id: String,
+    pub name: String,
+    /// The arguments as JSON, or the raw text when the model produced something else.
+    pub arguments: Value,
+    /// The output as JSON (raw text if it was not JSON), `null` if the tool failed.
+    pub output: Value,
+    pub error: Option<ToolError>,
+    pub latency_ms: i64,
+}
+
+/// Latency of one turn.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TurnLine {
+    pub kind: String,
+    pub latency_ms: i64,
+    pub response_id: Option<String>,
+}
+
+/// `GET /api/sessions/{call_sid}`.
+#[derive(Debug, Serialize)]
+pub struct SessionDetail {
+    pub call_sid: String,
+    pub agent_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    pub worker_id: Option<String>,
+    pub model: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub outcome: Option<String>,
+    pub outcome_detail: Option<String>,
+    pub rejected_reason: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub usage: Usage,
+    /// Ordered by (offset_ms, seq): the order things were said, not published.
+    pub transcript: Vec<TranscriptLine>,
+    pub tools: Vec<ToolLine>,
+    pub turns: Vec<TurnLine>,
+}
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub agent: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<String>,
+}
+
+/// Where a page starts: strictly older than this (sort time, call sid) pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    at: OffsetDateTime,
+    call_sid: String,
+}
+
+/// A `cursor` parameter that this service did not hand out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+impl Cursor {
+    /// `<unix microseconds>_<call_sid>`: opaque to clients, stable across restarts.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.at.unix_timestamp_nanos() / 1000,
+            self.call_sid
+        )
+    }
+
+    /// Parses what [`Cursor::encode`] produced.
+    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
+        let (micros, call_sid) = text.split_once('_').ok_or(InvalidCursor)?;
+        let micros: i128 = micros.parse().map_err(|_| InvalidCursor)?;
+        let at =
+            OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| InvalidCursor)?;
+        if call_sid.is_empty() {
+            return Err(InvalidCursor);
+        }
+        Ok(Self {
+            at,
+            call_sid: call_sid.to_owned(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    call_sid: String,
+    agent_id: Option<String>,
+    from_number: Option<String>,
+    to_number: Option<String>,
+    direction: Option<String>,
+    worker_id: Option<String>,
+    model: Option<String>,
+    started_at: Option<OffsetDateTime>,
+    ended_at: Option<OffsetDateTime>,
+    end_reason: Option<String>,
+    outcome: Option<String>,
+    outcome_detail: Option<String>,
+    rejected_reason: Option<String>,
+    duration_ms: Option<i64>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    input_audio_tokens: Option<i64>,
+    output_audio_tokens: Option<i64>,
+    input_text_tokens: Option<i64>,
+    output_text_tokens: Option<i64>,
+    cached_tokens: Option<i64>,
+    first_event_at: OffsetDateTime,
+}
+
+/// The columns of [`CallRow`], as a literal so queries stay `&'static str` (no runtime SQL).
+macro_rules! call_columns {
+    () => {
+        "call_sid, agent_id, from_number, to_number, direction, worker_id, model, started_at, \
+         ended_at, end_reason, outcome, outcome_detail, rejected_reason, duration_ms, \
+         input_tokens, output_tokens, input_audio_tokens, output_audio_tokens, \
+         input_text_tokens, output_text_tokens, cached_tokens, first_event_at"
+    };
+}
+
+/// Newest first, `limit` (clamped to 1..=[`MAX_LIMIT`]) per page.
+pub async fn list(
+    pool: &PgPool,
+    filter: &Filter,
+    cursor: Option<&Cursor>,
+    limit: i64,
+) -> Result<SessionPage, sqlx::Error> {
+    let limit = limit.clamp(1, MAX_LIMIT);
+    let sql = concat!(
+        "SELECT ",
+        call_columns!(),
+        " FROM calls
+         WHERE ($1::text IS NULL OR agent_id = $1)
+           AND ($2::text IS NULL OR outcome = $2)
+           AND ($3::text IS NULL OR from_number = $3)
+           AND ($4::timestamptz IS NULL OR (first_event_at, call_sid) < ($4, $5::text))
+         ORDER BY first_event_at DESC, call_sid DESC
+         LIMIT $6"
+    );
+    let mut rows: Vec<CallRow> = sqlx::query_as(sql)
+        .bind(&filter.agent)
+        .bind(&filter.outcome)
+        .bind(&filter.from)
+        .bind(cursor.map(|c| c.at))
+        .bind(cursor.map(|c| c.call_sid.as_str()))
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(
+            Cursor {
+                at: last.first_event_at,
+                call_sid: last.call_sid.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(SessionPage {
+        sessions: rows.into_iter().map(summary).collect(),
+        next_cursor,
+    })
+}
+
+/// One call with its transcript, tools and turns; `None` if unknown.
+pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        call_columns!(),
+        " FROM calls WHERE call_sid = $1"
+    );
+    let row: Option<CallRow> = sqlx::query_as(sql)
+        .bind(call_sid)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let transcript: Vec<TranscriptLine> = sqlx::query_as(
+        "SELECT seq, role, text, item_id, interrupted, heard_ms, offset_ms
+         FROM transcript_entries WHERE call_sid = $1 ORDER BY offset_ms, seq",
+    )
+    .bind(call_sid)
+    .fetch_all(pool)
+    .await?;
+    #[allow(clippy::type_complexity)]
+    let tools: Vec<(
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+    )> = sqlx::query_as(
+        "SELECT seq, call_id, name, arguments, output, error_code, error_message, latency_ms
+             FROM tool_invocations WHERE call_sid = $1 ORDER BY seq",
+    )
+    .bind(call_sid)
+    .fetch_all(pool)
+    .await?;
+    let turns: Vec<TurnLine> = sqlx::query_as(
+        "SELECT kind, latency_ms, response_id FROM turns WHERE call_sid = $1 ORDER BY seq",
+    )
+    .bind(call_sid)
+    .fetch_all(pool)
+    .await?;
+
+    let tools = tools
+        .into_iter()
+        .map(
+            |(seq, call_id, name, arguments, output, code, message, latency_ms)| ToolLine {
+                seq,
+                call_id,
+                name,
+                arguments: json_or_text(arguments),
+                output: output.map(json_or_text).unwrap_or(Value::Null),
+                error: match (code, message) {
+                    (None, None) => None,
+                    (code, message) => Some(ToolError {
+                        code: code.unwrap_or_default(),
+                        message: message.unwrap_or_default(),
+                    }),
+                },
+                latency_ms,
+            },
+        )
+        .collect();
+    Ok(Some(SessionDetail {
+        call_sid: row.call_sid,
+        agent_id: row.agent_id,
+        from: row.from_number,
+        to: row.to_number,
+        direction: row.direction,
+        worker_id: row.worker_id,
+        model: row.model,
+        started_at: rfc3339(row.started_at),
+        ended_at: rfc3339(row.ended_at),
+        end_reason: row.end_reason,
+        outcome: row.outcome,
+        outcome_detail: row.outcome_detail,
+        rejected_reason: row.rejected_reason,
+        duration_ms: row.duration_ms,
+        usage: Usage {
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            input_audio_tokens: row.input_audio_tokens,
+            output_audio_tokens: row.output_audio_tokens,
+            input_text_tokens: row.input_text_tokens,
+            output_text_tokens: row.output_text_tokens,
+            cached_tokens: row.cached_tokens,
+        },
+        transcript,
+        tools,
+        turns,
+    }))
+}
+
+fn summary(row: CallRow) -> SessionSummary {
+    SessionSummary {
+        call_sid: row.call_sid,
+        agent_id: row.agent_id,
+        from: row.from_number,
+        to: row.to_number,
+        direction: row.direction,
+        worker_id: row.worker_id,
+        started_at: rfc3339(row.started_at),
+        ended_at: rfc3339(row.ended_at),
+        end_reason: row.end_reason,
+        outcome: row.outcome,
+        duration_ms: row.duration_ms,
+        rejected_reason: row.rejected_reason,
+    }
+}
+
+fn rfc3339(t: Option<OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| t.format(&Rfc3339).ok())
+}
+
+/// Tool arguments and outputs are JSON text by contract, but the record keeps whatever came.
+fn json_or_text(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap(),
+            call_sid: "CA_1-x".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        for bad in [
+            "",
+            "abc",
+            "123",
+            "123_",
+            "x_CA1",
+            "99999999999999999999999999_CA",
+        ] {
+            assert_eq!(Cursor::decode(bad), Err(InvalidCursor), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_json_tool_text_is_kept_as_a_string() {
+        assert_eq!(
+            json_or_text(r#"{"a":1}"#.into()),
+            serde_json::json!({"a": 1})
+        );
+        assert_eq!(json_or_text("oops".into()), Value::String("oops".into()));
+    }
+}

@@ -1,0 +1,364 @@
+//! Applying one [`CallEvent`] to Postgres, exactly once in effect.
+//!
+//! JetStream delivers at least once, and producers may republish with a new message id, so the
+//! (call_sid, seq) pair is the identity: the event is recorded in the `call_events` ledger first,
+//! in the same transaction as its effect, and a ledger conflict means "already applied, change
+//! nothing". Events of one call may arrive in any order (`ended` before `started`), so every event
+//! upserts the `calls` row and each kind fills only its own columns, never clearing another's.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use switchboard_proto::call_event::Body;
+use switchboard_proto::{
+    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, Direction, Role, ToolInvocation,
+    TranscriptEntry, TurnLatency, Usage, tool_invocation,
+};
+use time::OffsetDateTime;
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was new and is now recorded.
+    Written,
+    /// The event had been applied before; nothing changed.
+    Duplicate,
+}
+
+/// Why an event was refused before touching the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("call_sid {0:?} is not a valid call sid")]
+    CallSid(String),
+    #[error("seq 0 is not a valid event sequence number")]
+    Seq,
+}
+
+/// Checks what the ledger relies on: a usable call sid and a seq that starts at 1.
+pub fn check(event: &CallEvent) -> Result<(), InvalidEvent> {
+    switchboard_proto::subject::validate_call_sid(&event.call_sid)
+        .map_err(|_| InvalidEvent::CallSid(event.call_sid.clone()))?;
+    if event.seq == 0 {
+        return Err(InvalidEvent::Seq);
+    }
+    Ok(())
+}
+
+/// Applies `event` in one transaction. `stream_seq` is the JetStream sequence of the copy being
+/// applied, kept in the ledger for tracing a row back to the stream.
+pub async fn apply(
+    pool: &PgPool,
+    event: &CallEvent,
+    stream_seq: Option<u64>,
+) -> Result<Applied, sqlx::Error> {
+    let at = timestamp(event.at_ms);
+    let seq = to_i64(event.seq);
+    let mut tx = pool.begin().await?;
+
+    // The calls row first: the ledger and the detail tables reference it.
+    sqlx::query(
+        "INSERT INTO calls (call_sid, first_event_at) VALUES ($1, $2)
+         ON CONFLICT (call_sid) DO UPDATE
+           SET first_event_at = LEAST(calls.first_event_at, EXCLUDED.first_event_at),
+               updated_at = now()",
+    )
+    .bind(&event.call_sid)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+
+    let recorded = sqlx::query(
+        "INSERT INTO call_events (call_sid, seq, kind, stream_seq, at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (call_sid, seq) DO NOTHING",
+    )
+    .bind(&event.call_sid)
+    .bind(seq)
+    .bind(event.kind())
+    .bind(stream_seq.map(to_i64))
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    if recorded.rows_affected() == 0 {
+        // Roll back the touch of `calls` too: a duplicate changes nothing at all.
+        tx.rollback().await?;
+        return Ok(Applied::Duplicate);
+    }
+
+    let sid = event.call_sid.as_str();
+    match &event.body {
+        Some(Body::Started(b)) => started(&mut tx, sid, b, at).await?,
+        Some(Body::Transcript(b)) => transcript(&mut tx, sid, seq, b, at).await?,
+        Some(Body::Tool(b)) => tool(&mut tx, sid, seq, b, at).await?,
+        Some(Body::Outcome(b)) => outcome(&mut tx, sid, seq, b).await?,
+        Some(Body::Turn(b)) => turn(&mut tx, sid, seq, b, at).await?,
+        Some(Body::Ended(b)) => ended(&mut tx, sid, b, at).await?,
+        Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
+        // A body from a newer producer: the ledger keeps it; nothing else to fill in.
+        None => {}
+    }
+    tx.commit().await?;
+    Ok(Applied::Written)
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+async fn started(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    b: &CallStarted,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let direction = match b.direction() {
+        Direction::Inbound => Some("inbound"),
+        Direction::Outbound => Some("outbound"),
+        Direction::Unspecified => None,
+    };
+    // LEAST ignores NULL, so a second `started` (a takeover) keeps the first start time.
+    sqlx::query(
+        "UPDATE calls SET
+            agent_id    = COALESCE(NULLIF($2, ''), agent_id),
+            from_number = COALESCE(NULLIF($3, ''), from_number),
+            to_number   = COALESCE(NULLIF($4, ''), to_number),
+            direction   = COALESCE($5, direction),
+            worker_id   = COALESCE(NULLIF($6, ''), worker_id),
+            model       = COALESCE(NULLIF($7, ''), model),
+            started_at  = LEAST(started_at, $8)
+         WHERE call_sid = $1",
+    )
+    .bind(sid)
+    .bind(clean(&b.agent_id))
+    .bind(clean(&b.from))
+    .bind(clean(&b.to))
+    .bind(direction)
+    .bind(clean(&b.worker_id))
+    .bind(clean(&b.model))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn transcript(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    seq: i64,
+    b: &TranscriptEntry,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let role = match b.role() {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        // Unspecified only comes from a faulty producer; keep the text, as a system note.
+        Role::System | Role::Unspecified => "system",
+    };
+    sqlx::query(
+        "INSERT INTO transcript_entries
+            (call_sid, seq, role, text, item_id, interrupted, heard_ms, offset_ms, at)
+         VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9)
+         ON CONFLICT (call_sid, seq) DO NOTHING",
+    )
+    .bind(sid)
+    .bind(seq)
+    .bind(role)
+    .bind(clean(&b.text))
+    .bind(clean(&b.item_id))
+    .bind(b.interrupted)
+    .bind(i64::from(b.heard_ms))
+    .bind(i64::from(b.offset_ms))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn tool(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    seq: i64,
+    b: &ToolInvocation,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let (output, code, message) = match &b.result {
+        Some(tool_invocation::Result::Output(o)) => (Some(clean(o)), None, None),
+        Some(tool_invocation::Result::Error(e)) => {
+            (None, Some(clean(&e.code)), Some(clean(&e.message)))
+        }
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "INSERT INTO tool_invocations
+            (call_sid, seq, call_id, name, arguments, output, error_code, error_message,
+             latency_ms, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (call_sid, seq) DO NOTHING",
+    )
+    .bind(sid)
+    .bind(seq)
+    .bind(clean(&b.call_id))
+    .bind(clean(&b.name))
+    .bind(clean(&b.arguments))
+    .bind(output)
+    .bind(code)
+    .bind(message)
+    .bind(i64::from(b.latency_ms))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn outcome(tx: &mut Tx<'_>, sid: &str, seq: i64, b: &CallOutcome) -> Result<(), sqlx::Error> {
+    // The outcome with the highest seq wins, whatever order they arrive in.
+    sqlx::query(
+        "UPDATE calls SET outcome = NULLIF($2, ''), outcome_detail = NULLIF($3, ''),
+                          outcome_seq = $4
+         WHERE call_sid = $1 AND (outcome_seq IS NULL OR outcome_seq < $4)",
+    )
+    .bind(sid)
+    .bind(clean(&b.outcome))
+    .bind(clean(&b.detail))
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn turn(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    seq: i64,
+    b: &TurnLatency,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO turns (call_sid, seq, kind, latency_ms, response_id, at)
+         VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6)
+         ON CONFLICT (call_sid, seq) DO NOTHING",
+    )
+    .bind(sid)
+    .bind(seq)
+    .bind(clean(&b.kind))
+    .bind(i64::from(b.latency_ms))
+    .bind(clean(&b.response_id))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn ended(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    b: &CallEnded,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    // No usage in the event leaves the columns as they are (NULL = unknown, not zero).
+    let tokens = |field: fn(&Usage) -> u64| b.usage.as_ref().map(|u| to_i64(field(u)));
+    sqlx::query(
+        "UPDATE calls SET
+            ended_at            = $2,
+            end_reason          = COALESCE(NULLIF($3, ''), end_reason),
+            duration_ms         = $4,
+            input_tokens        = COALESCE($5, input_tokens),
+            output_tokens       = COALESCE($6, output_tokens),
+            input_audio_tokens  = COALESCE($7, input_audio_tokens),
+            output_audio_tokens = COALESCE($8, output_audio_tokens),
+            input_text_tokens   = COALESCE($9, input_text_tokens),
+            output_text_tokens  = COALESCE($10, output_text_tokens),
+            cached_tokens       = COALESCE($11, cached_tokens)
+         WHERE call_sid = $1",
+    )
+    .bind(sid)
+    .bind(at)
+    .bind(clean(&b.reason))
+    .bind(to_i64(b.duration_ms))
+    .bind(tokens(|u| u.input_tokens))
+    .bind(tokens(|u| u.output_tokens))
+    .bind(tokens(|u| u.input_audio_tokens))
+    .bind(tokens(|u| u.output_audio_tokens))
+    .bind(tokens(|u| u.input_text_tokens))
+    .bind(tokens(|u| u.output_text_tokens))
+    .bind(tokens(|u| u.cached_tokens))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn rejected(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    b: &CallRejected,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    // The caller heard "all agents are busy" and the call ended there.
+    sqlx::query(
+        "UPDATE calls SET
+            rejected_reason = COALESCE(NULLIF($2, ''), rejected_reason),
+            from_number     = COALESCE(from_number, NULLIF($3, '')),
+            to_number       = COALESCE(to_number, NULLIF($4, '')),
+            ended_at        = COALESCE(ended_at, $5)
+         WHERE call_sid = $1",
+    )
+    .bind(sid)
+    .bind(clean(&b.reason))
+    .bind(clean(&b.from))
+    .bind(clean(&b.to))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The event time; a missing or absurd `at_ms` falls back to now rather than failing the event.
+fn timestamp(at_ms: i64) -> OffsetDateTime {
+    if at_ms <= 0 {
+        return OffsetDateTime::now_utc();
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Postgres text cannot hold NUL; a stray one in a transcript must not make the event
+/// unstorable (it would be retried forever).
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_need_a_sid_and_a_seq() {
+        let mut ev = CallEvent {
+            call_sid: "CA1".into(),
+            seq: 1,
+            ..Default::default()
+        };
+        assert_eq!(check(&ev), Ok(()));
+        ev.seq = 0;
+        assert_eq!(check(&ev), Err(InvalidEvent::Seq));
+        ev.seq = 1;
+        ev.call_sid = "CA.>".into();
+        assert!(matches!(check(&ev), Err(InvalidEvent::CallSid(_))));
+        ev.call_sid.clear();
+        assert!(check(&ev).is_err());
+    }
+
+    #[test]
+    fn timestamps_and_text() {
+        assert_eq!(
+            timestamp(1_700_000_000_123).unix_timestamp_nanos(),
+            1_700_000_000_123_000_000
+        );
+        assert!(timestamp(0).year() > 2020);
+        assert_eq!(clean("a\0b"), "a\u{FFFD}b");
+        assert_eq!(to_i64(u64::MAX), i64::MAX);
+    }
+}

@@ -1,0 +1,157 @@
+//! `callsim`: place simulated Twilio calls against a Switchboard gateway.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use callsim::{CallConfig, CallerScript, EndedBy, LoadOptions};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Plays Twilio: signed webhook, TwiML, Media Streams audio in real time.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Place one call. Exit code: 0 clean, 1 failed, 3 rejected (busy TwiML).
+    Call {
+        #[command(flatten)]
+        call: CallArgs,
+        /// The caller id to use (default: a random CA... sid).
+        #[arg(long)]
+        call_sid: Option<String>,
+    },
+    /// Place many calls with bounded concurrency and print latency percentiles.
+    Load {
+        #[command(flatten)]
+        call: CallArgs,
+        /// Calls to place in total.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        calls: u64,
+        /// Calls in progress at once, at most.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        concurrency: u64,
+        /// Stop after this many seconds (running calls hang up).
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// Base URL of the gateway to call.
+    #[arg(long, env = "CALLSIM_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The PUBLIC_URL the gateway validates signatures against (default: --gateway).
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The Twilio auth token the gateway was given.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: String,
+    /// The account sid (default: a random AC... sid).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    account_sid: Option<String>,
+    #[arg(long, default_value = "+15550001234")]
+    from: String,
+    #[arg(long, default_value = "+15550001111")]
+    to: String,
+    /// Caller script (TOML); default: a short built-in conversation.
+    #[arg(long)]
+    script: Option<PathBuf>,
+    /// Drop pending marks on `clear` instead of echoing them (Twilio echoes them).
+    #[arg(long)]
+    drop_marks_on_clear: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CallArgs {
+    fn config(&self) -> CallConfig {
+        let mut cfg = CallConfig::new(&self.gateway, &self.auth_token);
+        cfg.public_url.clone_from(&self.public_url);
+        if let Some(sid) = &self.account_sid {
+            cfg.account_sid.clone_from(sid);
+        }
+        cfg.from.clone_from(&self.from);
+        cfg.to.clone_from(&self.to);
+        cfg.echo_marks_on_clear = !self.drop_marks_on_clear;
+        cfg
+    }
+
+    fn script(&self) -> anyhow::Result<CallerScript> {
+        Ok(match &self.script {
+            Some(path) => CallerScript::from_file(path)?,
+            None => CallerScript::demo(),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    switchboard_service::telemetry::init_logging("callsim");
+    // Ctrl-C / SIGTERM: running calls hang up properly instead of vanishing.
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            switchboard_service::shutdown::signal().await;
+            cancel.cancel();
+        }
+    });
+    match cli.command {
+        Command::Call { call, call_sid } => {
+            let mut cfg = call.config();
+            cfg.call_sid = call_sid;
+            let script = call.script()?;
+            let report = callsim::place_call_until(&cfg, &script, &cancel)
+                .await
+                .context("the call could not be placed")?;
+            if call.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(if report.ended_by == EndedBy::Rejected {
+                ExitCode::from(3)
+            } else if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Load {
+            call,
+            calls,
+            concurrency,
+            duration_s,
+        } => {
+            let cfg = call.config();
+            let script = call.script()?;
+            let opts = LoadOptions {
+                calls: usize::try_from(calls)?,
+                concurrency: usize::try_from(concurrency)?,
+                duration: duration_s.map(Duration::from_secs),
+            };
+            let report = callsim::run_load_with(&cfg, &script, &opts, &cancel).await;
+            if call.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(if report.all_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The simulator's script: what the simulated model hears and answers (TOML).
+//!
+//! One script drives every session of a server. Each session keeps its own cursors into
+//! `hear` and `response`, so every call placed against the simulator plays the same
+//! conversation from the start.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The built-in dental front-desk conversation (used when no script file is given).
+const DEMO: &str = include_str!("demo.toml");
+
+/// What the simulated model says when the scripted responses have run out.
+pub const FALLBACK_SAY: &str = "Is there anything else I can help you with?";
+
+/// What the simulated model hears when the scripted caller turns have run out.
+pub const FALLBACK_HEAR: &str = "(inaudible)";
+
+/// Bounds of the settings, so no script can make a timer or an answer absurdly long.
+const MIN_SPEED: f64 = 0.01;
+const MAX_SPEED: f64 = 10_000.0;
+const MAX_MS_PER_WORD: u32 = 10_000;
+const MAX_SESSION_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A simulator script. `Default` is the empty script: default session settings, nothing
+/// heard (every turn is "(inaudible)") and no responses (every response is [`FALLBACK_SAY`]).
+///
+/// `hear` may also be written inside `[session]`: a `hear = [...]` line placed after the
+/// `[session]` header belongs to that table under TOML's rules, and scripts are commonly laid
+/// out that way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawScript")]
+pub struct Script {
+    /// Session-wide settings.
+    pub session: SessionSettings,
+    /// The transcript of each committed caller turn, in order.
+    pub hear: Vec<String>,
+    /// The responses, consumed in order (TOML `[[response]]`).
+    #[serde(rename = "response")]
+    pub responses: Vec<ScriptedResponse>,
+}
+
+/// The script as written, before `hear` is taken from wherever it was put.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScript {
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    hear: Option<Vec<String>>,
+    #[serde(default, rename = "response")]
+    responses: Vec<ScriptedResponse>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    max_seconds: Option<u64>,
+    ms_per_word: Option<u32>,
+    speed: Option<f64>,
+    require_api_key: Option<bool>,
+    hear: Option<Vec<String>>,
+}
+
+impl TryFrom<RawScript> for Script {
+    type Error = String;
+
+    fn try_from(raw: RawScript) -> Result<Self, Self::Error> {
+        let defaults = SessionSettings::default();
+        let s = raw.session;
+        let hear = match (raw.hear, s.hear) {
+            (Some(_), Some(_)) => {
+                return Err("`hear` is given twice (at the top level and in [session])".into());
+            }
+            (Some(h), None) | (None, Some(h)) => h,
+            (None, None) => Vec::new(),
+        };
+        Ok(Script {
+            session: SessionSettings {
+                max_seconds: s.max_seconds.unwrap_or(defaults.max_seconds),
+                ms_per_word: s.ms_per_word.unwrap_or(defaults.ms_per_word),
+                speed: s.speed.unwrap_or(defaults.speed),
+                require_api_key: s.require_api_key.unwrap_or(defaults.require_api_key),
+            },
+            hear,
+            responses: raw.responses,
+        })
+    }
+}
+
+/// `[session]`: how long sessions live and how fast the simulated model talks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Sessions end with `session_expired` (and close code 1001) after this many seconds.
+    pub max_seconds: u64,
+    /// Length of synthesized assistant speech per word.
+    pub ms_per_word: u32,
+    /// Audio deltas are sent this many times faster than real time.
+    pub speed: f64,
+    /// Refuse upgrades without `Authorization: Bearer <key>` (HTTP 401).
+    pub require_api_key: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_seconds: 3600,
+            ms_per_word: 250,
+            speed: 4.0,
+            require_api_key: false,
+        }
+    }
+}
+
+/// One `[[response]]`: speech, a function call, both (speech first), or an error instead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedResponse {
+    /// Speech; `{{field}}` is replaced by that top-level field of the latest function output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say: Option<String>,
+    /// A function call, after the speech if both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<ScriptedCall>,
+    /// An `error` event sent instead of a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ScriptedError>,
+}
+
+/// A scripted function call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedCall {
+    /// The function name.
+    pub name: String,
+    /// The arguments as JSON text, sent as-is (so a script can also send malformed arguments).
+    #[serde(default = "empty_object")]
+    pub arguments: String,
+}
+
+/// A scripted `error` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedError {
+    /// `error.code`, e.g. `rate_limit_exceeded`.
+    pub code: String,
+    /// `error.message`.
+    pub message: String,
+    /// `error.type`.
+    #[serde(rename = "type", default = "invalid_request_error")]
+    pub kind: String,
+}
+
+fn empty_object() -> String {
+    "{}".into()
+}
+
+fn invalid_request_error() -> String {
+    "invalid_request_error".into()
+}
+
+/// Why a script could not be loaded. Every variant names where the script came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The file could not be read.
+    #[error("cannot read realtime-sim script {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    /// The text is not valid TOML or does not have the script's shape.
+    #[error("invalid realtime-sim script {origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// The script parsed but says something impossible.
+    #[error("invalid realtime-sim script {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Script {
+    /// Parses a script from TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Script, ScriptError> {
+        Self::parse(text, "(inline)")
+    }
+
+    /// Reads and parses a script file.
+    pub fn from_file(path: &Path) -> Result<Script, ScriptError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ScriptError::Read {
+            path: origin.clone(),
+            error,
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// The built-in dental front-desk demo: the caller asks for their account, the model looks
+    /// the caller up (`lookup_customer` with `{"phone":"+15550001234"}`) and greets them by
+    /// `{{name}}`, then answers a question and says goodbye.
+    pub fn demo() -> Script {
+        // The demo text is part of this crate and covered by a unit test; should it ever fail
+        // to parse, fall back to an empty script rather than take the process down.
+        Self::parse(DEMO, "(built-in demo)").unwrap_or_default()
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Script, ScriptError> {
+        let script: Script = toml::from_str(text).map_err(|e| ScriptError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        script.validate().map_err(|message| ScriptError::Invalid {
+            origin: origin.to_string(),
+            message,
+        })?;
+        Ok(script)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.session;
+        if !(MIN_SPEED..=MAX_SPEED).contains(&s.speed) {
+            return Err(format!(
+                "session.speed must be between {MIN_SPEED} and {MAX_SPEED}, got {}",
+                s.speed
+            ));
+        }
+        if !(1..=MAX_MS_PER_WORD).contains(&s.ms_per_word) {
+            return Err(format!(
+                "session.ms_per_word must be between 1 and {MAX_MS_PER_WORD}, got {}",
+                s.ms_per_word
+            ));
+        }
+        if !(1..=MAX_SESSION_SECONDS).contains(&s.max_seconds) {
+            return Err(format!(
+                "session.max_seconds must be between 1 and {MAX_SESSION_SECONDS}, got {}",
+                s.max_seconds
+            ));
+        }
+        for (i, r) in self.responses.iter().enumerate() {
+            let n = i + 1;
+            match (&r.say, &r.call, &r.error) {
+                (None, None, None) => {
+                    return Err(format!(
+                        "response #{n} has none of `say`, `call` or `error`"
+                    ));
+                }
+                (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                    return Err(format!(
+                        "response #{n}: `error` cannot be combined with `say` or `call`"
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(call) = &r.call
+                && call.name.trim().is_empty()
+            {
+                return Err(format!("response #{n}: call.name is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text between the first pair of double quotes in `instructions`, if any: a response
+/// told to say something "exactly" speaks that text (greetings and goodbyes).
+pub(crate) fn quoted(instructions: &str) -> Option<&str> {
+    let start = instructions.find('"')? + 1;
+    let len = instructions[start..].find('"')?;
+    Some(&instructions[start..start + len])
+}
+
+/// Replaces every `{{field}}` in `text` by that top-level field of `output` (strings as-is,
+/// other values as JSON, missing fields and `null` as the empty string).
+pub(crate) fn substitute(text: &str, output: Option<&serde_json::Value>) -> String {
+    let mut result = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        result.push_str(&rest[..open]);
+        let field = rest[open + 2..open + 2 + close].trim();
+        match output.and_then(|o| o.get(field)) {
+            Some(serde_json::Value::String(s)) => result.push_str(s),
+            Some(serde_json::Value::Null) | None => {}
+            Some(other) => result.push_str(&other.to_string()),
+        }
+        rest = &rest[open + 2 + close + 2..];
+    }
+    result.push_str(rest);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let s = Script::from_toml_str(
+            r#"
+            [session]
+            max_seconds = 60
+            speeed = 50.0
+            "#,
+        );
+        // A typo is named, not ignored.
+        let err = s.unwrap_err().to_string();
+        assert!(err.contains("speeed"), "{err}");
+
+        // The layout of the documented example: `hear` after `[session]` lands in that table.
+        let s = Script::from_toml_str(
+            r#"
+            [session]
+            speed = 50.0
+
+            hear = ["in the session table"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.hear, ["in the session table"]);
+        assert_eq!(s.session.speed, 50.0);
+        let err = Script::from_toml_str("hear = [\"a\"]\n[session]\nhear = [\"b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("given twice"), "{err}");
+
+        let s = Script::from_toml_str(
+            r#"
+            hear = ["one", "two"]
+            [session]
+            max_seconds = 60
+            ms_per_word = 100
+            speed = 50.0
+            require_api_key = true
+            [[response]]
+            call = { name = "lookup_customer", arguments = '{"phone":"+15550001234"}' }
+            [[response]]
+            say = "Hello {{name}}."
+            [[response]]
+            say = "Let me check."
+            call = { name = "end_call" }
+            [[response]]
+            error = { code = "rate_limit_exceeded", message = "Rate limit reached" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.session.max_seconds, 60);
+        assert_eq!(s.session.ms_per_word, 100);
+        assert!(s.session.require_api_key);
+        assert_eq!(s.hear, ["one", "two"]);
+        assert_eq!(s.responses.len(), 4);
+        assert_eq!(
+            s.responses[0].call.as_ref().unwrap().arguments,
+            r#"{"phone":"+15550001234"}"#
+        );
+        assert_eq!(s.responses[2].call.as_ref().unwrap().arguments, "{}");
+        let e = s.responses[3].error.as_ref().unwrap();
+        assert_eq!(e.kind, "invalid_request_error");
+        assert_eq!(e.code, "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn defaults_and_demo() {
+        let s = Script::default();
+        assert_eq!(s.session.ms_per_word, 250);
+        assert_eq!(s.session.speed, 4.0);
+        assert_eq!(s.session.max_seconds, 3600);
+        assert!(!s.session.require_api_key);
+        assert!(s.responses.is_empty() && s.hear.is_empty());
+
+        let demo = Script::parse(DEMO, "demo").unwrap();
+        assert_eq!(Script::demo(), demo);
+        assert!(!demo.hear.is_empty());
+        let call = demo.responses[0].call.as_ref().unwrap();
+        assert_eq!(call.name, "lookup_customer");
+        let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args, serde_json::json!({"phone": "+15550001234"}));
+        assert!(demo.responses[1].say.as_ref().unwrap().contains("{{name}}"));
+    }
+
+    #[test]
+    fn invalid_scripts_say_what_is_wrong() {
+        let cases = [
+            ("[session]\nspeed = 0.0", "session.speed"),
+            ("[session]\nspeed = nan", "session.speed"),
+            ("[session]\nmax_seconds = 0", "max_seconds"),
+            ("[session]\nms_per_word = 0", "ms_per_word"),
+            ("[[response]]\n", "response #1 has none"),
+            (
+                "[[response]]\nsay = \"a\"\nerror = { code = \"c\", message = \"m\" }",
+                "cannot be combined",
+            ),
+            ("[[response]]\nsay = 3", "say"),
+            ("[[response]]\nshout = \"hi\"", "shout"),
+            ("[[response]]\ncall = { arguments = '{}' }", "name"),
+            ("hear = [", "invalid realtime-sim script (inline)"),
+        ];
+        for (text, needle) in cases {
+            let err = Script::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let err = Script::from_file(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[response]]\nsay = \"a\"\nsay = \"b\"\n").unwrap();
+        let err = Script::from_file(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("say"), "{err}");
+
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "hear = [\"hi\"]\n").unwrap();
+        assert_eq!(Script::from_file(&good).unwrap().hear, ["hi"]);
+    }
+
+    #[test]
+    fn the_shared_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.to_string_lossy().ends_with(".model.toml") {
+                Script::from_file(&path).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_instructions() {
+        assert_eq!(
+            quoted(r#"Greet the caller by saying exactly: "Hello there.""#),
+            Some("Hello there.")
+        );
+        assert_eq!(quoted(r#"Say "a" then "b""#), Some("a"));
+        assert_eq!(quoted("no quotes"), None);
+        assert_eq!(quoted(r#"only "one quote"#), None);
+    }
+
+    #[test]
+    fn substitutes_fields() {
+        let out = serde_json::json!({"name": "Maria", "visits": 3, "gone": null});
+        assert_eq!(
+            substitute(
+                "Hi {{name}}, {{ visits }} visits{{gone}}{{missing}}.",
+                Some(&out)
+            ),
+            "Hi Maria, 3 visits."
+        );
+        assert_eq!(substitute("Hi {{name}}.", None), "Hi .");
+        assert_eq!(substitute("Unclosed {{name", Some(&out)), "Unclosed {{name");
+    }
+}

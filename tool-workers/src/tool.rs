@@ -1,0 +1,270 @@
+//! A tool: its name, what the model is told about it, and the async handler that serves it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchboard_proto::ToolSpec;
+use switchboard_proto::subject::{InvalidToken, validate_tool_name};
+
+/// How long a tool may run when its declaration does not say. Matches the call-worker's default
+/// `TOOL_TIMEOUT_MS`, so a handler is not left running after the caller has given up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The `ToolError.code` values of the contract, so handlers and the server agree on spelling.
+pub mod codes {
+    /// The request was not a `ToolCall`.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// The arguments were not JSON or did not match the tool's schema.
+    pub const INVALID_ARGUMENTS: &str = "invalid_arguments";
+    /// The thing the tool looked for does not exist.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The tool ran and failed.
+    pub const FAILED: &str = "failed";
+    /// The tool did not finish within its timeout.
+    pub const TIMEOUT: &str = "timeout";
+    /// Something the tool depends on (a database, an API) is down.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// The handler panicked; the server caught it and kept serving.
+    pub const PANICKED: &str = "panicked";
+}
+
+/// Who is asking: the phone call the model is serving when it called the tool.
+///
+/// Handlers get it by value; clones share the outcome slot, so a handler may hand a clone to a
+/// helper task and still have [`ToolContext::set_outcome`] reach the reply.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// Twilio's CallSid.
+    pub call_sid: String,
+    /// The model's function-call id. Together with `call_sid` it identifies the invocation, so a
+    /// tool with side effects can recognise a redelivered request.
+    pub call_id: String,
+    /// The agent running the call.
+    pub agent_id: String,
+    /// The caller's number, for tools that look people up.
+    pub caller: String,
+    outcome: Arc<OnceLock<String>>,
+}
+
+impl ToolContext {
+    /// A context for the given call (the server builds these; handlers' unit tests may too).
+    pub fn new(
+        call_sid: impl Into<String>,
+        call_id: impl Into<String>,
+        agent_id: impl Into<String>,
+        caller: impl Into<String>,
+    ) -> Self {
+        Self {
+            call_sid: call_sid.into(),
+            call_id: call_id.into(),
+            agent_id: agent_id.into(),
+            caller: caller.into(),
+            outcome: Arc::default(),
+        }
+    }
+
+    /// Sets the call's business outcome (e.g. `booked`), sent back in `ToolResult.outcome`.
+    /// The first outcome set wins; returns whether this one was taken.
+    pub fn set_outcome(&self, outcome: impl Into<String>) -> bool {
+        self.outcome.set(outcome.into()).is_ok()
+    }
+
+    /// The outcome set by the handler, if any.
+    pub fn outcome(&self) -> Option<&str> {
+        self.outcome.get().map(String::as_str)
+    }
+}
+
+/// Why a tool call failed: sent to the model as `ToolError { code, message }` so it can recover
+/// in conversation (apologise, ask again, offer a transfer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ToolFailure {
+    /// One of [`codes`] (or a tool-specific code).
+    pub code: String,
+    /// A sentence for the model and the call record.
+    pub message: String,
+}
+
+impl ToolFailure {
+    /// A failure with any code.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The arguments are unusable (`invalid_arguments`).
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        Self::new(codes::INVALID_ARGUMENTS, message)
+    }
+
+    /// What was asked for does not exist (`not_found`).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(codes::NOT_FOUND, message)
+    }
+
+    /// The tool failed (`failed`).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(codes::FAILED, message)
+    }
+
+    /// A dependency is down (`unavailable`).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(codes::UNAVAILABLE, message)
+    }
+}
+
+/// What a handler returns: the output JSON, or a failure for the model.
+pub type ToolOutcome = Result<Value, ToolFailure>;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ToolOutcome> + Send>>;
+pub(crate) type Handler = Arc<dyn Fn(ToolContext, Value) -> BoxFuture + Send + Sync>;
+
+/// Why a tool declaration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolDefinitionError {
+    /// The name breaks OpenAI's function-name rule (and so is no safe subject token).
+    #[error(transparent)]
+    Name(#[from] InvalidToken),
+    /// The model only accepts object schemas as function parameters.
+    #[error("the parameters of tool `{0}` must be a JSON Schema object with \"type\": \"object\"")]
+    Parameters(String),
+}
+
+/// A declared tool: what the model is told about it and the handler that serves it.
+#[derive(Clone)]
+pub struct Tool {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) parameters: Value,
+    pub(crate) timeout: Duration,
+    pub(crate) version: String,
+    pub(crate) handler: Handler,
+}
+
+impl Tool {
+    /// Declares a tool. `parameters` is the JSON Schema of its arguments (an object schema);
+    /// requests are checked against it before `handler` runs, so handlers can rely on required
+    /// fields being present with the declared types.
+    pub fn new<F, Fut>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: Value,
+        handler: F,
+    ) -> Result<Self, ToolDefinitionError>
+    where
+        F: Fn(ToolContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ToolOutcome> + Send + 'static,
+    {
+        let name = name.into();
+        validate_tool_name(&name)?;
+        if parameters.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(ToolDefinitionError::Parameters(name));
+        }
+        Ok(Self {
+            name,
+            description: description.into(),
+            parameters,
+            timeout: DEFAULT_TIMEOUT,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            handler: Arc::new(move |ctx, args| Box::pin(handler(ctx, args))),
+        })
+    }
+
+    /// How long the handler may run; after that the caller gets a `timeout` error and the
+    /// handler is cancelled. Also advertised in the [`ToolSpec`] so the worker waits as long.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The implementation version shown to operators in the registry.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// The tool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The JSON Schema of its arguments.
+    pub fn parameters(&self) -> &Value {
+        &self.parameters
+    }
+
+    /// Its registration in the `voice-tools` bucket.
+    pub fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters_schema: self.parameters.to_string(),
+            timeout_ms: u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tool")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn echo(_: ToolContext, args: Value) -> ToolOutcome {
+        Ok(args)
+    }
+
+    #[test]
+    fn names_and_schemas_are_checked() {
+        let schema = json!({"type": "object"});
+        assert!(Tool::new("ok_name-1", "d", schema.clone(), echo).is_ok());
+        assert!(matches!(
+            Tool::new("bad.name", "d", schema, echo),
+            Err(ToolDefinitionError::Name(_))
+        ));
+        assert!(matches!(
+            Tool::new("x", "d", json!({"type": "string"}), echo),
+            Err(ToolDefinitionError::Parameters(_))
+        ));
+    }
+
+    #[test]
+    fn spec_carries_schema_and_timeout() {
+        let schema = json!({"type": "object", "required": ["a"]});
+        let tool = Tool::new("t", "does t", schema.clone(), echo)
+            .unwrap()
+            .with_timeout(Duration::from_millis(1500));
+        let spec = tool.spec();
+        assert_eq!(spec.name, "t");
+        assert_eq!(spec.description, "does t");
+        assert_eq!(spec.timeout_ms, 1500);
+        let parsed: Value = serde_json::from_str(&spec.parameters_schema).unwrap();
+        assert_eq!(parsed, schema);
+    }
+
+    #[test]
+    fn first_outcome_wins_across_clones() {
+        let ctx = ToolContext::new("CA1", "c1", "a", "+1");
+        let other = ctx.clone();
+        assert!(other.set_outcome("booked"));
+        assert!(!ctx.set_outcome("cancelled"));
+        assert_eq!(ctx.outcome(), Some("booked"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The `tool-worker` binary against a real nats-server and Postgres: `lookup_customer` over NATS,
+//! argument errors, the registry entry, readiness and a clean SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
+use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port};
+
+async fn call(client: &async_nats::Client, arguments: &str) -> anyhow::Result<ToolResult> {
+    let request = ToolCall {
+        call_sid: "CA0123".into(),
+        call_id: "call_1".into(),
+        name: "lookup_customer".into(),
+        arguments: arguments.into(),
+        agent_id: "front-desk".into(),
+        caller: "+15550001234".into(),
+        timeout_ms: 5000,
+    };
+    let reply = client
+        .request(
+            "voice.tools.lookup_customer",
+            request.encode_to_vec().into(),
+        )
+        .await?;
+    Ok(ToolResult::decode(reply.payload)?)
+}
+
+fn output(result: &ToolResult) -> anyhow::Result<Value> {
+    match &result.result {
+        Some(tool_result::Result::Output(text)) => Ok(serde_json::from_str(text)?),
+        other => anyhow::bail!("expected an output, got {other:?}"),
+    }
+}
+
+fn error(result: &ToolResult) -> anyhow::Result<(String, String)> {
+    match &result.result {
+        Some(tool_result::Result::Error(e)) => Ok((e.code.clone(), e.message.clone())),
+        other => anyhow::bail!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lookup_customer_over_nats() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nats = NatsServer::start().await?;
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("switchboard_tools").await?;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut worker = Service::spawn(
+        "tool-worker",
+        &[
+            ("LISTEN", listen.clone()),
+            ("DATABASE_URL", db),
+            ("NATS_URL", nats.url().to_owned()),
+        ],
+    )?;
+    worker.wait_ready(&listen).await?;
+    let client = async_nats::connect(nats.url()).await?;
+
+    // A known caller, in E.164 and as a person would say it.
+    for phone in ["+15550001234", "(555) 000-1234"] {
+        let result = call(&client, &json!({ "phone": phone }).to_string()).await?;
+        assert_eq!(
+            output(&result)?,
+            json!({"found": true, "name": "Maria Garcia", "phone": "+15550001234",
+                "tier": "gold", "notes": "Prefers morning appointments"})
+        );
+    }
+
+    // An unknown number is an answer, not an error.
+    let result = call(&client, r#"{"phone":"555 123 9999"}"#).await?;
+    assert_eq!(
+        output(&result)?,
+        json!({"found": false, "phone": "+15551239999"})
+    );
+
+    // Missing field: the model is told which one.
+    let (code, message) = error(&call(&client, "{}").await?)?;
+    assert_eq!(code, "invalid_arguments");
+    assert!(message.contains("`phone`"), "{message}");
+
+    // Wrong type for the field.
+    let (code, message) = error(&call(&client, r#"{"phone": 15550001234}"#).await?)?;
+    assert_eq!(code, "invalid_arguments");
+    assert!(
+        message.contains("`phone`") && message.contains("string"),
+        "{message}"
+    );
+
+    // Not JSON at all.
+    let (code, message) = error(&call(&client, "phone=+15550001234").await?)?;
+    assert_eq!(code, "invalid_arguments");
+    assert!(message.contains("not valid JSON"), "{message}");
+
+    // Registered for the call-workers, with the schema the model gets.
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value(TOOLS_BUCKET).await?;
+    let spec = kv
+        .get("lookup_customer")
+        .await?
+        .context("lookup_customer not in the registry")?;
+    let spec = ToolSpec::decode(spec)?;
+    assert_eq!(spec.name, "lookup_customer");
+    assert!(!spec.description.is_empty());
+    assert!(spec.timeout_ms > 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&spec.parameters_schema)?,
+        tool_workers::customers::parameters()
+    );
+
+    // Metrics are served.
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("tool_requests_total"), "{metrics}");
+
+    // SIGTERM: exits cleanly and stops answering.
+    let status = worker.terminate(Duration::from_secs(10)).await?;
+    assert!(status.success(), "exit status {status}");
+    let gone = eventually(Duration::from_secs(5), "no responders", || {
+        let client = client.clone();
+        async move {
+            match client
+                .request("voice.tools.lookup_customer", "x".into())
+                .await
+            {
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the tool still answers after shutdown");
+    Ok(())
+}
