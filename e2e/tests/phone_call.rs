@@ -13,6 +13,9 @@ use callsim::{CallConfig, CallerScript, EndedBy};
 use serde_json::Value;
 use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port, workspace_root};
 
+/// Environment of one service process.
+type Env = Vec<(&'static str, String)>;
+
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 const AUTH_TOKEN: &str = "e2e-twilio-token";
 
@@ -53,7 +56,7 @@ impl System {
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
         services.push(sim_proc);
 
-        let specs: Vec<(&str, Vec<(&str, String)>, u16)> = vec![
+        let specs: Vec<(&str, Env, u16)> = vec![
             ("tool-worker", vec![("DATABASE_URL", tools_db)], tools),
             (
                 "persister",
@@ -152,7 +155,7 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
     cfg.from = "+15550001234".into();
     cfg.to = "+15550001111".into();
     let script =
-        CallerScript::from_file(&workspace_root().join("sims/scenarios/dental.caller.toml"))?;
+        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
 
     let report = callsim::place_call(&cfg, &script)
         .await
