@@ -31,6 +31,11 @@ pub const END_CALL: &str = "end_call";
 pub const SET_OUTCOME: &str = "set_outcome";
 /// See [`END_CALL`].
 pub const TRANSFER_CALL: &str = "transfer_call";
+/// How long a business tool may run before the agent says a filler line, unless the agent sets
+/// `filler_after_ms`.
+pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
+/// The largest `filler_after_ms` accepted.
+const MAX_FILLER_AFTER_MS: u32 = 60_000;
 /// Every built-in tool name.
 pub const BUILTIN_TOOLS: [&str; 3] = [END_CALL, SET_OUTCOME, TRANSFER_CALL];
 
@@ -129,6 +134,9 @@ pub struct Agent {
     pub idle_timeout: Option<Duration>,
     /// Turn detection of the Realtime session.
     pub turn_detection: TurnDetectionConfig,
+    /// When a business tool has not answered after this long (and the model is silent), the
+    /// agent says a short filler line; `None` never does (`filler_after_ms = 0`).
+    pub filler_after: Option<Duration>,
 }
 
 impl Agent {
@@ -150,6 +158,7 @@ impl Agent {
             max_call: None,
             idle_timeout: None,
             turn_detection: TurnDetectionConfig::default(),
+            filler_after: Some(DEFAULT_FILLER_AFTER),
         }
     }
 }
@@ -179,6 +188,7 @@ struct RawAgent {
     max_call_seconds: Option<u32>,
     idle_timeout_seconds: Option<u32>,
     turn_detection: Option<RawTurnDetection>,
+    filler_after_ms: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -461,6 +471,19 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         None => TurnDetectionConfig::default(),
         Some(td) => turn_detection(td, err)?,
     };
+    let filler_after = match raw.filler_after_ms {
+        None => Some(DEFAULT_FILLER_AFTER),
+        Some(0) => None,
+        Some(ms) if ms > MAX_FILLER_AFTER_MS => {
+            return Err(err(
+                "filler_after_ms",
+                format!(
+                    "must be at most {MAX_FILLER_AFTER_MS} (0 turns the filler line off), got {ms}"
+                ),
+            ));
+        }
+        Some(ms) => Some(Duration::from_millis(u64::from(ms))),
+    };
 
     Ok(Agent {
         id: raw.id,
@@ -473,6 +496,7 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         max_call,
         idle_timeout,
         turn_detection,
+        filler_after,
     })
 }
 
@@ -850,6 +874,25 @@ eagerness = "high"
             "[[agent]]\nid='a'\ninstructions='x'\nidle_timeout_seconds=0",
             "agent \"a\"",
             "idle_timeout_seconds",
+        );
+    }
+
+    #[test]
+    fn filler_after() {
+        let parse = |extra: &str| {
+            let text = format!("[[agent]]\nid='a'\ninstructions='x'\n{extra}");
+            Agents::parse(&text, "agents.toml", Path::new(".")).map(|a| a.all()[0].filler_after)
+        };
+        assert_eq!(parse("").unwrap(), Some(DEFAULT_FILLER_AFTER));
+        assert_eq!(parse("filler_after_ms = 0").unwrap(), None);
+        assert_eq!(
+            parse("filler_after_ms = 800").unwrap(),
+            Some(Duration::from_millis(800))
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\nfiller_after_ms=600000",
+            "agent \"a\"",
+            "filler_after_ms",
         );
     }
 

@@ -32,6 +32,10 @@ pub struct Config {
     /// The agents file (TOML, `[[agent]]` tables).
     #[arg(long, env = "AGENTS_FILE", default_value = "agents.toml")]
     pub agents_file: PathBuf,
+    /// How often the agents file is checked for changes, in milliseconds (SIGHUP reloads at
+    /// once too).
+    #[arg(long, env = "AGENTS_RELOAD_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub agents_reload_ms: u64,
     /// Calls this worker takes at once (a hard cap).
     #[arg(long, env = "MAX_CALLS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_calls: u32,
@@ -58,6 +62,7 @@ impl Config {
             realtime_url: DEFAULT_URL.to_owned(),
             realtime_model: DEFAULT_MODEL.to_owned(),
             agents_file: agents_file.into(),
+            agents_reload_ms: 2000,
             max_calls: 100,
             worker_id: None,
             tool_timeout_ms: 8000,
@@ -101,6 +106,11 @@ impl Config {
         Duration::from_millis(self.tool_timeout_ms)
     }
 
+    /// How often the agents file is checked for changes.
+    pub fn agents_reload(&self) -> Duration {
+        Duration::from_millis(self.agents_reload_ms)
+    }
+
     /// The drain period.
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
@@ -130,6 +140,7 @@ mod tests {
         assert_eq!(c.realtime_url, "wss://api.openai.com/v1/realtime");
         assert_eq!(c.tool_timeout(), Duration::from_millis(8000));
         assert_eq!(c.worker_id(), "w1");
+        assert_eq!(c.agents_reload(), Duration::from_secs(2));
         assert_eq!(c.realtime().api_key, None);
         assert!(Config::try_parse_from(["call-worker", "--max-calls", "0"]).is_err());
     }

@@ -42,10 +42,12 @@ impl Sequencer {
     }
 }
 
-/// The sequencer and the publisher of one call.
+/// The sequencer and the publisher of one call, and the conversation so far (the events a
+/// replay needs, see [`crate::replay`]).
 pub struct CallEvents {
     seq: Sequencer,
     publisher: EventPublisher,
+    history: Vec<CallEvent>,
 }
 
 impl CallEvents {
@@ -54,6 +56,7 @@ impl CallEvents {
         Self {
             seq: Sequencer::new(call_sid),
             publisher,
+            history: Vec::new(),
         }
     }
 
@@ -61,7 +64,19 @@ impl CallEvents {
     pub fn publish(&mut self, body: Body) {
         let event = self.seq.next(body);
         tracing::debug!(call_sid = %event.call_sid, seq = event.seq, kind = event.kind(), "call event");
+        if event
+            .body
+            .as_ref()
+            .is_some_and(crate::replay::is_conversation)
+        {
+            self.history.push(event.clone());
+        }
         self.publisher.publish(event);
+    }
+
+    /// The conversation events published so far (transcripts and tool invocations), in order.
+    pub fn history(&self) -> &[CallEvent] {
+        &self.history
     }
 }
 

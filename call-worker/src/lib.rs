@@ -4,11 +4,13 @@
 //! Modules, and what each owns:
 //! - [`config`]: the flags and environment variables of the process;
 //! - [`agents`]: the agents file: which agent answers which number, validated with precise errors;
+//! - [`reload`]: re-reading the agents file on change or SIGHUP, for new calls only;
 //! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain;
 //! - [`call`]: the call actor (I/O) and [`call::machine`], the decisions of a call without I/O
 //!   (barge-in, responses, tool rounds, transcripts, timers, endings);
 //! - [`realtime`]: the WebSocket connection to the Realtime API, with a writer that never blocks
 //!   the call and drops stale caller audio first;
+//! - [`replay`]: the conversation so far, rebuilt from call events for a new Realtime session;
 //! - [`playback`]: marks and mark echoes: how much assistant audio the caller actually heard;
 //! - [`tools`]: the tool registry (KV `voice-tools` plus built-in call-control tools) and
 //!   business-tool dispatch over NATS with structured errors for the model;
@@ -23,6 +25,8 @@ pub mod events;
 pub mod offers;
 pub mod playback;
 pub mod realtime;
+pub mod reload;
+pub mod replay;
 pub mod tools;
 pub mod worker;
 

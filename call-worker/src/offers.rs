@@ -14,7 +14,7 @@ use async_nats::Message;
 use futures::StreamExt;
 use switchboard_proto::subject::validate_call_sid;
 use switchboard_proto::{CallOffer, Message as _, OfferReply};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,7 +70,8 @@ pub fn decide(
 /// The offer desk of a worker: owns the capacity and the table of calls running here.
 pub struct Offers {
     ctx: Arc<CallContext>,
-    agents: Arc<Agents>,
+    /// The current routing table (replaced when the agents file is reloaded).
+    agents: watch::Receiver<Arc<Agents>>,
     capacity: Arc<Semaphore>,
     calls: CancellationToken,
     tracker: TaskTracker,
@@ -84,7 +85,7 @@ impl Offers {
     /// `calls` ends every call (drain deadline).
     pub fn new(
         ctx: Arc<CallContext>,
-        agents: Arc<Agents>,
+        agents: watch::Receiver<Arc<Agents>>,
         max_calls: usize,
         calls: CancellationToken,
         tracker: TaskTracker,
@@ -146,11 +147,12 @@ impl Offers {
             }
         };
         let call_sid = offer.call_sid.clone();
+        let agents = Arc::clone(&self.agents.borrow());
         let decision = decide(
             &offer,
             draining,
             self.capacity.available_permits(),
-            &self.agents,
+            &agents,
             &self.active,
         );
         match decision {

@@ -107,7 +107,6 @@ impl Worker {
                 addr: config.listen,
                 source,
             })?;
-        let shutdown = CancellationToken::new();
         let http_stop = CancellationToken::new();
         let router: axum::Router = health.router(metrics);
         let http = tokio::spawn({
@@ -137,6 +136,8 @@ impl Worker {
         });
         let calls = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let agents = crate::reload::watch(agents, config.agents_reload(), shutdown.clone());
         let offers = Offers::new(
             ctx,
             agents,

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{Message as _, Role, ToolCall, ToolResult, tool_invocation, tool_result};
 use switchboard_realtime::{ClientEvent, Item};
+use switchboard_testkit::eventually;
 
 /// The `function_call_output` items the worker sent, with the index of each in the session.
 fn outputs(s: &realtime_sim::SessionRecord) -> Vec<(usize, String, String)> {
@@ -252,5 +253,50 @@ say = "Our system is down right now."
         Some(tool_invocation::Result::Error(e)) => assert_eq!(e.code, "unavailable"),
         other => panic!("{other:?}"),
     }
+    Ok(())
+}
+
+/// The tool names of the `session.update` that opened `s`.
+fn session_tool_names(s: &realtime_sim::SessionRecord) -> Vec<String> {
+    match s.client_events.first() {
+        Some(ClientEvent::SessionUpdate { session, .. }) => session
+            .tools
+            .iter()
+            .flatten()
+            .map(|t| t.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_tool_registered_after_a_call_started_is_offered_to_later_calls() -> anyhow::Result<()> {
+    let h = Harness::start(
+        "[session]\nspeed = 20.0\n",
+        &agents_toml(None, &["end_call", "book_appointment"]),
+        |_| {},
+    )
+    .await?;
+    let first_update = |sessions: &[realtime_sim::SessionRecord], n: usize| {
+        (sessions.len() >= n && !sessions[n - 1].client_events.is_empty())
+            .then(|| session_tool_names(&sessions[n - 1]))
+    };
+
+    // Missing at call start: left out.
+    assert!(h.offer("CAdisc1", "+15550001111").await?.accepted);
+    let names = eventually(WAIT, "the first session.update", || async {
+        first_update(&h.sim.sessions().await, 1)
+    })
+    .await?;
+    assert_eq!(names, vec!["end_call"]);
+
+    // A tool service registers it; the next call's session offers it.
+    h.register_tool("book_appointment", 0).await?;
+    assert!(h.offer("CAdisc2", "+15550001111").await?.accepted);
+    let names = eventually(WAIT, "the second session.update", || async {
+        first_update(&h.sim.sessions().await, 2)
+    })
+    .await?;
+    assert_eq!(names, vec!["end_call", "book_appointment"]);
     Ok(())
 }

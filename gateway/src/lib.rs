@@ -6,6 +6,9 @@
 //!
 //! - [`config`]: flags and environment (ARCHITECTURE.md section 5);
 //! - [`webhook`]: `POST /twilio-voice` (signature, offer, TwiML) and `POST /twilio-status`;
+//! - [`status`]: Twilio status callbacks as `status` call events;
+//! - [`calls`]: `POST /calls`, outbound calls placed through Twilio's REST API;
+//! - [`twilio_rest`]: the Twilio REST client (create a call, update a live call);
 //! - [`offer`]: the `CallOffer` request to the worker queue group and the `rejected` event;
 //! - [`stream_token`]: the stateless per-call token that binds a media socket to its call;
 //! - [`media`]: `GET /media` admission (upgrade signature, `MAX_STREAMS`, message size limit);
@@ -20,6 +23,7 @@
 //! `DRAIN_SECONDS` pass, then close with 1001.
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod config;
 pub mod frames;
 pub mod media;
@@ -27,8 +31,10 @@ pub mod metrics;
 pub mod offer;
 pub mod outbox;
 pub mod shared;
+pub mod status;
 pub mod stream;
 pub mod stream_token;
+pub mod twilio_rest;
 pub mod webhook;
 
 use std::future::Future;
@@ -38,6 +44,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_service::Health;
 use switchboard_service::events::{EventPublisher, ensure_stream};
@@ -62,6 +69,8 @@ pub enum Error {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Nats(#[from] switchboard_service::nats::ConnectError),
+    #[error(transparent)]
+    Rest(#[from] twilio_rest::RestError),
     #[error(transparent)]
     Key(#[from] stream_token::InvalidKey),
     #[error("binding {addr}: {source}")]
@@ -110,6 +119,12 @@ impl Gateway {
             closing: CancellationToken::new(),
             streams: Arc::new(Semaphore::new(config.max_streams)),
             tracker: TaskTracker::new(),
+            rest: twilio_rest::TwilioRest::new(
+                &config.twilio_api_base,
+                &config.twilio_account_sid,
+                &config.twilio_auth_token,
+            )?,
+            admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -129,6 +144,7 @@ impl Gateway {
             .route(webhook::VOICE_PATH, post(webhook::voice))
             .route(webhook::STATUS_PATH, post(webhook::status))
             .route(webhook::MEDIA_PATH, get(media::upgrade))
+            .route(calls::CALLS_PATH, post(calls::create))
             .with_state(self.shared.clone());
         twilio.merge(self.shared.health.router(self.metrics.clone()))
     }
@@ -142,6 +158,12 @@ impl Gateway {
     ) -> Result<(), Error> {
         let shared = self.shared.clone();
         let closing = shared.closing.clone();
+        // Media frames are small and latency-bound: no Nagle delay on accepted sockets.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(async move { closing.cancelled().await });
         let mut server = tokio::spawn(async move { server.await });

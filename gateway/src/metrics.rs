@@ -26,6 +26,8 @@ pub const STREAMS_REFUSED: &str = "gateway_streams_refused_total";
 pub const STREAMS_ENDED: &str = "gateway_streams_ended_total";
 /// Counter: publishing to NATS failed (the client is closed or its queue is gone).
 pub const NATS_PUBLISH_ERRORS: &str = "gateway_nats_publish_errors_total";
+/// Counter (`kind`): Twilio REST requests that failed.
+pub const REST_ERRORS: &str = "gateway_twilio_rest_errors_total";
 
 /// Registers descriptions with the installed recorder (shown as `# HELP` lines).
 pub fn describe() {
@@ -46,6 +48,7 @@ pub fn describe() {
     );
     describe_counter!(STREAMS_ENDED, "Streams that ended, by reason");
     describe_counter!(NATS_PUBLISH_ERRORS, "Failed NATS publishes");
+    describe_counter!(REST_ERRORS, "Failed Twilio REST requests");
 }
 
 /// Keeps [`ACTIVE_STREAMS`] right however a stream task ends (including a panic).

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::stream_token::StreamTokens;
+use crate::twilio_rest::TwilioRest;
 
 /// The shared state of one gateway instance.
 pub struct Shared {
@@ -48,6 +49,10 @@ pub struct Shared {
     pub closing: CancellationToken,
     /// One permit per open media socket (`MAX_STREAMS`).
     pub streams: Arc<Semaphore>,
-    /// Every stream task, so shutdown can wait for them.
+    /// Every stream task (and REST request), so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Twilio's REST API (outbound calls, transfers, hang-ups).
+    pub rest: TwilioRest,
+    /// `ADMIN_TOKEN` for `POST /calls` (None: the route refuses everyone).
+    pub admin_token: Option<String>,
 }

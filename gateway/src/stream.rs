@@ -20,9 +20,11 @@
 //!    close 1001), `hangup` / `transfer` (the worker asked; close 1000 once the audio already
 //!    sent has played).
 //!
-//! Transfer is not a real transfer yet: it needs Twilio's REST "update call" with `<Dial>`
-//! TwiML, which comes with the REST client. Until then a `Transfer` ends the stream exactly like
-//! a hang-up, and the caller is disconnected.
+//! Call control goes through Twilio's REST API in spawned tasks (never awaited here): a
+//! `Transfer` updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
+//! (Twilio then leaves the `<Connect>` and sends `stop`, recorded with reason `transfer`); a
+//! `Hangup` additionally sets the call `completed` once the stream has ended, so the call really
+//! ends even where closing the stream would not end it (404: it already had).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,8 @@ use crate::metrics::{self as m, ActiveStream};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
+use crate::twilio_rest::{CallUpdate, Updated};
+use switchboard_twilio::twiml;
 
 /// The mark the gateway places after the last audio when the worker hangs up; its echo means
 /// everything the caller should hear has played.
@@ -123,6 +127,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             }
         };
         let mut actor = StreamActor {
+            call_sid: call_sid.clone(),
             in_subject: shared.subjects.call_in(&call_sid).into(),
             shared: shared.clone(),
             socket,
@@ -341,6 +346,7 @@ struct Ending {
 struct StreamActor {
     shared: Arc<Shared>,
     socket: Socket,
+    call_sid: String,
     /// `voice.call.<sid>.out`.
     out: async_nats::Subscriber,
     /// `voice.call.<sid>.in` (cheap to clone per frame).
@@ -407,6 +413,9 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
+        if end.stop == Some("hangup") {
+            self.update_call(CallUpdate::Complete);
+        }
         if let Some(reason) = end.stop {
             self.publish(frames::stop(reason)).await;
             metrics::counter!(m::STREAMS_ENDED, "reason" => reason).increment(1);
@@ -483,7 +492,9 @@ impl StreamActor {
                 self.publish(frames::mark_echo(&mark.name)).await;
             }
             TwilioMessage::Stop { .. } => {
-                self.publish(frames::stop("stop")).await;
+                // After a transfer Twilio leaves the stream by itself: that is the transfer.
+                let reason = self.ending.as_ref().map(|e| e.reason).unwrap_or("stop");
+                self.publish(frames::stop(reason)).await;
                 return Flow::End(End {
                     stop: None,
                     close: None,
@@ -536,11 +547,12 @@ impl StreamActor {
                 self.begin_ending("hangup");
             }
             outbound_frame::Frame::Transfer(transfer) => {
-                // Until the REST redirect (`<Dial>` via "update call") exists, a transfer ends
-                // the stream like a hang-up: the caller is disconnected, not connected to
-                // `transfer.to`.
-                tracing::warn!(to = %transfer.to,
-                    "transfer requested; REST redirect not available, closing the stream");
+                tracing::info!(to = %transfer.to, "worker transfers the call");
+                let mut doc = twiml::Response::new();
+                if !transfer.announcement.trim().is_empty() {
+                    doc = doc.say(&transfer.announcement);
+                }
+                self.update_call(CallUpdate::Twiml(doc.dial(&transfer.to).build()));
                 self.begin_ending("transfer");
             }
             outbound_frame::Frame::Heartbeat(_) => {}
@@ -556,6 +568,27 @@ impl StreamActor {
             reason,
             deadline: Instant::now() + PLAYOUT_LIMIT,
         });
+    }
+
+    /// Sends `update` to Twilio in a task of its own (tracked, so shutdown waits for it).
+    fn update_call(&self, update: CallUpdate) {
+        let rest = self.shared.rest.clone();
+        let call_sid = self.call_sid.clone();
+        let span = tracing::Span::current();
+        self.shared.tracker.spawn(
+            async move {
+                match rest.update_call(&call_sid, &update).await {
+                    Ok(Updated::Applied) => tracing::info!(?update, "call updated"),
+                    Ok(Updated::AlreadyEnded) => tracing::debug!("call had already ended"),
+                    Err(error) => {
+                        metrics::counter!(m::REST_ERRORS, "kind" => format!("{:?}", error.kind()))
+                            .increment(1);
+                        tracing::warn!(%error, ?update, "updating the call failed");
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn push(&mut self, msg: ServerMessage) {

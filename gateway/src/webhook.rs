@@ -48,7 +48,11 @@ pub async fn voice(
         Err(error) => return error.into_response(),
     };
     let offered_at_ms = now_ms();
-    let call_offer = offer::call_offer(&form, &shared.gateway_id, offered_at_ms);
+    let mut call_offer = offer::call_offer(&form, &shared.gateway_id, offered_at_ms);
+    // `POST /calls` names the agent in the TwiML URL's query (covered by the signature).
+    if let Some(agent) = agent_from_query(&uri) {
+        call_offer.agent_id = agent;
+    }
     let outcome = offer::offer(
         &shared.nats,
         &shared.subjects,
@@ -88,21 +92,42 @@ pub async fn voice(
     }
 }
 
-/// `POST /twilio-status`: a call status callback. Verified and logged; turning these into call
-/// events is a later step.
+/// `POST /twilio-status`: a call status callback, verified and published as a `status` call
+/// event (see [`crate::status`]). Accepted while draining too: it is about a call already known.
 pub async fn status(
     State(shared): State<Arc<Shared>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match verified_form(&shared, STATUS_PATH, &uri, &headers, &body) {
-        Ok(form) => form,
+    let (form, pairs) = match verified_form_and_pairs(&shared, STATUS_PATH, &uri, &headers, &body) {
+        Ok(verified) => verified,
         Err(error) => return error.into_response(),
     };
+    if form.call_status.is_empty() {
+        return WebhookError::BadCall("missing form field `CallStatus`".into()).into_response();
+    }
+    let sip_response_code = pairs
+        .iter()
+        .find(|(k, _)| k == "SipResponseCode")
+        .and_then(|(_, v)| v.parse().ok());
     tracing::info!(call_sid = %form.call_sid, status = %form.call_status,
         duration_s = ?form.call_duration, sequence = ?form.sequence_number, "call status");
+    shared.events.publish(crate::status::status_event(
+        &form,
+        sip_response_code,
+        now_ms(),
+    ));
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The `agent` query parameter of the webhook URL, if any.
+fn agent_from_query(uri: &Uri) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, v)| k == "agent" && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// Why a webhook was refused.
@@ -137,6 +162,17 @@ fn verified_form(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<CallForm, WebhookError> {
+    verified_form_and_pairs(shared, path, uri, headers, body).map(|(form, _)| form)
+}
+
+/// [`verified_form`], also returning every pair received.
+fn verified_form_and_pairs(
+    shared: &Shared,
+    path: &'static str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(CallForm, Vec<(String, String)>), WebhookError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_bytes(body).map_err(|_| WebhookError::MalformedForm)?;
     let Some(signature) = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) else {
@@ -154,7 +190,7 @@ fn verified_form(
     }
     let form = CallForm::from_pairs(&pairs).map_err(|e| WebhookError::BadCall(e.to_string()))?;
     validate_call_sid(&form.call_sid).map_err(|e| WebhookError::BadCall(e.to_string()))?;
-    Ok(form)
+    Ok((form, pairs))
 }
 
 fn twiml_response(doc: String) -> Response {

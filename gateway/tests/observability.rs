@@ -46,6 +46,25 @@ async fn health_metrics_and_the_drain_deadline() -> anyhow::Result<()> {
         "{body}"
     );
 
+    // A frame for another stream is ignored (not forwarded) and counted; the call goes on.
+    let TwilioMessage::Media { media: m, .. } = media(4) else {
+        unreachable!()
+    };
+    let foreign = TwilioMessage::Media {
+        sequence_number: "4".into(),
+        stream_sid: "MZ_someone_else".into(),
+        media: m,
+    };
+    send_json(&mut ws, &foreign).await?;
+    send_json(&mut ws, &media(5)).await?;
+    let f = next_inbound(&mut inbound).await?;
+    assert!(
+        matches!(f.frame, Some(inbound_frame::Frame::Audio(ref a)) if a.chunk == 5),
+        "{f:?}"
+    );
+    let (_, body) = get(&gw, "/metrics").await?;
+    assert!(body.contains("gateway_wrong_stream_sid_total 1"), "{body}");
+
     // Stop signal: not ready, no new calls, but the open stream keeps working.
     gw.shutdown();
     switchboard_testkit::eventually(PATIENCE, "readiness off", || async {

@@ -210,11 +210,12 @@ async fn a_worker_that_never_answers_times_out_to_busy() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn status_callbacks_are_verified_and_acknowledged() -> anyhow::Result<()> {
+async fn status_callbacks_become_status_events() -> anyhow::Result<()> {
     let gw = TestGateway::start(&[]).await?;
     let mut form = voice_form(CALL);
     form.push(("CallDuration".into(), "42".into()));
     form.push(("SequenceNumber".into(), "3".into()));
+    form.push(("SipResponseCode".into(), "200".into()));
     for (k, v) in form.iter_mut() {
         if k == "CallStatus" {
             *v = "completed".into();
@@ -222,6 +223,72 @@ async fn status_callbacks_are_verified_and_acknowledged() -> anyhow::Result<()> 
     }
     let resp = gw.post_form("/twilio-status", &form, None).await?;
     assert_eq!(resp.status(), 204);
+    // Twilio retries a callback it could not deliver: the same event, deduplicated.
+    let resp = gw.post_form("/twilio-status", &form, None).await?;
+    assert_eq!(resp.status(), 204);
+    let mut ringing = voice_form(CALL);
+    ringing.push(("SequenceNumber".into(), "1".into()));
+    assert_eq!(
+        gw.post_form("/twilio-status", &ringing, None)
+            .await?
+            .status(),
+        204
+    );
+
+    let js = async_nats::jetstream::new(gw.nats.clone());
+    let subject = gw.subjects.event(CALL, "status");
+    switchboard_testkit::eventually(PATIENCE, "two status events", || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(EVENTS_STREAM).await.ok()?;
+            let info = stream.info().await.ok()?;
+            (info.state.messages >= 2).then_some(())
+        }
+    })
+    .await?;
+    let mut stream = js.get_stream(EVENTS_STREAM).await?;
+    // Give a duplicate the chance to land, then count exactly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stream.info().await?.state.messages,
+        2,
+        "retry not deduplicated"
+    );
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subject.to_string(),
+            ..Default::default()
+        })
+        .await?;
+    let mut batch = consumer.fetch().max_messages(10).messages().await?;
+    let mut events = Vec::new();
+    while let Some(msg) = futures::StreamExt::next(&mut batch).await {
+        let msg = msg.map_err(|e| anyhow::anyhow!(e))?;
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        events.push((CallEvent::decode(msg.payload.clone())?, msg_id));
+    }
+    assert_eq!(events.len(), 2);
+    let (completed, msg_id) = &events[0];
+    assert_eq!(completed.call_sid, CALL);
+    assert_eq!(completed.seq, GATEWAY_SEQ_BASE + 4);
+    assert_eq!(msg_id, &format!("{CALL}:{}", GATEWAY_SEQ_BASE + 4));
+    let Some(call_event::Body::Status(status)) = &completed.body else {
+        panic!("expected a status body, got {:?}", completed.body);
+    };
+    assert_eq!(status.status, "completed");
+    assert_eq!(status.sequence_number, 3);
+    assert_eq!(status.duration_seconds, 42);
+    assert_eq!(status.sip_response_code, 200);
+    let (ringing, _) = &events[1];
+    assert_eq!(ringing.seq, GATEWAY_SEQ_BASE + 2);
+    assert!(matches!(&ringing.body, Some(call_event::Body::Status(s)) if s.status == "ringing"));
+
     let mut no_sid = form.clone();
     no_sid.retain(|(k, _)| k != "CallSid");
     assert_eq!(

@@ -1,5 +1,5 @@
-//! The JSON read API: `GET /api/sessions` and `GET /api/sessions/{call_sid}`, behind the admin
-//! bearer token.
+//! The JSON read API: `GET /api/sessions`, `GET /api/sessions/{call_sid}` and `GET /api/live`
+//! (Server-Sent Events), behind the admin bearer token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::auth::AdminToken;
 use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
@@ -21,6 +23,7 @@ use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
 pub struct ApiState {
     pub pool: PgPool,
     pub token: Arc<AdminToken>,
+    pub live: crate::live::Live,
 }
 
 /// The `/api` routes, every one of them authenticated.
@@ -28,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{call_sid}", get(get_session))
+        .route("/api/live", get(live))
         .route_layer(middleware::from_fn_with_state(
             state.token.clone(),
             require_token,
@@ -82,12 +86,16 @@ async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match authorization {
+        Some(value) if token.accepts(value) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+        // The dashboard's browser calls the API with its session cookie.
+        None if crate::dashboard::has_session(&token, request.headers()) => {
+            Ok(next.run(request).await)
+        }
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing bearer token",
         )),
-        Some(value) if token.accepts(value) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
     }
 }
 
@@ -118,9 +126,41 @@ async fn list_sessions(
         agent: non_empty("agent"),
         outcome: non_empty("outcome"),
         from: non_empty("from"),
+        since: time_param(&params, "since")?,
+        until: time_param(&params, "until")?,
     };
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since > until
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "since must not be after until",
+        ));
+    }
     let page = sessions::list(&state.pool, &filter, cursor.as_ref(), limit).await?;
     Ok(Json(page))
+}
+
+/// An optional RFC 3339 time parameter; a value that does not parse is a 400, not ignored.
+fn time_param(
+    params: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<OffsetDateTime>, ApiError> {
+    match params.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map(Some)
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{key} must be an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                )
+            }),
+    }
+}
+
+async fn live(State(state): State<ApiState>) -> impl IntoResponse {
+    state.live.sse()
 }
 
 async fn get_session(

@@ -1,7 +1,8 @@
 //! The JetStream consumer: pulls call events from `VOICE_EVENTS` through the durable consumer
-//! `persister` (shared by every replica) and applies them to Postgres.
+//! `persister` (shared by every replica) and applies them to Postgres in batches: whatever is
+//! pending within a few milliseconds, up to [`MAX_BATCH`] events, in one transaction.
 //!
-//! A message is acknowledged only after its transaction committed, so a crash between the two
+//! A message is acknowledged only after its batch's transaction committed, so a crash between the two
 //! means a redelivery, which the ledger turns into a no-op. When the database fails the message
 //! is negatively acknowledged with a delay, readiness drops, and the loop waits (with backoff)
 //! until the database answers again before taking the next message. A payload that is not a
@@ -21,6 +22,8 @@ use switchboard_proto::{CallEvent, Message as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch;
+use crate::pricing::Prices;
 use crate::readiness::Readiness;
 use crate::writer::{self, Applied};
 
@@ -29,7 +32,12 @@ pub const DURABLE_NAME: &str = "persister";
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Unacknowledged messages in flight across all replicas.
-pub const MAX_ACK_PENDING: i64 = 1000;
+/// Room for a batch being written and the next one arriving.
+pub const MAX_ACK_PENDING: i64 = 4 * MAX_BATCH as i64;
+/// Most events written in one transaction.
+pub const MAX_BATCH: usize = 500;
+/// How long a batch waits for more events after its first one.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Redelivery delay of a message whose write failed.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 /// Pull errors in a row after which the message stream is recreated.
@@ -42,6 +50,7 @@ pub async fn run(
     subjects: Subjects,
     pool: PgPool,
     readiness: Readiness,
+    prices: Prices,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
@@ -72,12 +81,20 @@ pub async fn run(
                 () = stop.cancelled() => break,
                 next = messages.next() => next,
             };
-            match next {
+            let interruption = match next {
                 Some(Ok(message)) => {
                     errors = 0;
-                    handle(&pool, &readiness, &stop, message).await;
+                    let (batch, interruption) = gather(message, &mut messages).await;
+                    // Once started, a batch is finished and acknowledged even if `stop` fires.
+                    handle_batch(&pool, &readiness, &prices, &stop, batch).await;
+                    interruption
                 }
-                Some(Err(error)) => {
+                Some(Err(error)) => Some(Interruption::Error(error)),
+                None => Some(Interruption::End),
+            };
+            match interruption {
+                None => {}
+                Some(Interruption::Error(error)) => {
                     let kind = error.kind();
                     metrics::counter!("persister_consumer_errors_total", "kind" => kind.to_string())
                         .increment(1);
@@ -94,7 +111,7 @@ pub async fn run(
                     }
                     tracing::warn!(%error, "transient event stream error");
                 }
-                None => {
+                Some(Interruption::End) => {
                     tracing::warn!("event stream ended; recreating it");
                     break;
                 }
@@ -106,6 +123,120 @@ pub async fn run(
         }
     }
     tracing::info!("event consumer stopped");
+}
+
+/// What stopped the gathering of a batch early, other than the batch being full or the wait
+/// being over.
+enum Interruption {
+    Error(pull::MessagesError),
+    End,
+}
+
+/// Starting from `first`, takes what else arrives within [`BATCH_WAIT`], up to [`MAX_BATCH`]
+/// messages: under load a batch fills at once, and when idle an event waits at most a few ms.
+async fn gather(
+    first: jetstream::Message,
+    messages: &mut pull::Stream,
+) -> (Vec<jetstream::Message>, Option<Interruption>) {
+    let mut batch = vec![first];
+    let deadline = Instant::now() + BATCH_WAIT;
+    while batch.len() < MAX_BATCH {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(message))) => batch.push(message),
+            Ok(Some(Err(error))) => return (batch, Some(Interruption::Error(error))),
+            Ok(None) => return (batch, Some(Interruption::End)),
+            Err(_) => break,
+        }
+    }
+    (batch, None)
+}
+
+/// Writes a batch in one transaction and acknowledges every message after the commit; on a
+/// database failure naks them all and waits for the database. If the database refuses the data
+/// of some event in the batch, the batch is retried event by event so that only the offending
+/// event is skipped.
+async fn handle_batch(
+    pool: &PgPool,
+    readiness: &Readiness,
+    prices: &Prices,
+    stop: &CancellationToken,
+    messages: Vec<jetstream::Message>,
+) {
+    let mut pending = Vec::with_capacity(messages.len());
+    let mut decoded = Vec::with_capacity(messages.len());
+    for message in messages {
+        let stream_seq = message.info().ok().map(|info| info.stream_sequence);
+        match decode(&message.payload) {
+            Ok(event) => {
+                pending.push(batch::Pending { event, stream_seq });
+                decoded.push(message);
+            }
+            Err(reason) => terminate_undecodable(&message, stream_seq, &reason).await,
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+
+    let started = Instant::now();
+    match batch::apply(pool, &pending, prices).await {
+        Ok(applied) => {
+            if !readiness.database_ok() {
+                readiness.set_database(true);
+            }
+            metrics::histogram!("persister_batch_write_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("persister_batch_size").record(pending.len() as f64);
+            for (p, applied) in pending.iter().zip(&applied) {
+                let result = match applied {
+                    Applied::Written => "written",
+                    Applied::Duplicate => "duplicate",
+                };
+                metrics::counter!("persister_events_total", "kind" => p.event.kind(), "result" => result)
+                    .increment(1);
+            }
+            tracing::debug!(events = pending.len(), "batch applied");
+            // After the commit: losing an ack only costs a redelivery, which is a no-op.
+            for (message, p) in decoded.iter().zip(&pending) {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, call_sid = %p.event.call_sid, seq = p.event.seq,
+                        "acknowledging an applied event failed; it will be redelivered");
+                }
+            }
+        }
+        Err(error) if is_poison(&error) => {
+            tracing::warn!(%error, events = pending.len(),
+                "the database refused some event of a batch; applying them one by one");
+            for message in decoded {
+                handle(pool, readiness, prices, stop, message).await;
+            }
+        }
+        Err(error) => {
+            metrics::counter!("persister_db_errors_total").increment(1);
+            readiness.set_database(false);
+            tracing::warn!(%error, events = pending.len(),
+                "writing a batch failed; it will be redelivered");
+            for message in &decoded {
+                if let Err(error) = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await {
+                    tracing::warn!(%error, "nak failed; the event is redelivered after ack_wait");
+                }
+            }
+            wait_for_database(pool, readiness, stop).await;
+        }
+    }
+}
+
+async fn terminate_undecodable(
+    message: &jetstream::Message,
+    stream_seq: Option<u64>,
+    reason: &str,
+) {
+    metrics::counter!("persister_events_undecodable_total").increment(1);
+    tracing::warn!(subject = %message.subject, ?stream_seq, %reason,
+        "skipping an event that is not a valid CallEvent");
+    if let Err(error) = message.ack_with(AckKind::Term).await {
+        tracing::warn!(%error, "terminating an undecodable message failed");
+    }
 }
 
 /// Makes sure the stream and the durable consumer exist and starts pulling.
@@ -129,13 +260,19 @@ async fn open(
             },
         )
         .await?;
-    Ok(consumer.messages().await?)
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(MAX_BATCH)
+        .messages()
+        .await?)
 }
 
-/// Decodes, writes and acknowledges one message.
+/// Decodes, writes and acknowledges one message (the fallback when a batch holds an event the
+/// database refuses).
 async fn handle(
     pool: &PgPool,
     readiness: &Readiness,
+    prices: &Prices,
     stop: &CancellationToken,
     message: jetstream::Message,
 ) {
@@ -143,18 +280,13 @@ async fn handle(
     let event = match decode(&message.payload) {
         Ok(event) => event,
         Err(reason) => {
-            metrics::counter!("persister_events_undecodable_total").increment(1);
-            tracing::warn!(subject = %message.subject, ?stream_seq, %reason,
-                "skipping an event that is not a valid CallEvent");
-            if let Err(error) = message.ack_with(AckKind::Term).await {
-                tracing::warn!(%error, "terminating an undecodable message failed");
-            }
+            terminate_undecodable(&message, stream_seq, &reason).await;
             return;
         }
     };
 
     let started = Instant::now();
-    match writer::apply(pool, &event, stream_seq).await {
+    match writer::apply(pool, &event, stream_seq, prices).await {
         Ok(applied) => {
             if !readiness.database_ok() {
                 readiness.set_database(true);

@@ -6,19 +6,29 @@
 //!
 //! - [`writer`]: applying one event in one transaction (the `call_events` dedupe ledger, upserts
 //!   that tolerate any arrival order);
+//! - [`batch`]: applying a batch of events in one transaction with multi-row statements;
 //! - [`consumer`]: the durable pull consumer (ack after commit, nak and back off on database
 //!   errors, terminate undecodable messages, ride out transient stream errors);
 //! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
+//! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
+//!   with a bounded buffer per client;
 //! - [`api`]: the axum routes and their JSON errors;
+//! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
+//!   sign-in (`/login`, `/logout`, an HttpOnly session cookie derived from the token);
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time);
+//! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
 //! - [`db`]: pool, embedded migrations (`migrations/`), database probe;
 //! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod consumer;
+pub mod dashboard;
 pub mod db;
+pub mod live;
+pub mod pricing;
 pub mod readiness;
 pub mod sessions;
 pub mod writer;
@@ -51,6 +61,12 @@ pub struct Config {
     /// Bearer token required by the read API. Required: the service refuses to start without it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Token prices for the per-call cost estimate.
+    #[command(flatten)]
+    pub prices: pricing::Prices,
+    /// Events a live (`/api/live`) client may fall behind before it is disconnected.
+    #[arg(long, env = "LIVE_CLIENT_BUFFER", default_value_t = live::DEFAULT_CLIENT_BUFFER)]
+    pub live_client_buffer: usize,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -59,6 +75,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("prices", &self.prices)
             .field("nats", &self.nats)
             .finish_non_exhaustive()
     }
@@ -109,6 +126,7 @@ pub async fn run(
         });
     }
 
+    let live = live::Live::new(config.live_client_buffer);
     let health = Health::new();
     let readiness = Readiness::new(health.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -117,12 +135,15 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
+    let token = Arc::new(token);
     let app = health
         .router(telemetry::install_metrics())
         .merge(api::router(api::ApiState {
             pool: pool.clone(),
-            token: Arc::new(token),
-        }));
+            token: token.clone(),
+            live: live.clone(),
+        }))
+        .merge(dashboard::router(token));
     let http_stop = CancellationToken::new();
     let http = {
         let http_stop = http_stop.clone();
@@ -134,9 +155,10 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, "persister starting");
 
-    let result = consume(&config, &pool, &readiness, &stop).await;
+    let result = consume(&config, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
+    live.close();
     http_stop.cancel();
     let http_result = http.await;
     pool.close().await;
@@ -153,6 +175,7 @@ async fn consume(
     config: &Config,
     pool: &sqlx::PgPool,
     readiness: &Readiness,
+    live: &live::Live,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
     if !db::wait_until_reachable(pool, stop).await {
@@ -165,12 +188,20 @@ async fn consume(
     let client = config.nats.connect("persister").await?;
     let js = async_nats::jetstream::new(client.clone());
     let tasks = TaskTracker::new();
+    tasks.spawn(live::run(
+        client.clone(),
+        config.nats.subjects(),
+        live.clone(),
+        config.prices,
+        stop.clone(),
+    ));
     tasks.spawn(db::probe(pool.clone(), readiness.clone(), stop.clone()));
     tasks.spawn(consumer::run(
         js,
         config.nats.subjects(),
         pool.clone(),
         readiness.clone(),
+        config.prices,
         stop.clone(),
     ));
     tasks.close();

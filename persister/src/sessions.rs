@@ -28,6 +28,12 @@ pub struct SessionSummary {
     pub duration_ms: Option<i64>,
     /// Set when no worker took the call (`no_workers`, `at_capacity`, ...).
     pub rejected_reason: Option<String>,
+    /// Estimated cost in USD of the model usage; `null` until the call ended with usage.
+    pub cost_usd: Option<f64>,
+    /// Twilio's latest reported call status (`ringing`, `in-progress`, `completed`, ...).
+    pub twilio_status: Option<String>,
+    /// The call's duration as Twilio billed it (terminal status callbacks only).
+    pub twilio_duration_seconds: Option<i64>,
 }
 
 /// `GET /api/sessions`.
@@ -109,6 +115,14 @@ pub struct SessionDetail {
     pub rejected_reason: Option<String>,
     pub duration_ms: Option<i64>,
     pub usage: Usage,
+    /// Estimated cost in USD of the model usage, at the prices configured when the call ended.
+    pub cost_usd: Option<f64>,
+    /// Twilio's latest reported call status.
+    pub twilio_status: Option<String>,
+    /// The call's duration as Twilio reported it.
+    pub twilio_duration_seconds: Option<i64>,
+    /// The SIP response code of a terminal Twilio status, when sent.
+    pub twilio_sip_response_code: Option<i32>,
     /// Ordered by (offset_ms, seq): the order things were said, not published.
     pub transcript: Vec<TranscriptLine>,
     pub tools: Vec<ToolLine>,
@@ -121,6 +135,10 @@ pub struct Filter {
     pub agent: Option<String>,
     pub outcome: Option<String>,
     pub from: Option<String>,
+    /// Calls whose first event is at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Calls whose first event is before this time.
+    pub until: Option<OffsetDateTime>,
 }
 
 /// Where a page starts: strictly older than this (sort time, call sid) pair.
@@ -185,6 +203,10 @@ struct CallRow {
     output_text_tokens: Option<i64>,
     cached_tokens: Option<i64>,
     first_event_at: OffsetDateTime,
+    cost_usd: Option<f64>,
+    twilio_status: Option<String>,
+    twilio_duration_seconds: Option<i64>,
+    twilio_sip_response_code: Option<i32>,
 }
 
 /// The columns of [`CallRow`], as a literal so queries stay `&'static str` (no runtime SQL).
@@ -193,7 +215,8 @@ macro_rules! call_columns {
         "call_sid, agent_id, from_number, to_number, direction, worker_id, model, started_at, \
          ended_at, end_reason, outcome, outcome_detail, rejected_reason, duration_ms, \
          input_tokens, output_tokens, input_audio_tokens, output_audio_tokens, \
-         input_text_tokens, output_text_tokens, cached_tokens, first_event_at"
+         input_text_tokens, output_text_tokens, cached_tokens, first_event_at, cost_usd, \
+         twilio_status, twilio_duration_seconds, twilio_sip_response_code"
     };
 }
 
@@ -213,6 +236,8 @@ pub async fn list(
            AND ($2::text IS NULL OR outcome = $2)
            AND ($3::text IS NULL OR from_number = $3)
            AND ($4::timestamptz IS NULL OR (first_event_at, call_sid) < ($4, $5::text))
+           AND ($7::timestamptz IS NULL OR first_event_at >= $7)
+           AND ($8::timestamptz IS NULL OR first_event_at < $8)
          ORDER BY first_event_at DESC, call_sid DESC
          LIMIT $6"
     );
@@ -223,6 +248,8 @@ pub async fn list(
         .bind(cursor.map(|c| c.at))
         .bind(cursor.map(|c| c.call_sid.as_str()))
         .bind(limit + 1)
+        .bind(filter.since)
+        .bind(filter.until)
         .fetch_all(pool)
         .await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
@@ -332,6 +359,10 @@ pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>,
             output_text_tokens: row.output_text_tokens,
             cached_tokens: row.cached_tokens,
         },
+        cost_usd: row.cost_usd,
+        twilio_status: row.twilio_status,
+        twilio_duration_seconds: row.twilio_duration_seconds,
+        twilio_sip_response_code: row.twilio_sip_response_code,
         transcript,
         tools,
         turns,
@@ -352,6 +383,9 @@ fn summary(row: CallRow) -> SessionSummary {
         outcome: row.outcome,
         duration_ms: row.duration_ms,
         rejected_reason: row.rejected_reason,
+        cost_usd: row.cost_usd,
+        twilio_status: row.twilio_status,
+        twilio_duration_seconds: row.twilio_duration_seconds,
     }
 }
 

@@ -9,10 +9,12 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, Direction, Role, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, tool_invocation,
+    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, CallStatus, Direction, Role,
+    ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
 };
 use time::OffsetDateTime;
+
+use crate::pricing::Prices;
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub async fn apply(
     pool: &PgPool,
     event: &CallEvent,
     stream_seq: Option<u64>,
+    prices: &Prices,
 ) -> Result<Applied, sqlx::Error> {
     let at = timestamp(event.at_ms);
     let seq = to_i64(event.seq);
@@ -89,8 +92,9 @@ pub async fn apply(
         Some(Body::Tool(b)) => tool(&mut tx, sid, seq, b, at).await?,
         Some(Body::Outcome(b)) => outcome(&mut tx, sid, seq, b).await?,
         Some(Body::Turn(b)) => turn(&mut tx, sid, seq, b, at).await?,
-        Some(Body::Ended(b)) => ended(&mut tx, sid, b, at).await?,
+        Some(Body::Ended(b)) => ended(&mut tx, sid, b, at, prices).await?,
         Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
+        Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
         // A body from a newer producer: the ledger keeps it; nothing else to fill in.
         None => {}
     }
@@ -99,6 +103,27 @@ pub async fn apply(
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
+
+/// The effect on the `calls` row of an event of a kind that updates it (`started`, `outcome`,
+/// `ended`, `rejected`, `status`); other kinds change nothing here. Used by batches, whose
+/// ledger and detail rows are written in bulk.
+pub(crate) async fn apply_call_update(
+    tx: &mut Tx<'_>,
+    event: &CallEvent,
+    at: OffsetDateTime,
+    prices: &Prices,
+) -> Result<(), sqlx::Error> {
+    let sid = event.call_sid.as_str();
+    let seq = to_i64(event.seq);
+    match &event.body {
+        Some(Body::Started(b)) => started(tx, sid, b, at).await,
+        Some(Body::Outcome(b)) => outcome(tx, sid, seq, b).await,
+        Some(Body::Ended(b)) => ended(tx, sid, b, at, prices).await,
+        Some(Body::Rejected(b)) => rejected(tx, sid, b, at).await,
+        Some(Body::Status(b)) => status(tx, sid, b).await,
+        Some(Body::Transcript(_) | Body::Tool(_) | Body::Turn(_)) | None => Ok(()),
+    }
+}
 
 async fn started(
     tx: &mut Tx<'_>,
@@ -249,6 +274,7 @@ async fn ended(
     sid: &str,
     b: &CallEnded,
     at: OffsetDateTime,
+    prices: &Prices,
 ) -> Result<(), sqlx::Error> {
     // No usage in the event leaves the columns as they are (NULL = unknown, not zero).
     let tokens = |field: fn(&Usage) -> u64| b.usage.as_ref().map(|u| to_i64(field(u)));
@@ -263,7 +289,8 @@ async fn ended(
             output_audio_tokens = COALESCE($8, output_audio_tokens),
             input_text_tokens   = COALESCE($9, input_text_tokens),
             output_text_tokens  = COALESCE($10, output_text_tokens),
-            cached_tokens       = COALESCE($11, cached_tokens)
+            cached_tokens       = COALESCE($11, cached_tokens),
+            cost_usd            = COALESCE($12, cost_usd)
          WHERE call_sid = $1",
     )
     .bind(sid)
@@ -277,8 +304,41 @@ async fn ended(
     .bind(tokens(|u| u.input_text_tokens))
     .bind(tokens(|u| u.output_text_tokens))
     .bind(tokens(|u| u.cached_tokens))
+    .bind(b.usage.as_ref().map(|u| prices.cost(u)))
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+async fn status(tx: &mut Tx<'_>, sid: &str, b: &CallStatus) -> Result<(), sqlx::Error> {
+    // Twilio's SequenceNumber orders the callbacks; the latest wins whatever the arrival order.
+    // A duration only comes with a terminal status; an earlier one never clears it.
+    sqlx::query(
+        "UPDATE calls SET
+            twilio_status            = NULLIF($2, ''),
+            twilio_status_seq        = $3,
+            twilio_duration_seconds  = COALESCE($4, twilio_duration_seconds),
+            twilio_sip_response_code = COALESCE($5, twilio_sip_response_code)
+         WHERE call_sid = $1 AND (twilio_status_seq IS NULL OR twilio_status_seq < $3)",
+    )
+    .bind(sid)
+    .bind(clean(&b.status))
+    .bind(i64::from(b.sequence_number))
+    .bind((b.duration_seconds > 0).then_some(i64::from(b.duration_seconds)))
+    .bind((b.sip_response_code > 0).then(|| i32::try_from(b.sip_response_code).unwrap_or(i32::MAX)))
+    .execute(&mut **tx)
+    .await?;
+    // A terminal callback that lost the race to a later one may still carry the duration.
+    if b.duration_seconds > 0 {
+        sqlx::query(
+            "UPDATE calls SET twilio_duration_seconds = $2
+             WHERE call_sid = $1 AND twilio_duration_seconds IS NULL",
+        )
+        .bind(sid)
+        .bind(i64::from(b.duration_seconds))
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -308,7 +368,7 @@ async fn rejected(
 }
 
 /// The event time; a missing or absurd `at_ms` falls back to now rather than failing the event.
-fn timestamp(at_ms: i64) -> OffsetDateTime {
+pub(crate) fn timestamp(at_ms: i64) -> OffsetDateTime {
     if at_ms <= 0 {
         return OffsetDateTime::now_utc();
     }
@@ -316,13 +376,13 @@ fn timestamp(at_ms: i64) -> OffsetDateTime {
         .unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Postgres text cannot hold NUL; a stray one in a transcript must not make the event
 /// unstorable (it would be retried forever).
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}")
     } else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use switchboard_proto::call_event::Body;
-use switchboard_proto::{CallRejected, Role};
+use switchboard_proto::{CallRejected, CallStatus, Role};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -92,15 +92,33 @@ async fn records_a_call_and_serves_it() -> anyhow::Result<()> {
         ])
     );
 
-    let list: Value = fx.get("/api/sessions").await?.json().await?;
+    // Priced at the gpt-realtime defaults: the 64 cached tokens split 1000:200 between audio
+    // and text input.
+    let cost = (1000.0 * (1.0 - 64.0 / 1200.0) * 32.0
+        + 200.0 * (1.0 - 64.0 / 1200.0) * 4.0
+        + 64.0 * 0.40
+        + 700.0 * 64.0
+        + 100.0 * 16.0)
+        / 1e6;
+    let got = s["cost_usd"].as_f64().expect("cost_usd");
+    assert!((got - cost).abs() < 1e-9, "cost {got} != {cost}");
+    assert_eq!(s["twilio_status"], Value::Null);
+
+    let mut list: Value = fx.get("/api/sessions").await?.json().await?;
     assert_eq!(list["next_cursor"], Value::Null);
+    let listed_cost = list["sessions"][0]
+        .as_object_mut()
+        .and_then(|o| o.remove("cost_usd"))
+        .and_then(|c| c.as_f64())
+        .expect("cost_usd in the list");
+    assert!((listed_cost - cost).abs() < 1e-9);
     assert_eq!(
         list["sessions"],
         json!([{"call_sid": sid, "agent_id": "front-desk", "from": "+15550001234",
             "to": "+15550001111", "direction": "inbound", "worker_id": "worker-1",
             "started_at": "2026-01-01T00:00:00Z", "ended_at": "2026-01-01T00:00:14Z",
             "end_reason": "caller_hung_up", "outcome": "resolved", "duration_ms": 14000,
-            "rejected_reason": null}])
+            "rejected_reason": null, "twilio_status": null, "twilio_duration_seconds": null}])
     );
     fx.stop().await
 }
@@ -344,6 +362,94 @@ async fn lists_newest_first_with_cursor_and_filters() -> anyhow::Result<()> {
         .json()
         .await?;
     assert_eq!(sids(&from), ["CA00000000000000000000000000000103"]);
+
+    // Date range: [since, until) on the call's first event, combined with other filters and
+    // with pagination.
+    let range: Value = fx
+        .get("/api/sessions?since=2026-01-01T00:01:00Z&until=2026-01-01T00:04:00Z")
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        sids(&range),
+        [
+            "CA00000000000000000000000000000103",
+            "CA00000000000000000000000000000102",
+            "CA00000000000000000000000000000101"
+        ]
+    );
+    let page: Value = fx
+        .get("/api/sessions?agent=front-desk&since=2026-01-01T00:01:00%2B00:00&limit=1")
+        .await?
+        .json()
+        .await?;
+    assert_eq!(sids(&page), ["CA00000000000000000000000000000104"]);
+    let cursor = page["next_cursor"].as_str().expect("next").to_owned();
+    let page: Value = fx
+        .get(&format!(
+            "/api/sessions?agent=front-desk&since=2026-01-01T00:01:00Z&limit=1&cursor={cursor}"
+        ))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(sids(&page), ["CA00000000000000000000000000000101"]);
+    assert_eq!(page["next_cursor"], Value::Null);
+    let resolved: Value = fx
+        .get("/api/sessions?outcome=resolved")
+        .await?
+        .json()
+        .await?;
+    assert_eq!(sids(&resolved), Vec::<String>::new());
+
+    for bad in [
+        "since=yesterday",
+        "until=2026-01-01",
+        "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "limit=0",
+        "cursor=garbage",
+    ] {
+        let resp = fx.get(&format!("/api/sessions?{bad}")).await?;
+        assert_eq!(resp.status(), 400, "{bad}");
+        let body: Value = resp.json().await?;
+        assert!(body["error"].is_string(), "{bad}: {body}");
+    }
+    fx.stop().await
+}
+
+#[tokio::test]
+async fn keeps_the_latest_twilio_status_in_any_order() -> anyhow::Result<()> {
+    let fx = Fixture::start().await?;
+    let sid = "CA00000000000000000000000000000007";
+    let base = switchboard_proto::event::GATEWAY_SEQ_BASE;
+    let status = |n: u32, status: &str, duration: u32| {
+        event(
+            sid,
+            base + 1 + u64::from(n),
+            T0 + i64::from(n) * 1000,
+            Body::Status(CallStatus {
+                status: status.into(),
+                sequence_number: n,
+                duration_seconds: duration,
+                sip_response_code: if duration > 0 { 200 } else { 0 },
+            }),
+        )
+    };
+    // The terminal callback overtakes the earlier ones.
+    fx.publish(&event(sid, 1, T0, started("front-desk", "+15550001234")))
+        .await?;
+    fx.publish(&status(2, "completed", 37)).await?;
+    fx.publish(&status(0, "ringing", 0)).await?;
+    fx.publish(&status(1, "in-progress", 0)).await?;
+    fx.wait_events(sid, 4).await?;
+    let s = fx.session(sid).await?;
+    assert_eq!(s["twilio_status"], "completed");
+    assert_eq!(s["twilio_duration_seconds"], 37);
+    assert_eq!(s["twilio_sip_response_code"], 200);
+    // No usage yet: no cost, rather than a cost of zero.
+    assert_eq!(s["cost_usd"], Value::Null);
+    let list: Value = fx.get("/api/sessions").await?.json().await?;
+    assert_eq!(list["sessions"][0]["twilio_status"], "completed");
+    assert_eq!(list["sessions"][0]["twilio_duration_seconds"], 37);
     fx.stop().await
 }
 

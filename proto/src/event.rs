@@ -15,6 +15,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Turn(_) => "turn",
         Body::Ended(_) => "ended",
         Body::Rejected(_) => "rejected",
+        Body::Status(_) => "status",
     }
 }
 

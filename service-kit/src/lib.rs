@@ -3,7 +3,9 @@
 //! - [`nats`]: the `NATS_*` settings of the contract and the connection they describe;
 //! - [`events`]: the `VOICE_EVENTS` stream and a publisher that never blocks its caller;
 //! - [`health`]: `/healthz`, `/readyz` (false while draining) and `/metrics`;
-//! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`) and the Prometheus recorder;
+//! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`), OTLP span export
+//!   (`OTEL_EXPORTER_OTLP_ENDPOINT`) and the Prometheus recorder;
+//! - [`trace`]: W3C trace context in NATS headers, so a call is one trace across services;
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ pub mod health;
 pub mod nats;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use health::Health;
 pub use nats::NatsArgs;

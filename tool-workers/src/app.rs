@@ -10,9 +10,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
 
-use crate::customers;
 use crate::server::{ServeError, ToolServer};
 use crate::tool::ToolDefinitionError;
+use crate::{appointments, customers};
 
 /// `tool-worker` settings (flags with environment fallbacks).
 #[derive(Debug, Clone, clap::Parser)]
@@ -109,6 +109,8 @@ async fn serve(config: &Config, health: &Health, stop: &CancellationToken) -> Re
         let client = config.nats.connect("tool-worker").await?;
         let serving = ToolServer::new()
             .tool(customers::lookup_customer(pool.clone())?)
+            .tool(appointments::check_availability(pool.clone())?)
+            .tool(appointments::book_appointment(pool.clone())?)
             .start(client.clone(), &config.nats.subjects(), stop.clone())
             .await?;
         Ok::<_, RunError>((client, serving))

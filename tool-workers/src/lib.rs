@@ -5,13 +5,17 @@
 //! share a queue group, and registers its [`ToolSpec`](switchboard_proto::ToolSpec) in the KV
 //! bucket `voice-tools` so call-workers can offer it to the model.
 //!
-//! - [`tool`]: declaring a tool ([`Tool`]), what its handler gets ([`ToolContext`]) and returns
+//! - [`tool`]: declaring a tool ([`Tool::new`] with a JSON Schema, or [`Tool::typed`] deriving
+//!   it from a Rust type), what its handler gets ([`ToolContext`]) and returns
 //!   ([`ToolFailure`], the error codes in [`tool::codes`]);
 //! - [`schema`]: checks arguments against the tool's JSON Schema before the handler runs;
 //! - [`server`]: [`ToolServer`] subscribes, dispatches each request to its own task, catches
 //!   panics and timeouts, and drains on shutdown;
+//! - [`idempotency`]: answers a redelivered call with the first delivery's stored result;
 //! - [`registry`]: the `voice-tools` bucket and the periodic re-registration;
 //! - [`customers`]: the `lookup_customer` example tool over Postgres;
+//! - [`appointments`]: the `check_availability` and `book_appointment` example tools over the
+//!   clinic schedule in Postgres;
 //! - [`app`]: the `tool-worker` binary's configuration and run loop.
 //!
 //! ```no_run
@@ -36,7 +40,9 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod appointments;
 pub mod customers;
+pub mod idempotency;
 pub mod registry;
 pub mod schema;
 pub mod server;

@@ -6,6 +6,9 @@
 //! failing somewhere deep. It covers what function schemas use in practice: `type` (one name or a
 //! list), `enum`, `required`, `properties`, `additionalProperties: false` and `items`. Anything
 //! else in the schema is accepted without checking.
+//!
+//! It also derives a function-parameters schema from a Rust type ([`object_schema_for`]) for
+//! [`Tool::typed`](crate::Tool::typed).
 
 use serde_json::{Map, Value};
 
@@ -140,6 +143,57 @@ fn describe(path: &str) -> String {
         "the arguments".to_owned()
     } else {
         format!("`{path}`")
+    }
+}
+
+/// Integer and float `format` names schemars adds (`uint32`, `double`, ...). They are not JSON
+/// Schema formats and only add noise for the model, so they are removed.
+const NUMERIC_FORMATS: &[&str] = &[
+    "int", "int8", "int16", "int32", "int64", "int128", "uint", "uint8", "uint16", "uint32",
+    "uint64", "uint128", "float", "double",
+];
+
+/// The JSON Schema of `T` in the shape OpenAI accepts for function parameters: an object schema
+/// (`type: object`, `properties`, `required`) with every subschema inlined, so there is no
+/// `$ref`/`$defs` unless `T` is recursive, and without `$schema`, the root `title` or numeric
+/// `format`s. `None` if `T` is not serialized as a JSON object (a tool's arguments always are).
+pub fn object_schema_for<T: schemars::JsonSchema>() -> Option<Value> {
+    let settings = schemars::generate::SchemaSettings::draft07().with(|s| {
+        s.meta_schema = None;
+        s.inline_subschemas = true;
+    });
+    let mut schema = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    let root = schema.as_object_mut()?;
+    if root.get("type").and_then(Value::as_str) != Some("object") {
+        return None;
+    }
+    root.remove("title");
+    root.remove("$schema");
+    root.entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    root.entry("required")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    strip_numeric_formats(&mut schema);
+    Some(schema)
+}
+
+fn strip_numeric_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| NUMERIC_FORMATS.contains(&f))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(strip_numeric_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_numeric_formats),
+        _ => {}
     }
 }
 

@@ -6,12 +6,16 @@
 //! handler becomes an error result (`panicked`) instead of taking the server down. On shutdown the
 //! subscriptions are drained: requests already delivered are finished and answered, then
 //! [`Serving::wait`] returns.
+//!
+//! Unless turned off with [`ToolServer::idempotent`], a redelivered `ToolCall` (same tool,
+//! `call_sid` and `call_id`) is answered with the first delivery's result instead of running the
+//! handler again, across replicas (see [`crate::idempotency`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use serde_json::Value;
 use switchboard_proto::subject::Subjects;
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::idempotency::{self, Claim};
 use crate::registry::{REFRESH_EVERY, Registry};
 use crate::schema;
 use crate::tool::{Tool, ToolContext, ToolFailure, codes};
@@ -51,6 +56,7 @@ pub enum ServeError {
 pub struct ToolServer {
     tools: Vec<Tool>,
     refresh_every: Duration,
+    idempotent: bool,
 }
 
 impl Default for ToolServer {
@@ -65,7 +71,15 @@ impl ToolServer {
         Self {
             tools: Vec::new(),
             refresh_every: REFRESH_EVERY,
+            idempotent: true,
         }
+    }
+
+    /// Whether redelivered calls are answered from the first delivery's result (default on).
+    /// Turning it off saves two KV round trips per request for tools without side effects.
+    pub fn idempotent(mut self, on: bool) -> Self {
+        self.idempotent = on;
+        self
     }
 
     /// Adds a tool.
@@ -129,12 +143,26 @@ impl ToolServer {
             Err(error) => tracing::warn!(%error, "registering tools failed; will retry"),
         }
 
+        // Without the bucket requests are still served, just without deduplication.
+        let results = if self.idempotent {
+            match idempotency::open_bucket(&jetstream::new(client.clone())).await {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    tracing::warn!(%error, "no results bucket; redelivered calls will run again");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         let tracker = TaskTracker::new();
         for (tool, sub) in subscriptions {
             tracker.spawn(serve_tool(
                 tool,
                 sub,
                 client.clone(),
+                results.clone(),
                 tracker.clone(),
                 shutdown.clone(),
             ));
@@ -164,6 +192,7 @@ async fn serve_tool(
     tool: Arc<Tool>,
     mut sub: async_nats::Subscriber,
     client: async_nats::Client,
+    results: Option<kv::Store>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -172,7 +201,12 @@ async fn serve_tool(
         tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => {
-                    tracker.spawn(handle_request(tool.clone(), client.clone(), msg));
+                    tracker.spawn(handle_request(
+                        tool.clone(),
+                        client.clone(),
+                        results.clone(),
+                        msg,
+                    ));
                 }
                 None => {
                     if !draining {
@@ -217,7 +251,12 @@ async fn refresh(
     }
 }
 
-async fn handle_request(tool: Arc<Tool>, client: async_nats::Client, msg: async_nats::Message) {
+async fn handle_request(
+    tool: Arc<Tool>,
+    client: async_nats::Client,
+    results: Option<kv::Store>,
+    msg: async_nats::Message,
+) {
     let Some(reply) = msg.reply.clone() else {
         metrics::counter!("tool_requests_total", "tool" => tool.name.clone(), "result" => "no_reply")
             .increment(1);
@@ -227,7 +266,9 @@ async fn handle_request(tool: Arc<Tool>, client: async_nats::Client, msg: async_
     let started = Instant::now();
     let span = tracing::info_span!("tool", tool = %tool.name, call_sid = tracing::field::Empty,
         call_id = tracing::field::Empty);
-    let result = respond(&tool, &msg.payload).instrument(span).await;
+    let result = respond(&tool, &msg.payload, results.as_ref())
+        .instrument(span)
+        .await;
     let label = match &result.result {
         Some(tool_result::Result::Error(e)) => e.code.clone(),
         _ => "ok".to_owned(),
@@ -245,7 +286,7 @@ async fn handle_request(tool: Arc<Tool>, client: async_nats::Client, msg: async_
 }
 
 /// Turns one request payload into its [`ToolResult`]; every failure becomes an error result.
-async fn respond(tool: &Tool, payload: &[u8]) -> ToolResult {
+async fn respond(tool: &Tool, payload: &[u8], results: Option<&kv::Store>) -> ToolResult {
     let call = match ToolCall::decode(payload) {
         Ok(call) => call,
         Err(e) => {
@@ -279,11 +320,36 @@ async fn respond(tool: &Tool, payload: &[u8]) -> ToolResult {
         )));
     }
 
-    let ctx = ToolContext::new(call.call_sid, call.call_id, call.agent_id, call.caller);
     let timeout = match call.timeout_ms {
         0 => tool.timeout,
         ms => tool.timeout.min(Duration::from_millis(u64::from(ms))),
     };
+    let dedupe = results.and_then(|store| {
+        idempotency::key(&tool.name, &call.call_sid, &call.call_id).map(|key| (store, key))
+    });
+    let mut claimed = None;
+    if let Some((store, key)) = dedupe {
+        match idempotency::claim(store, &key, tool.timeout, timeout).await {
+            Ok(Claim::Run(revision)) => claimed = Some((store, key, revision)),
+            Ok(Claim::Answered(result)) => {
+                tracing::info!("redelivered tool call answered with the stored result");
+                return result;
+            }
+            Err(error) => tracing::warn!(%error, "tool call deduplication unavailable"),
+        }
+    }
+    let ctx = ToolContext::new(call.call_sid, call.call_id, call.agent_id, call.caller);
+    let result = run_handler(tool, ctx, args, timeout).await;
+    if let Some((store, key, revision)) = claimed
+        && let Err(error) = idempotency::finish(store, &key, revision, &result).await
+    {
+        tracing::warn!(%error, "storing the tool result for redeliveries failed");
+    }
+    result
+}
+
+/// Runs the handler with `timeout`, turning panics and timeouts into error results.
+async fn run_handler(tool: &Tool, ctx: ToolContext, args: Value, timeout: Duration) -> ToolResult {
     // Its own task, so a panic surfaces as a JoinError here rather than unwinding through us.
     let task = tokio::spawn((tool.handler)(ctx.clone(), args));
     let abort = task.abort_handle();
@@ -403,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_and_outcome() {
-        let r = respond(&tool(), &request(r#"{"n": 7}"#)).await;
+        let r = respond(&tool(), &request(r#"{"n": 7}"#), None).await;
         assert_eq!(
             r.result,
             Some(tool_result::Result::Output(r#"{"doubled":14}"#.into()))
@@ -414,15 +480,15 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_become_error_results() {
         let t = tool();
-        let r = respond(&t, &[0xff; 8]).await;
+        let r = respond(&t, &[0xff; 8], None).await;
         assert_eq!(error_of(&r).map(|e| e.0), Some(codes::INVALID_REQUEST));
-        let r = respond(&t, &request("{n:")).await;
+        let r = respond(&t, &request("{n:"), None).await;
         assert_eq!(error_of(&r).map(|e| e.0), Some(codes::INVALID_ARGUMENTS));
-        let r = respond(&t, &request("")).await;
+        let r = respond(&t, &request(""), None).await;
         let (code, message) = error_of(&r).unwrap();
         assert_eq!(code, codes::INVALID_ARGUMENTS);
         assert!(message.contains("`n`"), "{message}");
-        let r = respond(&t, &request(r#"{"n": -1}"#)).await;
+        let r = respond(&t, &request(r#"{"n": -1}"#), None).await;
         assert_eq!(error_of(&r).map(|e| e.0), Some(codes::PANICKED));
     }
 
@@ -431,7 +497,7 @@ mod tests {
         let mut call = ToolCall::decode(request(r#"{"n": 99}"#).as_slice()).unwrap();
         call.timeout_ms = 1000;
         let started = Instant::now();
-        let r = respond(&tool(), &call.encode_to_vec()).await;
+        let r = respond(&tool(), &call.encode_to_vec(), None).await;
         assert_eq!(error_of(&r).map(|e| e.0), Some(codes::TIMEOUT));
         assert_eq!(started.elapsed(), Duration::from_millis(1000));
     }

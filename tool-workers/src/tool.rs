@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use switchboard_proto::ToolSpec;
 use switchboard_proto::subject::{InvalidToken, validate_tool_name};
@@ -177,6 +178,38 @@ impl Tool {
         })
     }
 
+    /// Declares a tool whose arguments are the Rust type `A`: the JSON Schema the model sees is
+    /// derived from `A` (see [`schema::object_schema_for`](crate::schema::object_schema_for)),
+    /// and the handler gets the arguments already deserialized, so the schema and the code that
+    /// reads the arguments cannot drift apart. Arguments that do not deserialize into `A` are
+    /// answered with `invalid_arguments` without calling the handler.
+    ///
+    /// `A` must be a struct (a JSON object); doc comments on its fields become the field
+    /// descriptions the model reads.
+    pub fn typed<A, F, Fut>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        handler: F,
+    ) -> Result<Self, ToolDefinitionError>
+    where
+        A: schemars::JsonSchema + DeserializeOwned + Send + 'static,
+        F: Fn(ToolContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ToolOutcome> + Send + 'static,
+    {
+        let name = name.into();
+        let parameters = crate::schema::object_schema_for::<A>()
+            .ok_or_else(|| ToolDefinitionError::Parameters(name.clone()))?;
+        let handler = Arc::new(handler);
+        let tool_name = name.clone();
+        Self::new(name, description, parameters, move |ctx, args: Value| {
+            let handler = handler.clone();
+            let parsed = serde_json::from_value::<A>(args).map_err(|e| {
+                ToolFailure::invalid_arguments(format!("invalid arguments for `{tool_name}`: {e}"))
+            });
+            async move { handler(ctx, parsed?).await }
+        })
+    }
+
     /// How long the handler may run; after that the caller gets a `timeout` error and the
     /// handler is cancelled. Also advertised in the [`ToolSpec`] so the worker waits as long.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -257,6 +290,114 @@ mod tests {
         assert_eq!(spec.timeout_ms, 1500);
         let parsed: Value = serde_json::from_str(&spec.parameters_schema).unwrap();
         assert_eq!(parsed, schema);
+    }
+
+    /// When the caller would like to come in.
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Preference {
+        Morning,
+        Afternoon,
+    }
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Party {
+        /// Adults in the party.
+        adults: u8,
+    }
+
+    /// Books a table.
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct BookArgs {
+        /// Day of the visit, YYYY-MM-DD.
+        date: String,
+        /// Morning or afternoon, if the caller said.
+        preference: Option<Preference>,
+        party: Party,
+        tags: Vec<String>,
+    }
+
+    fn contains_key(value: &Value, key: &str) -> bool {
+        match value {
+            Value::Object(map) => {
+                map.contains_key(key) || map.values().any(|v| contains_key(v, key))
+            }
+            Value::Array(items) => items.iter().any(|v| contains_key(v, key)),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn typed_tools_derive_an_inline_object_schema() {
+        let tool = Tool::typed("book", "books", |_ctx, args: BookArgs| async move {
+            Ok(json!({"date": args.date}))
+        })
+        .unwrap();
+        let schema = tool.parameters();
+        assert_eq!(schema["type"], "object");
+        for key in ["$ref", "$defs", "definitions", "$schema", "title"] {
+            assert!(!contains_key(schema, key), "{key} in {schema}");
+        }
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        required.sort_unstable();
+        assert_eq!(required, ["date", "party", "tags"]);
+        let props = &schema["properties"];
+        assert_eq!(props["date"]["type"], "string");
+        assert_eq!(
+            props["date"]["description"],
+            "Day of the visit, YYYY-MM-DD."
+        );
+        assert_eq!(props["party"]["type"], "object");
+        assert_eq!(props["party"]["properties"]["adults"]["type"], "integer");
+        assert!(
+            props["party"]["properties"]["adults"]
+                .get("format")
+                .is_none()
+        );
+        assert_eq!(props["tags"]["items"]["type"], "string");
+        let preference = props["preference"].to_string();
+        assert!(
+            preference.contains("morning") && preference.contains("afternoon"),
+            "{preference}"
+        );
+        // The spec carries the same schema.
+        let spec_schema: Value = serde_json::from_str(&tool.spec().parameters_schema).unwrap();
+        assert_eq!(&spec_schema, schema);
+    }
+
+    #[test]
+    fn typed_tools_need_object_arguments() {
+        let refused = Tool::typed("n", "d", |_ctx, n: u32| async move { Ok(json!(n)) });
+        assert!(matches!(refused, Err(ToolDefinitionError::Parameters(_))));
+    }
+
+    #[tokio::test]
+    async fn typed_handlers_get_deserialized_arguments() {
+        let tool = Tool::typed("book", "books", |_ctx, args: BookArgs| async move {
+            Ok(json!({"date": args.date, "adults": args.party.adults,
+                "morning": matches!(args.preference, Some(Preference::Morning))}))
+        })
+        .unwrap();
+        let ctx = ToolContext::new("CA1", "c1", "a", "+1");
+        let args = json!({"date": "2026-01-02", "preference": "morning",
+            "party": {"adults": 2}, "tags": []});
+        let out = (tool.handler)(ctx.clone(), args).await.unwrap();
+        assert_eq!(
+            out,
+            json!({"date": "2026-01-02", "adults": 2, "morning": true})
+        );
+        let bad = json!({"date": "2026-01-02", "party": {"adults": 300}, "tags": []});
+        let failure = (tool.handler)(ctx, bad).await.unwrap_err();
+        assert_eq!(failure.code, codes::INVALID_ARGUMENTS);
+        assert!(failure.message.contains("300"), "{}", failure.message);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `tool-worker` binary against a real nats-server and Postgres: `lookup_customer` over NATS,
 //! argument errors, the registry entry, readiness and a clean SIGTERM.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,9 +10,11 @@ use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSp
 use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port};
 
 async fn call(client: &async_nats::Client, arguments: &str) -> anyhow::Result<ToolResult> {
+    // Each invocation has its own id, as the model's have (a repeated id is a redelivery).
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let request = ToolCall {
         call_sid: "CA0123".into(),
-        call_id: "call_1".into(),
+        call_id: format!("call_{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         name: "lookup_customer".into(),
         arguments: arguments.into(),
         agent_id: "front-desk".into(),

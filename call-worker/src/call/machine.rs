@@ -15,6 +15,12 @@
 //! - What the caller heard comes from mark echoes only (see [`crate::playback`]).
 //! - An assistant transcript is recorded once its fate is known: its response is done and its
 //!   audio either fully played or cut off by a barge-in.
+//! - A lost Realtime session (socket closed, network error, `session_expired`) is replaced:
+//!   playback is cut and what the caller heard recorded, then [`Effect::Reconnect`]; the actor
+//!   opens a new session and calls [`CallMachine::resume_session`] with the replayed
+//!   conversation, after which whatever the old session left unanswered (greeting, a pending
+//!   request, a tool round still running) is asked of the new one. Caller audio is dropped while
+//!   no session exists. At most [`MAX_RECONNECTS`] per [`RECONNECT_WINDOW`], then `model_error`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -52,10 +58,22 @@ pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
 const GOODBYE_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Slack after a goodbye's audio length before hanging up without its last mark echo.
 const GOODBYE_GRACE: Duration = Duration::from_secs(5);
+/// At most this many new Realtime sessions per [`RECONNECT_WINDOW`]; one more loss ends the call.
+pub const MAX_RECONNECTS: usize = 3;
+/// See [`MAX_RECONNECTS`].
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// A second (third) reconnect within the window waits this long (twice as long), so a dead
+/// endpoint is not hammered; the first one is immediate.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
 const IDLE_PROMPT: &str = "Are you still there?";
+/// Said (once per tool round) when a business tool is slow and the model is silent.
+pub const FILLER_LINE: &str = "One moment while I check that.";
+/// A filler line that could not be said because a response was active is tried again after
+/// this long.
+const FILLER_RECHECK: Duration = Duration::from_millis(250);
 const IDLE_GOODBYE: &str =
     "I haven't heard anything for a while, so I'll end the call now. Goodbye!";
 const MAX_DURATION_GOODBYE: &str = "We have reached the time limit for this call, so I need to end it now. Thank you for calling, goodbye!";
@@ -80,6 +98,9 @@ pub enum Effect {
     },
     /// Close the Realtime socket.
     CloseRealtime,
+    /// Close the Realtime socket (if still open) and open a new session; then call
+    /// [`CallMachine::resume_session`] with the conversation so far.
+    Reconnect,
 }
 
 /// How serious a Realtime `error` event is.
@@ -92,7 +113,8 @@ pub enum ErrorClass {
 }
 
 /// Sorts a Realtime `error` event. Unknown codes are recoverable: most errors concern one client
-/// event and leave the session usable.
+/// event and leave the session usable. (`session_expired` ends the session, not the call: the
+/// machine replaces the session before consulting this.)
 pub fn classify_error(error: &ErrorDetail) -> ErrorClass {
     match error.code.as_deref() {
         Some(
@@ -140,6 +162,8 @@ enum Purpose {
     Greeting,
     Prompt,
     Goodbye,
+    /// A short line while a slow tool runs.
+    Filler,
 }
 
 /// How a call that ends on our side ends.
@@ -202,6 +226,12 @@ struct ToolBatch {
     calls: Vec<String>,
     outputs: HashMap<String, String>,
     closed: bool,
+    /// Name and arguments of each call, to recreate the calls in a new session.
+    made: HashMap<String, (String, String)>,
+    /// The batch started in an earlier Realtime session: its calls are not in the current one.
+    resumed: bool,
+    /// When to say the filler line if a business tool of the round is still running.
+    filler_at: Option<Instant>,
 }
 
 impl ToolBatch {
@@ -259,6 +289,13 @@ pub struct CallMachine {
     idle_deadline: Option<Instant>,
     idle_stage: u8,
     last_activity: Instant,
+
+    /// When each Realtime session after the first was opened (within [`RECONNECT_WINDOW`]).
+    reconnects: VecDeque<Instant>,
+    /// A lost session is replaced at this time.
+    reconnect_at: Option<Instant>,
+    /// Tool calls whose output is already in the replayed conversation.
+    replayed_calls: HashSet<String>,
 }
 
 impl CallMachine {
@@ -296,6 +333,9 @@ impl CallMachine {
             idle_deadline: None,
             idle_stage: 0,
             last_activity: now,
+            reconnects: VecDeque::new(),
+            reconnect_at: None,
+            replayed_calls: HashSet::new(),
             setup,
         };
         let offer = &m.setup.offer;
@@ -345,6 +385,8 @@ impl CallMachine {
             self.start_deadline,
             self.max_deadline,
             self.idle_deadline,
+            self.reconnect_at,
+            self.batches.iter().filter_map(|b| b.filler_at).min(),
         ]
         .into_iter()
         .flatten()
@@ -361,6 +403,23 @@ impl CallMachine {
     /// Configures the model session (with the call's tools) and asks for the greeting at once,
     /// without waiting for the media stream.
     pub fn start_session(&mut self, tools: SessionTools) {
+        self.tools = tools;
+        self.send_session_update();
+        if self.setup.agent.greeting.is_some() {
+            self.greeting = GreetingState::Requested;
+            let params = self.greeting_params();
+            self.request_response(Purpose::Greeting, params);
+        }
+    }
+
+    fn greeting_params(&self) -> Option<ResponseParams> {
+        let greeting = self.setup.agent.greeting.as_ref()?;
+        Some(instructions(format!(
+            "Greet the caller by saying exactly: \"{greeting}\""
+        )))
+    }
+
+    fn send_session_update(&mut self) {
         let agent = Arc::clone(&self.setup.agent);
         let session = Session {
             kind: "realtime".into(),
@@ -384,29 +443,131 @@ impl CallMachine {
                     speed: None,
                 }),
             }),
-            tools: Some(tools.functions.clone()),
+            tools: Some(self.tools.functions.clone()),
             tool_choice: Some("auto".into()),
             ..Default::default()
         };
-        self.tools = tools;
         self.send_event(ClientEvent::SessionUpdate {
             event_id: None,
             session,
         });
-        if let Some(greeting) = &agent.greeting {
-            self.greeting = GreetingState::Requested;
-            let params = instructions(format!(
-                "Greet the caller by saying exactly: \"{greeting}\""
-            ));
-            self.request_response(Purpose::Greeting, Some(params));
+    }
+
+    // ---------------------------------------------------------------- session loss
+
+    /// The Realtime session is gone (socket closed, network error, `session_expired`): replace
+    /// it, unless sessions have been lost too often lately.
+    fn session_lost(&mut self, why: &str, now: Instant) {
+        if self.ended.is_some() || self.reconnect_at.is_some() {
+            return;
         }
+        let call_sid = self.setup.offer.call_sid.clone();
+        while self
+            .reconnects
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= RECONNECT_WINDOW)
+        {
+            self.reconnects.pop_front();
+        }
+        if self.reconnects.len() >= MAX_RECONNECTS {
+            tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
+            self.model_error(now);
+            return;
+        }
+        tracing::warn!(%call_sid, %why, attempt = self.reconnects.len() + 1, "realtime session lost; opening a new one");
+        metrics::counter!("worker_realtime_reconnects_total").increment(1);
+        let backoff = RECONNECT_BACKOFF * u32::try_from(self.reconnects.len()).unwrap_or(1);
+        self.reconnects.push_back(now);
+
+        // The caller must not keep hearing a response that can no longer finish, and what
+        // they heard of it is recorded before the conversation is replayed.
+        if let Some(cut) = self.playback.interrupt() {
+            self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
+                switchboard_proto::Clear {},
+            )));
+            for (item_id, heard_ms) in cut.items {
+                if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
+                    e.interrupted = true;
+                    e.heard_ms = heard_ms;
+                }
+                self.interrupted_items.insert(item_id);
+            }
+        }
+        for e in &mut self.assistant {
+            e.response_done = true;
+        }
+        self.settle_transcripts();
+
+        // Whatever was asked of the old session is asked again of the new one.
+        let was_active = self.active_response.take().is_some();
+        let requested = self.requested.take();
+        self.responses_with_audio.clear();
+        self.user_offsets.clear();
+        self.speech_stopped_at = None;
+        if self.greeting == GreetingState::Response {
+            self.greeting = GreetingState::Requested;
+            self.greeting_response = None;
+            let params = self.greeting_params();
+            self.deferred.push_front((Purpose::Greeting, params));
+        }
+        if self
+            .hangup
+            .as_ref()
+            .is_some_and(|h| h.response_id.is_some())
+        {
+            // The goodbye was being spoken: end here rather than start it over.
+            self.hang_up_now(now);
+            return;
+        }
+        match requested {
+            // A filler line is only worth saying on time.
+            Some((Purpose::Filler, _, _)) => {}
+            Some((purpose, _, params)) => self.deferred.push_front((purpose, params)),
+            None if was_active && self.greeting != GreetingState::Requested => {
+                self.deferred.push_back((Purpose::Plain, None));
+            }
+            None => {}
+        }
+        for batch in &mut self.batches {
+            batch.closed = true;
+            batch.resumed = true;
+        }
+        if backoff.is_zero() {
+            self.effects.push(Effect::Reconnect);
+        } else {
+            self.reconnect_at = Some(now + backoff);
+        }
+    }
+
+    /// Whether a lost session is waiting to be replaced.
+    pub fn reconnecting(&self) -> bool {
+        self.reconnect_at.is_some()
+    }
+
+    /// A new Realtime session is open (or opening): configure it like the first, replay the
+    /// conversation so far (`replay`, from [`crate::replay::items`]), then ask again for whatever
+    /// the lost session had not answered.
+    pub fn resume_session(&mut self, replay: Vec<Item>) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.send_session_update();
+        // Outputs that finished before now were published, so they are in `replay`.
+        for batch in self.batches.iter().filter(|b| b.resumed) {
+            self.replayed_calls.extend(batch.outputs.keys().cloned());
+        }
+        for item in replay {
+            self.send_event(ClientEvent::item_create(item));
+        }
+        self.pump();
     }
 
     // ---------------------------------------------------------------- responses
 
     /// Asks for a response now, or after the active one.
     fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        if self.active_response.is_none() && self.requested.is_none() {
+        if self.active_response.is_none() && self.requested.is_none() && self.reconnect_at.is_none()
+        {
             self.send_response_create(purpose, params);
         } else {
             self.deferred.push_back((purpose, params));
@@ -416,9 +577,12 @@ impl CallMachine {
     fn send_response_create(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
         self.next_event_id += 1;
         let event_id = format!("sb_resp_{}", self.next_event_id);
-        // A plain request waiting behind this one is answered by it.
-        self.deferred
-            .retain(|(p, params)| !(*p == Purpose::Plain && params.is_none()));
+        // A plain request waiting behind this one is answered by it (a filler line answers
+        // nothing).
+        if purpose != Purpose::Filler {
+            self.deferred
+                .retain(|(p, params)| !(*p == Purpose::Plain && params.is_none()));
+        }
         self.requested = Some((purpose, event_id.clone(), params.clone()));
         self.send_event(ClientEvent::ResponseCreate {
             event_id: Some(event_id),
@@ -428,7 +592,11 @@ impl CallMachine {
 
     /// After a response ended (or a request failed): tool outputs first, then waiting requests.
     fn pump(&mut self) {
-        if self.ended.is_some() || self.active_response.is_some() || self.requested.is_some() {
+        if self.ended.is_some()
+            || self.active_response.is_some()
+            || self.requested.is_some()
+            || self.reconnect_at.is_some()
+        {
             return;
         }
         if self.flush_tool_outputs() {
@@ -448,7 +616,10 @@ impl CallMachine {
         }
         match frame {
             inbound_frame::Frame::Audio(audio) => {
-                if !audio.payload.is_empty() {
+                if self.reconnect_at.is_some() {
+                    // No session to hear it: stale speech is worth less than a short gap.
+                    metrics::counter!("worker_audio_dropped_total").increment(1);
+                } else if !audio.payload.is_empty() {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(&audio.payload);
                     self.effects.push(Effect::Audio(b64));
                 }
@@ -566,11 +737,8 @@ impl CallMachine {
         }
         match event {
             RealtimeEvent::Closed { code, reason } => {
-                tracing::error!(call_sid = %self.setup.offer.call_sid, ?code, %reason,
-                    "realtime session lost; ending the call");
-                // Reconnecting and replaying the conversation from the call's events is the
-                // planned recovery (ARCHITECTURE.md section 8); for now the call ends politely.
-                self.model_error(now);
+                let why = format!("socket closed ({code:?}): {reason}");
+                self.session_lost(&why, now);
             }
             RealtimeEvent::Server(ev) => self.on_server_event(*ev, now),
         }
@@ -687,6 +855,11 @@ impl CallMachine {
         let call_sid = &self.setup.offer.call_sid;
         let code = error.code.clone().unwrap_or_else(|| "unknown".into());
         metrics::counter!("realtime_errors_total", "code" => code.clone()).increment(1);
+        if code == "session_expired" {
+            // The close (1001) follows; a new session replaces this one at once.
+            self.session_lost("session expired", now);
+            return;
+        }
         if classify_error(&error) == ErrorClass::Fatal {
             tracing::error!(%call_sid, %code, message = %error.message, "fatal realtime error; ending the call");
             self.model_error(now);
@@ -714,7 +887,7 @@ impl CallMachine {
         match purpose {
             Purpose::Goodbye => self.hang_up_now(now),
             Purpose::Greeting => self.greeting = GreetingState::Done,
-            Purpose::Plain | Purpose::Prompt => {}
+            Purpose::Plain | Purpose::Prompt | Purpose::Filler => {}
         }
         self.pump();
     }
@@ -969,19 +1142,30 @@ impl CallMachine {
         if call_id.is_empty() || !self.seen_calls.insert(call_id.to_owned()) {
             return;
         }
-        match self
+        let batch = match self
             .batches
             .iter_mut()
-            .find(|b| b.response_id == response_id)
+            .position(|b| b.response_id == response_id)
         {
-            Some(b) => b.calls.push(call_id.to_owned()),
-            None => self.batches.push(ToolBatch {
-                response_id: response_id.to_owned(),
-                calls: vec![call_id.to_owned()],
-                outputs: HashMap::new(),
-                closed: false,
-            }),
-        }
+            Some(i) => &mut self.batches[i],
+            None => {
+                self.batches.push(ToolBatch {
+                    response_id: response_id.to_owned(),
+                    calls: Vec::new(),
+                    outputs: HashMap::new(),
+                    closed: false,
+                    made: HashMap::new(),
+                    resumed: false,
+                    filler_at: None,
+                });
+                let last = self.batches.len() - 1;
+                &mut self.batches[last]
+            }
+        };
+        batch.calls.push(call_id.to_owned());
+        batch
+            .made
+            .insert(call_id.to_owned(), (name.to_owned(), arguments.to_owned()));
         let call_sid = self.setup.offer.call_sid.clone();
         tracing::info!(%call_sid, %call_id, tool = %name, "function call");
         if !self.tools.declared(name) {
@@ -1016,6 +1200,15 @@ impl CallMachine {
             return;
         }
         let timeout = self.tools.timeout(name, self.setup.tool_timeout);
+        if let Some(after) = self.setup.agent.filler_after
+            && let Some(batch) = self
+                .batches
+                .iter_mut()
+                .find(|b| b.response_id == response_id)
+            && batch.filler_at.is_none()
+        {
+            batch.filler_at = Some(now + after);
+        }
         self.effects.push(Effect::CallTool {
             call_id: call_id.to_owned(),
             name: name.to_owned(),
@@ -1130,6 +1323,17 @@ impl CallMachine {
         }
         for mut batch in ready {
             for call_id in &batch.calls {
+                if self.replayed_calls.remove(call_id) {
+                    // Already in the new session, as part of the replayed conversation.
+                    continue;
+                }
+                if batch.resumed
+                    && let Some((name, arguments)) = batch.made.get(call_id)
+                {
+                    self.send_event(ClientEvent::item_create(crate::replay::function_call(
+                        call_id, name, arguments,
+                    )));
+                }
                 let output = batch.outputs.remove(call_id).unwrap_or_default();
                 self.send_event(ClientEvent::item_create(Item::function_output(
                     call_id, &output,
@@ -1248,6 +1452,11 @@ impl CallMachine {
             self.hang_up_now(now);
             return;
         }
+        if self.reconnect_at.is_some_and(|d| d <= now) {
+            self.reconnect_at = None;
+            self.effects.push(Effect::Reconnect);
+        }
+        self.maybe_filler(now);
         if self.max_deadline.is_some_and(|d| d <= now) {
             self.max_deadline = None;
             self.say_goodbye(Ending::MaxDuration, MAX_DURATION_GOODBYE, now);
@@ -1256,6 +1465,43 @@ impl CallMachine {
             && d <= now
         {
             self.on_idle(now);
+        }
+    }
+
+    /// Says the filler line for a tool round whose business tools are slow, at most once per
+    /// round, and only while the model is silent. The round's own `response.create` then waits
+    /// for the filler's `response.done` like any other request.
+    fn maybe_filler(&mut self, now: Instant) {
+        let due = self
+            .batches
+            .iter()
+            .any(|b| b.filler_at.is_some_and(|d| d <= now));
+        if !due {
+            return;
+        }
+        let busy = self.active_response.is_some()
+            || self.requested.is_some()
+            || self.reconnect_at.is_some()
+            || self.hangup.is_some()
+            || self.playback.has_pending();
+        let mut say = false;
+        for batch in &mut self.batches {
+            if batch.filler_at.is_none_or(|d| d > now) {
+                continue;
+            }
+            let waiting = batch.calls.iter().any(|c| !batch.outputs.contains_key(c));
+            batch.filler_at = match (waiting, busy) {
+                (false, _) => None,
+                (true, true) => Some(now + FILLER_RECHECK),
+                (true, false) => {
+                    say = true;
+                    None
+                }
+            };
+        }
+        if say {
+            metrics::counter!("worker_filler_lines_total").increment(1);
+            self.send_response_create(Purpose::Filler, Some(say_exactly(FILLER_LINE)));
         }
     }
 

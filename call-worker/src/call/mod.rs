@@ -10,11 +10,11 @@
 //! The subscription to `voice.call.<sid>.in` is made in [`spawn`], before the offer is answered,
 //! so the gateway's first frame can never arrive before anyone listens.
 //!
-//! Not yet done: when the Realtime session ends under a live call (the 60-minute cap, a network
-//! loss, a fatal error), the call is ended politely (`hangup`, then `ended` with reason
-//! `model_error`). The planned recovery is to open a new session and replay the conversation from
-//! the call's events as text items (ARCHITECTURE.md section 8), so the caller keeps talking to
-//! the same agent.
+//! When the Realtime session ends under a live call (the 60-minute cap, a network loss), the
+//! machine asks for [`Effect::Reconnect`]: the actor drops the old socket, opens a new one and
+//! hands the machine the conversation so far, rebuilt by [`crate::replay::items`] from the
+//! call's own published events, so the caller keeps talking to the same agent after a short
+//! pause. Too many losses in a row end the call (`model_error`).
 
 pub mod machine;
 
@@ -88,10 +88,10 @@ pub async fn spawn(
         model: ctx.realtime.model.clone(),
         tool_timeout: ctx.tool_timeout,
     };
-    let actor = CallActor::new(ctx, setup, rt_tx, cancel);
+    let actor = CallActor::new(ctx, setup, rt_tx, rt_rx, cancel);
     tracker.spawn(async move {
         let sid = actor.call_sid.clone();
-        actor.run(inbound, rt_rx).await;
+        actor.run(inbound).await;
         drop(permit);
         let _ = ended.send(sid);
     });
@@ -106,6 +106,7 @@ struct CallActor {
     machine: CallMachine,
     events: CallEvents,
     realtime: RealtimeSender,
+    rt_events: mpsc::Receiver<RealtimeEvent>,
     cancel: CancellationToken,
     /// Ends the call's tool tasks when the call ends.
     tasks: CancellationToken,
@@ -118,6 +119,7 @@ impl CallActor {
         ctx: Arc<CallContext>,
         setup: CallSetup,
         realtime: RealtimeSender,
+        rt_events: mpsc::Receiver<RealtimeEvent>,
         cancel: CancellationToken,
     ) -> Self {
         let call_sid = setup.offer.call_sid.clone();
@@ -130,6 +132,7 @@ impl CallActor {
             call_sid,
             out_seq: 0,
             realtime,
+            rt_events,
             cancel,
             tasks: CancellationToken::new(),
             tool_tx,
@@ -137,11 +140,7 @@ impl CallActor {
         }
     }
 
-    async fn run(
-        mut self,
-        mut inbound: async_nats::Subscriber,
-        mut rt_events: mpsc::Receiver<RealtimeEvent>,
-    ) {
+    async fn run(mut self, mut inbound: async_nats::Subscriber) {
         metrics::gauge!("worker_active_calls").increment(1.0);
         let effects = self.machine.take_effects();
         self.execute(effects).await;
@@ -175,7 +174,7 @@ impl CallActor {
                     },
                     None => self.machine.on_inbound_closed(Instant::now()),
                 },
-                ev = rt_events.recv() => {
+                ev = self.rt_events.recv() => {
                     let ev = ev.unwrap_or(RealtimeEvent::Closed { code: None, reason: "connection task ended".into() });
                     self.machine.on_realtime(ev, Instant::now());
                 }
@@ -202,7 +201,8 @@ impl CallActor {
     }
 
     async fn execute(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
+        let mut queue = std::collections::VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
             match effect {
                 Effect::Realtime(ev) => self.realtime.send(&ev),
                 Effect::Audio(b64) => self.realtime.append_audio(b64),
@@ -215,6 +215,16 @@ impl CallActor {
                     timeout,
                 } => self.call_tool(call_id, name, arguments, timeout),
                 Effect::CloseRealtime => self.realtime.close(),
+                Effect::Reconnect => {
+                    self.realtime.close();
+                    let (tx, rx) = realtime::connect(&self.ctx.realtime, &self.call_sid);
+                    self.realtime = tx;
+                    self.rt_events = rx;
+                    let replay = crate::replay::items(self.events.history());
+                    tracing::info!(call_sid = %self.call_sid, items = replay.len(), "new realtime session; replaying the conversation");
+                    self.machine.resume_session(replay);
+                    queue.extend(self.machine.take_effects());
+                }
             }
         }
     }

@@ -34,6 +34,11 @@ pub struct Fixture {
 impl Fixture {
     /// Starts NATS, Postgres (database `switchboard`) and the persister; waits until ready.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_live_buffer(persister::live::DEFAULT_CLIENT_BUFFER).await
+    }
+
+    /// [`Fixture::start`] with `live_client_buffer` events of room per live client.
+    pub async fn start_with_live_buffer(live_client_buffer: usize) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats = NatsServer::start().await?;
         let pg = Postgres::start().await?;
@@ -43,6 +48,8 @@ impl Fixture {
             listen: listen.parse()?,
             database_url: db.clone(),
             admin_token: Some(TOKEN.to_owned()),
+            prices: Default::default(),
+            live_client_buffer,
             nats: NatsArgs::for_url(nats.url()),
         };
         let (stop, stopped) = oneshot::channel::<()>();

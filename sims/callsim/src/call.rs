@@ -78,7 +78,7 @@ pub async fn place_call_until(
         ..Default::default()
     };
     let pairs = form.to_pairs();
-    let url = format!("{}{WEBHOOK_PATH}", cfg.gateway_base());
+    let url = format!("{}{}", cfg.gateway_base(), cfg.webhook_path);
     let webhook_err = |source| CallError::Webhook {
         url: url.clone(),
         source,
@@ -93,7 +93,10 @@ pub async fn place_call_until(
     let webhook_sent = Instant::now();
     let response = client
         .post(&url)
-        .header("X-Twilio-Signature", validator.sign(WEBHOOK_PATH, &pairs))
+        .header(
+            "X-Twilio-Signature",
+            validator.sign(&cfg.webhook_path, &pairs),
+        )
         .header(reqwest::header::USER_AGENT, "TwilioProxy/1.1")
         .header("I-Twilio-Idempotency-Token", random_hex())
         .form(&pairs)

@@ -19,6 +19,9 @@ pub struct CallConfig {
     pub call_sid: Option<String>,
     /// `inbound` (or `outbound-api` for calls the gateway placed).
     pub direction: String,
+    /// The voice webhook's path (and query) under the public URL: `/twilio-voice`, or what an
+    /// outbound call's `Url` named (e.g. `/twilio-voice?agent=sales`).
+    pub webhook_path: String,
     /// Twilio's documentation says `clear` sends pending marks back; some Twilio look-alikes drop
     /// them instead. `false` simulates those.
     pub echo_marks_on_clear: bool,
@@ -36,6 +39,7 @@ impl CallConfig {
             to: "+15550001111".to_owned(),
             call_sid: None,
             direction: "inbound".to_owned(),
+            webhook_path: crate::call::WEBHOOK_PATH.to_owned(),
             echo_marks_on_clear: true,
         }
     }
@@ -65,6 +69,7 @@ impl fmt::Debug for CallConfig {
             .field("to", &self.to)
             .field("call_sid", &self.call_sid)
             .field("direction", &self.direction)
+            .field("webhook_path", &self.webhook_path)
             .field("echo_marks_on_clear", &self.echo_marks_on_clear)
             .finish_non_exhaustive()
     }

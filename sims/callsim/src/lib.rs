@@ -15,7 +15,8 @@
 //! - [`inspect`]: checks the gateway's frames the way Twilio does;
 //! - [`voice`]: synthetic caller speech;
 //! - [`report`]: the per-call report and the errors that prevent a call;
-//! - [`load`]: many calls at once with latency percentiles ([`run_load`]).
+//! - [`load`]: many calls at once with latency percentiles ([`run_load`]);
+//! - [`twilio_rest`]: a fake of Twilio's REST API that places outbound calls ([`twilio_rest::FakeTwilio`]).
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -26,6 +27,7 @@ pub mod load;
 pub mod playback;
 pub mod report;
 pub mod script;
+pub mod twilio_rest;
 pub mod voice;
 
 pub use call::{place_call, place_call_until};

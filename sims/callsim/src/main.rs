@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallerScript, EndedBy, LoadOptions};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,16 @@ enum Command {
         /// Stop after this many seconds (running calls hang up).
         #[arg(long)]
         duration_s: Option<u64>,
+    },
+    /// Serve a fake Twilio REST API for outbound calls: point the gateway's TWILIO_API_BASE at
+    /// it, then every call created with `POST /calls` is placed back onto the gateway and
+    /// plays the caller script. Runs until Ctrl-C, then lists the calls.
+    Outbound {
+        #[command(flatten)]
+        call: CallArgs,
+        /// Where the fake API listens.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -152,6 +163,25 @@ async fn main() -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Outbound { call, listen } => {
+            let fake = FakeTwilio::start_on(listen, call.config(), call.script()?).await?;
+            println!("fake Twilio API on {} (TWILIO_API_BASE)", fake.base_url());
+            cancel.cancelled().await;
+            for (sid, placed) in fake.calls().await {
+                let ended = placed
+                    .report
+                    .as_ref()
+                    .map(|r| format!("{:?}", r.ended_by))
+                    .or(placed.error)
+                    .unwrap_or_default();
+                println!(
+                    "{sid} {} transferred_to={} {ended}",
+                    placed.status,
+                    placed.transferred_to.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

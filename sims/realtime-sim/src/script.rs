@@ -127,6 +127,10 @@ pub struct ScriptedResponse {
     /// An `error` event sent instead of a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ScriptedError>,
+    /// Instead of a response, the connection is dropped without a close frame (a network
+    /// failure), to test clients that must reconnect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop: bool,
 }
 
 /// A scripted function call.
@@ -234,10 +238,18 @@ impl Script {
         }
         for (i, r) in self.responses.iter().enumerate() {
             let n = i + 1;
+            if r.drop {
+                if r.say.is_some() || r.call.is_some() || r.error.is_some() {
+                    return Err(format!(
+                        "response #{n}: `drop` cannot be combined with `say`, `call` or `error`"
+                    ));
+                }
+                continue;
+            }
             match (&r.say, &r.call, &r.error) {
                 (None, None, None) => {
                     return Err(format!(
-                        "response #{n} has none of `say`, `call` or `error`"
+                        "response #{n} has none of `say`, `call`, `error` or `drop`"
                     ));
                 }
                 (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
@@ -428,6 +440,19 @@ mod tests {
                 Script::from_file(&path).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn drop_stands_alone() {
+        let s = Script::from_toml_str("[[response]]\ndrop = true\n").unwrap();
+        assert!(s.responses[0].drop);
+        assert!(Script::from_toml_str("[[response]]\ndrop = true\nsay = \"hi\"\n").is_err());
+        assert!(
+            !Script::from_toml_str("[[response]]\nsay = \"hi\"\n")
+                .unwrap()
+                .responses[0]
+                .drop
+        );
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub(crate) async fn run(socket: WebSocket, ctx: SessionContext) {
         if session.flush().await.is_err() {
             break;
         }
+        if session.dropped {
+            tracing::debug!(session = id, "scripted drop: closing without a close frame");
+            break;
+        }
         if let Some((code, reason)) = session.close.take() {
             let frame = CloseFrame {
                 code,
@@ -202,6 +206,8 @@ struct Session {
     /// Input tokens of the previous response (served from cache next time).
     last_input_tokens: u64,
     expires_at: Instant,
+    /// A scripted `drop`: end the connection without a close frame.
+    dropped: bool,
 }
 
 impl Session {
@@ -232,6 +238,7 @@ impl Session {
             next_response: 0,
             last_input_tokens: 0,
             expires_at,
+            dropped: false,
         }
     }
 
@@ -722,6 +729,9 @@ impl Session {
                 }
             },
         };
+        if self.dropped {
+            return;
+        }
         let settings = &self.ctx.script.session;
         let output_speed = self
             .config
@@ -771,6 +781,13 @@ impl Session {
                 call: None,
             });
         };
+        if entry.drop {
+            self.dropped = true;
+            return Ok(Plan {
+                say: None,
+                call: None,
+            });
+        }
         if let Some(error) = entry.error {
             return Err(error);
         }

@@ -1080,25 +1080,222 @@ fn fatal_error_hangs_up_with_model_error() {
     c.take();
     c.server(
         10,
-        json!({"type":"error","error":{"type":"invalid_request_error","code":"session_expired",
-               "message":"Your session hit the maximum duration of 60 minutes."}}),
+        json!({"type":"error","error":{"type":"invalid_request_error","code":"invalid_api_key",
+               "message":"Incorrect API key provided."}}),
     );
     let fx = c.take();
     assert!(matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "error"));
     assert_eq!(ended(&fx).unwrap().reason, "model_error");
 }
 
-#[test]
-fn lost_realtime_socket_hangs_up_with_model_error() {
-    let mut c = Call::new(agent_with(|_| {}));
+fn closed(c: &mut Call, ms: u64) {
     c.m.on_realtime(
         RealtimeEvent::Closed {
-            code: Some(1001),
-            reason: "going away".into(),
+            code: None,
+            reason: "reset".into(),
         },
-        c.at(5),
+        c.at(ms),
     );
-    assert_eq!(ended(&c.take()).unwrap().reason, "model_error");
+}
+
+fn reconnects(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Reconnect))
+        .count()
+}
+
+fn audio(c: &mut Call, ms: u64) {
+    c.inbound(
+        ms,
+        inbound_frame::Frame::Audio(InboundAudio {
+            payload: vec![0x7f; 160].into(),
+            ..Default::default()
+        }),
+    );
+}
+
+#[test]
+fn lost_socket_reconnects_replays_and_gives_up_after_three_losses_a_minute() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.take();
+
+    // First loss: a new session at once, configured like the first, then the replay in order.
+    closed(&mut c, 5);
+    let fx = c.take();
+    assert_eq!(reconnects(&fx), 1);
+    assert!(ended(&fx).is_none());
+    let replay = vec![Item::assistant_text("Hello."), Item::user_text("Hi.")];
+    c.m.resume_session(replay.clone());
+    let rt = realtime(&c.take());
+    assert!(
+        matches!(&rt[0], ClientEvent::SessionUpdate { session, .. }
+            if session.instructions.as_deref() == Some("You are the front desk.")),
+        "{rt:?}"
+    );
+    let items: Vec<Item> = rt[1..]
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConversationItemCreate { item, .. } => Some(item.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(items, replay);
+    assert_eq!(rt.len(), 3, "nothing was pending, so no response.create");
+
+    // Second loss soon after: a short back-off, during which caller audio is dropped.
+    closed(&mut c, 10);
+    let fx = c.take();
+    assert_eq!(reconnects(&fx), 0);
+    assert!(c.m.reconnecting());
+    assert_eq!(c.m.next_deadline(), Some(c.at(260)));
+    audio(&mut c, 100);
+    assert!(
+        !c.take().iter().any(|e| matches!(e, Effect::Audio(_))),
+        "no audio while there is no session"
+    );
+    c.m.on_timer(c.at(260));
+    assert_eq!(reconnects(&c.take()), 1);
+    c.m.resume_session(Vec::new());
+    c.take();
+    audio(&mut c, 270);
+    assert!(c.take().iter().any(|e| matches!(e, Effect::Audio(_))));
+
+    // Third loss: a longer back-off.
+    closed(&mut c, 300);
+    assert_eq!(c.m.next_deadline(), Some(c.at(800)));
+    c.m.on_timer(c.at(800));
+    assert_eq!(reconnects(&c.take()), 1);
+    c.m.resume_session(Vec::new());
+    c.take();
+
+    // Fourth loss within a minute: the call ends.
+    closed(&mut c, 1000);
+    let fx = c.take();
+    assert_eq!(reconnects(&fx), 0);
+    assert!(matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "error"));
+    assert_eq!(ended(&fx).unwrap().reason, "model_error");
+}
+
+#[test]
+fn attempts_older_than_a_minute_do_not_count() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    for (i, at) in [5u64, 70_000, 140_000, 210_000].into_iter().enumerate() {
+        closed(&mut c, at);
+        assert_eq!(reconnects(&c.take()), 1, "loss {i} reconnects at once");
+        c.m.resume_session(Vec::new());
+        c.take();
+    }
+    assert!(c.m.ended().is_none());
+}
+
+#[test]
+fn session_expired_reconnects_and_asks_again_for_the_greeting() {
+    let mut c = Call::new(agent_with(|a| {
+        a.greeting = Some("Acme Dental, hello!".into())
+    }));
+    let first = response_creates(&c.take());
+    assert_eq!(first.len(), 1);
+    c.server(
+        10,
+        json!({"type":"error","error":{"type":"invalid_request_error","code":"session_expired",
+               "message":"Your session hit the maximum duration of 60 minutes."}}),
+    );
+    let fx = c.take();
+    assert_eq!(reconnects(&fx), 1);
+    assert!(ended(&fx).is_none());
+    c.m.resume_session(Vec::new());
+    let fx = c.take();
+    let rt = realtime(&fx);
+    assert!(matches!(rt[0], ClientEvent::SessionUpdate { .. }));
+    assert_eq!(response_creates(&fx), first, "the same greeting, once");
+}
+
+#[test]
+fn lost_session_cuts_playback_records_what_was_heard_then_reconnects() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.delta(20, "r1", "i1", 1600);
+    let fx = c.take();
+    let m = marks(&fx);
+    assert_eq!(m.len(), 2);
+    c.echo(120, &m[0]);
+    c.take();
+    closed(&mut c, 130);
+    let fx = c.take();
+    assert!(
+        outs(&fx)
+            .iter()
+            .any(|f| matches!(f, outbound_frame::Frame::Clear(_)))
+    );
+    let t = transcripts(&fx);
+    assert_eq!(t.len(), 1);
+    assert!(t[0].interrupted);
+    assert_eq!(t[0].heard_ms, 100);
+    let transcript_at = fx
+        .iter()
+        .position(|e| matches!(e, Effect::Event(Body::Transcript(_))))
+        .unwrap();
+    let reconnect_at = fx
+        .iter()
+        .position(|e| matches!(e, Effect::Reconnect))
+        .unwrap();
+    assert!(
+        transcript_at < reconnect_at,
+        "recorded before the replay is built"
+    );
+    // The interrupted response is asked for again in the new session.
+    c.m.resume_session(Vec::new());
+    assert_eq!(response_creates(&c.take()), vec![None]);
+    // Late echoes of the cleared audio are ignored.
+    c.echo(200, &m[1]);
+    assert!(transcripts(&c.take()).is_empty());
+}
+
+#[test]
+fn a_tool_running_across_a_reconnect_is_recreated_in_the_new_session() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([
+            call_item("c1", "lookup_customer", r#"{"phone":"+1"}"#),
+            call_item("c2", "book", "{}")
+        ]),
+    );
+    tool_done(&mut c, 30, "c2", "book", ToolReply::Output("{}".into()));
+    c.take();
+    closed(&mut c, 40);
+    assert_eq!(reconnects(&c.take()), 1);
+    // c2 finished before the loss: its pair is part of the replay.
+    c.m.resume_session(vec![
+        crate::replay::function_call("c2", "book", "{}"),
+        Item::function_output("c2", "{}"),
+    ]);
+    let fx = c.take();
+    assert!(response_creates(&fx).is_empty(), "c1 is still running");
+    tool_done(
+        &mut c,
+        50,
+        "c1",
+        "lookup_customer",
+        ToolReply::Output(r#"{"name":"Maria"}"#.into()),
+    );
+    let rt = realtime(&c.take());
+    assert_eq!(rt.len(), 3, "{rt:?}");
+    assert!(matches!(&rt[0], ClientEvent::ConversationItemCreate {
+        item: Item::FunctionCall { call_id, name, arguments, .. }, ..
+    } if call_id == "c1" && name == "lookup_customer" && arguments == r#"{"phone":"+1"}"#));
+    assert!(matches!(&rt[1], ClientEvent::ConversationItemCreate {
+        item: Item::FunctionCallOutput { call_id, .. }, ..
+    } if call_id == "c1"));
+    assert!(matches!(rt[2], ClientEvent::ResponseCreate { .. }));
 }
 
 #[test]
@@ -1223,5 +1420,124 @@ fn shutdown_hangs_up_with_worker_shutdown() {
         matches!(&outs(&fx)[..], [outbound_frame::Frame::Hangup(h)] if h.reason == "worker_shutdown")
     );
     assert_eq!(ended(&fx).unwrap().reason, "worker_shutdown");
+    assert_eq!(c.m.next_deadline(), None);
+}
+
+// ------------------------------------------------------------------------------------- filler
+
+fn filler_creates(effects: &[Effect]) -> usize {
+    response_creates(effects)
+        .iter()
+        .filter(|p| {
+            p.as_ref()
+                .and_then(|p| p.instructions.as_deref())
+                .is_some_and(|i| i.contains(&format!("\"{FILLER_LINE}\"")))
+        })
+        .count()
+}
+
+#[test]
+fn a_slow_tool_gets_one_filler_line_and_the_round_waits_for_it() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    args_done(&mut c, 20, "r1", "c1", "lookup_customer", "{}");
+    c.done(
+        30,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    c.take();
+    assert_eq!(
+        c.m.next_deadline(),
+        Some(c.at(1520)),
+        "1.5 s after the dispatch"
+    );
+    c.m.on_timer(c.at(1520));
+    let fx = c.take();
+    assert_eq!(filler_creates(&fx), 1);
+    assert_eq!(response_creates(&fx).len(), 1);
+
+    // The tool answers while the filler is being said: its output waits for the filler.
+    c.created(1530, "r2");
+    tool_done(
+        &mut c,
+        1600,
+        "c1",
+        "lookup_customer",
+        ToolReply::Output("{}".into()),
+    );
+    let fx = c.take();
+    assert!(function_outputs(&fx).is_empty());
+    assert!(response_creates(&fx).is_empty());
+    c.done(2000, "r2", "completed", json!([]));
+    let fx = c.take();
+    assert_eq!(function_outputs(&fx).len(), 1);
+    assert_eq!(
+        response_creates(&fx),
+        vec![None],
+        "exactly one response.create for the round"
+    );
+    // Never a second filler for the round.
+    c.m.on_timer(c.at(10_000));
+    assert_eq!(filler_creates(&c.take()), 0);
+}
+
+#[test]
+fn a_filler_waits_for_silence_and_is_skipped_when_the_tool_is_quick() {
+    // Quick tool: no filler.
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    tool_done(
+        &mut c,
+        500,
+        "c1",
+        "lookup_customer",
+        ToolReply::Output("{}".into()),
+    );
+    c.take();
+    c.m.on_timer(c.at(1520));
+    assert_eq!(filler_creates(&c.take()), 0);
+
+    // A response is active at the deadline: the filler waits for it to end.
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    c.created(1000, "r2");
+    c.take();
+    c.m.on_timer(c.at(1520));
+    assert_eq!(filler_creates(&c.take()), 0);
+    c.done(1600, "r2", "completed", json!([]));
+    c.take();
+    let next = c.m.next_deadline().unwrap();
+    assert!(next <= c.at(1770), "rechecked soon");
+    c.m.on_timer(next);
+    assert_eq!(filler_creates(&c.take()), 1);
+
+    // Turned off by the agent.
+    let mut c = Call::new(agent_with(|a| a.filler_after = None));
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", "lookup_customer", "{}")]),
+    );
+    c.take();
     assert_eq!(c.m.next_deadline(), None);
 }

@@ -1,0 +1,332 @@
+//! `gateway-bench`: how much latency and memory the gateway adds per media stream.
+//!
+//! On loopback, against a running gateway, it plays both sides in one process: Twilio (N
+//! concurrent signed media streams, a 20 ms frame every 20 ms) and the worker (accepts every
+//! offer, echoes every inbound audio frame back on `.out`). Each audio payload carries the
+//! moment it was sent (nanoseconds since the run began, in its first 8 bytes), so both hops are
+//! timed on one clock:
+//!
+//! - **in**: Twilio WebSocket send -> `InboundFrame` received on `voice.call.<sid>.in`;
+//! - **out**: `OutboundFrame` published on `.out` -> `media` received on the WebSocket.
+//!
+//! Both include one NATS hop on loopback. With `--gateway-pid` it also reads the gateway's
+//! resident memory (`VmRSS`) before and during the run and reports the growth per stream.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::Parser;
+use futures::{SinkExt as _, StreamExt as _};
+use hdrhistogram::Histogram;
+use switchboard_proto::subject::Subjects;
+use switchboard_proto::{
+    InboundFrame, Message as _, OfferReply, OutboundAudio, OutboundFrame, inbound_frame,
+    outbound_frame,
+};
+use switchboard_twilio::media::{ServerMessage, Start, TwilioMessage};
+use switchboard_twilio::signature::Validator;
+use switchboard_twilio::twiml::{Instructions, Verb};
+use switchboard_twilio::webhook::CallForm;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway-bench",
+    about = "Latency and memory the gateway adds per stream"
+)]
+struct Args {
+    /// The gateway's base URL.
+    #[arg(long, env = "GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The gateway's PUBLIC_URL (signatures are computed over it; default: --gateway).
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The gateway's TWILIO_AUTH_TOKEN.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: String,
+    /// The NATS server the gateway uses.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The gateway's NATS_SUBJECT_PREFIX.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "voice")]
+    nats_subject_prefix: String,
+    /// Concurrent media streams.
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
+    /// How long every stream runs once all are open.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The gateway's process id, to report its memory per stream.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+}
+
+const FRAME: Duration = Duration::from_millis(20);
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// Nanoseconds since `epoch`, stamped into the first 8 bytes of `payload`.
+fn stamp(payload: &mut [u8], epoch: Instant) {
+    let ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    payload[..8].copy_from_slice(&ns.to_be_bytes());
+}
+
+/// Microseconds since the stamp in `payload` was made.
+fn since_stamp(payload: &[u8], epoch: Instant) -> Option<u64> {
+    let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    let sent = Duration::from_nanos(u64::from_be_bytes(bytes));
+    let now = epoch.elapsed();
+    Some(u64::try_from(now.checked_sub(sent)?.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn print(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name:>4}: n={} p50={:.3}ms p90={:.3}ms p99={:.3}ms max={:.3}ms",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.9) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+    );
+}
+
+/// The worker side: accept offers; echo inbound audio on `.out` (re-stamped); time `.in`.
+async fn worker(
+    nats: async_nats::Client,
+    subjects: Subjects,
+    epoch: Instant,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut offers = nats
+        .queue_subscribe(
+            subjects.offer(),
+            switchboard_proto::WORKERS_QUEUE_GROUP.to_owned(),
+        )
+        .await?;
+    let mut inbound = nats.subscribe(subjects.call_in("*")).await?;
+    let accept = OfferReply {
+        accepted: true,
+        worker_id: "gateway-bench".into(),
+        agent_id: "bench".into(),
+        reason: String::new(),
+    }
+    .encode_to_vec();
+    let mut hist = histogram()?;
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(hist),
+            Some(offer) = offers.next() => {
+                if let Some(reply) = offer.reply {
+                    nats.publish(reply, accept.clone().into()).await?;
+                }
+            }
+            Some(msg) = inbound.next() => {
+                let Ok(InboundFrame { frame: Some(inbound_frame::Frame::Audio(audio)), .. }) =
+                    InboundFrame::decode(msg.payload) else { continue };
+                if let Some(us) = since_stamp(&audio.payload, epoch) {
+                    hist.record(us.max(1))?;
+                }
+                // `voice.call.<sid>.in` -> `voice.call.<sid>.out`
+                let Some(prefix) = msg.subject.strip_suffix(".in") else { continue };
+                let mut payload = audio.payload.to_vec();
+                stamp(&mut payload, epoch);
+                seq += 1;
+                let out = OutboundFrame {
+                    seq,
+                    frame: Some(outbound_frame::Frame::Audio(OutboundAudio {
+                        payload: payload.into(),
+                    })),
+                };
+                nats.publish(format!("{prefix}.out"), out.encode_to_vec().into()).await?;
+            }
+        }
+    }
+}
+
+/// One Twilio media stream: webhook, signed socket, `start`, then a frame every 20 ms until
+/// `until`; times the echoed audio.
+async fn stream(
+    args: &Args,
+    http: &reqwest::Client,
+    index: usize,
+    epoch: Instant,
+    until: Instant,
+) -> anyhow::Result<Histogram<u64>> {
+    let gateway = args.gateway.trim_end_matches('/');
+    let public = args.public_url.as_deref().unwrap_or(gateway);
+    let validator = Validator::new(args.auth_token.clone(), public);
+    let call_sid = format!("CA{:016x}{:016x}", rand::random::<u64>(), index);
+    let stream_sid = format!("MZ{:016x}{:016x}", rand::random::<u64>(), index);
+    let form = CallForm {
+        call_sid: call_sid.clone(),
+        account_sid: "ACbench".into(),
+        from: "+15550001234".into(),
+        to: "+15550001111".into(),
+        call_status: "ringing".into(),
+        direction: "inbound".into(),
+        ..Default::default()
+    }
+    .to_pairs();
+    let resp = http
+        .post(format!("{gateway}/twilio-voice"))
+        .header("X-Twilio-Signature", validator.sign("/twilio-voice", &form))
+        .form(&form)
+        .send()
+        .await?;
+    let Instructions(verbs) = Instructions::parse(&resp.text().await?)?;
+    let Some(parameters) = verbs.into_iter().find_map(|v| match v {
+        Verb::ConnectStream { parameters, .. } => Some(parameters),
+        _ => None,
+    }) else {
+        bail!("call {index} was not connected (is a worker answering?)");
+    };
+    let ws_url = format!(
+        "{}/media",
+        gateway
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    );
+    let mut req = ws_url.into_client_request()?;
+    req.headers_mut()
+        .insert("X-Twilio-Signature", validator.sign_ws("/media").parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+    let (mut tx, mut rx) = ws.split();
+    let send = |m: TwilioMessage| WsMessage::Text(m.to_json().into());
+    tx.send(send(TwilioMessage::connected())).await?;
+    tx.send(send(TwilioMessage::Start {
+        sequence_number: "1".into(),
+        stream_sid: stream_sid.clone(),
+        start: Start {
+            stream_sid: stream_sid.clone(),
+            account_sid: "ACbench".into(),
+            call_sid,
+            tracks: vec!["inbound".into()],
+            custom_parameters: parameters.into_iter().collect(),
+            media_format: Default::default(),
+        },
+    }))
+    .await?;
+    let mut hist = histogram()?;
+    let mut tick = tokio::time::interval(FRAME);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut chunk = 0u32;
+    let mut audio = vec![0xffu8; 160];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= until {
+                    break;
+                }
+                chunk += 1;
+                stamp(&mut audio, epoch);
+                let msg = TwilioMessage::media(
+                    u64::from(chunk) + 1, &stream_sid, chunk, chunk * 20, &audio);
+                tx.send(send(msg)).await?;
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Ok(ServerMessage::Media { media, .. }) = serde_json::from_str(&text)
+                        && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&media.payload)
+                        && let Some(us) = since_stamp(&bytes, epoch)
+                    {
+                        hist.record(us.max(1))?;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("stream {index}: {e}"),
+                None => bail!("stream {index}: the gateway closed the socket"),
+            }
+        }
+    }
+    tx.send(send(TwilioMessage::Stop {
+        sequence_number: (u64::from(chunk) + 2).to_string(),
+        stream_sid,
+        stop: Default::default(),
+    }))
+    .await?;
+    let _ = tx.close().await;
+    Ok(hist)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let epoch = Instant::now();
+    let nats = async_nats::connect(&args.nats_url)
+        .await
+        .context("connecting to NATS")?;
+    let subjects = Subjects::new(args.nats_subject_prefix.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(worker(nats.clone(), subjects, epoch, stop.clone()));
+    nats.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let baseline = args.gateway_pid.and_then(rss_kib);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    // Streams open over about a second, then all run until the same moment.
+    let until = Instant::now() + Duration::from_secs(1) + Duration::from_secs(args.seconds);
+    let args = std::sync::Arc::new(args);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..args.streams {
+        let (args, http) = (args.clone(), http.clone());
+        tasks.spawn(async move {
+            let delay = Duration::from_secs(1).mul_f64(index as f64 / args.streams.max(1) as f64);
+            tokio::time::sleep(delay).await;
+            stream(&args, &http, index, epoch, until).await
+        });
+    }
+    // Memory while every stream is open.
+    tokio::time::sleep_until(until - Duration::from_secs(args.seconds) / 2).await;
+    let peak = args.gateway_pid.and_then(rss_kib);
+
+    let mut out = histogram()?;
+    let mut failed = 0usize;
+    while let Some(result) = tasks.join_next().await {
+        match result? {
+            Ok(h) => out.add(&h)?,
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e:#}");
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let inbound = worker.await??;
+
+    println!(
+        "streams={} seconds={} failed={failed}",
+        args.streams, args.seconds
+    );
+    print("in", &inbound);
+    print("out", &out);
+    match (baseline, peak) {
+        (Some(base), Some(peak)) => println!(
+            "gateway RSS: {base} KiB idle, {peak} KiB with {} streams, {:.1} KiB per stream",
+            args.streams,
+            peak.saturating_sub(base) as f64 / args.streams.max(1) as f64
+        ),
+        _ => println!("gateway RSS: not measured (pass --gateway-pid)"),
+    }
+    if failed > 0 {
+        bail!("{failed} streams failed");
+    }
+    Ok(())
+}

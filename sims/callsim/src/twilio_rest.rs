@@ -1,0 +1,405 @@
+//! A fake of Twilio's REST API for outbound calls and call control, backed by the call simulator.
+//!
+//! `Calls.json` creates a call and then places it the way Twilio does: status callbacks
+//! `initiated`, `ringing`, `in-progress` (signed, with `SequenceNumber`), the signed voice
+//! webhook at the given `Url` with `Direction=outbound-api`, the media stream playing the
+//! configured caller script, and `completed` (with `CallDuration`) once the call is over.
+//! `Calls/{sid}.json` updates a live call: `Status=completed` hangs it up; `Twiml` with a `<Dial>`
+//! records the transfer target and ends the stream, as Twilio leaves `<Connect>` for the new
+//! TwiML. Every request is recorded for tests to inspect.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use switchboard_twilio::signature::Validator;
+use switchboard_twilio::twiml::{Instructions, Verb};
+use switchboard_twilio::webhook::CallForm;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CallConfig, random_hex};
+use crate::report::CallReport;
+use crate::script::CallerScript;
+
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestRequest {
+    /// The path, e.g. `/2010-04-01/Accounts/AC../Calls.json`.
+    pub path: String,
+    /// The form pairs, in order.
+    pub form: Vec<(String, String)>,
+}
+
+impl RestRequest {
+    /// The first value of form field `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What happened to one call the fake placed.
+#[derive(Debug, Clone, Default)]
+pub struct FakeCall {
+    /// `queued`, `in-progress`, `completed`.
+    pub status: String,
+    /// The number a `<Dial>` update transferred the call to.
+    pub transferred_to: Option<String>,
+    /// TwiML documents the call was updated with.
+    pub twiml: Vec<String>,
+    /// The simulated call's report, once it ended.
+    pub report: Option<CallReport>,
+    /// An error that prevented the simulated call, if any.
+    pub error: Option<String>,
+}
+
+struct Inner {
+    /// Gateway, public URL, account and auth token; `from`/`to`/`call_sid` come per call.
+    cfg: CallConfig,
+    script: CallerScript,
+    http: reqwest::Client,
+    requests: Mutex<Vec<RestRequest>>,
+    calls: Mutex<HashMap<String, FakeCall>>,
+    /// Ends a live call (hang-up or transfer).
+    hangups: Mutex<HashMap<String, CancellationToken>>,
+    stop: CancellationToken,
+}
+
+/// A running fake Twilio REST server.
+pub struct FakeTwilio {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Drop for FakeTwilio {
+    fn drop(&mut self) {
+        self.inner.stop.cancel();
+    }
+}
+
+/// Why the fake could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeTwilioError {
+    #[error("binding the fake Twilio API: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("invalid caller script: {0}")]
+    Script(String),
+}
+
+impl FakeTwilio {
+    /// Serves on 127.0.0.1:<random port>. `cfg` says which gateway answers calls (its `PUBLIC_URL`,
+    /// account and auth token, which is also the API password); `script` is what every callee
+    /// does once connected.
+    pub async fn start(cfg: CallConfig, script: CallerScript) -> Result<Self, FakeTwilioError> {
+        Self::start_on(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            cfg,
+            script,
+        )
+        .await
+    }
+
+    /// Like [`FakeTwilio::start`], on `listen` (when the gateway must know the address first).
+    pub async fn start_on(
+        listen: SocketAddr,
+        cfg: CallConfig,
+        script: CallerScript,
+    ) -> Result<Self, FakeTwilioError> {
+        script
+            .validate()
+            .map_err(|e| FakeTwilioError::Script(e.to_string()))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let inner = Arc::new(Inner {
+            cfg,
+            script,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(15))
+                .build()?,
+            requests: Mutex::new(Vec::new()),
+            calls: Mutex::new(HashMap::new()),
+            hangups: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+        });
+        let app = Router::new()
+            .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
+            .route("/2010-04-01/Accounts/{account}/Calls/{call}", post(update))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let stop = inner.stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "fake Twilio API stopped");
+            }
+        });
+        Ok(Self { addr, inner })
+    }
+
+    /// The base URL to give the gateway as `TWILIO_API_BASE`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub async fn requests(&self) -> Vec<RestRequest> {
+        self.inner.requests.lock().await.clone()
+    }
+
+    /// The calls placed so far, by CallSid.
+    pub async fn calls(&self) -> HashMap<String, FakeCall> {
+        self.inner.calls.lock().await.clone()
+    }
+}
+
+fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
+    (
+        status,
+        axum::Json(
+            serde_json::json!({ "code": code, "message": message, "status": status.as_u16() }),
+        ),
+    )
+        .into_response()
+}
+
+/// Checks `Authorization: Basic AccountSid:AuthToken` and the account in the path.
+fn authorized(inner: &Inner, headers: &HeaderMap, account: &str) -> bool {
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let expected = format!("{}:{}", inner.cfg.account_sid, inner.cfg.auth_token);
+    decoded == expected.as_bytes() && account == inner.cfg.account_sid
+}
+
+fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
+    serde_urlencoded::from_bytes(body).ok()
+}
+
+async fn create(
+    State(inner): State<Arc<Inner>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let Some(form) = parse_form(&body) else {
+        return twilio_error(StatusCode::BAD_REQUEST, 20001, "malformed form body");
+    };
+    let request = RestRequest {
+        path: format!("/2010-04-01/Accounts/{account}/Calls.json"),
+        form,
+    };
+    inner.requests.lock().await.push(request.clone());
+    if !authorized(&inner, &headers, &account) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let (Some(to), Some(from), Some(url)) =
+        (request.get("To"), request.get("From"), request.get("Url"))
+    else {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21205,
+            "To, From and Url are required",
+        );
+    };
+    let Some(webhook_path) = public_path(&inner.cfg, url) else {
+        return twilio_error(StatusCode::BAD_REQUEST, 21205, "Url is not the gateway's");
+    };
+    let call_sid = format!("CA{}", random_hex());
+    let mut cfg = inner.cfg.clone();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.from = from.to_owned();
+    cfg.to = to.to_owned();
+    cfg.direction = "outbound-api".to_owned();
+    cfg.webhook_path = webhook_path;
+    let status_path = request
+        .get("StatusCallback")
+        .and_then(|u| public_path(&inner.cfg, u));
+    let hangup = inner.stop.child_token();
+    inner
+        .hangups
+        .lock()
+        .await
+        .insert(call_sid.clone(), hangup.clone());
+    inner.calls.lock().await.insert(
+        call_sid.clone(),
+        FakeCall {
+            status: "queued".to_owned(),
+            ..Default::default()
+        },
+    );
+    tokio::spawn(run_call(inner.clone(), cfg, status_path, hangup));
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({
+            "sid": call_sid, "status": "queued", "to": to, "from": from,
+            "account_sid": account, "direction": "outbound-api",
+        })),
+    )
+        .into_response()
+}
+
+async fn update(
+    State(inner): State<Arc<Inner>>,
+    Path((account, call)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let Some(form) = parse_form(&body) else {
+        return twilio_error(StatusCode::BAD_REQUEST, 20001, "malformed form body");
+    };
+    let request = RestRequest {
+        path: format!("/2010-04-01/Accounts/{account}/Calls/{call}"),
+        form,
+    };
+    inner.requests.lock().await.push(request.clone());
+    if !authorized(&inner, &headers, &account) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let Some(call_sid) = call.strip_suffix(".json") else {
+        return twilio_error(StatusCode::NOT_FOUND, 20404, "not found");
+    };
+    let mut calls = inner.calls.lock().await;
+    let Some(state) = calls.get_mut(call_sid).filter(|c| c.status != "completed") else {
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
+    };
+    let mut end = request.get("Status") == Some("completed");
+    if let Some(twiml) = request.get("Twiml") {
+        state.twiml.push(twiml.to_owned());
+        match Instructions::parse(twiml) {
+            Ok(Instructions(verbs)) => {
+                // New TwiML replaces `<Connect>`: the stream ends either way.
+                end = true;
+                if let Some(to) = verbs.iter().find_map(|v| match v {
+                    Verb::Dial(n) => Some(n.clone()),
+                    _ => None,
+                }) {
+                    state.transferred_to = Some(to);
+                }
+            }
+            Err(e) => {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    21220,
+                    &format!("invalid TwiML: {e}"),
+                );
+            }
+        }
+    }
+    drop(calls);
+    if end && let Some(token) = inner.hangups.lock().await.get(call_sid) {
+        token.cancel();
+    }
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "sid": call_sid, "status": "in-progress" })),
+    )
+        .into_response()
+}
+
+/// The path (with query) of `url` under the gateway's public URL.
+fn public_path(cfg: &CallConfig, url: &str) -> Option<String> {
+    let rest = url.strip_prefix(cfg.public_base())?;
+    (rest.starts_with('/')).then(|| rest.to_owned())
+}
+
+/// Places the call and reports its progress, as Twilio does.
+async fn run_call(
+    inner: Arc<Inner>,
+    cfg: CallConfig,
+    status_path: Option<String>,
+    hangup: CancellationToken,
+) {
+    let call_sid = cfg.call_sid.clone().unwrap_or_default();
+    let callback = |status: &'static str, seq: u32, duration: Option<u32>| {
+        let (inner, cfg, status_path) = (inner.clone(), cfg.clone(), status_path.clone());
+        async move {
+            if let Some(path) = status_path {
+                send_status(&inner, &cfg, &path, status, seq, duration).await;
+            }
+        }
+    };
+    callback("initiated", 0, None).await;
+    callback("ringing", 1, None).await;
+    set_status(&inner, &call_sid, "in-progress").await;
+    callback("in-progress", 2, None).await;
+    let answered = Instant::now();
+    let result = crate::call::place_call_until(&cfg, &inner.script, &hangup).await;
+    let duration = u32::try_from(answered.elapsed().as_secs()).unwrap_or(u32::MAX);
+    {
+        let mut calls = inner.calls.lock().await;
+        let state = calls.entry(call_sid.clone()).or_default();
+        state.status = "completed".to_owned();
+        match result {
+            Ok(report) => state.report = Some(report),
+            Err(e) => state.error = Some(e.to_string()),
+        }
+    }
+    inner.hangups.lock().await.remove(&call_sid);
+    callback("completed", 3, Some(duration)).await;
+}
+
+async fn set_status(inner: &Inner, call_sid: &str, status: &str) {
+    if let Some(c) = inner.calls.lock().await.get_mut(call_sid) {
+        c.status = status.to_owned();
+    }
+}
+
+/// Posts one signed status callback to the gateway.
+async fn send_status(
+    inner: &Inner,
+    cfg: &CallConfig,
+    path: &str,
+    status: &str,
+    seq: u32,
+    duration: Option<u32>,
+) {
+    let form = CallForm {
+        call_sid: cfg.call_sid.clone().unwrap_or_default(),
+        account_sid: cfg.account_sid.clone(),
+        from: cfg.from.clone(),
+        to: cfg.to.clone(),
+        call_status: status.to_owned(),
+        direction: "outbound-api".to_owned(),
+        call_duration: duration,
+        sequence_number: Some(seq),
+    };
+    let pairs = form.to_pairs();
+    let validator = Validator::new(cfg.auth_token.clone(), cfg.public_base());
+    let sent = inner
+        .http
+        .post(format!("{}{path}", cfg.gateway_base()))
+        .header("X-Twilio-Signature", validator.sign(path, &pairs))
+        .form(&pairs)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::warn!(status = %r.status(), "status callback refused"),
+        Err(error) => tracing::warn!(%error, "status callback failed"),
+    }
+}

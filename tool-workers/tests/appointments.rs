@@ -1,0 +1,240 @@
+//! `check_availability` and `book_appointment` in the `tool-worker` binary against a real
+//! nats-server and Postgres: free slots, preferences, closed days, booking, `slot_taken`, and a
+//! redelivered booking answered once (by the results bucket and, behind it, by the database).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use switchboard_proto::{Message as _, ToolCall, ToolResult, tool_result};
+use switchboard_testkit::{NatsServer, Postgres, Service, free_port};
+use tool_workers::idempotency::{RESULTS_BUCKET, key};
+
+/// A Monday far enough ahead to be in the future (clinic hours 09:00-17:00, 30-minute slots).
+const MONDAY: &str = "2030-06-03";
+
+fn fresh_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("call_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn call_as(
+    client: &async_nats::Client,
+    tool: &str,
+    call_id: &str,
+    arguments: Value,
+) -> anyhow::Result<ToolResult> {
+    let request = ToolCall {
+        call_sid: "CA0456".into(),
+        call_id: call_id.into(),
+        name: tool.into(),
+        arguments: arguments.to_string(),
+        agent_id: "front-desk".into(),
+        caller: "+15550001234".into(),
+        timeout_ms: 5000,
+    };
+    let reply = client
+        .request(
+            format!("voice.tools.{tool}"),
+            request.encode_to_vec().into(),
+        )
+        .await?;
+    Ok(ToolResult::decode(reply.payload)?)
+}
+
+async fn call(
+    client: &async_nats::Client,
+    tool: &str,
+    arguments: Value,
+) -> anyhow::Result<ToolResult> {
+    call_as(client, tool, &fresh_id(), arguments).await
+}
+
+fn output(result: &ToolResult) -> anyhow::Result<Value> {
+    match &result.result {
+        Some(tool_result::Result::Output(text)) => Ok(serde_json::from_str(text)?),
+        other => anyhow::bail!("expected an output, got {other:?}"),
+    }
+}
+
+fn error_code(result: &ToolResult) -> Option<&str> {
+    match &result.result {
+        Some(tool_result::Result::Error(e)) => Some(e.code.as_str()),
+        _ => None,
+    }
+}
+
+fn times(availability: &Value) -> Vec<String> {
+    availability["slots"]
+        .as_array()
+        .map(|slots| {
+            slots
+                .iter()
+                .filter_map(|s| s["time"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("switchboard_tools").await?;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut worker = Service::spawn(
+        "tool-worker",
+        &[
+            ("LISTEN", listen.clone()),
+            ("DATABASE_URL", db),
+            ("NATS_URL", nats.url().to_owned()),
+        ],
+    )?;
+    worker.wait_ready(&listen).await?;
+    let client = async_nats::connect(nats.url()).await?;
+
+    // A whole free Monday: 16 half-hour slots, starts in RFC 3339 with the local offset (EDT).
+    let day = output(&call(&client, "check_availability", json!({"date": MONDAY})).await?)?;
+    assert_eq!(day["open"], true);
+    assert_eq!(day["timezone"], "America/New_York");
+    let all = times(&day);
+    assert_eq!(all.len(), 16, "{day}");
+    assert_eq!(all.first().map(String::as_str), Some("09:00"));
+    assert_eq!(all.last().map(String::as_str), Some("16:30"));
+    assert_eq!(day["slots"][0]["start"], "2030-06-03T09:00:00-04:00");
+
+    let mornings = output(
+        &call(
+            &client,
+            "check_availability",
+            json!({"date": MONDAY, "time_of_day": "morning"}),
+        )
+        .await?,
+    )?;
+    assert_eq!(
+        times(&mornings),
+        ["09:00", "09:30", "10:00", "10:30", "11:00", "11:30"]
+    );
+
+    let sunday =
+        output(&call(&client, "check_availability", json!({"date": "2030-06-02"})).await?)?;
+    assert_eq!(sunday["open"], false);
+    assert_eq!(times(&sunday), Vec::<String>::new());
+
+    let r = call(&client, "check_availability", json!({"date": "June 3rd"})).await?;
+    assert_eq!(error_code(&r), Some("invalid_arguments"));
+    let r = call(
+        &client,
+        "check_availability",
+        json!({"date": MONDAY, "time_of_day": "night"}),
+    )
+    .await?;
+    assert_eq!(error_code(&r), Some("invalid_arguments"));
+
+    // Book 10:00 by date and time.
+    let booking_id = fresh_id();
+    let first = call_as(
+        &client,
+        "book_appointment",
+        &booking_id,
+        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+    )
+    .await?;
+    let booked = output(&first)?;
+    assert_eq!(first.outcome, "booked");
+    assert_eq!(booked["booked"], true);
+    assert_eq!(booked["start"], "2030-06-03T10:00:00-04:00");
+    assert_eq!(booked["time"], "10:00");
+    assert_eq!(booked["phone"], "+15550001234");
+    assert_eq!(booked["name"], "Maria Garcia");
+
+    // The slot is gone from the list.
+    let day = output(&call(&client, "check_availability", json!({"date": MONDAY})).await?)?;
+    assert_eq!(times(&day).len(), 15);
+    assert!(!times(&day).contains(&"10:00".to_owned()));
+
+    // Someone else, by the RFC 3339 start: refused with a clear code.
+    let r = call(
+        &client,
+        "book_appointment",
+        json!({"phone": "+15550005678", "start": "2030-06-03T10:00:00-04:00"}),
+    )
+    .await?;
+    assert_eq!(error_code(&r), Some("slot_taken"), "{r:?}");
+    // The same instant in UTC is the same slot.
+    let r = call(
+        &client,
+        "book_appointment",
+        json!({"phone": "+15550005678", "start": "2030-06-03T14:00:00Z"}),
+    )
+    .await?;
+    assert_eq!(error_code(&r), Some("slot_taken"));
+
+    // The same invocation again: the stored result.
+    let again = call_as(
+        &client,
+        "book_appointment",
+        &booking_id,
+        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+    )
+    .await?;
+    assert_eq!(again, first);
+    // Even without the stored result (expired), the database recognises the invocation.
+    let js = async_nats::jetstream::new(client.clone());
+    let results = js.get_key_value(RESULTS_BUCKET).await?;
+    let result_key = key("book_appointment", "CA0456", &booking_id).expect("a key");
+    results.purge(&result_key).await?;
+    let once_more = call_as(
+        &client,
+        "book_appointment",
+        &booking_id,
+        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+    )
+    .await?;
+    assert_eq!(output(&once_more)?, booked);
+    let day = output(&call(&client, "check_availability", json!({"date": MONDAY})).await?)?;
+    assert_eq!(times(&day).len(), 15, "booked twice");
+
+    // Two callers racing for one slot: exactly one wins.
+    let (a, b) = tokio::join!(
+        call(
+            &client,
+            "book_appointment",
+            json!({"phone": "+15550005678", "date": MONDAY, "time": "11:00"})
+        ),
+        call(
+            &client,
+            "book_appointment",
+            json!({"phone": "+15550009876", "date": MONDAY, "time": "11:00"})
+        ),
+    );
+    let mut codes = [
+        error_code(&a?).unwrap_or("booked").to_owned(),
+        error_code(&b?).unwrap_or("booked").to_owned(),
+    ];
+    codes.sort();
+    assert_eq!(codes, ["booked", "slot_taken"]);
+
+    // Not a slot: closed day, misaligned, after hours, in the past; missing slot arguments.
+    for args in [
+        json!({"phone": "+15550005678", "date": "2030-06-02", "time": "10:00"}),
+        json!({"phone": "+15550005678", "date": MONDAY, "time": "10:15"}),
+        json!({"phone": "+15550005678", "date": MONDAY, "time": "17:00"}),
+        json!({"phone": "+15550005678", "date": "2020-06-01", "time": "10:00"}),
+    ] {
+        let r = call(&client, "book_appointment", args.clone()).await?;
+        assert_eq!(error_code(&r), Some("no_such_slot"), "{args}");
+    }
+    for args in [
+        json!({"phone": "+15550005678", "date": MONDAY}),
+        json!({"phone": "+15550005678", "start": "Monday at ten"}),
+        json!({"phone": "nope", "date": MONDAY, "time": "11:00"}),
+        json!({"date": MONDAY, "time": "11:00"}),
+    ] {
+        let r = call(&client, "book_appointment", args.clone()).await?;
+        assert_eq!(error_code(&r), Some("invalid_arguments"), "{args}");
+    }
+
+    let status = worker.terminate(std::time::Duration::from_secs(10)).await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
