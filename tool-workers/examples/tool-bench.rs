@@ -7,7 +7,7 @@
 //! results bucket. Prints p50/p90/p99/max in microseconds.
 //!
 //! Without `--nats-url` it starts its own nats-server (the testkit's). See
-//! docs/benchmarks/tools.md for the method.
+//! docs/benchmarks.md for the method.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
