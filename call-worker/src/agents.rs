@@ -31,13 +31,16 @@ pub const END_CALL: &str = "end_call";
 pub const SET_OUTCOME: &str = "set_outcome";
 /// See [`END_CALL`].
 pub const TRANSFER_CALL: &str = "transfer_call";
+/// Hands the call over to another agent of the file (one named in `handoff_to`): same call, same
+/// Realtime session, the other agent's instructions and tools from then on. See [`END_CALL`].
+pub const HANDOFF: &str = "handoff";
 /// How long a business tool may run before the agent says a filler line, unless the agent sets
 /// `filler_after_ms`.
 pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
 /// The largest `filler_after_ms` accepted.
 const MAX_FILLER_AFTER_MS: u32 = 60_000;
 /// Every built-in tool name.
-pub const BUILTIN_TOOLS: [&str; 3] = [END_CALL, SET_OUTCOME, TRANSFER_CALL];
+pub const BUILTIN_TOOLS: [&str; 4] = [END_CALL, SET_OUTCOME, TRANSFER_CALL, HANDOFF];
 
 /// A mistake in the agents file.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,9 @@ pub struct Agent {
     pub tools: Vec<String>,
     /// Where `transfer_call` sends the caller.
     pub transfer_to: Option<String>,
+    /// The agents (ids of this file) that `handoff` may hand the call to; non-empty exactly when
+    /// `handoff` is in `tools`.
+    pub handoff_to: Vec<String>,
     /// The call is ended politely after this long.
     pub max_call: Option<Duration>,
     /// The caller is prompted, then the call ended, after this long without caller speech.
@@ -155,6 +161,7 @@ impl Agent {
             greeting: None,
             tools: Vec::new(),
             transfer_to: None,
+            handoff_to: Vec::new(),
             max_call: None,
             idle_timeout: None,
             turn_detection: TurnDetectionConfig::default(),
@@ -185,6 +192,8 @@ struct RawAgent {
     #[serde(default)]
     tools: Vec<String>,
     transfer_to: Option<String>,
+    #[serde(default)]
+    handoff_to: Vec<String>,
     max_call_seconds: Option<u32>,
     idle_timeout_seconds: Option<u32>,
     turn_detection: Option<RawTurnDetection>,
@@ -288,6 +297,21 @@ impl Agents {
                 agents.by_number.insert(number.clone(), at);
             }
             agents.agents.push(Arc::new(agent));
+        }
+        // Handoff targets may come later in the file, so they are checked once all are known.
+        for (index, agent) in agents.agents.iter().enumerate() {
+            if let Some(unknown) = agent
+                .handoff_to
+                .iter()
+                .find(|t| !agents.by_id.contains_key(t.as_str()))
+            {
+                return Err(AgentsError::Agent {
+                    file: file_name.clone(),
+                    agent: agent_label(index, Some(&agent.id)),
+                    field: "handoff_to".into(),
+                    message: format!("unknown agent `{unknown}` (no `[[agent]]` has this id)"),
+                });
+            }
         }
         Ok(agents)
     }
@@ -456,6 +480,36 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         ));
     }
 
+    // `handoff_to` ids are checked against the whole file in `Agents::parse`.
+    let lists_handoff = raw.tools.iter().any(|t| t == HANDOFF);
+    if lists_handoff && raw.handoff_to.is_empty() {
+        return Err(err(
+            "handoff_to",
+            "missing: `handoff` is in `tools`, so `handoff_to` must name the agents it may hand \
+             the call to"
+                .into(),
+        ));
+    }
+    if !lists_handoff && !raw.handoff_to.is_empty() {
+        return Err(err(
+            "handoff_to",
+            "`handoff_to` is set but `handoff` is not in `tools` (add it, or remove `handoff_to`)"
+                .into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for target in &raw.handoff_to {
+        if *target == raw.id {
+            return Err(err(
+                "handoff_to",
+                format!("`{target}` is this agent itself"),
+            ));
+        }
+        if !seen.insert(target.as_str()) {
+            return Err(err("handoff_to", format!("`{target}` is listed twice")));
+        }
+    }
+
     let seconds = |field: &str, v: Option<u32>| match v {
         Some(0) => Err(err(
             field,
@@ -493,6 +547,7 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         greeting: raw.greeting,
         tools: raw.tools,
         transfer_to: raw.transfer_to,
+        handoff_to: raw.handoff_to,
         max_call,
         idle_timeout,
         turn_detection,
@@ -816,6 +871,53 @@ eagerness = "high"
             "[[agent]]\nid='a'\ninstructions='x'\ntools=['transfer_call']",
             "agent \"a\"",
             "transfer_to",
+        );
+    }
+
+    #[test]
+    fn handoff_targets() {
+        let agents = parse(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['billing']\n\
+             [[agent]]\nid='billing'\ninstructions='y'",
+        )
+        .unwrap();
+        assert_eq!(agents.by_id("desk").unwrap().handoff_to, vec!["billing"]);
+        assert!(agents.by_id("billing").unwrap().handoff_to.is_empty());
+    }
+
+    #[test]
+    fn handoff_validation_names_file_agent_and_field() {
+        let msg = fails(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['biling']\n\
+             [[agent]]\nid='billing'\ninstructions='y'",
+            "agent \"desk\" (#1)",
+            "handoff_to",
+        );
+        assert!(msg.contains("unknown agent `biling`"), "{msg}");
+        let msg = fails(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']",
+            "agent \"desk\"",
+            "handoff_to",
+        );
+        assert!(msg.contains("missing"), "{msg}");
+        let msg = fails(
+            "[[agent]]\nid='desk'\ninstructions='x'\nhandoff_to=['billing']\n\
+             [[agent]]\nid='billing'\ninstructions='y'",
+            "agent \"desk\"",
+            "handoff_to",
+        );
+        assert!(msg.contains("`handoff` is not in `tools`"), "{msg}");
+        let msg = fails(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['desk']",
+            "agent \"desk\"",
+            "handoff_to",
+        );
+        assert!(msg.contains("itself"), "{msg}");
+        fails(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['b','b']\n\
+             [[agent]]\nid='b'\ninstructions='y'",
+            "agent \"desk\"",
+            "handoff_to",
         );
     }
 

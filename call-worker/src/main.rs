@@ -7,7 +7,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = call_worker::Config::parse();
-    switchboard_service::telemetry::init_logging("call-worker");
-    call_worker::run(config, switchboard_service::shutdown::signal()).await?;
+    // Kept until the worker has drained, so the spans of the last calls are exported.
+    let telemetry = switchboard_service::telemetry::init_logging("call-worker");
+    let result = call_worker::run(config, switchboard_service::shutdown::signal()).await;
+    if let Err(error) = telemetry.shutdown() {
+        eprintln!("call-worker: {error}");
+    }
+    result?;
     Ok(())
 }

@@ -138,6 +138,7 @@ impl Offers {
         while let Ok(sid) = self.ended_rx.try_recv() {
             self.active.remove(&sid);
         }
+        let headers = msg.headers;
         let offer = match CallOffer::decode(msg.payload) {
             Ok(offer) => offer,
             Err(e) => {
@@ -174,10 +175,14 @@ impl Offers {
                     Arc::clone(&self.ctx),
                     offer,
                     Arc::clone(&agent),
-                    permit,
-                    self.calls.child_token(),
                     &self.tracker,
-                    self.ended_tx.clone(),
+                    call::CallSpawn {
+                        agents: self.agents.clone(),
+                        headers: headers.as_ref(),
+                        permit,
+                        cancel: self.calls.child_token(),
+                        ended: self.ended_tx.clone(),
+                    },
                 )
                 .await;
                 match spawned {

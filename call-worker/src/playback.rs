@@ -7,16 +7,18 @@
 //! into "heard bytes" and a barge-in into an exact `conversation.item.truncate`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// mu-law at 8 kHz: 8 bytes per millisecond.
 pub const BYTES_PER_MS: u64 = 8;
 
-/// A mark sent but not yet echoed.
+/// A mark sent but not yet echoed. One is made per 100 ms of assistant audio, so it allocates
+/// nothing: its name is its number, and the ids are shared with the marks before it.
 #[derive(Debug, Clone)]
 struct PendingMark {
-    name: String,
-    item_id: String,
-    response_id: String,
+    number: u64,
+    item_id: Arc<str>,
+    response_id: Arc<str>,
     /// Bytes of the item sent up to and including the chunk this mark follows.
     end_bytes: u64,
 }
@@ -64,6 +66,16 @@ pub struct Playback {
     next_mark: u64,
     pending: VecDeque<PendingMark>,
     items: HashMap<String, ItemAudio>,
+    /// The ids of the last audio sent (item, response), shared by its marks.
+    last_ids: Option<(Arc<str>, Arc<str>)>,
+}
+
+/// The number of a mark name we made (`1`, `2`, ...: decimal, no sign, no leading zero).
+fn mark_number(name: &str) -> Option<u64> {
+    let canonical = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name.len() == 1 || !name.starts_with('0'));
+    canonical.then(|| name.parse().ok()).flatten()
 }
 
 impl Playback {
@@ -76,33 +88,51 @@ impl Playback {
     /// right after them (unique within the call).
     pub fn sent(&mut self, item_id: &str, response_id: &str, len: usize) -> String {
         self.next_mark += 1;
-        let name = self.next_mark.to_string();
-        let item = self
-            .items
-            .entry(item_id.to_owned())
-            .or_insert_with(|| ItemAudio {
-                response_id: response_id.to_owned(),
-                ..Default::default()
-            });
-        item.sent_bytes += len as u64;
+        if !self.items.contains_key(item_id) {
+            self.items.insert(
+                item_id.to_owned(),
+                ItemAudio {
+                    response_id: response_id.to_owned(),
+                    ..Default::default()
+                },
+            );
+        }
+        let end_bytes = match self.items.get_mut(item_id) {
+            Some(item) => {
+                item.sent_bytes += len as u64;
+                item.sent_bytes
+            }
+            None => len as u64,
+        };
+        let (item, response) = match &self.last_ids {
+            Some((i, r)) if **i == *item_id && **r == *response_id => (i.clone(), r.clone()),
+            _ => {
+                let ids: (Arc<str>, Arc<str>) = (item_id.into(), response_id.into());
+                self.last_ids = Some(ids.clone());
+                ids
+            }
+        };
         self.pending.push_back(PendingMark {
-            name: name.clone(),
-            item_id: item_id.to_owned(),
-            response_id: response_id.to_owned(),
-            end_bytes: item.sent_bytes,
+            number: self.next_mark,
+            item_id: item,
+            response_id: response,
+            end_bytes,
         });
-        name
+        self.next_mark.to_string()
     }
 
     /// Handles a mark echo. Twilio plays in order, so the echo also settles every earlier mark.
     /// Returns false for a mark we do not wait for (e.g. echoed after a `clear`), which is
     /// ignored.
     pub fn echoed(&mut self, name: &str) -> bool {
-        let Some(pos) = self.pending.iter().position(|m| m.name == name) else {
+        let Some(number) = mark_number(name) else {
+            return false;
+        };
+        let Some(pos) = self.pending.iter().position(|m| m.number == number) else {
             return false;
         };
         for mark in self.pending.drain(..=pos) {
-            if let Some(item) = self.items.get_mut(&mark.item_id) {
+            if let Some(item) = self.items.get_mut(&*mark.item_id) {
                 item.heard_bytes = item.heard_bytes.max(mark.end_bytes);
             }
         }
@@ -116,12 +146,12 @@ impl Playback {
 
     /// Whether audio of `item_id` is queued or playing.
     pub fn item_pending(&self, item_id: &str) -> bool {
-        self.pending.iter().any(|m| m.item_id == item_id)
+        self.pending.iter().any(|m| *m.item_id == *item_id)
     }
 
     /// Whether audio of `response_id` is queued or playing.
     pub fn response_pending(&self, response_id: &str) -> bool {
-        self.pending.iter().any(|m| m.response_id == response_id)
+        self.pending.iter().any(|m| *m.response_id == *response_id)
     }
 
     /// The audio figures of an item (`None` if none of its audio was sent).
@@ -138,12 +168,15 @@ impl Playback {
     /// to truncate and drops the pending marks (the gateway is told to `clear`). `None` when
     /// nothing is pending, so no spurious truncate is ever sent.
     pub fn interrupt(&mut self) -> Option<Interruption> {
-        let playing = self.pending.front()?.item_id.clone();
+        let playing = self.pending.front()?.item_id.to_string();
         let mut items: Vec<(String, u32)> = Vec::new();
         for mark in self.pending.drain(..) {
-            if !items.iter().any(|(id, _)| *id == mark.item_id) {
-                let heard = self.items.get(&mark.item_id).map_or(0, ItemAudio::heard_ms);
-                items.push((mark.item_id, heard));
+            if !items.iter().any(|(id, _)| **id == *mark.item_id) {
+                let heard = self
+                    .items
+                    .get(&*mark.item_id)
+                    .map_or(0, ItemAudio::heard_ms);
+                items.push((mark.item_id.to_string(), heard));
             }
         }
         let truncate = self.items.get(&playing).and_then(|a| {
@@ -188,6 +221,10 @@ mod tests {
         let mut p = Playback::new();
         p.sent("i1", "r1", 800);
         assert!(!p.echoed("nope"));
+        // Only the exact names we made count.
+        for name in ["", "01", "+1", "1 ", "2"] {
+            assert!(!p.echoed(name), "{name:?}");
+        }
         assert!(p.has_pending());
     }
 

@@ -12,17 +12,28 @@
 //!   because stale audio is worthless and must never pile up without bound.
 //!
 //! Control events are written before audio when both are waiting, so `session.update` (which sets
-//! the audio format) always precedes the first append.
+//! the audio format) always precedes the first append. Everything already queued is written in
+//! one go and flushed once: when the writer is behind, many frames cost one `send()`.
+//!
+//! The media path skips the generic JSON machinery where it costs most: an append is written by
+//! hand straight into one buffer ([`append_json`], identical to the serde output), and
+//! `response.output_audio.delta` is recognised with a borrowed probe and its audio decoded in the
+//! reader task ([`parse_server_event`]); every other event goes through [`ServerEvent::parse`].
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use base64::Engine as _;
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use switchboard_realtime::{ClientEvent, ServerEvent};
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument as _;
 
 /// Caller audio held while the socket is slow: 250 Twilio frames of 20 ms = 5 s.
 pub const AUDIO_QUEUE_FRAMES: usize = 250;
@@ -32,6 +43,9 @@ const EVENT_QUEUE: usize = 256;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long opening the socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many queued messages are written before one flush, so a long backlog still
+/// reaches the socket in pieces (a batch of appends is about 300 bytes each).
+const MAX_BATCH: usize = 64;
 
 /// Where and how to reach the Realtime API.
 #[derive(Debug, Clone)]
@@ -61,6 +75,15 @@ impl RealtimeSettings {
 pub enum RealtimeEvent {
     /// A server event.
     Server(Box<ServerEvent>),
+    /// `response.output_audio.delta` (the bulk of the traffic), its audio already decoded.
+    AudioDelta {
+        /// The response producing the audio.
+        response_id: String,
+        /// The assistant item the audio belongs to.
+        item_id: String,
+        /// The decoded audio (mu-law).
+        audio: Bytes,
+    },
     /// The socket is gone (or never opened). Always the last event.
     Closed {
         /// The WebSocket close code, when the server sent one (1001 on session expiry, 4000
@@ -98,12 +121,10 @@ impl RealtimeSender {
         let _ = self.control.send(Control::Text(event.to_json().into()));
     }
 
-    /// Queues caller audio, already base64-encoded; the oldest queued audio is dropped when the
-    /// queue is full.
-    pub fn append_audio(&self, audio_b64: String) {
-        let _ = self
-            .audio
-            .send(ClientEvent::append(audio_b64).to_json().into());
+    /// Queues caller audio (raw mu-law, sent base64-encoded in an `input_audio_buffer.append`);
+    /// the oldest queued audio is dropped when the queue is full.
+    pub fn append_audio(&self, audio: &[u8]) {
+        let _ = self.audio.send(append_json(audio).into());
     }
 
     /// Closes the socket (normal closure) after the queued control events.
@@ -112,7 +133,67 @@ impl RealtimeSender {
     }
 }
 
-/// Opens the Realtime socket of `call_sid` in the background.
+/// What precedes the base64 audio in an `input_audio_buffer.append` (the serde field order).
+const APPEND_HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+/// What follows it.
+const APPEND_TAIL: &str = r#""}"#;
+
+/// The JSON of `ClientEvent::append(base64(audio))`, byte for byte, built in one buffer of the
+/// exact size with the base64 written straight into it (50 of these per second per call).
+/// Base64 needs no JSON escaping, so the text is the serde text.
+pub fn append_json(audio: &[u8]) -> String {
+    let b64_len = base64::encoded_len(audio.len(), true).unwrap_or(0);
+    let mut json = String::with_capacity(APPEND_HEAD.len() + b64_len + APPEND_TAIL.len());
+    json.push_str(APPEND_HEAD);
+    base64::engine::general_purpose::STANDARD.encode_string(audio, &mut json);
+    json.push_str(APPEND_TAIL);
+    json
+}
+
+/// Just enough of a server event to recognise an audio delta without copying its audio: the
+/// same fields, types and defaults as [`ServerEvent::OutputAudioDelta`], so whatever this accepts
+/// the full parser accepts too (and vice versa for audio deltas).
+#[derive(serde::Deserialize)]
+struct AudioDeltaProbe<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(rename = "event_id", default, borrow)]
+    _event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    response_id: Cow<'a, str>,
+    #[serde(borrow)]
+    item_id: Cow<'a, str>,
+    #[serde(rename = "output_index", default)]
+    _output_index: u32,
+    #[serde(rename = "content_index", default)]
+    _content_index: u32,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+}
+
+/// Parses a server event. `response.output_audio.delta` (and its beta spelling) takes a fast
+/// path: one borrowed pass, the audio decoded straight from the text; anything else (or a delta
+/// whose audio is not valid base64, which the call counts and drops) is
+/// [`ServerEvent::parse`]d.
+pub fn parse_server_event(text: &str) -> Result<RealtimeEvent, serde_json::Error> {
+    if let Ok(probe) = serde_json::from_str::<AudioDeltaProbe<'_>>(text)
+        && matches!(
+            probe.kind.as_ref(),
+            "response.output_audio.delta" | "response.audio.delta"
+        )
+        && let Ok(audio) = base64::engine::general_purpose::STANDARD.decode(probe.delta.as_bytes())
+    {
+        return Ok(RealtimeEvent::AudioDelta {
+            response_id: probe.response_id.into_owned(),
+            item_id: probe.item_id.into_owned(),
+            audio: Bytes::from(audio),
+        });
+    }
+    ServerEvent::parse(text).map(|ev| RealtimeEvent::Server(Box::new(ev)))
+}
+
+/// Opens the Realtime socket of `call_sid` in the background. The opening (until the socket is
+/// up or has failed) is traced as `realtime.connect`, a child of the current span (the call's).
 pub fn connect(
     settings: &RealtimeSettings,
     call_sid: &str,
@@ -122,8 +203,9 @@ pub fn connect(
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let settings = settings.clone();
     let call_sid = call_sid.to_owned();
+    let span = tracing::info_span!("realtime.connect", call_sid = %call_sid);
     tokio::spawn(async move {
-        let closed = run(&settings, &call_sid, control_rx, audio_rx, &events_tx).await;
+        let closed = run(&settings, &call_sid, control_rx, audio_rx, &events_tx, span).await;
         if let Some((code, reason)) = closed {
             tracing::info!(%call_sid, ?code, %reason, "realtime socket closed");
             let _ = events_tx.send(RealtimeEvent::Closed { code, reason }).await;
@@ -145,6 +227,7 @@ async fn run(
     control: mpsc::UnboundedReceiver<Control>,
     audio: broadcast::Receiver<Utf8Bytes>,
     events: &mpsc::Sender<RealtimeEvent>,
+    span: tracing::Span,
 ) -> Option<(Option<u16>, String)> {
     let endpoint = settings.endpoint();
     let mut request = match endpoint.as_str().into_client_request() {
@@ -160,8 +243,16 @@ async fn run(
         }
     }
     let started = tokio::time::Instant::now();
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+    // tungstenite zero-fills its whole read buffer before every read (128 KiB by default): per
+    // call that was 128 KiB of resident memory and a 128 KiB memset per server event. Server
+    // events are a few KiB; larger ones still grow the buffer as needed.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .instrument(span)
+        .await;
+    let ws = match connected {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => return Some((None, format!("connecting to {endpoint}: {e}"))),
         Err(_) => return Some((None, format!("connecting to {endpoint}: timed out"))),
@@ -186,6 +277,16 @@ async fn run(
     }
 }
 
+/// What the writer does next.
+enum Next {
+    Send(Message),
+    Close,
+    /// Nothing to write (dropped audio, or the audio queue just closed).
+    Skip,
+    /// Nothing is queued right now.
+    Idle,
+}
+
 async fn write_loop<S>(
     mut sink: S,
     mut control: mpsc::UnboundedReceiver<Control>,
@@ -197,11 +298,22 @@ where
 {
     let mut audio_open = true;
     loop {
-        let message = tokio::select! {
+        let mut next = tokio::select! {
             biased;
-            c = control.recv() => match c {
-                Some(Control::Text(text)) => Message::Text(text),
-                Some(Control::Close) | None => {
+            c = control.recv() => control_next(c),
+            a = audio.recv(), if audio_open => audio_next(a, &mut audio_open, call_sid),
+        };
+        let mut batched = 0;
+        loop {
+            match next {
+                Next::Send(message) => {
+                    sink.feed(message)
+                        .await
+                        .map_err(|e| format!("writing to the realtime socket: {e}"))?;
+                    batched += 1;
+                }
+                Next::Close => {
+                    // `send` flushes whatever was fed before the close frame.
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
                             code: CloseCode::Normal,
@@ -210,23 +322,64 @@ where
                         .await;
                     return Ok(());
                 }
-            },
-            a = audio.recv(), if audio_open => match a {
-                Ok(text) => Message::Text(text),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    metrics::counter!("worker_audio_dropped_total").increment(n);
-                    tracing::debug!(%call_sid, dropped = n, "realtime socket slow: dropped oldest caller audio");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    audio_open = false;
-                    continue;
-                }
-            },
-        };
-        sink.send(message)
-            .await
-            .map_err(|e| format!("writing to the realtime socket: {e}"))?;
+                Next::Skip => {}
+                Next::Idle => break,
+            }
+            if batched >= MAX_BATCH {
+                break;
+            }
+            // Whatever is already queued goes out with this flush, control events first.
+            next = match control.try_recv() {
+                Ok(c) => control_next(Some(c)),
+                Err(mpsc::error::TryRecvError::Disconnected) => control_next(None),
+                Err(mpsc::error::TryRecvError::Empty) if audio_open => match audio.try_recv() {
+                    Ok(text) => Next::Send(Message::Text(text)),
+                    Err(TryRecvError::Empty) => Next::Idle,
+                    Err(TryRecvError::Lagged(n)) => audio_next(
+                        Err(broadcast::error::RecvError::Lagged(n)),
+                        &mut audio_open,
+                        call_sid,
+                    ),
+                    Err(TryRecvError::Closed) => audio_next(
+                        Err(broadcast::error::RecvError::Closed),
+                        &mut audio_open,
+                        call_sid,
+                    ),
+                },
+                Err(mpsc::error::TryRecvError::Empty) => Next::Idle,
+            };
+        }
+        if batched > 0 {
+            sink.flush()
+                .await
+                .map_err(|e| format!("writing to the realtime socket: {e}"))?;
+        }
+    }
+}
+
+fn control_next(c: Option<Control>) -> Next {
+    match c {
+        Some(Control::Text(text)) => Next::Send(Message::Text(text)),
+        Some(Control::Close) | None => Next::Close,
+    }
+}
+
+fn audio_next(
+    a: Result<Utf8Bytes, broadcast::error::RecvError>,
+    audio_open: &mut bool,
+    call_sid: &str,
+) -> Next {
+    match a {
+        Ok(text) => Next::Send(Message::Text(text)),
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            metrics::counter!("worker_audio_dropped_total").increment(n);
+            tracing::debug!(%call_sid, dropped = n, "realtime socket slow: dropped oldest caller audio");
+            Next::Skip
+        }
+        Err(broadcast::error::RecvError::Closed) => {
+            *audio_open = false;
+            Next::Skip
+        }
     }
 }
 
@@ -241,13 +394,9 @@ where
     let mut close: Option<(Option<u16>, String)> = None;
     while let Some(message) = stream.next().await {
         match message {
-            Ok(Message::Text(text)) => match ServerEvent::parse(&text) {
+            Ok(Message::Text(text)) => match parse_server_event(&text) {
                 Ok(event) => {
-                    if events
-                        .send(RealtimeEvent::Server(Box::new(event)))
-                        .await
-                        .is_err()
-                    {
+                    if events.send(event).await.is_err() {
                         // The call is over; nobody listens any more.
                         return None;
                     }
@@ -294,6 +443,88 @@ mod tests {
             "ws://h/v1/realtime?x=1&model=gpt-realtime"
         );
         assert_eq!(s("ws://h/?model=m").endpoint(), "ws://h/?model=m");
+    }
+
+    #[test]
+    fn append_json_is_the_serde_json() {
+        let payloads: [&[u8]; 6] = [
+            &[],
+            &[0xff],
+            &[0xff, 0x00],
+            &[0xff, 0x00, 0x7f],
+            &[0xfb, 0xff, 0xbf, 0x3e, 0x00],
+            &[0x7f; 160],
+        ];
+        for audio in payloads {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(audio);
+            let serde = ClientEvent::append(b64).to_json();
+            assert_eq!(append_json(audio), serde);
+            assert_eq!(append_json(audio).capacity(), serde.len(), "sized exactly");
+        }
+    }
+
+    /// What the full parser makes of `text`, in the fast path's terms.
+    fn slow(text: &str) -> Option<RealtimeEvent> {
+        let ev = ServerEvent::parse(text).ok()?;
+        if let ServerEvent::OutputAudioDelta {
+            response_id,
+            item_id,
+            delta,
+            ..
+        } = &ev
+            && let Ok(audio) = base64::engine::general_purpose::STANDARD.decode(delta)
+        {
+            return Some(RealtimeEvent::AudioDelta {
+                response_id: response_id.clone(),
+                item_id: item_id.clone(),
+                audio: Bytes::from(audio),
+            });
+        }
+        Some(RealtimeEvent::Server(Box::new(ev)))
+    }
+
+    #[test]
+    fn the_audio_delta_fast_path_agrees_with_the_full_parser() {
+        let delta = |b64: &str| {
+            format!(
+                r#"{{"type":"response.output_audio.delta","event_id":"e1","response_id":"r1","item_id":"i1","output_index":0,"content_index":0,"delta":"{b64}"}}"#
+            )
+        };
+        let b64_800 = base64::engine::general_purpose::STANDARD.encode([0x55u8; 800]);
+        let cases = [
+            delta("/wB/"),
+            delta(""),
+            delta(&b64_800),
+            // Escaped slashes are valid JSON: the probe must not need borrowed strings.
+            delta(r"\/wB\/"),
+            // The beta spelling, other field order, defaults left out, unknown fields.
+            r#"{"delta":"/w==","item_id":"i2","response_id":"r2","type":"response.audio.delta","x":[1,{"y":2}]}"#.into(),
+            // Not base64: the call must see it (and count it), so the full parser takes it.
+            delta("not base64!"),
+            // Broken deltas are the full parser's to reject.
+            r#"{"type":"response.output_audio.delta","response_id":"r1","delta":"/w=="}"#.into(),
+            r#"{"type":"response.output_audio.delta","event_id":null,"response_id":"r1","item_id":"i1","delta":"/w=="}"#.into(),
+            // Everything else.
+            r#"{"type":"response.output_audio_transcript.delta","event_id":"e","response_id":"r1","item_id":"i1","output_index":0,"content_index":0,"delta":"Hi"}"#.into(),
+            r#"{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}"#.into(),
+            r#"{"type":"something.new","delta":"/w=="}"#.into(),
+            "not json".into(),
+        ];
+        for text in &cases {
+            assert_eq!(parse_server_event(text).ok(), slow(text), "{text}");
+        }
+        assert_eq!(
+            parse_server_event(&delta(r"\/wB\/")).unwrap(),
+            RealtimeEvent::AudioDelta {
+                response_id: "r1".into(),
+                item_id: "i1".into(),
+                audio: Bytes::from_static(&[0xff, 0x00, 0x7f]),
+            }
+        );
+        assert!(matches!(
+            parse_server_event(&delta("not base64!")).unwrap(),
+            RealtimeEvent::Server(_)
+        ));
     }
 
     #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
@@ -385,7 +616,7 @@ mod tests {
         };
         let (tx, mut rx) = connect(&settings, "CA1");
         // Queued before the socket is open: the control event must still be written first.
-        tx.append_audio("AAAA".into());
+        tx.append_audio(&[0, 0, 0]);
         tx.send(&ClientEvent::response_create());
         let first = got.recv().await.unwrap();
         assert!(first.contains("response.create"), "{first}");
@@ -400,6 +631,27 @@ mod tests {
         // Closing ourselves reports nothing more.
         tx.close();
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_written_whole_and_in_order() {
+        let (url, _req, mut got) = fake_server(vec![], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let (tx, _rx) = connect(&settings, "CA1");
+        // More than one batch, queued before the socket opens.
+        let frames = u8::try_from(MAX_BATCH * 2 + 5).unwrap();
+        for i in 0..frames {
+            tx.append_audio(&[i]);
+        }
+        tx.send(&ClientEvent::response_create());
+        assert!(got.recv().await.unwrap().contains("response.create"));
+        for i in 0..frames {
+            assert_eq!(got.recv().await.unwrap(), append_json(&[i]));
+        }
     }
 
     #[tokio::test]

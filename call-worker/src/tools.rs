@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, kv};
 use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
 use switchboard_realtime::session::FunctionTool;
 
-use crate::agents::{Agent, BUILTIN_TOOLS, END_CALL, SET_OUTCOME, TRANSFER_CALL};
+use crate::agents::{Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 
 /// How long reading one ToolSpec from KV may take at call start.
 const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,9 +97,28 @@ pub fn is_builtin(name: &str) -> bool {
     BUILTIN_TOOLS.contains(&name)
 }
 
-/// The fixed declaration of a built-in tool.
-pub fn builtin_function(name: &str) -> Option<FunctionTool> {
+/// The declaration of a built-in tool for `agent`: fixed schemas, except `handoff`, whose `agent`
+/// parameter is an enum of the agent's `handoff_to` ids (so the model cannot name any other).
+pub fn builtin_function(name: &str, agent: &Agent) -> Option<FunctionTool> {
     let (description, parameters) = match name {
+        HANDOFF => (
+            "Hand the call over to another agent who is better placed to help, for example \
+             when the caller asks about something outside your role. The other agent takes \
+             over the conversation at once and speaks next; do not say goodbye.",
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "agent": {
+                        "type": "string",
+                        "enum": agent.handoff_to,
+                        "description": "The agent to hand the call to."
+                    },
+                    "reason": {"type": "string", "description": "Why, in a few words, for the next agent."}
+                },
+                "required": ["agent"],
+                "additionalProperties": false
+            }),
+        ),
         END_CALL => (
             "Hang up the phone call. Use it when the conversation is finished or the caller asks \
              to end the call. After calling it, say a short goodbye; the call ends once it has \
@@ -170,7 +189,7 @@ pub async fn open_registry(js: &jetstream::Context) -> Result<kv::Store, String>
 /// broken registrations are logged and left out.
 pub async fn load(registry: Option<&kv::Store>, agent: &Agent, call_sid: &str) -> SessionTools {
     let lookups = agent.tools.iter().map(|name| async move {
-        if let Some(f) = builtin_function(name) {
+        if let Some(f) = builtin_function(name, agent) {
             return Some((f, None));
         }
         let spec = read_spec(registry, name, &agent.id, call_sid).await?;
@@ -252,14 +271,17 @@ pub fn function_from_spec(name: &str, spec: &ToolSpec) -> Result<FunctionTool, S
 }
 
 /// Calls a business tool and waits for its answer (in the task that runs the invocation).
+/// `headers` go with the request (the `tool` span's trace context).
 pub async fn call_business_tool(
     client: &async_nats::Client,
     subject: String,
     call: &ToolCall,
     timeout: Duration,
+    headers: async_nats::HeaderMap,
 ) -> (ToolReply, Option<String>) {
     let request = async_nats::Request::new()
         .payload(call.encode_to_vec().into())
+        .headers(headers)
         .timeout(Some(timeout));
     match client.send_request(subject, request).await {
         Ok(msg) => decode_reply(&call.name, &msg.payload),
@@ -338,17 +360,26 @@ mod tests {
 
     #[test]
     fn builtins_have_object_schemas() {
+        let mut agent = Agent::new("desk", "x");
+        agent.handoff_to = vec!["billing".into(), "sales".into()];
         for name in BUILTIN_TOOLS {
-            let f = builtin_function(name).unwrap();
+            let f = builtin_function(name, &agent).unwrap();
             assert_eq!(f.kind, "function");
             assert_eq!(f.parameters["type"], "object");
             assert!(is_builtin(name));
         }
-        assert!(builtin_function("lookup_customer").is_none());
+        assert!(builtin_function("lookup_customer", &agent).is_none());
         assert_eq!(
-            builtin_function(SET_OUTCOME).unwrap().parameters["required"][0],
+            builtin_function(SET_OUTCOME, &agent).unwrap().parameters["required"][0],
             "outcome"
         );
+        let handoff = builtin_function(HANDOFF, &agent).unwrap().parameters;
+        assert_eq!(
+            handoff["properties"]["agent"]["enum"],
+            serde_json::json!(["billing", "sales"])
+        );
+        assert_eq!(handoff["required"], serde_json::json!(["agent"]));
+        assert_eq!(handoff["properties"]["reason"]["type"], "string");
     }
 
     #[test]

@@ -77,7 +77,10 @@ impl Worker {
 
         let client = config
             .nats
-            .connect(&format!("call-worker {worker_id}"))
+            .connect_with_capacity(
+                &format!("call-worker {worker_id}"),
+                crate::call::SUBSCRIPTION_CAPACITY,
+            )
             .await?;
         let subjects = config.nats.subjects();
         let js = jetstream::new(client.clone());

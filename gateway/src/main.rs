@@ -6,7 +6,12 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = gateway::Config::parse();
-    switchboard_service::telemetry::init_logging("gateway");
-    gateway::run(config, switchboard_service::shutdown::signal()).await?;
+    // Kept until the service has drained, so the last spans are exported.
+    let telemetry = switchboard_service::telemetry::init_logging("gateway");
+    let result = gateway::run(config, switchboard_service::shutdown::signal()).await;
+    if let Err(error) = telemetry.shutdown() {
+        eprintln!("gateway: {error}");
+    }
+    result?;
     Ok(())
 }

@@ -20,6 +20,18 @@ use crate::webhook::MEDIA_PATH;
 /// JSON; anything near this is not Twilio and closes the socket with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The socket's read buffer. The WebSocket library's default (128 KiB) is meant for bulk
+/// transfer, costs 128 KiB per stream and is zeroed on every read. Twilio sends one ~300-byte
+/// `media` frame every 20 ms, so 4 KiB holds a dozen frames, more than a stream ever has
+/// unread; a larger message (up to [`MAX_MESSAGE_BYTES`]) grows the buffer for itself.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Written bytes are held back until this many are pending or the writer flushes. The writer
+/// flushes after each batch of queued messages ([`crate::outbox`]), so this only lets a batch
+/// go out in one write; most batches are one 20 ms frame (~300 bytes), the largest message is
+/// one second of audio (~11 KB). The library's default is 128 KiB.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The upgrade handler.
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -54,6 +66,8 @@ pub async fn upgrade(
     let tracked = shared.tracker.token();
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|error| tracing::warn!(%error, "media upgrade failed"))
         .on_upgrade(move |socket| async move {
             crate::stream::run(socket, shared).await;

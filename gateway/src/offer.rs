@@ -1,7 +1,9 @@
 //! Offering a new call to the call-workers and recording calls nobody took.
 //!
 //! The offer goes out when the webhook arrives, before Twilio opens the media socket, so the
-//! worker can open its model session while Twilio connects.
+//! worker can open its model session while Twilio connects. It is sent in an `offer` span
+//! (child of the call's `webhook` span) whose trace context rides in the request's NATS
+//! headers, so the worker's `call` span joins the call's trace.
 
 use std::time::Duration;
 
@@ -12,7 +14,9 @@ use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallEvent, CallOffer, CallRejected, Direction, Message as _, OfferReply, call_event,
 };
+use switchboard_service::trace;
 use switchboard_twilio::webhook::CallForm;
+use tracing::Instrument as _;
 
 /// How an offer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,16 +51,36 @@ pub fn call_offer(form: &CallForm, gateway_id: &str, offered_at_ms: i64) -> Call
     }
 }
 
-/// Requests `offer` on the offer subject (one worker of the queue group answers).
+/// Requests `offer` on the offer subject (one worker of the queue group answers), in an
+/// `offer` span whose context goes in the request's headers.
 pub async fn offer(
     nats: &async_nats::Client,
     subjects: &Subjects,
     offer: &CallOffer,
     timeout: Duration,
 ) -> OfferOutcome {
-    let request = Request::new()
-        .payload(offer.encode_to_vec().into())
-        .timeout(Some(timeout));
+    let span = tracing::info_span!("offer", call_sid = %offer.call_sid);
+    async {
+        let request = Request::new()
+            .headers(trace::headers())
+            .payload(offer.encode_to_vec().into())
+            .timeout(Some(timeout));
+        let outcome = send(nats, subjects, offer, request).await;
+        if let OfferOutcome::Rejected { reason } = &outcome {
+            tracing::debug!(%reason, "offer not taken");
+        }
+        outcome
+    }
+    .instrument(span)
+    .await
+}
+
+async fn send(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    offer: &CallOffer,
+    request: Request,
+) -> OfferOutcome {
     match nats.send_request(subjects.offer(), request).await {
         Ok(reply) => match OfferReply::decode(reply.payload) {
             Ok(reply) if reply.accepted => OfferOutcome::Accepted {

@@ -18,11 +18,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt as _;
 use futures::stream::SplitSink;
 use switchboard_twilio::media::ServerMessage;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::frames::outbound_kind;
@@ -37,7 +38,10 @@ pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 /// One thing to write to Twilio.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A Media Streams message.
+    /// A rendered `media` message ([`crate::frames::MediaWriter`]) and when its audio arrived
+    /// from NATS (for [`m::FRAME_PROCESSING`]).
+    Audio { text: Utf8Bytes, received: Instant },
+    /// Any other Media Streams message.
     Twilio(ServerMessage),
     /// The close frame; the writer stops after it.
     Close(CloseFrame),
@@ -45,7 +49,10 @@ pub enum Outgoing {
 
 impl Outgoing {
     fn is_audio(&self) -> bool {
-        matches!(self, Self::Twilio(ServerMessage::Media { .. }))
+        matches!(
+            self,
+            Self::Audio { .. } | Self::Twilio(ServerMessage::Media { .. })
+        )
     }
 }
 
@@ -126,23 +133,51 @@ impl Outbox {
 #[error("the socket writer has ended")]
 pub struct WriterGone;
 
+/// Most messages written in one go before flushing (a backlog is at most [`QUEUE_CAPACITY`]).
+const MAX_BATCH: usize = 16;
+
 /// Writes queued messages to the socket until a close frame is written, the socket fails, or
 /// the actor drops its sender. Cancels `done` on the way out so the actor notices.
+///
+/// Whatever is queued when the writer wakes (up to [`MAX_BATCH`]) is written with one flush,
+/// so a backlog costs one system call rather than one per message.
 pub async fn run_writer(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     done: CancellationToken,
 ) {
     let _done = done.drop_guard();
-    while let Some(item) = rx.recv().await {
-        let (message, kind) = match item {
-            Outgoing::Twilio(msg) => {
-                let kind = outbound_kind(&msg);
-                (Message::Text(msg.to_json().into()), Some(kind))
+    let mut counters = Counters::new();
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut audio = Vec::new();
+        let mut controls = Vec::new();
+        let mut closed = false;
+        let written = tokio::time::timeout(WRITE_STALL_LIMIT, async {
+            for item in batch.drain(..) {
+                let message = match item {
+                    Outgoing::Audio { text, received } => {
+                        audio.push(received);
+                        Message::Text(text)
+                    }
+                    Outgoing::Twilio(msg) => {
+                        controls.push(outbound_kind(&msg));
+                        Message::Text(msg.to_json().into())
+                    }
+                    Outgoing::Close(frame) => {
+                        closed = true;
+                        Message::Close(Some(frame))
+                    }
+                };
+                sink.feed(message).await?;
+                if closed {
+                    break;
+                }
             }
-            Outgoing::Close(frame) => (Message::Close(Some(frame)), None),
-        };
-        match tokio::time::timeout(WRITE_STALL_LIMIT, sink.send(message)).await {
+            sink.flush().await
+        })
+        .await;
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::debug!(%error, "media socket write failed");
@@ -153,9 +188,32 @@ pub async fn run_writer(
                 return;
             }
         }
-        match kind {
-            Some(kind) => metrics::counter!(m::FRAMES_OUT, "event" => kind).increment(1),
-            None => return,
+        for kind in controls {
+            metrics::counter!(m::FRAMES_OUT, "event" => kind).increment(1);
+        }
+        if !audio.is_empty() {
+            counters.media.increment(audio.len() as u64);
+            for received in audio {
+                counters.processing.done(received);
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// The writer's metric handles, looked up once per stream rather than per frame.
+struct Counters {
+    media: metrics::Counter,
+    processing: m::FrameTimer,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            media: metrics::counter!(m::FRAMES_OUT, "event" => "media"),
+            processing: m::FrameTimer::new("out"),
         }
     }
 }
@@ -165,7 +223,10 @@ mod tests {
     use super::*;
 
     fn audio() -> Outgoing {
-        Outgoing::Twilio(ServerMessage::media("MZ1", &[0xff; 160]))
+        Outgoing::Audio {
+            text: crate::frames::MediaWriter::new("MZ1").render(&[0xff; 160]),
+            received: Instant::now(),
+        }
     }
 
     fn mark(name: &str) -> Outgoing {
@@ -175,7 +236,9 @@ mod tests {
     fn name_of(item: Outgoing) -> String {
         match item {
             Outgoing::Twilio(ServerMessage::Mark { mark, .. }) => mark.name,
-            Outgoing::Twilio(ServerMessage::Media { .. }) => "audio".into(),
+            Outgoing::Twilio(ServerMessage::Media { .. }) | Outgoing::Audio { .. } => {
+                "audio".into()
+            }
             Outgoing::Twilio(ServerMessage::Clear { .. }) => "clear".into(),
             Outgoing::Close(_) => "close".into(),
         }
@@ -189,6 +252,10 @@ mod tests {
         assert_eq!(outbox.push(mark("a")), Pushed::Queued);
         // Full: audio is dropped, controls wait.
         assert_eq!(outbox.push(audio()), Pushed::Dropped);
+        assert_eq!(
+            outbox.push(Outgoing::Twilio(ServerMessage::media("MZ1", &[0xff; 160]))),
+            Pushed::Dropped
+        );
         assert_eq!(outbox.push(mark("b")), Pushed::Deferred);
         assert_eq!(
             outbox.push(Outgoing::Twilio(ServerMessage::clear("MZ1"))),

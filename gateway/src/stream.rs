@@ -20,6 +20,11 @@
 //!    close 1001), `hangup` / `transfer` (the worker asked; close 1000 once the audio already
 //!    sent has played).
 //!
+//! The stream runs in a `stream` span created when `start` arrives, whose parent is the trace
+//! context of `start`'s `traceparent` parameter (written into the TwiML by [`crate::webhook`]),
+//! so the call stays one trace whichever replica takes the socket. Nothing is traced or
+//! allocated per audio frame beyond the frame itself ([`crate::frames`] has the fast paths).
+//!
 //! Call control goes through Twilio's REST API in spawned tasks (never awaited here): a
 //! `Transfer` updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
 //! (Twilio then leaves the `<Connect>` and sends `stop`, recorded with reason `transfer`); a
@@ -42,7 +47,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::frames::{self, TOKEN_PARAMETER};
+use crate::frames::{self, Inbound, MediaWriter, TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
 use crate::metrics::{self as m, ActiveStream};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::shared::Shared;
@@ -95,7 +100,10 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
         }
     };
     let call_sid = start.call_sid.clone();
-    let span = tracing::info_span!("stream", %call_sid, %stream_sid);
+    // The call's trace continues from the webhook (whichever replica served it), through the
+    // `traceparent` parameter of the TwiML; without one the stream is a trace of its own.
+    let span = tracing::info_span!(parent: None, "stream", %call_sid, %stream_sid);
+    switchboard_service::trace::set_parent(&span, &trace_parent(&start));
     async move {
         let token = start
             .custom_parameters
@@ -132,6 +140,9 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             shared: shared.clone(),
             socket,
             out,
+            media: MediaWriter::new(&stream_sid),
+            media_in: metrics::counter!(m::FRAMES_IN, "event" => "media"),
+            processing_in: m::FrameTimer::new("in"),
             stream_sid: stream_sid.clone(),
             seq: 0,
             worker_seen: Instant::now(),
@@ -145,6 +156,20 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
     }
     .instrument(span)
     .await;
+}
+
+/// The trace context carried by `start`'s `traceparent` parameter, as headers for
+/// [`switchboard_service::trace::set_parent`] (empty when absent or not a valid header value).
+fn trace_parent(start: &Start) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(value) = start
+        .custom_parameters
+        .get(TRACEPARENT_PARAMETER)
+        .and_then(|v| v.parse::<async_nats::HeaderValue>().ok())
+    {
+        headers.insert(TRACEPARENT_PARAMETER, value);
+    }
+    headers
 }
 
 /// The socket halves the actor holds: the read half, and the queue to the writer task.
@@ -352,6 +377,11 @@ struct StreamActor {
     /// `voice.call.<sid>.in` (cheap to clone per frame).
     in_subject: async_nats::Subject,
     stream_sid: String,
+    /// Renders outbound audio for this stream.
+    media: MediaWriter,
+    /// Metric handles for the per-frame path, looked up once.
+    media_in: metrics::Counter,
+    processing_in: m::FrameTimer,
     /// Seq of the last `InboundFrame` published.
     seq: u64,
     /// When the worker was last heard from (any `.out` message).
@@ -360,20 +390,35 @@ struct StreamActor {
 }
 
 impl StreamActor {
+    /// When the stream ends unless something happens first: the worker-silence deadline, or
+    /// while ending, the play-out deadline.
+    fn deadline(&self) -> Instant {
+        match &self.ending {
+            Some(ending) => ending.deadline,
+            None => self.worker_seen + self.shared.worker_silence,
+        }
+    }
+
     async fn run(&mut self) -> End {
+        // Created once, not per loop turn: every turn is one audio frame, and registering a
+        // timer or a cancellation waiter per frame is a large part of a frame's cost. The
+        // timer is re-armed lazily: `worker_seen` moves with every worker message, so when it
+        // fires early it is set to the deadline as it stands then.
+        let closing = self.shared.closing.clone().cancelled_owned();
+        let writer_done = self.socket.writer_done.clone().cancelled_owned();
+        let timer = sleep_until(self.deadline());
+        tokio::pin!(closing, writer_done, timer);
         loop {
-            let silent_at = self.worker_seen + self.shared.worker_silence;
-            let ending_at = self.ending.as_ref().map(|e| e.deadline);
             let flow = tokio::select! {
-                () = self.shared.closing.cancelled() => Flow::End(End {
+                () = &mut closing => Flow::End(End {
                     stop: Some("drain_deadline"),
                     close: Some(close(close_code::AWAY, "gateway shutting down")),
                 }),
-                () = self.socket.writer_done.cancelled() => Flow::End(End {
+                () = &mut writer_done => Flow::End(End {
                     stop: Some("error"),
                     close: None,
                 }),
-                item = self.socket.reader.next() => self.on_socket(item).await,
+                item = self.socket.reader.next() => self.on_socket(item, Instant::now()).await,
                 msg = self.out.next() => match msg {
                     Some(msg) => self.on_outbound(msg),
                     None => {
@@ -390,23 +435,33 @@ impl StreamActor {
                         Err(_) => Flow::End(End { stop: Some("error"), close: None }),
                     }
                 }
-                () = sleep_until(silent_at), if ending_at.is_none() => {
-                    tracing::warn!("worker silent; ending the call");
-                    Flow::End(End {
-                        stop: Some("worker_silent"),
-                        close: Some(close(close_code::ERROR, "worker silent")),
-                    })
-                }
-                () = sleep_until(ending_at.unwrap_or(silent_at)), if ending_at.is_some() => {
-                    tracing::info!("hang-up mark not echoed in time; closing");
-                    Flow::End(End {
-                        stop: self.ending.as_ref().map(|e| e.reason),
-                        close: Some(close(close_code::NORMAL, "")),
-                    })
+                () = &mut timer => {
+                    let deadline = self.deadline();
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        Flow::Continue
+                    } else if let Some(ending) = &self.ending {
+                        tracing::info!("hang-up mark not echoed in time; closing");
+                        Flow::End(End {
+                            stop: Some(ending.reason),
+                            close: Some(close(close_code::NORMAL, "")),
+                        })
+                    } else {
+                        tracing::warn!("worker silent; ending the call");
+                        Flow::End(End {
+                            stop: Some("worker_silent"),
+                            close: Some(close(close_code::ERROR, "worker silent")),
+                        })
+                    }
                 }
             };
             if let Flow::End(end) = flow {
                 return end;
+            }
+            // Only an ending can bring the deadline forward.
+            let deadline = self.deadline();
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
             }
         }
     }
@@ -430,9 +485,14 @@ impl StreamActor {
         self.socket.finish(end.close).await;
     }
 
-    async fn on_socket(&mut self, item: Option<Result<Message, axum::Error>>) -> Flow {
+    /// One read from the socket, which arrived at `read_at`.
+    async fn on_socket(
+        &mut self,
+        item: Option<Result<Message, axum::Error>>,
+        read_at: Instant,
+    ) -> Flow {
         match classify(item) {
-            Incoming::Text(text) => self.on_text(&text).await,
+            Incoming::Text(text) => self.on_text(&text, read_at).await,
             Incoming::Control => Flow::Continue,
             Incoming::Binary => Flow::End(End {
                 stop: Some("error"),
@@ -455,19 +515,28 @@ impl StreamActor {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Flow {
-        let msg = match TwilioMessage::parse(text) {
-            Ok(msg) => msg,
+    async fn on_text(&mut self, text: &str, read_at: Instant) -> Flow {
+        let msg = match frames::parse_inbound(text) {
+            Ok(Inbound::Media { stream_sid, frame }) => {
+                if self.is_other_stream(Some(&stream_sid)) {
+                    return Flow::Continue;
+                }
+                match frame {
+                    Ok(frame) => {
+                        self.publish(frame).await;
+                        self.processing_in.done(read_at);
+                    }
+                    Err(error) => bad_frame(&error),
+                }
+                return Flow::Continue;
+            }
+            Ok(Inbound::Other(msg)) => msg,
             Err(error) => {
                 bad_frame(&error);
                 return Flow::Continue;
             }
         };
-        if let Some(sid) = msg.stream_sid()
-            && sid != self.stream_sid
-        {
-            metrics::counter!(m::WRONG_STREAM_SID).increment(1);
-            tracing::debug!(other = sid, "frame for another stream ignored");
+        if self.is_other_stream(msg.stream_sid()) {
             return Flow::Continue;
         }
         match msg {
@@ -504,8 +573,21 @@ impl StreamActor {
         Flow::Continue
     }
 
+    /// Whether a frame naming `sid` belongs to another stream (counted and ignored).
+    fn is_other_stream(&self, sid: Option<&str>) -> bool {
+        match sid {
+            Some(sid) if sid != self.stream_sid => {
+                metrics::counter!(m::WRONG_STREAM_SID).increment(1);
+                tracing::debug!(other = sid, "frame for another stream ignored");
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn on_outbound(&mut self, msg: async_nats::Message) -> Flow {
-        self.worker_seen = Instant::now();
+        let received = Instant::now();
+        self.worker_seen = received;
         let frame = match OutboundFrame::decode(msg.payload) {
             Ok(OutboundFrame {
                 frame: Some(frame), ..
@@ -527,8 +609,8 @@ impl StreamActor {
         }
         match frame {
             outbound_frame::Frame::Audio(audio) => {
-                for msg in frames::audio_messages(&self.stream_sid, &audio.payload) {
-                    self.socket.outbox.push(Outgoing::Twilio(msg));
+                for text in self.media.render_chunks(&audio.payload) {
+                    self.socket.outbox.push(Outgoing::Audio { text, received });
                 }
             }
             outbound_frame::Frame::Mark(mark) => {
@@ -612,6 +694,7 @@ impl StreamActor {
             .publish(self.in_subject.clone(), payload.into())
             .await
         {
+            Ok(()) if kind == "media" => self.media_in.increment(1),
             Ok(()) => metrics::counter!(m::FRAMES_IN, "event" => kind).increment(1),
             Err(error) => {
                 metrics::counter!(m::NATS_PUBLISH_ERRORS).increment(1);

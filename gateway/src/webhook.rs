@@ -3,6 +3,10 @@
 //!
 //! Every request is checked against `X-Twilio-Signature` computed over `PUBLIC_URL` + the route
 //! (plus the query string, if Twilio was configured with one) and every form pair received.
+//!
+//! A verified voice webhook opens the call's trace: the root span `webhook` (fields `call_sid`,
+//! `direction`), the `offer` request as its child, and the TwiML's `traceparent` `<Parameter>`
+//! so the media stream (on whichever replica) continues it.
 
 use std::sync::Arc;
 
@@ -15,11 +19,13 @@ use switchboard_proto::subject::validate_call_sid;
 use switchboard_twilio::twiml;
 use switchboard_twilio::webhook::CallForm;
 
-use crate::frames::TOKEN_PARAMETER;
+use crate::frames::{TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
 use crate::metrics as m;
 use crate::offer::{self, OfferOutcome};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
+use switchboard_service::trace;
+use tracing::Instrument as _;
 
 /// The voice webhook's path.
 pub const VOICE_PATH: &str = "/twilio-voice";
@@ -47,6 +53,13 @@ pub async fn voice(
         Ok(form) => form,
         Err(error) => return error.into_response(),
     };
+    let span = tracing::info_span!(parent: None, "webhook",
+        call_sid = %form.call_sid, direction = %form.direction);
+    answer_call(shared, uri, form).instrument(span).await
+}
+
+/// The verified voice webhook, inside the call's `webhook` span.
+async fn answer_call(shared: Arc<Shared>, uri: Uri, form: CallForm) -> Response {
     let offered_at_ms = now_ms();
     let mut call_offer = offer::call_offer(&form, &shared.gateway_id, offered_at_ms);
     // `POST /calls` names the agent in the TwiML URL's query (covered by the signature).
@@ -71,8 +84,14 @@ pub async fn voice(
             let expires = unix_now().saturating_add(shared.token_ttl_seconds);
             let token = shared.tokens.issue(&form.call_sid, expires);
             let url = shared.validator.ws_url(MEDIA_PATH);
+            // The webhook span's context (none when tracing is off).
+            let trace_headers = trace::headers();
+            let mut parameters = vec![(TOKEN_PARAMETER, token.as_str())];
+            if let Some(traceparent) = trace_headers.get(TRACEPARENT_PARAMETER) {
+                parameters.push((TRACEPARENT_PARAMETER, traceparent.as_str()));
+            }
             let doc = twiml::Response::new()
-                .connect_stream(&url, &[(TOKEN_PARAMETER, token.as_str())])
+                .connect_stream(&url, &parameters)
                 .build();
             twiml_response(doc)
         }

@@ -2,14 +2,23 @@
 //! `persister` (shared by every replica) and applies them to Postgres in batches: whatever is
 //! pending within a few milliseconds, up to [`MAX_BATCH`] events, in one transaction.
 //!
-//! A message is acknowledged only after its batch's transaction committed, so a crash between the two
-//! means a redelivery, which the ledger turns into a no-op. When the database fails the message
-//! is negatively acknowledged with a delay, readiness drops, and the loop waits (with backoff)
-//! until the database answers again before taking the next message. A payload that is not a
-//! valid `CallEvent` can never succeed: it is terminated (no redelivery) and counted. Pull errors
-//! such as missed heartbeats are normal during network blips and server restarts, so they are
-//! logged and the loop goes on; if the message stream ends, it is recreated.
+//! Pulling and writing overlap: the pull loop gathers the next batch while a writer task commits
+//! the previous one, and hands it over as soon as the writer is free, so neither Postgres nor
+//! the pull waits on the other under load, and batches grow with the load.
+//!
+//! A message is acknowledged only after its batch's transaction committed, so a crash between
+//! the two means a redelivery, which the ledger turns into a no-op. When the database fails the
+//! batch is negatively acknowledged with a delay, readiness drops, and the writer waits (with
+//! backoff) until the database answers again before taking the next batch. A payload that is
+//! not a valid `CallEvent` can never succeed: it is terminated (no redelivery) and counted. Pull
+//! errors such as missed heartbeats are normal during network blips and server restarts, so they
+//! are logged and the loop goes on; if the message stream ends, it is recreated.
+//!
+//! Lag is observable without touching the write path: [`poll_lag`] reads the durable consumer's
+//! pending counts every few seconds, and each committed event records its age.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
@@ -19,12 +28,15 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{CallEvent, Message as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::batch;
 use crate::pricing::Prices;
 use crate::readiness::Readiness;
+use crate::spans;
 use crate::writer::{self, Applied};
 
 /// The durable consumer's name, shared by every persister replica.
@@ -32,19 +44,22 @@ pub const DURABLE_NAME: &str = "persister";
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Unacknowledged messages in flight across all replicas.
-/// Room for a batch being written and the next one arriving.
+/// Room for the batch being written, the one being gathered and the pull's prefetch. (Set when
+/// the durable consumer is created; an existing consumer keeps its value.)
 pub const MAX_ACK_PENDING: i64 = 4 * MAX_BATCH as i64;
 /// Most events written in one transaction.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 1000;
 /// How long a batch waits for more events after its first one.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Redelivery delay of a message whose write failed.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 /// Pull errors in a row after which the message stream is recreated.
 const MAX_CONSECUTIVE_ERRORS: u32 = 10;
+/// How often [`poll_lag`] reads the consumer's pending counts.
+pub const LAG_POLL_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs until `stop` is cancelled. The message being written when `stop` fires is finished
-/// and acknowledged; messages pulled but not started are left to redelivery.
+/// Runs until `stop` is cancelled. The batch the writer has when `stop` fires is finished and
+/// acknowledged; messages pulled but not handed over are left to redelivery.
 pub async fn run(
     js: jetstream::Context,
     subjects: Subjects,
@@ -53,11 +68,63 @@ pub async fn run(
     prices: Prices,
     stop: CancellationToken,
 ) {
+    let (tx, inbox) = mpsc::channel(1);
+    let writer = Writer {
+        tx,
+        idle: Arc::new(Semaphore::new(1)),
+    };
+    let task = tokio::spawn(write_batches(
+        inbox,
+        pool,
+        readiness.clone(),
+        prices,
+        stop.clone(),
+    ));
+    pull_batches(&js, &subjects, &readiness, &stop, &writer).await;
+    drop(writer);
+    if let Err(error) = task.await {
+        tracing::error!(%error, "the batch writer failed");
+    }
+    tracing::info!("event consumer stopped");
+}
+
+/// The pull loop's side of the writer task. A batch is handed over with the writer's only
+/// `idle` permit, which the writer releases when the batch is done: so the pull loop keeps
+/// filling the next batch for as long as the writer is busy, and batches are as large as the
+/// database's pace allows.
+struct Writer {
+    tx: mpsc::Sender<(Vec<jetstream::Message>, OwnedSemaphorePermit)>,
+    idle: Arc<Semaphore>,
+}
+
+/// The writer task: applies the batches in order until the pull loop hangs up.
+async fn write_batches(
+    mut inbox: mpsc::Receiver<(Vec<jetstream::Message>, OwnedSemaphorePermit)>,
+    pool: PgPool,
+    readiness: Readiness,
+    prices: Prices,
+    stop: CancellationToken,
+) {
+    while let Some((batch, idle)) = inbox.recv().await {
+        handle_batch(&pool, &readiness, &prices, &stop, batch).await;
+        drop(idle);
+    }
+}
+
+/// Opens the message stream (again after failures) and hands gathered batches to the writer
+/// until `stop`.
+async fn pull_batches(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+    writer: &Writer,
+) {
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
         // Opening waits on JetStream (request timeouts while NATS is away); shutdown wins.
         let opened = tokio::select! {
-            opened = open(&js, &subjects) => opened,
+            opened = open(js, subjects) => opened,
             () = stop.cancelled() => break,
         };
         let mut messages = match opened {
@@ -66,7 +133,7 @@ pub async fn run(
                 readiness.set_consumer(false);
                 metrics::counter!("persister_consumer_errors_total", "kind" => "open").increment(1);
                 tracing::warn!(%error, "opening the event consumer failed; retrying");
-                backoff.sleep(&stop).await;
+                backoff.sleep(stop).await;
                 continue;
             }
         };
@@ -84,10 +151,10 @@ pub async fn run(
             let interruption = match next {
                 Some(Ok(message)) => {
                     errors = 0;
-                    let (batch, interruption) = gather(message, &mut messages).await;
-                    // Once started, a batch is finished and acknowledged even if `stop` fires.
-                    handle_batch(&pool, &readiness, &prices, &stop, batch).await;
-                    interruption
+                    match gather(message, &mut messages, writer, stop).await {
+                        Gathered::Handed(interruption) => interruption,
+                        Gathered::Stopped => break,
+                    }
                 }
                 Some(Err(error)) => Some(Interruption::Error(error)),
                 None => Some(Interruption::End),
@@ -119,10 +186,9 @@ pub async fn run(
         }
         readiness.set_consumer(false);
         if !stop.is_cancelled() {
-            backoff.sleep(&stop).await;
+            backoff.sleep(stop).await;
         }
     }
-    tracing::info!("event consumer stopped");
 }
 
 /// What stopped the gathering of a batch early, other than the batch being full or the wait
@@ -132,23 +198,64 @@ enum Interruption {
     End,
 }
 
-/// Starting from `first`, takes what else arrives within [`BATCH_WAIT`], up to [`MAX_BATCH`]
-/// messages: under load a batch fills at once, and when idle an event waits at most a few ms.
+/// How gathering a batch ended.
+enum Gathered {
+    /// The batch went to the writer; the pull may have been interrupted meanwhile.
+    Handed(Option<Interruption>),
+    /// `stop` fired before the writer took the batch: its messages are left to redelivery.
+    Stopped,
+}
+
+/// Starting from `first`, takes what else arrives within [`BATCH_WAIT`], then keeps taking
+/// messages while the writer is still busy, up to [`MAX_BATCH`] messages, and hands the batch to
+/// the writer: when idle an event waits at most a few ms, and under load a batch holds whatever
+/// arrived while the previous one was being written.
 async fn gather(
     first: jetstream::Message,
     messages: &mut pull::Stream,
-) -> (Vec<jetstream::Message>, Option<Interruption>) {
+    writer: &Writer,
+    stop: &CancellationToken,
+) -> Gathered {
     let mut batch = vec![first];
+    let mut interruption = None;
     let deadline = Instant::now() + BATCH_WAIT;
     while batch.len() < MAX_BATCH {
         match tokio::time::timeout_at(deadline, messages.next()).await {
             Ok(Some(Ok(message))) => batch.push(message),
-            Ok(Some(Err(error))) => return (batch, Some(Interruption::Error(error))),
-            Ok(None) => return (batch, Some(Interruption::End)),
+            Ok(Some(Err(error))) => {
+                interruption = Some(Interruption::Error(error));
+                break;
+            }
+            Ok(None) => {
+                interruption = Some(Interruption::End);
+                break;
+            }
             Err(_) => break,
         }
     }
-    (batch, None)
+    let idle = writer.idle.clone().acquire_owned();
+    tokio::pin!(idle);
+    let permit = loop {
+        let more = interruption.is_none() && batch.len() < MAX_BATCH;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Gathered::Stopped,
+            permit = &mut idle => match permit {
+                Ok(permit) => break permit,
+                // Never closed; if it were, there would be no writer to hand to.
+                Err(_) => return Gathered::Stopped,
+            },
+            next = messages.next(), if more => match next {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => interruption = Some(Interruption::Error(error)),
+                None => interruption = Some(Interruption::End),
+            },
+        }
+    };
+    match writer.tx.send((batch, permit)).await {
+        Ok(()) => Gathered::Handed(interruption),
+        Err(_) => Gathered::Stopped,
+    }
 }
 
 /// Writes a batch in one transaction and acknowledges every message after the commit; on a
@@ -178,22 +285,59 @@ async fn handle_batch(
         return;
     }
 
+    // The messages keep their headers: each call's `persist` span continues its trace.
+    let spans = spans::for_batch(
+        pending
+            .iter()
+            .zip(&decoded)
+            .map(|(p, m)| (p.event.call_sid.as_str(), m.headers.as_ref())),
+    );
+    write_batch(pool, readiness, prices, stop, pending, decoded)
+        .instrument(spans.batch.clone())
+        .await;
+    // The `persist` spans end here, after the commit and the acks.
+    drop(spans);
+}
+
+/// [`handle_batch`] once decoded: one transaction, then the acks (or the fallbacks).
+async fn write_batch(
+    pool: &PgPool,
+    readiness: &Readiness,
+    prices: &Prices,
+    stop: &CancellationToken,
+    pending: Vec<batch::Pending>,
+    decoded: Vec<jetstream::Message>,
+) {
     let started = Instant::now();
     match batch::apply(pool, &pending, prices).await {
         Ok(applied) => {
+            let committed_ms = switchboard_proto::now_ms();
             if !readiness.database_ok() {
                 readiness.set_database(true);
             }
             metrics::histogram!("persister_batch_write_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("persister_batch_size").record(pending.len() as f64);
+            // One counter update per (kind, result), not per event.
+            let mut counts: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+            let age = metrics::histogram!("persister_event_age_seconds");
             for (p, applied) in pending.iter().zip(&applied) {
                 let result = match applied {
-                    Applied::Written => "written",
+                    Applied::Written => {
+                        if p.event.at_ms > 0 {
+                            age.record(
+                                committed_ms.saturating_sub(p.event.at_ms).max(0) as f64 / 1000.0,
+                            );
+                        }
+                        "written"
+                    }
                     Applied::Duplicate => "duplicate",
                 };
-                metrics::counter!("persister_events_total", "kind" => p.event.kind(), "result" => result)
-                    .increment(1);
+                *counts.entry((p.event.kind(), result)).or_insert(0) += 1;
+            }
+            for ((kind, result), n) in counts {
+                metrics::counter!("persister_events_total", "kind" => kind, "result" => result)
+                    .increment(n);
             }
             tracing::debug!(events = pending.len(), "batch applied");
             // After the commit: losing an ack only costs a redelivery, which is a no-op.
@@ -222,6 +366,44 @@ async fn handle_batch(
                 }
             }
             wait_for_database(pool, readiness, stop).await;
+        }
+    }
+}
+
+/// Reports the durable consumer's backlog every [`LAG_POLL_EVERY`] until `stop`:
+/// `persister_pending_events` (in the stream, not yet delivered to any replica) and
+/// `persister_ack_pending_events` (delivered, not yet acknowledged). A separate JetStream request
+/// on its own schedule, never on the write path; failures only skip a reading.
+pub async fn poll_lag(js: jetstream::Context, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stream = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let info = async {
+            let s = match &stream {
+                Some(s) => s,
+                None => stream.insert(js.get_stream(switchboard_proto::EVENTS_STREAM).await?),
+            };
+            Ok::<_, async_nats::Error>(s.consumer_info(DURABLE_NAME).await?)
+        };
+        let info = tokio::select! {
+            info = info => info,
+            () = stop.cancelled() => return,
+        };
+        match info {
+            Ok(info) => {
+                metrics::gauge!("persister_pending_events").set(info.num_pending as f64);
+                metrics::gauge!("persister_ack_pending_events").set(info.num_ack_pending as f64);
+            }
+            Err(error) => {
+                // The stream may be recreated; look it up again next time.
+                stream = None;
+                tracing::debug!(%error, "reading the consumer's pending counts failed");
+            }
         }
     }
 }

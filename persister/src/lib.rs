@@ -7,8 +7,11 @@
 //! - [`writer`]: applying one event in one transaction (the `call_events` dedupe ledger, upserts
 //!   that tolerate any arrival order);
 //! - [`batch`]: applying a batch of events in one transaction with multi-row statements;
-//! - [`consumer`]: the durable pull consumer (ack after commit, nak and back off on database
-//!   errors, terminate undecodable messages, ride out transient stream errors);
+//! - [`consumer`]: the durable pull consumer (pulling overlapped with writing, ack after commit,
+//!   nak and back off on database errors, terminate undecodable messages, ride out transient
+//!   stream errors) and the lag gauges;
+//! - [`spans`]: the `persist.batch` span of a batch and the `persist` span of each call in it,
+//!   continuing the call's trace from its event headers;
 //! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
 //! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
 //!   with a bounded buffer per client;
@@ -31,6 +34,7 @@ pub mod live;
 pub mod pricing;
 pub mod readiness;
 pub mod sessions;
+pub mod spans;
 pub mod writer;
 
 use std::future::Future;
@@ -196,6 +200,7 @@ async fn consume(
         stop.clone(),
     ));
     tasks.spawn(db::probe(pool.clone(), readiness.clone(), stop.clone()));
+    tasks.spawn(consumer::poll_lag(js.clone(), stop.clone()));
     tasks.spawn(consumer::run(
         js,
         config.nats.subjects(),

@@ -6,7 +6,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = persister::Config::parse();
-    switchboard_service::telemetry::init_logging("persister");
-    persister::run(config, switchboard_service::shutdown::signal()).await?;
+    // Kept until the service has drained, so the last spans are exported.
+    let telemetry = switchboard_service::telemetry::init_logging("persister");
+    let result = persister::run(config, switchboard_service::shutdown::signal()).await;
+    if let Err(error) = telemetry.shutdown() {
+        eprintln!("persister: {error}");
+    }
+    result?;
     Ok(())
 }

@@ -56,7 +56,8 @@ pub async fn apply(
     let seq = to_i64(event.seq);
     let mut tx = pool.begin().await?;
 
-    // The calls row first: the ledger and the detail tables reference it.
+    // The calls row first: every row of the ledger and the detail tables belongs to one (an
+    // invariant of the writers, not a foreign key: see the `no_foreign_keys` migration).
     sqlx::query(
         "INSERT INTO calls (call_sid, first_event_at) VALUES ($1, $2)
          ON CONFLICT (call_sid) DO UPDATE
@@ -103,27 +104,6 @@ pub async fn apply(
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
-
-/// The effect on the `calls` row of an event of a kind that updates it (`started`, `outcome`,
-/// `ended`, `rejected`, `status`); other kinds change nothing here. Used by batches, whose
-/// ledger and detail rows are written in bulk.
-pub(crate) async fn apply_call_update(
-    tx: &mut Tx<'_>,
-    event: &CallEvent,
-    at: OffsetDateTime,
-    prices: &Prices,
-) -> Result<(), sqlx::Error> {
-    let sid = event.call_sid.as_str();
-    let seq = to_i64(event.seq);
-    match &event.body {
-        Some(Body::Started(b)) => started(tx, sid, b, at).await,
-        Some(Body::Outcome(b)) => outcome(tx, sid, seq, b).await,
-        Some(Body::Ended(b)) => ended(tx, sid, b, at, prices).await,
-        Some(Body::Rejected(b)) => rejected(tx, sid, b, at).await,
-        Some(Body::Status(b)) => status(tx, sid, b).await,
-        Some(Body::Transcript(_) | Body::Tool(_) | Body::Turn(_)) | None => Ok(()),
-    }
-}
 
 async fn started(
     tx: &mut Tx<'_>,

@@ -99,3 +99,154 @@ async fn a_flood_of_events_is_written_in_batches_exactly_once() -> anyhow::Resul
     assert_eq!(list["sessions"][0]["started_at"], "2026-01-01T00:00:39Z");
     fx.stop().await
 }
+
+/// The call-row updates of a batch (one `UPDATE` per kind and round) give the row that applying
+/// the same events one at a time in seq order gives: with several events of a kind for one call
+/// in a batch, duplicates in and across batches, and events arriving before older ones.
+#[tokio::test]
+async fn batched_call_row_updates_equal_one_at_a_time() -> anyhow::Result<()> {
+    use persister::batch::{self, Pending};
+    use persister::writer::{self, Applied};
+    use switchboard_proto::call_event::Body;
+    use switchboard_proto::event::GATEWAY_SEQ_BASE;
+    use switchboard_proto::{CallEvent, CallRejected, CallStarted, CallStatus, Direction};
+    use switchboard_testkit::Postgres;
+
+    let pg = Postgres::start().await?;
+    let pool = sqlx::PgPool::connect(&pg.create_database("switchboard").await?).await?;
+    persister::db::MIGRATOR.run(&pool).await?;
+    let prices = persister::pricing::Prices::default();
+
+    let status = |sid: &str, sn: u32, name: &str, duration: u32, sip: u32| {
+        event(
+            sid,
+            GATEWAY_SEQ_BASE + 1 + u64::from(sn),
+            T0 + 500 + i64::from(sn) * 1000,
+            Body::Status(CallStatus {
+                status: name.into(),
+                sequence_number: sn,
+                duration_seconds: duration,
+                sip_response_code: sip,
+            }),
+        )
+    };
+    // Phase 1 arrives first: the end of the call, its last status (no duration) and an outcome.
+    let phase1 = |sid: &str| {
+        vec![
+            event(sid, 9, T0 + 9000, ended("caller_hung_up", 9000)),
+            status(sid, 3, "completed", 0, 0),
+            event(sid, 5, T0 + 5000, outcome("booked", "tomorrow 9:00")),
+        ]
+    };
+    // Phase 2: the rest, several of a kind per call, with phase 1 events again.
+    let phase2 = |sid: &str| {
+        let takeover = CallStarted {
+            agent_id: String::new(),
+            from: String::new(),
+            to: "+15550002222".into(),
+            direction: Direction::Unspecified as i32,
+            worker_id: "worker-2".into(),
+            model: "gpt-realtime-mini".into(),
+        };
+        vec![
+            event(sid, 1, T0, started("front-desk", "+15550001234")),
+            event(
+                sid,
+                2,
+                T0 + 100,
+                Body::Rejected(CallRejected {
+                    reason: "at_capacity".into(),
+                    from: "+15559999999".into(),
+                    to: "+15558888888".into(),
+                }),
+            ),
+            event(sid, 3, T0 + 3000, outcome("escalated", "")),
+            event(sid, 6, T0 + 6000, outcome("resolved", "account looked up")),
+            event(sid, 7, T0 + 7000, Body::Started(takeover)),
+            event(sid, 8, T0 + 8000, ended("end_call", 8000)),
+            status(sid, 0, "initiated", 0, 0),
+            status(sid, 2, "in-progress", 42, 200),
+            status(sid, 1, "ringing", 0, 0),
+            event(sid, 5, T0 + 5000, outcome("booked", "tomorrow 9:00")),
+            event(sid, 9, T0 + 9000, ended("caller_hung_up", 9000)),
+        ]
+    };
+    let by_seq = |mut events: Vec<CallEvent>| {
+        events.sort_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+        events
+    };
+    // Every event twice, the copies far apart, the order scrambled.
+    let doubled = |events: Vec<CallEvent>| -> Vec<Pending> {
+        let mut out: Vec<Pending> = events
+            .iter()
+            .rev()
+            .chain(events.iter())
+            .map(|event| Pending {
+                event: event.clone(),
+                stream_seq: None,
+            })
+            .collect();
+        out.rotate_left(3);
+        out
+    };
+    let row = |sid: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT (to_jsonb(c) - 'call_sid')::text FROM calls c WHERE call_sid = $1",
+            )
+            .bind(sid)
+            .fetch_one(&pool)
+            .await
+        }
+    };
+    let without_updated_at = |row: &str| -> anyhow::Result<Value> {
+        let mut v: Value = serde_json::from_str(row)?;
+        v.as_object_mut().map(|o| o.remove("updated_at"));
+        Ok(v)
+    };
+
+    // One at a time, in seq order within each phase.
+    let one = "CA00000000000000000000000000000001";
+    for ev in by_seq(phase1(one)).iter().chain(&by_seq(phase2(one))) {
+        writer::apply(&pool, ev, None, &prices).await?;
+    }
+    // Batched.
+    let many = "CA00000000000000000000000000000002";
+    let first = batch::apply(&pool, &doubled(phase1(many)), &prices).await?;
+    assert_eq!(first.iter().filter(|a| **a == Applied::Written).count(), 3);
+    let second = batch::apply(&pool, &doubled(phase2(many)), &prices).await?;
+    assert_eq!(
+        second.iter().filter(|a| **a == Applied::Written).count(),
+        9,
+        "9 new events in phase 2, the rest are duplicates"
+    );
+
+    let expected = without_updated_at(&row(one).await?)?;
+    let got = without_updated_at(&row(many).await?)?;
+    assert_eq!(got, expected);
+    // The row has what each kind put there, whatever the order.
+    assert_eq!(got["agent_id"], "front-desk");
+    assert_eq!(got["worker_id"], "worker-2");
+    assert_eq!(got["from_number"], "+15550001234");
+    assert_eq!(got["to_number"], "+15550002222");
+    assert_eq!(got["direction"], "inbound");
+    assert_eq!(got["outcome"], "resolved");
+    assert_eq!(got["outcome_seq"], 6);
+    // A late `ended` replaces an earlier one, as it does one at a time.
+    assert_eq!(got["end_reason"], "end_call");
+    assert_eq!(got["duration_ms"], 8000);
+    assert_eq!(got["rejected_reason"], "at_capacity");
+    assert_eq!(got["twilio_status"], "completed");
+    // The late terminal callback lost to `completed` but still fills in the duration.
+    assert_eq!(got["twilio_duration_seconds"], 42);
+    assert_eq!(got["twilio_sip_response_code"], Value::Null);
+
+    // The same batch again changes nothing at all, not even `updated_at`.
+    let before = row(many).await?;
+    let again = batch::apply(&pool, &doubled(phase2(many)), &prices).await?;
+    assert!(again.iter().all(|a| *a == Applied::Duplicate));
+    assert_eq!(row(many).await?, before);
+    Ok(())
+}

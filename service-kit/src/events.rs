@@ -5,6 +5,9 @@
 //! the JetStream context: `publish` only enqueues; the task publishes with
 //! `Nats-Msg-Id: <call_sid>:<seq>` and retries with backoff until the server acknowledges, so a
 //! retry after a lost ack is stored once.
+//!
+//! Each event carries the trace context of the span it was published from (W3C `traceparent`
+//! in its NATS headers), so the persister's spans join the trace of the call that produced it.
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use async_nats::jetstream::{self, stream};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{CallEvent, EVENTS_STREAM, Message as _};
 use tokio::sync::{mpsc, oneshot};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How long JetStream remembers message ids for deduplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -34,7 +38,8 @@ pub async fn ensure_stream(
 }
 
 enum Command {
-    Publish(CallEvent),
+    /// The event and the trace context of the span that published it.
+    Publish(CallEvent, opentelemetry::Context),
     Flush(oneshot::Sender<()>),
 }
 
@@ -52,10 +57,11 @@ impl EventPublisher {
         Self { tx }
     }
 
-    /// Queues `event` for publishing; never waits.
+    /// Queues `event` for publishing; never waits. The current span's trace context goes with it.
     pub fn publish(&self, event: CallEvent) {
         metrics::counter!("call_events_queued_total", "kind" => event.kind()).increment(1);
-        if self.tx.send(Command::Publish(event)).is_err() {
+        let cx = tracing::Span::current().context();
+        if self.tx.send(Command::Publish(event, cx)).is_err() {
             // Only possible if the task panicked; make it loud.
             tracing::error!("event publisher is gone; event not published");
             metrics::counter!("call_events_lost_total").increment(1);
@@ -78,19 +84,28 @@ async fn run(js: jetstream::Context, subjects: Subjects, mut rx: mpsc::Unbounded
             Command::Flush(done) => {
                 let _ = done.send(());
             }
-            Command::Publish(event) => publish_until_acked(&js, &subjects, &event).await,
+            Command::Publish(event, cx) => publish_until_acked(&js, &subjects, &event, &cx).await,
         }
     }
 }
 
-async fn publish_until_acked(js: &jetstream::Context, subjects: &Subjects, event: &CallEvent) {
+async fn publish_until_acked(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    event: &CallEvent,
+    cx: &opentelemetry::Context,
+) {
     let subject = subjects.event(&event.call_sid, event.kind());
     let payload = bytes::Bytes::from(event.encode_to_vec());
     let msg_id = event.msg_id();
+    let mut headers = async_nats::HeaderMap::new();
+    crate::trace::inject_context(cx, &mut headers);
     let mut backoff = Duration::from_millis(50);
     loop {
+        // Headers first: `message_id` adds to the map that `headers` would replace.
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload.clone())
+            .headers(headers.clone())
             .message_id(msg_id.as_str());
         let result = match js.send_publish(subject.clone(), publish).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),

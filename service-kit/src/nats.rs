@@ -60,12 +60,23 @@ impl NatsArgs {
     /// Connects as `name` (shown in the server's connection list). Retries while the server is
     /// down at start, so pods may start in any order.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectError> {
+        // Audio frames are small, but a stalled task must not buffer minutes of them.
+        self.connect_with_capacity(name, 8 * 1024).await
+    }
+
+    /// [`Self::connect`] with another bound on the messages each subscription buffers (client
+    /// wide in async-nats): when a subscriber falls that far behind, new messages for it are
+    /// dropped and counted in `nats_slow_consumer_total`.
+    pub async fn connect_with_capacity(
+        &self,
+        name: &str,
+        subscription_capacity: usize,
+    ) -> Result<async_nats::Client, ConnectError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            // Audio frames are small, but a stalled task must not buffer minutes of them.
-            .subscription_capacity(8 * 1024)
+            .subscription_capacity(subscription_capacity)
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("nats connected"),

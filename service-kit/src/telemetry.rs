@@ -39,6 +39,7 @@ pub enum TelemetryError {
 /// The flush blocks the calling thread while the exporter (which runs on the tokio runtime)
 /// sends the last batch: shut down from a multi-threaded runtime, before it is dropped.
 #[derive(Debug, Default)]
+#[must_use = "dropping the guard stops span export at once"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
 }

@@ -6,10 +6,12 @@
 //!   when run as root), which tests can stop and start to simulate an outage;
 //! - [`process::Service`]: one of the workspace's binaries run as a real process, with its log
 //!   kept in a file and printed when a test fails;
+//! - [`otlp::Collector`]: an in-process OTLP/gRPC trace collector that services export to;
 //! - [`eventually`]: retry an assertion until it holds or a deadline passes.
 #![forbid(unsafe_code)]
 
 pub mod nats;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 

@@ -91,18 +91,26 @@ async fn one(client: &async_nats::Client, subject: &str, seq: usize) -> anyhow::
     Ok(round_trip.saturating_sub(handler_us))
 }
 
+/// Runs `total` requests from `concurrency` callers. With a handler that waits, caller `i` starts
+/// `i / concurrency` of the handler time late: otherwise all callers start together, their
+/// handlers' timers fire on the same millisecond tick and every reply of the loop arrives in one
+/// burst, which measures the burst's queue rather than the tool path (real calls do not call
+/// their tools in lockstep).
 async fn run_phase(
     client: &async_nats::Client,
     subject: &str,
     concurrency: usize,
     total: usize,
     offset: usize,
+    handler: Duration,
 ) -> anyhow::Result<Histogram<u64>> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut callers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for caller in 0..concurrency {
         let (client, subject, next) = (client.clone(), subject.to_owned(), next.clone());
+        let stagger = handler.mul_f64(caller as f64 / concurrency as f64);
         callers.push(tokio::spawn(async move {
+            tokio::time::sleep(stagger).await;
             let mut hist = Histogram::<u64>::new(3)?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +154,8 @@ async fn main() -> anyhow::Result<()> {
     let client = async_nats::connect(&url).await?;
     let subject = subjects.tool(TOOL);
 
-    run_phase(&client, &subject, args.concurrency, args.warmup, 0).await?;
+    let handler = Duration::from_millis(args.handler_ms);
+    run_phase(&client, &subject, args.concurrency, args.warmup, 0, handler).await?;
     let started = Instant::now();
     let hist = run_phase(
         &client,
@@ -154,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency,
         args.requests,
         args.warmup,
+        handler,
     )
     .await?;
     let elapsed = started.elapsed();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{Message as _, ToolCall, ToolError, ToolResult, tool_result};
@@ -264,8 +264,13 @@ async fn handle_request(
         return;
     };
     let started = Instant::now();
-    let span = tracing::info_span!("tool", tool = %tool.name, call_sid = tracing::field::Empty,
+    // A child of the caller's `tool` span when the request carries trace context, so the
+    // handler's time shows inside the call's trace.
+    let span = tracing::info_span!("tool.handle", tool = %tool.name, call_sid = tracing::field::Empty,
         call_id = tracing::field::Empty);
+    if let Some(headers) = &msg.headers {
+        switchboard_service::trace::set_parent(&span, headers);
+    }
     let result = respond(&tool, &msg.payload, results.as_ref())
         .instrument(span)
         .await;
@@ -350,13 +355,13 @@ async fn respond(tool: &Tool, payload: &[u8], results: Option<&kv::Store>) -> To
 
 /// Runs the handler with `timeout`, turning panics and timeouts into error results.
 async fn run_handler(tool: &Tool, ctx: ToolContext, args: Value, timeout: Duration) -> ToolResult {
-    // Its own task, so a panic surfaces as a JoinError here rather than unwinding through us.
-    let task = tokio::spawn((tool.handler)(ctx.clone(), args));
-    let abort = task.abort_handle();
-    let outcome = match tokio::time::timeout(timeout, task).await {
+    // Run on this request's task, not a spawned one: a hand-off to another task costs a wake-up
+    // per request, which is most of what the tool path adds. A panic is caught at this await
+    // instead of unwinding through the server; a timeout drops (cancels) the handler.
+    let handler = std::panic::AssertUnwindSafe((tool.handler)(ctx.clone(), args)).catch_unwind();
+    let outcome = match tokio::time::timeout(timeout, handler).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(join)) if join.is_panic() => {
-            let payload = join.into_panic();
+        Ok(Err(payload)) => {
             let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -368,12 +373,7 @@ async fn run_handler(tool: &Tool, ctx: ToolContext, args: Value, timeout: Durati
                 format!("`{}` crashed while handling the request", tool.name),
             ))
         }
-        Ok(Err(_cancelled)) => Err(ToolFailure::failed(format!(
-            "`{}` was cancelled",
-            tool.name
-        ))),
         Err(_elapsed) => {
-            abort.abort();
             tracing::warn!(tool = %tool.name, ?timeout, "tool handler timed out");
             Err(ToolFailure::new(
                 codes::TIMEOUT,

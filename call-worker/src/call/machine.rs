@@ -21,6 +21,15 @@
 //!   conversation, after which whatever the old session left unanswered (greeting, a pending
 //!   request, a tool round still running) is asked of the new one. Caller audio is dropped while
 //!   no session exists. At most [`MAX_RECONNECTS`] per [`RECONNECT_WINDOW`], then `model_error`.
+//! - A `handoff` (built-in tool) makes another agent answer the rest of the call on the same
+//!   session: [`Effect::Handoff`] asks the actor for the target (current agents table, tools
+//!   resolved like at call start), then [`CallMachine::on_handoff`] sends one `session.update`
+//!   (the target's instructions, tools and turn detection; the voice stays, see
+//!   [`CallMachine::on_handoff`]), records a system transcript line, and answers the function
+//!   call like any other tool round (output, then one `response.create`, so the new agent
+//!   speaks). From then on [`CallMachine::agent`] is the target: its tools, `transfer_to`,
+//!   `idle_timeout_seconds`, `max_call_seconds` (counted from the start of the call) and
+//!   `filler_after_ms`, and a replacement session after a lost one is configured for it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -40,7 +49,7 @@ use switchboard_realtime::session::{
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
 
-use crate::agents::{Agent, END_CALL, SET_OUTCOME, TRANSFER_CALL};
+use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
 use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
@@ -83,8 +92,9 @@ const MAX_DURATION_GOODBYE: &str = "We have reached the time limit for this call
 pub enum Effect {
     /// Send a control event to the model (never dropped).
     Realtime(Box<ClientEvent>),
-    /// Send caller audio (base64) to the model (dropped oldest-first if the socket stalls).
-    Audio(String),
+    /// Send caller audio (raw mu-law; the writer base64-encodes it into the append) to the
+    /// model (dropped oldest-first if the socket stalls).
+    Audio(Bytes),
     /// Publish a frame on `voice.call.<sid>.out`.
     Out(outbound_frame::Frame),
     /// Publish a call event.
@@ -101,6 +111,9 @@ pub enum Effect {
     /// Close the Realtime socket (if still open) and open a new session; then call
     /// [`CallMachine::resume_session`] with the conversation so far.
     Reconnect,
+    /// Find agent `agent_id` in the current agents table and resolve its tools (registry reads,
+    /// so off the actor), then call [`CallMachine::on_handoff`] with the same `call_id`.
+    Handoff { call_id: String, agent_id: String },
 }
 
 /// How serious a Realtime `error` event is.
@@ -206,6 +219,16 @@ struct PendingHangup {
     response_done: bool,
 }
 
+/// A `handoff` call waiting for its target to be resolved.
+#[derive(Debug)]
+struct PendingHandoff {
+    call_id: String,
+    arguments: String,
+    target: String,
+    reason: String,
+    started: Instant,
+}
+
 /// An assistant item waiting for its fate to be known.
 #[derive(Debug, Default)]
 struct AssistantEntry {
@@ -257,6 +280,8 @@ pub struct CallMachine {
     ended: Option<String>,
 
     stream_started: bool,
+    /// Twilio's chunk counter of the last caller audio frame (0: none yet).
+    last_chunk: u32,
     prestart: VecDeque<(String, String, Bytes)>,
     prestart_bytes: usize,
     playback: Playback,
@@ -280,6 +305,11 @@ pub struct CallMachine {
     batches: Vec<ToolBatch>,
     seen_calls: HashSet<String>,
     outcome_set: bool,
+    handoff: Option<PendingHandoff>,
+    /// The output voice of the call: the first agent's. A GA session locks the voice once it
+    /// has produced audio, and the caller should hear one voice for the whole call, so neither
+    /// a handoff nor a replacement session changes it.
+    voice: String,
 
     usage: Usage,
     hangup: Option<PendingHangup>,
@@ -307,6 +337,7 @@ impl CallMachine {
             tools: SessionTools::default(),
             ended: None,
             stream_started: false,
+            last_chunk: 0,
             prestart: VecDeque::new(),
             prestart_bytes: 0,
             playback: Playback::new(),
@@ -325,6 +356,8 @@ impl CallMachine {
             batches: Vec::new(),
             seen_calls: HashSet::new(),
             outcome_set: false,
+            handoff: None,
+            voice: setup.agent.voice.clone(),
             usage: Usage::default(),
             hangup: None,
             hangup_deadline: None,
@@ -360,7 +393,13 @@ impl CallMachine {
         std::mem::take(&mut self.effects)
     }
 
-    /// The agent answering the call.
+    /// Moves the effects queued so far to the end of `out`. Unlike [`Self::take_effects`] it
+    /// keeps both buffers, so the actor allocates nothing per frame for them.
+    pub fn drain_effects_into(&mut self, out: &mut VecDeque<Effect>) {
+        out.extend(self.effects.drain(..));
+    }
+
+    /// The agent answering the call now (the target of the last handoff, if any).
     pub fn agent(&self) -> Arc<Agent> {
         Arc::clone(&self.setup.agent)
     }
@@ -419,12 +458,31 @@ impl CallMachine {
         )))
     }
 
+    /// The whole configuration of a new session, for the current agent.
     fn send_session_update(&mut self) {
-        let agent = Arc::clone(&self.setup.agent);
-        let session = Session {
+        let mut session = self.agent_session();
+        session.model = Some(self.setup.model.clone());
+        session.output_modalities = Some(vec!["audio".into()]);
+        if let Some(audio) = &mut session.audio {
+            audio.output = Some(AudioOutput {
+                format: Some(AudioFormat::pcmu()),
+                voice: Some(self.voice.clone()),
+                speed: None,
+            });
+        }
+        self.send_event(ClientEvent::SessionUpdate {
+            event_id: None,
+            session,
+        });
+    }
+
+    /// What depends on the agent: instructions, tools and turn detection (with the input
+    /// format and transcription they sit next to). A `session.update` changes only the fields
+    /// present, so a handoff sends just this, leaving model and voice as they are.
+    fn agent_session(&self) -> Session {
+        let agent = &self.setup.agent;
+        Session {
             kind: "realtime".into(),
-            model: Some(self.setup.model.clone()),
-            output_modalities: Some(vec!["audio".into()]),
             instructions: Some(agent.instructions.clone()),
             audio: Some(AudioConfig {
                 input: Some(AudioInput {
@@ -437,20 +495,12 @@ impl CallMachine {
                     noise_reduction: None,
                     turn_detection: Some(agent.turn_detection.to_session()),
                 }),
-                output: Some(AudioOutput {
-                    format: Some(AudioFormat::pcmu()),
-                    voice: Some(agent.voice.clone()),
-                    speed: None,
-                }),
+                output: None,
             }),
             tools: Some(self.tools.functions.clone()),
             tool_choice: Some("auto".into()),
             ..Default::default()
-        };
-        self.send_event(ClientEvent::SessionUpdate {
-            event_id: None,
-            session,
-        });
+        }
     }
 
     // ---------------------------------------------------------------- session loss
@@ -616,12 +666,18 @@ impl CallMachine {
         }
         match frame {
             inbound_frame::Frame::Audio(audio) => {
+                // Twilio numbers its chunks from 1; a gap is audio lost on the way here (a
+                // slow-consumer drop of `.in` under overload, or the gateway's own drops).
+                if audio.chunk > self.last_chunk.saturating_add(1) && self.last_chunk > 0 {
+                    metrics::counter!("worker_inbound_audio_lost_total")
+                        .increment(u64::from(audio.chunk - self.last_chunk - 1));
+                }
+                self.last_chunk = audio.chunk;
                 if self.reconnect_at.is_some() {
                     // No session to hear it: stale speech is worth less than a short gap.
                     metrics::counter!("worker_audio_dropped_total").increment(1);
                 } else if !audio.payload.is_empty() {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(&audio.payload);
-                    self.effects.push(Effect::Audio(b64));
+                    self.effects.push(Effect::Audio(audio.payload));
                 }
             }
             inbound_frame::Frame::Start(start) => {
@@ -741,6 +797,11 @@ impl CallMachine {
                 self.session_lost(&why, now);
             }
             RealtimeEvent::Server(ev) => self.on_server_event(*ev, now),
+            RealtimeEvent::AudioDelta {
+                response_id,
+                item_id,
+                audio,
+            } => self.on_audio_delta(response_id, item_id, audio, now),
         }
     }
 
@@ -754,14 +815,13 @@ impl CallMachine {
     }
 
     fn on_server_event(&mut self, ev: ServerEvent, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
         match ev {
             ServerEvent::Error { error, .. } => self.on_error(error, now),
             ServerEvent::SessionCreated { session, .. } => {
-                tracing::debug!(%call_sid, id = ?session.id, "realtime session created");
+                tracing::debug!(call_sid = %self.setup.offer.call_sid, id = ?session.id, "realtime session created");
             }
             ServerEvent::SessionUpdated { .. } => {
-                tracing::debug!(%call_sid, "realtime session updated");
+                tracing::debug!(call_sid = %self.setup.offer.call_sid, "realtime session updated");
             }
             ServerEvent::SpeechStarted { item_id, .. } => {
                 let offset = self.offset_ms(now);
@@ -793,8 +853,8 @@ impl CallMachine {
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
-                tracing::warn!(%call_sid, %item_id, code = ?error.code, message = %error.message,
-                    "caller speech could not be transcribed");
+                tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
+                    message = %error.message, "caller speech could not be transcribed");
             }
             ServerEvent::ResponseCreated { response, .. } => {
                 self.active_response = Some(response.id.clone());
@@ -818,7 +878,13 @@ impl CallMachine {
                 item_id,
                 delta,
                 ..
-            } => self.on_audio_delta(response_id, item_id, &delta, now),
+            } => match base64::engine::general_purpose::STANDARD.decode(&delta) {
+                Ok(audio) => self.on_audio_delta(response_id, item_id, Bytes::from(audio), now),
+                Err(e) => {
+                    metrics::counter!("realtime_bad_audio_total").increment(1);
+                    tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
+                }
+            },
             ServerEvent::OutputAudioTranscriptDelta {
                 response_id,
                 item_id,
@@ -909,22 +975,18 @@ impl CallMachine {
         &mut self.assistant[pos]
     }
 
-    fn on_audio_delta(&mut self, response_id: String, item_id: String, delta: &str, now: Instant) {
+    /// Assistant audio (decoded) of `item_id`.
+    fn on_audio_delta(&mut self, response_id: String, item_id: String, bytes: Bytes, now: Instant) {
         if self.interrupted_items.contains(&item_id) || self.recorded_items.contains(&item_id) {
             // Still arriving after a barge-in: the caller must not hear it.
             return;
         }
-        let bytes = match base64::engine::general_purpose::STANDARD.decode(delta) {
-            Ok(b) if !b.is_empty() => Bytes::from(b),
-            Ok(_) => return,
-            Err(e) => {
-                metrics::counter!("realtime_bad_audio_total").increment(1);
-                tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
-                return;
-            }
-        };
+        if bytes.is_empty() {
+            return;
+        }
         self.entry(&item_id, &response_id, now);
-        if self.responses_with_audio.insert(response_id.clone()) {
+        if !self.responses_with_audio.contains(&response_id) {
+            self.responses_with_audio.insert(response_id.clone());
             self.first_audio_of_response(&response_id, now);
         }
         if self.stream_started {
@@ -1185,8 +1247,18 @@ impl CallMachine {
             });
             return;
         }
+        if name == HANDOFF {
+            self.start_handoff(call_id, arguments, now);
+            return;
+        }
         if is_builtin(name) {
             let reply = self.run_builtin(name, arguments, now);
+            // Built-ins finish at once: their `tool` span only records that they ran.
+            let result = match &reply {
+                ToolReply::Output(_) => "ok",
+                ToolReply::Error { code, .. } => code.as_str(),
+            };
+            let _span = tracing::info_span!("tool", name, call_id, result).entered();
             metrics::counter!("worker_tool_calls_total", "tool" => name.to_owned(), "result" => "builtin")
                 .increment(1);
             self.complete_tool(ToolDone {
@@ -1257,6 +1329,161 @@ impl CallMachine {
             }
             _ => ToolReply::error("unknown_tool", format!("There is no tool named `{name}`.")),
         }
+    }
+
+    /// Checks a `handoff` call and asks the actor for its target; a call that cannot be
+    /// honoured is answered with a structured error at once (the model then tells the caller).
+    fn start_handoff(&mut self, call_id: &str, arguments: &str, now: Instant) {
+        let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+        let target = args["agent"].as_str().unwrap_or_default().trim().to_owned();
+        let reason = args["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let allowed = &self.setup.agent.handoff_to;
+        let refused = if self.handoff.is_some() {
+            Some(ToolReply::error(
+                "busy",
+                "Another handoff is already in progress.",
+            ))
+        } else if self.hangup.is_some() {
+            Some(ToolReply::error("unavailable", "The call is ending."))
+        } else if !allowed.contains(&target) {
+            let choices = allowed.join(", ");
+            Some(ToolReply::error(
+                if target.is_empty() {
+                    "invalid_arguments"
+                } else {
+                    "unknown_agent"
+                },
+                format!(
+                    "`agent` must be one of: {}.",
+                    if choices.is_empty() {
+                        "(none)"
+                    } else {
+                        &choices
+                    }
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refused {
+            metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => "error")
+                .increment(1);
+            self.complete_tool(ToolDone {
+                call_id: call_id.to_owned(),
+                name: HANDOFF.to_owned(),
+                arguments: arguments.to_owned(),
+                reply,
+                outcome: None,
+                latency_ms: 0,
+            });
+            return;
+        }
+        self.effects.push(Effect::Handoff {
+            call_id: call_id.to_owned(),
+            agent_id: target.clone(),
+        });
+        self.handoff = Some(PendingHandoff {
+            call_id: call_id.to_owned(),
+            arguments: arguments.to_owned(),
+            target,
+            reason,
+            started: now,
+        });
+    }
+
+    /// The target of a `handoff` call is resolved: the agent from the current agents table with
+    /// its session tools, or the error to give the model (the agent is gone from a reloaded
+    /// file, say).
+    ///
+    /// On success the call switches agents: one `session.update` carries the target's
+    /// instructions, tools and turn detection (sent at once, so the response that follows the
+    /// function output already runs as the new agent; skipped while a lost session awaits its
+    /// replacement, which is configured for the new agent anyway). The voice is left alone: a
+    /// GA session cannot change it after it produced audio, so the whole call keeps the first
+    /// agent's voice. The target's greeting is not spoken: the conversation goes on. Timers
+    /// follow the target: `max_call_seconds` counts from the start of the call,
+    /// `idle_timeout_seconds` from now.
+    pub fn on_handoff(
+        &mut self,
+        call_id: &str,
+        target: Result<(Arc<Agent>, SessionTools), ToolReply>,
+        now: Instant,
+    ) {
+        if self.ended.is_some() {
+            return;
+        }
+        let Some(pending) = self.handoff.take_if(|h| h.call_id == call_id) else {
+            return;
+        };
+        let call_sid = self.setup.offer.call_sid.clone();
+        let mut record = None;
+        let reply = match target {
+            Err(reply) => {
+                tracing::warn!(%call_sid, target = %pending.target, ?reply, "handoff refused");
+                reply
+            }
+            Ok((agent, tools)) => {
+                tracing::info!(%call_sid, from = %self.setup.agent.id, to = %agent.id,
+                    reason = %pending.reason, "call handed off");
+                metrics::counter!("worker_handoffs_total").increment(1);
+                self.setup.agent = Arc::clone(&agent);
+                self.tools = tools;
+                if self.hangup.is_none() {
+                    self.max_deadline = agent.max_call.map(|d| self.accepted_at + d);
+                    self.idle_stage = 0;
+                    self.idle_deadline = match (agent.idle_timeout, self.stream_started) {
+                        (Some(idle), true) => Some(now + idle),
+                        _ => None,
+                    };
+                }
+                if self.reconnect_at.is_none() {
+                    let session = self.agent_session();
+                    self.send_event(ClientEvent::SessionUpdate {
+                        event_id: None,
+                        session,
+                    });
+                }
+                record = Some(if pending.reason.is_empty() {
+                    format!("Handed off to {}.", agent.id)
+                } else {
+                    format!("Handed off to {} ({}).", agent.id, pending.reason)
+                });
+                ToolReply::Output(serde_json::json!({"ok": true, "agent": agent.id}).to_string())
+            }
+        };
+        let result = match reply {
+            ToolReply::Output(_) => "ok",
+            ToolReply::Error { .. } => "error",
+        };
+        metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => result)
+            .increment(1);
+        let latency_ms = u32::try_from(now.saturating_duration_since(pending.started).as_millis())
+            .unwrap_or(u32::MAX);
+        self.complete_tool(ToolDone {
+            call_id: pending.call_id,
+            name: HANDOFF.to_owned(),
+            arguments: pending.arguments,
+            reply,
+            outcome: None,
+            latency_ms,
+        });
+        // After the tool event, so the record (and a replay) reads: the call, then the handoff.
+        if let Some(text) = record {
+            self.effects
+                .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                    role: Role::System as i32,
+                    text,
+                    item_id: String::new(),
+                    interrupted: false,
+                    heard_ms: 0,
+                    offset_ms: self.offset_ms(now),
+                })));
+        }
+        self.pump();
     }
 
     fn set_outcome(&mut self, outcome: &str, detail: &str) {

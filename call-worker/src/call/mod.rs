@@ -15,32 +15,58 @@
 //! hands the machine the conversation so far, rebuilt by [`crate::replay::items`] from the
 //! call's own published events, so the caller keeps talking to the same agent after a short
 //! pause. Too many losses in a row end the call (`model_error`).
+//!
+//! A `handoff` looks its target up in the worker's current agents table (the one new offers
+//! route with) and resolves the target's tools in a task of its own, like business tools, then
+//! hands both to the machine.
+//!
+//! Tracing: the actor runs inside the call's `call` span (fields `call_sid`, `agent`), whose
+//! parent is the trace context of the offer's NATS headers, so everything the call publishes
+//! (events included) belongs to the trace the gateway started. Children: `realtime.connect` per
+//! (re)connect, `turn` per turn-latency event, `tool` per tool call (its context travels in the
+//! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
 pub mod machine;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
+use switchboard_proto::call_event::Body;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallOffer, InboundFrame, Message as _, OutboundFrame, ToolCall, outbound_frame,
 };
 use switchboard_service::events::EventPublisher;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
-use crate::agents::Agent;
+use crate::agents::{Agent, Agents, HANDOFF};
 use crate::events::CallEvents;
 use crate::realtime::{self, RealtimeEvent, RealtimeSender, RealtimeSettings};
-use crate::tools::{self, ToolDone};
+use crate::tools::{self, SessionTools, ToolDone, ToolReply};
 use machine::{CallMachine, CallSetup, Effect};
 
 /// How often the worker tells the gateway it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Messages each NATS subscription of the worker buffers (async-nats sets this per client, not
+/// per subscription). It bounds a call's `.in` backlog when the call's actor falls behind: 256
+/// frames are about 5 s of caller audio (50 frames a second), at most about 100 KiB per call,
+/// and the Realtime writer holds another [`realtime::AUDIO_QUEUE_FRAMES`] and drops the oldest
+/// of those. Audio older than that is worthless to the model, so beyond it async-nats drops new
+/// messages (counted in `nats_slow_consumer_total`; the call counts the frames it never got in
+/// `worker_inbound_audio_lost_total`) instead of memory growing with the backlog; the 8192 of
+/// the other services would let one stalled call hold minutes of audio. The worker's other
+/// subscription, offers, is answered in milliseconds, and an offer queued for seconds has been
+/// given up by the gateway anyway; replies (tools, JetStream acks, registry reads) do not go
+/// through per-subscription buffers.
+pub const SUBSCRIPTION_CAPACITY: usize = 256;
 
 /// What every call of this worker shares.
 #[derive(Clone)]
@@ -62,25 +88,46 @@ pub struct CallContext {
     pub tool_timeout: Duration,
 }
 
+/// What the actor needs besides the offer and its agent.
+pub struct CallSpawn<'a> {
+    /// The worker's current agents table: where a `handoff` finds its target.
+    pub agents: watch::Receiver<Arc<Agents>>,
+    /// The offer message's headers (trace context), if it had any.
+    pub headers: Option<&'a async_nats::HeaderMap>,
+    /// The call's capacity slot, released when the actor ends.
+    pub permit: OwnedSemaphorePermit,
+    /// Ends the call with reason `worker_shutdown`.
+    pub cancel: CancellationToken,
+    /// Told the call sid when the actor ends.
+    pub ended: mpsc::UnboundedSender<String>,
+}
+
 /// Starts the actor of an accepted call: subscribes to its `.in` subject (before returning, so
 /// the offer can be answered safely) and starts connecting to the model at once.
-///
-/// `permit` is the call's capacity slot, released when the actor ends; `ended` is told the
-/// call sid then. `cancel` ends the call with reason `worker_shutdown`.
 pub async fn spawn(
     ctx: Arc<CallContext>,
     offer: CallOffer,
     agent: Arc<Agent>,
-    permit: OwnedSemaphorePermit,
-    cancel: CancellationToken,
     tracker: &TaskTracker,
-    ended: mpsc::UnboundedSender<String>,
+    rest: CallSpawn<'_>,
 ) -> Result<(), async_nats::SubscribeError> {
+    let CallSpawn {
+        agents,
+        headers,
+        permit,
+        cancel,
+        ended,
+    } = rest;
     let inbound = ctx
         .client
         .subscribe(ctx.subjects.call_in(&offer.call_sid))
         .await?;
-    let (rt_tx, rt_rx) = realtime::connect(&ctx.realtime, &offer.call_sid);
+    let span =
+        tracing::info_span!(parent: None, "call", call_sid = %offer.call_sid, agent = %agent.id);
+    if let Some(headers) = headers {
+        switchboard_service::trace::set_parent(&span, headers);
+    }
+    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&ctx.realtime, &offer.call_sid));
     let setup = CallSetup {
         offer,
         agent,
@@ -88,21 +135,28 @@ pub async fn spawn(
         model: ctx.realtime.model.clone(),
         tool_timeout: ctx.tool_timeout,
     };
-    let actor = CallActor::new(ctx, setup, rt_tx, rt_rx, cancel);
-    tracker.spawn(async move {
-        let sid = actor.call_sid.clone();
-        actor.run(inbound).await;
-        drop(permit);
-        let _ = ended.send(sid);
-    });
+    let actor = CallActor::new(ctx, setup, rt_tx, rt_rx, cancel, agents);
+    tracker.spawn(
+        async move {
+            let sid = actor.call_sid.clone();
+            actor.run(inbound).await;
+            drop(permit);
+            let _ = ended.send(sid);
+        }
+        .instrument(span),
+    );
     Ok(())
 }
 
 struct CallActor {
     ctx: Arc<CallContext>,
     call_sid: String,
-    out_subject: String,
+    /// `voice.call.<sid>.out`; a `Subject` clones without allocating (two publishes per 100 ms
+    /// of assistant audio).
+    out_subject: async_nats::Subject,
     out_seq: u64,
+    /// Effects being carried out; kept between iterations so the media path reuses its buffer.
+    queue: VecDeque<Effect>,
     machine: CallMachine,
     events: CallEvents,
     realtime: RealtimeSender,
@@ -112,6 +166,16 @@ struct CallActor {
     tasks: CancellationToken,
     tool_tx: mpsc::UnboundedSender<ToolDone>,
     tool_rx: mpsc::UnboundedReceiver<ToolDone>,
+    agents: watch::Receiver<Arc<Agents>>,
+    handoff_tx: mpsc::UnboundedSender<HandoffReady>,
+    handoff_rx: mpsc::UnboundedReceiver<HandoffReady>,
+}
+
+/// A handoff target with its resolved tools, for the `handoff` call `call_id`.
+struct HandoffReady {
+    call_id: String,
+    agent: Arc<Agent>,
+    tools: SessionTools,
 }
 
 impl CallActor {
@@ -121,11 +185,14 @@ impl CallActor {
         realtime: RealtimeSender,
         rt_events: mpsc::Receiver<RealtimeEvent>,
         cancel: CancellationToken,
+        agents: watch::Receiver<Arc<Agents>>,
     ) -> Self {
         let call_sid = setup.offer.call_sid.clone();
         let (tool_tx, tool_rx) = mpsc::unbounded_channel();
+        let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
         Self {
-            out_subject: ctx.subjects.call_out(&call_sid),
+            out_subject: ctx.subjects.call_out(&call_sid).into(),
+            queue: VecDeque::new(),
             events: CallEvents::new(&call_sid, ctx.publisher.clone()),
             machine: CallMachine::new(setup, Instant::now()),
             ctx,
@@ -137,25 +204,37 @@ impl CallActor {
             tasks: CancellationToken::new(),
             tool_tx,
             tool_rx,
+            agents,
+            handoff_tx,
+            handoff_rx,
         }
     }
 
     async fn run(mut self, mut inbound: async_nats::Subscriber) {
         metrics::gauge!("worker_active_calls").increment(1.0);
-        let effects = self.machine.take_effects();
-        self.execute(effects).await;
+        self.execute().await;
 
         let agent = self.machine.agent();
         let session_tools = tools::load(self.ctx.registry.as_ref(), &agent, &self.call_sid).await;
         self.machine.start_session(session_tools);
-        let effects = self.machine.take_effects();
-        self.execute(effects).await;
+        self.execute().await;
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // One timer for the machine's deadlines, moved when the deadline moves, rather than a new
+        // timer registered on every frame.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let mut shutting_down = false;
         while self.machine.ended().is_none() {
             let deadline = self.machine.next_deadline();
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 () = self.cancel.cancelled(), if !shutting_down => {
                     shutting_down = true;
@@ -181,18 +260,24 @@ impl CallActor {
                 Some(done) = self.tool_rx.recv() => {
                     self.machine.on_tool_done(done, Instant::now());
                 }
+                Some(ready) = self.handoff_rx.recv() => {
+                    tracing::Span::current().record("agent", ready.agent.id.as_str());
+                    let target = Ok((ready.agent, ready.tools));
+                    self.machine.on_handoff(&ready.call_id, target, Instant::now());
+                }
                 _ = heartbeat.tick() => {
                     let frame = outbound_frame::Frame::Heartbeat(switchboard_proto::Heartbeat {
                         worker_id: self.ctx.worker_id.clone(),
                     });
                     self.publish_out(frame).await;
                 }
-                () = sleep_until(deadline) => {
+                () = &mut timer, if armed.is_some() => {
+                    // Fired: a deadline that is still due re-arms (and fires) on the next turn.
+                    armed = None;
                     self.machine.on_timer(Instant::now());
                 }
             }
-            let effects = self.machine.take_effects();
-            self.execute(effects).await;
+            self.execute().await;
         }
         self.tasks.cancel();
         self.realtime.close();
@@ -200,13 +285,19 @@ impl CallActor {
         metrics::gauge!("worker_active_calls").decrement(1.0);
     }
 
-    async fn execute(&mut self, effects: Vec<Effect>) {
-        let mut queue = std::collections::VecDeque::from(effects);
-        while let Some(effect) = queue.pop_front() {
+    /// Carries out the machine's effects (and any they lead to).
+    async fn execute(&mut self) {
+        self.machine.drain_effects_into(&mut self.queue);
+        while let Some(effect) = self.queue.pop_front() {
             match effect {
                 Effect::Realtime(ev) => self.realtime.send(&ev),
-                Effect::Audio(b64) => self.realtime.append_audio(b64),
+                Effect::Audio(audio) => self.realtime.append_audio(&audio),
                 Effect::Out(frame) => self.publish_out(frame).await,
+                Effect::Event(Body::Turn(turn)) => {
+                    let span = tracing::info_span!("turn", kind = %turn.kind, latency_ms = turn.latency_ms);
+                    let _entered = span.enter();
+                    self.events.publish(Body::Turn(turn));
+                }
                 Effect::Event(body) => self.events.publish(body),
                 Effect::CallTool {
                     call_id,
@@ -223,7 +314,14 @@ impl CallActor {
                     let replay = crate::replay::items(self.events.history());
                     tracing::info!(call_sid = %self.call_sid, items = replay.len(), "new realtime session; replaying the conversation");
                     self.machine.resume_session(replay);
-                    queue.extend(self.machine.take_effects());
+                    self.machine.drain_effects_into(&mut self.queue);
+                }
+                Effect::Handoff { call_id, agent_id } => {
+                    if let Err(reply) = self.handoff(call_id.clone(), &agent_id) {
+                        self.machine
+                            .on_handoff(&call_id, Err(reply), Instant::now());
+                        self.machine.drain_effects_into(&mut self.queue);
+                    }
                 }
             }
         }
@@ -246,6 +344,36 @@ impl CallActor {
         }
     }
 
+    /// Finds the handoff target in the current agents table and resolves its tools in a task
+    /// (registry reads must not hold up the call); the result comes back on `handoff_rx`.
+    fn handoff(&self, call_id: String, agent_id: &str) -> Result<(), ToolReply> {
+        let Some(agent) = self.agents.borrow().by_id(agent_id).cloned() else {
+            return Err(ToolReply::error(
+                "unavailable",
+                format!("The agent `{agent_id}` is not available on this line right now."),
+            ));
+        };
+        let span = tracing::info_span!("tool", name = HANDOFF, call_id = %call_id, result = "ok");
+        let ctx = Arc::clone(&self.ctx);
+        let call_sid = self.call_sid.clone();
+        let tx = self.handoff_tx.clone();
+        let tasks = self.tasks.clone();
+        tokio::spawn(
+            async move {
+                let load = tools::load(ctx.registry.as_ref(), &agent, &call_sid);
+                if let Some(tools) = tasks.run_until_cancelled(load).await {
+                    let _ = tx.send(HandoffReady {
+                        call_id,
+                        agent,
+                        tools,
+                    });
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
     fn call_tool(&self, call_id: String, name: String, arguments: String, timeout: Duration) {
         let offer = self.machine.offer();
         let call = ToolCall {
@@ -261,30 +389,33 @@ impl CallActor {
         let subject = self.ctx.subjects.tool(&name);
         let tx = self.tool_tx.clone();
         let tasks = self.tasks.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = tasks
-                .run_until_cancelled(tools::call_business_tool(&client, subject, &call, timeout))
-                .await;
-            let Some((reply, outcome)) = result else {
-                return;
-            };
-            let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-            let _ = tx.send(ToolDone {
-                call_id,
-                name,
-                arguments,
-                reply,
-                outcome,
-                latency_ms,
-            });
-        });
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+        let span = tracing::info_span!("tool", name = %name, call_id = %call_id,
+            result = tracing::field::Empty);
+        // The tool service continues this trace from the request's headers.
+        let headers = span.in_scope(switchboard_service::trace::headers);
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let request = tools::call_business_tool(&client, subject, &call, timeout, headers);
+                let Some((reply, outcome)) = tasks.run_until_cancelled(request).await else {
+                    return;
+                };
+                let result = match &reply {
+                    ToolReply::Output(_) => "ok",
+                    ToolReply::Error { code, .. } => code.as_str(),
+                };
+                tracing::Span::current().record("result", result);
+                let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                let _ = tx.send(ToolDone {
+                    call_id,
+                    name,
+                    arguments,
+                    reply,
+                    outcome,
+                    latency_ms,
+                });
+            }
+            .instrument(span),
+        );
     }
 }

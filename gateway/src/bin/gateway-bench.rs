@@ -6,6 +6,10 @@
 //! moment it was sent (nanoseconds since the run began, in its first 8 bytes), so both hops are
 //! timed on one clock:
 //!
+//! The worker side of each call runs in that call's task (its own `.in` subscription), over a
+//! few NATS connections, so the bench's worker is not one task serialising 25,000 frames a
+//! second: what is timed is the gateway's path, not a queue in the bench.
+//!
 //! - **in**: Twilio WebSocket send -> `InboundFrame` received on `voice.call.<sid>.in`;
 //! - **out**: `OutboundFrame` published on `.out` -> `media` received on the WebSocket.
 //!
@@ -20,6 +24,7 @@ use base64::Engine as _;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
+use switchboard_bench::{histogram, print, rss_kib, since_stamp, stamp};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     InboundFrame, Message as _, OfferReply, OutboundAudio, OutboundFrame, inbound_frame,
@@ -32,6 +37,7 @@ use switchboard_twilio::webhook::CallForm;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,60 +69,33 @@ struct Args {
     /// The gateway's process id, to report its memory per stream.
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// NATS connections the worker side spreads its calls over.
+    #[arg(long, default_value_t = 4)]
+    nats_connections: usize,
+}
+
+/// Client socket buffers sized for one audio stream (the library's 128 KiB defaults would be
+/// zeroed on every read and cost the bench CPU it should not spend).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
 
 const FRAME: Duration = Duration::from_millis(20);
 
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
-}
-
-/// Nanoseconds since `epoch`, stamped into the first 8 bytes of `payload`.
-fn stamp(payload: &mut [u8], epoch: Instant) {
-    let ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    payload[..8].copy_from_slice(&ns.to_be_bytes());
-}
-
-/// Microseconds since the stamp in `payload` was made.
-fn since_stamp(payload: &[u8], epoch: Instant) -> Option<u64> {
-    let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
-    let sent = Duration::from_nanos(u64::from_be_bytes(bytes));
-    let now = epoch.elapsed();
-    Some(u64::try_from(now.checked_sub(sent)?.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn print(name: &str, h: &Histogram<u64>) {
-    println!(
-        "{name:>4}: n={} p50={:.3}ms p90={:.3}ms p99={:.3}ms max={:.3}ms",
-        h.len(),
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.9) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0,
-    );
-}
-
-/// The worker side: accept offers; echo inbound audio on `.out` (re-stamped); time `.in`.
-async fn worker(
+/// The worker's offer side: accept every offer.
+async fn accept_offers(
     nats: async_nats::Client,
     subjects: Subjects,
-    epoch: Instant,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Histogram<u64>> {
+) -> anyhow::Result<()> {
     let mut offers = nats
         .queue_subscribe(
             subjects.offer(),
             switchboard_proto::WORKERS_QUEUE_GROUP.to_owned(),
         )
         .await?;
-    let mut inbound = nats.subscribe(subjects.call_in("*")).await?;
     let accept = OfferReply {
         accepted: true,
         worker_id: "gateway-bench".into(),
@@ -124,37 +103,45 @@ async fn worker(
         reason: String::new(),
     }
     .encode_to_vec();
-    let mut hist = histogram()?;
-    let mut seq = 0u64;
     loop {
         tokio::select! {
-            () = stop.cancelled() => return Ok(hist),
+            () = stop.cancelled() => return Ok(()),
             Some(offer) = offers.next() => {
                 if let Some(reply) = offer.reply {
                     nats.publish(reply, accept.clone().into()).await?;
                 }
             }
-            Some(msg) = inbound.next() => {
-                let Ok(InboundFrame { frame: Some(inbound_frame::Frame::Audio(audio)), .. }) =
-                    InboundFrame::decode(msg.payload) else { continue };
-                if let Some(us) = since_stamp(&audio.payload, epoch) {
-                    hist.record(us.max(1))?;
-                }
-                // `voice.call.<sid>.in` -> `voice.call.<sid>.out`
-                let Some(prefix) = msg.subject.strip_suffix(".in") else { continue };
-                let mut payload = audio.payload.to_vec();
-                stamp(&mut payload, epoch);
-                seq += 1;
-                let out = OutboundFrame {
-                    seq,
-                    frame: Some(outbound_frame::Frame::Audio(OutboundAudio {
-                        payload: payload.into(),
-                    })),
-                };
-                nats.publish(format!("{prefix}.out"), out.encode_to_vec().into()).await?;
-            }
         }
     }
+}
+
+/// The worker side of one call: the echo of an `.in` audio frame on `.out` (re-stamped), and
+/// the `in` time of that frame.
+fn echo(msg: async_nats::Message, seq: &mut u64, epoch: Instant) -> Option<(u64, Vec<u8>)> {
+    let Ok(InboundFrame {
+        frame: Some(inbound_frame::Frame::Audio(audio)),
+        ..
+    }) = InboundFrame::decode(msg.payload)
+    else {
+        return None;
+    };
+    let us = since_stamp(&audio.payload, epoch)?;
+    let mut payload = audio.payload.to_vec();
+    stamp(&mut payload, epoch);
+    *seq += 1;
+    let out = OutboundFrame {
+        seq: *seq,
+        frame: Some(outbound_frame::Frame::Audio(OutboundAudio {
+            payload: payload.into(),
+        })),
+    };
+    Some((us, out.encode_to_vec()))
+}
+
+/// Both histograms of one stream.
+struct Timings {
+    inbound: Histogram<u64>,
+    outbound: Histogram<u64>,
 }
 
 /// One Twilio media stream: webhook, signed socket, `start`, then a frame every 20 ms until
@@ -162,10 +149,12 @@ async fn worker(
 async fn stream(
     args: &Args,
     http: &reqwest::Client,
+    nats: &async_nats::Client,
+    subjects: &Subjects,
     index: usize,
     epoch: Instant,
     until: Instant,
-) -> anyhow::Result<Histogram<u64>> {
+) -> anyhow::Result<Timings> {
     let gateway = args.gateway.trim_end_matches('/');
     let public = args.public_url.as_deref().unwrap_or(gateway);
     let validator = Validator::new(args.auth_token.clone(), public);
@@ -203,7 +192,12 @@ async fn stream(
     let mut req = ws_url.into_client_request()?;
     req.headers_mut()
         .insert("X-Twilio-Signature", validator.sign_ws("/media").parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+    // The worker side of this call listens before the stream can start.
+    let mut inbound = nats.subscribe(subjects.call_in(&call_sid)).await?;
+    let out_subject = subjects.call_out(&call_sid);
+    nats.flush().await?;
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true).await?;
     let (mut tx, mut rx) = ws.split();
     let send = |m: TwilioMessage| WsMessage::Text(m.to_json().into());
     tx.send(send(TwilioMessage::connected())).await?;
@@ -221,6 +215,8 @@ async fn stream(
     }))
     .await?;
     let mut hist = histogram()?;
+    let mut in_hist = histogram()?;
+    let mut out_seq = 0u64;
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut chunk = 0u32;
@@ -249,6 +245,12 @@ async fn stream(
                 Some(Ok(_)) => {}
                 Some(Err(e)) => bail!("stream {index}: {e}"),
                 None => bail!("stream {index}: the gateway closed the socket"),
+            },
+            Some(msg) = inbound.next() => {
+                if let Some((us, out)) = echo(msg, &mut out_seq, epoch) {
+                    in_hist.record(us.max(1))?;
+                    nats.publish(out_subject.clone(), out.into()).await?;
+                }
             }
         }
     }
@@ -259,7 +261,10 @@ async fn stream(
     }))
     .await?;
     let _ = tx.close().await;
-    Ok(hist)
+    Ok(Timings {
+        inbound: in_hist,
+        outbound: hist,
+    })
 }
 
 #[tokio::main]
@@ -267,12 +272,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let epoch = Instant::now();
-    let nats = async_nats::connect(&args.nats_url)
-        .await
-        .context("connecting to NATS")?;
+    let mut pool = Vec::new();
+    for _ in 0..args.nats_connections.max(1) {
+        pool.push(
+            async_nats::connect(&args.nats_url)
+                .await
+                .context("connecting to NATS")?,
+        );
+    }
+    let nats = pool[0].clone();
     let subjects = Subjects::new(args.nats_subject_prefix.clone());
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = tokio::spawn(worker(nats.clone(), subjects, epoch, stop.clone()));
+    let worker = tokio::spawn(accept_offers(nats.clone(), subjects.clone(), stop.clone()));
     nats.flush().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -285,11 +296,12 @@ async fn main() -> anyhow::Result<()> {
     let args = std::sync::Arc::new(args);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..args.streams {
-        let (args, http) = (args.clone(), http.clone());
+        let (args, http, subjects) = (args.clone(), http.clone(), subjects.clone());
+        let nats = pool[index % pool.len()].clone();
         tasks.spawn(async move {
             let delay = Duration::from_secs(1).mul_f64(index as f64 / args.streams.max(1) as f64);
             tokio::time::sleep(delay).await;
-            stream(&args, &http, index, epoch, until).await
+            stream(&args, &http, &nats, &subjects, index, epoch, until).await
         });
     }
     // Memory while every stream is open.
@@ -297,10 +309,14 @@ async fn main() -> anyhow::Result<()> {
     let peak = args.gateway_pid.and_then(rss_kib);
 
     let mut out = histogram()?;
+    let mut inbound = histogram()?;
     let mut failed = 0usize;
     while let Some(result) = tasks.join_next().await {
         match result? {
-            Ok(h) => out.add(&h)?,
+            Ok(t) => {
+                out.add(&t.outbound)?;
+                inbound.add(&t.inbound)?;
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("{e:#}");
@@ -309,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.cancel();
-    let inbound = worker.await??;
+    worker.await??;
 
     println!(
         "streams={} seconds={} failed={failed}",

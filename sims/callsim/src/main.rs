@@ -108,7 +108,7 @@ impl CallArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    switchboard_service::telemetry::init_logging("callsim");
+    let _telemetry = switchboard_service::telemetry::init_logging("callsim");
     // Ctrl-C / SIGTERM: running calls hang up properly instead of vanishing.
     let cancel = CancellationToken::new();
     tokio::spawn({

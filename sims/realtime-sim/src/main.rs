@@ -21,7 +21,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    switchboard_service::telemetry::init_logging("realtime-sim");
+    let _telemetry = switchboard_service::telemetry::init_logging("realtime-sim");
     let script = match &args.script {
         Some(path) => Script::from_file(path)?,
         None => Script::demo(),

@@ -6,7 +6,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = tool_workers::app::Config::parse();
-    switchboard_service::telemetry::init_logging("tool-worker");
-    tool_workers::app::run(config, switchboard_service::shutdown::signal()).await?;
+    // Kept until the service has drained, so the last spans are exported.
+    let telemetry = switchboard_service::telemetry::init_logging("tool-worker");
+    let result = tool_workers::app::run(config, switchboard_service::shutdown::signal()).await;
+    if let Err(error) = telemetry.shutdown() {
+        eprintln!("tool-worker: {error}");
+    }
+    result?;
     Ok(())
 }
