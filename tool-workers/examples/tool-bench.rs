@@ -45,6 +45,10 @@ struct Args {
     /// Deduplicate redeliveries through the results bucket (two KV round trips per call).
     #[arg(long)]
     idempotent: bool,
+    /// Serve the subject with a bare NATS responder instead of the SDK (same envelope, no
+    /// validation, no tasks): the floor that NATS and this machine set, to compare against.
+    #[arg(long, conflicts_with = "idempotent")]
+    bare: bool,
 }
 
 const TOOL: &str = "bench_noop";
@@ -64,6 +68,39 @@ fn noop_tool(handler_ms: u64) -> anyhow::Result<Tool> {
             Ok(json!({ "handler_us": handler_us }))
         },
     )?)
+}
+
+/// The baseline: answers each request from the subscription loop (after `handler_ms`, without
+/// blocking the loop), in the same envelope as the SDK, with nothing else in between.
+async fn bare_responder(client: async_nats::Client, subject: String, handler_ms: u64) {
+    use futures::StreamExt as _;
+    let Ok(mut sub) = client.queue_subscribe(subject, "bench".into()).await else {
+        eprintln!("tool-bench: subscribing the bare responder failed");
+        return;
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply else { continue };
+        let client = client.clone();
+        let answer = async move {
+            let started = Instant::now();
+            if handler_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(handler_ms)).await;
+            }
+            let handler_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let result = ToolResult {
+                result: Some(tool_result::Result::Output(
+                    json!({ "handler_us": handler_us }).to_string(),
+                )),
+                ..Default::default()
+            };
+            let _ = client.publish(reply, result.encode_to_vec().into()).await;
+        };
+        if handler_ms > 0 {
+            tokio::spawn(answer);
+        } else {
+            answer.await;
+        }
+    }
 }
 
 /// One request; returns the round trip minus the handler's own time, in microseconds.
@@ -145,11 +182,22 @@ async fn main() -> anyhow::Result<()> {
     let subjects = Subjects::default();
     let stop = CancellationToken::new();
     let server_client = async_nats::connect(&url).await?;
-    let serving = ToolServer::new()
-        .tool(noop_tool(args.handler_ms)?)
-        .idempotent(args.idempotent)
-        .start(server_client, &subjects, stop.clone())
-        .await?;
+    let serving = if args.bare {
+        tokio::spawn(bare_responder(
+            server_client,
+            subjects.tool(TOOL),
+            args.handler_ms,
+        ));
+        None
+    } else {
+        Some(
+            ToolServer::new()
+                .tool(noop_tool(args.handler_ms)?)
+                .idempotent(args.idempotent)
+                .start(server_client, &subjects, stop.clone())
+                .await?,
+        )
+    };
     // Callers share one connection, as the calls of one call-worker do.
     let client = async_nats::connect(&url).await?;
     let subject = subjects.tool(TOOL);
@@ -169,11 +217,12 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     println!(
-        "tool-bench: {} requests, {} concurrent, handler {} ms, idempotent {}",
+        "tool-bench: {} requests, {} concurrent, handler {} ms, idempotent {}, {}",
         hist.len(),
         args.concurrency,
         args.handler_ms,
-        args.idempotent
+        args.idempotent,
+        if args.bare { "bare NATS responder" } else { "SDK" }
     );
     println!(
         "added latency (round trip - handler) us: p50 {} p90 {} p99 {} max {}",
@@ -187,6 +236,8 @@ async fn main() -> anyhow::Result<()> {
         hist.len() as f64 / elapsed.as_secs_f64()
     );
     stop.cancel();
-    serving.wait().await;
+    if let Some(serving) = serving {
+        serving.wait().await;
+    }
     Ok(())
 }

@@ -123,6 +123,9 @@ struct ModelReport {
     /// Inbound latency (frame published on `.in` -> append read here), microseconds.
     inbound: Histogram<u64>,
     sessions: usize,
+    /// Sessions that ended in an error (e.g. the worker closed the socket mid-write); their
+    /// samples are not counted.
+    failed: usize,
     appends: u64,
     deltas: u64,
 }
@@ -132,6 +135,7 @@ impl ModelReport {
         Ok(Self {
             inbound: histogram()?,
             sessions: 0,
+            failed: 0,
             appends: 0,
             deltas: 0,
         })
@@ -140,6 +144,7 @@ impl ModelReport {
     fn add(&mut self, other: &Self) -> anyhow::Result<()> {
         self.inbound.add(&other.inbound)?;
         self.sessions += other.sessions;
+        self.failed += other.failed;
         self.appends += other.appends;
         self.deltas += other.deltas;
         Ok(())
@@ -179,13 +184,28 @@ async fn model_server(
                     report
                 });
             }
-            Some(done) = sessions.join_next() => total.add(&done??)?,
+            Some(done) = sessions.join_next() => record(&mut total, done?)?,
         }
     }
     while let Some(done) = sessions.join_next().await {
-        total.add(&done??)?;
+        record(&mut total, done?)?;
     }
     Ok(total)
+}
+
+/// Adds a finished session to the total; a failed session is counted and reported, not fatal:
+/// an overloaded worker may drop sessions, and that is a result to show.
+fn record(total: &mut ModelReport, session: anyhow::Result<ModelReport>) -> anyhow::Result<()> {
+    match session {
+        Ok(report) => total.add(&report),
+        Err(error) => {
+            if total.failed == 0 {
+                eprintln!("worker-bench: a Realtime session failed: {error:#}");
+            }
+            total.failed += 1;
+            Ok(())
+        }
+    }
 }
 
 /// Where a session's speech is.
@@ -685,8 +705,8 @@ async fn main() -> anyhow::Result<()> {
         model.deltas
     );
     println!(
-        "realtime sessions: {} opened, {sessions_mid} open mid-run, {still_open} still open after the calls stopped",
-        model.sessions
+        "realtime sessions: {} completed, {} failed, {sessions_mid} open mid-run, {still_open} still open after the calls stopped",
+        model.sessions, model.failed
     );
     match (baseline, peak) {
         (Some(base), Some(peak)) => println!(
