@@ -222,7 +222,11 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency,
         args.handler_ms,
         args.idempotent,
-        if args.bare { "bare NATS responder" } else { "SDK" }
+        if args.bare {
+            "bare NATS responder"
+        } else {
+            "SDK"
+        }
     );
     println!(
         "added latency (round trip - handler) us: p50 {} p90 {} p99 {} max {}",
