@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use crate::agents::{Agent, Agents};
 use crate::call::{self, CallContext};
 
-/// How long offers already delivered to us are still answered (declined) after draining starts.
+/// How long a draining worker keeps declining offers before it unsubscribes, and how long it
+/// then still answers (declines) offers already delivered to it.
 const DRAIN_DECLINE_WINDOW: Duration = Duration::from_secs(1);
 
 /// What to answer an offer.
@@ -103,8 +104,9 @@ impl Offers {
         }
     }
 
-    /// Answers offers until `stop` fires, then stops taking offers: the subscription is drained
-    /// and whatever was already delivered is declined with `draining`.
+    /// Answers offers until `stop` fires, then stops taking offers: for a moment every offer is
+    /// declined with `draining` (gateways offer it again elsewhere), then the subscription is
+    /// drained and whatever was already delivered is declined too.
     pub async fn run(mut self, mut offers: async_nats::Subscriber, stop: CancellationToken) {
         loop {
             tokio::select! {
@@ -119,6 +121,21 @@ impl Offers {
                 Some(sid) = self.ended_rx.recv() => {
                     self.active.remove(&sid);
                 }
+            }
+        }
+        // Decline first, unsubscribe after: a gateway offers a declined call to another worker
+        // at once, while an offer that reaches us in the middle of unsubscribing can be dropped
+        // by the client and leave the gateway waiting for its timeout.
+        tracing::info!("draining: declining offers");
+        let window = tokio::time::sleep(DRAIN_DECLINE_WINDOW);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                () = &mut window => break,
+                msg = offers.next() => match msg {
+                    Some(msg) => self.handle(msg, true).await,
+                    None => return,
+                },
             }
         }
         tracing::info!("draining: no more offers");

@@ -3,7 +3,9 @@
 //! The offer goes out when the webhook arrives, before Twilio opens the media socket, so the
 //! worker can open its model session while Twilio connects. It is sent in an `offer` span
 //! (child of the call's `webhook` span) whose trace context rides in the request's NATS
-//! headers, so the worker's `call` span joins the call's trace.
+//! headers, so the worker's `call` span joins the call's trace. A worker that is full or
+//! draining declines, and the offer is made again so another worker of the queue group can
+//! take it.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use switchboard_proto::{
 };
 use switchboard_service::trace;
 use switchboard_twilio::webhook::CallForm;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 /// How an offer ended.
@@ -51,25 +54,62 @@ pub fn call_offer(form: &CallForm, gateway_id: &str, offered_at_ms: i64) -> Call
     }
 }
 
+/// How many times an offer is made when workers decline it for a passing reason (full, or
+/// draining for a deploy). The queue group hands each attempt to a random member, so another
+/// worker with room usually takes it: a caller hears the busy message only when the workers
+/// really are full.
+pub const OFFER_ATTEMPTS: u32 = 4;
+
+/// Declines that another worker may not share. Nothing else is retried: after a timeout the
+/// worker may still have taken the call, and offering it again could put it on two workers.
+fn worth_another_worker(reason: &str) -> bool {
+    matches!(reason, "at_capacity" | "draining")
+}
+
 /// Requests `offer` on the offer subject (one worker of the queue group answers), in an
-/// `offer` span whose context goes in the request's headers.
+/// `offer` span whose context goes in the requests' headers. Declines for a passing reason are
+/// offered again, up to [`OFFER_ATTEMPTS`] times, all within `timeout`.
 pub async fn offer(
     nats: &async_nats::Client,
     subjects: &Subjects,
     offer: &CallOffer,
     timeout: Duration,
 ) -> OfferOutcome {
-    let span = tracing::info_span!("offer", call_sid = %offer.call_sid);
+    let span =
+        tracing::info_span!("offer", call_sid = %offer.call_sid, attempts = tracing::field::Empty);
     async {
-        let request = Request::new()
-            .headers(trace::headers())
-            .payload(offer.encode_to_vec().into())
-            .timeout(Some(timeout));
-        let outcome = send(nats, subjects, offer, request).await;
-        if let OfferOutcome::Rejected { reason } = &outcome {
-            tracing::debug!(%reason, "offer not taken");
+        let deadline = Instant::now() + timeout;
+        let payload = bytes::Bytes::from(offer.encode_to_vec());
+        let mut attempt = 1;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let request = Request::new()
+                .headers(trace::headers())
+                .payload(payload.clone())
+                .timeout(Some(remaining));
+            let outcome = send(nats, subjects, offer, request).await;
+            match &outcome {
+                OfferOutcome::Rejected { reason }
+                    if worth_another_worker(reason)
+                        && attempt < OFFER_ATTEMPTS
+                        && Instant::now() < deadline =>
+                {
+                    metrics::counter!("gateway_offer_retries_total", "reason" => reason.clone())
+                        .increment(1);
+                    tracing::debug!(attempt, %reason, "offer declined; offering it again");
+                    attempt += 1;
+                }
+                OfferOutcome::Rejected { reason } => {
+                    tracing::Span::current().record("attempts", attempt);
+                    tracing::debug!(%reason, "offer not taken");
+                    return outcome;
+                }
+                OfferOutcome::Accepted { .. } => {
+                    tracing::Span::current().record("attempts", attempt);
+                    return outcome;
+                }
+            }
         }
-        outcome
     }
     .instrument(span)
     .await

@@ -165,19 +165,26 @@ async fn without_workers_the_caller_hears_busy_and_a_rejection_is_recorded() -> 
     Ok(())
 }
 
+fn declined(reason: &str) -> OfferReply {
+    OfferReply {
+        accepted: false,
+        worker_id: "worker-1".into(),
+        agent_id: String::new(),
+        reason: reason.into(),
+    }
+}
+
+/// The offers the fake worker has seen so far.
+fn offers_seen(worker: &mut FakeWorker) -> Vec<String> {
+    std::iter::from_fn(|| worker.offers.try_recv().ok())
+        .map(|o| o.call_sid)
+        .collect()
+}
+
 #[tokio::test]
-async fn a_declining_worker_means_busy() -> anyhow::Result<()> {
+async fn workers_that_stay_full_mean_busy_after_every_attempt() -> anyhow::Result<()> {
     let gw = TestGateway::start(&[]).await?;
-    let _worker = fake_worker(
-        &gw.nats,
-        OfferReply {
-            accepted: false,
-            worker_id: "worker-1".into(),
-            agent_id: String::new(),
-            reason: "at_capacity".into(),
-        },
-    )
-    .await?;
+    let mut worker = fake_worker(&gw.nats, declined("at_capacity")).await?;
     let Instructions(verbs) = gw.voice_webhook(CALL).await?;
     assert!(matches!(verbs.as_slice(), [Verb::Say(text), Verb::Hangup] if text.contains("busy")));
     let (event, _) = rejected_event(&gw, CALL).await?;
@@ -185,6 +192,49 @@ async fn a_declining_worker_means_busy() -> anyhow::Result<()> {
         panic!()
     };
     assert_eq!(rejected.reason, "at_capacity");
+    assert_eq!(
+        offers_seen(&mut worker).len(),
+        gateway::offer::OFFER_ATTEMPTS as usize,
+        "offered again after each decline"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_or_draining_worker_s_decline_is_offered_again() -> anyhow::Result<()> {
+    let gw = TestGateway::start(&[]).await?;
+    let accept = OfferReply {
+        accepted: true,
+        worker_id: "worker-2".into(),
+        agent_id: "front-desk".into(),
+        reason: String::new(),
+    };
+    let mut worker = fake_worker_replying(
+        &gw.nats,
+        vec![declined("at_capacity"), declined("draining"), accept],
+    )
+    .await?;
+    let Instructions(verbs) = gw.voice_webhook(CALL).await?;
+    assert!(
+        matches!(verbs.as_slice(), [Verb::ConnectStream { .. }]),
+        "the third attempt is taken: {verbs:?}"
+    );
+    assert_eq!(offers_seen(&mut worker), vec![CALL; 3]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_decline_no_other_worker_would_change_is_final() -> anyhow::Result<()> {
+    let gw = TestGateway::start(&[]).await?;
+    let mut worker = fake_worker(&gw.nats, declined("no_agent")).await?;
+    let Instructions(verbs) = gw.voice_webhook(CALL).await?;
+    assert!(matches!(verbs.as_slice(), [Verb::Say(_), Verb::Hangup]));
+    let (event, _) = rejected_event(&gw, CALL).await?;
+    let Some(call_event::Body::Rejected(rejected)) = event.body else {
+        panic!()
+    };
+    assert_eq!(rejected.reason, "no_agent");
+    assert_eq!(offers_seen(&mut worker).len(), 1, "offered once");
     Ok(())
 }
 

@@ -297,6 +297,15 @@ pub async fn fake_worker(
     nats: &async_nats::Client,
     reply: OfferReply,
 ) -> anyhow::Result<FakeWorker> {
+    fake_worker_replying(nats, vec![reply]).await
+}
+
+/// A call-worker stand-in answering the n-th offer with `replies[n]` (the last one once they
+/// run out).
+pub async fn fake_worker_replying(
+    nats: &async_nats::Client,
+    replies: Vec<OfferReply>,
+) -> anyhow::Result<FakeWorker> {
     let subjects = Subjects::default();
     let mut sub = nats
         .queue_subscribe(
@@ -308,10 +317,17 @@ pub async fn fake_worker(
     let (tx, offers) = tokio::sync::mpsc::unbounded_channel();
     let client = nats.clone();
     let task = tokio::spawn(async move {
+        let mut n = 0;
         while let Some(msg) = sub.next().await {
             if let Ok(offer) = switchboard_proto::CallOffer::decode(msg.payload.clone()) {
                 let _ = tx.send(offer);
             }
+            let reply = replies
+                .get(n)
+                .or(replies.last())
+                .cloned()
+                .unwrap_or_default();
+            n += 1;
             if let Some(reply_to) = msg.reply {
                 let _ = client.publish(reply_to, reply.encode_to_vec().into()).await;
             }
