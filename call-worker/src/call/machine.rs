@@ -1505,6 +1505,9 @@ impl CallMachine {
         };
         metrics::counter!("worker_tool_calls_total", "tool" => done.name.clone(), "result" => result)
             .increment(1);
+        // As the call saw it: NATS, the tool service and the handler together.
+        metrics::histogram!("worker_tool_call_seconds", "tool" => done.name.clone())
+            .record(f64::from(done.latency_ms) / 1000.0);
         if let Some(outcome) = done.outcome.clone() {
             self.set_outcome(&outcome, "");
         }

@@ -296,6 +296,8 @@ impl CallActor {
                 Effect::Event(Body::Turn(turn)) => {
                     let span = tracing::info_span!("turn", kind = %turn.kind, latency_ms = turn.latency_ms);
                     let _entered = span.enter();
+                    metrics::histogram!("worker_turn_latency_seconds", "kind" => turn.kind.clone())
+                        .record(f64::from(turn.latency_ms) / 1000.0);
                     self.events.publish(Body::Turn(turn));
                 }
                 Effect::Event(body) => self.events.publish(body),
