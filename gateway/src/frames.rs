@@ -104,8 +104,10 @@ struct MediaBody<'a> {
 
 /// Parses one text frame from Twilio. A well-formed `media` frame is read in one pass without
 /// owned copies; anything else (other events, and malformed frames, so errors read the same)
-/// goes through [`TwilioMessage::parse`]. Accepts exactly what [`TwilioMessage::parse`]
-/// accepts.
+/// goes through [`TwilioMessage::parse`]. Accepts everything [`TwilioMessage::parse`] accepts,
+/// with the same audio; it also passes the audio of a `media` frame whose unused fields
+/// (`track`, `sequenceNumber`) have the wrong type, rather than dropping it over them (the
+/// property tests in tests/bad_input.rs hold it to this).
 pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, FrameError> {
     if let Ok(MediaPeek {
         event,

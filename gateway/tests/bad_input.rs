@@ -140,9 +140,44 @@ fn mutate(text: &str, m: &Mutation) -> String {
     v.to_string()
 }
 
-/// What the gateway's stream actor does with one text frame, minus the socket and NATS.
+/// What the gateway's stream actor does with one text frame, minus the socket and NATS. The
+/// actor reads frames with the fast path, [`frames::parse_inbound`]: whatever the full parser
+/// accepts, the fast path accepts too, with the same streamSid and the same audio (or the same
+/// audio error). It may also pass the audio of a `media` frame whose fields the gateway does not
+/// use (`track`, `sequenceNumber`) have the wrong type, which the full parser refuses whole.
 fn map(text: &str) {
-    let Ok(msg) = TwilioMessage::parse(text) else {
+    let fast = frames::parse_inbound(text);
+    let full = TwilioMessage::parse(text);
+    match (&fast, &full) {
+        (
+            Ok(frames::Inbound::Media { stream_sid, frame }),
+            Ok(TwilioMessage::Media {
+                stream_sid: sid,
+                media,
+                ..
+            }),
+        ) => {
+            assert_eq!(stream_sid.as_ref(), sid.as_str(), "{text:?}");
+            assert_eq!(
+                format!("{frame:?}"),
+                format!("{:?}", frames::audio(media)),
+                "{text:?}"
+            );
+        }
+        (Ok(frames::Inbound::Media { .. }), Err(_)) => {}
+        (Ok(frames::Inbound::Media { .. }), Ok(other)) => {
+            panic!("{text:?}: the fast path read media, the full parser {other:?}")
+        }
+        (fast, full) => assert_eq!(
+            format!("{fast:?}"),
+            format!(
+                "{:?}",
+                full.as_ref().map(|m| frames::Inbound::Other(m.clone()))
+            ),
+            "{text:?}"
+        ),
+    }
+    let Ok(msg) = full else {
         return;
     };
     let _ = msg.stream_sid();
