@@ -53,6 +53,25 @@ pub fn print(name: &str, h: &Histogram<u64>) {
     );
 }
 
+/// Prints the memory line: resident memory of `service` before the load and under it, and the
+/// difference per `unit` (stream, call) for `n` of them; `hint` says how to get a reading when
+/// there is none.
+pub fn print_rss(
+    service: &str,
+    unit: &str,
+    n: usize,
+    idle_and_loaded: Option<(u64, u64)>,
+    hint: &str,
+) {
+    match idle_and_loaded {
+        Some((idle, loaded)) => println!(
+            "{service} RSS: {idle} KiB idle, {loaded} KiB with {n} {unit}s, {:.1} KiB per {unit}",
+            loaded.saturating_sub(idle) as f64 / n.max(1) as f64
+        ),
+        None => println!("{service} RSS: not measured ({hint})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

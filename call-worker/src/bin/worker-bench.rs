@@ -41,7 +41,7 @@ use call_worker::playback::BYTES_PER_MS;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use switchboard_bench::{histogram, print, rss_kib, since_stamp, stamp};
+use switchboard_bench::{histogram, print, print_rss, rss_kib, since_stamp, stamp};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallOffer, Direction, InboundAudio, InboundFrame, MarkEcho, Message as _, OfferReply,
@@ -708,14 +708,13 @@ async fn main() -> anyhow::Result<()> {
         "realtime sessions: {} completed, {} failed, {sessions_mid} open mid-run, {still_open} still open after the calls stopped",
         model.sessions, model.failed
     );
-    match (baseline, peak) {
-        (Some(base), Some(peak)) => println!(
-            "worker RSS: {base} KiB idle, {peak} KiB with {} calls, {:.1} KiB per call",
-            args.calls,
-            peak.saturating_sub(base) as f64 / args.calls.max(1) as f64
-        ),
-        _ => println!("worker RSS: not measured (pass --worker-bin or --worker-pid)"),
-    }
+    print_rss(
+        "worker",
+        "call",
+        args.calls,
+        baseline.zip(peak),
+        "pass --worker-bin or --worker-pid",
+    );
     if failed > 0 {
         bail!("{failed} calls failed");
     }

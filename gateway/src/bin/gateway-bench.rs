@@ -24,7 +24,7 @@ use base64::Engine as _;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use switchboard_bench::{histogram, print, rss_kib, since_stamp, stamp};
+use switchboard_bench::{histogram, print, print_rss, rss_kib, since_stamp, stamp};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     InboundFrame, Message as _, OfferReply, OutboundAudio, OutboundFrame, inbound_frame,
@@ -333,14 +333,13 @@ async fn main() -> anyhow::Result<()> {
     );
     print("in", &inbound);
     print("out", &out);
-    match (baseline, peak) {
-        (Some(base), Some(peak)) => println!(
-            "gateway RSS: {base} KiB idle, {peak} KiB with {} streams, {:.1} KiB per stream",
-            args.streams,
-            peak.saturating_sub(base) as f64 / args.streams.max(1) as f64
-        ),
-        _ => println!("gateway RSS: not measured (pass --gateway-pid)"),
-    }
+    print_rss(
+        "gateway",
+        "stream",
+        args.streams,
+        baseline.zip(peak),
+        "pass --gateway-pid",
+    );
     if failed > 0 {
         bail!("{failed} streams failed");
     }

@@ -196,23 +196,45 @@ fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
     serde_urlencoded::from_bytes(body).ok()
 }
 
+/// What every REST request goes through: the form is parsed, the request recorded (for tests
+/// to inspect, authorized or not, as Twilio's request log would) and its credentials checked.
+async fn receive(
+    inner: &Inner,
+    headers: &HeaderMap,
+    account: &str,
+    path: String,
+    body: &[u8],
+) -> Result<RestRequest, Response> {
+    let Some(form) = parse_form(body) else {
+        return Err(twilio_error(
+            StatusCode::BAD_REQUEST,
+            20001,
+            "malformed form body",
+        ));
+    };
+    let request = RestRequest { path, form };
+    inner.requests.lock().await.push(request.clone());
+    if !authorized(inner, headers, account) {
+        return Err(twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authenticate",
+        ));
+    }
+    Ok(request)
+}
+
 async fn create(
     State(inner): State<Arc<Inner>>,
     Path(account): Path<String>,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
-    let Some(form) = parse_form(&body) else {
-        return twilio_error(StatusCode::BAD_REQUEST, 20001, "malformed form body");
+    let path = format!("/2010-04-01/Accounts/{account}/Calls.json");
+    let request = match receive(&inner, &headers, &account, path, &body).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
-    let request = RestRequest {
-        path: format!("/2010-04-01/Accounts/{account}/Calls.json"),
-        form,
-    };
-    inner.requests.lock().await.push(request.clone());
-    if !authorized(&inner, &headers, &account) {
-        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
-    }
     let (Some(to), Some(from), Some(url)) =
         (request.get("To"), request.get("From"), request.get("Url"))
     else {
@@ -265,17 +287,11 @@ async fn update(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
-    let Some(form) = parse_form(&body) else {
-        return twilio_error(StatusCode::BAD_REQUEST, 20001, "malformed form body");
+    let path = format!("/2010-04-01/Accounts/{account}/Calls/{call}");
+    let request = match receive(&inner, &headers, &account, path, &body).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
-    let request = RestRequest {
-        path: format!("/2010-04-01/Accounts/{account}/Calls/{call}"),
-        form,
-    };
-    inner.requests.lock().await.push(request.clone());
-    if !authorized(&inner, &headers, &account) {
-        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
-    }
     let Some(call_sid) = call.strip_suffix(".json") else {
         return twilio_error(StatusCode::NOT_FOUND, 20404, "not found");
     };
