@@ -3,7 +3,8 @@
 //!
 //! Modules, and what each owns:
 //! - [`config`]: the flags and environment variables of the process;
-//! - [`agents`]: the agents file: which agent answers which number, validated with precise errors;
+//! - [`agents`]: the agents file (the `switchboard-agents` crate, shared with the gateway): which
+//!   agent answers which number, validated with precise errors;
 //! - [`reload`]: re-reading the agents file on change or SIGHUP, for new calls only;
 //! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain;
 //! - [`call`]: the call actor (I/O) and [`call::machine`], the decisions of a call without I/O
@@ -18,7 +19,7 @@
 //! - [`worker`]: process wiring, `/healthz` `/readyz` `/metrics`, and graceful drain.
 #![forbid(unsafe_code)]
 
-pub mod agents;
+pub use switchboard_agents as agents;
 pub mod call;
 pub mod config;
 pub mod events;

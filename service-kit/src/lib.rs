@@ -6,12 +6,14 @@
 //! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`), OTLP span export
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT`) and the Prometheus recorder;
 //! - [`trace`]: W3C trace context in NATS headers, so a call is one trace across services;
+//! - [`redact`]: masked phone numbers for logs and spans, and `Secret` for credentials in configs;
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
 #![forbid(unsafe_code)]
 
 pub mod events;
 pub mod health;
 pub mod nats;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -4,6 +4,11 @@
 //! The file is read once at start. Every mistake is reported with the file, the agent (its id, or
 //! its position when the id itself is the problem) and the field, because the file is edited by
 //! hand and mounted from a ConfigMap: an operator must be able to fix it from the error alone.
+//!
+//! The call-worker reads it for everything about a session; the gateway reads the same file for
+//! what it must enforce itself (where a call may be transferred or dialed), so that a worker cannot
+//! widen those lists.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
