@@ -166,13 +166,18 @@ impl Offers {
         };
         let call_sid = offer.call_sid.clone();
         let agents = Arc::clone(&self.agents.borrow());
-        let decision = decide(
-            &offer,
-            draining,
-            self.capacity.available_permits(),
-            &agents,
-            &self.active,
-        );
+        // Back-pressure: while call events pile up (the broker is slow or away), running calls
+        // keep their events and new calls go to workers that can record them.
+        let free = if self.ctx.publisher.is_congested() {
+            tracing::warn!(
+                backlog = self.ctx.publisher.backlog(),
+                "call events are backing up; declining new calls"
+            );
+            0
+        } else {
+            self.capacity.available_permits()
+        };
+        let decision = decide(&offer, draining, free, &agents, &self.active);
         match decision {
             Decision::Decline(reason) => {
                 tracing::info!(%call_sid, to = %offer.to, agent_id = %offer.agent_id, %reason, "offer declined");

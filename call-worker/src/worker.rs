@@ -5,8 +5,10 @@
 //! and `/metrics`, and take offers.
 //!
 //! Drain (SIGTERM): readiness turns false, the offer subscription is drained (no new calls),
-//! running calls may finish for up to `DRAIN_SECONDS`, then the rest are ended with reason
-//! `worker_shutdown`; queued call events are flushed to JetStream before the process exits.
+//! running calls may finish until shortly before `DRAIN_SECONDS` (a reserve of a fifth, 1-10 s, is
+//! kept), then the rest are ended with reason `worker_shutdown`; queued call events are
+//! published to JetStream, or spilled to the log if the broker is away. The process stops
+//! within `DRAIN_SECONDS` whatever NATS is doing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use switchboard_proto::WORKERS_QUEUE_GROUP;
 use switchboard_service::Health;
+use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::events::{EventPublisher, ensure_stream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,10 +30,17 @@ use crate::config::Config;
 use crate::offers::Offers;
 use crate::tools;
 
-/// How long calls get to end after the drain deadline cancelled them.
-const FORCED_END_GRACE: Duration = Duration::from_secs(10);
-/// How long flushing queued call events may take on shutdown.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the offer intake may take to stop (it declines offers for a moment, then
+/// unsubscribes).
+const OFFERS_STOP_LIMIT: Duration = Duration::from_secs(5);
+/// Kept at the very end of the drain for the NATS flush and the HTTP server.
+const FINAL_STEPS: Duration = Duration::from_millis(500);
+
+/// The part of the drain kept for ending the calls still running and publishing their last
+/// events: a fifth of it, between 1 and 10 seconds. Calls get the rest.
+fn shutdown_reserve(drain: Duration) -> Duration {
+    (drain / 5).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
 
 /// Why the worker could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -154,43 +164,59 @@ impl Worker {
         health.set_ready(true);
         tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");
 
-        let drain = config.drain();
+        let drain_within = config.drain();
         let done = tokio::spawn({
             let shutdown = shutdown.clone();
             let health = health.clone();
             async move {
                 shutdown.cancelled().await;
+                let drain = Drain::new(drain_within);
+                let reserve = shutdown_reserve(drain_within);
                 health.set_ready(false);
                 stop_offers.cancel();
-                let _ = offers_task.await;
+                let mut offers_task = offers_task;
+                if drain
+                    .step("stop taking offers", OFFERS_STOP_LIMIT, &mut offers_task)
+                    .await
+                    .is_none()
+                {
+                    offers_task.abort();
+                }
                 tracker.close();
                 tracing::info!(
                     calls = tracker.len(),
-                    ?drain,
+                    drain = ?drain.remaining(),
                     "draining: waiting for calls to end"
                 );
-                if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+                if tokio::time::timeout(drain.until_reserve(reserve), tracker.wait())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(
                         calls = tracker.len(),
-                        "drain deadline passed; ending the remaining calls"
+                        "drain deadline near; ending the remaining calls"
                     );
                     calls.cancel();
-                    if tokio::time::timeout(FORCED_END_GRACE, tracker.wait())
+                    if drain
+                        .step("ending calls", reserve / 2, tracker.wait())
                         .await
-                        .is_err()
+                        .is_none()
                     {
                         tracing::error!(calls = tracker.len(), "calls did not end in time");
                     }
                 }
-                if tokio::time::timeout(FLUSH_TIMEOUT, publisher.flush())
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("call events not flushed in time");
+                // Whatever the broker is doing, the events still queued get what is left of the
+                // deadline (less a moment for the rest); the publisher spills what misses it.
+                let report = publisher.close(drain.until_reserve(FINAL_STEPS)).await;
+                if report.spilled > 0 {
+                    tracing::error!(
+                        spilled = report.spilled,
+                        "call events were written to the log instead of the stream"
+                    );
                 }
-                let _ = client.flush().await;
+                flush_nats(&drain, &client, FINAL_STEPS / 2).await;
                 http_stop.cancel();
-                let _ = http.await;
+                let _ = drain.step("http server", FINAL_STEPS / 2, http).await;
                 tracing::info!("call-worker stopped");
             }
         });

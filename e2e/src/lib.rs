@@ -7,17 +7,50 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use switchboard_proto::permissions::{Role, TOOL_WORKER, User, authorization_block, shipped_users};
+use switchboard_proto::subject::Subjects;
 use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port, workspace_root};
 
 /// Environment of one service process.
 pub type Env = Vec<(&'static str, String)>;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// The password of each service's NATS user in these tests.
+pub fn nats_password(role: &Role<'_>) -> String {
+    format!("e2e-{}-password", role.user())
+}
+
+/// The NATS users Switchboard ships (the grants of k8s/base/nats.yaml), with test passwords.
+pub fn nats_users() -> Vec<User<'static>> {
+    shipped_users()
+        .into_iter()
+        .map(|user| User {
+            password: format!("\"{}\"", nats_password(&user.role)),
+            role: user.role,
+        })
+        .collect()
+}
+
+/// Starts a nats-server with exactly the users and grants k8s/ ships, so a missing or an
+/// excess grant shows in the tests.
+pub async fn secured_nats() -> anyhow::Result<NatsServer> {
+    let config = authorization_block(&nats_users(), &Subjects::default(), 0);
+    NatsServer::start_with_config(&config).await
+}
+
+/// The environment that makes a service connect as `role`'s NATS user.
+pub fn nats_env(role: &Role<'_>) -> Env {
+    vec![
+        ("NATS_USER", role.user().to_owned()),
+        ("NATS_PASSWORD", nats_password(role)),
+    ]
+}
 pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 
 /// The whole system, each service a separate process.
 pub struct System {
-    _nats: NatsServer,
+    nats: Option<NatsServer>,
     _pg: Postgres,
     services: Vec<Service>,
     /// The gateway's base URL.
@@ -35,7 +68,8 @@ impl System {
     /// Like [`System::start`], with `extra` added to every service's environment.
     pub async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = NatsServer::start().await?;
+        // Every end-to-end run uses the NATS users and grants of production.
+        let nats = secured_nats().await?;
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
@@ -97,6 +131,13 @@ impl System {
             ),
         ];
         for (name, mut env, port) in specs {
+            let role = match name {
+                "tool-worker" => TOOL_WORKER,
+                "persister" => Role::Persister,
+                "call-worker" => Role::CallWorker,
+                _ => Role::Gateway,
+            };
+            env.extend(nats_env(&role));
             env.push(("LISTEN", addr(port)));
             env.push(("NATS_URL", nats_url.clone()));
             env.extend(extra.iter().cloned());
@@ -105,12 +146,39 @@ impl System {
             services.push(service);
         }
         Ok(Self {
-            _nats: nats,
+            nats: Some(nats),
             _pg: pg,
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
         })
+    }
+
+    /// Stops the nats-server: every service loses its broker.
+    pub async fn stop_nats(&mut self) {
+        if let Some(nats) = self.nats.take() {
+            nats.stop().await;
+        }
+    }
+
+    /// Sends SIGTERM to every service at once and waits for each to exit, for at most `within`
+    /// each: per service, its name, its exit status (None if it did not exit in time), and how
+    /// long it took.
+    pub async fn terminate_all(
+        &mut self,
+        within: Duration,
+    ) -> Vec<(String, Option<std::process::ExitStatus>, Duration)> {
+        let waits = self.services.iter_mut().map(|service| async move {
+            let began = tokio::time::Instant::now();
+            let status = service.terminate(within).await.ok();
+            (service.name().to_owned(), status, began.elapsed())
+        });
+        futures::future::join_all(waits).await
+    }
+
+    /// The nats-server's log (permission violations show there).
+    pub fn nats_log(&self) -> String {
+        self.nats.as_ref().map(NatsServer::log).unwrap_or_default()
     }
 
     /// Every service's log, for failure messages.
@@ -120,6 +188,8 @@ impl System {
             .map(|s| s.log())
             .collect::<Vec<_>>()
             .join("\n-----\n")
+            + "\n----- nats-server -----\n"
+            + &self.nats_log()
     }
 }
 

@@ -16,6 +16,26 @@ use switchboard_testkit::workspace_root;
 async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded()
 -> anyhow::Result<()> {
     let system = System::start().await?;
+    // The console's live view follows the call as it happens (a core subscription to the
+    // events subjects, which the persister's NATS user must be granted).
+    let mut live = reqwest::Client::new()
+        .get(format!("{}/api/live", system.persister))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?;
+    let live_feed = tokio::spawn(async move {
+        let mut seen = String::new();
+        while let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), live.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"ended\"") {
+                break;
+            }
+        }
+        seen
+    });
     let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
     cfg.from = "+15550001234".into();
     cfg.to = "+15550001111".into();
@@ -128,6 +148,20 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
         .as_array()
         .and_then(|t| t.iter().find(|t| t["kind"] == "greeting"));
     ensure!(greeting_turn.is_some(), "no greeting latency: {}", ctx());
+
+    let live_seen = tokio::time::timeout(std::time::Duration::from_secs(10), live_feed)
+        .await
+        .context("the live view never showed the call's end")??;
+    ensure!(
+        live_seen.contains(&report.call_sid) && live_seen.contains("lookup_customer"),
+        "the live view should have shown the call and its tool: {live_seen}"
+    );
+    // Every service ran under production's NATS grants; none was refused anything.
+    let nats_log = system.nats_log();
+    ensure!(
+        !nats_log.contains("Violation"),
+        "a service lacks a NATS grant:\n{nats_log}"
+    );
 
     // The list shows it too, and nothing is visible without the token.
     let client = reqwest::Client::new();

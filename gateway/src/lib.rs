@@ -47,6 +47,8 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_service::Health;
+use switchboard_service::backoff::Backoff;
+use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::events::{EventPublisher, ensure_stream};
 use switchboard_twilio::signature::Validator;
 use tokio::net::TcpListener;
@@ -58,8 +60,9 @@ pub use config::Config;
 use shared::Shared;
 use stream_token::StreamTokens;
 
-/// How long shutdown waits for streams to close after the drain deadline, and for the event
-/// publisher to confirm what is queued.
+/// The most of `DRAIN_SECONDS` kept at its end for closing the remaining streams and publishing
+/// their last events (a fifth of the drain, at least 1 s): the gateway stops within
+/// `DRAIN_SECONDS` whatever NATS is doing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not start or serve.
@@ -190,36 +193,38 @@ impl Gateway {
         shared.health.set_ready(false);
         shared.draining.cancel();
         shared.tracker.close();
-        if tokio::time::timeout(self.drain, shared.tracker.wait())
+        let drain = Drain::new(self.drain);
+        let reserve = (self.drain / 5).clamp(Duration::from_secs(1), SHUTDOWN_GRACE);
+        if tokio::time::timeout(drain.until_reserve(reserve), shared.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("drain deadline passed; closing the remaining streams");
+            tracing::warn!("drain deadline near; closing the remaining streams");
         }
         shared.closing.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
+        if drain
+            .step("closing streams", reserve / 2, shared.tracker.wait())
             .await
-            .is_err()
+            .is_none()
         {
             tracing::warn!("some streams did not close in time");
         }
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-            Ok(_) => {}
-            Err(_) => {
-                tracing::warn!("HTTP server did not finish in time");
-                server.abort();
-            }
+        match drain.step("http server", reserve / 4, &mut server).await {
+            Some(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Some(_) => {}
+            None => server.abort(),
         }
-        if tokio::time::timeout(SHUTDOWN_GRACE, shared.events.flush())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some call events were not confirmed before exit");
+        let report = shared
+            .events
+            .close(drain.until_reserve(Duration::from_millis(300)))
+            .await;
+        if report.spilled > 0 {
+            tracing::error!(
+                spilled = report.spilled,
+                "call events were written to the log instead of the stream"
+            );
         }
-        if let Err(error) = shared.nats.flush().await {
-            tracing::debug!(%error, "final NATS flush failed");
-        }
+        flush_nats(&drain, &shared.nats, Duration::from_millis(300)).await;
         tracing::info!("gateway stopped");
         Ok(())
     }
@@ -229,14 +234,13 @@ impl Gateway {
 /// ready.
 async fn become_ready(shared: Arc<Shared>) {
     let js = jetstream::new(shared.nats.clone());
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match ensure_stream(&js, &shared.subjects).await {
             Ok(_) => break,
             Err(error) => {
                 tracing::warn!(%error, "cannot create the events stream yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

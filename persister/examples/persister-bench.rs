@@ -234,6 +234,7 @@ async fn start_persister(nats_url: &str, db_url: &str) -> anyhow::Result<Running
         admin_token: Some("bench".to_owned()),
         prices: Default::default(),
         live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
+        drain_seconds: 30,
         nats: NatsArgs::for_url(nats_url),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

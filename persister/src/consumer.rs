@@ -40,7 +40,7 @@ use crate::spans;
 use crate::writer::{self, Applied};
 
 /// The durable consumer's name, shared by every persister replica.
-pub const DURABLE_NAME: &str = "persister";
+pub const DURABLE_NAME: &str = switchboard_proto::PERSISTER_CONSUMER;
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Unacknowledged messages in flight across all replicas.

@@ -40,7 +40,9 @@ pub mod writer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,6 +73,10 @@ pub struct Config {
     /// Events a live (`/api/live`) client may fall behind before it is disconnected.
     #[arg(long, env = "LIVE_CLIENT_BUFFER", default_value_t = live::DEFAULT_CLIENT_BUFFER)]
     pub live_client_buffer: usize,
+    /// Seconds the persister may take to stop after SIGTERM: the batch being written gets until
+    /// then, and the process exits by then whatever NATS and Postgres are doing.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -164,8 +170,17 @@ pub async fn run(
     stop.cancel();
     live.close();
     http_stop.cancel();
-    let http_result = http.await;
-    pool.close().await;
+    let http_result = match tokio::time::timeout(FINAL_STEPS, http).await {
+        Ok(joined) => joined,
+        // A live-view client still connected; the process is leaving anyway.
+        Err(_) => Ok(Ok(())),
+    };
+    if tokio::time::timeout(FINAL_STEPS, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database pool did not close in time");
+    }
     result?;
     tracing::info!("persister stopped");
     match http_result {
@@ -212,12 +227,23 @@ async fn consume(
     tasks.close();
 
     stop.cancelled().await;
+    let drain = Drain::new(Duration::from_secs(config.drain_seconds));
     readiness.set_draining();
     tracing::info!("draining");
-    tasks.wait().await;
+    // A batch being written is committed or rolled back within the drain; events not acked
+    // are redelivered to another replica (or to this one after a restart), so nothing is lost
+    // when the database or NATS hangs past the deadline.
+    drain
+        .step(
+            "finishing the current batch",
+            drain.until_reserve(FINAL_STEPS * 2),
+            tasks.wait(),
+        )
+        .await;
     // Acks are publishes; make sure the last ones left before the connection goes.
-    if let Err(error) = client.flush().await {
-        tracing::warn!(%error, "flushing NATS on shutdown failed");
-    }
+    flush_nats(&drain, &client, FINAL_STEPS).await;
     Ok(())
 }
+
+/// Kept at the end of the drain for each of the last steps (NATS flush, HTTP server, pool).
+const FINAL_STEPS: Duration = Duration::from_millis(400);

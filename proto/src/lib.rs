@@ -5,7 +5,8 @@
 //! - [`subject`] builds every subject of the contract from the configurable prefix, so no other
 //!   crate formats a subject by hand;
 //! - [`event`] has the helpers every publisher and consumer of call events shares (the kind token
-//!   in the subject, the `Nats-Msg-Id`).
+//!   in the subject, the `Nats-Msg-Id`);
+//! - [`permissions`]: each service's NATS user and grants, the source of the k8s NATS config.
 //!
 //! Other languages generate their code from the `.proto` files beside this crate.
 #![forbid(unsafe_code)]
@@ -19,12 +20,18 @@ pub use generated::*;
 pub use prost::Message;
 
 pub mod event;
+pub mod permissions;
 pub mod subject;
 
 /// The JetStream stream holding every call event.
 pub const EVENTS_STREAM: &str = "VOICE_EVENTS";
 /// The KV bucket where tool services register their [`ToolSpec`].
 pub const TOOLS_BUCKET: &str = "voice-tools";
+/// The KV bucket where tools keep results by `<tool>.<call_sid>.<call_id>`, so a retried call
+/// runs once.
+pub const TOOL_RESULTS_BUCKET: &str = "voice-tool-results";
+/// The persister's durable consumer on [`EVENTS_STREAM`], shared by every replica.
+pub const PERSISTER_CONSUMER: &str = "persister";
 /// The queue group call-workers share for offers.
 pub const WORKERS_QUEUE_GROUP: &str = "call-workers";
 

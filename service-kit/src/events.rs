@@ -1,24 +1,58 @@
-//! The `VOICE_EVENTS` JetStream stream and a non-blocking publisher of call events.
+//! The `VOICE_EVENTS` JetStream stream and a bounded, pipelined publisher of call events.
 //!
 //! A call actor must never wait on the event store (the media path never waits), yet an accepted
 //! event must never be lost silently. [`EventPublisher`] is a cloneable handle to a task that owns
-//! the JetStream context: `publish` only enqueues; the task publishes with
-//! `Nats-Msg-Id: <call_sid>:<seq>` and retries with backoff until the server acknowledges, so a
-//! retry after a lost ack is stored once.
+//! the JetStream context:
+//! - [`EventPublisher::publish`] only enqueues, into a bounded queue. It never waits, so it is what
+//!   the media path uses. Should the queue be full (the broker has been away for a long time), the
+//!   event is written to the log in full (see [`spill`]) and counted: recoverable, never silent.
+//! - [`EventPublisher::publish_wait`] waits for room: back-pressure for producers off the media
+//!   path (webhook handlers). [`EventPublisher::is_congested`] lets intake (offers) say no before
+//!   the queue fills up.
+//! - The task keeps up to [`PublisherConfig::max_in_flight`] publishes awaiting their acks at
+//!   once (pipelined, not one round trip each) and re-sends a failed one with the shared jittered
+//!   [`Backoff`], under the same `Nats-Msg-Id: <call_sid>:<seq>`, so a retry after a lost ack is
+//!   stored once.
+//! - [`EventPublisher::close`] ends it under a deadline: what is still unacknowledged then is
+//!   spilled to the log and counted, and the call returns whatever the broker is doing.
 //!
 //! Each event carries the trace context of the span it was published from (W3C `traceparent`
 //! in its NATS headers), so the persister's spans join the trace of the call that produced it.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use base64::Engine as _;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{CallEvent, EVENTS_STREAM, Message as _};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::backoff::Backoff;
 
 /// How long JetStream remembers message ids for deduplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The publisher's metric names.
+pub mod metric {
+    /// Counter, by `kind`: events handed to the publisher.
+    pub const QUEUED: &str = "call_events_queued_total";
+    /// Counter, by `kind`: events acknowledged by JetStream.
+    pub const PUBLISHED: &str = "call_events_published_total";
+    /// Counter: publish attempts that failed and were retried.
+    pub const RETRIES: &str = "call_events_publish_retries_total";
+    /// Counter, by `reason` ([`super::Spill`]): events written to the log instead of the stream.
+    pub const UNPUBLISHED: &str = "call_events_unpublished_total";
+    /// Gauge: events accepted and not yet acknowledged (queued, in flight or waiting to retry).
+    pub const BACKLOG: &str = "call_events_backlog";
+}
 
 /// Creates the events stream if it does not exist (and returns it either way).
 pub async fn ensure_stream(
@@ -37,93 +71,431 @@ pub async fn ensure_stream(
     .await
 }
 
+/// How big the publisher may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct PublisherConfig {
+    /// Events that may wait for the task. About 30 minutes of events of 100 calls; beyond it the
+    /// broker has been gone for long and [`EventPublisher::publish`] spills to the log.
+    pub capacity: usize,
+    /// Publishes awaiting their acks at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 16_384,
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// Why an event went to the log instead of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spill {
+    /// The queue was full: the broker has been away for longer than the queue covers.
+    QueueFull,
+    /// The publisher had been closed (the process is stopping).
+    Closed,
+    /// The close deadline passed before JetStream acknowledged it.
+    Deadline,
+}
+
+impl Spill {
+    /// The `reason` label of [`metric::UNPUBLISHED`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spill::QueueFull => "queue_full",
+            Spill::Closed => "closed",
+            Spill::Deadline => "deadline",
+        }
+    }
+}
+
+/// What [`EventPublisher::close`] achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Events acknowledged by JetStream over the publisher's life.
+    pub published: u64,
+    /// Events spilled to the log over the publisher's life (any [`Spill`] reason).
+    pub spilled: u64,
+}
+
+struct Queued {
+    event: CallEvent,
+    cx: opentelemetry::Context,
+}
+
 enum Command {
-    /// The event and the trace context of the span that published it.
-    Publish(CallEvent, opentelemetry::Context),
+    Publish(Queued),
+    /// Reply once every event queued before it is acknowledged (or spilled).
     Flush(oneshot::Sender<()>),
+}
+
+struct Close {
+    deadline: Instant,
+    reply: oneshot::Sender<CloseReport>,
+}
+
+/// Counters shared by the handles and the task.
+#[derive(Default)]
+struct Shared {
+    /// Accepted and not yet acknowledged or spilled.
+    backlog: AtomicUsize,
+    spilled: AtomicUsize,
+}
+
+impl Shared {
+    fn settled(&self) {
+        let left = self
+            .backlog
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        metrics::gauge!(metric::BACKLOG).set(left as f64);
+    }
 }
 
 /// A cloneable handle that publishes call events in the background.
 #[derive(Clone)]
 pub struct EventPublisher {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    close: mpsc::Sender<Close>,
+    shared: Arc<Shared>,
+    congested_at: usize,
 }
 
 impl EventPublisher {
-    /// Spawns the publishing task. It ends when every handle is dropped and its queue is empty.
+    /// Spawns the publishing task with the default sizes.
     pub fn spawn(js: jetstream::Context, subjects: Subjects) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(js, subjects, rx));
-        Self { tx }
+        Self::spawn_with(js, subjects, PublisherConfig::default())
+    }
+
+    /// Spawns the publishing task. It ends on [`EventPublisher::close`], or when every handle is
+    /// dropped and everything queued is acknowledged.
+    pub fn spawn_with(js: jetstream::Context, subjects: Subjects, config: PublisherConfig) -> Self {
+        let capacity = config.capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let (close, close_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared::default());
+        let task = Task {
+            js,
+            subjects,
+            max_in_flight: config.max_in_flight.max(1),
+            shared: shared.clone(),
+            rx,
+            rx_open: true,
+            close_rx,
+            close_open: true,
+            outstanding: BTreeMap::new(),
+            retry: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            next_index: 0,
+            flushes: Vec::new(),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            resume_at: None,
+            published: 0,
+        };
+        // The task ends by itself (close, or every handle dropped); `close` waits for it.
+        tokio::spawn(task.run());
+        Self {
+            tx,
+            close,
+            shared,
+            congested_at: capacity / 2,
+        }
     }
 
     /// Queues `event` for publishing; never waits. The current span's trace context goes with it.
+    /// If the queue is full or the publisher closed, the event is spilled to the log in full.
     pub fn publish(&self, event: CallEvent) {
-        metrics::counter!("call_events_queued_total", "kind" => event.kind()).increment(1);
-        let cx = tracing::Span::current().context();
-        if self.tx.send(Command::Publish(event, cx)).is_err() {
-            // Only possible if the task panicked; make it loud.
-            tracing::error!("event publisher is gone; event not published");
-            metrics::counter!("call_events_lost_total").increment(1);
+        metrics::counter!(metric::QUEUED, "kind" => event.kind()).increment(1);
+        let queued = Queued {
+            event,
+            cx: tracing::Span::current().context(),
+        };
+        self.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        let (command, reason) = match self.tx.try_send(Command::Publish(queued)) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(command)) => (command, Spill::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(command)) => (command, Spill::Closed),
+        };
+        if let Command::Publish(queued) = command {
+            self.spill_now(&queued.event, reason);
         }
     }
 
-    /// Waits until every event queued before this call is acknowledged by JetStream (used on
-    /// shutdown and in tests).
+    /// Queues `event`, waiting for room in the queue: back-pressure for producers that are not
+    /// on the media path. Spills (and returns) only if the publisher is closed.
+    pub async fn publish_wait(&self, event: CallEvent) {
+        metrics::counter!(metric::QUEUED, "kind" => event.kind()).increment(1);
+        let queued = Queued {
+            event,
+            cx: tracing::Span::current().context(),
+        };
+        self.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(Command::Publish(q))) =
+            self.tx.send(Command::Publish(queued)).await
+        {
+            self.spill_now(&q.event, Spill::Closed);
+        }
+    }
+
+    fn spill_now(&self, event: &CallEvent, reason: Spill) {
+        spill(event, reason);
+        self.shared.spilled.fetch_add(1, Ordering::Relaxed);
+        self.shared.settled();
+    }
+
+    /// Events accepted and not yet acknowledged or spilled.
+    pub fn backlog(&self) -> usize {
+        self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// True when the backlog is over half the queue: the broker is slow or away, and intake (new
+    /// calls) should pause so that running calls keep their events.
+    pub fn is_congested(&self) -> bool {
+        self.backlog() >= self.congested_at
+    }
+
+    /// Waits until every event queued before this call is acknowledged by JetStream or spilled.
+    /// Unbounded while the broker is away: callers on a deadline use [`EventPublisher::close`].
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Flush(tx)).is_ok() {
+        if self.tx.send(Command::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
-}
 
-async fn run(js: jetstream::Context, subjects: Subjects, mut rx: mpsc::UnboundedReceiver<Command>) {
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            Command::Flush(done) => {
-                let _ = done.send(());
-            }
-            Command::Publish(event, cx) => publish_until_acked(&js, &subjects, &event, &cx).await,
+    /// Stops the publisher: events queued until now get until `timeout` to be acknowledged;
+    /// the rest are spilled to the log and counted. Returns within `timeout` (plus scheduling),
+    /// whatever the broker does. Later `publish` calls spill at once.
+    pub async fn close(&self, timeout: Duration) -> CloseReport {
+        let (reply, done) = oneshot::channel();
+        let request = Close {
+            deadline: Instant::now() + timeout,
+            reply,
+        };
+        if self.close.try_send(request).is_err() {
+            // Closed already (or closing): nothing left that this call could change.
+            return CloseReport {
+                published: 0,
+                spilled: self.shared.spilled.load(Ordering::Relaxed) as u64,
+            };
+        }
+        // The task answers at its deadline at the latest; the margin only covers scheduling.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), done).await {
+            Ok(Ok(report)) => report,
+            _ => CloseReport {
+                published: 0,
+                spilled: self.shared.spilled.load(Ordering::Relaxed) as u64,
+            },
         }
     }
 }
 
-async fn publish_until_acked(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    event: &CallEvent,
-    cx: &opentelemetry::Context,
-) {
-    let subject = subjects.event(&event.call_sid, event.kind());
-    let payload = bytes::Bytes::from(event.encode_to_vec());
-    let msg_id = event.msg_id();
-    let mut headers = async_nats::HeaderMap::new();
-    crate::trace::inject_context(cx, &mut headers);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        // Headers first: `message_id` adds to the map that `headers` would replace.
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.clone())
-            .headers(headers.clone())
-            .message_id(msg_id.as_str());
-        let result = match js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(()) => {
-                metrics::counter!("call_events_published_total", "kind" => event.kind())
-                    .increment(1);
-                return;
+/// Writes an event that could not be published to the log, whole: the line holds everything
+/// needed to publish it again by hand (`subject`, `msg_id`, and `event` as base64 protobuf), e.g.
+/// `echo <event> | base64 -d | nats pub <subject> -H Nats-Msg-Id:<msg_id>`. The persister
+/// deduplicates on `(call_sid, seq)`, so re-publishing one that did arrive changes nothing.
+pub fn spill(event: &CallEvent, reason: Spill) {
+    let payload = base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec());
+    tracing::error!(
+        call_sid = %event.call_sid,
+        seq = event.seq,
+        kind = event.kind(),
+        reason = reason.as_str(),
+        msg_id = %event.msg_id(),
+        event = %payload,
+        "call event not published; this line holds it in full (base64 protobuf) for recovery"
+    );
+    metrics::counter!(metric::UNPUBLISHED, "reason" => reason.as_str()).increment(1);
+}
+
+type Attempt = BoxFuture<'static, (u64, Result<(), String>)>;
+
+/// The publishing task's state.
+struct Task {
+    js: jetstream::Context,
+    subjects: Subjects,
+    max_in_flight: usize,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+    /// False once the queue is closed and empty (every handle gone, or closed by `close`).
+    rx_open: bool,
+    close_rx: mpsc::Receiver<Close>,
+    /// False once every handle is gone.
+    close_open: bool,
+    /// Events taken from the queue and not yet acknowledged, by the order they were taken in.
+    outstanding: BTreeMap<u64, Queued>,
+    /// Events whose attempt failed, re-sent first once the backoff allows.
+    retry: VecDeque<u64>,
+    in_flight: FuturesUnordered<Attempt>,
+    next_index: u64,
+    /// Flush replies, each waiting for every index below its own.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+    backoff: Backoff,
+    /// While set, nothing is sent: the broker refused the last attempt.
+    resume_at: Option<Instant>,
+    published: u64,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut close: Option<Close> = None;
+        loop {
+            self.dispatch_retries();
+            self.answer_flushes();
+            if !self.rx_open && self.outstanding.is_empty() {
+                break;
             }
-            Err(error) => {
-                metrics::counter!("call_events_publish_retries_total").increment(1);
-                tracing::warn!(call_sid = %event.call_sid, seq = event.seq, %error,
-                    "publishing call event failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            let can_send = self.in_flight.len() < self.max_in_flight && self.resume_at.is_none();
+            let deadline = close.as_ref().map(|c| c.deadline);
+            tokio::select! {
+                biased;
+                () = sleep_until_opt(deadline), if deadline.is_some() => break,
+                request = self.close_rx.recv(), if close.is_none() && self.close_open => {
+                    match request {
+                        Some(request) => {
+                            // Take in what is queued so far; later publishes spill as `closed`.
+                            self.rx.close();
+                            close = Some(request);
+                        }
+                        None => self.close_open = false,
+                    }
+                }
+                Some((index, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.settle(index, result);
+                }
+                () = sleep_until_opt(self.resume_at), if self.resume_at.is_some() => {
+                    self.resume_at = None;
+                }
+                command = self.rx.recv(), if can_send && self.rx_open => match command {
+                    Some(Command::Publish(queued)) => {
+                        let index = self.next_index;
+                        self.next_index += 1;
+                        self.outstanding.insert(index, queued);
+                        self.send(index);
+                    }
+                    Some(Command::Flush(reply)) => self.flushes.push((self.next_index, reply)),
+                    None => self.rx_open = false,
+                },
             }
         }
+        // Whatever is left missed the deadline: spill it, in the order it was accepted. An
+        // attempt still in flight may yet be stored; the persister deduplicates on
+        // (call_sid, seq), so re-publishing a spilled event that did arrive changes nothing.
+        self.in_flight = FuturesUnordered::new();
+        self.rx.close();
+        for (_, queued) in std::mem::take(&mut self.outstanding) {
+            self.spill(&queued.event, Spill::Deadline);
+        }
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Publish(queued) => self.spill(&queued.event, Spill::Deadline),
+                Command::Flush(reply) => self.flushes.push((0, reply)),
+            }
+        }
+        for (_, reply) in self.flushes.drain(..) {
+            let _ = reply.send(());
+        }
+        let report = CloseReport {
+            published: self.published,
+            spilled: self.shared.spilled.load(Ordering::Relaxed) as u64,
+        };
+        if let Some(close) = close {
+            let _ = close.reply.send(report);
+        }
+    }
+
+    fn send(&mut self, index: u64) {
+        let Some(queued) = self.outstanding.get(&index) else {
+            return;
+        };
+        let js = self.js.clone();
+        let subject = self
+            .subjects
+            .event(&queued.event.call_sid, queued.event.kind());
+        let payload = bytes::Bytes::from(queued.event.encode_to_vec());
+        let msg_id = queued.event.msg_id();
+        let mut headers = async_nats::HeaderMap::new();
+        crate::trace::inject_context(&queued.cx, &mut headers);
+        self.in_flight.push(Box::pin(async move {
+            // Headers first: `message_id` adds to the map that `headers` would replace.
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .message_id(msg_id.as_str());
+            let result = match js.send_publish(subject, publish).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (index, result)
+        }));
+    }
+
+    fn dispatch_retries(&mut self) {
+        while self.resume_at.is_none() && self.in_flight.len() < self.max_in_flight {
+            let Some(index) = self.retry.pop_front() else {
+                break;
+            };
+            self.send(index);
+        }
+    }
+
+    fn settle(&mut self, index: u64, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if let Some(queued) = self.outstanding.remove(&index) {
+                    metrics::counter!(metric::PUBLISHED, "kind" => queued.event.kind())
+                        .increment(1);
+                    self.published += 1;
+                    self.shared.settled();
+                }
+                self.backoff.reset();
+            }
+            Err(error) => {
+                metrics::counter!(metric::RETRIES).increment(1);
+                if let Some(queued) = self.outstanding.get(&index) {
+                    tracing::warn!(call_sid = %queued.event.call_sid, seq = queued.event.seq,
+                        %error, "publishing call event failed; retrying");
+                }
+                self.retry.push_back(index);
+                if self.resume_at.is_none() {
+                    self.resume_at = Some(Instant::now() + self.backoff.next_delay());
+                }
+            }
+        }
+    }
+
+    fn spill(&mut self, event: &CallEvent, reason: Spill) {
+        spill(event, reason);
+        self.shared.spilled.fetch_add(1, Ordering::Relaxed);
+        self.shared.settled();
+    }
+
+    /// Answers every flush whose events are all settled.
+    fn answer_flushes(&mut self) {
+        let lowest = self
+            .outstanding
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_index);
+        let mut i = 0;
+        while i < self.flushes.len() {
+            if self.flushes[i].0 <= lowest {
+                let (_, reply) = self.flushes.swap_remove(i);
+                let _ = reply.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,5 +1,7 @@
 //! What every Switchboard service shares at its edges.
 //!
+//! - [`backoff`]: the one jittered exponential backoff every retry loop uses;
+//! - [`drain`]: the shutdown sequence under one deadline, every step bounded;
 //! - [`nats`]: the `NATS_*` settings of the contract and the connection they describe;
 //! - [`events`]: the `VOICE_EVENTS` stream and a publisher that never blocks its caller;
 //! - [`health`]: `/healthz`, `/readyz` (false while draining) and `/metrics`;
@@ -10,6 +12,8 @@
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod drain;
 pub mod events;
 pub mod health;
 pub mod nats;

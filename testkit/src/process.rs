@@ -126,6 +126,11 @@ impl Service {
             .map_err(Into::into)
     }
 
+    /// The binary's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether the process has exited.
     pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

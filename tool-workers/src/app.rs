@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use switchboard_service::backoff::Backoff;
+use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,10 @@ pub struct Config {
     pub database_url: String,
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// Seconds the service may take to stop after SIGTERM: requests in flight get until then,
+    /// and the process exits by then whatever NATS and Postgres are doing.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
 }
 
 /// Why the service stopped with an error.
@@ -91,7 +97,11 @@ pub async fn run(
     let result = serve(&config, &health, &stop).await;
     health.set_ready(false);
     http_stop.cancel();
-    let http_result = http.await;
+    // The HTTP server only serves probes; it stops at once, or is left behind.
+    let http_result = match tokio::time::timeout(Duration::from_secs(1), http).await {
+        Ok(joined) => joined,
+        Err(_) => Ok(Ok(())),
+    };
     result?;
     match http_result {
         Ok(r) => r.map_err(RunError::Http),
@@ -126,13 +136,21 @@ async fn serve(config: &Config, health: &Health, stop: &CancellationToken) -> Re
     tracing::info!("tool-worker ready");
 
     stop.cancelled().await;
+    let drain = Drain::new(Duration::from_secs(config.drain_seconds));
     health.set_ready(false);
     tracing::info!("draining tool requests");
-    serving.wait().await;
-    if let Err(error) = client.flush().await {
-        tracing::warn!(%error, "flushing NATS on shutdown failed");
-    }
-    pool.close().await;
+    let final_steps = Duration::from_millis(500);
+    drain
+        .step(
+            "answering requests in flight",
+            drain.until_reserve(final_steps),
+            serving.wait(),
+        )
+        .await;
+    flush_nats(&drain, &client, final_steps / 2).await;
+    drain
+        .step("closing the database pool", final_steps / 2, pool.close())
+        .await;
     tracing::info!("tool-worker stopped");
     Ok(())
 }
@@ -141,7 +159,7 @@ async fn serve(config: &Config, health: &Health, stop: &CancellationToken) -> Re
 /// order). A malformed URL fails at once. `None` if shutdown came first.
 async fn connect_database(url: &str, stop: &CancellationToken) -> Result<Option<PgPool>, RunError> {
     let options = PgConnectOptions::from_str(url).map_err(RunError::DatabaseUrl)?;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(10)
@@ -154,11 +172,11 @@ async fn connect_database(url: &str, stop: &CancellationToken) -> Result<Option<
             },
             () = stop.cancelled() => return Ok(None),
         };
-        tracing::warn!(%error, ?backoff, "connecting to the tools database failed; retrying");
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, ?delay, "connecting to the tools database failed; retrying");
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return Ok(None),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -19,7 +19,7 @@ use switchboard_proto::{Message as _, ToolResult};
 use tokio::time::Instant;
 
 /// The bucket holding claims and results, shared by every replica of every tool.
-pub const RESULTS_BUCKET: &str = "voice-tool-results";
+pub const RESULTS_BUCKET: &str = switchboard_proto::TOOL_RESULTS_BUCKET;
 
 /// How long a result is kept: far longer than any retry of the same call would come.
 pub const RESULT_TTL: Duration = Duration::from_secs(600);

@@ -50,6 +50,7 @@ impl Fixture {
             admin_token: Some(TOKEN.to_owned()),
             prices: Default::default(),
             live_client_buffer,
+            drain_seconds: 10,
             nats: NatsArgs::for_url(nats.url()),
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,340 @@
+//! Who may publish and subscribe to what on NATS: the one source of truth for each service's
+//! grants.
+//!
+//! The NATS users in `k8s/base/nats.yaml` are generated from here (a test fails when the file
+//! and this module disagree), the end-to-end suite runs every service under exactly these
+//! grants, and docs/operations.md prints the grants a tool in any language needs with the same
+//! functions. So a grant is added here or nowhere, and a missing grant fails a test.
+//!
+//! Least privilege, concretely:
+//! - No service may use the JetStream API at large (`$JS.API.>`): each gets the API calls of its
+//!   own streams, buckets and consumers only. Nobody may delete a stream, create one on
+//!   `voice.call.*.in` (a recorder of every caller), or read the events stream directly except
+//!   through the persister's own consumer.
+//! - Each service receives replies only on its own inbox prefix ([`inbox_prefix`]), so no
+//!   service can read another's request replies (tool results, KV values).
+//! - A tool user may serve and register only its own tools, and keep results only under its own
+//!   keys of the results bucket.
+//! - What NATS cannot express per call (a worker sending `Transfer` for a call it does not own)
+//!   is checked by the receiver: the gateway only transfers to an agent's `transfer_to`.
+
+use std::fmt::Write as _;
+
+use crate::subject::Subjects;
+use crate::{EVENTS_STREAM, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
+
+/// The JetStream API prefix.
+const JS_API: &str = "$JS.API";
+
+/// A service's NATS user and what it is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    /// Twilio's edge.
+    Gateway,
+    /// The call actors.
+    CallWorker,
+    /// A tool service serving exactly these tools (in any language).
+    Tools {
+        /// The NATS user name, e.g. `tool-worker`.
+        user: &'a str,
+        /// The tools it serves.
+        tools: &'a [&'a str],
+    },
+    /// The event store and console.
+    Persister,
+}
+
+/// The example tools the `tool-worker` binary serves.
+pub const EXAMPLE_TOOLS: [&str; 3] = ["lookup_customer", "check_availability", "book_appointment"];
+
+/// The `tool-worker` binary's role.
+pub const TOOL_WORKER: Role<'static> = Role::Tools {
+    user: "tool-worker",
+    tools: &EXAMPLE_TOOLS,
+};
+
+impl Role<'_> {
+    /// The NATS user name.
+    pub fn user(&self) -> &str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::CallWorker => "call-worker",
+            Role::Tools { user, .. } => user,
+            Role::Persister => "persister",
+        }
+    }
+
+    /// What the user may publish and subscribe to, for subjects under `subjects`' prefix.
+    pub fn grants(&self, subjects: &Subjects) -> Grants {
+        let mut grants = self.grants_listed(subjects);
+        dedup(&mut grants.publish);
+        dedup(&mut grants.subscribe);
+        grants
+    }
+
+    fn grants_listed(&self, subjects: &Subjects) -> Grants {
+        let inbox = format!("{}.>", inbox_prefix(self.user()));
+        let p = subjects.prefix();
+        let events_stream = stream_api(EVENTS_STREAM);
+        match self {
+            Role::Gateway => Grants {
+                publish: [
+                    vec![
+                        subjects.offer(),
+                        format!("{p}.call.*.in"),
+                        subjects.all_events(),
+                    ],
+                    events_stream,
+                ]
+                .concat(),
+                subscribe: vec![format!("{p}.call.*.out"), inbox],
+                allow_responses: false,
+            },
+            Role::CallWorker => Grants {
+                publish: [
+                    vec![
+                        format!("{p}.call.*.out"),
+                        format!("{p}.tools.*"),
+                        subjects.all_events(),
+                    ],
+                    events_stream,
+                    kv_bucket_api(TOOLS_BUCKET),
+                    kv_read(TOOLS_BUCKET, ">"),
+                ]
+                .concat(),
+                subscribe: vec![subjects.offer(), format!("{p}.call.*.in"), inbox],
+                allow_responses: true,
+            },
+            Role::Tools { tools, .. } => {
+                let mut publish = [
+                    kv_bucket_api(TOOLS_BUCKET),
+                    kv_bucket_api(TOOL_RESULTS_BUCKET),
+                ]
+                .concat();
+                let mut subscribe = Vec::new();
+                for tool in *tools {
+                    subscribe.push(subjects.tool(tool));
+                    publish.push(kv_key(TOOLS_BUCKET, tool));
+                    publish.push(kv_key(TOOL_RESULTS_BUCKET, &format!("{tool}.>")));
+                    publish.extend(kv_read(TOOL_RESULTS_BUCKET, &format!("{tool}.>")));
+                }
+                subscribe.push(inbox);
+                Grants {
+                    publish,
+                    subscribe,
+                    allow_responses: true,
+                }
+            }
+            Role::Persister => Grants {
+                publish: [
+                    events_stream,
+                    consumer_api(EVENTS_STREAM, PERSISTER_CONSUMER),
+                    vec![format!("$JS.ACK.{EVENTS_STREAM}.{PERSISTER_CONSUMER}.>")],
+                ]
+                .concat(),
+                // The live view follows calls as they happen, straight from the subjects.
+                subscribe: vec![subjects.all_events(), inbox],
+                allow_responses: false,
+            },
+        }
+    }
+}
+
+/// Drops repeated subjects, keeping the first of each.
+fn dedup(subjects: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    subjects.retain(|s| seen.insert(s.clone()));
+}
+
+/// The inbox prefix of a service connecting as `user`: replies to its requests (and JetStream
+/// acks and API answers) arrive under it, and it may subscribe to nothing else of `_INBOX`.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+/// Subjects a user may publish to and subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// May answer requests (publish to the reply subject of a message it received).
+    pub allow_responses: bool,
+}
+
+/// Look up and create a stream (services create what they use at start, in any order).
+fn stream_api(stream: &str) -> Vec<String> {
+    vec![
+        format!("{JS_API}.STREAM.INFO.{stream}"),
+        format!("{JS_API}.STREAM.CREATE.{stream}"),
+    ]
+}
+
+/// Look up and create a KV bucket (creating one reads the account's JetStream limits first).
+fn kv_bucket_api(bucket: &str) -> Vec<String> {
+    [
+        vec![format!("{JS_API}.INFO")],
+        stream_api(&format!("KV_{bucket}")),
+    ]
+    .concat()
+}
+
+/// Read keys matching `keys` of a bucket (direct get), or, with `>`, watch the whole bucket (an
+/// ordered consumer with flow control).
+fn kv_read(bucket: &str, keys: &str) -> Vec<String> {
+    let stream = format!("KV_{bucket}");
+    let mut read = vec![format!("{JS_API}.DIRECT.GET.{stream}.$KV.{bucket}.{keys}")];
+    if keys == ">" {
+        read.extend([
+            format!("{JS_API}.CONSUMER.CREATE.{stream}.>"),
+            format!("{JS_API}.CONSUMER.DELETE.{stream}.>"),
+            format!("$JS.FC.{stream}.>"),
+        ]);
+    }
+    read
+}
+
+/// Write one key (or key pattern) of a bucket.
+fn kv_key(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
+}
+
+/// Create, look up and pull from one durable consumer.
+fn consumer_api(stream: &str, consumer: &str) -> Vec<String> {
+    vec![
+        format!("{JS_API}.CONSUMER.CREATE.{stream}.{consumer}"),
+        format!("{JS_API}.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        format!("{JS_API}.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+    ]
+}
+
+/// One user of the `authorization` block.
+#[derive(Debug, Clone)]
+pub struct User<'a> {
+    pub role: Role<'a>,
+    /// The password as written in the server config: a `$VARIABLE` the server resolves from
+    /// its environment, or a quoted literal (tests).
+    pub password: String,
+}
+
+/// The nats-server `authorization { users: [...] }` block for `users`, indented by `indent`
+/// spaces: what k8s/base/nats.yaml holds and what the tests start nats-server with.
+pub fn authorization_block(users: &[User<'_>], subjects: &Subjects, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    // One subject a line, so the block stays readable (and within a YAML linter's line length).
+    let list = |out: &mut String, key: &str, items: &[String]| {
+        let _ = writeln!(out, "{pad}        {key}: {{");
+        let _ = writeln!(out, "{pad}          allow: [");
+        let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+        let _ = writeln!(
+            out,
+            "{pad}            {}",
+            quoted.join(&format!(",\n{pad}            "))
+        );
+        let _ = writeln!(out, "{pad}          ]");
+        let _ = writeln!(out, "{pad}        }}");
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{pad}authorization {{");
+    let _ = writeln!(out, "{pad}  users: [");
+    for user in users {
+        let grants = user.role.grants(subjects);
+        let _ = writeln!(out, "{pad}    {{");
+        let _ = writeln!(out, "{pad}      user: \"{}\"", user.role.user());
+        let _ = writeln!(out, "{pad}      password: {}", user.password);
+        let _ = writeln!(out, "{pad}      permissions: {{");
+        list(&mut out, "publish", &grants.publish);
+        list(&mut out, "subscribe", &grants.subscribe);
+        if grants.allow_responses {
+            let _ = writeln!(out, "{pad}        allow_responses: true");
+        }
+        let _ = writeln!(out, "{pad}      }}");
+        let _ = writeln!(out, "{pad}    }}");
+    }
+    let _ = writeln!(out, "{pad}  ]");
+    let _ = writeln!(out, "{pad}}}");
+    out
+}
+
+/// The services Switchboard ships, with the password variable k8s/base/nats.yaml reads.
+pub fn shipped_users() -> Vec<User<'static>> {
+    [
+        Role::Gateway,
+        Role::CallWorker,
+        TOOL_WORKER,
+        Role::Persister,
+    ]
+    .into_iter()
+    .map(|role| User {
+        password: format!("${}_PASSWORD", role.user().to_uppercase().replace('-', "_")),
+        role,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(role: Role<'_>) -> Vec<String> {
+        let g = role.grants(&Subjects::default());
+        [g.publish, g.subscribe].concat()
+    }
+
+    #[test]
+    fn nobody_gets_the_whole_jetstream_api_or_every_inbox() {
+        for role in [
+            Role::Gateway,
+            Role::CallWorker,
+            TOOL_WORKER,
+            Role::Persister,
+        ] {
+            for grant in all(role) {
+                assert!(!grant.starts_with("$JS.API.>"), "{role:?}: {grant}");
+                assert!(!grant.contains("STREAM.DELETE"), "{role:?}: {grant}");
+                assert!(!grant.contains("STREAM.MSG"), "{role:?}: {grant}");
+                assert!(!grant.starts_with("_INBOX."), "{role:?}: {grant}");
+                assert_ne!(grant, ">", "{role:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tools_are_confined_to_their_own_subjects_and_keys() {
+        let role = Role::Tools {
+            user: "tool-order-status",
+            tools: &["order_status"],
+        };
+        let grants = role.grants(&Subjects::default());
+        assert!(
+            grants
+                .subscribe
+                .contains(&"voice.tools.order_status".to_owned())
+        );
+        assert!(
+            grants
+                .publish
+                .contains(&"$KV.voice-tools.order_status".to_owned())
+        );
+        for grant in all(role) {
+            assert!(!grant.contains("lookup_customer"), "{grant}");
+            assert!(!grant.ends_with("voice.tools.>"), "{grant}");
+            assert!(!grant.ends_with("$KV.voice-tools.>"), "{grant}");
+        }
+        assert!(
+            grants
+                .subscribe
+                .contains(&"_INBOX_tool-order-status.>".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_block_is_nats_server_config() {
+        let users = shipped_users();
+        let block = authorization_block(&users, &Subjects::default(), 4);
+        assert!(block.starts_with("    authorization {\n"));
+        assert!(block.contains("password: $CALL_WORKER_PASSWORD"));
+        assert!(block.contains("user: \"tool-worker\""));
+        assert_eq!(block.matches("allow_responses: true").count(), 2);
+    }
+}
