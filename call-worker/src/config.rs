@@ -1,5 +1,6 @@
 //! The worker's settings: flags with environment fallbacks (ARCHITECTURE.md section 5).
 
+use switchboard_service::redact::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// OpenAI API key; omit it to send no Authorization header (the simulator).
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
+    pub openai_api_key: Option<Secret>,
     /// Realtime endpoint (`?model=` is appended).
     #[arg(long, env = "REALTIME_URL", default_value = DEFAULT_URL)]
     pub realtime_url: String,
@@ -97,7 +98,10 @@ impl Config {
         RealtimeSettings {
             url: self.realtime_url.clone(),
             model: self.realtime_model.clone(),
-            api_key: self.openai_api_key.clone().filter(|k| !k.trim().is_empty()),
+            api_key: self
+                .openai_api_key
+                .clone()
+                .filter(|k| !k.expose().trim().is_empty()),
         }
     }
 

@@ -6,6 +6,7 @@
 //! elsewhere or tells the caller everyone is busy. Otherwise it starts the call actor, which
 //! subscribes to the call's `.in` subject, and only then answers `accepted`.
 
+use switchboard_service::redact::MaskedPhone;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,7 +181,7 @@ impl Offers {
         let decision = decide(&offer, draining, free, &agents, &self.active);
         match decision {
             Decision::Decline(reason) => {
-                tracing::info!(%call_sid, to = %offer.to, agent_id = %offer.agent_id, %reason, "offer declined");
+                tracing::info!(%call_sid, to = %MaskedPhone(&offer.to), agent_id = %offer.agent_id, %reason, "offer declined");
                 self.reply(reply_to, &call_sid, Err(reason)).await;
             }
             Decision::AlreadyOurs(agent_id) => {

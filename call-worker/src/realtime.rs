@@ -20,6 +20,7 @@
 //! `response.output_audio.delta` is recognised with a borrowed probe and its audio decoded in the
 //! reader task ([`parse_server_event`]); every other event goes through [`ServerEvent::parse`].
 
+use switchboard_service::redact::Secret;
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ pub struct RealtimeSettings {
     /// Model id, sent as `?model=`.
     pub model: String,
     /// Sent as `Authorization: Bearer`; `None` sends no header (the simulator).
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 impl RealtimeSettings {
@@ -235,7 +236,7 @@ async fn run(
         Err(e) => return Some((None, format!("bad REALTIME_URL {endpoint}: {e}"))),
     };
     if let Some(key) = &settings.api_key {
-        match HeaderValue::from_str(&format!("Bearer {key}")) {
+        match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
             Ok(v) => {
                 request.headers_mut().insert("authorization", v);
             }
@@ -584,7 +585,7 @@ mod tests {
         let settings = RealtimeSettings {
             url,
             model: "gpt-realtime".into(),
-            api_key: Some("sk-test".into()),
+            api_key: Some(Secret::new("sk-test")),
         };
         let (tx, _rx) = connect(&settings, "CA1");
         let req = req.await.unwrap();
