@@ -26,6 +26,30 @@ pub const PUBLIC_URL: &str = "https://gw.example.com";
 pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
+/// The agents file every test gateway reads (`AGENTS_FILE`), as in production: the front desk
+/// answers the test calls' number and may transfer to its own number, or (through a handoff to
+/// billing) to billing's; sales (named by outbound calls) has its own.
+pub const AGENTS: &str = r#"
+[[agent]]
+id = "front-desk"
+numbers = ["+15550001111", "*"]
+instructions = "x"
+tools = ["transfer_call", "handoff"]
+handoff_to = ["billing"]
+transfer_to = "+15550002222"
+
+[[agent]]
+id = "billing"
+numbers = ["+15550005555"]
+instructions = "x"
+transfer_to = "+15550003333"
+
+[[agent]]
+id = "sales"
+instructions = "x"
+transfer_to = "+15550009999"
+"#;
+
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -39,6 +63,8 @@ pub struct TestGateway {
     pub subjects: Subjects,
     pub validator: Validator,
     pub http: reqwest::Client,
+    /// Holds the agents file.
+    _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), gateway::Error>>>,
 }
@@ -49,12 +75,29 @@ impl TestGateway {
         Self::start_with_metrics(extra, None).await
     }
 
+    /// Starts a gateway without an agents file.
+    pub async fn start_without_agents(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(extra, None, false).await
+    }
+
     pub async fn start_with_metrics(
         extra: &[&str],
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Self> {
+        Self::start_full(extra, metrics, true).await
+    }
+
+    async fn start_full(
+        extra: &[&str],
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        with_agents: bool,
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats_server = NatsServer::start().await?;
+        let dir = tempfile::tempdir()?;
+        let agents_file = dir.path().join("agents.toml");
+        std::fs::write(&agents_file, AGENTS)?;
+        let agents_file = agents_file.display().to_string();
         let mut args = vec![
             "gateway",
             "--listen",
@@ -76,6 +119,9 @@ impl TestGateway {
             // Test workers only send heartbeats where that is what the test is about.
             args.extend_from_slice(&["--worker-silence-ms", "60000"]);
         }
+        if with_agents {
+            args.extend_from_slice(&["--agents-file", &agents_file]);
+        }
         args.extend_from_slice(extra);
         let config = <Config as clap::Parser>::try_parse_from(args)?;
         let gateway = Gateway::connect(config, metrics).await?;
@@ -94,6 +140,7 @@ impl TestGateway {
             subjects: Subjects::default(),
             validator: Validator::new(AUTH_TOKEN, PUBLIC_URL),
             http,
+            _dir: dir,
             shutdown: Some(tx),
             served: Some(served),
         };
