@@ -51,12 +51,12 @@ async fn megabyte_webhooks_leave_memory_flat() -> anyhow::Result<()> {
     let megabyte = "a&".repeat(512 * 1024);
     let chunked = format!("{:x}\r\n{megabyte}\r\n0\r\n\r\n", megabyte.len());
     let request = |n: usize| {
-        let signature = if n % 3 == 0 {
+        let signature = if n.is_multiple_of(3) {
             ""
         } else {
             "x-twilio-signature: bm9wZQ==\r\n"
         };
-        let path = if n % 2 == 0 {
+        let path = if n.is_multiple_of(2) {
             "/twilio-voice"
         } else {
             "/twilio-status"
