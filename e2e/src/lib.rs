@@ -13,6 +13,8 @@ use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port, 
 pub type Env = Vec<(&'static str, String)>;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+/// The gateway's `POST /calls` token.
+pub const CALLS_TOKEN: &str = "e2e-calls-token";
 pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 
 /// The whole system, each service a separate process.
@@ -91,7 +93,12 @@ impl System {
                         "TWILIO_ACCOUNT_SID",
                         "AC00000000000000000000000000000000".into(),
                     ),
-                    ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                    (
+                        "AGENTS_FILE",
+                        root.join("agents/agents.toml").display().to_string(),
+                    ),
+                    ("CALLS_TOKEN", CALLS_TOKEN.into()),
+                    ("CALLS_ALLOWED_TO", "+1555*".into()),
                 ],
                 gateway,
             ),

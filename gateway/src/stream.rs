@@ -5,7 +5,10 @@
 //!
 //! 1. **Handshake**: `connected`, then `start` within `START_TIMEOUT_SECONDS` (else close 1008
 //!    "no start"). The `token` parameter of `start` must verify for `start.callSid` (else close
-//!    1008 "invalid stream token"); until then nothing reaches NATS.
+//!    1008 "invalid stream token") and must claim the call's stream in the `voice-calls` bucket
+//!    ([`crate::claims`]): a token that already opened a stream closes 1008 "stream token already
+//!    used", one older than the call's current stream closes 4409 "call already has a stream"
+//!    (both counted in `gateway_streams_refused_total`). Until then nothing reaches NATS.
 //! 2. **Subscribe** to `voice.call.<sid>.out` *before* publishing the first `.in` frame, so
 //!    nothing the worker sends in reply to `start` can be missed.
 //! 3. **Forward**: Twilio `start`/`media`/`dtmf`/`mark`/`stop` become `InboundFrame`s with a
@@ -26,7 +29,8 @@
 //! allocated per audio frame beyond the frame itself ([`crate::frames`] has the fast paths).
 //!
 //! Call control goes through Twilio's REST API in spawned tasks (never awaited here): a
-//! `Transfer` updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
+//! `Transfer` to a number the call's agent may transfer to ([`crate::agents`]; any other is
+//! refused, counted and logged with the number masked, and the call goes on) updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
 //! (Twilio then leaves the `<Connect>` and sends `stop`, recorded with reason `transfer`); a
 //! `Hangup` additionally sets the call `completed` once the stream has ended, so the call really
 //! ends even where closing the stream would not end it (404: it already had).
