@@ -27,7 +27,9 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
 
     // A replayed webhook.
     let token = gw.token_for(CALL).await?;
-    let replay = gw.post_form("/twilio-voice", &voice_form(CALL), None).await?;
+    let replay = gw
+        .post_form("/twilio-voice", &voice_form(CALL), None)
+        .await?;
     assert_eq!(replay.status(), 409);
 
     // A reused stream token (once the first socket holds the call).
@@ -35,11 +37,19 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
     barrier(&gw.nats).await?;
     let mut first = gw.connect_media().await?;
     send_json(&mut first, &TwilioMessage::connected()).await?;
-    send_json(&mut first, &start_message(CALL, "MZ1", &[("token", &token)])).await?;
+    send_json(
+        &mut first,
+        &start_message(CALL, "MZ1", &[("token", &token)]),
+    )
+    .await?;
     next_inbound(&mut inbound).await?;
     let mut second = gw.connect_media().await?;
     send_json(&mut second, &TwilioMessage::connected()).await?;
-    send_json(&mut second, &start_message(CALL, "MZ2", &[("token", &token)])).await?;
+    send_json(
+        &mut second,
+        &start_message(CALL, "MZ2", &[("token", &token)]),
+    )
+    .await?;
     assert_eq!(expect_close(&mut second).await?.0, 1008);
 
     // A transfer outside the agent's list.
@@ -56,8 +66,15 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
     .await?;
 
     // An oversized webhook.
-    let fields: Vec<(String, String)> = (0..2000).map(|i| (format!("F{i}"), "x".repeat(8))).collect();
-    assert_eq!(gw.post_form("/twilio-status", &fields, None).await?.status(), 413);
+    let fields: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("F{i}"), "x".repeat(8)))
+        .collect();
+    assert_eq!(
+        gw.post_form("/twilio-status", &fields, None)
+            .await?
+            .status(),
+        413
+    );
 
     // POST /calls: no token, a destination outside the list.
     let calls = |token: &str, to: &str| {
@@ -73,19 +90,34 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
 
     let expected = [
         format!("{} 1", m::WEBHOOK_REPLAYS),
-        format!(r#"{}{{reason="{}"}} 1"#, m::STREAMS_REFUSED, m::REFUSED_TOKEN_REUSED),
+        format!(
+            r#"{}{{reason="{}"}} 1"#,
+            m::STREAMS_REFUSED,
+            m::REFUSED_TOKEN_REUSED
+        ),
         format!("{} 1", m::TRANSFERS_REFUSED),
         format!(
             r#"{}{{route="/twilio-status",reason="{}"}} 1"#,
             m::WEBHOOKS_REFUSED,
             m::WEBHOOK_TOO_LARGE
         ),
-        format!(r#"{}{{reason="{}"}} 1"#, m::CALLS_REFUSED, m::CALL_UNAUTHORIZED),
-        format!(r#"{}{{reason="{}"}} 1"#, m::CALLS_REFUSED, m::CALL_DESTINATION),
+        format!(
+            r#"{}{{reason="{}"}} 1"#,
+            m::CALLS_REFUSED,
+            m::CALL_UNAUTHORIZED
+        ),
+        format!(
+            r#"{}{{reason="{}"}} 1"#,
+            m::CALLS_REFUSED,
+            m::CALL_DESTINATION
+        ),
     ];
     let body = switchboard_testkit::eventually(PATIENCE, "every refusal counted", || async {
         let body = metrics(&gw).await.ok()?;
-        expected.iter().all(|line| body.contains(line.as_str())).then_some(body)
+        expected
+            .iter()
+            .all(|line| body.contains(line.as_str()))
+            .then_some(body)
     })
     .await;
     match body {
