@@ -159,12 +159,7 @@ impl Claims {
         let key = key(call_sid, ATTACHED);
         let value = Bytes::from(format!("{attach} {stream_sid}"));
         for _ in 0..CAS_ATTEMPTS {
-            let current = self
-                .kv
-                .entry(key.as_str())
-                .await
-                .map_err(|e| ClaimError::Store(e.to_string()))?
-                .filter(|e| e.operation == kv::Operation::Put);
+            let current = self.live_entry(&key).await?;
             // Each arm returns, or falls through when another replica wrote in between.
             match current {
                 None => match self.kv.create(key.as_str(), value.clone()).await {
@@ -197,6 +192,16 @@ impl Claims {
         )))
     }
 
+    /// The entry of `key` unless absent or deleted.
+    async fn live_entry(&self, key: &str) -> Result<Option<kv::Entry>, ClaimError> {
+        Ok(self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| ClaimError::Store(e.to_string()))?
+            .filter(|e| e.operation == kv::Operation::Put))
+    }
+
     /// Issues a one-time token that re-attaches `call_sid` with a new stream (gateway failover,
     /// hold, transfer back): the next stream number of the call, so it is accepted once, and
     /// after it no older token of the call is. Valid until `expires_at_unix`.
@@ -211,12 +216,7 @@ impl Claims {
         }
         let key = key(call_sid, ISSUED);
         for _ in 0..CAS_ATTEMPTS {
-            let current = self
-                .kv
-                .entry(key.as_str())
-                .await
-                .map_err(|e| ClaimError::Store(e.to_string()))?
-                .filter(|e| e.operation == kv::Operation::Put);
+            let current = self.live_entry(&key).await?;
             let (next, written) = match current {
                 None => {
                     let next: Attach = 1;
