@@ -334,6 +334,27 @@ impl Agents {
         self.by_id.get(id).map(|&i| &self.agents[i])
     }
 
+    /// Every number a call answered by agent `id` may be transferred to: the `transfer_to` of
+    /// that agent and of every agent it can reach through `handoff_to` (handoffs chain). Empty
+    /// for an unknown id.
+    pub fn transfer_targets(&self, id: &str) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        let mut queue: Vec<&str> = vec![id];
+        let mut targets = Vec::new();
+        while let Some(id) = queue.pop() {
+            let Some(agent) = self.by_id(id).filter(|_| seen.insert(id)) else {
+                continue;
+            };
+            if let Some(to) = agent.transfer_to.as_deref()
+                && !targets.contains(&to)
+            {
+                targets.push(to);
+            }
+            queue.extend(agent.handoff_to.iter().map(String::as_str));
+        }
+        targets
+    }
+
     /// All agents, in file order.
     pub fn all(&self) -> &[Arc<Agent>] {
         &self.agents
@@ -888,6 +909,24 @@ eagerness = "high"
         .unwrap();
         assert_eq!(agents.by_id("desk").unwrap().handoff_to, vec!["billing"]);
         assert!(agents.by_id("billing").unwrap().handoff_to.is_empty());
+    }
+
+    #[test]
+    fn transfer_targets_follow_handoff_chains() {
+        let agents = parse(
+            "[[agent]]\nid='desk'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['billing']\n\
+             transfer_to='+15550002222'\n\
+             [[agent]]\nid='billing'\ninstructions='x'\ntools=['handoff']\nhandoff_to=['desk', 'legal']\n\
+             transfer_to='+15550003333'\n\
+             [[agent]]\nid='legal'\ninstructions='x'\ntransfer_to='+15550004444'\n\
+             [[agent]]\nid='other'\ninstructions='x'\ntransfer_to='+15550009999'\n",
+        )
+        .unwrap();
+        let mut desk = agents.transfer_targets("desk");
+        desk.sort_unstable();
+        assert_eq!(desk, ["+15550002222", "+15550003333", "+15550004444"]);
+        assert_eq!(agents.transfer_targets("legal"), ["+15550004444"]);
+        assert!(agents.transfer_targets("nobody").is_empty());
     }
 
     #[test]

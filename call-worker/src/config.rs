@@ -1,9 +1,9 @@
 //! The worker's settings: flags with environment fallbacks (ARCHITECTURE.md section 5).
 
-use switchboard_service::redact::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use switchboard_service::redact::Secret;
 
 use switchboard_realtime::{DEFAULT_MODEL, DEFAULT_URL};
 use switchboard_service::NatsArgs;

@@ -6,10 +6,10 @@
 //! elsewhere or tells the caller everyone is busy. Otherwise it starts the call actor, which
 //! subscribes to the call's `.in` subject, and only then answers `accepted`.
 
-use switchboard_service::redact::MaskedPhone;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_service::redact::MaskedPhone;
 
 use async_nats::Message;
 use futures::StreamExt;

@@ -20,9 +20,9 @@
 //! `response.output_audio.delta` is recognised with a borrowed probe and its audio decoded in the
 //! reader task ([`parse_server_event`]); every other event goes through [`ServerEvent::parse`].
 
-use switchboard_service::redact::Secret;
 use std::borrow::Cow;
 use std::time::Duration;
+use switchboard_service::redact::Secret;
 
 use base64::Engine as _;
 use bytes::Bytes;

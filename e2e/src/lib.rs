@@ -46,6 +46,9 @@ pub fn nats_env(role: &Role<'_>) -> Env {
         ("NATS_PASSWORD", nats_password(role)),
     ]
 }
+
+/// The gateway's `POST /calls` token.
+pub const CALLS_TOKEN: &str = "e2e-calls-token";
 pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 
 /// The whole system, each service a separate process.
@@ -125,7 +128,12 @@ impl System {
                         "TWILIO_ACCOUNT_SID",
                         "AC00000000000000000000000000000000".into(),
                     ),
-                    ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                    (
+                        "AGENTS_FILE",
+                        root.join("agents/agents.toml").display().to_string(),
+                    ),
+                    ("CALLS_TOKEN", CALLS_TOKEN.into()),
+                    ("CALLS_ALLOWED_TO", "+1555*".into()),
                 ],
                 gateway,
             ),

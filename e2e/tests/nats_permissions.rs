@@ -193,6 +193,16 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     worker
         .refused_publish("$KV.voice-tools.lookup_customer")
         .await?;
+    // Only gateways hold the one-time claims on offers and stream tokens.
+    worker
+        .refused_publish("$KV.voice-calls.CA1.attached")
+        .await?;
+    gateway
+        .allowed_publish("$KV.voice-calls.CA1.attached")
+        .await?;
+    gateway
+        .refused_publish("$KV.voice-tools.lookup_customer")
+        .await?;
 
     let mut tools = As::connect(&url, &TOOL_WORKER).await?;
     tools
@@ -215,6 +225,7 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         .await?;
     tools.refused_subscribe("voice.events.>").await?;
     tools.refused_publish("voice.call.CA1.out").await?;
+    tools.refused_publish("$KV.voice-calls.CA1.offered").await?;
 
     let mut persister = As::connect(&url, &Role::Persister).await?;
     persister.allowed_subscribe("voice.events.>").await?;

@@ -1,9 +1,13 @@
 //! The gateway's settings: flags with environment fallbacks (ARCHITECTURE.md section 5).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use switchboard_service::NatsArgs;
+use switchboard_service::redact::Secret;
+
+use crate::allowlist::{Allowlist, InvalidEntry};
 
 /// What the caller hears when no worker takes the call.
 pub const DEFAULT_BUSY_MESSAGE: &str =
@@ -29,7 +33,7 @@ pub struct Config {
 
     /// Twilio auth token: key of `X-Twilio-Signature` and of the per-call stream tokens.
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
-    pub twilio_auth_token: String,
+    pub twilio_auth_token: Secret,
 
     /// Base URL of Twilio's REST API (overridable for tests).
     #[arg(
@@ -39,9 +43,26 @@ pub struct Config {
     )]
     pub twilio_api_base: String,
 
-    /// Bearer token for the authenticated routes (`POST /calls`).
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// Bearer token of `POST /calls` (placing calls costs money, so it is not the read-only
+    /// `ADMIN_TOKEN` of the dashboard). Unset or empty: the route refuses everyone.
+    #[arg(long, env = "CALLS_TOKEN", hide_env_values = true)]
+    pub calls_token: Option<Secret>,
+
+    /// Destinations `POST /calls` may dial: comma-separated E.164 numbers (`+15550002222`) or
+    /// prefixes ending in `*` (`+1555*`). Unset or empty: every destination is refused.
+    #[arg(long, env = "CALLS_ALLOWED_TO", default_value = "")]
+    pub calls_allowed_to: String,
+
+    /// Outbound calls `POST /calls` places per minute on this instance (a token bucket that
+    /// holds a minute's worth, so a burst of this many is allowed).
+    #[arg(long, env = "CALLS_PER_MINUTE", default_value_t = 10)]
+    pub calls_per_minute: u32,
+
+    /// The agents file (ARCHITECTURE.md section 6). The gateway reads it for what it enforces
+    /// itself: where a worker may transfer a call (each agent's `transfer_to`, and those of the
+    /// agents it may hand off to). Unset: every transfer is refused.
+    #[arg(long, env = "AGENTS_FILE")]
+    pub agents_file: Option<PathBuf>,
 
     /// This instance's id in offers, stream starts and logs (default: `HOSTNAME`, else random).
     #[arg(long, env = "GATEWAY_ID")]
@@ -88,6 +109,10 @@ pub enum ConfigError {
     EmptyAuthToken,
     #[error("MAX_STREAMS must be at least 1")]
     NoStreams,
+    #[error("CALLS_PER_MINUTE must be at least 1")]
+    NoCallsPerMinute,
+    #[error("CALLS_ALLOWED_TO: {0}")]
+    CallsAllowedTo(#[from] InvalidEntry),
 }
 
 impl Config {
@@ -105,7 +130,21 @@ impl Config {
         if self.max_streams == 0 {
             return Err(ConfigError::NoStreams);
         }
+        if self.calls_per_minute == 0 {
+            return Err(ConfigError::NoCallsPerMinute);
+        }
+        self.calls_allowlist()?;
         Ok(())
+    }
+
+    /// `CALLS_ALLOWED_TO`, parsed.
+    pub fn calls_allowlist(&self) -> Result<Allowlist, InvalidEntry> {
+        Allowlist::parse(&self.calls_allowed_to)
+    }
+
+    /// `CALLS_TOKEN`, unless unset or empty.
+    pub fn calls_token(&self) -> Option<Secret> {
+        self.calls_token.clone().filter(|t| !t.is_empty())
     }
 
     /// `GATEWAY_ID`, else the host name (the pod name on Kubernetes), else a random id.
@@ -175,7 +214,44 @@ mod tests {
         assert_eq!(c.start_timeout(), Duration::from_secs(10));
         assert_eq!(c.worker_silence(), Duration::from_secs(10));
         assert_eq!(c.nats.nats_subject_prefix, "voice");
+        assert_eq!(c.calls_per_minute, 10);
+        assert!(c.calls_token().is_none());
+        assert!(c.agents_file.is_none());
+        assert!(c.calls_allowlist().unwrap().is_empty());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let c = parse(&[
+            "--calls-token",
+            "calls-s3cret",
+            "--nats-password",
+            "nats-s3cret",
+        ]);
+        let printed = format!("{c:?}");
+        for secret in ["secret", "calls-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert_eq!(c.calls_token().unwrap().expose(), "calls-s3cret");
+        assert_eq!(c.twilio_auth_token.expose(), "secret");
+    }
+
+    #[test]
+    fn calls_settings_are_checked() {
+        assert!(parse(&["--calls-per-minute", "0"]).validate().is_err());
+        assert!(
+            parse(&["--calls-allowed-to", "+1555*,5550001"])
+                .validate()
+                .is_err()
+        );
+        let c = parse(&["--calls-allowed-to", " +1555* , +442071838750 "]);
+        assert!(c.validate().is_ok());
+        let list = c.calls_allowlist().unwrap();
+        assert!(list.allows("+15550002222"));
+        assert!(list.allows("+442071838750"));
+        assert!(!list.allows("+442071838751"));
+        assert!(parse(&["--calls-token", ""]).calls_token().is_none());
     }
 
     #[test]

@@ -5,14 +5,21 @@
 //! the call's `voice.call.<sid>.in` / `.out` subjects.
 //!
 //! - [`config`]: flags and environment (ARCHITECTURE.md section 5);
-//! - [`webhook`]: `POST /twilio-voice` (signature, offer, TwiML) and `POST /twilio-status`;
+//! - [`webhook`]: `POST /twilio-voice` (signature, replay check, offer, TwiML) and
+//!   `POST /twilio-status`;
+//! - [`body`]: reading a request body under a size limit and a deadline;
 //! - [`status`]: Twilio status callbacks as `status` call events;
-//! - [`calls`]: `POST /calls`, outbound calls placed through Twilio's REST API;
+//! - [`calls`]: `POST /calls`, outbound calls placed through Twilio's REST API, behind its own
+//!   token, a destination allowlist ([`allowlist`]) and a rate limit ([`rate`]);
 //! - [`twilio_rest`]: the Twilio REST client (create a call, update a live call);
 //! - [`offer`]: the `CallOffer` request to the worker queue group and the `rejected` event;
-//! - [`stream_token`]: the stateless per-call token that binds a media socket to its call;
+//! - [`stream_token`]: the per-call, per-stream token that binds a media socket to its call;
+//! - [`claims`]: one-time claims in the `voice-calls` KV bucket (a call is offered once, a
+//!   token opens one stream);
+//! - [`agents`]: the agents file as the gateway enforces it (where a call may be transferred);
 //! - [`media`]: `GET /media` admission (upgrade signature, `MAX_STREAMS`, message size limit);
 //! - [`stream`]: the actor owning one media socket: handshake, forwarding both ways, ending;
+//! - [`close`]: the close codes and reasons media sockets end with;
 //! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
 //! - [`frames`]: the mapping between Twilio's JSON and the `switchboard.v1` frames;
 //! - [`metrics`]: metric names;
@@ -23,13 +30,19 @@
 //! `DRAIN_SECONDS` pass, then close with 1001.
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod allowlist;
+pub mod body;
 pub mod calls;
+pub mod claims;
+pub mod close;
 pub mod config;
 pub mod frames;
 pub mod media;
 pub mod metrics;
 pub mod offer;
 pub mod outbox;
+pub mod rate;
 pub mod shared;
 pub mod status;
 pub mod stream;
@@ -76,6 +89,8 @@ pub enum Error {
     Rest(#[from] twilio_rest::RestError),
     #[error(transparent)]
     Key(#[from] stream_token::InvalidKey),
+    #[error(transparent)]
+    Agents(#[from] switchboard_agents::AgentsError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -97,6 +112,13 @@ impl Gateway {
     /// `/metrics` (None leaves the route out, e.g. when a test process has no recorder).
     pub async fn connect(config: Config, metrics: Option<PrometheusHandle>) -> Result<Self, Error> {
         config.validate()?;
+        let agents = agents::AgentRules::load(config.agents_file.as_deref())?;
+        if !agents.configured() {
+            tracing::warn!("no AGENTS_FILE: every transfer a worker asks for is refused");
+        }
+        let calls_allowed = config
+            .calls_allowlist()
+            .map_err(config::ConfigError::from)?;
         let gateway_id = config.resolved_gateway_id();
         let nats = config
             .nats
@@ -106,8 +128,8 @@ impl Gateway {
         let events = EventPublisher::spawn(jetstream::new(nats.clone()), subjects.clone());
         crate::metrics::describe();
         let shared = Shared {
-            validator: Validator::new(config.twilio_auth_token.clone(), &config.public_url),
-            tokens: StreamTokens::new(config.twilio_auth_token.as_bytes())?,
+            validator: Validator::new(config.twilio_auth_token.expose(), &config.public_url),
+            tokens: StreamTokens::new(config.twilio_auth_token.expose().as_bytes())?,
             token_ttl_seconds: config.stream_token_ttl_seconds,
             gateway_id,
             nats,
@@ -127,7 +149,11 @@ impl Gateway {
                 &config.twilio_account_sid,
                 &config.twilio_auth_token,
             )?,
-            admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+            calls_token: config.calls_token(),
+            calls_allowed,
+            calls_rate: rate::RateLimit::per_minute(config.calls_per_minute),
+            agents,
+            claims: tokio::sync::OnceCell::new(),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -230,16 +256,20 @@ impl Gateway {
     }
 }
 
-/// Creates the events stream (retrying with backoff until it works), then marks the gateway
-/// ready.
+/// Creates the events stream and opens the claim bucket (retrying with backoff until both
+/// work), then marks the gateway ready.
 async fn become_ready(shared: Arc<Shared>) {
     let js = jetstream::new(shared.nats.clone());
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match ensure_stream(&js, &shared.subjects).await {
-            Ok(_) => break,
+        let ready = match ensure_stream(&js, &shared.subjects).await {
+            Ok(_) => shared.claims().await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match ready {
+            Ok(()) => break,
             Err(error) => {
-                tracing::warn!(%error, "cannot create the events stream yet; retrying");
+                tracing::warn!(%error, "cannot create the events stream or claim bucket yet; retrying");
                 backoff.wait().await;
             }
         }

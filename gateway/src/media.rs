@@ -3,6 +3,13 @@
 //! Before upgrading: the upgrade's `X-Twilio-Signature` (over the `wss://` public URL, no
 //! parameters) and the `MAX_STREAMS` limit. The per-call token is only known once `start`
 //! arrives, so the stream actor ([`crate::stream`]) checks it.
+//!
+//! Nothing before the upgrade allocates in proportion to the request: hyper reads the request
+//! head into a buffer it bounds itself (about 400 KiB, at most 100 headers, else 431) and axum's
+//! `WebSocketUpgrade` only compares a few fixed headers; the route parses no query; the one
+//! header the gateway decodes, the signature, is refused unread above
+//! [`crate::webhook::MAX_SIGNATURE_BYTES`]. Once upgraded, messages and frames are capped at
+//! [`MAX_MESSAGE_BYTES`].
 
 use std::sync::Arc;
 
@@ -14,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::metrics as m;
 use crate::shared::Shared;
-use crate::webhook::MEDIA_PATH;
+use crate::webhook::{MAX_SIGNATURE_BYTES, MEDIA_PATH, SIGNATURE_HEADER};
 
 /// Largest WebSocket message (and frame) accepted from Twilio. Media frames are ~300 bytes of
 /// JSON; anything near this is not Twilio and closes the socket with 1009.
@@ -39,7 +46,8 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let signed = headers
-        .get("x-twilio-signature")
+        .get(SIGNATURE_HEADER)
+        .filter(|v| v.len() <= MAX_SIGNATURE_BYTES)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|sig| shared.validator.validate_ws(MEDIA_PATH, sig));
     if !signed {

@@ -33,6 +33,46 @@ pub const NATS_PUBLISH_ERRORS: &str = "gateway_nats_publish_errors_total";
 pub const FRAME_PROCESSING: &str = "gateway_frame_processing_seconds";
 /// Counter (`kind`): Twilio REST requests that failed.
 pub const REST_ERRORS: &str = "gateway_twilio_rest_errors_total";
+/// Counter (`reason`): offers declined for a passing reason and made again.
+pub const OFFER_RETRIES: &str = "gateway_offer_retries_total";
+/// Counter (`route`, `reason`): webhooks refused before their signature could be checked
+/// because of their size or pace ([`WEBHOOK_TOO_LARGE`], [`WEBHOOK_TOO_MANY_FIELDS`],
+/// [`WEBHOOK_TOO_SLOW`], [`WEBHOOK_URI_TOO_LONG`]).
+pub const WEBHOOKS_REFUSED: &str = "gateway_webhooks_refused_total";
+/// Counter: voice webhooks for a CallSid already offered (replays), refused.
+pub const WEBHOOK_REPLAYS: &str = "gateway_webhook_replays_total";
+/// Counter (`what`): the `voice-calls` claim bucket could not be used (the request was refused).
+pub const CLAIM_ERRORS: &str = "gateway_claim_errors_total";
+/// Counter: `Transfer` frames to a number outside the call's agent's `transfer_to` (refused).
+pub const TRANSFERS_REFUSED: &str = "gateway_transfers_refused_total";
+/// Counter (`reason`): `POST /calls` requests refused ([`CALL_UNAUTHORIZED`],
+/// [`CALL_DESTINATION`], [`CALL_RATE_LIMITED`]).
+pub const CALLS_REFUSED: &str = "gateway_calls_refused_total";
+
+/// [`STREAMS_REFUSED`] reason: the stream token did not verify.
+pub const REFUSED_INVALID_TOKEN: &str = "invalid_token";
+/// [`STREAMS_REFUSED`] reason: the stream token already opened a stream.
+pub const REFUSED_TOKEN_REUSED: &str = "token_reused";
+/// [`STREAMS_REFUSED`] reason: the call already has a newer stream.
+pub const REFUSED_CALL_LIVE: &str = "call_live";
+/// [`STREAMS_REFUSED`] reason: the claim bucket was unreachable.
+pub const REFUSED_UNAVAILABLE: &str = "unavailable";
+
+/// [`WEBHOOKS_REFUSED`] reason: the body is over the limit.
+pub const WEBHOOK_TOO_LARGE: &str = "too_large";
+/// [`WEBHOOKS_REFUSED`] reason: more form fields than any Twilio request has.
+pub const WEBHOOK_TOO_MANY_FIELDS: &str = "too_many_fields";
+/// [`WEBHOOKS_REFUSED`] reason: the body did not arrive in time.
+pub const WEBHOOK_TOO_SLOW: &str = "too_slow";
+/// [`WEBHOOKS_REFUSED`] reason: the query string is over the limit.
+pub const WEBHOOK_URI_TOO_LONG: &str = "uri_too_long";
+
+/// [`CALLS_REFUSED`] reason: missing or wrong `CALLS_TOKEN`.
+pub const CALL_UNAUTHORIZED: &str = "unauthorized";
+/// [`CALLS_REFUSED`] reason: the destination is not in `CALLS_ALLOWED_TO`.
+pub const CALL_DESTINATION: &str = "destination";
+/// [`CALLS_REFUSED`] reason: over `CALLS_PER_MINUTE`.
+pub const CALL_RATE_LIMITED: &str = "rate_limited";
 
 /// Registers descriptions with the installed recorder (shown as `# HELP` lines).
 pub fn describe() {
@@ -54,6 +94,21 @@ pub fn describe() {
     describe_counter!(STREAMS_ENDED, "Streams that ended, by reason");
     describe_counter!(NATS_PUBLISH_ERRORS, "Failed NATS publishes");
     describe_counter!(REST_ERRORS, "Failed Twilio REST requests");
+    describe_counter!(OFFER_RETRIES, "Offers made again after a passing decline");
+    describe_counter!(
+        WEBHOOKS_REFUSED,
+        "Webhooks refused for their size or pace before verification"
+    );
+    describe_counter!(WEBHOOK_REPLAYS, "Voice webhooks for a call already offered");
+    describe_counter!(
+        CLAIM_ERRORS,
+        "Requests refused: the voice-calls bucket was unusable"
+    );
+    describe_counter!(
+        TRANSFERS_REFUSED,
+        "Transfers to a number outside the agent's transfer_to"
+    );
+    describe_counter!(CALLS_REFUSED, "POST /calls requests refused, by reason");
     describe_histogram!(
         FRAME_PROCESSING,
         Unit::Seconds,

@@ -94,7 +94,7 @@ pub async fn offer(
                         && attempt < OFFER_ATTEMPTS
                         && Instant::now() < deadline =>
                 {
-                    metrics::counter!("gateway_offer_retries_total", "reason" => reason.clone())
+                    metrics::counter!(crate::metrics::OFFER_RETRIES, "reason" => reason.clone())
                         .increment(1);
                     tracing::debug!(attempt, %reason, "offer declined; offering it again");
                     attempt += 1;

@@ -6,14 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use switchboard_proto::subject::Subjects;
 use switchboard_service::Health;
 use switchboard_service::events::EventPublisher;
+use switchboard_service::redact::Secret;
 use switchboard_twilio::signature::Validator;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::AgentRules;
+use crate::allowlist::Allowlist;
+use crate::claims::{ClaimError, Claims};
+use crate::rate::RateLimit;
 use crate::stream_token::StreamTokens;
 use crate::twilio_rest::TwilioRest;
 
@@ -53,6 +59,23 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Twilio's REST API (outbound calls, transfers, hang-ups).
     pub rest: TwilioRest,
-    /// `ADMIN_TOKEN` for `POST /calls` (None: the route refuses everyone).
-    pub admin_token: Option<String>,
+    /// `CALLS_TOKEN` for `POST /calls` (None: the route refuses everyone).
+    pub calls_token: Option<Secret>,
+    /// `CALLS_ALLOWED_TO`: where `POST /calls` may dial (empty: nowhere).
+    pub calls_allowed: Allowlist,
+    /// `CALLS_PER_MINUTE`.
+    pub calls_rate: RateLimit,
+    /// The agents file: call routing and transfer targets.
+    pub agents: AgentRules,
+    /// The `voice-calls` claim bucket, opened on first use (readiness waits for it).
+    pub claims: OnceCell<Claims>,
+}
+
+impl Shared {
+    /// The claim bucket, opening (or creating) it if this is the first use.
+    pub async fn claims(&self) -> Result<&Claims, ClaimError> {
+        self.claims
+            .get_or_try_init(|| async { Claims::open(&jetstream::new(self.nats.clone())).await })
+            .await
+    }
 }

@@ -5,7 +5,10 @@
 //!
 //! 1. **Handshake**: `connected`, then `start` within `START_TIMEOUT_SECONDS` (else close 1008
 //!    "no start"). The `token` parameter of `start` must verify for `start.callSid` (else close
-//!    1008 "invalid stream token"); until then nothing reaches NATS.
+//!    1008 "invalid stream token") and must claim the call's stream in the `voice-calls` bucket
+//!    ([`crate::claims`]): a token that already opened a stream closes 1008 "stream token already
+//!    used", one older than the call's current stream closes 4409 "call already has a stream"
+//!    (both counted in `gateway_streams_refused_total`). Until then nothing reaches NATS.
 //! 2. **Subscribe** to `voice.call.<sid>.out` *before* publishing the first `.in` frame, so
 //!    nothing the worker sends in reply to `start` can be missed.
 //! 3. **Forward**: Twilio `start`/`media`/`dtmf`/`mark`/`stop` become `InboundFrame`s with a
@@ -26,7 +29,8 @@
 //! allocated per audio frame beyond the frame itself ([`crate::frames`] has the fast paths).
 //!
 //! Call control goes through Twilio's REST API in spawned tasks (never awaited here): a
-//! `Transfer` updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
+//! `Transfer` to a number the call's agent may transfer to ([`crate::agents`]; any other is
+//! refused, counted and logged with the number masked, and the call goes on) updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
 //! (Twilio then leaves the `<Connect>` and sends `stop`, recorded with reason `transfer`); a
 //! `Hangup` additionally sets the call `completed` once the stream has ended, so the call really
 //! ends even where closing the stream would not end it (404: it already had).
@@ -34,7 +38,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::StreamExt as _;
 use futures::stream::SplitStream;
 use switchboard_proto::subject::validate_call_sid;
@@ -47,12 +51,15 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::claims::AttachOutcome;
+use crate::close;
 use crate::frames::{self, Inbound, MediaWriter, TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
 use crate::metrics::{self as m, ActiveStream};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::twilio_rest::{CallUpdate, Updated};
+use switchboard_service::redact::MaskedPhone;
 use switchboard_twilio::twiml;
 
 /// The mark the gateway places after the last audio when the worker hangs up; its echo means
@@ -110,16 +117,27 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             .get(TOKEN_PARAMETER)
             .map(String::as_str)
             .unwrap_or_default();
-        let verified = validate_call_sid(&call_sid).is_ok()
-            && shared.tokens.verify(&call_sid, token, unix_now()).is_ok();
-        if !verified {
-            metrics::counter!(m::STREAMS_REFUSED, "reason" => "invalid_token").increment(1);
+        let attach = match validate_call_sid(&call_sid) {
+            Ok(()) => shared.tokens.verify(&call_sid, token, unix_now()).ok(),
+            Err(_) => None,
+        };
+        let Some(attach) = attach else {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => m::REFUSED_INVALID_TOKEN)
+                .increment(1);
             tracing::warn!("media stream with an invalid stream token");
-            socket
-                .finish(Some(close(close_code::POLICY, "invalid stream token")))
-                .await;
+            socket.finish(Some(close::INVALID_TOKEN.frame())).await;
             return;
-        }
+        };
+        // The token is genuine; now make sure it opens one stream only.
+        let agent = match claim_stream(&shared, &call_sid, attach, &stream_sid).await {
+            Ok(agent) => agent,
+            Err(refusal) => {
+                metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
+                tracing::warn!(attach, reason = refusal.reason, "media stream refused");
+                socket.finish(refusal.close).await;
+                return;
+            }
+        };
         let out = match shared
             .nats
             .subscribe(shared.subjects.call_out(&call_sid))
@@ -128,9 +146,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             Ok(out) => out,
             Err(error) => {
                 tracing::error!(%error, "cannot subscribe to the call's outbound subject");
-                socket
-                    .finish(Some(close(close_code::ERROR, "unavailable")))
-                    .await;
+                socket.finish(Some(close::UNAVAILABLE.frame())).await;
                 return;
             }
         };
@@ -144,6 +160,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             media_in: metrics::counter!(m::FRAMES_IN, "event" => "media"),
             processing_in: m::FrameTimer::new("in"),
             stream_sid: stream_sid.clone(),
+            agent,
             seq: 0,
             worker_seen: Instant::now(),
             ending: None,
@@ -156,6 +173,45 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
     }
     .instrument(span)
     .await;
+}
+
+/// Claims stream `attach` of `call_sid` for this socket in the shared claim bucket and returns
+/// the call's agent (for its transfer list). Refused when the token already opened a stream, the
+/// call has a newer stream, or the bucket is unreachable (fail closed).
+async fn claim_stream(
+    shared: &Shared,
+    call_sid: &str,
+    attach: crate::stream_token::Attach,
+    stream_sid: &str,
+) -> Result<String, Refusal> {
+    let unavailable = |error: crate::claims::ClaimError| {
+        tracing::error!(%error, "cannot check the stream token's claim");
+        Refusal {
+            close: Some(close::UNAVAILABLE.frame()),
+            reason: m::REFUSED_UNAVAILABLE,
+        }
+    };
+    let claims = shared.claims().await.map_err(unavailable)?;
+    let (attached, agent) = tokio::join!(
+        claims.attach(call_sid, attach, stream_sid),
+        claims.offered_agent(call_sid)
+    );
+    match attached.map_err(unavailable)? {
+        AttachOutcome::Attached => {}
+        AttachOutcome::TokenReused => {
+            return Err(Refusal {
+                close: Some(close::TOKEN_REUSED.frame()),
+                reason: m::REFUSED_TOKEN_REUSED,
+            });
+        }
+        AttachOutcome::CallLive => {
+            return Err(Refusal {
+                close: Some(close::CALL_LIVE.frame()),
+                reason: m::REFUSED_CALL_LIVE,
+            });
+        }
+    }
+    Ok(agent.map_err(unavailable)?.unwrap_or_default())
 }
 
 /// The trace context carried by `start`'s `traceparent` parameter, as headers for
@@ -200,8 +256,7 @@ impl Socket {
             None => {
                 if !self.drain_reader(deadline).await {
                     let deadline = Instant::now() + CLOSE_GRACE;
-                    self.send_close(close(close_code::NORMAL, ""), deadline)
-                        .await;
+                    self.send_close(close::NORMAL.frame(), deadline).await;
                 }
             }
         }
@@ -250,7 +305,7 @@ async fn handshake(socket: &mut Socket, shared: &Shared) -> Result<(String, Star
         let item = tokio::select! {
             () = shared.closing.cancelled() => {
                 return Err(Refusal {
-                    close: Some(close(close_code::AWAY, "gateway shutting down")),
+                    close: Some(close::SHUTDOWN.frame()),
                     reason: "shutdown",
                 });
             }
@@ -258,7 +313,7 @@ async fn handshake(socket: &mut Socket, shared: &Shared) -> Result<(String, Star
                 Ok(item) => item,
                 Err(_) => {
                     return Err(Refusal {
-                        close: Some(close(close_code::POLICY, "no start")),
+                        close: Some(close::NO_START.frame()),
                         reason: "no_start",
                     });
                 }
@@ -279,17 +334,14 @@ async fn handshake(socket: &mut Socket, shared: &Shared) -> Result<(String, Star
             Incoming::Control => {}
             Incoming::Binary => {
                 return Err(Refusal {
-                    close: Some(close(
-                        close_code::UNSUPPORTED,
-                        "binary frames are not supported",
-                    )),
+                    close: Some(close::BINARY.frame()),
                     reason: "binary_frame",
                 });
             }
             Incoming::TooBig => {
                 socket.linger = true;
                 return Err(Refusal {
-                    close: Some(close(close_code::SIZE, "message too big")),
+                    close: Some(close::TOO_BIG.frame()),
                     reason: "message_too_big",
                 });
             }
@@ -340,13 +392,6 @@ fn bad_frame(error: &FrameError) {
     tracing::debug!(%error, "malformed media stream frame skipped");
 }
 
-fn close(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }
-}
-
 /// How a running stream ends.
 struct End {
     /// The `stop` reason to publish (None when the `stop` frame is already out).
@@ -377,6 +422,8 @@ struct StreamActor {
     /// `voice.call.<sid>.in` (cheap to clone per frame).
     in_subject: async_nats::Subject,
     stream_sid: String,
+    /// The call's agent as the webhook routed it (empty: none), whose transfer list applies.
+    agent: String,
     /// Renders outbound audio for this stream.
     media: MediaWriter,
     /// Metric handles for the per-frame path, looked up once.
@@ -412,7 +459,7 @@ impl StreamActor {
             let flow = tokio::select! {
                 () = &mut closing => Flow::End(End {
                     stop: Some("drain_deadline"),
-                    close: Some(close(close_code::AWAY, "gateway shutting down")),
+                    close: Some(close::SHUTDOWN.frame()),
                 }),
                 () = &mut writer_done => Flow::End(End {
                     stop: Some("error"),
@@ -425,7 +472,7 @@ impl StreamActor {
                         tracing::error!("outbound subscription ended");
                         Flow::End(End {
                             stop: Some("error"),
-                            close: Some(close(close_code::ERROR, "worker link lost")),
+                            close: Some(close::WORKER_LINK_LOST.frame()),
                         })
                     }
                 },
@@ -444,13 +491,13 @@ impl StreamActor {
                         tracing::info!("hang-up mark not echoed in time; closing");
                         Flow::End(End {
                             stop: Some(ending.reason),
-                            close: Some(close(close_code::NORMAL, "")),
+                            close: Some(close::NORMAL.frame()),
                         })
                     } else {
                         tracing::warn!("worker silent; ending the call");
                         Flow::End(End {
                             stop: Some("worker_silent"),
-                            close: Some(close(close_code::ERROR, "worker silent")),
+                            close: Some(close::WORKER_SILENT.frame()),
                         })
                     }
                 }
@@ -496,16 +543,13 @@ impl StreamActor {
             Incoming::Control => Flow::Continue,
             Incoming::Binary => Flow::End(End {
                 stop: Some("error"),
-                close: Some(close(
-                    close_code::UNSUPPORTED,
-                    "binary frames are not supported",
-                )),
+                close: Some(close::BINARY.frame()),
             }),
             Incoming::TooBig => {
                 self.socket.linger = true;
                 Flow::End(End {
                     stop: Some("error"),
-                    close: Some(close(close_code::SIZE, "message too big")),
+                    close: Some(close::TOO_BIG.frame()),
                 })
             }
             Incoming::Closed => Flow::End(End {
@@ -555,7 +599,7 @@ impl StreamActor {
                 {
                     return Flow::End(End {
                         stop: Some(ending.reason),
-                        close: Some(close(close_code::NORMAL, "")),
+                        close: Some(close::NORMAL.frame()),
                     });
                 }
                 self.publish(frames::mark_echo(&mark.name)).await;
@@ -629,7 +673,20 @@ impl StreamActor {
                 self.begin_ending("hangup");
             }
             outbound_frame::Frame::Transfer(transfer) => {
-                tracing::info!(to = %transfer.to, "worker transfers the call");
+                if !self
+                    .shared
+                    .agents
+                    .allows_transfer(&self.agent, &transfer.to)
+                {
+                    // The call goes on as it was; the worker is not told (it only ever asks for
+                    // its agent's own `transfer_to`, so this is a misbehaving publisher or an
+                    // agents file that differs between worker and gateway).
+                    metrics::counter!(m::TRANSFERS_REFUSED).increment(1);
+                    tracing::warn!(to = %MaskedPhone(&transfer.to), agent = %self.agent,
+                        "transfer to a number outside the agent's transfer_to refused");
+                    return Flow::Continue;
+                }
+                tracing::info!(to = %MaskedPhone(&transfer.to), "worker transfers the call");
                 let mut doc = twiml::Response::new();
                 if !transfer.announcement.trim().is_empty() {
                     doc = doc.say(&transfer.announcement);

@@ -2,11 +2,17 @@
 //!
 //! The voice webhook puts a token into the TwiML `<Parameter name="token">`; Twilio hands it back
 //! in the `start` frame of the media socket, which may land on any gateway replica. The token is
-//! therefore stateless: `<expiry_unix>.<base64url(HMAC-SHA256(key, "switchboard-stream:" +
-//! call_sid + ":" + expiry_unix))>`, keyed with the Twilio auth token every replica already has.
-//! It binds the socket to the call the webhook offered, so a leaked signature on the upgrade alone
-//! cannot attach a stranger's audio to (or listen to) someone else's call.
-
+//! `<attach>.<expiry_unix>.<base64url(HMAC-SHA256(key, "switchboard-stream:v2:" + call_sid + ":" +
+//! attach + ":" + expiry_unix))>`, keyed with the Twilio auth token every replica already has, so
+//! any replica can check it. It binds the socket to the call the webhook offered, so a leaked
+//! signature on the upgrade alone cannot attach a stranger's audio to (or listen to) someone
+//! else's call.
+//!
+//! `attach` numbers the streams of one call: the webhook's token is attach 0, and every token
+//! the gateway issues later to re-attach the call (gateway failover, hold, transfer back) gets
+//! the next number ([`crate::claims::Claims::reattach_token`]). The MAC proves who issued a
+//! token; that each `(call, attach)` opens one stream only, and never one older than the call's
+//! current stream, is checked in the shared `voice-calls` bucket ([`crate::claims`]).
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use hmac::{KeyInit, Mac};
@@ -15,12 +21,16 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Domain separation: the same key also signs Twilio webhooks (with SHA-1), so our messages get a
 /// prefix no Twilio URL starts with.
-const DOMAIN: &str = "switchboard-stream:";
+const DOMAIN: &str = "switchboard-stream:v2:";
+
+/// The number of one stream of a call: 0 for the webhook's stream, then one more for every
+/// re-attach the gateway issues.
+pub type Attach = u32;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not `<digits>.<base64url>`.
+    /// Not `<digits>.<digits>.<base64url>`.
     #[error("malformed stream token")]
     Malformed,
     /// The MAC does not match this call (tampered, another call, or another key).
@@ -57,42 +67,61 @@ impl StreamTokens {
         Ok(Self { mac })
     }
 
-    /// A token for `call_sid` that is valid until `expires_at_unix` (seconds since the epoch).
-    pub fn issue(&self, call_sid: &str, expires_at_unix: u64) -> String {
-        let tag = self.tag(call_sid, expires_at_unix).finalize().into_bytes();
-        format!("{expires_at_unix}.{}", B64URL.encode(tag))
+    /// A token for stream `attach` of `call_sid` that is valid until `expires_at_unix` (seconds
+    /// since the epoch).
+    pub fn issue(&self, call_sid: &str, attach: Attach, expires_at_unix: u64) -> String {
+        let tag = self
+            .tag(call_sid, attach, expires_at_unix)
+            .finalize()
+            .into_bytes();
+        format!("{attach}.{expires_at_unix}.{}", B64URL.encode(tag))
     }
 
-    /// Checks that `token` was issued for `call_sid` and has not expired at `now_unix`.
+    /// Checks that `token` was issued for `call_sid` and has not expired at `now_unix`, and
+    /// returns the stream number it was issued for.
     ///
     /// The MAC is checked (in constant time) before the expiry, so a forged token never learns
-    /// anything from the answer.
-    pub fn verify(&self, call_sid: &str, token: &str, now_unix: u64) -> Result<(), TokenError> {
-        let (expiry, tag) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        if expiry.is_empty() || expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
+    /// anything from the answer. Nothing here allocates more than the token's fixed-size MAC.
+    pub fn verify(&self, call_sid: &str, token: &str, now_unix: u64) -> Result<Attach, TokenError> {
+        let mut parts = token.splitn(3, '.');
+        let (Some(attach), Some(expiry), Some(tag)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenError::Malformed);
+        };
+        let attach: Attach = decimal(attach, 10)?;
+        let expiry: u64 = decimal(expiry, 20)?;
+        let mut mac = [0u8; 32];
+        match B64URL.decode_slice(tag.as_bytes(), &mut mac) {
+            Ok(32) => {}
+            _ => return Err(TokenError::Malformed),
         }
-        let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
-        let tag = B64URL
-            .decode(tag.as_bytes())
-            .map_err(|_| TokenError::Malformed)?;
-        self.tag(call_sid, expiry)
-            .verify_slice(&tag)
+        self.tag(call_sid, attach, expiry)
+            .verify_slice(&mac)
             .map_err(|_| TokenError::BadSignature)?;
         if now_unix > expiry {
             return Err(TokenError::Expired);
         }
-        Ok(())
+        Ok(attach)
     }
 
-    fn tag(&self, call_sid: &str, expiry: u64) -> HmacSha256 {
+    fn tag(&self, call_sid: &str, attach: Attach, expiry: u64) -> HmacSha256 {
         let mut mac = self.mac.clone();
         mac.update(DOMAIN.as_bytes());
         mac.update(call_sid.as_bytes());
         mac.update(b":");
+        mac.update(attach.to_string().as_bytes());
+        mac.update(b":");
         mac.update(expiry.to_string().as_bytes());
         mac
     }
+}
+
+/// A plain decimal of at most `max_digits` digits (no sign, no exponent).
+fn decimal<T: std::str::FromStr>(text: &str, max_digits: usize) -> Result<T, TokenError> {
+    if text.is_empty() || text.len() > max_digits || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TokenError::Malformed);
+    }
+    text.parse().map_err(|_| TokenError::Malformed)
 }
 
 /// Seconds since the Unix epoch (the clock tokens are checked against).
@@ -116,36 +145,36 @@ mod tests {
     #[test]
     fn accepts_its_own_token_until_expiry() {
         let t = tokens();
-        let token = t.issue(CALL, 1_000);
-        assert!(token.starts_with("1000."));
-        assert_eq!(t.verify(CALL, &token, 999), Ok(()));
-        assert_eq!(t.verify(CALL, &token, 1_000), Ok(()));
+        let token = t.issue(CALL, 0, 1_000);
+        assert!(token.starts_with("0.1000."));
+        assert_eq!(t.verify(CALL, &token, 999), Ok(0));
+        assert_eq!(t.verify(CALL, &token, 1_000), Ok(0));
         // Any replica with the same key accepts it.
         assert_eq!(
             StreamTokens::new(b"auth-token")
                 .unwrap()
                 .verify(CALL, &token, 10),
-            Ok(())
+            Ok(0)
         );
     }
 
     #[test]
     fn expired_tokens_are_refused() {
         let t = tokens();
-        let token = t.issue(CALL, 1_000);
+        let token = t.issue(CALL, 0, 1_000);
         assert_eq!(t.verify(CALL, &token, 1_001), Err(TokenError::Expired));
     }
 
     #[test]
     fn a_token_for_another_call_is_refused() {
         let t = tokens();
-        let token = t.issue("CA_other", 1_000);
+        let token = t.issue("CA_other", 0, 1_000);
         assert_eq!(t.verify(CALL, &token, 0), Err(TokenError::BadSignature));
     }
 
     #[test]
     fn another_key_is_refused() {
-        let token = StreamTokens::new(b"other").unwrap().issue(CALL, 1_000);
+        let token = StreamTokens::new(b"other").unwrap().issue(CALL, 0, 1_000);
         assert_eq!(
             tokens().verify(CALL, &token, 0),
             Err(TokenError::BadSignature)
@@ -155,11 +184,15 @@ mod tests {
     #[test]
     fn tampered_tokens_are_refused() {
         let t = tokens();
-        let token = t.issue(CALL, 1_000);
-        // A later expiry with the old MAC.
-        let (_, tag) = token.split_once('.').unwrap();
+        let token = t.issue(CALL, 0, 1_000);
+        // A later expiry, or another stream number, with the old MAC.
+        let tag = token.rsplit('.').next().unwrap();
         assert_eq!(
-            t.verify(CALL, &format!("9999999999.{tag}"), 0),
+            t.verify(CALL, &format!("0.9999999999.{tag}"), 0),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            t.verify(CALL, &format!("1.1000.{tag}"), 0),
             Err(TokenError::BadSignature)
         );
         // One flipped MAC character.
@@ -186,6 +219,11 @@ mod tests {
             "99999999999999999999999.AAAA",
             "1000.not base64!",
             "1000.AAAA.BBBB",
+            "0.1000",
+            "0.1000.",
+            "x.1000.AAAA",
+            "99999999999.1000.AAAA",
+            "0.1000.AAAA",
         ] {
             let result = t.verify(CALL, bad, 0);
             assert!(
@@ -197,6 +235,30 @@ mod tests {
             );
         }
         assert_eq!(t.verify(CALL, "abc", 0), Err(TokenError::Malformed));
-        assert_eq!(t.verify(CALL, "1000.%%%", 0), Err(TokenError::Malformed));
+        assert_eq!(t.verify(CALL, "0.1000.%%%", 0), Err(TokenError::Malformed));
+        // A MAC of the wrong length never reaches the comparison.
+        assert_eq!(t.verify(CALL, "0.1000.AAAA", 0), Err(TokenError::Malformed));
+        let long = format!("0.1000.{}", "A".repeat(4096));
+        assert_eq!(t.verify(CALL, &long, 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn each_stream_number_is_its_own_token() {
+        let t = tokens();
+        let first = t.issue(CALL, 0, 1_000);
+        let reattach = t.issue(CALL, 1, 1_000);
+        assert_ne!(first, reattach);
+        assert!(reattach.starts_with("1.1000."));
+        assert_eq!(t.verify(CALL, &reattach, 0), Ok(1));
+        assert_eq!(t.verify(CALL, &first, 0), Ok(0));
+        assert_eq!(
+            t.verify("CA_other", &reattach, 0),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        assert_eq!(format!("{:?}", tokens()), "StreamTokens(..)");
     }
 }

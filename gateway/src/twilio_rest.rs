@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_service::redact::Secret;
 
 /// Twilio's API version in every path.
 const API_VERSION: &str = "2010-04-01";
@@ -87,12 +88,22 @@ pub struct CreatedCall {
 }
 
 /// How a live call is changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum CallUpdate {
     /// Replace what the call is doing with this TwiML document.
     Twiml(String),
     /// End the call (`Status=completed`).
     Complete,
+}
+
+impl fmt::Debug for CallUpdate {
+    /// The TwiML of a transfer holds the number dialed, so logs get its size only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Twiml(doc) => write!(f, "Twiml({} bytes)", doc.len()),
+            Self::Complete => f.write_str("Complete"),
+        }
+    }
 }
 
 /// What an update did.
@@ -118,7 +129,7 @@ pub struct TwilioRest {
     http: reqwest::Client,
     base: String,
     account_sid: String,
-    auth_token: String,
+    auth_token: Secret,
 }
 
 impl fmt::Debug for TwilioRest {
@@ -133,7 +144,7 @@ impl fmt::Debug for TwilioRest {
 
 impl TwilioRest {
     /// A client for `account_sid` against `base` (e.g. `https://api.twilio.com`).
-    pub fn new(base: &str, account_sid: &str, auth_token: &str) -> Result<Self, RestError> {
+    pub fn new(base: &str, account_sid: &str, auth_token: &Secret) -> Result<Self, RestError> {
         // reqwest needs the process-wide TLS provider; the binary installs this same one with
         // its logging, so this only matters for embedders.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -145,7 +156,7 @@ impl TwilioRest {
             http,
             base: base.trim_end_matches('/').to_owned(),
             account_sid: account_sid.to_owned(),
-            auth_token: auth_token.to_owned(),
+            auth_token: auth_token.clone(),
         })
     }
 
@@ -203,7 +214,7 @@ impl TwilioRest {
         let response = self
             .http
             .post(url)
-            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
             .form(form)
             .send()
             .await
@@ -256,7 +267,8 @@ mod tests {
 
     #[test]
     fn urls_follow_twilios_layout() {
-        let rest = TwilioRest::new("https://api.twilio.com/", "AC1", "sekrit").unwrap();
+        let rest =
+            TwilioRest::new("https://api.twilio.com/", "AC1", &Secret::new("sekrit")).unwrap();
         assert_eq!(
             rest.calls_url(),
             "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls.json"
@@ -266,5 +278,13 @@ mod tests {
             "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls/CA9.json"
         );
         assert!(!format!("{rest:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn updates_never_print_the_number_dialed() {
+        let update = CallUpdate::Twiml("<Response><Dial>+15550002222</Dial></Response>".into());
+        let printed = format!("{update:?}");
+        assert!(!printed.contains("5550002222"), "{printed}");
+        assert_eq!(format!("{:?}", CallUpdate::Complete), "Complete");
     }
 }

@@ -19,13 +19,28 @@ use switchboard_proto::{
 };
 use switchboard_twilio::twiml::{Instructions, Verb};
 
-const ADMIN: &str = "admin-secret";
+const CALLS: &str = "calls-secret";
+
+/// The `POST /calls` settings of these tests: the token and the destinations allowed.
+const CALLS_FLAGS: [&str; 4] = [
+    "--calls-token",
+    CALLS,
+    "--calls-allowed-to",
+    "+15550002222,+1555777*",
+];
 
 /// A gateway whose Twilio REST API is a fake that places calls back onto it.
 async fn setup(script: &str) -> anyhow::Result<(TestGateway, FakeTwilio)> {
+    setup_with(script, &[]).await
+}
+
+async fn setup_with(script: &str, extra: &[&str]) -> anyhow::Result<(TestGateway, FakeTwilio)> {
     let port = switchboard_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let gw = TestGateway::start(&["--admin-token", ADMIN, "--twilio-api-base", &base]).await?;
+    let mut args = vec!["--twilio-api-base", &base];
+    args.extend_from_slice(&CALLS_FLAGS);
+    args.extend_from_slice(extra);
+    let gw = TestGateway::start(&args).await?;
     let mut cfg = CallConfig::new(&gw.url(""), AUTH_TOKEN);
     cfg.public_url = Some(PUBLIC_URL.to_owned());
     cfg.account_sid = ACCOUNT_SID.to_owned();
@@ -58,18 +73,24 @@ async fn post_calls(
 }
 
 #[tokio::test]
-async fn calls_requires_the_admin_token_and_a_valid_body() -> anyhow::Result<()> {
+async fn calls_requires_the_calls_token_and_a_valid_body() -> anyhow::Result<()> {
     let (gw, fake) = setup("[[step]]\nhangup = true\n").await?;
     let body = r#"{"to":"+15550002222","from":"+15550001111"}"#;
     assert_eq!(post_calls(&gw, None, body).await?.0, 401);
     assert_eq!(post_calls(&gw, Some("wrong"), body).await?.0, 401);
-    assert_eq!(post_calls(&gw, Some(ADMIN), "{not json").await?.0, 400);
+    assert_eq!(post_calls(&gw, Some(CALLS), "{not json").await?.0, 400);
     assert_eq!(
-        post_calls(&gw, Some(ADMIN), r#"{"from":"+15550001111"}"#)
+        post_calls(&gw, Some(CALLS), r#"{"from":"+15550001111"}"#)
             .await?
             .0,
         400
     );
+    // A body far over the limit is refused without being parsed.
+    let huge = format!(
+        r#"{{"to":"+15550002222","from":"{}"}}"#,
+        "1".repeat(1 << 20)
+    );
+    assert_eq!(post_calls(&gw, Some(CALLS), &huge).await?.0, 413);
     // Nothing reached Twilio.
     assert!(fake.requests().await.is_empty());
     Ok(())
@@ -80,7 +101,9 @@ async fn twilio_errors_become_bad_gateway() -> anyhow::Result<()> {
     // A gateway with the wrong REST credentials: the fake answers 401.
     let port = switchboard_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let gw = TestGateway::start(&["--admin-token", ADMIN, "--twilio-api-base", &base]).await?;
+    let mut args = vec!["--twilio-api-base", &base];
+    args.extend_from_slice(&CALLS_FLAGS);
+    let gw = TestGateway::start(&args).await?;
     let mut cfg = CallConfig::new(&gw.url(""), "another-token");
     cfg.account_sid = ACCOUNT_SID.to_owned();
     let _fake = FakeTwilio::start_on(
@@ -91,7 +114,7 @@ async fn twilio_errors_become_bad_gateway() -> anyhow::Result<()> {
     .await?;
     let (status, body) = post_calls(
         &gw,
-        Some(ADMIN),
+        Some(CALLS),
         r#"{"to":"+15550002222","from":"+15550001111"}"#,
     )
     .await?;
@@ -124,7 +147,7 @@ async fn an_outbound_call_runs_and_is_transferred_by_rest() -> anyhow::Result<()
 
     let (status, body) = post_calls(
         &gw,
-        Some(ADMIN),
+        Some(CALLS),
         r#"{"to":"+15550002222","from":"+15550001111","agent_id":"sales"}"#,
     )
     .await?;
@@ -279,7 +302,7 @@ async fn a_worker_hangup_also_completes_the_call_by_rest() -> anyhow::Result<()>
     barrier(&gw.nats).await?;
     let (status, body) = post_calls(
         &gw,
-        Some(ADMIN),
+        Some(CALLS),
         r#"{"to":"+15550002222","from":"+15550001111"}"#,
     )
     .await?;
@@ -316,5 +339,97 @@ async fn a_worker_hangup_also_completes_the_call_by_rest() -> anyhow::Result<()>
         (fake.calls().await.get(&call_sid)?.status == "completed").then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_go_only_to_allowed_destinations() -> anyhow::Result<()> {
+    let (gw, fake) = setup("[[step]]\nhangup = true\n").await?;
+    for to in [
+        "+15550003333",
+        "+15557761234",
+        "+4415557770000",
+        "sip:+15557771234@x",
+    ] {
+        let body = format!(r#"{{"to":"{to}","from":"+15550001111"}}"#);
+        let (status, body) = post_calls(&gw, Some(CALLS), &body).await?;
+        assert_eq!(status, 403, "{to}: {body}");
+        assert_eq!(body["error"], "`to` is not in CALLS_ALLOWED_TO");
+    }
+    assert!(
+        fake.requests().await.is_empty(),
+        "a refused call reached Twilio"
+    );
+    // An exact entry and a prefix entry.
+    for to in ["+15550002222", "+15557771234"] {
+        let body = format!(r#"{{"to":"{to}","from":"+15550001111"}}"#);
+        let (status, body) = post_calls(&gw, Some(CALLS), &body).await?;
+        assert_eq!(status, 201, "{to}: {body}");
+    }
+    let dialed: Vec<String> = fake
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/Calls.json"))
+        .filter_map(|r| r.get("To").map(str::to_owned))
+        .collect();
+    assert_eq!(dialed, ["+15550002222", "+15557771234"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_an_allowlist_no_call_is_placed() -> anyhow::Result<()> {
+    let port = switchboard_testkit::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let gw = TestGateway::start(&["--twilio-api-base", &base, "--calls-token", CALLS]).await?;
+    let (status, body) = post_calls(
+        &gw,
+        Some(CALLS),
+        r#"{"to":"+15550002222","from":"+15550001111"}"#,
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "no destination is allowed: set CALLS_ALLOWED_TO"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_are_rate_limited_with_retry_after() -> anyhow::Result<()> {
+    let (gw, fake) = setup_with("[[step]]\nhangup = true\n", &["--calls-per-minute", "2"]).await?;
+    let body = r#"{"to":"+15550002222","from":"+15550001111"}"#;
+    // Refused requests do not use up the allowance.
+    assert_eq!(post_calls(&gw, Some("wrong"), body).await?.0, 401);
+    let refused = r#"{"to":"+15550003333","from":"+15550001111"}"#;
+    assert_eq!(post_calls(&gw, Some(CALLS), refused).await?.0, 403);
+    assert_eq!(post_calls(&gw, Some(CALLS), body).await?.0, 201);
+    assert_eq!(post_calls(&gw, Some(CALLS), body).await?.0, 201);
+
+    let resp = gw
+        .http
+        .post(gw.url("/calls"))
+        .bearer_auth(CALLS)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .context("no Retry-After")?
+        .to_str()?
+        .parse()?;
+    // One call every 30 s.
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let created = fake
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/Calls.json"))
+        .count();
+    assert_eq!(created, 2);
     Ok(())
 }

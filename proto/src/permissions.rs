@@ -20,7 +20,7 @@
 
 use std::fmt::Write as _;
 
-use crate::subject::Subjects;
+use crate::subject::{CALLS_BUCKET, Subjects};
 use crate::{EVENTS_STREAM, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
 
 /// The JetStream API prefix.
@@ -85,6 +85,10 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
+                    // Offer and stream-token claims, shared by every gateway replica.
+                    kv_bucket_api(CALLS_BUCKET),
+                    vec![kv_key(CALLS_BUCKET, ">")],
+                    kv_read(CALLS_BUCKET, ">"),
                 ]
                 .concat(),
                 subscribe: vec![format!("{p}.call.*.out"), inbox],
@@ -100,6 +104,7 @@ impl Role<'_> {
                     events_stream,
                     kv_bucket_api(TOOLS_BUCKET),
                     kv_read(TOOLS_BUCKET, ">"),
+                    kv_watch(TOOLS_BUCKET),
                 ]
                 .concat(),
                 subscribe: vec![subjects.offer(), format!("{p}.call.*.in"), inbox],
@@ -178,19 +183,21 @@ fn kv_bucket_api(bucket: &str) -> Vec<String> {
     .concat()
 }
 
-/// Read keys matching `keys` of a bucket (direct get), or, with `>`, watch the whole bucket (an
-/// ordered consumer with flow control).
+/// Read keys matching `keys` of a bucket (direct get).
 fn kv_read(bucket: &str, keys: &str) -> Vec<String> {
+    vec![format!(
+        "{JS_API}.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{keys}"
+    )]
+}
+
+/// Watch a whole bucket: an ordered consumer with flow control, recreated after a gap.
+fn kv_watch(bucket: &str) -> Vec<String> {
     let stream = format!("KV_{bucket}");
-    let mut read = vec![format!("{JS_API}.DIRECT.GET.{stream}.$KV.{bucket}.{keys}")];
-    if keys == ">" {
-        read.extend([
-            format!("{JS_API}.CONSUMER.CREATE.{stream}.>"),
-            format!("{JS_API}.CONSUMER.DELETE.{stream}.>"),
-            format!("$JS.FC.{stream}.>"),
-        ]);
-    }
-    read
+    vec![
+        format!("{JS_API}.CONSUMER.CREATE.{stream}.>"),
+        format!("{JS_API}.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+    ]
 }
 
 /// Write one key (or key pattern) of a bucket.

@@ -8,6 +8,11 @@ use std::fmt;
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "voice";
 
+/// KV bucket of the gateways' one-time claims on a call (keys `<call_sid>.offered`,
+/// `<call_sid>.attached`, `<call_sid>.issued`): a voice webhook offers a call once, and a media
+/// stream token opens one stream. Shared by every gateway replica; entries expire.
+pub const CALLS_BUCKET: &str = "voice-calls";
+
 /// A name that is not a safe single subject token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a valid {1}")]

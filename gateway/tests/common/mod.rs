@@ -26,6 +26,30 @@ pub const PUBLIC_URL: &str = "https://gw.example.com";
 pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
+/// The agents file every test gateway reads (`AGENTS_FILE`), as in production: the front desk
+/// answers the test calls' number and may transfer to its own number, or (through a handoff to
+/// billing) to billing's; sales (named by outbound calls) has its own.
+pub const AGENTS: &str = r#"
+[[agent]]
+id = "front-desk"
+numbers = ["+15550001111", "*"]
+instructions = "x"
+tools = ["transfer_call", "handoff"]
+handoff_to = ["billing"]
+transfer_to = "+15550002222"
+
+[[agent]]
+id = "billing"
+numbers = ["+15550005555"]
+instructions = "x"
+transfer_to = "+15550003333"
+
+[[agent]]
+id = "sales"
+instructions = "x"
+transfer_to = "+15550009999"
+"#;
+
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -33,12 +57,17 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A gateway on 127.0.0.1:<random> with its own nats-server.
 pub struct TestGateway {
-    pub nats_server: NatsServer,
+    /// The nats-server this gateway started (None: it shares another gateway's).
+    nats_server: Option<NatsServer>,
+    /// Its URL.
+    pub nats_url: String,
     pub nats: async_nats::Client,
     pub addr: SocketAddr,
     pub subjects: Subjects,
     pub validator: Validator,
     pub http: reqwest::Client,
+    /// Holds the agents file.
+    _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), gateway::Error>>>,
 }
@@ -49,12 +78,45 @@ impl TestGateway {
         Self::start_with_metrics(extra, None).await
     }
 
+    /// Starts a gateway without an agents file.
+    pub async fn start_without_agents(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(extra, None, false).await
+    }
+
+    /// Starts another replica on the nats-server of `first`.
+    pub async fn start_on(first: &TestGateway, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(None, first.nats_url.clone(), extra, None, true).await
+    }
+
     pub async fn start_with_metrics(
         extra: &[&str],
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self::start_full(extra, metrics, true).await
+    }
+
+    async fn start_full(
+        extra: &[&str],
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        with_agents: bool,
+    ) -> anyhow::Result<Self> {
         let nats_server = NatsServer::start().await?;
+        let url = nats_server.url().to_owned();
+        Self::start_inner(Some(nats_server), url, extra, metrics, with_agents).await
+    }
+
+    async fn start_inner(
+        nats_server: Option<NatsServer>,
+        nats_url: String,
+        extra: &[&str],
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        with_agents: bool,
+    ) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir()?;
+        let agents_file = dir.path().join("agents.toml");
+        std::fs::write(&agents_file, AGENTS)?;
+        let agents_file = agents_file.display().to_string();
         let mut args = vec![
             "gateway",
             "--listen",
@@ -68,13 +130,16 @@ impl TestGateway {
             "--gateway-id",
             "gw-test",
             "--nats-url",
-            nats_server.url(),
+            &nats_url,
             "--nats-subject-prefix",
             "voice",
         ];
         if !extra.contains(&"--worker-silence-ms") {
             // Test workers only send heartbeats where that is what the test is about.
             args.extend_from_slice(&["--worker-silence-ms", "60000"]);
+        }
+        if with_agents {
+            args.extend_from_slice(&["--agents-file", &agents_file]);
         }
         args.extend_from_slice(extra);
         let config = <Config as clap::Parser>::try_parse_from(args)?;
@@ -85,15 +150,17 @@ impl TestGateway {
         let served = tokio::spawn(gateway.serve(listener, async move {
             let _ = rx.await;
         }));
-        let nats = async_nats::connect(nats_server.url()).await?;
+        let nats = async_nats::connect(&nats_url).await?;
         let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
         let gw = Self {
             nats_server,
+            nats_url,
             nats,
             addr,
             subjects: Subjects::default(),
             validator: Validator::new(AUTH_TOKEN, PUBLIC_URL),
             http,
+            _dir: dir,
             shutdown: Some(tx),
             served: Some(served),
         };
@@ -425,5 +492,53 @@ pub async fn next_server_message(
     match next_ws(ws).await? {
         WsMessage::Text(text) => Ok(switchboard_twilio::media::ServerMessage::parse(&text)?),
         other => bail!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Sends a raw HTTP/1.1 request head plus `body` over a fresh connection to `addr` and returns
+/// the status code of the answer, without ever finishing the body when `finish` is false (the
+/// connection then stays open, as a slow or endless upload would). Also returns how long the
+/// answer took from the first byte written.
+pub async fn raw_request(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+    finish: bool,
+) -> anyhow::Result<(u16, Duration)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(addr).await?;
+    let started = tokio::time::Instant::now();
+    tcp.write_all(head.as_bytes()).await?;
+    // The server may answer (and stop reading) before all of the body is written.
+    let write = async {
+        let _ = tcp.write_all(body).await;
+        if finish {
+            let _ = tcp.flush().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+    let mut buf = vec![0u8; 1024];
+    let mut read = 0;
+    loop {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf[read..]))
+            .await
+            .context("no answer in time")??;
+        if n == 0 {
+            bail!("connection closed without an answer");
+        }
+        read += n;
+        let text = String::from_utf8_lossy(&buf[..read]);
+        if let Some(line) = text.lines().next().filter(|_| text.contains("\r\n")) {
+            let status = line
+                .split(' ')
+                .nth(1)
+                .context("no status")?
+                .parse()
+                .context("bad status")?;
+            return Ok((status, started.elapsed()));
+        }
+        if read == buf.len() {
+            bail!("no status line in {text}");
+        }
     }
 }
