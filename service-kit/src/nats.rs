@@ -17,9 +17,9 @@ pub struct NatsArgs {
     /// NATS user (with NATS_PASSWORD).
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
-    /// NATS password.
+    /// NATS password (never printed by `Debug`).
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
+    pub nats_password: Option<crate::redact::Secret>,
     /// Prefix of every subject.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "voice")]
     pub nats_subject_prefix: String,
@@ -98,7 +98,7 @@ impl NatsArgs {
                     })?;
         }
         if let (Some(user), Some(pass)) = (&self.nats_user, &self.nats_password) {
-            opts = opts.user_and_password(user.clone(), pass.clone());
+            opts = opts.user_and_password(user.clone(), pass.expose().to_owned());
         }
         let urls: Vec<&str> = self.nats_url.split(',').map(str::trim).collect();
         opts.connect(urls.as_slice())
