@@ -6,9 +6,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
-use switchboard_proto::{Message as _, ToolCall, ToolResult, tool_result};
+use switchboard_proto::{ToolResult, tool_result};
 use switchboard_testkit::{NatsServer, Postgres, Service, free_port};
 use tool_workers::idempotency::{RESULTS_BUCKET, key};
+
+mod common;
+use common::{invoke, output};
 
 /// A Monday far enough ahead to be in the future (clinic hours 09:00-17:00, 30-minute slots).
 const MONDAY: &str = "2030-06-03";
@@ -50,22 +53,7 @@ async fn request(
     call_id: &str,
     arguments: Value,
 ) -> anyhow::Result<ToolResult> {
-    let request = ToolCall {
-        call_sid: "CA0456".into(),
-        call_id: call_id.into(),
-        name: tool.into(),
-        arguments: arguments.to_string(),
-        agent_id: "front-desk".into(),
-        caller: caller.into(),
-        timeout_ms: 5000,
-    };
-    let reply = client
-        .request(
-            format!("voice.tools.{tool}"),
-            request.encode_to_vec().into(),
-        )
-        .await?;
-    Ok(ToolResult::decode(reply.payload)?)
+    invoke(client, ("CA0456", caller), tool, call_id, arguments, 5000).await
 }
 
 async fn call(
@@ -74,13 +62,6 @@ async fn call(
     arguments: Value,
 ) -> anyhow::Result<ToolResult> {
     call_as(client, tool, &fresh_id(), arguments).await
-}
-
-fn output(result: &ToolResult) -> anyhow::Result<Value> {
-    match &result.result {
-        Some(tool_result::Result::Output(text)) => Ok(serde_json::from_str(text)?),
-        other => anyhow::bail!("expected an output, got {other:?}"),
-    }
 }
 
 fn error_code(result: &ToolResult) -> Option<&str> {

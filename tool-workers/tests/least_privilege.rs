@@ -9,8 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use switchboard_proto::{Message as _, ToolCall, ToolResult, tool_result};
+use switchboard_proto::{ToolResult, tool_result};
 use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port, workspace_root};
+
+mod common;
+use common::{invoke, output};
 
 const CALLER: &str = "+15550001234";
 
@@ -60,29 +63,7 @@ async fn call(
     call_id: &str,
     arguments: Value,
 ) -> anyhow::Result<ToolResult> {
-    let request = ToolCall {
-        call_sid: "CA0789".into(),
-        call_id: call_id.into(),
-        name: tool.into(),
-        arguments: arguments.to_string(),
-        agent_id: "front-desk".into(),
-        caller: CALLER.into(),
-        timeout_ms: 8000,
-    };
-    let reply = client
-        .request(
-            format!("voice.tools.{tool}"),
-            request.encode_to_vec().into(),
-        )
-        .await?;
-    Ok(ToolResult::decode(reply.payload)?)
-}
-
-fn output(result: &ToolResult) -> anyhow::Result<Value> {
-    match &result.result {
-        Some(tool_result::Result::Output(text)) => Ok(serde_json::from_str(text)?),
-        other => anyhow::bail!("expected an output, got {other:?}"),
-    }
+    invoke(client, ("CA0789", CALLER), tool, call_id, arguments, 8000).await
 }
 
 #[tokio::test]
