@@ -146,5 +146,13 @@ async function sessionPage() {
   }
 }
 
+// ---- sign-in ----
+function loginPage() {
+  if (new URLSearchParams(location.search).has("error")) document.getElementById("error").hidden = false;
+}
+
+// The pages carry no inline script (the Content-Security-Policy allows none): each one loads
+// this file and names itself in <body data-page>.
+if (document.body.dataset.page === "login") loginPage();
 if (document.body.dataset.page === "sessions") sessionsPage();
 if (document.body.dataset.page === "session") sessionPage();

@@ -230,8 +230,10 @@ async fn start_persister(nats_url: &str, db_url: &str) -> anyhow::Result<Running
     let listen = format!("127.0.0.1:{}", free_port());
     let config = persister::Config {
         listen: listen.parse()?,
-        database_url: db_url.to_owned(),
-        admin_token: Some("bench".to_owned()),
+        database_url: switchboard_service::redact::Secret::new(db_url),
+        admin_token: Some(switchboard_service::redact::Secret::new("bench")),
+        public_url: None,
+        session_ttl_seconds: persister::console_sessions::DEFAULT_TTL.as_secs(),
         prices: Default::default(),
         live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
         drain_seconds: 30,

@@ -2,7 +2,6 @@
 //! (Server-Sent Events), behind the admin bearer token.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -15,14 +14,14 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::AdminToken;
+use crate::auth::{Access, Verdict};
 use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
-    pub token: Arc<AdminToken>,
+    pub access: Access,
     pub live: crate::live::Live,
 }
 
@@ -33,7 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions/{call_sid}", get(get_session))
         .route("/api/live", get(live))
         .route_layer(middleware::from_fn_with_state(
-            state.token.clone(),
+            state.access.clone(),
             require_token,
         ))
         .with_state(state)
@@ -77,22 +76,15 @@ impl IntoResponse for ApiError {
 }
 
 async fn require_token(
-    State(token): State<Arc<AdminToken>>,
+    State(access): State<Access>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match authorization {
-        Some(value) if token.accepts(value) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
-        // The dashboard's browser calls the API with its session cookie.
-        None if crate::dashboard::has_session(&token, request.headers()) => {
-            Ok(next.run(request).await)
-        }
-        None => Err(ApiError::new(
+    // The dashboard's browser calls the API with its session cookie instead of the token.
+    match access.check(request.headers()).await? {
+        Verdict::Allowed => Ok(next.run(request).await),
+        Verdict::WrongToken => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+        Verdict::Missing => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing bearer token",
         )),

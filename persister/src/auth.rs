@@ -1,57 +1,79 @@
 //! The admin token guarding the read API and the dashboard.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, so neither the content nor the
-//! length of the configured token leaks through response timing. A signed-in browser holds a
-//! session cookie whose value is derived from the token (a hash of it under a fixed label), never
-//! the token itself, so a leaked cookie does not reveal the token, and changing the token signs
-//! everyone out.
+//! length of the configured token leaks through response timing. The token also keys the
+//! dashboard's session store ([`ConsoleSessions`](crate::console_sessions::ConsoleSessions)), so
+//! changing it signs every browser out.
 
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::console_sessions::ConsoleSessions;
+
+/// Who may read: the bearer of the admin token, or a browser signed in with it.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub token: Arc<AdminToken>,
+    pub sessions: ConsoleSessions,
+}
+
+/// What a request's credentials amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The admin token, or a live session cookie.
+    Allowed,
+    /// An `Authorization` header that is not the admin token (a cookie does not rescue it).
+    WrongToken,
+    /// Neither a bearer token nor a live session.
+    Missing,
+}
+
+impl Access {
+    /// Checks the request's `Authorization` header, then its session cookie. Errs only when the
+    /// session store cannot be read.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Verdict, sqlx::Error> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let ok = authorization
+                .to_str()
+                .is_ok_and(|value| self.token.accepts(value));
+            return Ok(if ok {
+                Verdict::Allowed
+            } else {
+                Verdict::WrongToken
+            });
+        }
+        Ok(if self.sessions.is_signed_in(headers).await? {
+            Verdict::Allowed
+        } else {
+            Verdict::Missing
+        })
+    }
+}
 
 /// The configured `ADMIN_TOKEN`, kept only as its digest.
 #[derive(Clone)]
 pub struct AdminToken {
     digest: [u8; 32],
-    session: String,
 }
-
-/// The name of the dashboard's session cookie.
-pub const SESSION_COOKIE: &str = "sb_session";
 
 impl AdminToken {
     /// `None` for an empty token: an empty secret would let anyone in.
     pub fn new(token: &str) -> Option<Self> {
-        (!token.is_empty()).then(|| {
-            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            let mut session = Sha256::new();
-            session.update(b"switchboard-dashboard-session-v1\0");
-            session.update(digest);
-            let session = session
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Self { digest, session }
+        (!token.is_empty()).then(|| Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
         })
     }
 
-    /// The session cookie's value for this token.
-    pub fn session_value(&self) -> &str {
-        &self.session
-    }
-
-    /// Whether a `Cookie` header value carries a valid session cookie.
-    pub fn accepts_cookie(&self, cookie_header: &str) -> bool {
-        let expected: [u8; 32] = Sha256::digest(self.session.as_bytes()).into();
-        cookie_header
-            .split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(name, _)| *name == SESSION_COOKIE)
-            .any(|(_, value)| {
-                let presented: [u8; 32] = Sha256::digest(value.trim().as_bytes()).into();
-                presented.ct_eq(&expected).into()
-            })
+    /// The key the session store hashes session ids with: derived from the token under a fixed
+    /// label, so it is not the token's digest itself.
+    pub fn session_key(&self) -> [u8; 32] {
+        let mut key = Sha256::new();
+        key.update(b"switchboard-console-session-v2\0");
+        key.update(self.digest);
+        key.finalize().into()
     }
 
     /// Whether a submitted token (the sign-in form) is the admin token.
@@ -69,8 +91,7 @@ impl AdminToken {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return false;
         }
-        let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
-        presented.ct_eq(&self.digest).into()
+        self.matches(presented.trim())
     }
 }
 
@@ -95,22 +116,20 @@ mod tests {
         assert!(!t.accepts("s3cret"));
         assert!(!t.accepts("Bearer "));
         assert!(AdminToken::new("").is_none());
+        assert!(t.matches("s3cret") && !t.matches("s3cre"));
     }
 
     #[test]
-    fn session_cookies_are_derived_not_the_token() {
-        let t = AdminToken::new("s3cret").unwrap();
-        let v = t.session_value().to_owned();
-        assert_eq!(v.len(), 64);
-        assert!(!v.contains("s3cret"));
-        assert!(t.accepts_cookie(&format!("a=1; sb_session={v}; b=2")));
-        assert!(!t.accepts_cookie("sb_session=s3cret"));
-        assert!(!t.accepts_cookie(&format!("other={v}")));
-        assert!(
-            !AdminToken::new("other")
-                .unwrap()
-                .accepts_cookie(&format!("sb_session={v}"))
+    fn the_session_key_depends_on_the_token_and_is_not_its_digest() {
+        let a = AdminToken::new("s3cret").unwrap();
+        assert_eq!(
+            a.session_key(),
+            AdminToken::new("s3cret").unwrap().session_key()
         );
-        assert!(t.matches("s3cret") && !t.matches("s3cre"));
+        assert_ne!(
+            a.session_key(),
+            AdminToken::new("other").unwrap().session_key()
+        );
+        assert_ne!(a.session_key(), a.digest);
     }
 }

@@ -6,11 +6,12 @@
 //! - `GET /sessions/{call_sid}`: one call's timeline, facts, usage, cost and turn latency;
 //! - `GET /assets/*`: the stylesheet and script.
 //!
-//! Pages accept the session cookie or the bearer token; without either they redirect to
-//! `/login`. The cookie is `HttpOnly` (scripts cannot read it) and `SameSite=Strict` (other
-//! sites cannot make the browser send it, which is what guards `POST /logout` and the API).
-
-use std::sync::Arc;
+//! Pages accept a session cookie or the bearer token; without either they redirect to
+//! `/login`. Sessions are random ids with an expiry ([`crate::console_sessions`]); the cookie is
+//! `HttpOnly` (scripts cannot read it) and `SameSite=Strict` (other sites cannot make the
+//! browser send it, which is what guards `POST /logout` and the API). The pages carry no inline
+//! script or style, so they work under the strict `Content-Security-Policy` of
+//! [`crate::headers`].
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,7 +21,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::auth::{AdminToken, SESSION_COOKIE};
+use crate::auth::{Access, Verdict};
 
 const LOGIN_HTML: &str = include_str!("../assets/login.html");
 const SESSIONS_HTML: &str = include_str!("../assets/sessions.html");
@@ -29,12 +30,12 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 const APP_JS: &str = include_str!("../assets/app.js");
 
 /// The dashboard routes.
-pub fn router(token: Arc<AdminToken>) -> Router {
+pub fn router(access: Access) -> Router {
     let pages = Router::new()
         .route("/sessions", get(|| async { page(SESSIONS_HTML) }))
         .route("/sessions/{call_sid}", get(|| async { page(SESSION_HTML) }))
         .route_layer(middleware::from_fn_with_state(
-            token.clone(),
+            access.clone(),
             require_session,
         ));
     Router::new()
@@ -49,48 +50,30 @@ pub fn router(token: Arc<AdminToken>) -> Router {
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
         )
-        .with_state(token)
+        .with_state(access)
         .merge(pages)
 }
 
-/// Whether the request carries a valid session cookie.
-pub fn has_session(token: &AdminToken, headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| token.accepts_cookie(v))
-}
-
 fn page(html: &'static str) -> Response {
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-        ],
-        Html(html),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn require_session(
-    State(token): State<Arc<AdminToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| token.accepts(v));
-    if bearer || has_session(&token, request.headers()) {
-        next.run(request).await
-    } else {
-        Redirect::to("/login").into_response()
+/// The session store could not be read: say so rather than pretend the browser is signed out.
+fn store_down(error: sqlx::Error) -> Response {
+    tracing::warn!(%error, "console session store unavailable");
+    metrics::counter!("persister_api_db_errors_total").increment(1);
+    (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+}
+
+async fn require_session(State(access): State<Access>, request: Request, next: Next) -> Response {
+    match access.check(request.headers()).await {
+        Ok(Verdict::Allowed) => next.run(request).await,
+        Ok(Verdict::WrongToken | Verdict::Missing) => Redirect::to("/login").into_response(),
+        Err(error) => store_down(error),
     }
 }
 
@@ -99,21 +82,22 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(token): State<Arc<AdminToken>>, Form(form): Form<LoginForm>) -> Response {
-    if !token.matches(form.token.trim()) {
+async fn login(State(access): State<Access>, Form(form): Form<LoginForm>) -> Response {
+    if !access.token.matches(form.token.trim()) {
         metrics::counter!("persister_login_failures_total").increment(1);
         return Redirect::to("/login?error=1").into_response();
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
-        token.session_value()
-    );
-    with_cookie(Redirect::to("/sessions").into_response(), &cookie)
+    match access.sessions.create().await {
+        Ok(cookie) => with_cookie(Redirect::to("/sessions").into_response(), &cookie),
+        Err(error) => store_down(error),
+    }
 }
 
-async fn logout() -> Response {
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    with_cookie(Redirect::to("/login").into_response(), &cookie)
+async fn logout(State(access): State<Access>, headers: HeaderMap) -> Response {
+    match access.sessions.revoke(&headers).await {
+        Ok(cookie) => with_cookie(Redirect::to("/login").into_response(), &cookie),
+        Err(error) => store_down(error),
+    }
 }
 
 fn with_cookie(mut response: Response, cookie: &str) -> Response {

@@ -17,8 +17,11 @@
 //!   with a bounded buffer per client;
 //! - [`api`]: the axum routes and their JSON errors;
 //! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
-//!   sign-in (`/login`, `/logout`, an HttpOnly session cookie derived from the token);
-//! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time);
+//!   sign-in (`/login`, `/logout`);
+//! - [`console_sessions`]: the console's sign-in sessions (random ids with an expiry in
+//!   Postgres, shared by all replicas, revoked on sign-out);
+//! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
+//! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
 //! - [`db`]: pool, embedded migrations (`migrations/`), database probe;
 //! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
@@ -27,9 +30,11 @@
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod console_sessions;
 pub mod consumer;
 pub mod dashboard;
 pub mod db;
+pub mod headers;
 pub mod live;
 pub mod pricing;
 pub mod readiness;
@@ -43,15 +48,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_service::drain::{Drain, flush_nats};
+use switchboard_service::redact::Secret;
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::AdminToken;
+use crate::auth::{Access, AdminToken};
+use crate::console_sessions::ConsoleSessions;
 use crate::readiness::Readiness;
 
-/// `persister` settings (flags with environment fallbacks).
-#[derive(Clone, clap::Parser)]
+/// `persister` settings (flags with environment fallbacks). `Debug` prints no credential.
+#[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "persister",
     version,
@@ -63,10 +70,18 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Postgres URL of the persister's database (migrated at start).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Secret,
     /// Bearer token required by the read API. Required: the service refuses to start without it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// The console's public base URL, e.g. `https://console.example.com`. When it is https, the
+    /// session cookie is marked `Secure`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long a console sign-in lasts, in seconds.
+    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = console_sessions::DEFAULT_TTL.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_seconds: u64,
     /// Token prices for the per-call cost estimate.
     #[command(flatten)]
     pub prices: pricing::Prices,
@@ -81,13 +96,22 @@ pub struct Config {
     pub nats: NatsArgs,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("prices", &self.prices)
-            .field("nats", &self.nats)
-            .finish_non_exhaustive()
+impl Config {
+    /// Whether the console is served over https, by `PUBLIC_URL`; an unusable URL is an error.
+    fn serves_https(&self) -> Result<bool, RunError> {
+        let Some(url) = self.public_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(false);
+        };
+        let bad = || RunError::PublicUrl(url.to_owned());
+        let uri: axum::http::Uri = url.parse().map_err(|_| bad())?;
+        if uri.authority().is_none() {
+            return Err(bad());
+        }
+        match uri.scheme_str() {
+            Some("https") => Ok(true),
+            Some("http") => Ok(false),
+            _ => Err(bad()),
+        }
     }
 }
 
@@ -99,6 +123,8 @@ pub enum RunError {
          set ADMIN_TOKEN (or --admin-token)"
     )]
     MissingAdminToken,
+    #[error("PUBLIC_URL must be an http:// or https:// base URL, got {0:?}")]
+    PublicUrl(String),
     #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
     DatabaseUrl(sqlx::Error),
     #[error("migrating the database: {0}")]
@@ -122,10 +148,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let token = config
         .admin_token
-        .as_deref()
-        .and_then(AdminToken::new)
+        .as_ref()
+        .and_then(|t| AdminToken::new(t.expose()))
         .ok_or(RunError::MissingAdminToken)?;
-    let pool = db::pool(&config.database_url).map_err(RunError::DatabaseUrl)?;
+    let secure_cookies = config.serves_https()?;
+    let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
 
     let stop = CancellationToken::new();
     {
@@ -145,15 +172,24 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    let token = Arc::new(token);
+    let access = Access {
+        sessions: ConsoleSessions::new(
+            pool.clone(),
+            &token,
+            Duration::from_secs(config.session_ttl_seconds),
+            secure_cookies,
+        ),
+        token: Arc::new(token),
+    };
     let app = health
         .router(telemetry::install_metrics())
         .merge(api::router(api::ApiState {
             pool: pool.clone(),
-            token: token.clone(),
+            access: access.clone(),
             live: live.clone(),
         }))
-        .merge(dashboard::router(token));
+        .merge(dashboard::router(access))
+        .layer(axum::middleware::map_response(headers::secure));
     let http_stop = CancellationToken::new();
     let http = {
         let http_stop = http_stop.clone();

@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium, driven over the Chrome DevTools Protocol: sign in
 //! through the form, find a seeded call in the list, open it, read its transcript, and keep a
-//! screenshot (`target/test-artifacts/dashboard.png`).
+//! screenshot (`target/test-artifacts/dashboard.png`). Every page must work under the console's
+//! Content-Security-Policy without a single violation, and the policy must block inline script.
 //!
 //! Chromium is required (`scripts/setup` installs it); without it this test fails.
 
@@ -140,6 +141,16 @@ async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
     fx.stop().await
 }
 
+/// Fails if the current page saw any Content-Security-Policy violation.
+async fn no_violations(cdp: &mut Cdp, page: &str) -> anyhow::Result<()> {
+    let seen = cdp.eval("window.__csp").await?;
+    anyhow::ensure!(
+        seen == json!([]),
+        "{page} violated the Content-Security-Policy: {seen}"
+    );
+    Ok(())
+}
+
 async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Result<()> {
     // Chromium writes its DevTools port and browser path here once it listens.
     let port_file = profile.join("DevToolsActivePort");
@@ -180,6 +191,15 @@ async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Re
     )
     .await?;
 
+    // Every document records the Content-Security-Policy violations it sees.
+    cdp.call("Page.enable", json!({})).await?;
+    cdp.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+    )
+    .await?;
+
     // Signed out, the dashboard sends the browser to the sign-in form.
     cdp.call(
         "Page.navigate",
@@ -191,6 +211,34 @@ async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Re
         "location.pathname === '/login' && !!document.getElementById('token')",
     )
     .await?;
+    no_violations(&mut cdp, "the sign-in form").await?;
+    // The policy is enforced: a script injected inline does not run, and is reported.
+    let ran = cdp
+        .eval(
+            "(() => { const s = document.createElement('script'); \
+             s.textContent = 'window.__inline = true'; document.body.append(s); \
+             return window.__inline === true; })()",
+        )
+        .await?;
+    assert_eq!(ran, Value::Bool(false), "inline script ran despite the CSP");
+    cdp.wait_for(
+        "the blocked inline script reported",
+        "window.__csp.length > 0",
+    )
+    .await?;
+    // The sign-in error is shown by the page's script (no inline script any more).
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("{}/login?error=1", fx.base)}),
+    )
+    .await?;
+    cdp.wait_for(
+        "the sign-in error",
+        "location.search === '?error=1' && document.getElementById('error') \
+         && !document.getElementById('error').hidden",
+    )
+    .await?;
+    no_violations(&mut cdp, "the sign-in form with an error").await?;
     cdp.eval(&format!(
         "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
         json!(TOKEN)
@@ -214,6 +262,8 @@ async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Re
         "the cookie must be HttpOnly"
     );
 
+    no_violations(&mut cdp, "the calls list").await?;
+
     // Open the call: its transcript, tool call and outcome are on the page.
     cdp.eval(&format!(
         "document.querySelector({}).click(); true",
@@ -231,6 +281,8 @@ async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Re
     assert!(text.contains("lookup_customer"), "{text}");
     assert!(text.contains("interrupted after"), "{text}");
     assert!(text.contains("resolved"), "{text}");
+
+    no_violations(&mut cdp, "the call page").await?;
 
     let shot = cdp
         .call("Page.captureScreenshot", json!({"format": "png"}))

@@ -17,7 +17,7 @@ pub struct NatsArgs {
     /// NATS user (with NATS_PASSWORD).
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
-    /// NATS password.
+    /// NATS password (never printed by `Debug`).
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<crate::redact::Secret>,
     /// Prefix of every subject.

@@ -6,9 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use switchboard_service::backoff::Backoff;
 use switchboard_service::drain::{Drain, flush_nats};
+use switchboard_service::redact::Secret;
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +18,26 @@ use crate::server::{ServeError, ToolServer};
 use crate::tool::ToolDefinitionError;
 use crate::{appointments, customers};
 
-/// `tool-worker` settings (flags with environment fallbacks).
+/// The tools database schema (`migrations/`), embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The role the migrations grant the example tools' privileges to: what the tool-worker
+/// connects as on Kubernetes (k8s/base/postgres.yaml creates it).
+pub const RUNTIME_ROLE: &str = "switchboard_tool_worker";
+
+/// Who applies the tools database migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Migrate {
+    /// Apply them at start, then serve (one database role for everything: development).
+    AtStart,
+    /// Apply them and exit: a Kubernetes init container connecting as the database owner.
+    Only,
+    /// Serve a database someone else migrated, only checking every migration is applied: the
+    /// runtime role has no right to create tables.
+    Skip,
+}
+
+/// `tool-worker` settings (flags with environment fallbacks). `Debug` prints no credential.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "tool-worker",
@@ -27,9 +48,13 @@ pub struct Config {
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
-    /// Postgres URL of the tools database (migrated at start).
+    /// Postgres URL of the tools database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Secret,
+    /// Who applies the tools database migrations: `at-start`, `only` (apply and exit) or
+    /// `skip` (check they are applied).
+    #[arg(long, env = "MIGRATE", value_enum, default_value_t = Migrate::AtStart)]
+    pub migrate: Migrate,
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Seconds the service may take to stop after SIGTERM: requests in flight get until then,
@@ -45,6 +70,13 @@ pub enum RunError {
     DatabaseUrl(sqlx::Error),
     #[error("migrating the tools database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the tools database lacks migrations {missing:?}; apply them as the database owner \
+         (tool-worker --migrate only) before starting with --migrate skip"
+    )]
+    NotMigrated { missing: Vec<i64> },
+    #[error("reading the applied migrations: {0}")]
+    MigrationCheck(sqlx::Error),
     #[error("binding {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -73,6 +105,9 @@ pub async fn run(
             shutdown.await;
             stop.cancel();
         });
+    }
+    if config.migrate == Migrate::Only {
+        return migrate_only(&config, &stop).await;
     }
 
     let health = Health::new();
@@ -109,13 +144,66 @@ pub async fn run(
     }
 }
 
+/// `--migrate only`: applies the migrations and returns.
+async fn migrate_only(config: &Config, stop: &CancellationToken) -> Result<(), RunError> {
+    let Some(pool) = connect_database(config.database_url.expose(), stop).await? else {
+        return Ok(());
+    };
+    let result = tokio::select! {
+        r = MIGRATOR.run(&pool) => r.map_err(RunError::from),
+        () = stop.cancelled() => Ok(()),
+    };
+    pool.close().await;
+    if result.is_ok() {
+        tracing::info!("tools database migrated");
+    }
+    result
+}
+
+/// Postgres' SQLSTATE for a table that does not exist.
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// `--migrate skip`: every migration this build knows must be applied already.
+async fn check_migrated(pool: &PgPool) -> Result<(), RunError> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) => applied,
+            // No migration table: nothing was ever applied.
+            Err(error)
+                if error
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|code| code == UNDEFINED_TABLE) =>
+            {
+                Vec::new()
+            }
+            Err(error) => return Err(RunError::MigrationCheck(error)),
+        };
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::NotMigrated { missing })
+    }
+}
+
 async fn serve(config: &Config, health: &Health, stop: &CancellationToken) -> Result<(), RunError> {
-    let Some(pool) = connect_database(&config.database_url, stop).await? else {
+    let Some(pool) = connect_database(config.database_url.expose(), stop).await? else {
         return Ok(());
     };
     // Each step may wait on a server that is not up yet; a shutdown meanwhile just stops.
     let startup = async {
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        match config.migrate {
+            Migrate::AtStart | Migrate::Only => MIGRATOR.run(&pool).await?,
+            Migrate::Skip => check_migrated(&pool).await?,
+        }
         let client = config.nats.connect("tool-worker").await?;
         let serving = ToolServer::new()
             .tool(customers::lookup_customer(pool.clone())?)
@@ -178,5 +266,32 @@ async fn connect_database(url: &str, stop: &CancellationToken) -> Result<Option<
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_credential() {
+        let config = Config::try_parse_from([
+            "tool-worker",
+            "--database-url",
+            "postgres://switchboard_tool_worker:t00l-pa55@db/switchboard_tools",
+            "--nats-password",
+            "nats-pa55",
+            "--migrate",
+            "skip",
+        ])
+        .unwrap();
+        assert_eq!(config.migrate, Migrate::Skip);
+        assert!(config.database_url.expose().contains("t00l-pa55"));
+        let printed = format!("{config:?} {config:#?}");
+        assert!(!printed.contains("t00l-pa55"), "{printed}");
+        assert!(!printed.contains("nats-pa55"), "{printed}");
+        assert!(printed.contains("Skip"), "{printed}");
     }
 }

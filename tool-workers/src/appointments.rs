@@ -10,6 +10,12 @@
 //! (`slot_taken`), so two calls racing for one slot cannot both win, and a booking remembers the
 //! invocation (`call_sid`, `call_id`) that made it, so a redelivered request returns that booking
 //! instead of failing on its own slot or booking twice.
+//!
+//! A booking is always in the caller's name: the patient's number is the number the call comes
+//! from ([`ToolContext::caller_number`]), not an argument, so a caller cannot book (or learn the
+//! bookings of) somebody else. A caller in the `customers` directory is booked under the name on
+//! their record; the name the model passes only names a caller the clinic does not know yet. A
+//! call from a withheld number cannot book (`no_caller_number`).
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -18,7 +24,6 @@ use sqlx::PgPool;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
-use crate::customers::normalize_phone;
 use crate::tool::{Tool, ToolContext, ToolDefinitionError, ToolFailure};
 
 /// The availability tool's name.
@@ -29,6 +34,8 @@ pub const BOOK_APPOINTMENT: &str = "book_appointment";
 pub const SLOT_TAKEN: &str = "slot_taken";
 /// Error code: the clinic offers no slot at that time (closed, misaligned or in the past).
 pub const NO_SUCH_SLOT: &str = "no_such_slot";
+/// Error code: the call has no phone number to book under (withheld, or not a phone call).
+pub const NO_CALLER_NUMBER: &str = "no_caller_number";
 
 /// A part of the day the caller prefers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -62,12 +69,12 @@ pub struct AvailabilityArgs {
     pub time_of_day: Option<TimeOfDay>,
 }
 
-/// Arguments of `book_appointment`.
+/// Arguments of `book_appointment`. There is no phone number among them: the booking is for the
+/// number the call comes from.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct BookingArgs {
-    /// The patient's phone number.
-    pub phone: String,
-    /// The patient's name, if they gave it.
+    /// The caller's name, if they gave it (a caller known to the clinic is booked under the
+    /// name on their record).
     #[serde(default)]
     pub name: Option<String>,
     /// The slot's start exactly as check_availability returned it (RFC 3339). Alternatively give
@@ -99,8 +106,9 @@ pub fn check_availability(pool: PgPool) -> Result<Tool, ToolDefinitionError> {
 pub fn book_appointment(pool: PgPool) -> Result<Tool, ToolDefinitionError> {
     Tool::typed(
         BOOK_APPOINTMENT,
-        "Book an appointment slot for a patient. Use a slot from check_availability. Fails with \
-         slot_taken if someone else has the slot.",
+        "Book an appointment slot for the caller (always under the number they are calling \
+         from). Use a slot from check_availability. Fails with slot_taken if someone else has \
+         the slot.",
         move |ctx: ToolContext, args: BookingArgs| {
             let pool = pool.clone();
             async move {
@@ -165,7 +173,13 @@ async fn availability(pool: &PgPool, args: &AvailabilityArgs) -> Result<Value, T
 }
 
 async fn book(pool: &PgPool, ctx: &ToolContext, args: &BookingArgs) -> Result<Value, ToolFailure> {
-    let phone = normalize_phone(&args.phone).map_err(ToolFailure::invalid_arguments)?;
+    let phone = ctx.caller_number().ok_or_else(|| {
+        ToolFailure::new(
+            NO_CALLER_NUMBER,
+            "the caller's number is withheld, so the clinic cannot book for them; offer to \
+             transfer them to a person",
+        )
+    })?;
     let name = args
         .name
         .as_deref()
@@ -234,13 +248,14 @@ async fn book(pool: &PgPool, ctx: &ToolContext, args: &BookingArgs) -> Result<Va
     );
     let inserted: Result<Option<Booking>, sqlx::Error> = sqlx::query_as(
         "INSERT INTO appointments (starts_at, phone, name, call_sid, call_id) \
-         VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, '')) \
+         VALUES ($1, $2, COALESCE((SELECT name FROM customers WHERE phone = $2), $3), \
+                 NULLIF($4, ''), NULLIF($5, '')) \
          ON CONFLICT (call_sid, call_id) DO NOTHING \
          RETURNING id, starts_at AT TIME ZONE (SELECT timezone FROM clinic_settings), \
                    starts_at, phone, name",
     )
     .bind(starts_at)
-    .bind(&phone)
+    .bind(phone)
     .bind(name)
     .bind(&ctx.call_sid)
     .bind(&ctx.call_id)
@@ -372,7 +387,13 @@ mod tests {
         let check = check_availability(pool.clone()).unwrap();
         assert_eq!(check.parameters()["required"], json!(["date"]));
         let book = book_appointment(pool).unwrap();
-        assert_eq!(book.parameters()["required"], json!(["phone"]));
+        // Whose booking it is comes from the call, never from the model.
+        assert!(book.parameters()["properties"].get("phone").is_none());
         assert!(book.parameters()["properties"]["start"].is_object());
+        let required = book.parameters().get("required").cloned();
+        assert!(
+            required.is_none() || required == Some(json!([])),
+            "{required:?}"
+        );
     }
 }

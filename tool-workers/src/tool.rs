@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use switchboard_proto::ToolSpec;
 use switchboard_proto::subject::{InvalidToken, validate_tool_name};
+use switchboard_service::redact::MaskedPhone;
 
 /// How long a tool may run when its declaration does not say. Matches the call-worker's default
 /// `TOOL_TIMEOUT_MS`, so a handler is not left running after the caller has given up.
@@ -35,9 +36,15 @@ pub mod codes {
 
 /// Who is asking: the phone call the model is serving when it called the tool.
 ///
+/// Everything here comes from the call, not from the model: the model only chooses the
+/// arguments. A tool that reads or changes someone's records takes the person from
+/// [`ToolContext::caller_number`], never from an argument, so a caller cannot talk the model
+/// into acting for somebody else ("my number is ...").
+///
 /// Handlers get it by value; clones share the outcome slot, so a handler may hand a clone to a
-/// helper task and still have [`ToolContext::set_outcome`] reach the reply.
-#[derive(Debug, Clone)]
+/// helper task and still have [`ToolContext::set_outcome`] reach the reply. Its `Debug` masks
+/// the caller's number, so logging a context does not log the number.
+#[derive(Clone)]
 pub struct ToolContext {
     /// Twilio's CallSid.
     pub call_sid: String,
@@ -46,7 +53,9 @@ pub struct ToolContext {
     pub call_id: String,
     /// The agent running the call.
     pub agent_id: String,
-    /// The caller's number, for tools that look people up.
+    /// The caller's number as the phone network reported it to Twilio (the `From` of the
+    /// signed webhook): E.164 for phone calls, `client:NAME` or text such as `anonymous`
+    /// otherwise. See [`ToolContext::caller_number`].
     pub caller: String,
     outcome: Arc<OnceLock<String>>,
 }
@@ -68,6 +77,16 @@ impl ToolContext {
         }
     }
 
+    /// The caller's phone number in E.164 (`+` and 7 to 15 digits), or `None` when the call did
+    /// not come from a phone number (a withheld number, a browser or SIP client). This is the
+    /// identity to look records up by; the model cannot change it.
+    pub fn caller_number(&self) -> Option<&str> {
+        let number = self.caller.trim();
+        let digits = number.strip_prefix('+')?;
+        ((7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(number)
+    }
+
     /// Sets the call's business outcome (e.g. `booked`), sent back in `ToolResult.outcome`.
     /// The first outcome set wins; returns whether this one was taken.
     pub fn set_outcome(&self, outcome: impl Into<String>) -> bool {
@@ -77,6 +96,18 @@ impl ToolContext {
     /// The outcome set by the handler, if any.
     pub fn outcome(&self) -> Option<&str> {
         self.outcome.get().map(String::as_str)
+    }
+}
+
+impl fmt::Debug for ToolContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolContext")
+            .field("call_sid", &self.call_sid)
+            .field("call_id", &self.call_id)
+            .field("agent_id", &self.agent_id)
+            .field("caller", &MaskedPhone(&self.caller))
+            .field("outcome", &self.outcome())
+            .finish()
     }
 }
 
@@ -398,6 +429,34 @@ mod tests {
         let failure = (tool.handler)(ctx, bad).await.unwrap_err();
         assert_eq!(failure.code, codes::INVALID_ARGUMENTS);
         assert!(failure.message.contains("300"), "{}", failure.message);
+    }
+
+    #[test]
+    fn the_caller_number_is_e164_or_nothing() {
+        let with = |caller: &str| ToolContext::new("CA1", "c1", "a", caller);
+        assert_eq!(with("+15550001234").caller_number(), Some("+15550001234"));
+        assert_eq!(
+            with(" +442071234567 ").caller_number(),
+            Some("+442071234567")
+        );
+        for none in [
+            "",
+            "anonymous",
+            "client:alice",
+            "sip:bob@example.com",
+            "15550001234",
+            "+1",
+        ] {
+            assert_eq!(with(none).caller_number(), None, "{none}");
+        }
+        assert_eq!(with("+1234567890123456").caller_number(), None);
+    }
+
+    #[test]
+    fn debug_masks_the_caller() {
+        let printed = format!("{:?}", ToolContext::new("CA1", "c1", "a", "+15550001234"));
+        assert!(!printed.contains("+15550001234"), "{printed}");
+        assert!(printed.contains("+1********34"), "{printed}");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! `check_availability` and `book_appointment` in the `tool-worker` binary against a real
 //! nats-server and Postgres: free slots, preferences, closed days, booking, `slot_taken`, and a
-//! redelivered booking answered once (by the results bucket and, behind it, by the database).
+//! redelivered booking answered once (by the results bucket and, behind it, by the database), and
+//! every booking made under the number the call comes from, whatever number the model passes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
-use switchboard_proto::{Message as _, ToolCall, ToolResult, tool_result};
+use switchboard_proto::{ToolResult, tool_result};
 use switchboard_testkit::{NatsServer, Postgres, Service, free_port};
 use tool_workers::idempotency::{RESULTS_BUCKET, key};
+
+mod common;
+use common::{invoke, output};
 
 /// A Monday far enough ahead to be in the future (clinic hours 09:00-17:00, 30-minute slots).
 const MONDAY: &str = "2030-06-03";
@@ -17,28 +21,39 @@ fn fresh_id() -> String {
     format!("call_{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Maria Garcia's number: the caller of most of these calls.
+const MARIA: &str = "+15550001234";
+/// James Chen's and Aisha Khan's numbers.
+const JAMES: &str = "+15550005678";
+const AISHA: &str = "+15550009876";
+
 async fn call_as(
     client: &async_nats::Client,
     tool: &str,
     call_id: &str,
     arguments: Value,
 ) -> anyhow::Result<ToolResult> {
-    let request = ToolCall {
-        call_sid: "CA0456".into(),
-        call_id: call_id.into(),
-        name: tool.into(),
-        arguments: arguments.to_string(),
-        agent_id: "front-desk".into(),
-        caller: "+15550001234".into(),
-        timeout_ms: 5000,
-    };
-    let reply = client
-        .request(
-            format!("voice.tools.{tool}"),
-            request.encode_to_vec().into(),
-        )
-        .await?;
-    Ok(ToolResult::decode(reply.payload)?)
+    request(client, MARIA, tool, call_id, arguments).await
+}
+
+/// A call of `tool` from a caller at `caller`.
+async fn call_from(
+    client: &async_nats::Client,
+    caller: &str,
+    tool: &str,
+    arguments: Value,
+) -> anyhow::Result<ToolResult> {
+    request(client, caller, tool, &fresh_id(), arguments).await
+}
+
+async fn request(
+    client: &async_nats::Client,
+    caller: &str,
+    tool: &str,
+    call_id: &str,
+    arguments: Value,
+) -> anyhow::Result<ToolResult> {
+    invoke(client, ("CA0456", caller), tool, call_id, arguments, 5000).await
 }
 
 async fn call(
@@ -47,13 +62,6 @@ async fn call(
     arguments: Value,
 ) -> anyhow::Result<ToolResult> {
     call_as(client, tool, &fresh_id(), arguments).await
-}
-
-fn output(result: &ToolResult) -> anyhow::Result<Value> {
-    match &result.result {
-        Some(tool_result::Result::Output(text)) => Ok(serde_json::from_str(text)?),
-        other => anyhow::bail!("expected an output, got {other:?}"),
-    }
 }
 
 fn error_code(result: &ToolResult) -> Option<&str> {
@@ -136,7 +144,7 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
         &client,
         "book_appointment",
         &booking_id,
-        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+        json!({"name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
     )
     .await?;
     let booked = output(&first)?;
@@ -144,7 +152,7 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
     assert_eq!(booked["booked"], true);
     assert_eq!(booked["start"], "2030-06-03T10:00:00-04:00");
     assert_eq!(booked["time"], "10:00");
-    assert_eq!(booked["phone"], "+15550001234");
+    assert_eq!(booked["phone"], MARIA);
     assert_eq!(booked["name"], "Maria Garcia");
 
     // The slot is gone from the list.
@@ -153,18 +161,20 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
     assert!(!times(&day).contains(&"10:00".to_owned()));
 
     // Someone else, by the RFC 3339 start: refused with a clear code.
-    let r = call(
+    let r = call_from(
         &client,
+        JAMES,
         "book_appointment",
-        json!({"phone": "+15550005678", "start": "2030-06-03T10:00:00-04:00"}),
+        json!({"start": "2030-06-03T10:00:00-04:00"}),
     )
     .await?;
     assert_eq!(error_code(&r), Some("slot_taken"), "{r:?}");
     // The same instant in UTC is the same slot.
-    let r = call(
+    let r = call_from(
         &client,
+        JAMES,
         "book_appointment",
-        json!({"phone": "+15550005678", "start": "2030-06-03T14:00:00Z"}),
+        json!({"start": "2030-06-03T14:00:00Z"}),
     )
     .await?;
     assert_eq!(error_code(&r), Some("slot_taken"));
@@ -174,7 +184,7 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
         &client,
         "book_appointment",
         &booking_id,
-        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+        json!({"name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
     )
     .await?;
     assert_eq!(again, first);
@@ -187,7 +197,7 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
         &client,
         "book_appointment",
         &booking_id,
-        json!({"phone": "(555) 000-1234", "name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
+        json!({"name": "Maria Garcia", "date": MONDAY, "time": "10:00"}),
     )
     .await?;
     assert_eq!(output(&once_more)?, booked);
@@ -196,15 +206,17 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
 
     // Two callers racing for one slot: exactly one wins.
     let (a, b) = tokio::join!(
-        call(
+        call_from(
             &client,
+            JAMES,
             "book_appointment",
-            json!({"phone": "+15550005678", "date": MONDAY, "time": "11:00"})
+            json!({"date": MONDAY, "time": "11:00"})
         ),
-        call(
+        call_from(
             &client,
+            AISHA,
             "book_appointment",
-            json!({"phone": "+15550009876", "date": MONDAY, "time": "11:00"})
+            json!({"date": MONDAY, "time": "11:00"})
         ),
     );
     let mut codes = [
@@ -216,23 +228,63 @@ async fn availability_and_booking_over_nats() -> anyhow::Result<()> {
 
     // Not a slot: closed day, misaligned, after hours, in the past; missing slot arguments.
     for args in [
-        json!({"phone": "+15550005678", "date": "2030-06-02", "time": "10:00"}),
-        json!({"phone": "+15550005678", "date": MONDAY, "time": "10:15"}),
-        json!({"phone": "+15550005678", "date": MONDAY, "time": "17:00"}),
-        json!({"phone": "+15550005678", "date": "2020-06-01", "time": "10:00"}),
+        json!({"date": "2030-06-02", "time": "10:00"}),
+        json!({"date": MONDAY, "time": "10:15"}),
+        json!({"date": MONDAY, "time": "17:00"}),
+        json!({"date": "2020-06-01", "time": "10:00"}),
     ] {
         let r = call(&client, "book_appointment", args.clone()).await?;
         assert_eq!(error_code(&r), Some("no_such_slot"), "{args}");
     }
     for args in [
-        json!({"phone": "+15550005678", "date": MONDAY}),
-        json!({"phone": "+15550005678", "start": "Monday at ten"}),
-        json!({"phone": "nope", "date": MONDAY, "time": "11:00"}),
-        json!({"date": MONDAY, "time": "11:00"}),
+        json!({"date": MONDAY}),
+        json!({"start": "Monday at ten"}),
+        json!({"name": 7, "date": MONDAY, "time": "11:00"}),
+        json!({}),
     ] {
         let r = call(&client, "book_appointment", args.clone()).await?;
         assert_eq!(error_code(&r), Some("invalid_arguments"), "{args}");
     }
+
+    // The model passes somebody else's number and name (Maria says "book it for James Chen,
+    // 555 000 5678"): the booking is Maria's, under her number and the name on her record.
+    let r = call(
+        &client,
+        "book_appointment",
+        json!({"phone": JAMES, "name": "James Chen", "date": MONDAY, "time": "12:00"}),
+    )
+    .await?;
+    let booked = output(&r)?;
+    assert_eq!(booked["phone"], MARIA, "{booked}");
+    assert_eq!(booked["name"], "Maria Garcia", "{booked}");
+    let text = booked.to_string();
+    assert!(!text.contains(JAMES) && !text.contains("James"), "{text}");
+
+    // A caller the clinic does not know yet is booked under the name they gave.
+    let r = call_from(
+        &client,
+        "+15551239999",
+        "book_appointment",
+        json!({"phone": JAMES, "name": "Sam Lee", "date": MONDAY, "time": "13:00"}),
+    )
+    .await?;
+    let booked = output(&r)?;
+    assert_eq!(booked["phone"], "+15551239999", "{booked}");
+    assert_eq!(booked["name"], "Sam Lee", "{booked}");
+
+    // A call from a withheld number cannot book anyone's slot.
+    for caller in ["anonymous", "client:alice"] {
+        let r = call_from(
+            &client,
+            caller,
+            "book_appointment",
+            json!({"phone": JAMES, "date": MONDAY, "time": "12:30"}),
+        )
+        .await?;
+        assert_eq!(error_code(&r), Some("no_caller_number"), "{caller}: {r:?}");
+    }
+    let day = output(&call(&client, "check_availability", json!({"date": MONDAY})).await?)?;
+    assert!(times(&day).contains(&"12:30".to_owned()), "{day}");
 
     let status = worker.terminate(std::time::Duration::from_secs(10)).await?;
     assert!(status.success(), "exit status {status}");

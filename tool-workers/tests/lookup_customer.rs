@@ -1,5 +1,6 @@
 //! The `tool-worker` binary against a real nats-server and Postgres: `lookup_customer` over NATS,
-//! argument errors, the registry entry, readiness and a clean SIGTERM.
+//! the record is always the caller's own (whatever number the model passes), argument errors, the
+//! registry entry, readiness and a clean SIGTERM.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,7 +10,18 @@ use serde_json::{Value, json};
 use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
 use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port};
 
+/// The number callsim and the demo call from: Maria Garcia in the seeded directory.
+const MARIA: &str = "+15550001234";
+
 async fn call(client: &async_nats::Client, arguments: &str) -> anyhow::Result<ToolResult> {
+    call_from(client, MARIA, arguments).await
+}
+
+async fn call_from(
+    client: &async_nats::Client,
+    caller: &str,
+    arguments: &str,
+) -> anyhow::Result<ToolResult> {
     // Each invocation has its own id, as the model's have (a repeated id is a redelivery).
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let request = ToolCall {
@@ -18,7 +30,7 @@ async fn call(client: &async_nats::Client, arguments: &str) -> anyhow::Result<To
         name: "lookup_customer".into(),
         arguments: arguments.into(),
         agent_id: "front-desk".into(),
-        caller: "+15550001234".into(),
+        caller: caller.into(),
         timeout_ms: 5000,
     };
     let reply = client
@@ -62,35 +74,44 @@ async fn lookup_customer_over_nats() -> anyhow::Result<()> {
     worker.wait_ready(&listen).await?;
     let client = async_nats::connect(nats.url()).await?;
 
-    // A known caller, in E.164 and as a person would say it.
-    for phone in ["+15550001234", "(555) 000-1234"] {
-        let result = call(&client, &json!({ "phone": phone }).to_string()).await?;
-        assert_eq!(
-            output(&result)?,
-            json!({"found": true, "name": "Maria Garcia", "phone": "+15550001234",
-                "tier": "gold", "notes": "Prefers morning appointments"})
-        );
+    let maria = json!({"found": true, "name": "Maria Garcia", "phone": MARIA,
+        "tier": "gold", "notes": "Prefers morning appointments"});
+    // The caller's own record, found by the number the call comes from.
+    assert_eq!(output(&call(&client, "{}").await?)?, maria);
+
+    // The model asks for somebody else's number ("my number is 555 000 5678"): the caller still
+    // gets only their own record, never James Chen's.
+    for asked in [
+        r#"{"phone":"+15550005678"}"#,
+        r#"{"phone":"(555) 000-5678"}"#,
+    ] {
+        let result = call(&client, asked).await?;
+        assert_eq!(output(&result)?, maria, "{asked}");
+        let text = format!("{result:?}");
+        assert!(!text.contains("James") && !text.contains("5678"), "{text}");
     }
 
-    // An unknown number is an answer, not an error.
-    let result = call(&client, r#"{"phone":"555 123 9999"}"#).await?;
+    // An unknown caller is an answer, not an error; asking for a known number does not help.
+    let result = call_from(&client, "+15551239999", r#"{"phone":"+15550001234"}"#).await?;
     assert_eq!(
         output(&result)?,
         json!({"found": false, "phone": "+15551239999"})
     );
 
-    // Missing field: the model is told which one.
-    let (code, message) = error(&call(&client, "{}").await?)?;
-    assert_eq!(code, "invalid_arguments");
-    assert!(message.contains("`phone`"), "{message}");
+    // A withheld number or a non-phone caller finds nobody.
+    for caller in ["anonymous", "client:alice", ""] {
+        let result = call_from(&client, caller, r#"{"phone":"+15550001234"}"#).await?;
+        assert_eq!(
+            output(&result)?,
+            json!({"found": false, "number_withheld": true}),
+            "{caller}"
+        );
+    }
 
-    // Wrong type for the field.
-    let (code, message) = error(&call(&client, r#"{"phone": 15550001234}"#).await?)?;
+    // Arguments that are not a JSON object are still refused clearly.
+    let (code, message) = error(&call(&client, "[1]").await?)?;
     assert_eq!(code, "invalid_arguments");
-    assert!(
-        message.contains("`phone`") && message.contains("string"),
-        "{message}"
-    );
+    assert!(message.contains("object"), "{message}");
 
     // Not JSON at all.
     let (code, message) = error(&call(&client, "phone=+15550001234").await?)?;

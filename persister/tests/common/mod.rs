@@ -14,6 +14,7 @@ use switchboard_proto::{
     ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
 };
 use switchboard_service::NatsArgs;
+use switchboard_service::redact::Secret;
 use switchboard_testkit::{NatsServer, Postgres, eventually, free_port};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,8 +28,47 @@ pub struct Fixture {
     pub js: jetstream::Context,
     pub http: reqwest::Client,
     pub base: String,
+    /// The persister's configuration, for starting replicas next to it.
+    pub config: persister::Config,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), persister::RunError>>,
+}
+
+/// Another persister replica on the fixture's database and NATS.
+pub struct Replica {
+    pub base: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), persister::RunError>>,
+}
+
+impl Replica {
+    /// Stops the replica and checks it exited cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .context("replica did not stop")???;
+        Ok(())
+    }
+}
+
+/// Starts a second persister with the fixture's configuration on another port; waits until ready.
+pub async fn persister_on(fx: &Fixture) -> anyhow::Result<Replica> {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut config = fx.config.clone();
+    config.listen = listen.parse()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(persister::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://{listen}");
+    let url = format!("{base}/readyz");
+    eventually(Duration::from_secs(30), "replica ready", || {
+        let req = fx.http.get(&url);
+        async move { (req.send().await.ok()?.status() == 200).then_some(()) }
+    })
+    .await?;
+    Ok(Replica { base, stop, task })
 }
 
 impl Fixture {
@@ -39,22 +79,32 @@ impl Fixture {
 
     /// [`Fixture::start`] with `live_client_buffer` events of room per live client.
     pub async fn start_with_live_buffer(live_client_buffer: usize) -> anyhow::Result<Self> {
+        Self::start_with(|config| config.live_client_buffer = live_client_buffer).await
+    }
+
+    /// [`Fixture::start`] with the configuration changed by `configure`.
+    pub async fn start_with(
+        configure: impl FnOnce(&mut persister::Config),
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats = NatsServer::start().await?;
         let pg = Postgres::start().await?;
         let db = pg.create_database("switchboard").await?;
         let listen = format!("127.0.0.1:{}", free_port());
-        let config = persister::Config {
+        let mut config = persister::Config {
             listen: listen.parse()?,
-            database_url: db.clone(),
-            admin_token: Some(TOKEN.to_owned()),
+            database_url: Secret::new(db.clone()),
+            admin_token: Some(Secret::new(TOKEN)),
+            public_url: None,
+            session_ttl_seconds: persister::console_sessions::DEFAULT_TTL.as_secs(),
             prices: Default::default(),
-            live_client_buffer,
+            live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
             drain_seconds: 10,
             nats: NatsArgs::for_url(nats.url()),
         };
+        configure(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(persister::run(config, async move {
+        let task = tokio::spawn(persister::run(config.clone(), async move {
             let _ = stopped.await;
         }));
         let client = async_nats::connect(nats.url()).await?;
@@ -68,6 +118,7 @@ impl Fixture {
             js,
             http,
             base,
+            config,
             stop: Some(stop),
             task,
         };

@@ -196,7 +196,7 @@ impl Script {
     }
 
     /// The built-in dental front-desk demo: the caller asks for their account, the model looks
-    /// the caller up (`lookup_customer` with `{"phone":"+15550001234"}`) and greets them by
+    /// the caller up (`lookup_customer`, which finds the caller by the call's number) and greets them by
     /// `{{name}}`, then answers a question and says goodbye.
     pub fn demo() -> Script {
         // The demo text is part of this crate and covered by a unit test; should it ever fail
@@ -383,7 +383,7 @@ mod tests {
         let call = demo.responses[0].call.as_ref().unwrap();
         assert_eq!(call.name, "lookup_customer");
         let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
-        assert_eq!(args, serde_json::json!({"phone": "+15550001234"}));
+        assert_eq!(args, serde_json::json!({}));
         assert!(demo.responses[1].say.as_ref().unwrap().contains("{{name}}"));
     }
 

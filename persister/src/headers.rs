@@ -1,0 +1,43 @@
+//! The security headers on every response of the persister's HTTP server.
+//!
+//! The dashboard shows what callers said, which is text anyone who phones in controls; the
+//! headers make sure that text can only ever be text:
+//!
+//! - `Content-Security-Policy`: scripts, styles and fetches only from this origin (the pages
+//!   have no inline script or style), no plugins, no `<base>`, forms post only here, and no
+//!   other site may frame the console (`frame-ancestors 'none'`, with `X-Frame-Options: DENY`
+//!   for older browsers);
+//! - `X-Content-Type-Options: nosniff`: a JSON answer is never run as script or styles;
+//! - `Referrer-Policy: no-referrer`: call ids in console URLs do not leak to links followed;
+//! - `Cache-Control: no-store` unless the handler chose otherwise: call records stay out of
+//!   shared caches and the browser's disk.
+
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+
+/// The console's policy. `img-src 'self'` is for the browser's favicon request.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds the headers to `response` (an `axum::middleware::map_response` function).
+pub async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
