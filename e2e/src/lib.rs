@@ -18,7 +18,11 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// The password of each service's NATS user in these tests.
 pub fn nats_password(role: &Role<'_>) -> String {
-    format!("e2e-{}-password", role.user())
+    user_password(role.user())
+}
+
+fn user_password(user: &str) -> String {
+    format!("e2e-{user}-password")
 }
 
 /// The NATS users Switchboard ships (the grants of k8s/base/nats.yaml), with test passwords.
@@ -26,8 +30,8 @@ pub fn nats_users() -> Vec<User<'static>> {
     shipped_users()
         .into_iter()
         .map(|user| User {
-            password: format!("\"{}\"", nats_password(&user.role)),
-            role: user.role,
+            password: format!("\"{}\"", user_password(&user.name)),
+            ..user
         })
         .collect()
 }

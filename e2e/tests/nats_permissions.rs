@@ -142,7 +142,7 @@ impl As {
 #[tokio::test]
 async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     let nats = secured_nats().await?;
-    assert_eq!(nats_users().len(), 4);
+    assert_eq!(nats_users().len(), 8);
     let url = nats.url().to_owned();
 
     for role in [
@@ -239,6 +239,52 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     ensure!(
         nats.log().contains("Violation"),
         "the server logs violations"
+    );
+    Ok(())
+}
+
+/// The whole server config of k8s/base/nats.yaml parses (`nats-server -t`), with every password
+/// variable the StatefulSet provides, and only with all of them.
+#[tokio::test]
+async fn k8s_nats_config_is_valid_server_config() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(workspace_root().join("k8s/base/nats.yaml"))?;
+    let start = text.find("  nats.conf: |\n").context("nats.conf")? + "  nats.conf: |\n".len();
+    let end = start
+        + text[start..]
+            .find("\n---")
+            .context("end of the ConfigMap")?;
+    let conf: String = text[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_owned() + "\n")
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nats.conf");
+    std::fs::write(&path, conf)?;
+    let users = shipped_users();
+    let check = |skip: Option<&str>| {
+        let mut cmd = std::process::Command::new(switchboard_testkit::nats::binary());
+        cmd.arg("-c")
+            .arg(&path)
+            .arg("-t")
+            .env("SERVER_NAME", "nats-0");
+        for user in &users {
+            let var = user.password.trim_start_matches('$');
+            if Some(var) != skip {
+                cmd.env(var, format!("pw-{}", user.name));
+            }
+        }
+        cmd.output()
+    };
+    let ok = check(None)?;
+    ensure!(
+        ok.status.success(),
+        "nats-server refuses k8s/base/nats.yaml's config: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = check(Some("GATEWAY_NEXT_PASSWORD"))?;
+    ensure!(
+        !missing.status.success(),
+        "a config with a missing password variable should be refused"
     );
     Ok(())
 }

@@ -31,10 +31,35 @@ impl CallEvent {
     }
 }
 
+impl crate::CallOffer {
+    /// The verified number of the person on the call, whom tools act for: Twilio's `From` on an
+    /// inbound call, the dialed `To` on an outbound one (where `From` is our own number).
+    pub fn party(&self) -> &str {
+        if self.direction() == crate::Direction::Outbound {
+            &self.to
+        } else {
+            &self.from
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{CallEnded, Message};
+
+    #[test]
+    fn tools_act_for_the_person_on_the_call() {
+        let mut offer = crate::CallOffer {
+            from: "+15550001234".into(),
+            to: "+15550001111".into(),
+            ..Default::default()
+        };
+        offer.set_direction(crate::Direction::Inbound);
+        assert_eq!(offer.party(), "+15550001234");
+        offer.set_direction(crate::Direction::Outbound);
+        assert_eq!(offer.party(), "+15550001111");
+    }
 
     #[test]
     fn kind_and_msg_id() {

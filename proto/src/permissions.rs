@@ -218,6 +218,8 @@ fn consumer_api(stream: &str, consumer: &str) -> Vec<String> {
 /// One user of the `authorization` block.
 #[derive(Debug, Clone)]
 pub struct User<'a> {
+    /// The NATS user name: the role's, or the role's with [`NEXT_USER_SUFFIX`].
+    pub name: String,
     pub role: Role<'a>,
     /// The password as written in the server config: a `$VARIABLE` the server resolves from
     /// its environment, or a quoted literal (tests).
@@ -247,7 +249,7 @@ pub fn authorization_block(users: &[User<'_>], subjects: &Subjects, indent: usiz
     for user in users {
         let grants = user.role.grants(subjects);
         let _ = writeln!(out, "{pad}    {{");
-        let _ = writeln!(out, "{pad}      user: \"{}\"", user.role.user());
+        let _ = writeln!(out, "{pad}      user: \"{}\"", user.name);
         let _ = writeln!(out, "{pad}      password: {}", user.password);
         let _ = writeln!(out, "{pad}      permissions: {{");
         list(&mut out, "publish", &grants.publish);
@@ -263,7 +265,13 @@ pub fn authorization_block(users: &[User<'_>], subjects: &Subjects, indent: usiz
     out
 }
 
-/// The services Switchboard ships, with the password variable k8s/base/nats.yaml reads.
+/// The second user of each role, with the same grants: NATS holds one password per user, so a
+/// password is rotated by moving a service from one of its two users to the other (see
+/// docs/operations.md, "Rotating credentials"), never by changing the password it is using.
+pub const NEXT_USER_SUFFIX: &str = "-next";
+
+/// The services Switchboard ships, two users each (the role's name and the same with
+/// [`NEXT_USER_SUFFIX`]), with the password variables k8s/base/nats.yaml reads.
 pub fn shipped_users() -> Vec<User<'static>> {
     [
         Role::Gateway,
@@ -272,9 +280,15 @@ pub fn shipped_users() -> Vec<User<'static>> {
         Role::Persister,
     ]
     .into_iter()
-    .map(|role| User {
-        password: format!("${}_PASSWORD", role.user().to_uppercase().replace('-', "_")),
-        role,
+    .flat_map(|role| {
+        ["", NEXT_USER_SUFFIX].map(|suffix| {
+            let name = format!("{}{suffix}", role.user());
+            User {
+                password: format!("${}_PASSWORD", name.to_uppercase().replace('-', "_")),
+                name,
+                role,
+            }
+        })
     })
     .collect()
 }
@@ -341,7 +355,9 @@ mod tests {
         let block = authorization_block(&users, &Subjects::default(), 4);
         assert!(block.starts_with("    authorization {\n"));
         assert!(block.contains("password: $CALL_WORKER_PASSWORD"));
+        assert!(block.contains("user: \"call-worker-next\""));
+        assert!(block.contains("password: $CALL_WORKER_NEXT_PASSWORD"));
         assert!(block.contains("user: \"tool-worker\""));
-        assert_eq!(block.matches("allow_responses: true").count(), 2);
+        assert_eq!(block.matches("allow_responses: true").count(), 4);
     }
 }

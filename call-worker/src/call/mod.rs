@@ -384,7 +384,7 @@ impl CallActor {
             name: name.clone(),
             arguments: arguments.clone(),
             agent_id: self.machine.agent().id.clone(),
-            caller: offer.from.clone(),
+            caller: offer.party().to_owned(),
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         };
         let client = self.ctx.client.clone();
