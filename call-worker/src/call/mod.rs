@@ -26,7 +26,9 @@
 //! (re)connect, `turn` per turn-latency event, `tool` per tool call (its context travels in the
 //! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
+pub mod arbiter;
 pub mod machine;
+pub mod session_check;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -24,6 +24,7 @@ mod response;
 pub mod script;
 mod server;
 mod session;
+mod validate;
 
 pub use registry::SessionRecord;
 pub use script::{Script, ScriptError};
