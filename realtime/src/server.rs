@@ -116,7 +116,7 @@ pub enum ServerEvent {
         item_id: String,
         #[serde(default)]
         content_index: u32,
-        error: ErrorDetail,
+        error: TranscriptionError,
     },
     #[serde(rename = "conversation.item.truncated")]
     ConversationItemTruncated {
@@ -313,6 +313,20 @@ pub struct ErrorDetail {
     /// The client event that caused it, when known (often null).
     #[serde(default)]
     pub event_id: Option<String>,
+}
+
+/// The `error` of `conversation.item.input_audio_transcription.failed` (every field optional;
+/// unlike an `error` event's body it has no `event_id`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionError {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
 }
 
 /// A response, as in `response.created` / `response.done`.

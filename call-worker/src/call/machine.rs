@@ -839,8 +839,11 @@ impl CallMachine {
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
+                // The model heard the audio anyway; only the record lacks the words.
+                self.user_offsets.remove(&item_id);
+                metrics::counter!("worker_transcription_failures_total").increment(1);
                 tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
-                    message = %error.message, "caller speech could not be transcribed");
+                    message = ?error.message, "caller speech could not be transcribed");
             }
             ServerEvent::ResponseCreated { response, .. } => {
                 match self.responses.on_created(&response) {

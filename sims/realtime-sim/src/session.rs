@@ -17,7 +17,9 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_realtime::client::ResponseParams;
-use switchboard_realtime::server::{ErrorDetail, TranscriptionTokenDetails, TranscriptionUsage};
+use switchboard_realtime::server::{
+    ErrorDetail, TranscriptionError, TranscriptionTokenDetails, TranscriptionUsage,
+};
 use switchboard_realtime::session::{
     AudioConfig, AudioFormat, AudioInput, AudioOutput, TurnDetection,
 };
@@ -327,6 +329,13 @@ impl Session {
         if kind == "session.update" && value.pointer("/session/type").is_none() {
             let msg = "Missing required parameter: 'session.type'.";
             return self.error("missing_required_parameter", msg, Some("session.type"), eid);
+        }
+        // Field by field before the typed parse, so a refusal names the parameter.
+        if kind == "session.update"
+            && let Some(raw) = value.get("session").and_then(Value::as_object)
+            && let Err(r) = validate::session(raw)
+        {
+            return self.error(r.code, &r.message, Some(&r.param), eid);
         }
         let event = match serde_json::from_value::<ClientEvent>(value.clone()) {
             Ok(ev) => ev,
@@ -658,12 +667,11 @@ impl Session {
                     event_id: ids::event(),
                     item_id: t.item_id,
                     content_index: 0,
-                    error: ErrorDetail {
-                        kind: "server_error".into(),
+                    error: TranscriptionError {
+                        kind: Some("server_error".into()),
                         code: None,
-                        message: "Input transcription failed.".into(),
+                        message: Some("Input transcription failed.".into()),
                         param: None,
-                        event_id: None,
                     },
                 });
                 continue;

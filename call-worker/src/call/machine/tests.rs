@@ -73,9 +73,16 @@ impl Call {
         self.t0 + Duration::from_millis(ms)
     }
 
+    /// The effects so far; every client event among them is checked against the SDK's GA
+    /// client event types first.
     fn take(&mut self) -> Vec<Effect> {
         let mut all = std::mem::take(&mut self.out);
         all.extend(self.m.take_effects());
+        for ev in realtime(&all) {
+            let v = serde_json::to_value(&ev).unwrap();
+            let errors = switchboard_realtime::sdk_schema::check_client(&v);
+            assert!(errors.is_empty(), "not the SDK's shape: {errors:?}\n{v}");
+        }
         all
     }
 
