@@ -536,3 +536,43 @@ async fn a_refused_session_update_ends_the_call_with_model_config_rejected() -> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agents_model_and_settings_reach_its_session() -> anyhow::Result<()> {
+    let agents = format!(
+        "{}model = \"gpt-realtime-mini\"\nnoise_reduction = \"near_field\"\n\
+         [agent.transcription]\nlanguage = \"en\"\n\
+         [agent.truncation]\nretention_ratio = 0.8\npost_instructions_tokens = 8000\n",
+        agents_toml(Some(GREETING), &[])
+    );
+    let h = Harness::start("[session]\nspeed = 20.0\n", &agents, |_| {}).await?;
+    let mut gw = h.gateway("CAmini").await?;
+    assert!(h.offer("CAmini", "+15550001111").await?.accepted);
+    gw.start().await?;
+    let s = h
+        .session_until("the session.update", |s| !s.client_events.is_empty())
+        .await?;
+    assert_eq!(s.query, "model=gpt-realtime-mini");
+    let ClientEvent::SessionUpdate { session, .. } = &s.client_events[0] else {
+        panic!("{:?}", s.client_events[0]);
+    };
+    let v = serde_json::to_value(session)?;
+    assert_eq!(v["model"], "gpt-realtime-mini");
+    assert_eq!(v["audio"]["input"]["noise_reduction"]["type"], "near_field");
+    assert_eq!(v["audio"]["input"]["transcription"]["language"], "en");
+    assert_eq!(v["truncation"]["retention_ratio"], 0.8);
+    // The simulator accepted all of it: the session was confirmed, so the greeting is played.
+    gw.until("greeting audio", |f| matches!(f, Frame::Audio(_)))
+        .await?;
+    gw.stop().await?;
+    let events = h.ended_events("CAmini").await?;
+    match events.last().and_then(|e| e.body.as_ref()) {
+        Some(Body::Ended(e)) => assert_eq!(e.reason, EndReason::CallerHungUp.as_str()),
+        other => panic!("{other:?}"),
+    }
+    match events.first().and_then(|e| e.body.as_ref()) {
+        Some(Body::Started(s)) => assert_eq!(s.model, "gpt-realtime-mini"),
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}

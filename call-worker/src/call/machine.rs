@@ -45,7 +45,7 @@ use switchboard_proto::{
 use switchboard_realtime::client::ResponseParams;
 use switchboard_realtime::server::{ErrorDetail, Response};
 use switchboard_realtime::session::{
-    AudioConfig, AudioFormat, AudioInput, AudioOutput, Transcription,
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, NoiseReduction,
 };
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
@@ -57,8 +57,6 @@ use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
 use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
 
-/// The caller's speech is transcribed with this model (transcription is off unless set).
-pub const TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
 /// Twilio must open the media stream within this time after the offer was accepted.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Assistant audio held before Twilio's `start`: 30 s of mu-law.
@@ -467,9 +465,12 @@ impl CallMachine {
         });
     }
 
-    /// What depends on the agent: instructions, tools and turn detection (with the input
-    /// format and transcription they sit next to). A `session.update` changes only the fields
-    /// present, so a handoff sends just this, leaving model and voice as they are.
+    /// What depends on the agent: instructions, tools, turn detection, noise reduction,
+    /// transcription (with the input format they sit next to) and truncation. A
+    /// `session.update` changes only the fields present, so a handoff sends just this, leaving
+    /// model and voice as they are. An agent without transcription, noise reduction or
+    /// truncation settings leaves them out, so after a handoff to such an agent the session
+    /// keeps what the first agent set.
     fn agent_session(&self) -> Session {
         let agent = &self.setup.agent;
         Session {
@@ -478,18 +479,18 @@ impl CallMachine {
             audio: Some(AudioConfig {
                 input: Some(AudioInput {
                     format: Some(AudioFormat::pcmu()),
-                    transcription: Some(Transcription {
-                        model: TRANSCRIPTION_MODEL.into(),
-                        language: None,
-                        prompt: None,
-                    }),
-                    noise_reduction: None,
+                    transcription: agent.transcription.clone(),
+                    noise_reduction: agent
+                        .noise_reduction
+                        .as_ref()
+                        .map(|kind| NoiseReduction { kind: kind.clone() }),
                     turn_detection: Some(agent.turn_detection.to_session()),
                 }),
                 output: None,
             }),
             tools: Some(self.tools.functions.clone()),
             tool_choice: Some("auto".into()),
+            truncation: agent.truncation.clone(),
             ..Default::default()
         }
     }

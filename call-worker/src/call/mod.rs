@@ -129,15 +129,24 @@ pub async fn spawn(
     if let Some(headers) = headers {
         switchboard_service::trace::set_parent(&span, headers);
     }
-    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&ctx.realtime, &offer.call_sid));
+    // The agent may name its own model; the call keeps it for every session (a handoff cannot
+    // change a session's model).
+    let settings = RealtimeSettings {
+        model: agent
+            .model
+            .clone()
+            .unwrap_or_else(|| ctx.realtime.model.clone()),
+        ..ctx.realtime.clone()
+    };
+    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid));
     let setup = CallSetup {
         offer,
         agent,
         worker_id: ctx.worker_id.clone(),
-        model: ctx.realtime.model.clone(),
+        model: settings.model.clone(),
         tool_timeout: ctx.tool_timeout,
     };
-    let actor = CallActor::new(ctx, setup, rt_tx, rt_rx, cancel, agents);
+    let actor = CallActor::new(ctx, setup, settings, (rt_tx, rt_rx), cancel, agents);
     tracker.spawn(
         async move {
             let sid = actor.call_sid.clone();
@@ -161,6 +170,8 @@ struct CallActor {
     queue: VecDeque<Effect>,
     machine: CallMachine,
     events: CallEvents,
+    /// Where this call's model is (the worker's settings with the call's model).
+    settings: RealtimeSettings,
     realtime: RealtimeSender,
     rt_events: mpsc::Receiver<RealtimeEvent>,
     cancel: CancellationToken,
@@ -184,8 +195,8 @@ impl CallActor {
     fn new(
         ctx: Arc<CallContext>,
         setup: CallSetup,
-        realtime: RealtimeSender,
-        rt_events: mpsc::Receiver<RealtimeEvent>,
+        settings: RealtimeSettings,
+        (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
         cancel: CancellationToken,
         agents: watch::Receiver<Arc<Agents>>,
     ) -> Self {
@@ -200,6 +211,7 @@ impl CallActor {
             ctx,
             call_sid,
             out_seq: 0,
+            settings,
             realtime,
             rt_events,
             cancel,
@@ -312,7 +324,7 @@ impl CallActor {
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
-                    let (tx, rx) = realtime::connect(&self.ctx.realtime, &self.call_sid);
+                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid);
                     self.realtime = tx;
                     self.rt_events = rx;
                     let replay = crate::replay::items(self.events.history());

@@ -729,6 +729,59 @@ fn a_refused_keypress_answer_is_retried() {
 // ------------------------------------------------------------------------ session confirmation
 
 #[test]
+fn the_agents_model_settings_reach_the_session() {
+    use switchboard_realtime::session::{Transcription, Truncation};
+    let c = Call::new(agent_with(|a| {
+        a.noise_reduction = Some("near_field".into());
+        a.transcription = Some(Transcription {
+            model: "gpt-4o-transcribe".into(),
+            language: Some("en".into()),
+            prompt: Some("dental".into()),
+        });
+        a.truncation = Some(Truncation::retention_ratio(0.8, Some(8000)));
+        a.turn_detection = TurnDetectionConfig::SemanticVad {
+            eagerness: Some("low".into()),
+        };
+    }));
+    let ClientEvent::SessionUpdate { session, .. } = &realtime(&c.out)[0] else {
+        panic!()
+    };
+    let v = serde_json::to_value(session).unwrap();
+    assert_eq!(
+        v["audio"]["input"]["noise_reduction"],
+        json!({"type":"near_field"})
+    );
+    assert_eq!(
+        v["audio"]["input"]["transcription"],
+        json!({"model":"gpt-4o-transcribe","language":"en","prompt":"dental"})
+    );
+    assert_eq!(
+        v["audio"]["input"]["turn_detection"],
+        json!({"type":"semantic_vad","eagerness":"low","create_response":true,"interrupt_response":true})
+    );
+    assert_eq!(
+        v["truncation"],
+        json!({"type":"retention_ratio","retention_ratio":0.8,"token_limits":{"post_instructions":8000}})
+    );
+    // Transcription off: no transcription in the session at all.
+    let off = Call::new(agent_with(|a| a.transcription = None));
+    let ClientEvent::SessionUpdate { session, .. } = &realtime(&off.out)[0] else {
+        panic!()
+    };
+    assert_eq!(
+        session
+            .audio
+            .as_ref()
+            .unwrap()
+            .input
+            .as_ref()
+            .unwrap()
+            .transcription,
+        None
+    );
+}
+
+#[test]
 fn session_update_carries_an_event_id() {
     let c = Call::new(agent_with(|_| {}));
     let ClientEvent::SessionUpdate { event_id, .. } = &realtime(&c.out)[0] else {
