@@ -16,6 +16,8 @@
 //! - [`tools`]: the tool registry (KV `voice-tools` plus built-in call-control tools) and
 //!   business-tool dispatch over NATS with structured errors for the model;
 //! - [`events`]: per-call event numbering for the `VOICE_EVENTS` stream;
+//! - [`usage`]: the Realtime usage reports summed into the call's `Usage` (priced by the
+//!   persister);
 //! - [`worker`]: process wiring, `/healthz` `/readyz` `/metrics`, and graceful drain.
 #![forbid(unsafe_code)]
 
@@ -29,6 +31,7 @@ pub mod realtime;
 pub mod reload;
 pub mod replay;
 pub mod tools;
+pub mod usage;
 pub mod worker;
 
 pub use config::Config;

@@ -202,12 +202,17 @@ say = "Nice to meet you, Maria."
         panic!()
     };
     assert_eq!(ended.reason, "caller_hung_up");
-    let usage = ended.usage.unwrap_or_default();
+    let usage = ended.usage.clone().unwrap_or_default();
     assert!(
         usage.input_tokens > 0 && usage.output_tokens > 0,
         "{usage:?}"
     );
     assert!(usage.output_audio_tokens > 0, "{usage:?}");
+    // What the persister needs to price it: the model, and the caller's transcription usage.
+    assert_eq!(usage.model, "gpt-realtime");
+    assert_eq!(usage.transcription_model, "gpt-4o-mini-transcribe");
+    assert!(usage.transcription_input_audio_tokens > 0, "{usage:?}");
+    assert!(usage.transcription_output_tokens > 0, "{usage:?}");
     h.session_until("the realtime socket closed", |s| s.closed)
         .await?;
     Ok(())

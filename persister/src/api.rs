@@ -24,6 +24,8 @@ pub struct ApiState {
     pub pool: PgPool,
     pub token: Arc<AdminToken>,
     pub live: crate::live::Live,
+    /// For the Twilio part of a cost, priced when read.
+    pub prices: Arc<crate::pricing::Prices>,
 }
 
 /// The `/api` routes, every one of them authenticated.
@@ -167,7 +169,7 @@ async fn get_session(
     State(state): State<ApiState>,
     Path(call_sid): Path<String>,
 ) -> Result<Json<sessions::SessionDetail>, ApiError> {
-    match sessions::get(&state.pool, &call_sid).await? {
+    match sessions::get(&state.pool, &call_sid, &state.prices).await? {
         Some(detail) => Ok(Json(detail)),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
     }

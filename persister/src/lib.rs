@@ -65,9 +65,9 @@ pub struct Config {
     /// Bearer token required by the read API. Required: the service refuses to start without it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Token prices for the per-call cost estimate.
+    /// The price table of the per-call cost estimate.
     #[command(flatten)]
-    pub prices: pricing::Prices,
+    pub prices: pricing::PriceArgs,
     /// Events a live (`/api/live`) client may fall behind before it is disconnected.
     #[arg(long, env = "LIVE_CLIENT_BUFFER", default_value_t = live::DEFAULT_CLIENT_BUFFER)]
     pub live_client_buffer: usize,
@@ -106,6 +106,8 @@ pub enum RunError {
     Http(std::io::Error),
     #[error(transparent)]
     Nats(#[from] switchboard_service::nats::ConnectError),
+    #[error(transparent)]
+    Prices(#[from] pricing::PricesError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -119,6 +121,7 @@ pub async fn run(
         .as_deref()
         .and_then(AdminToken::new)
         .ok_or(RunError::MissingAdminToken)?;
+    let prices = config.prices.load()?;
     let pool = db::pool(&config.database_url).map_err(RunError::DatabaseUrl)?;
 
     let stop = CancellationToken::new();
@@ -146,6 +149,7 @@ pub async fn run(
             pool: pool.clone(),
             token: token.clone(),
             live: live.clone(),
+            prices: Arc::new(prices.clone()),
         }))
         .merge(dashboard::router(token));
     let http_stop = CancellationToken::new();
@@ -159,7 +163,7 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, "persister starting");
 
-    let result = consume(&config, &pool, &readiness, &live, &stop).await;
+    let result = consume(&config, &prices, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
     live.close();
@@ -177,6 +181,7 @@ pub async fn run(
 /// Migrates, then consumes until `stop`.
 async fn consume(
     config: &Config,
+    prices: &pricing::Prices,
     pool: &sqlx::PgPool,
     readiness: &Readiness,
     live: &live::Live,
@@ -196,7 +201,7 @@ async fn consume(
         client.clone(),
         config.nats.subjects(),
         live.clone(),
-        config.prices,
+        prices.clone(),
         stop.clone(),
     ));
     tasks.spawn(db::probe(pool.clone(), readiness.clone(), stop.clone()));
@@ -206,7 +211,7 @@ async fn consume(
         config.nats.subjects(),
         pool.clone(),
         readiness.clone(),
-        config.prices,
+        prices.clone(),
         stop.clone(),
     ));
     tasks.close();

@@ -334,7 +334,16 @@ impl CallMachine {
             outcome_set: false,
             handoff: None,
             voice: setup.agent.voice.clone(),
-            usage: Usage::default(),
+            usage: Usage {
+                model: setup.model.clone(),
+                transcription_model: setup
+                    .agent
+                    .transcription
+                    .as_ref()
+                    .map(|t| t.model.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
             hangup: None,
             hangup_deadline: None,
             start_deadline: Some(now + START_TIMEOUT),
@@ -823,8 +832,12 @@ impl CallMachine {
             ServerEvent::InputTranscriptionCompleted {
                 item_id,
                 transcript,
+                usage,
                 ..
             } => {
+                if let Some(u) = &usage {
+                    crate::usage::add_transcription(&mut self.usage, u);
+                }
                 let offset = self
                     .user_offsets
                     .remove(&item_id)
@@ -1021,15 +1034,7 @@ impl CallMachine {
         // Only one response runs at a time, so whichever finished, none is active now.
         self.responses.on_done(&response);
         if let Some(u) = &response.usage {
-            let input = u.input_token_details.clone().unwrap_or_default();
-            let output = u.output_token_details.clone().unwrap_or_default();
-            self.usage.input_tokens += u.input_tokens;
-            self.usage.output_tokens += u.output_tokens;
-            self.usage.input_audio_tokens += input.audio_tokens;
-            self.usage.input_text_tokens += input.text_tokens;
-            self.usage.cached_tokens += input.cached_tokens;
-            self.usage.output_audio_tokens += output.audio_tokens;
-            self.usage.output_text_tokens += output.text_tokens;
+            crate::usage::add_response(&mut self.usage, u);
         }
         match response.status.as_str() {
             "failed" => {
@@ -1656,7 +1661,7 @@ impl CallMachine {
         self.effects.push(Effect::Event(Body::Ended(CallEnded {
             reason: reason.as_str().to_owned(),
             duration_ms,
-            usage: Some(self.usage),
+            usage: Some(Box::new(self.usage.clone())),
         })));
         self.effects.push(Effect::CloseRealtime);
         self.ended = Some(reason);
