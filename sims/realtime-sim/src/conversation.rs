@@ -213,6 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn truncation_keeps_the_newest_items_within_the_retention() {
+        let mut c = Conversation::default();
+        for i in 0..10 {
+            let mut e = entry(&format!("u{i}"));
+            e.audio_ms = 10_000; // 100 audio tokens + 7 text tokens each
+            c.push(e);
+        }
+        assert!(!c.truncate(2_000, 0.5), "under the limit: nothing dropped");
+        assert!(c.truncate(800, 0.5));
+        let (text, audio) = c.input_tokens("");
+        assert!(text + audio <= 400, "{text} + {audio}");
+        // The newest items are the ones kept.
+        assert_eq!(c.last_id().as_deref(), Some("u9"));
+        assert!(!c.contains("u0"));
+    }
+
+    #[test]
     fn inserts_where_asked() {
         let mut c = Conversation::default();
         assert_eq!(c.push(entry("a")), None);

@@ -175,9 +175,10 @@ struct PendingTranscript {
     fails: bool,
 }
 
-/// The model's context window, and the most a response may add to it: a `gpt-realtime`
-/// session keeps at most 32,768 - 4,096 = 28,224 tokens of context before it truncates.
-const CONTEXT_TOKENS: u64 = 32_768 - 4_096;
+/// The context a `gpt-realtime` session keeps before it truncates: "a 32k context model with
+/// 4,096 max output tokens can only include 28,224 tokens in the context" (the SDK's
+/// `truncation` docstring).
+const CONTEXT_TOKENS: u64 = 28_224;
 
 /// The socket was closed under us.
 struct Gone;
@@ -865,7 +866,8 @@ impl Session {
             .unwrap_or_default();
         // Server-side truncation runs before the model reads the conversation; dropping items
         // changes the prefix, so nothing is served from the cache this time.
-        let truncated = match self.truncation() {
+        let instruction_tokens = crate::conversation::word_tokens(&instructions);
+        let truncated = match self.truncation(instruction_tokens) {
             Some((limit, retention)) => self.conv.truncate(limit, retention),
             None => false,
         };
@@ -946,8 +948,9 @@ impl Session {
     }
 
     /// The conversation token limit and retention ratio of the session's `truncation`
-    /// (`auto`: the whole context window, nothing retained beyond fitting; `disabled`: none).
-    fn truncation(&self) -> Option<(u64, f64)> {
+    /// (`auto`: what the context window leaves after the instructions, nothing retained beyond
+    /// fitting; `disabled`: none).
+    fn truncation(&self, instruction_tokens: u64) -> Option<(u64, f64)> {
         use switchboard_realtime::session::Truncation;
         match self.config.truncation.as_ref() {
             Some(Truncation::Mode(m)) if m == "disabled" => None,
@@ -959,7 +962,7 @@ impl Session {
                     .unwrap_or(CONTEXT_TOKENS);
                 Some((limit, r.retention_ratio))
             }
-            _ => Some((CONTEXT_TOKENS, 1.0)),
+            _ => Some((CONTEXT_TOKENS.saturating_sub(instruction_tokens), 1.0)),
         }
     }
 
