@@ -8,7 +8,9 @@
 //! - [`reload`]: re-reading the agents file on change or SIGHUP, for new calls only;
 //! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain;
 //! - [`call`]: the call actor (I/O) and [`call::machine`], the decisions of a call without I/O
-//!   (barge-in, responses, tool rounds, transcripts, timers, endings);
+//!   (barge-in, responses, tool rounds, transcripts, timers, endings), with
+//!   [`call::arbiter`] (which response answers which request, by `response.metadata`) and
+//!   [`call::session_check`] (whether `session.updated` shows the configuration sent);
 //! - [`realtime`]: the WebSocket connection to the Realtime API, with a writer that never blocks
 //!   the call and drops stale caller audio first;
 //! - [`replay`]: the conversation so far, rebuilt from call events for a new Realtime session;

@@ -219,15 +219,22 @@ async fn until_nth(client: &mut Client, ty: &str, n: usize) -> Vec<Ev> {
     seen
 }
 
-#[tokio::test]
-async fn vad_race_created_then_error() {
+/// A simulator whose first client `response.create` races a VAD response in `order`, and a
+/// configured client.
+async fn racing(order: &str) -> (realtime_sim::SimServer, Client) {
     let script = SPEAKER.replace(
         "speed = 50.0\n",
-        "speed = 50.0\nvad_race = [1]\nvad_race_order = \"created_then_error\"\n",
+        &format!("speed = 50.0\nvad_race = [1]\nvad_race_order = \"{order}\"\n"),
     );
     let sim = sim(&script).await;
     let (mut client, _) = Client::connect(&sim).await;
     client.configure(false).await;
+    (sim, client)
+}
+
+#[tokio::test]
+async fn vad_race_created_then_error() {
+    let (sim, mut client) = racing("created_then_error").await;
     client.send_json(create(Some("mine"), "sb_resp_1")).await;
     let events = client.until("response.done").await;
     let t = types(&events);
@@ -256,13 +263,7 @@ async fn vad_race_created_then_error() {
 
 #[tokio::test]
 async fn vad_race_error_then_created() {
-    let script = SPEAKER.replace(
-        "speed = 50.0\n",
-        "speed = 50.0\nvad_race = [1]\nvad_race_order = \"error_then_created\"\n",
-    );
-    let sim = sim(&script).await;
-    let (mut client, _) = Client::connect(&sim).await;
-    client.configure(false).await;
+    let (sim, mut client) = racing("error_then_created").await;
     client.send_json(create(None, "sb_resp_1")).await;
     let events = client.until("response.done").await;
     let t = types(&events);

@@ -791,24 +791,30 @@ fn session_update_carries_an_event_id() {
     assert_eq!(event_id.as_deref(), Some("sb_session_1"));
 }
 
+/// A call whose session configuration the server has not answered yet (unlike [`Call::new`]).
+fn unconfirmed_call() -> (CallMachine, Instant) {
+    let t0 = Instant::now();
+    let agent = agent_with(|_| {});
+    let setup = CallSetup {
+        offer: CallOffer {
+            call_sid: "CA1".into(),
+            ..Default::default()
+        },
+        agent: Arc::clone(&agent),
+        worker_id: "w1".into(),
+        model: "gpt-realtime".into(),
+        tool_timeout: Duration::from_secs(8),
+    };
+    let mut m = CallMachine::new(setup, t0);
+    m.start_session(session_tools(&agent));
+    m.take_effects();
+    (m, t0)
+}
+
 #[test]
 fn a_refused_session_update_ends_the_call_with_model_config_rejected() {
     for echo_id in [true, false] {
-        let t0 = Instant::now();
-        let agent = agent_with(|_| {});
-        let setup = CallSetup {
-            offer: CallOffer {
-                call_sid: "CA1".into(),
-                ..Default::default()
-            },
-            agent: Arc::clone(&agent),
-            worker_id: "w1".into(),
-            model: "gpt-realtime".into(),
-            tool_timeout: Duration::from_secs(8),
-        };
-        let mut m = CallMachine::new(setup, t0);
-        m.start_session(session_tools(&agent));
-        m.take_effects();
+        let (mut m, t0) = unconfirmed_call();
         let error = json!({"type":"error","event_id":"event_1","error":{
             "type":"invalid_request_error","code":"invalid_value",
             "message":"Invalid value: 'nova'.","param":"session.audio.output.voice",
@@ -831,20 +837,7 @@ fn a_refused_session_update_ends_the_call_with_model_config_rejected() {
 
 #[test]
 fn a_session_left_at_pcm_ends_the_call_and_its_audio_is_never_played() {
-    let t0 = Instant::now();
-    let agent = agent_with(|_| {});
-    let setup = CallSetup {
-        offer: CallOffer {
-            call_sid: "CA1".into(),
-            ..Default::default()
-        },
-        agent: Arc::clone(&agent),
-        worker_id: "w1".into(),
-        model: "gpt-realtime".into(),
-        tool_timeout: Duration::from_secs(8),
-    };
-    let mut m = CallMachine::new(setup, t0);
-    m.start_session(session_tools(&agent));
+    let (mut m, t0) = unconfirmed_call();
     m.on_inbound(
         inbound_frame::Frame::Start(StreamStart {
             stream_sid: "MZ1".into(),
