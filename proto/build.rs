@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         // Audio payloads become `bytes::Bytes`, so forwarding a frame never copies it.
         .bytes(["."])
+        // The usage (with its model names) is boxed so a `CallEvent` stays small: every event
+        // of every call is moved through publisher queues, and only `ended` carries usage.
+        .boxed(".switchboard.v1.CallEnded.usage")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=switchboard");
     Ok(())

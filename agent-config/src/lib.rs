@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchboard_proto::subject::validate_tool_name;
-use switchboard_realtime::session::TurnDetection;
+use switchboard_realtime::session::{
+    EAGERNESS, NOISE_REDUCTION_TYPES, TRANSCRIPTION_MODELS, Transcription, Truncation,
+    TurnDetection,
+};
 
 /// The number that selects the default agent.
 pub const DEFAULT_NUMBER: &str = "*";
@@ -44,6 +47,13 @@ pub const HANDOFF: &str = "handoff";
 pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
 /// The largest `filler_after_ms` accepted.
 const MAX_FILLER_AFTER_MS: u32 = 60_000;
+/// The caller's speech is transcribed with this model unless the agent names another (or turns
+/// transcription off).
+pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+/// The largest `truncation.post_instructions_tokens` accepted (the largest context window of the
+/// Realtime models in the SDK is not documented beyond `gpt-realtime`'s 32,768 tokens, so this
+/// only stops typos).
+const MAX_POST_INSTRUCTIONS_TOKENS: u64 = 1_000_000;
 /// Every built-in tool name.
 pub const BUILTIN_TOOLS: [&str; 4] = [END_CALL, SET_OUTCOME, TRANSFER_CALL, HANDOFF];
 
@@ -148,6 +158,17 @@ pub struct Agent {
     /// When a business tool has not answered after this long (and the model is silent), the
     /// agent says a short filler line; `None` never does (`filler_after_ms = 0`).
     pub filler_after: Option<Duration>,
+    /// The Realtime model of calls this agent answers; `None` uses the worker's `REALTIME_MODEL`.
+    /// A handoff keeps the call's model (a session cannot change it).
+    pub model: Option<String>,
+    /// `near_field` (a handset) or `far_field` (a speakerphone); `None` sends none.
+    pub noise_reduction: Option<String>,
+    /// How the caller's speech is transcribed for the record; `None` turns it off (the model
+    /// still hears the caller, but no user transcripts are recorded).
+    pub transcription: Option<Transcription>,
+    /// What the server drops from a long conversation; `None` leaves the server's default
+    /// (`auto`: only when the context window is full).
+    pub truncation: Option<Truncation>,
 }
 
 impl Agent {
@@ -171,7 +192,19 @@ impl Agent {
             idle_timeout: None,
             turn_detection: TurnDetectionConfig::default(),
             filler_after: Some(DEFAULT_FILLER_AFTER),
+            model: None,
+            noise_reduction: None,
+            transcription: Some(default_transcription()),
+            truncation: None,
         }
+    }
+}
+
+fn default_transcription() -> Transcription {
+    Transcription {
+        model: DEFAULT_TRANSCRIPTION_MODEL.to_owned(),
+        language: None,
+        prompt: None,
     }
 }
 
@@ -203,6 +236,27 @@ struct RawAgent {
     idle_timeout_seconds: Option<u32>,
     turn_detection: Option<RawTurnDetection>,
     filler_after_ms: Option<u32>,
+    model: Option<String>,
+    noise_reduction: Option<String>,
+    /// `false` (off), `true` (the default model), or a table: [`RawTranscriptionTable`].
+    transcription: Option<toml::Value>,
+    /// `"auto"`, `"disabled"`, or a table: [`RawTruncationTable`].
+    truncation: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTranscriptionTable {
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTruncationTable {
+    retention_ratio: Option<f64>,
+    post_instructions_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,6 +619,69 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         Some(ms) => Some(Duration::from_millis(u64::from(ms))),
     };
 
+    let model = match raw.model {
+        None => None,
+        Some(m) => {
+            let ok = !m.is_empty()
+                && m.len() <= 64
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if !ok {
+                return Err(err(
+                    "model",
+                    format!(
+                        "`{m}` is not a model id (1-64 characters of A-Z a-z 0-9 - . _, e.g. \
+                         `gpt-realtime` or `gpt-realtime-mini`)"
+                    ),
+                ));
+            }
+            Some(m)
+        }
+    };
+    let noise_reduction = match raw.noise_reduction.as_deref() {
+        None | Some("off") => None,
+        Some(n) if NOISE_REDUCTION_TYPES.contains(&n) => Some(n.to_owned()),
+        Some(n) => {
+            return Err(err(
+                "noise_reduction",
+                format!("`{n}` is not one of near_field, far_field, off"),
+            ));
+        }
+    };
+    let transcription = match raw.transcription {
+        None | Some(toml::Value::Boolean(true)) => Some(default_transcription()),
+        Some(toml::Value::Boolean(false)) => None,
+        Some(table @ toml::Value::Table(_)) => {
+            Some(transcription(sub_table(table, "transcription", err)?, err)?)
+        }
+        Some(other) => {
+            return Err(err(
+                "transcription",
+                format!(
+                    "expected `true`, `false` or a table (`[agent.transcription]`), got {}",
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    let truncation = match raw.truncation {
+        None => None,
+        Some(toml::Value::String(m)) if m == "auto" || m == "disabled" => Some(Truncation::Mode(m)),
+        Some(table @ toml::Value::Table(_)) => {
+            let t: RawTruncationTable = sub_table(table, "truncation", err)?;
+            Some(truncation(t, err)?)
+        }
+        Some(m) => {
+            return Err(err(
+                "truncation",
+                format!(
+                    "{m} is not `auto` or `disabled` (or a table with `retention_ratio` and \
+                     `post_instructions_tokens`)"
+                ),
+            ));
+        }
+    };
+
     Ok(Agent {
         id: raw.id,
         numbers: raw.numbers,
@@ -578,6 +695,91 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         idle_timeout,
         turn_detection,
         filler_after,
+        model,
+        noise_reduction,
+        transcription,
+        truncation,
+    })
+}
+
+/// Deserializes the table of field `field`, naming `field.<key>` in its errors.
+fn sub_table<T: serde::de::DeserializeOwned>(
+    table: toml::Value,
+    field: &str,
+    err: ErrFn<'_>,
+) -> Result<T, AgentsError> {
+    table.try_into().map_err(|e: toml::de::Error| {
+        let (inner, message) = serde_field_error(&e);
+        err(&format!("{field}.{inner}"), message)
+    })
+}
+
+fn truncation(t: RawTruncationTable, err: ErrFn<'_>) -> Result<Truncation, AgentsError> {
+    let Some(ratio) = t.retention_ratio else {
+        return Err(err(
+            "truncation.retention_ratio",
+            "missing: the share of the conversation kept when it is truncated (e.g. 0.8)".into(),
+        ));
+    };
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        return Err(err(
+            "truncation.retention_ratio",
+            format!("must be above 0 and at most 1, got {ratio}"),
+        ));
+    }
+    if let Some(tokens) = t.post_instructions_tokens
+        && !(1..=MAX_POST_INSTRUCTIONS_TOKENS).contains(&tokens)
+    {
+        return Err(err(
+            "truncation.post_instructions_tokens",
+            format!("must be between 1 and {MAX_POST_INSTRUCTIONS_TOKENS}, got {tokens}"),
+        ));
+    }
+    Ok(Truncation::retention_ratio(
+        ratio,
+        t.post_instructions_tokens,
+    ))
+}
+
+fn transcription(t: RawTranscriptionTable, err: ErrFn<'_>) -> Result<Transcription, AgentsError> {
+    let model = t
+        .model
+        .unwrap_or_else(|| DEFAULT_TRANSCRIPTION_MODEL.to_owned());
+    if !TRANSCRIPTION_MODELS.contains(&model.as_str()) {
+        return Err(err(
+            "transcription.model",
+            format!(
+                "`{model}` is not one of {} (or `transcription = false` to turn it off)",
+                TRANSCRIPTION_MODELS.join(", ")
+            ),
+        ));
+    }
+    if let Some(lang) = &t.language
+        && !(lang.len() == 2 && lang.bytes().all(|b| b.is_ascii_lowercase()))
+    {
+        return Err(err(
+            "transcription.language",
+            format!("`{lang}` is not an ISO-639-1 code (two lower-case letters, e.g. `en`)"),
+        ));
+    }
+    if let Some(prompt) = &t.prompt {
+        if prompt.trim().is_empty() {
+            return Err(err(
+                "transcription.prompt",
+                "must not be empty (omit it for none)".into(),
+            ));
+        }
+        if model == "gpt-realtime-whisper" {
+            return Err(err(
+                "transcription.prompt",
+                "`gpt-realtime-whisper` takes no prompt".into(),
+            ));
+        }
+    }
+    Ok(Transcription {
+        model,
+        language: t.language,
+        prompt: t.prompt,
     })
 }
 
@@ -622,7 +824,7 @@ fn turn_detection(
                 }
             }
             if let Some(e) = &td.eagerness
-                && !matches!(e.as_str(), "low" | "medium" | "high" | "auto")
+                && !EAGERNESS.contains(&e.as_str())
             {
                 return Err(err(
                     "turn_detection.eagerness",
@@ -1007,6 +1209,122 @@ eagerness = "high"
             "agent \"a\"",
             "turn_detection.eagerness",
         );
+    }
+
+    const BASE: &str = "[[agent]]\nid='a'\ninstructions='x'\n";
+
+    #[test]
+    fn the_shipped_agents_file_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../agents/agents.toml");
+        let agents = Agents::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let desk = agents.by_id("front-desk").unwrap();
+        assert_eq!(desk.noise_reduction.as_deref(), Some("near_field"));
+    }
+
+    #[test]
+    fn model_settings_parse() {
+        let agents = parse(&format!(
+            "{BASE}model = 'gpt-realtime-mini'\nnoise_reduction = 'far_field'\n\
+             [agent.transcription]\nmodel = 'gpt-4o-transcribe'\nlanguage = 'de'\nprompt = 'Zahnarzt'\n\
+             [agent.truncation]\nretention_ratio = 0.8\npost_instructions_tokens = 8000\n\
+             [agent.turn_detection]\ntype = 'semantic_vad'\neagerness = 'low'\n"
+        ))
+        .unwrap();
+        let a = agents.by_id("a").unwrap();
+        assert_eq!(a.model.as_deref(), Some("gpt-realtime-mini"));
+        assert_eq!(a.noise_reduction.as_deref(), Some("far_field"));
+        assert_eq!(
+            a.transcription,
+            Some(Transcription {
+                model: "gpt-4o-transcribe".into(),
+                language: Some("de".into()),
+                prompt: Some("Zahnarzt".into()),
+            })
+        );
+        assert_eq!(
+            a.truncation,
+            Some(Truncation::retention_ratio(0.8, Some(8000)))
+        );
+        assert_eq!(
+            a.turn_detection,
+            TurnDetectionConfig::SemanticVad {
+                eagerness: Some("low".into())
+            }
+        );
+        // Defaults: the worker's model, no noise reduction, transcription on, server truncation.
+        let d = parse(BASE).unwrap();
+        let d = d.by_id("a").unwrap();
+        assert_eq!(d.model, None);
+        assert_eq!(d.noise_reduction, None);
+        assert_eq!(
+            d.transcription.as_ref().map(|t| t.model.as_str()),
+            Some(DEFAULT_TRANSCRIPTION_MODEL)
+        );
+        assert_eq!(d.truncation, None);
+        // Off switches.
+        let off = parse(&format!(
+            "{BASE}transcription = false\nnoise_reduction = 'off'\ntruncation = 'disabled'\n"
+        ))
+        .unwrap();
+        let off = off.by_id("a").unwrap();
+        assert_eq!(off.transcription, None);
+        assert_eq!(off.noise_reduction, None);
+        assert_eq!(off.truncation, Some(Truncation::Mode("disabled".into())));
+    }
+
+    #[test]
+    fn model_settings_errors_name_the_field() {
+        for (extra, field, says) in [
+            ("model = 'gpt realtime'", "model", "not a model id"),
+            (
+                "noise_reduction = 'phone'",
+                "noise_reduction",
+                "near_field, far_field, off",
+            ),
+            (
+                "[agent.transcription]\nmodel = 'whisper-2'",
+                "transcription.model",
+                "gpt-4o-mini-transcribe",
+            ),
+            (
+                "[agent.transcription]\nlanguage = 'English'",
+                "transcription.language",
+                "ISO-639-1",
+            ),
+            (
+                "[agent.transcription]\nmodel = 'gpt-realtime-whisper'\nprompt = 'x'",
+                "transcription.prompt",
+                "no prompt",
+            ),
+            (
+                "[agent.transcription]\nlanguge = 'en'",
+                "transcription.languge",
+                "unknown field",
+            ),
+            (
+                "truncation = 'sometimes'",
+                "truncation",
+                "`auto` or `disabled`",
+            ),
+            (
+                "[agent.truncation]\npost_instructions_tokens = 8000",
+                "truncation.retention_ratio",
+                "missing",
+            ),
+            (
+                "[agent.truncation]\nretention_ratio = 1.5",
+                "truncation.retention_ratio",
+                "at most 1",
+            ),
+            (
+                "[agent.truncation]\nretention_ratio = 0.5\npost_instructions_tokens = 0",
+                "truncation.post_instructions_tokens",
+                "between 1 and",
+            ),
+        ] {
+            let msg = fails(&format!("{BASE}{extra}\n"), "agent \"a\"", field);
+            assert!(msg.contains(says), "{extra}: {msg}");
+        }
     }
 
     #[test]

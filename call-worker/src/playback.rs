@@ -53,9 +53,13 @@ fn bytes_to_ms(bytes: u64) -> u32 {
 /// What a barge-in cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interruption {
-    /// `(item_id, audio_end_ms)` for `conversation.item.truncate`; `None` when nothing was heard
-    /// yet (truncating to 0 ms is an error on the Realtime side).
+    /// `(item_id, audio_end_ms)` for `conversation.item.truncate` of the item playing; `None`
+    /// when nothing of it was heard (the server refuses a truncate to 0 ms; the item is in
+    /// `unheard` instead).
     pub truncate: Option<(String, u32)>,
+    /// Items with audio sent of which the caller heard nothing: the one playing if 0 ms of it was
+    /// heard, and every one queued behind it. They go with `conversation.item.delete`.
+    pub unheard: Vec<String>,
     /// Every item that still had audio queued, with the milliseconds heard of it.
     pub items: Vec<(String, u32)>,
 }
@@ -183,7 +187,16 @@ impl Playback {
             let end = a.heard_ms().min(a.sent_ms());
             (end > 0).then(|| (playing.clone(), end))
         });
-        Some(Interruption { truncate, items })
+        let unheard = items
+            .iter()
+            .filter(|(id, _)| truncate.as_ref().is_none_or(|(t, _)| t != id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        Some(Interruption {
+            truncate,
+            unheard,
+            items,
+        })
     }
 
     /// Drops the figures of an item whose fate has been recorded.
@@ -237,6 +250,7 @@ mod tests {
         p.echoed(&m1);
         let cut = p.interrupt().unwrap();
         assert_eq!(cut.truncate, Some(("i1".to_owned(), 100)));
+        assert!(cut.unheard.is_empty());
         assert_eq!(cut.items, vec![("i1".to_owned(), 100)]);
         assert!(!p.has_pending());
         // Late echoes after the clear are ignored.
@@ -254,12 +268,14 @@ mod tests {
     }
 
     #[test]
-    fn nothing_heard_means_no_truncate_but_still_an_interruption() {
+    fn nothing_heard_means_delete_instead_of_truncate() {
         let mut p = Playback::new();
         p.sent("i1", "r1", 800);
+        p.sent("i2", "r2", 800);
         let cut = p.interrupt().unwrap();
         assert_eq!(cut.truncate, None);
-        assert_eq!(cut.items, vec![("i1".to_owned(), 0)]);
+        assert_eq!(cut.unheard, vec!["i1".to_owned(), "i2".to_owned()]);
+        assert_eq!(cut.items, vec![("i1".to_owned(), 0), ("i2".to_owned(), 0)]);
     }
 
     #[test]
@@ -271,6 +287,7 @@ mod tests {
         p.echoed(&a);
         let cut = p.interrupt().unwrap();
         assert_eq!(cut.truncate, Some(("i1".to_owned(), 200)));
+        assert_eq!(cut.unheard, vec!["i2".to_owned()], "queued behind: deleted");
         assert_eq!(
             cut.items,
             vec![("i1".to_owned(), 200), ("i2".to_owned(), 0)]

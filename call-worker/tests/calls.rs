@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use switchboard_proto::call_event::Body;
+use switchboard_proto::event::EndReason;
 use switchboard_proto::outbound_frame::Frame;
 use switchboard_proto::{Dtmf, Role, inbound_frame};
 use switchboard_realtime::ClientEvent;
@@ -201,12 +202,17 @@ say = "Nice to meet you, Maria."
         panic!()
     };
     assert_eq!(ended.reason, "caller_hung_up");
-    let usage = ended.usage.unwrap_or_default();
+    let usage = ended.usage.clone().unwrap_or_default();
     assert!(
         usage.input_tokens > 0 && usage.output_tokens > 0,
         "{usage:?}"
     );
     assert!(usage.output_audio_tokens > 0, "{usage:?}");
+    // What the persister needs to price it: the model, and the caller's transcription usage.
+    assert_eq!(usage.model, "gpt-realtime");
+    assert_eq!(usage.transcription_model, "gpt-4o-mini-transcribe");
+    assert!(usage.transcription_input_audio_tokens > 0, "{usage:?}");
+    assert!(usage.transcription_output_tokens > 0, "{usage:?}");
     h.session_until("the realtime socket closed", |s| s.closed)
         .await?;
     Ok(())
@@ -448,5 +454,130 @@ say = "Goodbye and take care."
         1,
         "one goodbye response"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_vad_response_racing_the_greeting_does_not_take_its_place() -> anyhow::Result<()> {
+    // The greeting's response.create loses a race with server VAD (the server's own response
+    // starts first, then refuses ours): the greeting is asked again after it and still spoken.
+    let script = "[session]\nspeed = 20.0\nvad_race = [1]\n\
+                  [[response]]\nsay = \"Sorry, go ahead.\"\n";
+    let h = Harness::start(script, &agents_toml(Some(GREETING), &[]), |_| {}).await?;
+    let mut gw = h.gateway("CArace").await?;
+    assert!(h.offer("CArace", "+15550001111").await?.accepted);
+    gw.start().await?;
+    let events = h
+        .events_until("CArace", "the greeting turn", |evs| {
+            evs.iter()
+                .any(|e| matches!(&e.body, Some(Body::Turn(t)) if t.kind == "greeting"))
+        })
+        .await?;
+    let s = h
+        .session_until("the greeting asked twice", |s| {
+            s.client_events
+                .iter()
+                .filter(|e| is_response_create(e))
+                .count()
+                >= 2
+        })
+        .await?;
+    let creates: Vec<_> = s
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ResponseCreate {
+                response: Some(p), ..
+            } => p.instructions.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert!(creates.iter().all(|i| i.contains(GREETING)), "{creates:?}");
+    // The greeting latency belongs to the greeting's own response, not the VAD one.
+    let greeting_turns = events
+        .iter()
+        .filter(|e| matches!(&e.body, Some(Body::Turn(t)) if t.kind == "greeting"))
+        .count();
+    assert_eq!(greeting_turns, 1);
+    gw.stop().await?;
+    let ended = h.ended_events("CArace").await?;
+    let texts: Vec<String> = ended
+        .iter()
+        .filter_map(|e| match &e.body {
+            Some(Body::Transcript(t)) => Some(t.text.clone()),
+            _ => None,
+        })
+        .collect();
+    // Both were said: the server's own answer, then the greeting (perhaps cut short by the
+    // hangup).
+    assert!(texts.iter().any(|t| t == "Sorry, go ahead."), "{texts:?}");
+    assert!(texts.iter().any(|t| t.starts_with("Thanks")), "{texts:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_session_update_ends_the_call_with_model_config_rejected() -> anyhow::Result<()> {
+    // An agent with a voice the Realtime API does not have: the server refuses the whole update,
+    // which would leave the session at 24 kHz PCM; the call ends instead of playing noise.
+    let agents = agents_toml(Some(GREETING), &[]).replace("voice = \"cedar\"", "voice = \"nova\"");
+    let h = Harness::start("[session]\nspeed = 20.0\n", &agents, |_| {}).await?;
+    let mut gw = h.gateway("CAnova").await?;
+    assert!(h.offer("CAnova", "+15550001111").await?.accepted);
+    gw.start().await?;
+    gw.until("hangup", |f| matches!(f, Frame::Hangup(_)))
+        .await?;
+    let events = h.ended_events("CAnova").await?;
+    assert_well_formed(&events);
+    match events.last().and_then(|e| e.body.as_ref()) {
+        Some(Body::Ended(e)) => assert_eq!(e.reason, EndReason::ModelConfigRejected.as_str()),
+        other => panic!("{other:?}"),
+    }
+    // No assistant audio reached the caller.
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(&e.body, Some(Body::Transcript(t)) if t.heard_ms > 0))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agents_model_and_settings_reach_its_session() -> anyhow::Result<()> {
+    let agents = format!(
+        "{}model = \"gpt-realtime-mini\"\nnoise_reduction = \"near_field\"\n\
+         [agent.transcription]\nlanguage = \"en\"\n\
+         [agent.truncation]\nretention_ratio = 0.8\npost_instructions_tokens = 8000\n",
+        agents_toml(Some(GREETING), &[])
+    );
+    let h = Harness::start("[session]\nspeed = 20.0\n", &agents, |_| {}).await?;
+    let mut gw = h.gateway("CAmini").await?;
+    assert!(h.offer("CAmini", "+15550001111").await?.accepted);
+    gw.start().await?;
+    let s = h
+        .session_until("the session.update", |s| !s.client_events.is_empty())
+        .await?;
+    assert_eq!(s.query, "model=gpt-realtime-mini");
+    let ClientEvent::SessionUpdate { session, .. } = &s.client_events[0] else {
+        panic!("{:?}", s.client_events[0]);
+    };
+    let v = serde_json::to_value(session)?;
+    assert_eq!(v["model"], "gpt-realtime-mini");
+    assert_eq!(v["audio"]["input"]["noise_reduction"]["type"], "near_field");
+    assert_eq!(v["audio"]["input"]["transcription"]["language"], "en");
+    assert_eq!(v["truncation"]["retention_ratio"], 0.8);
+    // The simulator accepted all of it: the session was confirmed, so the greeting is played.
+    gw.until("greeting audio", |f| matches!(f, Frame::Audio(_)))
+        .await?;
+    gw.stop().await?;
+    let events = h.ended_events("CAmini").await?;
+    match events.last().and_then(|e| e.body.as_ref()) {
+        Some(Body::Ended(e)) => assert_eq!(e.reason, EndReason::CallerHungUp.as_str()),
+        other => panic!("{other:?}"),
+    }
+    match events.first().and_then(|e| e.body.as_ref()) {
+        Some(Body::Started(s)) => assert_eq!(s.model, "gpt-realtime-mini"),
+        other => panic!("{other:?}"),
+    }
     Ok(())
 }

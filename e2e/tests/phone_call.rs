@@ -142,6 +142,20 @@ async fn a_phone_call_is_answered_uses_a_tool_survives_barge_in_and_is_recorded(
         "{}",
         ctx()
     );
+    // The cost, itemised: the model the worker used and the caller's transcription.
+    let breakdown = &session["cost"]["breakdown"];
+    ensure!(breakdown["model"] == "gpt-realtime", "{}", ctx());
+    ensure!(
+        breakdown["transcription_model"] == "gpt-4o-mini-transcribe",
+        "{}",
+        ctx()
+    );
+    ensure!(
+        breakdown["transcription_usd"].as_f64().unwrap_or_default() > 0.0
+            && session["cost_usd"].as_f64().unwrap_or_default() > 0.0,
+        "{}",
+        ctx()
+    );
     let greeting_turn = session["turns"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["kind"] == "greeting"));

@@ -133,6 +133,8 @@ async function sessionPage() {
   placeTools(null);
   if (!s.transcript.length && !s.tools.length) timeline.append(el("li", { class: "muted" }, "Nothing was said."));
 
+  renderCost(s.cost);
+
   const turns = document.getElementById("turns");
   s.turns.forEach((t, i) => turns.append(el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, t.kind),
     el("td", { class: "num" }, fmtMs(t.latency_ms)), el("td", { class: "muted" }, t.response_id || "—"))));
@@ -145,6 +147,39 @@ async function sessionPage() {
     });
   }
 }
+
+// The cost breakdown: model and transcription lines (priced when the call ended) and the
+// Twilio minutes; placeholder prices are flagged so nobody mistakes them for a bill.
+function renderCost(cost) {
+  if (!cost) return;
+  document.getElementById("cost-section").hidden = false;
+  const body = document.getElementById("cost");
+  const b = cost.breakdown;
+  const fmtQty = (q, unit) => (unit === "tokens" ? `${Math.round(q)} tokens` : `${q.toFixed(2)} ${unit}`);
+  const fmtPrice = (l) => (l.unit === "tokens" ? `$${l.usd_per_unit} / 1M` : `$${l.usd_per_unit} / min`);
+  if (b) {
+    for (const l of b.lines) {
+      if (!l.quantity) continue;
+      body.append(el("tr", { class: l.source === "placeholder" ? "placeholder" : "" },
+        el("td", {}, l.part === "model" ? b.model : b.transcription_model || "transcription"), el("td", {}, l.item),
+        el("td", { class: "num" }, fmtQty(l.quantity, l.unit)), el("td", { class: "num" }, `${fmtPrice(l)}${l.source === "placeholder" ? " *" : ""}`),
+        el("td", { class: "num" }, fmtCost(l.usd))));
+    }
+  }
+  const t = cost.twilio;
+  body.append(el("tr", {}, el("td", {}, "Twilio"), el("td", {}, t.estimated ? "minutes (call duration)" : "minutes (billed)"),
+    el("td", { class: "num" }, `${t.minutes} min`),
+    el("td", { class: "num" }, t.usd_per_minute === null ? "not set" : `$${t.usd_per_minute} / min`),
+    el("td", { class: "num" }, fmtCost(t.usd))));
+  body.append(el("tr", { class: "total" }, el("td", {}, "Total"), el("td", {}), el("td", {}), el("td", {}),
+    el("td", { class: "num" }, fmtCost(cost.total_usd !== null ? cost.total_usd : b ? b.total_usd : null))));
+  const notes = [];
+  if (b && b.placeholder) notes.push("* placeholder price: set it in PRICES_FILE.");
+  if (b && !b.priced) notes.push("A model without a price is left out of the total.");
+  if (t.usd_per_minute === null) notes.push("Twilio minutes are not priced (twilio_per_minute in PRICES_FILE); the total is the model's.");
+  document.getElementById("cost-note").textContent = notes.join(" ");
+}
+
 
 // ---- sign-in ----
 function loginPage() {

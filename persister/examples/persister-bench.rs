@@ -168,7 +168,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
         Body::Ended(CallEnded {
             reason: "caller_hung_up".into(),
             duration_ms: n * 100,
-            usage: Some(Usage {
+            usage: Some(Box::new(Usage {
                 input_tokens: 1200,
                 output_tokens: 800,
                 input_audio_tokens: 1000,
@@ -176,7 +176,8 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
                 input_text_tokens: 200,
                 output_text_tokens: 100,
                 cached_tokens: 64,
-            }),
+                ..Default::default()
+            })),
         })
     } else {
         match seq % 4 {

@@ -2,6 +2,7 @@
 //! (Server-Sent Events), behind the admin bearer token.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -23,6 +24,8 @@ pub struct ApiState {
     pub pool: PgPool,
     pub access: Access,
     pub live: crate::live::Live,
+    /// For the Twilio part of a cost, priced when read.
+    pub prices: Arc<crate::pricing::Prices>,
 }
 
 /// The `/api` routes, every one of them authenticated.
@@ -159,7 +162,7 @@ async fn get_session(
     State(state): State<ApiState>,
     Path(call_sid): Path<String>,
 ) -> Result<Json<sessions::SessionDetail>, ApiError> {
-    match sessions::get(&state.pool, &call_sid).await? {
+    match sessions::get(&state.pool, &call_sid, &state.prices).await? {
         Some(detail) => Ok(Json(detail)),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
     }

@@ -389,6 +389,7 @@ struct Ended<'a> {
     output_text_tokens: Vec<Option<i64>>,
     cached_tokens: Vec<Option<i64>>,
     cost_usd: Vec<Option<f64>>,
+    cost_breakdown: Vec<Option<serde_json::Value>>,
 }
 
 #[derive(Default)]
@@ -454,7 +455,13 @@ impl<'a> CallUpdates<'a> {
                 e.input_text_tokens.push(tokens(|u| u.input_text_tokens));
                 e.output_text_tokens.push(tokens(|u| u.output_text_tokens));
                 e.cached_tokens.push(tokens(|u| u.cached_tokens));
-                e.cost_usd.push(b.usage.as_ref().map(|u| prices.cost(u)));
+                e.cost_usd
+                    .push(b.usage.as_ref().and_then(|u| prices.cost(u)));
+                e.cost_breakdown.push(
+                    b.usage
+                        .as_ref()
+                        .and_then(|u| serde_json::to_value(prices.breakdown(u)).ok()),
+                );
             }
             Some(Body::Rejected(b)) => {
                 let r = &mut self.rejected;
@@ -548,11 +555,13 @@ impl<'a> CallUpdates<'a> {
                     input_text_tokens   = COALESCE(u.it, c.input_text_tokens),
                     output_text_tokens  = COALESCE(u.ot, c.output_text_tokens),
                     cached_tokens       = COALESCE(u.ca, c.cached_tokens),
-                    cost_usd            = COALESCE(u.cost, c.cost_usd)
+                    cost_usd            = COALESCE(u.cost, c.cost_usd),
+                    cost_breakdown      = COALESCE(u.breakdown, c.cost_breakdown)
                  FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::bigint[],
                              $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                             $10::bigint[], $11::bigint[], $12::float8[])
-                      AS u(call_sid, at, reason, duration_ms, i, o, ia, oa, it, ot, ca, cost)
+                             $10::bigint[], $11::bigint[], $12::float8[], $13::jsonb[])
+                      AS u(call_sid, at, reason, duration_ms, i, o, ia, oa, it, ot, ca, cost,
+                           breakdown)
                  WHERE c.call_sid = u.call_sid",
             )
             .bind(&e.sid)
@@ -567,6 +576,7 @@ impl<'a> CallUpdates<'a> {
             .bind(&e.output_text_tokens)
             .bind(&e.cached_tokens)
             .bind(&e.cost_usd)
+            .bind(&e.cost_breakdown)
             .execute(&mut **tx)
             .await?;
         }

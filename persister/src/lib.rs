@@ -82,9 +82,9 @@ pub struct Config {
     #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = console_sessions::DEFAULT_TTL.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..))]
     pub session_ttl_seconds: u64,
-    /// Token prices for the per-call cost estimate.
+    /// The price table of the per-call cost estimate.
     #[command(flatten)]
-    pub prices: pricing::Prices,
+    pub prices: pricing::PriceArgs,
     /// Events a live (`/api/live`) client may fall behind before it is disconnected.
     #[arg(long, env = "LIVE_CLIENT_BUFFER", default_value_t = live::DEFAULT_CLIENT_BUFFER)]
     pub live_client_buffer: usize,
@@ -138,6 +138,8 @@ pub enum RunError {
     Http(std::io::Error),
     #[error(transparent)]
     Nats(#[from] switchboard_service::nats::ConnectError),
+    #[error(transparent)]
+    Prices(#[from] pricing::PricesError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -152,6 +154,7 @@ pub async fn run(
         .and_then(|t| AdminToken::new(t.expose()))
         .ok_or(RunError::MissingAdminToken)?;
     let secure_cookies = config.serves_https()?;
+    let prices = config.prices.load()?;
     let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
 
     let stop = CancellationToken::new();
@@ -187,6 +190,7 @@ pub async fn run(
             pool: pool.clone(),
             access: access.clone(),
             live: live.clone(),
+            prices: Arc::new(prices.clone()),
         }))
         .merge(dashboard::router(access))
         .layer(axum::middleware::map_response(headers::secure));
@@ -201,7 +205,7 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, "persister starting");
 
-    let result = consume(&config, &pool, &readiness, &live, &stop).await;
+    let result = consume(&config, &prices, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
     live.close();
@@ -228,6 +232,7 @@ pub async fn run(
 /// Migrates, then consumes until `stop`.
 async fn consume(
     config: &Config,
+    prices: &pricing::Prices,
     pool: &sqlx::PgPool,
     readiness: &Readiness,
     live: &live::Live,
@@ -247,7 +252,7 @@ async fn consume(
         client.clone(),
         config.nats.subjects(),
         live.clone(),
-        config.prices,
+        prices.clone(),
         stop.clone(),
     ));
     tasks.spawn(db::probe(pool.clone(), readiness.clone(), stop.clone()));
@@ -257,7 +262,7 @@ async fn consume(
         config.nats.subjects(),
         pool.clone(),
         readiness.clone(),
-        config.prices,
+        prices.clone(),
         stop.clone(),
     ));
     tasks.close();

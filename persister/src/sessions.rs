@@ -115,8 +115,12 @@ pub struct SessionDetail {
     pub rejected_reason: Option<String>,
     pub duration_ms: Option<i64>,
     pub usage: Usage,
-    /// Estimated cost in USD of the model usage, at the prices configured when the call ended.
+    /// Estimated cost in USD of the model usage (model and caller transcription), at the
+    /// prices configured when the call ended.
     pub cost_usd: Option<f64>,
+    /// The itemised cost: model and transcription lines (stored when the call ended) and the
+    /// Twilio minutes (priced now); `null` until the call ended.
+    pub cost: Option<Cost>,
     /// Twilio's latest reported call status.
     pub twilio_status: Option<String>,
     /// The call's duration as Twilio reported it.
@@ -127,6 +131,19 @@ pub struct SessionDetail {
     pub transcript: Vec<TranscriptLine>,
     pub tools: Vec<ToolLine>,
     pub turns: Vec<TurnLine>,
+}
+
+/// The cost breakdown of `GET /api/sessions/{call_sid}`.
+#[derive(Debug, Serialize)]
+pub struct Cost {
+    /// [`crate::pricing::CostBreakdown`]: `model`, `transcription_model`, `priced`,
+    /// `placeholder`, `model_usd`, `transcription_usd`, `total_usd` and the `lines` (`part`,
+    /// `item`, `quantity`, `unit`, `usd_per_unit`, `usd`, `source`); `null` for a call that
+    /// ended without usage.
+    pub breakdown: Option<Value>,
+    pub twilio: crate::pricing::TwilioCost,
+    /// Model, transcription and Twilio together; `null` while a part has no price.
+    pub total_usd: Option<f64>,
 }
 
 /// Which sessions to list.
@@ -204,6 +221,7 @@ struct CallRow {
     cached_tokens: Option<i64>,
     first_event_at: OffsetDateTime,
     cost_usd: Option<f64>,
+    cost_breakdown: Option<Value>,
     twilio_status: Option<String>,
     twilio_duration_seconds: Option<i64>,
     twilio_sip_response_code: Option<i32>,
@@ -216,6 +234,7 @@ macro_rules! call_columns {
          ended_at, end_reason, outcome, outcome_detail, rejected_reason, duration_ms, \
          input_tokens, output_tokens, input_audio_tokens, output_audio_tokens, \
          input_text_tokens, output_text_tokens, cached_tokens, first_event_at, cost_usd, \
+         cost_breakdown, \
          twilio_status, twilio_duration_seconds, twilio_sip_response_code"
     };
 }
@@ -271,7 +290,11 @@ pub async fn list(
 }
 
 /// One call with its transcript, tools and turns; `None` if unknown.
-pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>, sqlx::Error> {
+pub async fn get(
+    pool: &PgPool,
+    call_sid: &str,
+    prices: &crate::pricing::Prices,
+) -> Result<Option<SessionDetail>, sqlx::Error> {
     let sql = concat!(
         "SELECT ",
         call_columns!(),
@@ -335,6 +358,7 @@ pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>,
             },
         )
         .collect();
+    let cost_view = cost(&row, prices);
     Ok(Some(SessionDetail {
         call_sid: row.call_sid,
         agent_id: row.agent_id,
@@ -359,6 +383,7 @@ pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>,
             output_text_tokens: row.output_text_tokens,
             cached_tokens: row.cached_tokens,
         },
+        cost: cost_view,
         cost_usd: row.cost_usd,
         twilio_status: row.twilio_status,
         twilio_duration_seconds: row.twilio_duration_seconds,
@@ -367,6 +392,26 @@ pub async fn get(pool: &PgPool, call_sid: &str) -> Result<Option<SessionDetail>,
         tools,
         turns,
     }))
+}
+
+/// The cost of an ended call: what was stored at its end, plus its Twilio minutes (Twilio's
+/// billed seconds, else the call's own duration, marked as an estimate).
+fn cost(row: &CallRow, prices: &crate::pricing::Prices) -> Option<Cost> {
+    row.ended_at?;
+    let twilio = match (row.twilio_duration_seconds, row.duration_ms) {
+        (Some(s), _) => prices.twilio(s, false),
+        (None, Some(ms)) => prices.twilio((ms.max(0) + 999) / 1000, true),
+        (None, None) => prices.twilio(0, true),
+    };
+    let total_usd = match (row.cost_usd, twilio.usd) {
+        (Some(model), Some(t)) => Some(model + t),
+        _ => None,
+    };
+    Some(Cost {
+        breakdown: row.cost_breakdown.clone(),
+        twilio,
+        total_usd,
+    })
 }
 
 fn summary(row: CallRow) -> SessionSummary {

@@ -270,7 +270,8 @@ async fn ended(
             input_text_tokens   = COALESCE($9, input_text_tokens),
             output_text_tokens  = COALESCE($10, output_text_tokens),
             cached_tokens       = COALESCE($11, cached_tokens),
-            cost_usd            = COALESCE($12, cost_usd)
+            cost_usd            = COALESCE($12, cost_usd),
+            cost_breakdown      = COALESCE($13, cost_breakdown)
          WHERE call_sid = $1",
     )
     .bind(sid)
@@ -284,7 +285,12 @@ async fn ended(
     .bind(tokens(|u| u.input_text_tokens))
     .bind(tokens(|u| u.output_text_tokens))
     .bind(tokens(|u| u.cached_tokens))
-    .bind(b.usage.as_ref().map(|u| prices.cost(u)))
+    .bind(b.usage.as_ref().and_then(|u| prices.cost(u)))
+    .bind(
+        b.usage
+            .as_ref()
+            .and_then(|u| serde_json::to_value(prices.breakdown(u)).ok()),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())

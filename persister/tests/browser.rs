@@ -281,6 +281,12 @@ async fn drive(fx: &Fixture, sid: &str, profile: &std::path::Path) -> anyhow::Re
     assert!(text.contains("lookup_customer"), "{text}");
     assert!(text.contains("interrupted after"), "{text}");
     assert!(text.contains("resolved"), "{text}");
+    // The cost breakdown: the usage of an older worker (no model named) is priced as
+    // gpt-realtime, whose prices are placeholders, and says so; Twilio minutes are unpriced.
+    assert!(text.contains("audio input, cached"), "{text}");
+    assert!(text.contains("gpt-realtime"), "{text}");
+    assert!(text.contains("placeholder price"), "{text}");
+    assert!(text.contains("minutes (call duration)"), "{text}");
 
     no_violations(&mut cdp, "the call page").await?;
 

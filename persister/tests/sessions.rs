@@ -483,3 +483,77 @@ async fn wait_consumer_idle(fx: &Fixture) -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_cost_is_itemised_per_model_transcription_and_twilio_minutes() -> anyhow::Result<()> {
+    let fx = Fixture::start().await?;
+    let sid = "CA00000000000000000000000000000009";
+    let usage = switchboard_proto::Usage {
+        model: "gpt-realtime-2.1-mini".into(),
+        input_tokens: 1_200,
+        output_tokens: 800,
+        input_audio_tokens: 1_000,
+        output_audio_tokens: 700,
+        input_text_tokens: 200,
+        output_text_tokens: 100,
+        cached_tokens: 300,
+        cached_audio_tokens: 250,
+        cached_text_tokens: 50,
+        transcription_model: "gpt-4o-mini-transcribe".into(),
+        transcription_input_audio_tokens: 400,
+        transcription_output_tokens: 60,
+        ..Default::default()
+    };
+    fx.publish(&event(sid, 1, T0, started("front-desk", "+15550001234")))
+        .await?;
+    fx.publish(&event(
+        sid,
+        2,
+        T0 + 61_000,
+        Body::Ended(switchboard_proto::CallEnded {
+            reason: "caller_hung_up".into(),
+            duration_ms: 61_000,
+            usage: Some(Box::new(usage)),
+        }),
+    ))
+    .await?;
+    fx.wait_events(sid, 2).await?;
+    let s = fx.session(sid).await?;
+    let b = &s["cost"]["breakdown"];
+    assert_eq!(b["model"], "gpt-realtime-2.1-mini");
+    assert_eq!(b["priced"], true);
+    assert_eq!(b["placeholder"], false, "published prices only");
+    let line = |part: &str, item: &str| -> Value {
+        b["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["part"] == part && l["item"] == item)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {part} {item} line: {b}"))
+    };
+    // The reported split of the cached tokens, each at its own price.
+    assert_eq!(line("model", "audio input")["quantity"], 750.0);
+    assert_eq!(line("model", "audio input, cached")["quantity"], 250.0);
+    assert_eq!(line("model", "audio input, cached")["usd_per_unit"], 0.30);
+    assert_eq!(line("model", "text input, cached")["quantity"], 50.0);
+    assert_eq!(line("transcription", "audio input")["quantity"], 400.0);
+    let model_usd =
+        (750.0 * 10.0 + 250.0 * 0.30 + 150.0 * 0.60 + 50.0 * 0.06 + 700.0 * 20.0 + 100.0 * 2.40)
+            / 1e6;
+    let transcription_usd = (400.0 * 1.25 + 60.0 * 5.0) / 1e6;
+    let got = s["cost_usd"].as_f64().unwrap();
+    assert!(
+        (got - (model_usd + transcription_usd)).abs() < 1e-12,
+        "{got}"
+    );
+    assert!((b["transcription_usd"].as_f64().unwrap() - transcription_usd).abs() < 1e-12);
+    // Twilio: no status callback yet, so the call's own 61 s (two started minutes), unpriced
+    // until the operator sets a per-minute price.
+    assert_eq!(
+        s["cost"]["twilio"],
+        json!({"seconds": 61, "estimated": true, "minutes": 2, "usd_per_minute": null, "usd": null})
+    );
+    assert_eq!(s["cost"]["total_usd"], Value::Null);
+    fx.stop().await
+}

@@ -5,6 +5,66 @@ use crate::{CallEvent, call_event::Body};
 /// Gateways number their events from here so they never collide with the worker's sequence.
 pub const GATEWAY_SEQ_BASE: u64 = 1_000_000;
 
+/// Why a call ended: `CallEnded.reason`, as the worker records it and dashboards filter on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// Twilio's media stream stopped: the caller hung up.
+    CallerHungUp,
+    /// The agent called `end_call`.
+    EndCall,
+    /// The caller stayed silent through the idle prompt.
+    Idle,
+    /// The agent's `max_call_seconds` passed.
+    MaxDuration,
+    /// The agent called `transfer_call`.
+    Transferred,
+    /// The model failed (a fatal error, or sessions lost too often).
+    ModelError,
+    /// The model session refused or did not apply the call's configuration (formats, voice,
+    /// tools), so the caller could not have been served.
+    ModelConfigRejected,
+    /// The worker shut down before the call ended.
+    WorkerShutdown,
+    /// The media stream never started, or its subscription ended.
+    StreamLost,
+}
+
+impl EndReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [EndReason; 9] = [
+        Self::CallerHungUp,
+        Self::EndCall,
+        Self::Idle,
+        Self::MaxDuration,
+        Self::Transferred,
+        Self::ModelError,
+        Self::ModelConfigRejected,
+        Self::WorkerShutdown,
+        Self::StreamLost,
+    ];
+
+    /// The contract's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CallerHungUp => "caller_hung_up",
+            Self::EndCall => "end_call",
+            Self::Idle => "idle",
+            Self::MaxDuration => "max_duration",
+            Self::Transferred => "transferred",
+            Self::ModelError => "model_error",
+            Self::ModelConfigRejected => "model_config_rejected",
+            Self::WorkerShutdown => "worker_shutdown",
+            Self::StreamLost => "stream_lost",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `<kind>` token of an event body, as used in `voice.events.<call_sid>.<kind>`.
 pub fn kind(body: &Body) -> &'static str {
     match body {

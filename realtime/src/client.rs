@@ -96,8 +96,10 @@ pub struct ResponseParams {
     /// `auto` or `none` (an out-of-band response).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<String>,
+    /// Echoed in the response's `response.created` / `response.done`: how a client tells its
+    /// own responses from those the server starts by itself (server VAD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<crate::server::Metadata>,
 }
 
 impl ClientEvent {

@@ -7,7 +7,9 @@
 //! - [`server`]: events the server sends (`response.output_audio.delta`, `error`, ...), accepting
 //!   the legacy beta spellings of renamed events so an old-shaped event is never silently lost;
 //! - [`session`]: the session configuration of `session.update`;
-//! - [`item`]: conversation items and their content parts.
+//! - [`item`]: conversation items and their content parts;
+//! - `sdk_schema` (feature `sdk-schema`, for tests): events checked field by field against the
+//!   openai-python SDK's GA types.
 //!
 //! Unknown server events parse as [`server::ServerEvent::Unknown`] rather than failing, because
 //! OpenAI adds events over time.
@@ -15,6 +17,8 @@
 
 pub mod client;
 pub mod item;
+#[cfg(feature = "sdk-schema")]
+pub mod sdk_schema;
 pub mod server;
 pub mod session;
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::item::{ContentPart, Item};
+use crate::item::Item;
 use crate::session::Session;
 
 /// A server event. Renamed events accept their beta spelling too (`response.audio.delta` for
@@ -105,6 +105,9 @@ pub enum ServerEvent {
         #[serde(default)]
         content_index: u32,
         transcript: String,
+        /// What the transcription model billed (required in the GA type; absent in old captures).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<TranscriptionUsage>,
     },
     #[serde(rename = "conversation.item.input_audio_transcription.failed")]
     InputTranscriptionFailed {
@@ -113,7 +116,7 @@ pub enum ServerEvent {
         item_id: String,
         #[serde(default)]
         content_index: u32,
-        error: ErrorDetail,
+        error: TranscriptionError,
     },
     #[serde(rename = "conversation.item.truncated")]
     ConversationItemTruncated {
@@ -166,7 +169,7 @@ pub enum ServerEvent {
         content_index: u32,
         /// The part being started (empty transcript/text so far).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        part: Option<ContentPart>,
+        part: Option<ResponsePart>,
     },
     #[serde(rename = "response.content_part.done")]
     ContentPartDone {
@@ -180,7 +183,7 @@ pub enum ServerEvent {
         content_index: u32,
         /// The finished part (with its whole transcript/text).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        part: Option<ContentPart>,
+        part: Option<ResponsePart>,
     },
     /// Assistant audio (base64 in the output format).
     #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
@@ -312,6 +315,20 @@ pub struct ErrorDetail {
     pub event_id: Option<String>,
 }
 
+/// The `error` of `conversation.item.input_audio_transcription.failed` (every field optional;
+/// unlike an `error` event's body it has no `event_id`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionError {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+}
+
 /// A response, as in `response.created` / `response.done`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -332,9 +349,10 @@ pub struct Response {
     /// (`response.create` with `conversation: "none"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
-    /// The `metadata` given in `response.create`, echoed back.
+    /// The `metadata` given in `response.create`, echoed back (`null` for a response the
+    /// server started by itself, e.g. after server VAD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Metadata>,
 }
 
 /// Why a response ended other than `completed`.
@@ -349,7 +367,7 @@ pub struct StatusDetails {
     pub error: Option<ErrorDetail>,
 }
 
-/// Token usage of one response.
+/// Token usage of one response (`RealtimeResponseUsage`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     #[serde(default)]
@@ -359,21 +377,93 @@ pub struct Usage {
     #[serde(default)]
     pub output_tokens: u64,
     #[serde(default)]
-    pub input_token_details: Option<TokenDetails>,
+    pub input_token_details: Option<InputTokenDetails>,
     #[serde(default)]
-    pub output_token_details: Option<TokenDetails>,
+    pub output_token_details: Option<OutputTokenDetails>,
 }
 
-/// A split of tokens by modality.
+/// `usage.input_token_details`. Cached tokens are a subset of the input tokens; their split by
+/// modality is in `cached_tokens_details` (audio and text are priced differently when cached).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TokenDetails {
+pub struct InputTokenDetails {
     #[serde(default)]
     pub text_tokens: u64,
     #[serde(default)]
     pub audio_tokens: u64,
     #[serde(default)]
+    pub image_tokens: u64,
+    #[serde(default)]
     pub cached_tokens: u64,
+    #[serde(default)]
+    pub cached_tokens_details: Option<CachedTokenDetails>,
 }
+
+/// `usage.input_token_details.cached_tokens_details`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CachedTokenDetails {
+    #[serde(default)]
+    pub text_tokens: u64,
+    #[serde(default)]
+    pub audio_tokens: u64,
+    #[serde(default)]
+    pub image_tokens: u64,
+}
+
+/// `usage.output_token_details`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputTokenDetails {
+    #[serde(default)]
+    pub text_tokens: u64,
+    #[serde(default)]
+    pub audio_tokens: u64,
+}
+
+/// `usage` of `conversation.item.input_audio_transcription.completed`, billed at the
+/// transcription model's prices: by tokens, or by audio duration (`whisper-1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TranscriptionUsage {
+    Tokens {
+        input_tokens: u64,
+        output_tokens: u64,
+        total_tokens: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_token_details: Option<TranscriptionTokenDetails>,
+    },
+    Duration {
+        seconds: f64,
+    },
+}
+
+/// `usage.input_token_details` of a token-billed transcription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionTokenDetails {
+    #[serde(default)]
+    pub audio_tokens: u64,
+    #[serde(default)]
+    pub text_tokens: u64,
+}
+
+/// The `part` of `response.content_part.added` / `.done`. Its `type` is `audio` or `text`
+/// (the conversation item's own content says `output_audio` / `output_text`; `output_*` is
+/// accepted here too, in case a server sends the item spelling).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponsePart {
+    #[serde(alias = "output_audio")]
+    Audio {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transcript: Option<String>,
+    },
+    #[serde(alias = "output_text")]
+    Text {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+}
+
+/// `metadata` of a response: at most 16 pairs, keys up to 64 and values up to 512 characters.
+pub type Metadata = std::collections::BTreeMap<String, String>;
 
 /// One entry of `rate_limits.updated`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -432,12 +522,12 @@ mod tests {
             item_id: "i".into(),
             output_index: 0,
             content_index: 0,
-            part: Some(ContentPart::OutputAudio {
+            part: Some(ResponsePart::Audio {
                 transcript: Some(String::new()),
             }),
         };
         let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
-        assert_eq!(v["part"]["type"], "output_audio");
+        assert_eq!(v["part"]["type"], "audio");
         assert_eq!(ServerEvent::parse(&ev.to_json()).unwrap(), ev);
         // Older captures without `part` still parse.
         let bare = r#"{"type":"response.content_part.done","response_id":"r","item_id":"i"}"#;
@@ -446,12 +536,15 @@ mod tests {
             ServerEvent::ContentPartDone { part: None, .. }
         ));
         let d = r#"{"type":"response.done","response":{"id":"r","status":"completed",
-            "conversation_id":"conv_1","metadata":{"turn":1}}}"#;
+            "conversation_id":"conv_1","metadata":{"turn":"1"}}}"#;
         let ServerEvent::ResponseDone { response, .. } = ServerEvent::parse(d).unwrap() else {
             panic!()
         };
         assert_eq!(response.conversation_id.as_deref(), Some("conv_1"));
-        assert_eq!(response.metadata, Some(serde_json::json!({"turn": 1})));
+        assert_eq!(
+            response.metadata,
+            Some(Metadata::from([("turn".into(), "1".into())]))
+        );
     }
 
     #[test]

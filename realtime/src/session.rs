@@ -23,6 +23,9 @@ pub struct Session {
     /// An integer 1-4096 or `"inf"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<serde_json::Value>,
+    /// What the server drops when the conversation outgrows the context (or a token limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<Truncation>,
     /// Server copies only: the session id (`sess_...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -77,13 +80,79 @@ pub struct AudioFormat {
     pub rate: Option<u32>,
 }
 
+/// `audio/pcmu`: G.711 mu-law, what Twilio streams.
+pub const PCMU: &str = "audio/pcmu";
+/// `audio/pcm`: 16-bit PCM at 24 kHz, a session's default when nothing else is set.
+pub const PCM: &str = "audio/pcm";
+/// `audio/pcma`: G.711 A-law.
+pub const PCMA: &str = "audio/pcma";
+/// The only rate `audio/pcm` supports.
+pub const PCM_RATE: u32 = 24_000;
+
 impl AudioFormat {
     /// G.711 mu-law, 8 kHz.
     pub fn pcmu() -> Self {
         Self {
-            kind: "audio/pcmu".into(),
+            kind: PCMU.into(),
             rate: None,
         }
+    }
+
+    /// 16-bit PCM at 24 kHz (the server's default format).
+    pub fn pcm() -> Self {
+        Self {
+            kind: PCM.into(),
+            rate: Some(PCM_RATE),
+        }
+    }
+
+    /// Whether this is G.711 mu-law.
+    pub fn is_pcmu(&self) -> bool {
+        self.kind == PCMU
+    }
+}
+
+/// `session.truncation`: `"auto"`, `"disabled"`, or a retention ratio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Truncation {
+    /// `auto` or `disabled`.
+    Mode(String),
+    /// Drop old items until `retention_ratio` of the limit is used, whenever the conversation
+    /// after the instructions exceeds `token_limits.post_instructions` (or the model's window).
+    RetentionRatio(RetentionRatio),
+}
+
+/// `{"type": "retention_ratio", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionRatio {
+    /// Always `retention_ratio`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 0.0-1.0.
+    pub retention_ratio: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_limits: Option<TokenLimits>,
+}
+
+/// `truncation.token_limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLimits {
+    /// Tokens allowed after the instructions (and tool definitions) before truncating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_instructions: Option<u64>,
+}
+
+impl Truncation {
+    /// A retention-ratio truncation.
+    pub fn retention_ratio(ratio: f64, post_instructions: Option<u64>) -> Self {
+        Self::RetentionRatio(RetentionRatio {
+            kind: "retention_ratio".into(),
+            retention_ratio: ratio,
+            token_limits: post_instructions.map(|p| TokenLimits {
+                post_instructions: Some(p),
+            }),
+        })
     }
 }
 
@@ -100,10 +169,30 @@ pub struct Transcription {
 /// `session.audio.input.noise_reduction`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NoiseReduction {
-    /// `near_field` or `far_field`.
+    /// `near_field` (close-talking: a handset) or `far_field` (a speakerphone).
     #[serde(rename = "type")]
     pub kind: String,
 }
+
+/// The values of `noise_reduction.type`.
+pub const NOISE_REDUCTION_TYPES: [&str; 2] = ["near_field", "far_field"];
+/// The values of `semantic_vad.eagerness`.
+pub const EAGERNESS: [&str; 4] = ["low", "medium", "high", "auto"];
+/// The built-in voices (a custom voice is `{"id": "voice_..."}`, which this crate does not send).
+pub const VOICES: [&str; 10] = [
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
+];
+/// The transcription models of the GA `AudioTranscription.model` enum.
+pub const TRANSCRIPTION_MODELS: [&str; 8] = [
+    "whisper-1",
+    "gpt-transcribe",
+    "gpt-live-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-mini-transcribe-2025-12-15",
+    "gpt-4o-transcribe",
+    "gpt-4o-transcribe-diarize",
+    "gpt-realtime-whisper",
+];
 
 /// `session.audio.input.turn_detection`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

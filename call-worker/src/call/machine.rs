@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use switchboard_proto::event::EndReason;
 use switchboard_proto::{
     CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolFailure, ToolInvocation,
     TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
@@ -44,18 +45,18 @@ use switchboard_proto::{
 use switchboard_realtime::client::ResponseParams;
 use switchboard_realtime::server::{ErrorDetail, Response};
 use switchboard_realtime::session::{
-    AudioConfig, AudioFormat, AudioInput, AudioOutput, Transcription,
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, NoiseReduction,
 };
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
 
+use super::arbiter::{Arbiter, Purpose, Refusal};
+use super::session_check::SessionCheck;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
 use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
 
-/// The caller's speech is transcribed with this model (transcription is off unless set).
-pub const TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
 /// Twilio must open the media stream within this time after the offer was accepted.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Assistant audio held before Twilio's `start`: 30 s of mu-law.
@@ -142,17 +143,6 @@ pub fn classify_error(error: &ErrorDetail) -> ErrorClass {
     }
 }
 
-/// Whether an error (without a matching `event_id`) plausibly answers our pending
-/// `response.create`, rather than some other client event.
-fn error_answers_response_create(code: &str) -> bool {
-    !(code.starts_with("item_truncate")
-        || code.starts_with("input_audio_buffer")
-        || matches!(
-            code,
-            "response_cancel_not_active" | "unsupported_content_type" | "invalid_value"
-        ))
-}
-
 /// What the call needs to know at start.
 #[derive(Debug, Clone)]
 pub struct CallSetup {
@@ -168,17 +158,6 @@ pub struct CallSetup {
     pub tool_timeout: Duration,
 }
 
-/// Why a `response.create` was sent, so its response can be recognised when it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    Plain,
-    Greeting,
-    Prompt,
-    Goodbye,
-    /// A short line while a slow tool runs.
-    Filler,
-}
-
 /// How a call that ends on our side ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
@@ -189,12 +168,12 @@ enum Ending {
 }
 
 impl Ending {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> EndReason {
         match self {
-            Self::EndCall => "end_call",
-            Self::Transfer(_) => "transferred",
-            Self::Idle => "idle",
-            Self::MaxDuration => "max_duration",
+            Self::EndCall => EndReason::EndCall,
+            Self::Transfer(_) => EndReason::Transferred,
+            Self::Idle => EndReason::Idle,
+            Self::MaxDuration => EndReason::MaxDuration,
         }
     }
 
@@ -205,7 +184,7 @@ impl Ending {
                 announcement: String::new(),
             }),
             other => outbound_frame::Frame::Hangup(switchboard_proto::Hangup {
-                reason: other.reason().to_owned(),
+                reason: other.reason().as_str().to_owned(),
             }),
         }
     }
@@ -277,7 +256,7 @@ pub struct CallMachine {
     accepted_at: Instant,
     effects: Vec<Effect>,
     tools: SessionTools,
-    ended: Option<String>,
+    ended: Option<EndReason>,
 
     stream_started: bool,
     /// Twilio's chunk counter of the last caller audio frame (0: none yet).
@@ -287,11 +266,10 @@ pub struct CallMachine {
     playback: Playback,
     interrupted_items: HashSet<String>,
 
-    active_response: Option<String>,
-    /// Our `response.create` not yet answered: its purpose, event id and params.
-    requested: Option<(Purpose, String, Option<ResponseParams>)>,
-    deferred: VecDeque<(Purpose, Option<ResponseParams>)>,
-    next_event_id: u64,
+    /// The running response and our requests (see [`super::arbiter`]).
+    responses: Arbiter,
+    /// The `session.update`s awaiting confirmation (see [`super::session_check`]).
+    session_check: SessionCheck,
     responses_with_audio: HashSet<String>,
 
     greeting: GreetingState,
@@ -342,10 +320,8 @@ impl CallMachine {
             prestart_bytes: 0,
             playback: Playback::new(),
             interrupted_items: HashSet::new(),
-            active_response: None,
-            requested: None,
-            deferred: VecDeque::new(),
-            next_event_id: 0,
+            responses: Arbiter::default(),
+            session_check: SessionCheck::default(),
             responses_with_audio: HashSet::new(),
             greeting: GreetingState::None,
             greeting_response: None,
@@ -358,7 +334,16 @@ impl CallMachine {
             outcome_set: false,
             handoff: None,
             voice: setup.agent.voice.clone(),
-            usage: Usage::default(),
+            usage: Usage {
+                model: setup.model.clone(),
+                transcription_model: setup
+                    .agent
+                    .transcription
+                    .as_ref()
+                    .map(|t| t.model.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
             hangup: None,
             hangup_deadline: None,
             start_deadline: Some(now + START_TIMEOUT),
@@ -410,8 +395,8 @@ impl CallMachine {
     }
 
     /// The end reason once the call is over; the actor stops then.
-    pub fn ended(&self) -> Option<&str> {
-        self.ended.as_deref()
+    pub fn ended(&self) -> Option<EndReason> {
+        self.ended
     }
 
     /// The earliest timer, if any.
@@ -460,6 +445,13 @@ impl CallMachine {
 
     /// The whole configuration of a new session, for the current agent.
     fn send_session_update(&mut self) {
+        let session = self.full_session();
+        self.send_session(session);
+    }
+
+    /// The whole configuration of a session for the current agent: [`Self::agent_session`]
+    /// plus the model, output modality, output format and the call's voice.
+    fn full_session(&self) -> Session {
         let mut session = self.agent_session();
         session.model = Some(self.setup.model.clone());
         session.output_modalities = Some(vec!["audio".into()]);
@@ -470,15 +462,24 @@ impl CallMachine {
                 speed: None,
             });
         }
+        session
+    }
+
+    /// Sends a `session.update` whose answer [`SessionCheck`] will verify.
+    fn send_session(&mut self, session: Session) {
+        let event_id = self.session_check.sent(&session);
         self.send_event(ClientEvent::SessionUpdate {
-            event_id: None,
+            event_id: Some(event_id),
             session,
         });
     }
 
-    /// What depends on the agent: instructions, tools and turn detection (with the input
-    /// format and transcription they sit next to). A `session.update` changes only the fields
-    /// present, so a handoff sends just this, leaving model and voice as they are.
+    /// What depends on the agent: instructions, tools, turn detection, noise reduction,
+    /// transcription (with the input format they sit next to) and truncation. A
+    /// `session.update` changes only the fields present, so a handoff sends just this, leaving
+    /// model and voice as they are. An agent without transcription, noise reduction or
+    /// truncation settings leaves them out, so after a handoff to such an agent the session
+    /// keeps what the first agent set.
     fn agent_session(&self) -> Session {
         let agent = &self.setup.agent;
         Session {
@@ -487,18 +488,18 @@ impl CallMachine {
             audio: Some(AudioConfig {
                 input: Some(AudioInput {
                     format: Some(AudioFormat::pcmu()),
-                    transcription: Some(Transcription {
-                        model: TRANSCRIPTION_MODEL.into(),
-                        language: None,
-                        prompt: None,
-                    }),
-                    noise_reduction: None,
+                    transcription: agent.transcription.clone(),
+                    noise_reduction: agent
+                        .noise_reduction
+                        .as_ref()
+                        .map(|kind| NoiseReduction { kind: kind.clone() }),
                     turn_detection: Some(agent.turn_detection.to_session()),
                 }),
                 output: None,
             }),
             tools: Some(self.tools.functions.clone()),
             tool_choice: Some("auto".into()),
+            truncation: agent.truncation.clone(),
             ..Default::default()
         }
     }
@@ -549,8 +550,8 @@ impl CallMachine {
         self.settle_transcripts();
 
         // Whatever was asked of the old session is asked again of the new one.
-        let was_active = self.active_response.take().is_some();
-        let requested = self.requested.take();
+        let (was_active, requested) = self.responses.reset();
+        self.session_check.reset();
         self.responses_with_audio.clear();
         self.user_offsets.clear();
         self.speech_stopped_at = None;
@@ -558,7 +559,7 @@ impl CallMachine {
             self.greeting = GreetingState::Requested;
             self.greeting_response = None;
             let params = self.greeting_params();
-            self.deferred.push_front((Purpose::Greeting, params));
+            self.responses.defer_first(Purpose::Greeting, params);
         }
         if self
             .hangup
@@ -571,10 +572,10 @@ impl CallMachine {
         }
         match requested {
             // A filler line is only worth saying on time.
-            Some((Purpose::Filler, _, _)) => {}
-            Some((purpose, _, params)) => self.deferred.push_front((purpose, params)),
+            Some((Purpose::Filler, _)) => {}
+            Some((purpose, params)) => self.responses.defer_first(purpose, params),
             None if was_active && self.greeting != GreetingState::Requested => {
-                self.deferred.push_back((Purpose::Plain, None));
+                self.responses.defer(Purpose::Plain, None);
             }
             None => {}
         }
@@ -616,43 +617,27 @@ impl CallMachine {
 
     /// Asks for a response now, or after the active one.
     fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        if self.active_response.is_none() && self.requested.is_none() && self.reconnect_at.is_none()
-        {
+        if !self.responses.busy() && self.reconnect_at.is_none() {
             self.send_response_create(purpose, params);
         } else {
-            self.deferred.push_back((purpose, params));
+            self.responses.defer(purpose, params);
         }
     }
 
     fn send_response_create(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        self.next_event_id += 1;
-        let event_id = format!("sb_resp_{}", self.next_event_id);
-        // A plain request waiting behind this one is answered by it (a filler line answers
-        // nothing).
-        if purpose != Purpose::Filler {
-            self.deferred
-                .retain(|(p, params)| !(*p == Purpose::Plain && params.is_none()));
-        }
-        self.requested = Some((purpose, event_id.clone(), params.clone()));
-        self.send_event(ClientEvent::ResponseCreate {
-            event_id: Some(event_id),
-            response: params,
-        });
+        let event = self.responses.create(purpose, params);
+        self.send_event(event);
     }
 
     /// After a response ended (or a request failed): tool outputs first, then waiting requests.
     fn pump(&mut self) {
-        if self.ended.is_some()
-            || self.active_response.is_some()
-            || self.requested.is_some()
-            || self.reconnect_at.is_some()
-        {
+        if self.ended.is_some() || self.responses.busy() || self.reconnect_at.is_some() {
             return;
         }
         if self.flush_tool_outputs() {
             return;
         }
-        if let Some((purpose, params)) = self.deferred.pop_front() {
+        if let Some((purpose, params)) = self.responses.next_deferred() {
             self.send_response_create(purpose, params);
         }
     }
@@ -731,14 +716,14 @@ impl CallMachine {
             }
             inbound_frame::Frame::Stop(stop) => {
                 tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason, "media stream stopped");
-                self.finish("caller_hung_up", now);
+                self.finish(EndReason::CallerHungUp, now);
             }
         }
     }
 
     /// The subscription to `.in` ended (the NATS connection is going away).
     pub fn on_inbound_closed(&mut self, now: Instant) {
-        self.finish("stream_lost", now);
+        self.finish(EndReason::StreamLost, now);
     }
 
     fn touch_caller(&mut self, now: Instant) {
@@ -806,12 +791,17 @@ impl CallMachine {
     }
 
     fn model_error(&mut self, now: Instant) {
+        self.fail(EndReason::ModelError, now);
+    }
+
+    /// Hangs up on the caller because the model cannot serve the call.
+    fn fail(&mut self, reason: EndReason, now: Instant) {
         self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
             switchboard_proto::Hangup {
                 reason: "error".into(),
             },
         )));
-        self.finish("model_error", now);
+        self.finish(reason, now);
     }
 
     fn on_server_event(&mut self, ev: ServerEvent, now: Instant) {
@@ -820,8 +810,14 @@ impl CallMachine {
             ServerEvent::SessionCreated { session, .. } => {
                 tracing::debug!(call_sid = %self.setup.offer.call_sid, id = ?session.id, "realtime session created");
             }
-            ServerEvent::SessionUpdated { .. } => {
-                tracing::debug!(call_sid = %self.setup.offer.call_sid, "realtime session updated");
+            ServerEvent::SessionUpdated { session, .. } => {
+                if let Err(why) = self.session_check.on_updated(&session) {
+                    tracing::error!(call_sid = %self.setup.offer.call_sid, %why,
+                        "the model session did not take the call's configuration; ending the call");
+                    self.fail(EndReason::ModelConfigRejected, now);
+                } else {
+                    tracing::debug!(call_sid = %self.setup.offer.call_sid, "realtime session confirmed");
+                }
             }
             ServerEvent::SpeechStarted { item_id, .. } => {
                 let offset = self.offset_ms(now);
@@ -836,8 +832,12 @@ impl CallMachine {
             ServerEvent::InputTranscriptionCompleted {
                 item_id,
                 transcript,
+                usage,
                 ..
             } => {
+                if let Some(u) = &usage {
+                    crate::usage::add_transcription(&mut self.usage, u);
+                }
                 let offset = self
                     .user_offsets
                     .remove(&item_id)
@@ -853,12 +853,14 @@ impl CallMachine {
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
+                // The model heard the audio anyway; only the record lacks the words.
+                self.user_offsets.remove(&item_id);
+                metrics::counter!("worker_transcription_failures_total").increment(1);
                 tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
-                    message = %error.message, "caller speech could not be transcribed");
+                    message = ?error.message, "caller speech could not be transcribed");
             }
             ServerEvent::ResponseCreated { response, .. } => {
-                self.active_response = Some(response.id.clone());
-                match self.requested.take().map(|(p, _, _)| p) {
+                match self.responses.on_created(&response) {
                     Some(Purpose::Greeting) if self.greeting == GreetingState::Requested => {
                         self.greeting = GreetingState::Response;
                         self.greeting_response = Some(response.id);
@@ -918,7 +920,7 @@ impl CallMachine {
     }
 
     fn on_error(&mut self, error: ErrorDetail, now: Instant) {
-        let call_sid = &self.setup.offer.call_sid;
+        let call_sid = self.setup.offer.call_sid.clone();
         let code = error.code.clone().unwrap_or_else(|| "unknown".into());
         metrics::counter!("realtime_errors_total", "code" => code.clone()).increment(1);
         if code == "session_expired" {
@@ -931,31 +933,29 @@ impl CallMachine {
             self.model_error(now);
             return;
         }
+        if let Some(why) = self.session_check.on_error(&error) {
+            tracing::error!(%call_sid, %why, "the model refused the call's configuration; ending the call");
+            self.fail(EndReason::ModelConfigRejected, now);
+            return;
+        }
         tracing::warn!(%call_sid, %code, kind = %error.kind, message = %error.message,
             "realtime error; the call continues");
-        // Did it answer our pending response.create?
-        let Some((purpose, event_id, params)) = self.requested.clone() else {
-            return;
-        };
-        let answers = match &error.event_id {
-            Some(id) => *id == event_id,
-            None => self.active_response.is_none() && error_answers_response_create(&code),
-        };
-        if !answers {
-            return;
+        match self.responses.on_error(&error) {
+            Refusal::NotOurs => {}
+            // Another response (server VAD's) runs: ours is asked again after its
+            // `response.done`, whether the refusal came before or after its `response.created`.
+            Refusal::Busy(purpose) => {
+                tracing::debug!(%call_sid, ?purpose, "response request refused while another runs; retried after it");
+            }
+            Refusal::Failed(purpose) => {
+                match purpose {
+                    Purpose::Goodbye => self.hang_up_now(now),
+                    Purpose::Greeting => self.greeting = GreetingState::Done,
+                    Purpose::Plain | Purpose::Prompt | Purpose::Filler => {}
+                }
+                self.pump();
+            }
         }
-        self.requested = None;
-        if code == "conversation_already_has_active_response" {
-            // A response we have not seen start yet (server VAD) is running: ask again after it.
-            self.deferred.push_front((purpose, params));
-            return;
-        }
-        match purpose {
-            Purpose::Goodbye => self.hang_up_now(now),
-            Purpose::Greeting => self.greeting = GreetingState::Done,
-            Purpose::Plain | Purpose::Prompt | Purpose::Filler => {}
-        }
-        self.pump();
     }
 
     fn entry(&mut self, item_id: &str, response_id: &str, now: Instant) -> &mut AssistantEntry {
@@ -982,6 +982,12 @@ impl CallMachine {
             return;
         }
         if bytes.is_empty() {
+            return;
+        }
+        if !self.session_check.confirmed() {
+            // The session's formats are not confirmed yet: this might not be mu-law, and the
+            // caller must not hear noise (a refused configuration ends the call).
+            metrics::counter!("worker_unconfirmed_audio_dropped_total").increment(1);
             return;
         }
         self.entry(&item_id, &response_id, now);
@@ -1026,17 +1032,9 @@ impl CallMachine {
     fn on_response_done(&mut self, response: Response, now: Instant) {
         let call_sid = self.setup.offer.call_sid.clone();
         // Only one response runs at a time, so whichever finished, none is active now.
-        self.active_response = None;
+        self.responses.on_done(&response);
         if let Some(u) = &response.usage {
-            let input = u.input_token_details.clone().unwrap_or_default();
-            let output = u.output_token_details.clone().unwrap_or_default();
-            self.usage.input_tokens += u.input_tokens;
-            self.usage.output_tokens += u.output_tokens;
-            self.usage.input_audio_tokens += input.audio_tokens;
-            self.usage.input_text_tokens += input.text_tokens;
-            self.usage.cached_tokens += input.cached_tokens;
-            self.usage.output_audio_tokens += output.audio_tokens;
-            self.usage.output_text_tokens += output.text_tokens;
+            crate::usage::add_response(&mut self.usage, u);
         }
         match response.status.as_str() {
             "failed" => {
@@ -1126,7 +1124,11 @@ impl CallMachine {
         let Some(cut) = self.playback.interrupt() else {
             return;
         };
-        let call_sid = &self.setup.offer.call_sid;
+        let call_sid = self.setup.offer.call_sid.clone();
+        // The model's context keeps what the caller heard and nothing more: the item playing
+        // is cut where the caller stopped hearing it, and items nobody heard at all (the one
+        // playing when 0 ms of it was heard, which the server refuses to truncate, and those
+        // queued behind it) are removed.
         if let Some((item_id, audio_end_ms)) = cut.truncate {
             tracing::debug!(%call_sid, %item_id, audio_end_ms, "barge-in: truncating");
             self.send_event(ClientEvent::ConversationItemTruncate {
@@ -1134,6 +1136,13 @@ impl CallMachine {
                 item_id,
                 content_index: 0,
                 audio_end_ms,
+            });
+        }
+        for item_id in cut.unheard {
+            tracing::debug!(%call_sid, %item_id, "barge-in: deleting an unheard item");
+            self.send_event(ClientEvent::ConversationItemDelete {
+                event_id: None,
+                item_id,
             });
         }
         self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
@@ -1442,10 +1451,7 @@ impl CallMachine {
                 }
                 if self.reconnect_at.is_none() {
                     let session = self.agent_session();
-                    self.send_event(ClientEvent::SessionUpdate {
-                        event_id: None,
-                        session,
-                    });
+                    self.send_session(session);
                 }
                 record = Some(if pending.reason.is_empty() {
                     format!("Handed off to {}.", agent.id)
@@ -1584,7 +1590,7 @@ impl CallMachine {
         if self.hangup.is_some() {
             return;
         }
-        tracing::info!(call_sid = %self.setup.offer.call_sid, reason = ending.reason(), "ending the call after a goodbye");
+        tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %ending.reason(), "ending the call after a goodbye");
         self.hangup = Some(PendingHangup {
             ending,
             response_id: None,
@@ -1630,14 +1636,14 @@ impl CallMachine {
         }
         self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
             switchboard_proto::Hangup {
-                reason: "worker_shutdown".into(),
+                reason: EndReason::WorkerShutdown.as_str().into(),
             },
         )));
-        self.finish("worker_shutdown", now);
+        self.finish(EndReason::WorkerShutdown, now);
     }
 
     /// Ends the call: records what is left, then `ended`, and closes the model session.
-    fn finish(&mut self, reason: &str, now: Instant) {
+    fn finish(&mut self, reason: EndReason, now: Instant) {
         if self.ended.is_some() {
             return;
         }
@@ -1653,13 +1659,13 @@ impl CallMachine {
             u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
                 .unwrap_or(u64::MAX);
         self.effects.push(Effect::Event(Body::Ended(CallEnded {
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             duration_ms,
-            usage: Some(self.usage),
+            usage: Some(Box::new(self.usage.clone())),
         })));
         self.effects.push(Effect::CloseRealtime);
-        self.ended = Some(reason.to_owned());
-        metrics::counter!("worker_calls_ended_total", "reason" => reason.to_owned()).increment(1);
+        self.ended = Some(reason);
+        metrics::counter!("worker_calls_ended_total", "reason" => reason.as_str()).increment(1);
         tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
     }
 
@@ -1673,7 +1679,7 @@ impl CallMachine {
         if self.start_deadline.is_some_and(|d| d <= now) {
             tracing::warn!(call_sid = %self.setup.offer.call_sid, "media stream never started");
             self.start_deadline = None;
-            self.finish("stream_lost", now);
+            self.finish(EndReason::StreamLost, now);
             return;
         }
         if self.hangup_deadline.is_some_and(|d| d <= now) {
@@ -1709,8 +1715,7 @@ impl CallMachine {
         if !due {
             return;
         }
-        let busy = self.active_response.is_some()
-            || self.requested.is_some()
+        let busy = self.responses.busy()
             || self.reconnect_at.is_some()
             || self.hangup.is_some()
             || self.playback.has_pending();
@@ -1740,10 +1745,7 @@ impl CallMachine {
             self.idle_deadline = None;
             return;
         };
-        let busy = self.active_response.is_some()
-            || self.requested.is_some()
-            || self.playback.has_pending()
-            || self.hangup.is_some();
+        let busy = self.responses.busy() || self.playback.has_pending() || self.hangup.is_some();
         if busy {
             self.idle_deadline = Some(now + IDLE_RECHECK);
             return;

@@ -26,7 +26,9 @@
 //! (re)connect, `turn` per turn-latency event, `tool` per tool call (its context travels in the
 //! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
+pub mod arbiter;
 pub mod machine;
+pub mod session_check;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -127,15 +129,24 @@ pub async fn spawn(
     if let Some(headers) = headers {
         switchboard_service::trace::set_parent(&span, headers);
     }
-    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&ctx.realtime, &offer.call_sid));
+    // The agent may name its own model; the call keeps it for every session (a handoff cannot
+    // change a session's model).
+    let settings = RealtimeSettings {
+        model: agent
+            .model
+            .clone()
+            .unwrap_or_else(|| ctx.realtime.model.clone()),
+        ..ctx.realtime.clone()
+    };
+    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid));
     let setup = CallSetup {
         offer,
         agent,
         worker_id: ctx.worker_id.clone(),
-        model: ctx.realtime.model.clone(),
+        model: settings.model.clone(),
         tool_timeout: ctx.tool_timeout,
     };
-    let actor = CallActor::new(ctx, setup, rt_tx, rt_rx, cancel, agents);
+    let actor = CallActor::new(ctx, setup, settings, (rt_tx, rt_rx), cancel, agents);
     tracker.spawn(
         async move {
             let sid = actor.call_sid.clone();
@@ -159,6 +170,8 @@ struct CallActor {
     queue: VecDeque<Effect>,
     machine: CallMachine,
     events: CallEvents,
+    /// Where this call's model is (the worker's settings with the call's model).
+    settings: RealtimeSettings,
     realtime: RealtimeSender,
     rt_events: mpsc::Receiver<RealtimeEvent>,
     cancel: CancellationToken,
@@ -182,8 +195,8 @@ impl CallActor {
     fn new(
         ctx: Arc<CallContext>,
         setup: CallSetup,
-        realtime: RealtimeSender,
-        rt_events: mpsc::Receiver<RealtimeEvent>,
+        settings: RealtimeSettings,
+        (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
         cancel: CancellationToken,
         agents: watch::Receiver<Arc<Agents>>,
     ) -> Self {
@@ -198,6 +211,7 @@ impl CallActor {
             ctx,
             call_sid,
             out_seq: 0,
+            settings,
             realtime,
             rt_events,
             cancel,
@@ -310,7 +324,7 @@ impl CallActor {
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
-                    let (tx, rx) = realtime::connect(&self.ctx.realtime, &self.call_sid);
+                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid);
                     self.realtime = tx;
                     self.rt_events = rx;
                     let replay = crate::replay::items(self.events.history());

@@ -269,7 +269,7 @@ pub fn ended(reason: &str, duration_ms: u64) -> Body {
     Body::Ended(CallEnded {
         reason: reason.into(),
         duration_ms,
-        usage: Some(Usage {
+        usage: Some(Box::new(Usage {
             input_tokens: 1200,
             output_tokens: 800,
             input_audio_tokens: 1000,
@@ -277,7 +277,8 @@ pub fn ended(reason: &str, duration_ms: u64) -> Body {
             input_text_tokens: 200,
             output_text_tokens: 100,
             cached_tokens: 64,
-        }),
+            ..Default::default()
+        })),
     })
 }
 

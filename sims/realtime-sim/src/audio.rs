@@ -33,6 +33,96 @@ pub(crate) fn voice(start: usize, end: usize) -> Vec<u8> {
         .collect()
 }
 
+/// An audio format of the session (`audio.input.format` / `audio.output.format`). The
+/// simulator works in mu-law internally and converts at the edges, so a client that sends or
+/// plays the wrong format hears (and is heard as) noise, as with the real server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `audio/pcm`: 16-bit little-endian PCM at 24 kHz (the default of a new session).
+    #[default]
+    Pcm,
+    /// `audio/pcmu`: G.711 mu-law at 8 kHz.
+    Pcmu,
+    /// `audio/pcma`: G.711 A-law at 8 kHz.
+    Pcma,
+}
+
+impl Format {
+    /// The format named by `kind` (`audio/pcm` for anything unknown, which validation refuses
+    /// before it could be set).
+    pub(crate) fn from_kind(kind: &str) -> Format {
+        match kind {
+            switchboard_realtime::session::PCMU => Format::Pcmu,
+            switchboard_realtime::session::PCMA => Format::Pcma,
+            _ => Format::Pcm,
+        }
+    }
+
+    /// Client audio in this format, as the mu-law the VAD listens to.
+    pub(crate) fn to_mulaw(self, audio: &[u8]) -> Vec<u8> {
+        match self {
+            Format::Pcmu => audio.to_vec(),
+            Format::Pcma => audio
+                .iter()
+                .map(|&a| mulaw::encode(alaw_decode(a)))
+                .collect(),
+            // 24 kHz to 8 kHz: every third sample.
+            Format::Pcm => audio
+                .chunks_exact(6)
+                .map(|s| mulaw::encode(i16::from_le_bytes([s[0], s[1]])))
+                .collect(),
+        }
+    }
+
+    /// Simulated speech (mu-law) in this format.
+    pub(crate) fn encode_mulaw(self, audio: &[u8]) -> Vec<u8> {
+        match self {
+            Format::Pcmu => audio.to_vec(),
+            Format::Pcma => audio
+                .iter()
+                .map(|&m| alaw_encode(mulaw::decode(m)))
+                .collect(),
+            Format::Pcm => audio
+                .iter()
+                .flat_map(|&m| {
+                    let [a, b] = mulaw::decode(m).to_le_bytes();
+                    [a, b, a, b, a, b]
+                })
+                .collect(),
+        }
+    }
+}
+
+/// G.711 A-law to linear 16-bit.
+fn alaw_decode(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let mantissa = i16::from(a & 0x0f) << 4;
+    let segment = (a & 0x70) >> 4;
+    let magnitude = match segment {
+        0 => mantissa + 8,
+        1 => mantissa + 0x108,
+        s => (mantissa + 0x108) << (s - 1),
+    };
+    if a & 0x80 != 0 { magnitude } else { -magnitude }
+}
+
+/// Linear 16-bit to G.711 A-law.
+fn alaw_encode(sample: i16) -> u8 {
+    let (sign, magnitude) = if sample >= 0 {
+        (0x80u8, sample)
+    } else {
+        (0x00u8, sample.saturating_neg())
+    };
+    let magnitude = (magnitude >> 3).min(0x0fff);
+    let (segment, mantissa) = if magnitude < 32 {
+        (0u8, (magnitude >> 1) as u8)
+    } else {
+        let segment = (16 - (magnitude as u16).leading_zeros() as u8).saturating_sub(5);
+        (segment, ((magnitude >> segment) & 0x0f) as u8)
+    };
+    (sign | (segment << 4) | mantissa) ^ 0x55
+}
+
 /// Converts a byte count of mu-law audio to milliseconds.
 pub(crate) fn bytes_to_ms(bytes: u64) -> u32 {
     u32::try_from(bytes / BYTES_PER_MS as u64).unwrap_or(u32::MAX)
@@ -150,6 +240,22 @@ impl InputBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_convert_to_and_from_mulaw() {
+        let speech: Vec<u8> = voice(0, 800);
+        for format in [Format::Pcmu, Format::Pcma, Format::Pcm] {
+            let wire = format.encode_mulaw(&speech);
+            let bytes_per_ms = if format == Format::Pcm { 48 } else { 8 };
+            assert_eq!(wire.len(), 100 * bytes_per_ms, "{format:?}");
+            let back = format.to_mulaw(&wire);
+            let (a, b) = (mulaw::rms(&speech), mulaw::rms(&back));
+            assert!((a - b).abs() < 0.01, "{format:?}: {a} vs {b}");
+        }
+        // mu-law read as 24 kHz PCM is not the same sound.
+        let misread = Format::Pcm.to_mulaw(&speech);
+        assert_eq!(misread.len(), speech.len() / 6);
+    }
 
     const PARAMS: VadParams = VadParams {
         threshold: 0.5,

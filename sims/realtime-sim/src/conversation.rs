@@ -130,28 +130,64 @@ impl Conversation {
     }
 
     /// A plausible size of the conversation as model input: text tokens (about 4 per 3
-    /// words, 1 per 4 characters of JSON) and audio tokens (10 per second of caller audio).
+    /// words, 1 per 4 characters of JSON) and audio tokens (10 per second of caller audio, 20
+    /// per second of assistant audio).
     pub(crate) fn input_tokens(&self, instructions: &str) -> (u64, u64) {
-        let mut text = word_tokens(instructions);
-        let mut audio = 0u64;
+        let (mut text, mut audio) = (word_tokens(instructions), 0u64);
         for e in &self.entries {
-            match &e.item {
-                Item::Message { role, .. } => {
-                    text += word_tokens(&e.item.text()) + 4;
-                    if role == "user" {
-                        audio += u64::from(e.audio_ms) / 100;
-                    } else if e.assistant_audio {
-                        audio += u64::from(e.audio_ms) / 50;
-                    }
-                }
-                Item::FunctionCall {
-                    name, arguments, ..
-                } => text += (name.len() + arguments.len()) as u64 / 4 + 4,
-                Item::FunctionCallOutput { output, .. } => text += output.len() as u64 / 4 + 4,
-                Item::Other => {}
-            }
+            let (t, a) = e.tokens();
+            text += t;
+            audio += a;
         }
         (text, audio)
+    }
+
+    /// Server-side truncation: when the conversation after the instructions holds more than
+    /// `limit` tokens, the oldest items are dropped until at most `retention * limit` remain.
+    /// Returns whether anything was dropped (which also empties the prompt cache).
+    pub(crate) fn truncate(&mut self, limit: u64, retention: f64) -> bool {
+        let total: u64 = self
+            .entries
+            .iter()
+            .map(|e| e.tokens().0 + e.tokens().1)
+            .sum();
+        if total <= limit {
+            return false;
+        }
+        let keep = (limit as f64 * retention.clamp(0.0, 1.0)) as u64;
+        let mut left = total;
+        let mut drop = 0;
+        while left > keep && drop < self.entries.len() {
+            let (t, a) = self.entries[drop].tokens();
+            left -= t + a;
+            drop += 1;
+        }
+        self.entries.drain(..drop);
+        drop > 0
+    }
+}
+
+impl Entry {
+    /// (text, audio) tokens of this item as model input.
+    fn tokens(&self) -> (u64, u64) {
+        match &self.item {
+            Item::Message { role, .. } => {
+                let text = word_tokens(&self.item.text()) + 4;
+                let audio = if role == "user" {
+                    u64::from(self.audio_ms) / 100
+                } else if self.assistant_audio {
+                    u64::from(self.audio_ms) / 50
+                } else {
+                    0
+                };
+                (text, audio)
+            }
+            Item::FunctionCall {
+                name, arguments, ..
+            } => ((name.len() + arguments.len()) as u64 / 4 + 4, 0),
+            Item::FunctionCallOutput { output, .. } => (output.len() as u64 / 4 + 4, 0),
+            Item::Other => (0, 0),
+        }
     }
 }
 
@@ -174,6 +210,23 @@ mod tests {
             audio_ms: 0,
             assistant_audio: false,
         }
+    }
+
+    #[test]
+    fn truncation_keeps_the_newest_items_within_the_retention() {
+        let mut c = Conversation::default();
+        for i in 0..10 {
+            let mut e = entry(&format!("u{i}"));
+            e.audio_ms = 10_000; // 100 audio tokens + 7 text tokens each
+            c.push(e);
+        }
+        assert!(!c.truncate(2_000, 0.5), "under the limit: nothing dropped");
+        assert!(c.truncate(800, 0.5));
+        let (text, audio) = c.input_tokens("");
+        assert!(text + audio <= 400, "{text} + {audio}");
+        // The newest items are the ones kept.
+        assert_eq!(c.last_id().as_deref(), Some("u9"));
+        assert!(!c.contains("u0"));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`script`]: the TOML script (what the model hears and answers) and its loading errors;
 //! - `server`: the listener, `/healthz`, the upgrade checks and the [`SimServer`] handle;
 //! - `session`: the per-connection actor owning a session's whole state;
+//! - `validate`: `session.update` checked field by field as the real server does, with its error
+//!   shapes (docs/realtime.md lists what is strict and what is not simulated);
 //! - `response`: the state machine of one response being streamed;
 //! - `conversation`: a session's items and the latest function output;
 //! - `audio`: the synthesized voice and the voice activity detector;
@@ -24,6 +26,7 @@ mod response;
 pub mod script;
 mod server;
 mod session;
+mod validate;
 
 pub use registry::SessionRecord;
 pub use script::{Script, ScriptError};

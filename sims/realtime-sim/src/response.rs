@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use switchboard_realtime::server::{RateLimit, Response, StatusDetails, TokenDetails, Usage};
+use switchboard_realtime::server::{
+    CachedTokenDetails, InputTokenDetails, Metadata, OutputTokenDetails, RateLimit, Response,
+    ResponsePart, StatusDetails, Usage,
+};
 use switchboard_realtime::{ContentPart, Item, ServerEvent};
 use tokio::time::Instant;
 
-use crate::audio::{self, DELTA_BYTES};
+use crate::audio::{self, DELTA_BYTES, Format};
 use crate::conversation::{Conversation, Entry, word_tokens};
 use crate::ids;
 use crate::script::ScriptedCall;
@@ -42,9 +45,12 @@ pub(crate) struct Options {
     /// Whether the output becomes part of the conversation (`conversation: "none"` does not).
     pub in_conversation: bool,
     pub conversation_id: Option<String>,
-    pub metadata: Option<serde_json::Value>,
-    /// Input tokens served from cache (the prefix the previous response already read).
-    pub cached_tokens: u64,
+    pub metadata: Option<Metadata>,
+    /// Input tokens served from cache (the prefix the previous response already read): text,
+    /// audio.
+    pub cached_tokens: (u64, u64),
+    /// The session's output format (the audio deltas are in it).
+    pub format: Format,
 }
 
 enum Part {
@@ -205,7 +211,11 @@ impl ResponseRun {
                             item_id: speech.item_id.clone(),
                             output_index: speech.output_index,
                             content_index: 0,
-                            delta: B64.encode(audio::voice(speech.sent, end)),
+                            delta: B64.encode(
+                                self.options
+                                    .format
+                                    .encode_mulaw(&audio::voice(speech.sent, end)),
+                            ),
                         });
                         self.output_audio_ms += ((end - speech.sent) / 8) as u64;
                         speech.sent = end;
@@ -293,7 +303,7 @@ impl ResponseRun {
             item_id: item_id.to_string(),
             output_index,
             content_index: 0,
-            part: Some(ContentPart::OutputAudio {
+            part: Some(ResponsePart::Audio {
                 transcript: Some(String::new()),
             }),
         });
@@ -322,17 +332,19 @@ impl ResponseRun {
             content_index: 0,
             transcript: transcript.clone(),
         });
-        let part = ContentPart::OutputAudio {
-            transcript: Some(transcript.clone()),
-        };
         out.push(ServerEvent::ContentPartDone {
             event_id: ids::event(),
             response_id: self.id.clone(),
             item_id: id.clone(),
             output_index: index,
             content_index: 0,
-            part: Some(part.clone()),
+            part: Some(ResponsePart::Audio {
+                transcript: Some(transcript.clone()),
+            }),
         });
+        let part = ContentPart::OutputAudio {
+            transcript: Some(transcript.clone()),
+        };
         let item = Item::Message {
             id: Some(id.clone()),
             role: "assistant".into(),
@@ -439,19 +451,26 @@ impl ResponseRun {
             let input = self.input_text_tokens + self.input_audio_tokens;
             let output_audio = self.output_audio_ms / 50;
             let output = self.output_text_tokens + output_audio;
+            let cached_text = self.options.cached_tokens.0.min(self.input_text_tokens);
+            let cached_audio = self.options.cached_tokens.1.min(self.input_audio_tokens);
             Usage {
                 total_tokens: input + output,
                 input_tokens: input,
                 output_tokens: output,
-                input_token_details: Some(TokenDetails {
+                input_token_details: Some(InputTokenDetails {
                     text_tokens: self.input_text_tokens,
                     audio_tokens: self.input_audio_tokens,
-                    cached_tokens: self.options.cached_tokens.min(input),
+                    image_tokens: 0,
+                    cached_tokens: cached_text + cached_audio,
+                    cached_tokens_details: Some(CachedTokenDetails {
+                        text_tokens: cached_text,
+                        audio_tokens: cached_audio,
+                        image_tokens: 0,
+                    }),
                 }),
-                output_token_details: Some(TokenDetails {
+                output_token_details: Some(OutputTokenDetails {
                     text_tokens: self.output_text_tokens,
                     audio_tokens: output_audio,
-                    cached_tokens: 0,
                 }),
             }
         });
@@ -471,8 +490,13 @@ impl ResponseRun {
         }
     }
 
-    /// Input tokens this response read (the next response finds them cached).
-    pub(crate) fn input_tokens(&self) -> u64 {
-        self.input_text_tokens + self.input_audio_tokens
+    /// Input tokens this response read, text and audio (the next response finds them cached).
+    pub(crate) fn input_tokens(&self) -> (u64, u64) {
+        (self.input_text_tokens, self.input_audio_tokens)
+    }
+
+    /// Whether the response has produced audio (after which the session's voice is locked).
+    pub(crate) fn spoke(&self) -> bool {
+        self.output_audio_ms > 0
     }
 }

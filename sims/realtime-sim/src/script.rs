@@ -61,6 +61,12 @@ struct RawSession {
     speed: Option<f64>,
     require_api_key: Option<bool>,
     hear: Option<Vec<String>>,
+    transcription_delay_ms: Option<u32>,
+    #[serde(default)]
+    transcription_fails: Vec<u32>,
+    #[serde(default)]
+    vad_race: Vec<u32>,
+    vad_race_order: Option<RaceOrder>,
 }
 
 impl TryFrom<RawScript> for Script {
@@ -82,6 +88,10 @@ impl TryFrom<RawScript> for Script {
                 ms_per_word: s.ms_per_word.unwrap_or(defaults.ms_per_word),
                 speed: s.speed.unwrap_or(defaults.speed),
                 require_api_key: s.require_api_key.unwrap_or(defaults.require_api_key),
+                transcription_delay_ms: s.transcription_delay_ms,
+                transcription_fails: s.transcription_fails,
+                vad_race: s.vad_race,
+                vad_race_order: s.vad_race_order.unwrap_or_default(),
             },
             hear,
             responses: raw.responses,
@@ -101,6 +111,30 @@ pub struct SessionSettings {
     pub speed: f64,
     /// Refuse upgrades without `Authorization: Bearer <key>` (HTTP 401).
     pub require_api_key: bool,
+    /// The caller's transcript (`...input_audio_transcription.completed`) arrives this long after
+    /// the commit (default: 150 ms of script time, i.e. divided by `speed`). A long delay makes it
+    /// arrive after the response to the turn, as it may on the real server.
+    pub transcription_delay_ms: Option<u32>,
+    /// Caller turns (1-based, in `hear` order) whose transcription fails
+    /// (`conversation.item.input_audio_transcription.failed`).
+    pub transcription_fails: Vec<u32>,
+    /// Client `response.create`s (1-based, counted per session) that race a server-VAD response:
+    /// the server starts its own response (no metadata) and refuses the client's with
+    /// `conversation_already_has_active_response`, in the order of `vad_race_order`.
+    pub vad_race: Vec<u32>,
+    /// Which of the two comes first in a [`SessionSettings::vad_race`].
+    pub vad_race_order: RaceOrder,
+}
+
+/// The order of the two events of a VAD race.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaceOrder {
+    /// The VAD response's `response.created`, then the client's refusal (livekit/agents #6817).
+    #[default]
+    CreatedThenError,
+    /// The refusal, then the VAD response's `response.created`.
+    ErrorThenCreated,
 }
 
 impl Default for SessionSettings {
@@ -110,6 +144,10 @@ impl Default for SessionSettings {
             ms_per_word: 250,
             speed: 4.0,
             require_api_key: false,
+            transcription_delay_ms: None,
+            transcription_fails: Vec::new(),
+            vad_race: Vec::new(),
+            vad_race_order: RaceOrder::default(),
         }
     }
 }

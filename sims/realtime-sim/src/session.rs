@@ -17,7 +17,9 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_realtime::client::ResponseParams;
-use switchboard_realtime::server::ErrorDetail;
+use switchboard_realtime::server::{
+    ErrorDetail, TranscriptionError, TranscriptionTokenDetails, TranscriptionUsage,
+};
 use switchboard_realtime::session::{
     AudioConfig, AudioFormat, AudioInput, AudioOutput, TurnDetection,
 };
@@ -25,12 +27,13 @@ use switchboard_realtime::{ClientEvent, ContentPart, Item, ServerEvent};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::audio::{InputBuffer, VadEvent, VadParams};
+use crate::audio::{Format, InputBuffer, VadEvent, VadParams};
 use crate::conversation::{Conversation, Entry};
 use crate::ids;
 use crate::registry::Registry;
 use crate::response::{Options, Pace, Plan, ResponseRun};
-use crate::script::{self, FALLBACK_HEAR, FALLBACK_SAY, Script, ScriptedError};
+use crate::script::{self, FALLBACK_HEAR, FALLBACK_SAY, RaceOrder, Script, ScriptedError};
+use crate::validate;
 
 /// Close code of the retired beta interface.
 const CLOSE_BETA: u16 = 4000;
@@ -48,20 +51,6 @@ const CLIENT_EVENT_TYPES: &[&str] = &[
     "conversation.item.delete",
     "response.create",
     "response.cancel",
-];
-
-/// Beta-interface session fields; the GA server rejects them.
-const BETA_SESSION_FIELDS: &[&str] = &[
-    "modalities",
-    "voice",
-    "speed",
-    "input_audio_format",
-    "output_audio_format",
-    "input_audio_transcription",
-    "input_audio_noise_reduction",
-    "turn_detection",
-    "temperature",
-    "max_response_output_tokens",
 ];
 
 /// Beta-interface `response.create` fields.
@@ -180,7 +169,16 @@ struct PendingTranscript {
     due: Instant,
     item_id: String,
     transcript: String,
+    /// Milliseconds of caller audio transcribed (what the usage bills).
+    audio_ms: u32,
+    /// Whether this transcription fails instead.
+    fails: bool,
 }
+
+/// The context a `gpt-realtime` session keeps before it truncates: "a 32k context model with
+/// 4,096 max output tokens can only include 28,224 tokens in the context" (the SDK's
+/// `truncation` docstring).
+const CONTEXT_TOKENS: u64 = 28_224;
 
 /// The socket was closed under us.
 struct Gone;
@@ -204,7 +202,12 @@ struct Session {
     next_hear: usize,
     next_response: usize,
     /// Input tokens of the previous response (served from cache next time).
-    last_input_tokens: u64,
+    /// Input tokens (text, audio) of the previous response: the next one finds them cached.
+    last_input: (u64, u64),
+    /// The session has produced assistant audio: its voice is locked.
+    spoke: bool,
+    /// Client `response.create`s so far (for scripted VAD races).
+    client_creates: u32,
     expires_at: Instant,
     /// A scripted `drop`: end the connection without a close frame.
     dropped: bool,
@@ -236,7 +239,9 @@ impl Session {
             transcripts: VecDeque::new(),
             next_hear: 0,
             next_response: 0,
-            last_input_tokens: 0,
+            last_input: (0, 0),
+            spoke: false,
+            client_creates: 0,
             expires_at,
             dropped: false,
         }
@@ -326,6 +331,13 @@ impl Session {
             let msg = "Missing required parameter: 'session.type'.";
             return self.error("missing_required_parameter", msg, Some("session.type"), eid);
         }
+        // Field by field before the typed parse, so a refusal names the parameter.
+        if kind == "session.update"
+            && let Some(raw) = value.get("session").and_then(Value::as_object)
+            && let Err(r) = validate::session(raw)
+        {
+            return self.error(r.code, &r.message, Some(&r.param), eid);
+        }
         let event = match serde_json::from_value::<ClientEvent>(value.clone()) {
             Ok(ev) => ev,
             Err(e) => {
@@ -392,10 +404,33 @@ impl Session {
             let msg = "Invalid type for 'session': expected an object.";
             return self.error("invalid_type", msg, Some("session"), eid);
         };
-        if let Some(field) = BETA_SESSION_FIELDS.iter().find(|f| raw.contains_key(**f)) {
-            let msg = format!("Unknown parameter: 'session.{field}'.");
-            let param = format!("session.{field}");
-            return self.error("unknown_parameter", &msg, Some(&param), eid);
+        if let Err(r) = validate::session(raw) {
+            return self.error(r.code, &r.message, Some(&r.param), eid);
+        }
+        if let Some(model) = raw.get("model").and_then(Value::as_str)
+            && self.config.model.as_deref() != Some(model)
+        {
+            let msg = format!(
+                "Cannot update a session's model (it is {}, not '{model}').",
+                self.config.model.as_deref().unwrap_or_default()
+            );
+            return self.error("invalid_value", &msg, Some("session.model"), eid);
+        }
+        let current_voice = self
+            .config
+            .audio
+            .as_ref()
+            .and_then(|a| a.output.as_ref())
+            .and_then(|o| o.voice.clone());
+        if let Some(voice) = raw
+            .get("audio")
+            .and_then(|a| a.pointer("/output/voice"))
+            .and_then(Value::as_str)
+            && self.spoke
+            && current_voice.as_deref() != Some(voice)
+        {
+            let msg = "Cannot update a conversation's voice if assistant audio is present.";
+            return self.error("cannot_update_voice", msg, None, eid);
         }
         if kind != "realtime" {
             let msg =
@@ -471,12 +506,34 @@ impl Session {
         }
     }
 
-    fn transcription_on(&self) -> bool {
+    /// The transcription model, when transcription is on.
+    fn transcription_model(&self) -> Option<String> {
         self.config
             .audio
             .as_ref()
             .and_then(|a| a.input.as_ref())
-            .is_some_and(|i| i.transcription.is_some())
+            .and_then(|i| i.transcription.as_ref())
+            .map(|t| t.model.clone())
+    }
+
+    /// The session's input and output formats.
+    fn formats(&self) -> (Format, Format) {
+        let audio = self.config.audio.as_ref();
+        let kind = |f: Option<&switchboard_realtime::session::AudioFormat>| {
+            f.map_or(Format::Pcm, |f| Format::from_kind(&f.kind))
+        };
+        (
+            kind(
+                audio
+                    .and_then(|a| a.input.as_ref())
+                    .and_then(|i| i.format.as_ref()),
+            ),
+            kind(
+                audio
+                    .and_then(|a| a.output.as_ref())
+                    .and_then(|o| o.format.as_ref()),
+            ),
+        )
     }
 
     fn append(&mut self, audio: &str, eid: Option<&str>) {
@@ -487,6 +544,8 @@ impl Session {
                 return self.error("invalid_value", &msg, Some("audio"), eid);
             }
         };
+        // The VAD hears the audio as the session's input format says it is.
+        let bytes = self.formats().0.to_mulaw(&bytes);
         let vad = self.vad();
         let mut events = Vec::new();
         self.input
@@ -581,12 +640,19 @@ impl Session {
         self.next_hear += 1;
         // The model hears the words whether or not the client asked for a transcript.
         self.conv.set_user_transcript(&item_id, &heard);
-        if self.transcription_on() {
-            let delay = seconds(0.15 / self.ctx.script.session.speed);
+        if self.transcription_model().is_some() {
+            let settings = &self.ctx.script.session;
+            let delay = match settings.transcription_delay_ms {
+                Some(ms) => Duration::from_millis(u64::from(ms)),
+                None => seconds(0.15 / settings.speed),
+            };
+            let turn = u32::try_from(self.next_hear).unwrap_or(u32::MAX);
             self.transcripts.push_back(PendingTranscript {
                 due: Instant::now() + delay,
                 item_id,
                 transcript: heard,
+                audio_ms: ms,
+                fails: settings.transcription_fails.contains(&turn),
             });
         }
     }
@@ -594,14 +660,33 @@ impl Session {
     fn transcription_due(&mut self) {
         let now = Instant::now();
         while self.transcripts.front().is_some_and(|t| t.due <= now) {
-            if let Some(t) = self.transcripts.pop_front() {
-                self.out.push(ServerEvent::InputTranscriptionCompleted {
+            let Some(t) = self.transcripts.pop_front() else {
+                break;
+            };
+            if t.fails {
+                self.out.push(ServerEvent::InputTranscriptionFailed {
                     event_id: ids::event(),
                     item_id: t.item_id,
                     content_index: 0,
-                    transcript: t.transcript,
+                    error: TranscriptionError {
+                        kind: Some("server_error".into()),
+                        code: None,
+                        message: Some("Input transcription failed.".into()),
+                        param: None,
+                    },
                 });
+                continue;
             }
+            let usage = self
+                .transcription_model()
+                .map(|model| transcription_usage(&model, t.audio_ms, &t.transcript));
+            self.out.push(ServerEvent::InputTranscriptionCompleted {
+                event_id: ids::event(),
+                item_id: t.item_id,
+                content_index: 0,
+                transcript: t.transcript,
+                usage,
+            });
         }
     }
 
@@ -672,7 +757,8 @@ impl Session {
             let msg = format!("Item with item_id not found: {item_id}");
             return self.error("item_truncate_invalid_item_id", &msg, Some("item_id"), eid);
         };
-        if !entry.assistant_audio || entry.audio_ms == 0 {
+        // Truncating to 0 ms is refused like truncating an item without audio.
+        if !entry.assistant_audio || entry.audio_ms == 0 || audio_end_ms == 0 {
             let msg = "Only model output audio messages can be truncated";
             return self.error("unsupported_content_type", msg, Some("item_id"), eid);
         }
@@ -704,14 +790,43 @@ impl Session {
     }
 
     fn response_create(&mut self, params: ResponseParams, eid: Option<&str>) {
-        if let Some(active) = &self.active {
-            let msg = format!(
-                "Conversation already has an active response in progress: {}. Wait until the response is finished before creating a new one.",
-                active.id
-            );
-            return self.error("conversation_already_has_active_response", &msg, None, eid);
+        if let Some(metadata) = &params.metadata
+            && let Some(r) = check_metadata(metadata)
+        {
+            return self.error(r.code, &r.message, Some(&r.param), eid);
+        }
+        self.client_creates += 1;
+        let settings = &self.ctx.script.session;
+        if self.active.is_none() && settings.vad_race.contains(&self.client_creates) {
+            // The caller's turn ended at the same moment: server VAD starts its own response
+            // and this one is refused, in the scripted order.
+            match settings.vad_race_order {
+                RaceOrder::CreatedThenError => {
+                    self.start_response(ResponseParams::default(), None);
+                    self.refuse_active(eid);
+                }
+                RaceOrder::ErrorThenCreated => {
+                    let at = self.out.len();
+                    self.start_response(ResponseParams::default(), None);
+                    let started: Vec<ServerEvent> = self.out.drain(at..).collect();
+                    self.refuse_active(eid);
+                    self.out.extend(started);
+                }
+            }
+            return;
+        }
+        if self.active.is_some() {
+            return self.refuse_active(eid);
         }
         self.start_response(params, eid);
+    }
+
+    fn refuse_active(&mut self, eid: Option<&str>) {
+        let id = self.active.as_ref().map_or("", |r| r.id.as_str());
+        let msg = format!(
+            "Conversation already has an active response in progress: {id}. Wait until the response is finished before creating a new one."
+        );
+        self.error("conversation_already_has_active_response", &msg, None, eid);
     }
 
     /// Starts a response (from the client or VAD): a quoted instruction is spoken as-is,
@@ -745,20 +860,33 @@ impl Session {
             delta_interval: seconds(0.1 / settings.speed),
         };
         let in_conversation = params.conversation.as_deref() != Some("none");
-        let options = Options {
-            in_conversation,
-            conversation_id: in_conversation.then(|| self.conversation_id.clone()),
-            metadata: params.metadata,
-            cached_tokens: if self.last_input_tokens >= 1024 {
-                self.last_input_tokens / 64 * 64
-            } else {
-                0
-            },
-        };
         let instructions = params
             .instructions
             .or_else(|| self.config.instructions.clone())
             .unwrap_or_default();
+        // Server-side truncation runs before the model reads the conversation; dropping items
+        // changes the prefix, so nothing is served from the cache this time.
+        let instruction_tokens = crate::conversation::word_tokens(&instructions);
+        let truncated = match self.truncation(instruction_tokens) {
+            Some((limit, retention)) => self.conv.truncate(limit, retention),
+            None => false,
+        };
+        let (text, audio) = self.last_input;
+        // The prompt cache works in 64-token blocks once a prompt reaches 1,024 tokens.
+        let cached_tokens = if truncated || text + audio < 1024 {
+            (0, 0)
+        } else {
+            let cached = (text + audio) / 64 * 64;
+            let cached_audio = cached * audio / (text + audio);
+            (cached - cached_audio, cached_audio)
+        };
+        let options = Options {
+            in_conversation,
+            conversation_id: in_conversation.then(|| self.conversation_id.clone()),
+            metadata: params.metadata,
+            cached_tokens,
+            format: self.formats().1,
+        };
         let run = ResponseRun::start(
             plan,
             pace,
@@ -803,8 +931,10 @@ impl Session {
         let Some(run) = &mut self.active else {
             return;
         };
-        if run.tick(&mut self.conv, &mut self.out) {
-            self.last_input_tokens = run.input_tokens();
+        let done = run.tick(&mut self.conv, &mut self.out);
+        self.spoke |= run.spoke();
+        if done {
+            self.last_input = run.input_tokens();
             self.active = None;
         }
     }
@@ -812,7 +942,27 @@ impl Session {
     fn cancel_active(&mut self, reason: &str) {
         if let Some(mut run) = self.active.take() {
             run.cancel(reason, &mut self.conv, &mut self.out);
-            self.last_input_tokens = run.input_tokens();
+            self.spoke |= run.spoke();
+            self.last_input = run.input_tokens();
+        }
+    }
+
+    /// The conversation token limit and retention ratio of the session's `truncation`
+    /// (`auto`: what the context window leaves after the instructions, nothing retained beyond
+    /// fitting; `disabled`: none).
+    fn truncation(&self, instruction_tokens: u64) -> Option<(u64, f64)> {
+        use switchboard_realtime::session::Truncation;
+        match self.config.truncation.as_ref() {
+            Some(Truncation::Mode(m)) if m == "disabled" => None,
+            Some(Truncation::RetentionRatio(r)) => {
+                let limit = r
+                    .token_limits
+                    .as_ref()
+                    .and_then(|l| l.post_instructions)
+                    .unwrap_or(CONTEXT_TOKENS);
+                Some((limit, r.retention_ratio))
+            }
+            _ => Some((CONTEXT_TOKENS.saturating_sub(instruction_tokens), 1.0)),
         }
     }
 
@@ -843,7 +993,7 @@ fn default_config(model: Option<&str>, expires_at: i64) -> switchboard_realtime:
         instructions: Some(String::new()),
         audio: Some(AudioConfig {
             input: Some(AudioInput {
-                format: Some(AudioFormat::pcmu()),
+                format: Some(AudioFormat::pcm()),
                 transcription: None,
                 noise_reduction: None,
                 turn_detection: Some(TurnDetection::ServerVad {
@@ -856,14 +1006,17 @@ fn default_config(model: Option<&str>, expires_at: i64) -> switchboard_realtime:
                 }),
             }),
             output: Some(AudioOutput {
-                format: Some(AudioFormat::pcmu()),
-                voice: Some("marin".into()),
+                format: Some(AudioFormat::pcm()),
+                voice: Some("alloy".into()),
                 speed: Some(1.0),
             }),
         }),
         tools: Some(Vec::new()),
         tool_choice: Some("auto".into()),
         max_output_tokens: Some(Value::String("inf".into())),
+        truncation: Some(switchboard_realtime::session::Truncation::Mode(
+            "auto".into(),
+        )),
         id: Some(ids::new("sess")),
         object: Some("realtime.session".into()),
         expires_at: Some(expires_at),
@@ -940,6 +1093,68 @@ fn fill_defaults(config: &mut switchboard_realtime::Session) {
     }
 }
 
+/// What a transcription of `audio_ms` of speech saying `transcript` bills: `whisper-1` by the
+/// second, the `gpt-*-transcribe` models by tokens (about 10 audio tokens per second in, the
+/// transcript's tokens out).
+fn transcription_usage(model: &str, audio_ms: u32, transcript: &str) -> TranscriptionUsage {
+    if model == "whisper-1" {
+        return TranscriptionUsage::Duration {
+            seconds: f64::from(audio_ms) / 1000.0,
+        };
+    }
+    let audio_tokens = u64::from(audio_ms) / 100;
+    let output_tokens = crate::conversation::word_tokens(transcript);
+    TranscriptionUsage::Tokens {
+        input_tokens: audio_tokens,
+        output_tokens,
+        total_tokens: audio_tokens + output_tokens,
+        input_token_details: Some(TranscriptionTokenDetails {
+            audio_tokens,
+            text_tokens: 0,
+        }),
+    }
+}
+
+/// `response.metadata`: at most 16 pairs, keys up to 64 characters, values up to 512.
+fn check_metadata(
+    metadata: &switchboard_realtime::server::Metadata,
+) -> Option<validate::Rejection> {
+    if metadata.len() > 16 {
+        return Some(validate::Rejection {
+            code: "object_above_max_properties",
+            message: format!(
+                "Invalid 'response.metadata': too many properties. Expected an object with at most 16 properties, but got an object with {} properties instead.",
+                metadata.len()
+            ),
+            param: "response.metadata".into(),
+        });
+    }
+    for (key, value) in metadata {
+        if key.chars().count() > 64 {
+            return Some(validate::Rejection {
+                code: "string_above_max_length",
+                message: format!(
+                    "Invalid 'response.metadata': string too long. Expected a string with maximum length 64, but got a string with length {} instead.",
+                    key.chars().count()
+                ),
+                param: "response.metadata".into(),
+            });
+        }
+        if value.chars().count() > 512 {
+            let param = format!("response.metadata.{key}");
+            return Some(validate::Rejection {
+                code: "string_above_max_length",
+                message: format!(
+                    "Invalid '{param}': string too long. Expected a string with maximum length 512, but got a string with length {} instead.",
+                    value.chars().count()
+                ),
+                param,
+            });
+        }
+    }
+    None
+}
+
 fn set_id(item: &mut Item, new_id: String) {
     match item {
         Item::Message { id, .. }
@@ -979,7 +1194,7 @@ mod tests {
         assert_eq!(config.instructions.as_deref(), Some("Be brief."));
         let audio = config.audio.unwrap();
         let input = audio.input.unwrap();
-        assert_eq!(input.format, Some(AudioFormat::pcmu()), "kept");
+        assert_eq!(input.format, Some(AudioFormat::pcm()), "kept");
         assert!(input.transcription.is_some());
         assert_eq!(
             input.turn_detection,
@@ -994,7 +1209,7 @@ mod tests {
         );
         let output = audio.output.unwrap();
         assert_eq!(output.voice.as_deref(), Some("cedar"));
-        assert_eq!(output.format, Some(AudioFormat::pcmu()), "kept");
+        assert_eq!(output.format, Some(AudioFormat::pcm()), "kept");
     }
 
     #[test]
@@ -1007,6 +1222,6 @@ mod tests {
         let config: switchboard_realtime::Session = serde_json::from_value(current).unwrap();
         let input = config.audio.unwrap().input.unwrap();
         assert_eq!(input.turn_detection, None);
-        assert_eq!(input.format, Some(AudioFormat::pcmu()));
+        assert_eq!(input.format, Some(AudioFormat::pcm()));
     }
 }

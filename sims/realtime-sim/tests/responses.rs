@@ -107,12 +107,13 @@ async fn greeting_from_a_quoted_instruction() {
         transcript_done,
         "Thanks for calling Acme Dental, how can I help?"
     );
-    // The content part carries the GA part object.
+    // The content part carries the GA part object: `audio` (the SDK's `Part.type` is
+    // `text` | `audio`), while the item's own content says `output_audio`.
     let part_done = events
         .iter()
         .find(|e| e.ty == "response.content_part.done")
         .unwrap();
-    assert_eq!(part_done.raw["part"]["type"], "output_audio");
+    assert_eq!(part_done.raw["part"]["type"], "audio");
 
     let ServerEvent::ResponseDone { response, .. } = &events.last().unwrap().ev else {
         panic!()

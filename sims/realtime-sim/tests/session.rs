@@ -5,7 +5,7 @@ mod common;
 use common::{Client, error_of, sim};
 use serde_json::json;
 use switchboard_realtime::ServerEvent;
-use switchboard_realtime::session::TurnDetection;
+use switchboard_realtime::session::{AudioFormat, TurnDetection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -22,7 +22,8 @@ async fn session_created_then_update_gives_the_full_config() {
     assert_eq!(session.model.as_deref(), Some("gpt-realtime"));
     let audio = session.audio.as_ref().unwrap();
     let input = audio.input.as_ref().unwrap();
-    assert_eq!(input.format.as_ref().unwrap().kind, "audio/pcmu");
+    // Like OpenAI's: 16-bit PCM at 24 kHz until the client says otherwise.
+    assert_eq!(input.format, Some(AudioFormat::pcm()));
     assert_eq!(input.transcription, None, "transcription is off by default");
     assert_eq!(
         input.turn_detection,
@@ -36,8 +37,8 @@ async fn session_created_then_update_gives_the_full_config() {
         })
     );
     let output = audio.output.as_ref().unwrap();
-    assert_eq!(output.format.as_ref().unwrap().kind, "audio/pcmu");
-    assert_eq!(output.voice.as_deref(), Some("marin"));
+    assert_eq!(output.format, Some(AudioFormat::pcm()));
+    assert_eq!(output.voice.as_deref(), Some("alloy"));
 
     let updated = client.configure(true).await;
     let ServerEvent::SessionUpdated { session: s2, .. } = &updated.ev else {
@@ -342,6 +343,8 @@ async fn healthz_answers_plain_http() {
 async fn odd_inputs_get_errors_never_a_dead_session() {
     let sim = sim("[session]\nspeed = 50.0\n").await;
     let (mut client, _) = Client::connect(&sim).await;
+    // Voice and formats set before any audio (the voice is locked once the model spoke).
+    client.configure(true).await;
     let odd = [
         json!([1, 2, 3]),
         json!("session.update"),

@@ -164,6 +164,7 @@ async fn a_spoken_turn_is_detected_committed_transcribed_and_answered() {
 async fn no_transcription_unless_configured() {
     let sim = sim(TURN_SCRIPT).await;
     let (mut client, _) = Client::connect(&sim).await;
+    client.configure(false).await;
     client.append(&speech(600)).await;
     client.append(&silence(600)).await;
     let mut events = client.until("response.done").await;
@@ -353,7 +354,8 @@ async fn without_interrupt_response_speech_does_not_cancel() {
     client
         .send_json(
             json!({"type": "session.update", "session": {"type": "realtime",
-            "audio": {"input": {"turn_detection": {"type": "server_vad",
+            "audio": {"input": {"format": {"type": "audio/pcmu"},
+                "turn_detection": {"type": "server_vad",
                 "interrupt_response": false, "create_response": false}}}}}),
         )
         .await;

@@ -56,16 +56,33 @@ impl Call {
         let mut m = CallMachine::new(setup, t0);
         m.start_session(session_tools(&agent));
         let out = m.take_effects();
-        Self { m, t0, out }
+        let mut call = Self { m, t0, out };
+        call.confirm(0);
+        call
+    }
+
+    /// The server confirms the session configuration sent last (what a working server
+    /// answers to the worker's `session.update`).
+    fn confirm(&mut self, ms: u64) {
+        let session = self.m.full_session();
+        let updated = json!({"type":"session.updated","event_id":"event_u","session":session});
+        self.server(ms, updated);
     }
 
     fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
     }
 
+    /// The effects so far; every client event among them is checked against the SDK's GA
+    /// client event types first.
     fn take(&mut self) -> Vec<Effect> {
         let mut all = std::mem::take(&mut self.out);
         all.extend(self.m.take_effects());
+        for ev in realtime(&all) {
+            let v = serde_json::to_value(&ev).unwrap();
+            let errors = switchboard_realtime::sdk_schema::check_client(&v);
+            assert!(errors.is_empty(), "not the SDK's shape: {errors:?}\n{v}");
+        }
         all
     }
 
@@ -98,10 +115,21 @@ impl Call {
         );
     }
 
+    /// `response.created` answering the request the worker has pending (its metadata echoed),
+    /// or a server-started one when none is pending.
     fn created(&mut self, ms: u64, id: &str) {
+        let metadata = self.m.responses.pending_metadata();
         self.server(
             ms,
-            json!({"type":"response.created","response":{"id":id,"status":"in_progress"}}),
+            json!({"type":"response.created","response":{"id":id,"status":"in_progress","metadata":metadata}}),
+        );
+    }
+
+    /// `response.created` of a response server VAD started by itself (no metadata).
+    fn vad_created(&mut self, ms: u64, id: &str) {
+        self.server(
+            ms,
+            json!({"type":"response.created","response":{"id":id,"status":"in_progress","metadata":null}}),
         );
     }
 
@@ -202,11 +230,21 @@ fn marks(effects: &[Effect]) -> Vec<String> {
         .collect()
 }
 
+/// The params of every `response.create`, without the request metadata every one carries
+/// (checked here): `None` when nothing else was set.
 fn response_creates(effects: &[Effect]) -> Vec<Option<ResponseParams>> {
     realtime(effects)
         .into_iter()
         .filter_map(|e| match e {
-            ClientEvent::ResponseCreate { response, .. } => Some(response),
+            ClientEvent::ResponseCreate { response, event_id } => {
+                let mut params = response.expect("every request carries metadata");
+                let metadata = params.metadata.take().expect("request metadata");
+                assert_eq!(
+                    metadata.get(super::super::arbiter::REQUEST_KEY),
+                    event_id.as_ref()
+                );
+                Some((params != ResponseParams::default()).then_some(params))
+            }
             _ => None,
         })
         .collect()
@@ -500,7 +538,7 @@ fn no_truncate_or_clear_when_everything_was_heard() {
 }
 
 #[test]
-fn barge_in_before_any_echo_clears_without_truncate() {
+fn barge_in_at_0_ms_heard_deletes_the_item_instead_of_truncating() {
     let mut c = Call::new(agent_with(|_| {}));
     c.start(0);
     c.created(10, "r1");
@@ -508,11 +546,329 @@ fn barge_in_before_any_echo_clears_without_truncate() {
     c.take();
     c.speech_started(20, "u1");
     let fx = c.take();
-    assert!(realtime(&fx).is_empty());
+    // The server refuses a truncate to 0 ms; the model must not keep words nobody heard.
+    assert_eq!(
+        realtime(&fx),
+        vec![ClientEvent::ConversationItemDelete {
+            event_id: None,
+            item_id: "i1".into()
+        }]
+    );
     assert_eq!(
         outs(&fx),
         vec![outbound_frame::Frame::Clear(switchboard_proto::Clear {})]
     );
+    c.done(30, "r1", "cancelled", json!([]));
+    let t = transcripts(&c.take());
+    assert_eq!(t.len(), 1);
+    assert!(t[0].interrupted);
+    assert_eq!(t[0].heard_ms, 0);
+}
+
+#[test]
+fn barge_in_deletes_items_queued_behind_the_one_playing() {
+    let mut c = Call::new(agent_with(|a| a.filler_after = None));
+    c.start(0);
+    // A first answer, then a second response (after a tool round) queued behind it at Twilio.
+    c.created(10, "r1");
+    for _ in 0..3 {
+        c.delta(10, "r1", "i1", 800);
+    }
+    c.done(20, "r1", "completed", json!([]));
+    c.vad_created(30, "r2");
+    for _ in 0..3 {
+        c.delta(30, "r2", "i2", 800);
+    }
+    let m = marks(&c.take());
+    c.echo(110, &m[0]);
+    c.speech_started(150, "u1");
+    let rt = realtime(&c.take());
+    assert_eq!(
+        rt,
+        vec![
+            ClientEvent::ConversationItemTruncate {
+                event_id: None,
+                item_id: "i1".into(),
+                content_index: 0,
+                audio_end_ms: 100
+            },
+            ClientEvent::ConversationItemDelete {
+                event_id: None,
+                item_id: "i2".into()
+            },
+        ]
+    );
+}
+
+// ------------------------------------------------------------------------ response arbitration
+
+/// A greeting agent whose greeting request is pending.
+fn greeting_call() -> Call {
+    let mut c = Call::new(agent_with(|a| a.greeting = Some("Hello, Acme.".into())));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+    c
+}
+
+fn pending_event_id(fx: &[Effect]) -> Option<String> {
+    realtime(fx).into_iter().find_map(|e| match e {
+        ClientEvent::ResponseCreate { event_id, .. } => event_id,
+        _ => None,
+    })
+}
+
+fn busy_error(event_id: Option<&str>) -> serde_json::Value {
+    json!({"type":"error","event_id":"event_e","error":{"type":"invalid_request_error",
+        "code":"conversation_already_has_active_response",
+        "message":"Conversation already has an active response in progress: resp_vad.",
+        "param":null,"event_id":event_id}})
+}
+
+#[test]
+fn vad_response_created_before_the_refusal_does_not_take_the_greeting() {
+    for echo_id in [true, false] {
+        let mut c = Call::new(agent_with(|a| a.greeting = Some("Hello, Acme.".into())));
+        let first = c.take();
+        let id = pending_event_id(&first);
+        c.start(0);
+        // The caller spoke at once: server VAD's response starts before our refusal arrives.
+        c.vad_created(10, "resp_vad");
+        c.server(11, busy_error(if echo_id { id.as_deref() } else { None }));
+        assert!(
+            response_creates(&c.take()).is_empty(),
+            "not while VAD's runs"
+        );
+        c.delta(20, "resp_vad", "i_vad", 800);
+        c.done(30, "resp_vad", "completed", json!([]));
+        // Asked again; the VAD response was not taken for the greeting.
+        let again = response_creates(&c.take());
+        assert_eq!(again.len(), 1, "echo_id={echo_id}");
+        assert!(
+            again[0]
+                .as_ref()
+                .and_then(|p| p.instructions.as_deref())
+                .is_some_and(|i| i.contains("Hello, Acme.")),
+            "{again:?}"
+        );
+        c.created(40, "resp_greeting");
+        c.delta(40, "resp_greeting", "i_g", 800);
+        let turns: Vec<_> = events(&c.take())
+            .into_iter()
+            .filter_map(|b| match b {
+                Body::Turn(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(turns.len(), 1);
+        assert_eq!(turns[0].kind, "greeting");
+        assert_eq!(turns[0].response_id, "resp_greeting");
+    }
+}
+
+#[test]
+fn refusal_before_the_vad_response_created_retries_after_it() {
+    let mut c = greeting_call();
+    c.start(0);
+    c.server(10, busy_error(None));
+    assert!(
+        response_creates(&c.take()).is_empty(),
+        "waits for the running response"
+    );
+    c.vad_created(11, "resp_vad");
+    c.done(30, "resp_vad", "completed", json!([]));
+    assert_eq!(response_creates(&c.take()).len(), 1, "the greeting again");
+}
+
+#[test]
+fn a_refused_goodbye_is_said_after_the_vad_response() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.created(10, "r1");
+    c.server(
+        20,
+        json!({"type":"response.function_call_arguments.done","response_id":"r1","item_id":"f1",
+               "output_index":0,"call_id":"c1","name":"end_call","arguments":"{}"}),
+    );
+    c.done(30, "r1", "completed", json!([]));
+    assert_eq!(response_creates(&c.take()).len(), 1, "the goodbye request");
+    c.vad_created(40, "resp_vad");
+    c.server(41, busy_error(None));
+    c.delta(50, "resp_vad", "i_vad", 800);
+    c.done(60, "resp_vad", "completed", json!([]));
+    assert_eq!(response_creates(&c.take()).len(), 1, "asked again");
+    assert!(
+        c.m.ended().is_none(),
+        "the VAD answer was not taken for the goodbye"
+    );
+    c.created(70, "resp_bye");
+    c.delta(70, "resp_bye", "i_bye", 800);
+    c.done(80, "resp_bye", "completed", json!([]));
+    let m = marks(&c.take());
+    for name in &m {
+        c.echo(200, name);
+    }
+    c.take();
+    assert_eq!(c.m.ended(), Some(EndReason::EndCall));
+}
+
+#[test]
+fn a_refused_keypress_answer_is_retried() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.inbound(10, inbound_frame::Frame::Dtmf(Dtmf { digit: "5".into() }));
+    assert_eq!(response_creates(&c.take()).len(), 1);
+    c.vad_created(20, "resp_vad");
+    c.server(21, busy_error(None));
+    c.done(30, "resp_vad", "completed", json!([]));
+    assert_eq!(
+        response_creates(&c.take()).len(),
+        1,
+        "the keypress is answered"
+    );
+}
+
+// ------------------------------------------------------------------------ session confirmation
+
+#[test]
+fn the_agents_model_settings_reach_the_session() {
+    use switchboard_realtime::session::{Transcription, Truncation};
+    let c = Call::new(agent_with(|a| {
+        a.noise_reduction = Some("near_field".into());
+        a.transcription = Some(Transcription {
+            model: "gpt-4o-transcribe".into(),
+            language: Some("en".into()),
+            prompt: Some("dental".into()),
+        });
+        a.truncation = Some(Truncation::retention_ratio(0.8, Some(8000)));
+        a.turn_detection = TurnDetectionConfig::SemanticVad {
+            eagerness: Some("low".into()),
+        };
+    }));
+    let ClientEvent::SessionUpdate { session, .. } = &realtime(&c.out)[0] else {
+        panic!()
+    };
+    let v = serde_json::to_value(session).unwrap();
+    assert_eq!(
+        v["audio"]["input"]["noise_reduction"],
+        json!({"type":"near_field"})
+    );
+    assert_eq!(
+        v["audio"]["input"]["transcription"],
+        json!({"model":"gpt-4o-transcribe","language":"en","prompt":"dental"})
+    );
+    assert_eq!(
+        v["audio"]["input"]["turn_detection"],
+        json!({"type":"semantic_vad","eagerness":"low","create_response":true,"interrupt_response":true})
+    );
+    assert_eq!(
+        v["truncation"],
+        json!({"type":"retention_ratio","retention_ratio":0.8,"token_limits":{"post_instructions":8000}})
+    );
+    // Transcription off: no transcription in the session at all.
+    let off = Call::new(agent_with(|a| a.transcription = None));
+    let ClientEvent::SessionUpdate { session, .. } = &realtime(&off.out)[0] else {
+        panic!()
+    };
+    assert_eq!(
+        session
+            .audio
+            .as_ref()
+            .unwrap()
+            .input
+            .as_ref()
+            .unwrap()
+            .transcription,
+        None
+    );
+}
+
+#[test]
+fn session_update_carries_an_event_id() {
+    let c = Call::new(agent_with(|_| {}));
+    let ClientEvent::SessionUpdate { event_id, .. } = &realtime(&c.out)[0] else {
+        panic!()
+    };
+    // `session.updated` does not echo it, but a refusal does.
+    assert_eq!(event_id.as_deref(), Some("sb_session_1"));
+}
+
+/// A call whose session configuration the server has not answered yet (unlike [`Call::new`]).
+fn unconfirmed_call() -> (CallMachine, Instant) {
+    let t0 = Instant::now();
+    let agent = agent_with(|_| {});
+    let setup = CallSetup {
+        offer: CallOffer {
+            call_sid: "CA1".into(),
+            ..Default::default()
+        },
+        agent: Arc::clone(&agent),
+        worker_id: "w1".into(),
+        model: "gpt-realtime".into(),
+        tool_timeout: Duration::from_secs(8),
+    };
+    let mut m = CallMachine::new(setup, t0);
+    m.start_session(session_tools(&agent));
+    m.take_effects();
+    (m, t0)
+}
+
+#[test]
+fn a_refused_session_update_ends_the_call_with_model_config_rejected() {
+    for echo_id in [true, false] {
+        let (mut m, t0) = unconfirmed_call();
+        let error = json!({"type":"error","event_id":"event_1","error":{
+            "type":"invalid_request_error","code":"invalid_value",
+            "message":"Invalid value: 'nova'.","param":"session.audio.output.voice",
+            "event_id": if echo_id { Some("sb_session_1") } else { None }}});
+        let ev = ServerEvent::parse(&error.to_string()).unwrap();
+        m.on_realtime(RealtimeEvent::Server(Box::new(ev)), t0);
+        let fx = m.take_effects();
+        assert_eq!(m.ended(), Some(EndReason::ModelConfigRejected));
+        assert_eq!(
+            ended(&fx).unwrap().reason,
+            EndReason::ModelConfigRejected.as_str()
+        );
+        assert!(
+            outs(&fx)
+                .iter()
+                .any(|f| matches!(f, outbound_frame::Frame::Hangup(_)))
+        );
+    }
+}
+
+#[test]
+fn a_session_left_at_pcm_ends_the_call_and_its_audio_is_never_played() {
+    let (mut m, t0) = unconfirmed_call();
+    m.on_inbound(
+        inbound_frame::Frame::Start(StreamStart {
+            stream_sid: "MZ1".into(),
+            ..Default::default()
+        }),
+        t0,
+    );
+    m.take_effects();
+    // Audio before the session is confirmed is not played.
+    m.on_realtime(
+        RealtimeEvent::AudioDelta {
+            response_id: "r0".into(),
+            item_id: "i0".into(),
+            audio: Bytes::from(vec![0u8; 800]),
+        },
+        t0,
+    );
+    assert!(outs(&m.take_effects()).is_empty());
+    let mut session = m.full_session();
+    session
+        .audio
+        .as_mut()
+        .unwrap()
+        .output
+        .as_mut()
+        .unwrap()
+        .format = Some(switchboard_realtime::session::AudioFormat::pcm());
+    let updated = json!({"type":"session.updated","event_id":"e","session":session});
+    let ev = ServerEvent::parse(&updated.to_string()).unwrap();
+    m.on_realtime(RealtimeEvent::Server(Box::new(ev)), t0);
+    assert_eq!(m.ended(), Some(EndReason::ModelConfigRejected));
 }
 
 // ------------------------------------------------------------------------ transcripts, turns
@@ -844,7 +1200,7 @@ fn end_call_says_goodbye_and_hangs_up_once_it_was_heard() {
     );
     let e = ended(&fx).unwrap();
     assert_eq!(e.reason, "end_call");
-    assert_eq!(c.m.ended(), Some("end_call"));
+    assert_eq!(c.m.ended(), Some(EndReason::EndCall));
     // The goodbye's transcript is recorded before `ended`.
     let bodies = events(&fx);
     assert!(matches!(bodies.last(), Some(Body::Ended(_))));
@@ -864,7 +1220,7 @@ fn end_call_with_a_silent_goodbye_hangs_up_at_response_done() {
     );
     c.created(30, "r2");
     c.done(40, "r2", "completed", json!([]));
-    assert_eq!(c.m.ended(), Some("end_call"));
+    assert_eq!(c.m.ended(), Some(EndReason::EndCall));
 }
 
 #[test]
@@ -882,7 +1238,7 @@ fn end_call_hangs_up_after_the_deadline_if_marks_never_come_back() {
     let deadline = c.m.next_deadline().unwrap();
     assert!(deadline <= c.at(30 + 200 + 5000));
     c.m.on_timer(deadline);
-    assert_eq!(c.m.ended(), Some("end_call"));
+    assert_eq!(c.m.ended(), Some(EndReason::EndCall));
 }
 
 #[test]

@@ -127,6 +127,7 @@ impl Client {
                     let raw: Value = serde_json::from_str(text.as_str()).expect("JSON event");
                     let ev = ServerEvent::parse(text.as_str()).expect("a server event");
                     let ty = raw["type"].as_str().unwrap_or_default().to_string();
+                    conforms(&raw);
                     assert!(
                         raw["event_id"]
                             .as_str()
@@ -172,6 +173,7 @@ impl Client {
                 }
                 Some(Ok(Message::Text(text))) => {
                     let raw: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    conforms(&raw);
                     let ev = ServerEvent::parse(text.as_str()).expect("a server event");
                     let ty = raw["type"].as_str().unwrap_or_default().to_string();
                     seen.push(Ev { ty, raw, ev });
@@ -186,6 +188,18 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// Every event a test reads is checked field by field against the openai-python SDK's GA type
+/// of its `type`: required fields present, types and enum values right, no field the type does
+/// not declare, and the type itself a member of the GA union.
+pub fn conforms(raw: &Value) {
+    let errors = switchboard_realtime::sdk_schema::check_server(raw);
+    assert!(
+        errors.is_empty(),
+        "not the SDK's shape ({}): {errors:?}\n{raw}",
+        switchboard_realtime::sdk_schema::generator()
+    );
 }
 
 /// The types of `events`, in order.
