@@ -5,7 +5,7 @@
 //! and `/metrics`, and take offers.
 //!
 //! Drain (SIGTERM): readiness turns false, the offer subscription is drained (no new calls),
-//! running calls may finish until shortly before `DRAIN_SECONDS` (a reserve of a fifth, 1-10 s, is
+//! running calls may finish until shortly before `DRAIN_SECONDS` (a reserve of a fifth, at most 10 s, is
 //! kept), then the rest are ended with reason `worker_shutdown`; queued call events are
 //! published to JetStream, or spilled to the log if the broker is away. The process stops
 //! within `DRAIN_SECONDS` whatever NATS is doing.
@@ -37,9 +37,9 @@ const OFFERS_STOP_LIMIT: Duration = Duration::from_secs(5);
 const FINAL_STEPS: Duration = Duration::from_millis(500);
 
 /// The part of the drain kept for ending the calls still running and publishing their last
-/// events: a fifth of it, between 1 and 10 seconds. Calls get the rest.
+/// events: a fifth of it, at most 10 seconds. Calls get the rest.
 fn shutdown_reserve(drain: Duration) -> Duration {
-    (drain / 5).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    (drain / 5).min(Duration::from_secs(10))
 }
 
 /// Why the worker could not start or stop cleanly.

@@ -74,7 +74,7 @@ use shared::Shared;
 use stream_token::StreamTokens;
 
 /// The most of `DRAIN_SECONDS` kept at its end for closing the remaining streams and publishing
-/// their last events (a fifth of the drain, at least 1 s): the gateway stops within
+/// their last events (a fifth of the drain, at most this): the gateway stops within
 /// `DRAIN_SECONDS` whatever NATS is doing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -220,7 +220,7 @@ impl Gateway {
         shared.draining.cancel();
         shared.tracker.close();
         let drain = Drain::new(self.drain);
-        let reserve = (self.drain / 5).clamp(Duration::from_secs(1), SHUTDOWN_GRACE);
+        let reserve = (self.drain / 5).min(SHUTDOWN_GRACE);
         if tokio::time::timeout(drain.until_reserve(reserve), shared.tracker.wait())
             .await
             .is_err()
