@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(MaskedPhone("15550001111").to_string(), "1********11");
         assert_eq!(MaskedPhone(" +442071838750 ").to_string(), "+4*********50");
         assert_eq!(MaskedPhone("+123").to_string(), "+***");
-        assert_eq!(format!("{:?}", MaskedPhone("+15550001111")), "\"+1********11\"");
+        assert_eq!(
+            format!("{:?}", MaskedPhone("+15550001111")),
+            "\"+1********11\""
+        );
     }
 
     #[test]
