@@ -199,6 +199,8 @@ pub async fn load(registry: Option<&kv::Store>, agent: &Agent, call_sid: &str) -
         }
         tools.functions.push(f);
     }
+    let offered: Vec<&str> = tools.functions.iter().map(|f| f.name.as_str()).collect();
+    tracing::info!(%call_sid, agent = %agent.id, tools = ?offered, "tools offered to the model");
     tools
 }
 

@@ -2,7 +2,9 @@
 //! replicas all stop leaves the model's tool list at once, and one whose replicas die leaves it
 //! within `ENTRY_MAX_AGE`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_nats::jetstream::{self, kv};
 use call_worker::agents::Agent;
@@ -129,5 +131,48 @@ async fn a_bucket_made_with_other_settings_is_brought_in_line() -> anyhow::Resul
     assert_eq!(info.config.max_age, ENTRY_MAX_AGE);
     let reopened = js.get_key_value(TOOLS_BUCKET).await?;
     assert_eq!(reopened.status().await?.info.config.max_age, ENTRY_MAX_AGE);
+    Ok(())
+}
+
+/// A tool an agent lists that nobody registered (here: misspelled) is reported when the agents
+/// are loaded, not only when a call leaves it out.
+#[tokio::test]
+async fn listed_tools_nobody_registered_are_reported_at_load() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    let store = tools::open_registry(&js)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (stop, serving) = serve(nats.url()).await?;
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("agents.toml");
+    std::fs::write(
+        &file,
+        "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\ninstructions = \"x\"\n\
+         tools = [\"order_status\", \"order_stauts\", \"end_call\"]\n",
+    )?;
+    let agents = call_worker::agents::Agents::load(&file)?;
+    let missing =
+        switchboard_service::tool_registry::unregistered(&store, agents.business_tools()).await?;
+    assert_eq!(missing, ["order_stauts"]);
+
+    let log_path = dir.path().join("worker.log");
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::sync::Arc::new(std::fs::File::create(&log_path)?))
+        .with_ansi(false)
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        call_worker::reload::warn_unregistered(Some(&store), &agents).await;
+    }
+    let text = std::fs::read_to_string(&log_path)?;
+    assert!(
+        text.contains("WARN") && text.contains("order_stauts") && text.contains("not registered"),
+        "{text}"
+    );
+    assert!(!text.contains("tool=\"order_status\""), "{text}");
+    stop.cancel();
+    serving.wait().await;
     Ok(())
 }

@@ -263,6 +263,25 @@ impl Registration {
     }
 }
 
+/// Which of `names` have no spec in the registry (never registered, withdrawn, or expired):
+/// tools an agent lists but the model would not get.
+pub async fn unregistered<'a>(
+    store: &kv::Store,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<&'a str>, RegistryError> {
+    let mut missing = Vec::new();
+    for name in names {
+        let found = store
+            .get(name)
+            .await
+            .map_err(|e| entry_error(format!("reading `{name}`"), e))?;
+        if found.is_none() {
+            missing.push(name);
+        }
+    }
+    Ok(missing)
+}
+
 fn entry_error(what: String, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Entry {
         what,
