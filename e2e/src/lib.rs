@@ -18,6 +18,8 @@ pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 /// The whole system, each service a separate process.
 pub struct System {
     _nats: NatsServer,
+    /// The nats-server's URL, for tool processes a test starts itself.
+    pub nats_url: String,
     _pg: Postgres,
     services: Vec<Service>,
     /// The gateway's base URL.
@@ -34,12 +36,26 @@ impl System {
 
     /// Like [`System::start`], with `extra` added to every service's environment.
     pub async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_custom(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+        )
+        .await
+    }
+
+    /// Like [`System::start_with`], with another agents file and model script.
+    pub async fn start_custom(
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats = NatsServer::start().await?;
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
-        let root = workspace_root();
         let nats_url = nats.url().to_owned();
         let [sim, tools, persister, worker, gateway] = [(); 5].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
@@ -49,12 +65,7 @@ impl System {
             "realtime-sim",
             &[
                 ("LISTEN", addr(sim)),
-                (
-                    "REALTIME_SIM_SCRIPT",
-                    root.join("sims/scenarios/dental.model.toml")
-                        .display()
-                        .to_string(),
-                ),
+                ("REALTIME_SIM_SCRIPT", model_script.display().to_string()),
             ],
         )?;
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
@@ -73,10 +84,7 @@ impl System {
             (
                 "call-worker",
                 vec![
-                    (
-                        "AGENTS_FILE",
-                        root.join("agents/agents.toml").display().to_string(),
-                    ),
+                    ("AGENTS_FILE", agents_file.display().to_string()),
                     ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
                     ("MAX_CALLS", "4".into()),
                 ],
@@ -105,6 +113,7 @@ impl System {
             services.push(service);
         }
         Ok(Self {
+            nats_url,
             _nats: nats,
             _pg: pg,
             services,
