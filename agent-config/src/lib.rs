@@ -357,6 +357,15 @@ impl Agents {
             .chain(self.instruction_files.iter().map(PathBuf::as_path))
     }
 
+    /// The ids of the agents that list `tool`, in file order.
+    pub fn listing(&self, tool: &str) -> Vec<&str> {
+        self.agents
+            .iter()
+            .filter(|a| a.allows_tool(tool))
+            .map(|a| a.id.as_str())
+            .collect()
+    }
+
     /// The business tools the agents list (built-ins left out), each once, in file order: the
     /// names that must be registered in `voice-tools` for the model to get them.
     pub fn business_tools(&self) -> Vec<&str> {
@@ -769,6 +778,8 @@ eagerness = "high"
             [path.as_path(), dir.path().join("fd.md").as_path()]
         );
         assert_eq!(agents.business_tools(), ["lookup", "book", "hours"]);
+        assert_eq!(agents.listing("book"), ["a", "b"]);
+        assert!(agents.listing("nothing").is_empty());
     }
 
     #[test]

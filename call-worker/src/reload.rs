@@ -59,12 +59,7 @@ pub async fn warn_unregistered(registry: Option<&kv::Store>, agents: &Agents) {
     match switchboard_service::tool_registry::unregistered(store, listed).await {
         Ok(missing) => {
             for tool in missing {
-                let by: Vec<&str> = agents
-                    .all()
-                    .iter()
-                    .filter(|a| a.allows_tool(tool))
-                    .map(|a| a.id.as_str())
-                    .collect();
+                let by = agents.listing(tool);
                 tracing::warn!(tool, agents = ?by, file = %agents.file().display(),
                     "a listed tool is not registered (misspelled, or no tool server runs it); \
                      calls go on without it");

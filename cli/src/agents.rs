@@ -44,12 +44,7 @@ pub async fn run(nats: &NatsArgs, command: AgentsCommand) -> anyhow::Result<Exit
         Err(_) => listed.clone(),
     };
     for tool in &missing {
-        let by: Vec<&str> = agents
-            .all()
-            .iter()
-            .filter(|a| a.allows_tool(tool))
-            .map(|a| a.id.as_str())
-            .collect();
+        let by = agents.listing(tool);
         println!(
             "not registered: `{tool}` (listed by {}): misspelled, or no tool server runs it; calls go on without it",
             by.join(", ")
