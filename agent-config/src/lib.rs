@@ -212,6 +212,8 @@ fn default_transcription() -> Transcription {
 #[derive(Debug, Clone)]
 pub struct Agents {
     file: PathBuf,
+    /// The `instructions_file`s the agents were read from, in file order.
+    instruction_files: Vec<PathBuf>,
     agents: Vec<Arc<Agent>>,
     by_number: HashMap<String, usize>,
     by_id: HashMap<String, usize>,
@@ -319,6 +321,7 @@ impl Agents {
 
         let mut agents = Self {
             file: file.to_path_buf(),
+            instruction_files: Vec::new(),
             agents: Vec::with_capacity(list.len()),
             by_number: HashMap::new(),
             by_id: HashMap::new(),
@@ -335,6 +338,9 @@ impl Agents {
                 let (field, message) = serde_field_error(&e);
                 err(&field, message)
             })?;
+            if let Some(rel) = &raw.instructions_file {
+                agents.instruction_files.push(dir.join(rel));
+            }
             let agent = validate(raw, dir, &err)?;
             if agents.by_id.contains_key(&agent.id) {
                 return Err(err("id", format!("duplicate agent id `{}`", agent.id)));
@@ -417,6 +423,34 @@ impl Agents {
     /// The file they came from.
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// Every file the agents were read from: the agents file, then each `instructions_file`.
+    /// A change to any of them changes the agents, so a reload watches them all.
+    pub fn sources(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.file.as_path())
+            .chain(self.instruction_files.iter().map(PathBuf::as_path))
+    }
+
+    /// The ids of the agents that list `tool`, in file order.
+    pub fn listing(&self, tool: &str) -> Vec<&str> {
+        self.agents
+            .iter()
+            .filter(|a| a.allows_tool(tool))
+            .map(|a| a.id.as_str())
+            .collect()
+    }
+
+    /// The business tools the agents list (built-ins left out), each once, in file order: the
+    /// names that must be registered in `voice-tools` for the model to get them.
+    pub fn business_tools(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.agents
+            .iter()
+            .flat_map(|a| a.tools.iter())
+            .map(String::as_str)
+            .filter(|t| !BUILTIN_TOOLS.contains(t) && seen.insert(*t))
+            .collect()
     }
 }
 
@@ -947,6 +981,28 @@ eagerness = "high"
                 interrupt_response: Some(true)
             }
         );
+    }
+
+    #[test]
+    fn sources_and_business_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fd.md"), "Be kind.").unwrap();
+        let path = dir.path().join("agents.toml");
+        std::fs::write(
+            &path,
+            "[[agent]]\nid='a'\ninstructions_file='fd.md'\ntools=['end_call','lookup','book']\n\
+             [[agent]]\nid='b'\ninstructions='x'\nnumbers=['+1555']\ntools=['book','hours']",
+        )
+        .unwrap();
+        let agents = Agents::load(&path).unwrap();
+        let sources: Vec<_> = agents.sources().collect();
+        assert_eq!(
+            sources,
+            [path.as_path(), dir.path().join("fd.md").as_path()]
+        );
+        assert_eq!(agents.business_tools(), ["lookup", "book", "hours"]);
+        assert_eq!(agents.listing("book"), ["a", "b"]);
+        assert!(agents.listing("nothing").is_empty());
     }
 
     #[test]

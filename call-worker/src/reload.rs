@@ -1,26 +1,74 @@
 //! Reloading the agents file while the worker runs.
 //!
-//! [`watch`] checks the file's modification time and size every poll interval (no inotify: it
-//! works the same on every file system and in containers with mounted config maps) and reloads
-//! at once on SIGHUP. A file that reads and validates replaces the routing table for new offers;
+//! [`watch`] checks the modification time and size of the agents file and of every
+//! `instructions_file` it names, every poll interval (no inotify: it works the same on every file
+//! system and in containers with mounted config maps), and reloads at once on SIGHUP. A file that reads and validates replaces the routing table for new offers;
 //! calls in progress are untouched, because each holds its own `Arc<Agent>`. A file with a
 //! mistake is refused with the precise error (file, agent, field) and the previous table stays.
+//! Each load also warns about listed tools that nobody has registered (see [`warn_unregistered`]),
+//! so a misspelled tool name shows when the file is loaded, not only on the next call.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::kv;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::{Agents, AgentsError};
 
-/// What identifies a version of the file without reading it.
+/// What identifies a version of one file without reading it.
 type Fingerprint = Option<(SystemTime, u64)>;
 
 async fn fingerprint(path: &Path) -> Fingerprint {
     let meta = tokio::fs::metadata(path).await.ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// [`fingerprints`], taken before the watch task starts, so an edit made right after `watch`
+/// returns is seen as a change.
+fn fingerprints_now(sources: &[PathBuf]) -> Vec<Fingerprint> {
+    sources
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
+
+/// The fingerprints of every file the agents were read from.
+async fn fingerprints(sources: &[PathBuf]) -> Vec<Fingerprint> {
+    let mut all = Vec::with_capacity(sources.len());
+    for path in sources {
+        all.push(fingerprint(path).await);
+    }
+    all
+}
+
+fn sources_of(agents: &Agents) -> Vec<PathBuf> {
+    agents.sources().map(Path::to_path_buf).collect()
+}
+
+/// Logs (at warn) every business tool the agents list that has no spec in the registry: the
+/// model will not be offered it until a tool server registers it.
+pub async fn warn_unregistered(registry: Option<&kv::Store>, agents: &Agents) {
+    let Some(store) = registry else { return };
+    let listed = agents.business_tools();
+    match switchboard_service::tool_registry::unregistered(store, listed).await {
+        Ok(missing) => {
+            for tool in missing {
+                let by = agents.listing(tool);
+                tracing::warn!(tool, agents = ?by, file = %agents.file().display(),
+                    "a listed tool is not registered (misspelled, or no tool server runs it); \
+                     calls go on without it");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not check the agents' tools against the registry")
+        }
+    }
 }
 
 /// Reads and validates the file off the async threads (it may read `instructions_file`s too).
@@ -41,11 +89,13 @@ pub fn watch(
     current: Arc<Agents>,
     every: Duration,
     stop: CancellationToken,
+    registry: Option<kv::Store>,
 ) -> watch::Receiver<Arc<Agents>> {
     let path = current.file().to_path_buf();
+    let mut sources = sources_of(&current);
+    let mut seen = fingerprints_now(&sources);
     let (tx, rx) = watch::channel(current);
     tokio::spawn(async move {
-        let mut seen = fingerprint(&path).await;
         let mut hangup = hangup_signal();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,13 +105,20 @@ pub fn watch(
                 _ = tick.tick() => false,
                 () = next_hangup(&mut hangup) => true,
             };
-            let now = fingerprint(&path).await;
+            let now = fingerprints(&sources).await;
             if !forced && now == seen {
                 continue;
             }
             seen = now;
             match load(path.clone()).await {
                 Ok(agents) => {
+                    // The new file may name other instruction files: watch those from now on.
+                    let new_sources = sources_of(&agents);
+                    if new_sources != sources {
+                        sources = new_sources;
+                        seen = fingerprints(&sources).await;
+                    }
+                    warn_unregistered(registry.as_ref(), &agents).await;
                     metrics::counter!("worker_agents_reloads_total", "result" => "ok").increment(1);
                     tracing::info!(file = %path.display(), agents = agents.all().len(), forced,
                         "agents file reloaded; new calls use it");

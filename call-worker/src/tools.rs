@@ -161,27 +161,12 @@ pub fn builtin_function(name: &str, agent: &Agent) -> Option<FunctionTool> {
     Some(FunctionTool::new(name, description, parameters))
 }
 
-/// Opens the tool registry bucket, creating it (history 1) when it does not exist yet.
+/// Opens the tool registry bucket with the settings every process shares (entries expire
+/// unless their tool keeps refreshing them; see [`switchboard_service::tool_registry`]).
 pub async fn open_registry(js: &jetstream::Context) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(TOOLS_BUCKET).await {
-        return Ok(store);
-    }
-    match js
-        .create_key_value(kv::Config {
-            bucket: TOOLS_BUCKET.to_owned(),
-            history: 1,
-            description: "Switchboard tool registry: key = tool name, value = ToolSpec".into(),
-            ..Default::default()
-        })
+    switchboard_service::tool_registry::open(js)
         .await
-    {
-        Ok(store) => Ok(store),
-        // Another process created it in the meantime.
-        Err(create) => js
-            .get_key_value(TOOLS_BUCKET)
-            .await
-            .map_err(|e| format!("opening KV bucket {TOOLS_BUCKET}: {create}; {e}")),
-    }
+        .map_err(|e| e.to_string())
 }
 
 /// Resolves the agent's tools: built-ins with their fixed schemas, business tools from the
@@ -214,6 +199,8 @@ pub async fn load(registry: Option<&kv::Store>, agent: &Agent, call_sid: &str) -
         }
         tools.functions.push(f);
     }
+    let offered: Vec<&str> = tools.functions.iter().map(|f| f.name.as_str()).collect();
+    tracing::info!(%call_sid, agent = %agent.id, tools = ?offered, "tools offered to the model");
     tools
 }
 

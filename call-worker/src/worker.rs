@@ -150,7 +150,13 @@ impl Worker {
         let calls = CancellationToken::new();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let agents = crate::reload::watch(agents, config.agents_reload(), shutdown.clone());
+        crate::reload::warn_unregistered(ctx.registry.as_ref(), &agents).await;
+        let agents = crate::reload::watch(
+            agents,
+            config.agents_reload(),
+            shutdown.clone(),
+            ctx.registry.clone(),
+        );
         let offers = Offers::new(
             ctx,
             agents,

@@ -83,3 +83,36 @@ async fn a_rewritten_agents_file_routes_new_calls_and_spares_calls_in_progress()
     );
     Ok(())
 }
+
+/// Edits to an `instructions_file` are picked up like edits to the agents file itself.
+#[tokio::test]
+async fn an_edited_instructions_file_is_reloaded() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir()?;
+    let prompt = dir.path().join("desk.md");
+    std::fs::write(&prompt, "You are the front desk.")?;
+    let file = dir.path().join("agents.toml");
+    std::fs::write(
+        &file,
+        "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\ninstructions_file = \"desk.md\"\n",
+    )?;
+    let agents = Arc::new(call_worker::agents::Agents::load(&file)?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let rx = call_worker::reload::watch(agents, Duration::from_millis(20), stop.clone(), None);
+
+    // Only the instructions change; the agents file is untouched.
+    std::fs::write(&prompt, "You are the night line, closed until 8 am.")?;
+    eventually(WAIT, "the new instructions", || {
+        let rx = rx.clone();
+        async move {
+            let agents = rx.borrow().clone();
+            let desk = agents.by_id("desk")?.clone();
+            desk.instructions.contains("night line").then_some(())
+        }
+    })
+    .await?;
+    stop.cancel();
+    Ok(())
+}

@@ -25,10 +25,30 @@ fn user_password(user: &str) -> String {
     format!("e2e-{user}-password")
 }
 
-/// The NATS users Switchboard ships (the grants of k8s/base/nats.yaml), with test passwords.
+/// The tools of examples/ (Python and TypeScript), each with its own NATS user as an operator
+/// would add one (`switchboard nats tool-user`).
+pub const EXAMPLE_TOOL_USERS: [Role<'static>; 2] = [
+    Role::Tools {
+        user: "clinic-hours",
+        tools: &["clinic_hours"],
+    },
+    Role::Tools {
+        user: "clinic-directions",
+        tools: &["clinic_directions"],
+    },
+];
+
+/// The NATS users Switchboard ships (the grants of k8s/base/nats.yaml) and those of the example
+/// tools, with test passwords.
 pub fn nats_users() -> Vec<User<'static>> {
+    let examples = EXAMPLE_TOOL_USERS.into_iter().map(|role| User {
+        name: role.user().to_owned(),
+        password: String::new(),
+        role,
+    });
     shipped_users()
         .into_iter()
+        .chain(examples)
         .map(|user| User {
             password: format!("\"{}\"", user_password(&user.name)),
             ..user
@@ -58,6 +78,8 @@ pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 /// The whole system, each service a separate process.
 pub struct System {
     nats: Option<NatsServer>,
+    /// The nats-server's URL, for tool processes a test starts itself.
+    pub nats_url: String,
     _pg: Postgres,
     services: Vec<Service>,
     /// The gateway's base URL.
@@ -74,13 +96,27 @@ impl System {
 
     /// Like [`System::start`], with `extra` added to every service's environment.
     pub async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_custom(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+        )
+        .await
+    }
+
+    /// Like [`System::start_with`], with another agents file and model script.
+    pub async fn start_custom(
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
-        let root = workspace_root();
         let nats_url = nats.url().to_owned();
         let [sim, tools, persister, worker, gateway] = [(); 5].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
@@ -90,12 +126,7 @@ impl System {
             "realtime-sim",
             &[
                 ("LISTEN", addr(sim)),
-                (
-                    "REALTIME_SIM_SCRIPT",
-                    root.join("sims/scenarios/dental.model.toml")
-                        .display()
-                        .to_string(),
-                ),
+                ("REALTIME_SIM_SCRIPT", model_script.display().to_string()),
             ],
         )?;
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
@@ -114,10 +145,7 @@ impl System {
             (
                 "call-worker",
                 vec![
-                    (
-                        "AGENTS_FILE",
-                        root.join("agents/agents.toml").display().to_string(),
-                    ),
+                    ("AGENTS_FILE", agents_file.display().to_string()),
                     ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
                     ("MAX_CALLS", "4".into()),
                 ],
@@ -132,10 +160,7 @@ impl System {
                         "TWILIO_ACCOUNT_SID",
                         "AC00000000000000000000000000000000".into(),
                     ),
-                    (
-                        "AGENTS_FILE",
-                        root.join("agents/agents.toml").display().to_string(),
-                    ),
+                    ("AGENTS_FILE", agents_file.display().to_string()),
                     ("CALLS_TOKEN", CALLS_TOKEN.into()),
                     ("CALLS_ALLOWED_TO", "+1555*".into()),
                 ],
@@ -158,12 +183,22 @@ impl System {
             services.push(service);
         }
         Ok(Self {
+            nats_url,
             nats: Some(nats),
             _pg: pg,
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
         })
+    }
+
+    /// A NATS connection as `role`'s user (as the service itself connects: its own inbox).
+    pub async fn connect_as(&self, role: &Role<'_>) -> anyhow::Result<async_nats::Client> {
+        Ok(async_nats::ConnectOptions::new()
+            .user_and_password(role.user().to_owned(), nats_password(role))
+            .custom_inbox_prefix(switchboard_proto::permissions::inbox_prefix(role.user()))
+            .connect(&self.nats_url)
+            .await?)
     }
 
     /// Stops the nats-server: every service loses its broker.

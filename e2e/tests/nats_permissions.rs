@@ -142,7 +142,7 @@ impl As {
 #[tokio::test]
 async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     let nats = secured_nats().await?;
-    assert_eq!(nats_users().len(), 8);
+    assert_eq!(nats_users().len(), 10);
     let url = nats.url().to_owned();
 
     for role in [

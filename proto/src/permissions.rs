@@ -102,8 +102,7 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
-                    kv_bucket_api(TOOLS_BUCKET),
-                    kv_read(TOOLS_BUCKET, ">"),
+                    registry_api(),
                     kv_watch(TOOLS_BUCKET),
                 ]
                 .concat(),
@@ -111,8 +110,16 @@ impl Role<'_> {
                 allow_responses: true,
             },
             Role::Tools { tools, .. } => {
+                // The registry is read whole (a stopping replica lists the heartbeats to see
+                // whether others still serve its tool; specs are not secret), but a tool writes
+                // only its own spec and heartbeats, and its own results.
                 let mut publish = [
-                    kv_bucket_api(TOOLS_BUCKET),
+                    registry_api(),
+                    kv_watch(TOOLS_BUCKET),
+                    vec![
+                        format!("{JS_API}.CONSUMER.CREATE.KV_{TOOLS_BUCKET}"),
+                        format!("{JS_API}.CONSUMER.INFO.KV_{TOOLS_BUCKET}.>"),
+                    ],
                     kv_bucket_api(TOOL_RESULTS_BUCKET),
                 ]
                 .concat();
@@ -120,6 +127,7 @@ impl Role<'_> {
                 for tool in *tools {
                     subscribe.push(subjects.tool(tool));
                     publish.push(kv_key(TOOLS_BUCKET, tool));
+                    publish.push(kv_key(TOOLS_BUCKET, &format!("{tool}.>")));
                     publish.push(kv_key(TOOL_RESULTS_BUCKET, &format!("{tool}.>")));
                     publish.extend(kv_read(TOOL_RESULTS_BUCKET, &format!("{tool}.>")));
                 }
@@ -179,6 +187,22 @@ fn kv_bucket_api(bucket: &str) -> Vec<String> {
     [
         vec![format!("{JS_API}.INFO")],
         stream_api(&format!("KV_{bucket}")),
+    ]
+    .concat()
+}
+
+/// The tool registry bucket as every process opens it (service-kit's `tool_registry`): look it
+/// up, create it, bring older settings in line, list stream names, read any entry.
+fn registry_api() -> Vec<String> {
+    let stream = format!("KV_{TOOLS_BUCKET}");
+    [
+        kv_bucket_api(TOOLS_BUCKET),
+        vec![
+            format!("{JS_API}.STREAM.UPDATE.{stream}"),
+            format!("{JS_API}.STREAM.NAMES"),
+            format!("{JS_API}.STREAM.MSG.GET.{stream}"),
+        ],
+        kv_read(TOOLS_BUCKET, ">"),
     ]
     .concat()
 }
@@ -313,7 +337,13 @@ mod tests {
             for grant in all(role) {
                 assert!(!grant.starts_with("$JS.API.>"), "{role:?}: {grant}");
                 assert!(!grant.contains("STREAM.DELETE"), "{role:?}: {grant}");
-                assert!(!grant.contains("STREAM.MSG"), "{role:?}: {grant}");
+                // Reading messages by subject is not scoped by the API subject: never on the
+                // call log or the tools' results.
+                assert!(!grant.contains("MSG.GET.VOICE_EVENTS"), "{role:?}: {grant}");
+                assert!(
+                    !grant.contains("MSG.GET.KV_voice-tool-results"),
+                    "{role:?}: {grant}"
+                );
                 assert!(!grant.starts_with("_INBOX."), "{role:?}: {grant}");
                 assert_ne!(grant, ">", "{role:?}");
             }
@@ -340,7 +370,8 @@ mod tests {
         for grant in all(role) {
             assert!(!grant.contains("lookup_customer"), "{grant}");
             assert!(!grant.ends_with("voice.tools.>"), "{grant}");
-            assert!(!grant.ends_with("$KV.voice-tools.>"), "{grant}");
+            assert_ne!(grant, "$KV.voice-tools.>");
+            assert_ne!(grant, "$KV.voice-tool-results.>");
         }
         assert!(
             grants

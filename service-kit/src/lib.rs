@@ -9,6 +9,8 @@
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT`) and the Prometheus recorder;
 //! - [`trace`]: W3C trace context in NATS headers, so a call is one trace across services;
 //! - [`redact`]: masked phone numbers for logs and spans, and `Secret` for credentials in configs;
+//! - [`tool_registry`]: the `voice-tools` bucket's one set of settings, tool specs and the
+//!   replicas' heartbeats;
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod nats;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tool_registry;
 pub mod trace;
 
 pub use health::Health;

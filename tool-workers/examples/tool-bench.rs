@@ -49,6 +49,11 @@ struct Args {
     /// validation, no tasks): the floor that NATS and this machine set, to compare against.
     #[arg(long, conflicts_with = "idempotent")]
     bare: bool,
+    /// Serve nothing: drive whatever already serves `bench_noop` at `--nats-url` (a tool written
+    /// with another SDK, e.g. sdks/python/bench/bench_noop.py), which must answer with
+    /// `{"handler_us": ...}` after waiting `--handler-ms`.
+    #[arg(long, conflicts_with_all = ["idempotent", "bare"], requires = "nats_url")]
+    external: bool,
 }
 
 const TOOL: &str = "bench_noop";
@@ -182,7 +187,10 @@ async fn main() -> anyhow::Result<()> {
     let subjects = Subjects::default();
     let stop = CancellationToken::new();
     let server_client = async_nats::connect(&url).await?;
-    let serving = if args.bare {
+    let serving = if args.external {
+        drop(server_client);
+        None
+    } else if args.bare {
         tokio::spawn(bare_responder(
             server_client,
             subjects.tool(TOOL),
@@ -222,7 +230,9 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency,
         args.handler_ms,
         args.idempotent,
-        if args.bare {
+        if args.external {
+            "external responder"
+        } else if args.bare {
             "bare NATS responder"
         } else {
             "SDK"

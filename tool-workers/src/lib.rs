@@ -49,4 +49,7 @@ pub mod server;
 pub mod tool;
 
 pub use server::{ServeError, Serving, ToolServer};
-pub use tool::{Tool, ToolContext, ToolDefinitionError, ToolFailure, ToolOutcome};
+pub use tool::{
+    TIMEOUT_MARGIN, Tool, ToolContext, ToolDefinitionError, ToolFailure, ToolOutcome,
+    handler_deadline,
+};

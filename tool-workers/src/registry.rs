@@ -1,90 +1,57 @@
-//! The tool registry: each tool's [`ToolSpec`] in the KV bucket `voice-tools`, keyed by name.
+//! Keeping a server's tools registered in `voice-tools` while it serves.
 //!
-//! Call-workers read the bucket to tell the model which tools exist. Entries expire after
-//! [`ENTRY_MAX_AGE`] unless refreshed, so a tool whose last server is gone stops being offered
-//! to the model; every server re-puts its specs every [`REFRESH_EVERY`].
+//! The bucket's settings, key layout and timings live in
+//! [`switchboard_service::tool_registry`], shared with call-workers, the CLI and the Python and
+//! TypeScript SDKs. [`refresh`] puts every spec and this replica's heartbeat every
+//! [`REFRESH_EVERY`] and, on shutdown, withdraws them, so the tool leaves the model's tool list
+//! at once when its last replica stops, or within [`ENTRY_MAX_AGE`] when the replica dies.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
-use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolSpec};
+use switchboard_proto::{Message as _, ToolSpec};
+pub use switchboard_service::tool_registry::{
+    ENTRY_MAX_AGE, REFRESH_EVERY, Registration, RegistryError, open,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// How often a server re-registers its tools.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// How long withdrawing the registration may hold up shutdown.
+const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long an entry lives without a refresh (several missed refreshes, so one slow NATS
-/// round trip does not make a tool disappear).
-pub const ENTRY_MAX_AGE: Duration = Duration::from_secs(300);
-
-/// Why the registry could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// The bucket could neither be opened nor created.
-    #[error("opening KV bucket `{TOOLS_BUCKET}`: {0}")]
-    Bucket(String),
-    /// A put failed.
-    #[error("registering tool `{name}` in `{TOOLS_BUCKET}`: {source}")]
-    Put { name: String, source: kv::PutError },
+/// The `(name, encoded spec)` pairs a [`Registration`] puts.
+pub(crate) fn encoded(specs: &[ToolSpec]) -> Vec<(String, bytes::Bytes)> {
+    specs
+        .iter()
+        .map(|s| (s.name.clone(), bytes::Bytes::from(s.encode_to_vec())))
+        .collect()
 }
 
-/// Opens `voice-tools`, creating it if missing. Whoever creates it first (a tool server or a
-/// call-worker) decides its settings; the others use it as it is.
-pub async fn open_bucket(js: &jetstream::Context) -> Result<kv::Store, RegistryError> {
-    if let Ok(store) = js.get_key_value(TOOLS_BUCKET).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: TOOLS_BUCKET.to_owned(),
-            description: "Switchboard tool registry: tool name -> ToolSpec".to_owned(),
-            history: 1,
-            max_age: ENTRY_MAX_AGE,
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another instance may have created it a moment ago.
-        Err(create_error) => js
-            .get_key_value(TOOLS_BUCKET)
-            .await
-            .map_err(|_| RegistryError::Bucket(create_error.to_string())),
-    }
-}
-
-/// Writes tool specs to the bucket, opening it on first use (and again after a failure).
-pub(crate) struct Registry {
-    js: jetstream::Context,
-    store: Option<kv::Store>,
-}
-
-impl Registry {
-    pub(crate) fn new(js: jetstream::Context) -> Self {
-        Self { js, store: None }
-    }
-
-    /// Puts every spec (a put also restarts the entry's max-age clock).
-    pub(crate) async fn register(&mut self, specs: &[ToolSpec]) -> Result<(), RegistryError> {
-        let store = match &self.store {
-            Some(store) => store.clone(),
-            None => {
-                let store = open_bucket(&self.js).await?;
-                self.store = Some(store.clone());
-                store
+/// Re-registers `specs` every `every` until `shutdown`, then withdraws them.
+pub(crate) async fn refresh(
+    mut registration: Registration,
+    specs: Vec<(String, bytes::Bytes)>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(error) = registration.put(&specs).await {
+                    metrics::counter!("tool_registry_errors_total").increment(1);
+                    tracing::warn!(%error, "refreshing tool registry failed");
+                }
             }
-        };
-        for spec in specs {
-            if let Err(source) = store
-                .put(&spec.name, bytes::Bytes::from(spec.encode_to_vec()))
-                .await
-            {
-                self.store = None;
-                return Err(RegistryError::Put {
-                    name: spec.name.clone(),
-                    source,
-                });
-            }
+            () = shutdown.cancelled() => break,
         }
-        Ok(())
+    }
+    let names: Vec<String> = specs.into_iter().map(|(name, _)| name).collect();
+    match tokio::time::timeout(WITHDRAW_TIMEOUT, registration.withdraw(&names)).await {
+        Ok(Ok(())) => tracing::info!(tools = ?names, "tools withdrawn from the registry"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "withdrawing tools failed; they expire from the registry")
+        }
+        Err(_) => tracing::warn!("withdrawing tools timed out; they expire from the registry"),
     }
 }

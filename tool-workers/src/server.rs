@@ -26,9 +26,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::idempotency::{self, Claim};
-use crate::registry::{REFRESH_EVERY, Registry};
+use crate::registry::{self, REFRESH_EVERY, Registration};
 use crate::schema;
-use crate::tool::{Tool, ToolContext, ToolFailure, codes};
+use crate::tool::{Tool, ToolContext, ToolFailure, codes, handler_deadline};
+
+/// How this SDK names itself in the replicas' heartbeats.
+const SDK: &str = "rust";
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +140,13 @@ impl ToolServer {
         client.flush().await?;
 
         let specs: Vec<_> = subscriptions.iter().map(|(t, _)| t.spec()).collect();
-        let mut registry = Registry::new(jetstream::new(client.clone()));
-        match registry.register(&specs).await {
+        let specs = registry::encoded(&specs);
+        let mut registration = Registration::new(
+            jetstream::new(client.clone()),
+            SDK,
+            env!("CARGO_PKG_VERSION"),
+        );
+        match registration.put(&specs).await {
             Ok(()) => tracing::info!(tools = ?names, "tools registered"),
             Err(error) => tracing::warn!(%error, "registering tools failed; will retry"),
         }
@@ -167,7 +175,12 @@ impl ToolServer {
                 shutdown.clone(),
             ));
         }
-        tracker.spawn(refresh(registry, specs, self.refresh_every, shutdown));
+        tracker.spawn(registry::refresh(
+            registration,
+            specs,
+            self.refresh_every,
+            shutdown,
+        ));
         // Closed now so `wait` can finish; tasks spawned later by the loops are still tracked.
         tracker.close();
         Ok(Serving { tracker })
@@ -225,28 +238,6 @@ async fn serve_tool(
                     break;
                 }
             }
-        }
-    }
-}
-
-/// Re-registers the specs every `every` until shutdown.
-async fn refresh(
-    mut registry: Registry,
-    specs: Vec<switchboard_proto::ToolSpec>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Err(error) = registry.register(&specs).await {
-                    metrics::counter!("tool_registry_errors_total").increment(1);
-                    tracing::warn!(%error, "refreshing tool registry failed");
-                }
-            }
-            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -325,10 +316,7 @@ async fn respond(tool: &Tool, payload: &[u8], results: Option<&kv::Store>) -> To
         )));
     }
 
-    let timeout = match call.timeout_ms {
-        0 => tool.timeout,
-        ms => tool.timeout.min(Duration::from_millis(u64::from(ms))),
-    };
+    let timeout = handler_deadline(tool.timeout, call.timeout_ms);
     let dedupe = results.and_then(|store| {
         idempotency::key(&tool.name, &call.call_sid, &call.call_id).map(|key| (store, key))
     });
@@ -493,12 +481,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slow_handlers_time_out_at_the_callers_deadline() {
+    async fn slow_handlers_time_out_before_the_callers_deadline() {
         let mut call = ToolCall::decode(request(r#"{"n": 99}"#).as_slice()).unwrap();
         call.timeout_ms = 1000;
         let started = Instant::now();
         let r = respond(&tool(), &call.encode_to_vec(), None).await;
         assert_eq!(error_of(&r).map(|e| e.0), Some(codes::TIMEOUT));
-        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+        // Answered before the worker, which gives up at exactly `timeout_ms`, stops waiting.
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(1000) - crate::tool::TIMEOUT_MARGIN
+        );
     }
 }

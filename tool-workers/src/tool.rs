@@ -16,6 +16,21 @@ use switchboard_service::redact::MaskedPhone;
 /// `TOOL_TIMEOUT_MS`, so a handler is not left running after the caller has given up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// Time kept between the handler's deadline and the call-worker's: the worker gives up at
+/// exactly `ToolCall.timeout_ms` after sending, so a handler stopped only then would answer too
+/// late for its `timeout` (or anything else) to reach the model.
+pub const TIMEOUT_MARGIN: Duration = Duration::from_millis(200);
+
+/// How long a handler may run: the tool's own timeout, and the call's deadline (`call_timeout_ms`,
+/// 0 for none) less [`TIMEOUT_MARGIN`] (at most half of it), whichever is shorter.
+pub fn handler_deadline(tool_timeout: Duration, call_timeout_ms: u32) -> Duration {
+    if call_timeout_ms == 0 {
+        return tool_timeout;
+    }
+    let call = Duration::from_millis(u64::from(call_timeout_ms));
+    tool_timeout.min(call - TIMEOUT_MARGIN.min(call / 2))
+}
+
 /// The `ToolError.code` values of the contract, so handlers and the server agree on spelling.
 pub mod codes {
     /// The request was not a `ToolCall`.
@@ -457,6 +472,21 @@ mod tests {
         let printed = format!("{:?}", ToolContext::new("CA1", "c1", "a", "+15550001234"));
         assert!(!printed.contains("+15550001234"), "{printed}");
         assert!(printed.contains("+1********34"), "{printed}");
+    }
+
+    #[test]
+    fn handlers_stop_a_margin_before_the_callers_deadline() {
+        let tool = Duration::from_secs(8);
+        assert_eq!(
+            handler_deadline(tool, 1000),
+            Duration::from_millis(1000) - TIMEOUT_MARGIN
+        );
+        assert_eq!(
+            handler_deadline(Duration::from_millis(500), 3000),
+            Duration::from_millis(500)
+        );
+        assert_eq!(handler_deadline(tool, 0), tool);
+        assert_eq!(handler_deadline(tool, 100), Duration::from_millis(50));
     }
 
     #[test]

@@ -1,8 +1,7 @@
-//! The Python example tool (`examples/python-tool/clinic_hours.py`) against a real nats-server:
-//! it registers its `ToolSpec`, answers a `ToolCall` through its queue group, and turns bad
-//! arguments into an error result. It runs with the repository's `.venv` (scripts/setup installs
-//! nats-py and grpcio-tools from requirements-dev.txt), its protobuf classes generated from
-//! proto/switchboard/v1/tool.proto by the example's `generate.sh`.
+//! The Python example tool (`examples/python-tool/clinic_hours.py`, on the Python SDK in
+//! sdks/python) against a real nats-server: it registers its `ToolSpec`, answers a `ToolCall`
+//! through its queue group, and turns bad arguments into an error result. It runs with the
+//! repository's `.venv`, where scripts/setup installs the SDK.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -48,19 +47,11 @@ async fn python_tool_registers_and_answers() -> anyhow::Result<()> {
         python.display()
     );
     let example = root.join("examples/python-tool");
-    let generated = tempfile::tempdir()?;
-    let status = tokio::process::Command::new(example.join("generate.sh"))
-        .arg(generated.path())
-        .env("PYTHON", &python)
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "generate.sh failed: {status}");
 
     let nats = NatsServer::start().await?;
     let mut tool = tokio::process::Command::new(&python)
         .arg(example.join("clinic_hours.py"))
         .env("NATS_URL", nats.url())
-        .env("PYTHONPATH", generated.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
