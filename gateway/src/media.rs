@@ -78,7 +78,7 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|error| tracing::warn!(%error, "media upgrade failed"))
         .on_upgrade(move |socket| async move {
-            crate::stream::run(socket, shared).await;
+            crate::stream::run(socket, shared, None).await;
             drop(permit);
             drop(tracked);
         })

@@ -9,7 +9,9 @@
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT`) and the Prometheus recorder;
 //! - [`trace`]: W3C trace context in NATS headers, so a call is one trace across services;
 //! - [`redact`]: masked phone numbers for logs and spans, and `Secret` for credentials in configs;
-//! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on;
+//! - [`web_call`]: the signed, short-lived ticket with which the console opens a web call on
+//!   the gateway (issued by the persister, checked by the gateway).
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -21,6 +23,7 @@ pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+pub mod web_call;
 
 pub use health::Health;
 pub use nats::NatsArgs;
