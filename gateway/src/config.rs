@@ -298,7 +298,12 @@ mod tests {
             "web-s3cret",
         ]);
         let printed = format!("{c:?}");
-        for secret in ["twilio-s3cret", "calls-s3cret", "admin-s3cret", "web-s3cret"] {
+        for secret in [
+            "twilio-s3cret",
+            "calls-s3cret",
+            "admin-s3cret",
+            "web-s3cret",
+        ] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert_eq!(c.calls_token().unwrap().expose(), "calls-s3cret");
