@@ -107,11 +107,17 @@ function testCallPage() {
       };
       playback.port.onmessage = (e) => {
         send({ event: "mark", sequenceNumber: nextSeq(), streamSid, mark: { name: e.data.played } });
+        document.body.dataset.marksPlayed = String(Number(document.body.dataset.marksPlayed || 0) + 1);
       };
       ws.onmessage = (m) => {
         let msg;
         try { msg = JSON.parse(m.data); } catch (_) { return; }
-        if (msg.event === "media") playback.port.postMessage({ type: "audio", bytes: b64decode(msg.media.payload) });
+        if (msg.event === "media") {
+          const bytes = b64decode(msg.media.payload);
+          playback.port.postMessage({ type: "audio", bytes });
+          // Milliseconds of the agent's audio received (8 bytes a millisecond), for the eye and tests.
+          document.body.dataset.agentAudioMs = String(Number(document.body.dataset.agentAudioMs || 0) + bytes.length / 8);
+        }
         else if (msg.event === "mark") playback.port.postMessage({ type: "mark", name: msg.mark.name });
         else if (msg.event === "clear") playback.port.postMessage({ type: "clear" });
       };
