@@ -41,7 +41,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 use crate::claims::OfferClaim;
-use crate::media::{MAX_MESSAGE_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::metrics as m;
 use crate::offer::{self, OfferOutcome};
 use crate::shared::Shared;
@@ -326,10 +325,7 @@ pub async fn upgrade(
     };
     metrics::counter!(m::WEB_CALLS).increment(1);
     let tracked = shared.tracker.token();
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
+    crate::media::sized(ws)
         .on_failed_upgrade(|error| tracing::warn!(%error, "web call upgrade failed"))
         .on_upgrade(move |socket| async move {
             crate::stream::run(socket, shared, Some(web)).await;
