@@ -82,6 +82,13 @@ async fn drive(system: &System, browser: &Browser) -> anyhow::Result<String> {
     let base = &system.persister;
     let mut cdp = browser.page().await?;
     cdp.call("Page.enable", json!({})).await?;
+    // Every document records the Content-Security-Policy violations it sees.
+    cdp.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+    )
+    .await?;
 
     // Sign in.
     cdp.navigate(&format!("{base}/login")).await?;
@@ -139,6 +146,12 @@ async fn drive(system: &System, browser: &Browser) -> anyhow::Result<String> {
     )
     .await?;
     cdp.screenshot("test-call.png").await?;
+    // The worklet, the socket to the gateway and the audio all work under the console's policy.
+    let violations = cdp.eval("window.__csp").await?;
+    anyhow::ensure!(
+        violations == json!([]),
+        "the test-call page violated the Content-Security-Policy: {violations}"
+    );
 
     // Hang up; the call is in the list as a web call.
     cdp.eval("document.getElementById('hangup').click(); true")
