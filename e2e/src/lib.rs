@@ -74,6 +74,8 @@ pub fn nats_env(role: &Role<'_>) -> Env {
 /// The gateway's `POST /calls` token.
 pub const CALLS_TOKEN: &str = "e2e-calls-token";
 pub const AUTH_TOKEN: &str = "e2e-twilio-token";
+/// The key of web-call tickets, shared by the persister and the gateway.
+pub const WEB_CALL_SECRET: &str = "e2e-web-call-secret";
 
 /// The whole system, each service a separate process.
 pub struct System {
@@ -139,6 +141,10 @@ impl System {
                 vec![
                     ("DATABASE_URL", persister_db),
                     ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                    // Test calls from the console go to this gateway.
+                    ("WEB_CALL_URL", format!("http://{}", addr(gateway))),
+                    ("WEB_CALL_SECRET", WEB_CALL_SECRET.into()),
+                    ("AGENTS_FILE", agents_file.display().to_string()),
                 ],
                 persister,
             ),
@@ -163,6 +169,9 @@ impl System {
                     ("AGENTS_FILE", agents_file.display().to_string()),
                     ("CALLS_TOKEN", CALLS_TOKEN.into()),
                     ("CALLS_ALLOWED_TO", "+1555*".into()),
+                    // The console (the persister) is on another origin than PUBLIC_URL.
+                    ("CONSOLE_URL", format!("http://{}", addr(persister))),
+                    ("WEB_CALL_SECRET", WEB_CALL_SECRET.into()),
                 ],
                 gateway,
             ),

@@ -47,6 +47,11 @@ pub const CALL_LIVE: Close = Close {
     code: CALL_LIVE_CODE,
     reason: "call already has a stream",
 };
+/// A web call's `start` names a streamSid that is not a short id of letters, digits, `_`, `-`.
+pub const BAD_STREAM_SID: Close = Close {
+    code: close_code::POLICY,
+    reason: "invalid streamSid",
+};
 /// The gateway cannot serve the stream (NATS or the claim bucket is unreachable).
 pub const UNAVAILABLE: Close = Close {
     code: close_code::ERROR,

@@ -96,6 +96,29 @@ pub struct Config {
     #[arg(long, env = "WORKER_SILENCE_MS", default_value_t = 10_000)]
     pub worker_silence_ms: u64,
 
+    /// The admin token (the console's `ADMIN_TOKEN`). The gateway uses it for one thing only:
+    /// as a bearer token it opens a web call (`GET /web-call`). Unset: only tickets do.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Key of the web-call tickets the persister issues to signed-in console users (the same
+    /// value on both). Unset: tickets are refused.
+    #[arg(long, env = "WEB_CALL_SECRET", hide_env_values = true)]
+    pub web_call_secret: Option<Secret>,
+
+    /// The console's public URL when it is served from another origin than `PUBLIC_URL`: web
+    /// calls are accepted from pages of either origin, and refused from any other.
+    #[arg(long, env = "CONSOLE_URL")]
+    pub console_url: Option<String>,
+
+    /// Web calls this instance holds at once (they count against `MAX_STREAMS` too).
+    #[arg(long, env = "WEB_CALLS_MAX", default_value_t = 20)]
+    pub web_calls_max: usize,
+
+    /// Web calls one console user (or the admin token) may hold at once on this instance.
+    #[arg(long, env = "WEB_CALLS_PER_USER", default_value_t = 2)]
+    pub web_calls_per_user: usize,
+
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -111,6 +134,8 @@ pub enum ConfigError {
     NoStreams,
     #[error("CALLS_PER_MINUTE must be at least 1")]
     NoCallsPerMinute,
+    #[error("CONSOLE_URL must be an absolute http(s) URL, got `{0}`")]
+    ConsoleUrl(String),
     #[error("CALLS_ALLOWED_TO: {0}")]
     CallsAllowedTo(#[from] InvalidEntry),
 }
@@ -134,7 +159,25 @@ impl Config {
             return Err(ConfigError::NoCallsPerMinute);
         }
         self.calls_allowlist()?;
+        if let Some(url) = &self.console_url
+            && origin_of(url).is_none()
+        {
+            return Err(ConfigError::ConsoleUrl(url.clone()));
+        }
         Ok(())
+    }
+
+    /// The origins web calls are accepted from: `PUBLIC_URL`'s, and `CONSOLE_URL`'s if set.
+    pub fn web_call_origins(&self) -> Vec<String> {
+        std::iter::once(&self.public_url)
+            .chain(self.console_url.as_ref())
+            .filter_map(|url| origin_of(url))
+            .collect()
+    }
+
+    /// `ADMIN_TOKEN`, unless unset or empty.
+    pub fn admin_token(&self) -> Option<Secret> {
+        self.admin_token.clone().filter(|t| !t.is_empty())
     }
 
     /// `CALLS_ALLOWED_TO`, parsed.
@@ -177,6 +220,27 @@ impl Config {
     }
 }
 
+/// The origin (`scheme://host[:port]`, lower case) of an absolute http(s) URL, as browsers send
+/// it in `Origin`.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    let host = match (scheme.as_str(), host.rsplit_once(':')) {
+        ("http", Some((h, "80"))) | ("https", Some((h, "443"))) => h.to_owned(),
+        _ => host,
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -195,7 +259,7 @@ mod tests {
             "--twilio-account-sid",
             "AC1",
             "--twilio-auth-token",
-            "secret",
+            "twilio-s3cret",
         ];
         args.extend_from_slice(extra);
         Config::try_parse_from(args).unwrap()
@@ -228,13 +292,22 @@ mod tests {
             "calls-s3cret",
             "--nats-password",
             "nats-s3cret",
+            "--admin-token",
+            "admin-s3cret",
+            "--web-call-secret",
+            "web-s3cret",
         ]);
         let printed = format!("{c:?}");
-        for secret in ["secret", "calls-s3cret"] {
+        for secret in [
+            "twilio-s3cret",
+            "calls-s3cret",
+            "admin-s3cret",
+            "web-s3cret",
+        ] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert_eq!(c.calls_token().unwrap().expose(), "calls-s3cret");
-        assert_eq!(c.twilio_auth_token.expose(), "secret");
+        assert_eq!(c.twilio_auth_token.expose(), "twilio-s3cret");
     }
 
     #[test]
@@ -252,6 +325,28 @@ mod tests {
         assert!(list.allows("+442071838750"));
         assert!(!list.allows("+442071838751"));
         assert!(parse(&["--calls-token", ""]).calls_token().is_none());
+    }
+
+    #[test]
+    fn web_calls_come_from_the_public_and_console_origins() {
+        let c = parse(&[]);
+        assert_eq!(c.web_call_origins(), ["https://gw.example.com"]);
+        assert_eq!(c.web_calls_max, 20);
+        assert_eq!(c.web_calls_per_user, 2);
+        assert!(c.admin_token().is_none());
+        let c = parse(&["--console-url", "HTTP://Console.example.com:80/sessions"]);
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.web_call_origins(),
+            ["https://gw.example.com", "http://console.example.com"]
+        );
+        assert!(parse(&["--console-url", "console"]).validate().is_err());
+        assert_eq!(
+            origin_of("https://a.example:8443/x?y"),
+            Some("https://a.example:8443".into())
+        );
+        assert_eq!(origin_of("ftp://a.example"), None);
+        assert_eq!(origin_of("https://user@a.example"), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - [`close`]: the close codes and reasons media sockets end with;
 //! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
 //! - [`frames`]: the mapping between Twilio's JSON and the `switchboard.v1` frames;
+//! - [`web_call`]: `GET /web-call`, a test call from the console's browser page: the gateway
+//!   creates and offers the call itself and the browser speaks the Media Streams messages;
 //! - [`metrics`]: metric names;
 //! - [`shared`]: the read-only state handlers and actors share.
 //!
@@ -48,6 +50,7 @@ pub mod status;
 pub mod stream;
 pub mod stream_token;
 pub mod twilio_rest;
+pub mod web_call;
 pub mod webhook;
 
 use std::future::Future;
@@ -154,6 +157,16 @@ impl Gateway {
             calls_rate: rate::RateLimit::per_minute(config.calls_per_minute),
             agents,
             claims: tokio::sync::OnceCell::new(),
+            admin_token: config.admin_token(),
+            web_call_key: config
+                .web_call_secret
+                .as_ref()
+                .and_then(|s| switchboard_service::web_call::TicketKey::new(s.expose())),
+            web_call_origins: config.web_call_origins(),
+            web_calls: web_call::WebCallLimits::new(
+                config.web_calls_max,
+                config.web_calls_per_user,
+            ),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -174,6 +187,7 @@ impl Gateway {
             .route(webhook::STATUS_PATH, post(webhook::status))
             .route(webhook::MEDIA_PATH, get(media::upgrade))
             .route(calls::CALLS_PATH, post(calls::create))
+            .route(web_call::WEB_CALL_PATH, get(web_call::upgrade))
             .with_state(self.shared.clone());
         twilio.merge(self.shared.health.router(self.metrics.clone()))
     }

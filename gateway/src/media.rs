@@ -39,6 +39,15 @@ pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// one second of audio (~11 KB). The library's default is 128 KiB.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// `ws` with the message limits and buffer sizes of every media socket (Twilio's and the
+/// console's web calls).
+pub fn sized(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+}
+
 /// The upgrade handler.
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -72,13 +81,10 @@ pub async fn upgrade(
     // Counted by the tracker from now on, so a drain cannot finish between the 101 and the
     // actor starting.
     let tracked = shared.tracker.token();
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
+    sized(ws)
         .on_failed_upgrade(|error| tracing::warn!(%error, "media upgrade failed"))
         .on_upgrade(move |socket| async move {
-            crate::stream::run(socket, shared).await;
+            crate::stream::run(socket, shared, None).await;
             drop(permit);
             drop(tracked);
         })

@@ -48,6 +48,12 @@ pub const TRANSFERS_REFUSED: &str = "gateway_transfers_refused_total";
 /// Counter (`reason`): `POST /calls` requests refused ([`CALL_UNAUTHORIZED`],
 /// [`CALL_DESTINATION`], [`CALL_RATE_LIMITED`]).
 pub const CALLS_REFUSED: &str = "gateway_calls_refused_total";
+/// Counter (`reason`): `GET /web-call` upgrades refused (`unauthorized`, `origin`, `agent`,
+/// `per_user`, `web_calls_max`, `max_streams`, `draining`, `replay`, `unavailable`, or the
+/// offer's rejection reason).
+pub const WEB_CALLS_REFUSED: &str = "gateway_web_calls_refused_total";
+/// Counter: web calls a worker took and whose socket was opened.
+pub const WEB_CALLS: &str = "gateway_web_calls_total";
 
 /// [`STREAMS_REFUSED`] reason: the stream token did not verify.
 pub const REFUSED_INVALID_TOKEN: &str = "invalid_token";
@@ -79,6 +85,8 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(ACTIVE_STREAMS, "Media sockets open right now");
     describe_counter!(FRAMES_IN, "Twilio frames forwarded to NATS");
+    describe_counter!(WEB_CALLS, "Web calls taken by a worker");
+    describe_counter!(WEB_CALLS_REFUSED, "Web call upgrades refused");
     describe_counter!(FRAMES_OUT, "Messages written to Twilio");
     describe_counter!(OFFERS_ACCEPTED, "Call offers a worker accepted");
     describe_counter!(OFFERS_REJECTED, "Calls no worker took");

@@ -22,6 +22,8 @@ use crate::claims::{ClaimError, Claims};
 use crate::rate::RateLimit;
 use crate::stream_token::StreamTokens;
 use crate::twilio_rest::TwilioRest;
+use crate::web_call::WebCallLimits;
+use switchboard_service::web_call::TicketKey;
 
 /// The shared state of one gateway instance.
 pub struct Shared {
@@ -67,6 +69,14 @@ pub struct Shared {
     pub calls_rate: RateLimit,
     /// The agents file: call routing and transfer targets.
     pub agents: AgentRules,
+    /// `ADMIN_TOKEN`: opens web calls as a bearer token (None: only tickets do).
+    pub admin_token: Option<Secret>,
+    /// `WEB_CALL_SECRET`: checks the console's web-call tickets (None: tickets are refused).
+    pub web_call_key: Option<TicketKey>,
+    /// The origins web calls are accepted from (`PUBLIC_URL`'s, `CONSOLE_URL`'s).
+    pub web_call_origins: Vec<String>,
+    /// `WEB_CALLS_MAX` and `WEB_CALLS_PER_USER`, and the web calls open now.
+    pub web_calls: WebCallLimits,
     /// The `voice-calls` claim bucket, opened on first use (readiness waits for it).
     pub claims: OnceCell<Claims>,
 }

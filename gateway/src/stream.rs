@@ -28,6 +28,10 @@
 //! so the call stays one trace whichever replica takes the socket. Nothing is traced or
 //! allocated per audio frame beyond the frame itself ([`crate::frames`] has the fast paths).
 //!
+//! A web call ([`crate::web_call`]) runs the same way, except that the gateway fills in the
+//! call id and token of its `start`, and it has no Twilio call: a hang-up only closes the socket
+//! and a transfer is refused.
+//!
 //! Call control goes through Twilio's REST API in spawned tasks (never awaited here): a
 //! `Transfer` to a number the call's agent may transfer to ([`crate::agents`]; any other is
 //! refused, counted and logged with the number masked, and the call goes on) updates the live call with `<Say>announcement</Say><Dial><Number>to</Number></Dial>`
@@ -59,6 +63,7 @@ use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::twilio_rest::{CallUpdate, Updated};
+use crate::web_call::WebCall;
 use switchboard_service::redact::MaskedPhone;
 use switchboard_twilio::twiml;
 
@@ -78,8 +83,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// our close frame before the peer reads it. So the socket is held this long first.
 const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one media socket until the stream ends.
-pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
+/// Serves one media socket until the stream ends. `web` is set for a web call
+/// ([`crate::web_call`]): its `start` gets the call id and stream token the gateway issued, and
+/// the call never reaches Twilio's REST API.
+pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
     let _active = ActiveStream::enter();
     let (sink, reader) = socket.split();
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -94,7 +101,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
         linger: false,
     };
 
-    let (stream_sid, start) = match handshake(&mut socket, &shared).await {
+    let (stream_sid, mut start) = match handshake(&mut socket, &shared).await {
         Ok(started) => started,
         Err(refusal) => {
             metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
@@ -106,6 +113,20 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             return;
         }
     };
+    let is_web = web.is_some();
+    if let Some(web) = web {
+        if validate_call_sid(&stream_sid).is_err() {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => "bad_stream_sid").increment(1);
+            socket.finish(Some(close::BAD_STREAM_SID.frame())).await;
+            return;
+        }
+        // The browser knows neither; what it sent in their place is not trusted.
+        start.call_sid = web.call_sid;
+        start.custom_parameters.clear();
+        start
+            .custom_parameters
+            .insert(TOKEN_PARAMETER.to_owned(), web.token);
+    }
     let call_sid = start.call_sid.clone();
     // The call's trace continues from the webhook (whichever replica served it), through the
     // `traceparent` parameter of the TwiML; without one the stream is a trace of its own.
@@ -161,6 +182,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>) {
             processing_in: m::FrameTimer::new("in"),
             stream_sid: stream_sid.clone(),
             agent,
+            web: is_web,
             seq: 0,
             worker_seen: Instant::now(),
             ending: None,
@@ -424,6 +446,8 @@ struct StreamActor {
     stream_sid: String,
     /// The call's agent as the webhook routed it (empty: none), whose transfer list applies.
     agent: String,
+    /// A web call: no Twilio call exists, so no REST request is ever made for it.
+    web: bool,
     /// Renders outbound audio for this stream.
     media: MediaWriter,
     /// Metric handles for the per-frame path, looked up once.
@@ -515,7 +539,7 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
-        if end.stop == Some("hangup") {
+        if end.stop == Some("hangup") && !self.web {
             self.update_call(CallUpdate::Complete);
         }
         if let Some(reason) = end.stop {
@@ -673,6 +697,12 @@ impl StreamActor {
                 self.begin_ending("hangup");
             }
             outbound_frame::Frame::Transfer(transfer) => {
+                if self.web {
+                    // A browser call has no phone line to hand over.
+                    metrics::counter!(m::TRANSFERS_REFUSED).increment(1);
+                    tracing::warn!(to = %MaskedPhone(&transfer.to), "transfer of a web call refused");
+                    return Flow::Continue;
+                }
                 if !self
                     .shared
                     .agents

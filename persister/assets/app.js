@@ -50,7 +50,7 @@ async function loadList(reset) {
     for (const s of page.sessions) {
       const link = el("a", { href: `/sessions/${encodeURIComponent(s.call_sid)}` }, fmtTime(s.started_at || s.ended_at));
       rows.append(el("tr", { "data-call-sid": s.call_sid },
-        el("td", {}, link), el("td", {}, s.from || "—"), el("td", {}, s.agent_id || "—"),
+        el("td", {}, link), el("td", {}, s.from || "—"), el("td", {}, s.direction || "—"), el("td", {}, s.agent_id || "—"),
         el("td", {}, s.outcome ? el("span", { class: "pill" }, s.outcome) : (s.rejected_reason ? `rejected: ${s.rejected_reason}` : "—")),
         el("td", {}, s.end_reason || (s.ended_at ? "ended" : "in progress")),
         el("td", { class: "num" }, fmtMs(s.duration_ms)), el("td", { class: "num" }, fmtCost(s.cost_usd))));

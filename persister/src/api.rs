@@ -1,5 +1,6 @@
-//! The JSON read API: `GET /api/sessions`, `GET /api/sessions/{call_sid}` and `GET /api/live`
-//! (Server-Sent Events), behind the admin bearer token.
+//! The JSON API: `GET /api/sessions`, `GET /api/sessions/{call_sid}`, `GET /api/live`
+//! (Server-Sent Events), and for test calls `GET /api/agents` and `POST /api/web-call-ticket`
+//! ([`crate::web_call`]), behind the admin bearer token or a console session.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub live: crate::live::Live,
     /// For the Twilio part of a cost, priced when read.
     pub prices: Arc<crate::pricing::Prices>,
+    /// Test calls from the console ([`crate::web_call`]).
+    pub web_calls: Arc<crate::web_call::WebCalls>,
 }
 
 /// The `/api` routes, every one of them authenticated.
@@ -34,6 +37,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{call_sid}", get(get_session))
         .route("/api/live", get(live))
+        .route(crate::web_call::AGENTS_PATH, get(crate::web_call::agents))
+        .route(
+            crate::web_call::TICKET_PATH,
+            axum::routing::post(crate::web_call::ticket),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.access.clone(),
             require_token,
@@ -49,7 +57,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),

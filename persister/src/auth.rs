@@ -53,6 +53,43 @@ impl Access {
     }
 }
 
+/// Who a request's credentials name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The bearer of the admin token.
+    Admin,
+    /// A signed-in browser, labelled by its session (see
+    /// [`ConsoleSessions::signed_in_as`]).
+    Console(String),
+}
+
+impl Caller {
+    /// The label per-user limits count against.
+    pub fn user(&self) -> &str {
+        match self {
+            Self::Admin => "admin",
+            Self::Console(label) => label,
+        }
+    }
+}
+
+impl Access {
+    /// Who the request comes from, if it is allowed at all (as [`Access::check`]).
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Option<Caller>, sqlx::Error> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let ok = authorization
+                .to_str()
+                .is_ok_and(|value| self.token.accepts(value));
+            return Ok(ok.then_some(Caller::Admin));
+        }
+        Ok(self
+            .sessions
+            .signed_in_as(headers)
+            .await?
+            .map(Caller::Console))
+    }
+}
+
 /// The configured `ADMIN_TOKEN`, kept only as its digest.
 #[derive(Clone)]
 pub struct AdminToken {

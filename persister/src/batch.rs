@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::PgPool;
 use sqlx::{Postgres, Transaction};
 use switchboard_proto::call_event::Body;
-use switchboard_proto::{CallEvent, Direction, Role, Usage, tool_invocation};
+use switchboard_proto::{CallEvent, Role, Usage, tool_invocation};
 use time::OffsetDateTime;
 
 use crate::pricing::Prices;
@@ -424,11 +424,7 @@ impl<'a> CallUpdates<'a> {
                 s.agent_id.push(clean(&b.agent_id));
                 s.from.push(clean(&b.from));
                 s.to.push(clean(&b.to));
-                s.direction.push(match b.direction() {
-                    Direction::Inbound => Some("inbound"),
-                    Direction::Outbound => Some("outbound"),
-                    Direction::Unspecified => None,
-                });
+                s.direction.push(b.direction().label());
                 s.worker_id.push(clean(&b.worker_id));
                 s.model.push(clean(&b.model));
                 s.at.push(at);

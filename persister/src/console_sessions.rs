@@ -84,6 +84,12 @@ impl ConsoleSessions {
 
     /// Whether the request carries the cookie of a live (not expired, not revoked) session.
     pub async fn is_signed_in(&self, headers: &HeaderMap) -> Result<bool, sqlx::Error> {
+        Ok(self.signed_in_as(headers).await?.is_some())
+    }
+
+    /// The live session the request's cookie names, as a user label for per-user limits
+    /// (`console:` and the start of its stored hash, which says nothing about the cookie).
+    pub async fn signed_in_as(&self, headers: &HeaderMap) -> Result<Option<String>, sqlx::Error> {
         for id in presented(headers).take(MAX_PRESENTED) {
             let live: Option<i32> = sqlx::query_scalar(
                 "SELECT 1 FROM console_sessions WHERE id_hash = $1 AND expires_at > now()",
@@ -92,10 +98,10 @@ impl ConsoleSessions {
             .fetch_optional(&self.pool)
             .await?;
             if live.is_some() {
-                return Ok(true);
+                return Ok(Some(format!("console:{}", &hex(&self.hash(id))[..12])));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Ends the sessions of the request's cookies (sign-out); returns the `Set-Cookie` value

@@ -4,7 +4,10 @@
 //! - `GET /login`, `POST /login` (form field `token`), `POST /logout`;
 //! - `GET /sessions`: calls list with search, filters and calls in progress (via `/api/live`);
 //! - `GET /sessions/{call_sid}`: one call's timeline, facts, usage, cost and turn latency;
-//! - `GET /assets/*`: the stylesheet and script.
+//! - `GET /test-call`: talk to an agent with the microphone, through the gateway's
+//!   `GET /web-call` ([`crate::web_call`] issues the ticket);
+//! - `GET /assets/*`: the stylesheet and scripts (the test call's audio runs in an
+//!   AudioWorklet module, `web-call-worklet.js`).
 //!
 //! Pages accept a session cookie or the bearer token; without either they redirect to
 //! `/login`. Sessions are random ids with an expiry ([`crate::console_sessions`]); the cookie is
@@ -28,12 +31,16 @@ const SESSIONS_HTML: &str = include_str!("../assets/sessions.html");
 const SESSION_HTML: &str = include_str!("../assets/session.html");
 const APP_CSS: &str = include_str!("../assets/app.css");
 const APP_JS: &str = include_str!("../assets/app.js");
+const TEST_CALL_HTML: &str = include_str!("../assets/test-call.html");
+const TEST_CALL_JS: &str = include_str!("../assets/test-call.js");
+const WEB_CALL_WORKLET_JS: &str = include_str!("../assets/web-call-worklet.js");
 
 /// The dashboard routes.
 pub fn router(access: Access) -> Router {
     let pages = Router::new()
         .route("/sessions", get(|| async { page(SESSIONS_HTML) }))
         .route("/sessions/{call_sid}", get(|| async { page(SESSION_HTML) }))
+        .route("/test-call", get(|| async { page(TEST_CALL_HTML) }))
         .route_layer(middleware::from_fn_with_state(
             access.clone(),
             require_session,
@@ -49,6 +56,14 @@ pub fn router(access: Access) -> Router {
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/test-call.js",
+            get(|| async { asset("text/javascript; charset=utf-8", TEST_CALL_JS) }),
+        )
+        .route(
+            "/assets/web-call-worklet.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WEB_CALL_WORKLET_JS) }),
         )
         .with_state(access)
         .merge(pages)

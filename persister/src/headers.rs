@@ -12,6 +12,7 @@
 //! - `Cache-Control: no-store` unless the handler chose otherwise: call records stay out of
 //!   shared caches and the browser's disk.
 
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
@@ -20,13 +21,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-/// Adds the headers to `response` (an `axum::middleware::map_response` function).
-pub async fn secure(mut response: Response) -> Response {
+/// The policy served: [`CONTENT_SECURITY_POLICY`], plus the gateway's WebSocket origin in
+/// `connect-src` when test calls are configured (`socket_origin`, e.g. `wss://gw.example.com`),
+/// (Call audio plays through Web Audio, so no `media-src` is needed.)
+pub fn policy(socket_origin: Option<&str>) -> HeaderValue {
+    let policy = match socket_origin {
+        Some(origin) => CONTENT_SECURITY_POLICY.replace(
+            "connect-src 'self'",
+            &format!("connect-src 'self' {origin}"),
+        ),
+        None => CONTENT_SECURITY_POLICY.to_owned(),
+    };
+    HeaderValue::from_str(&policy)
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY))
+}
+
+/// Adds the headers to `response` (an `axum::middleware::map_response_with_state` function;
+/// the state is the policy from [`policy`]).
+pub async fn secure(State(policy): State<HeaderValue>, mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

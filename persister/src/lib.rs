@@ -20,6 +20,8 @@
 //!   sign-in (`/login`, `/logout`);
 //! - [`console_sessions`]: the console's sign-in sessions (random ids with an expiry in
 //!   Postgres, shared by all replicas, revoked on sign-out);
+//! - [`web_call`]: test calls from the console: the agents list and the web-call tickets the
+//!   gateway's `GET /web-call` accepts;
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
@@ -40,6 +42,7 @@ pub mod pricing;
 pub mod readiness;
 pub mod sessions;
 pub mod spans;
+pub mod web_call;
 pub mod writer;
 
 use std::future::Future;
@@ -92,6 +95,9 @@ pub struct Config {
     /// then, and the process exits by then whatever NATS and Postgres are doing.
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
+    /// Test calls from the console (`WEB_CALL_URL`, `WEB_CALL_SECRET`, `AGENTS_FILE`).
+    #[command(flatten)]
+    pub web_call: web_call::WebCallArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -140,6 +146,8 @@ pub enum RunError {
     Nats(#[from] switchboard_service::nats::ConnectError),
     #[error(transparent)]
     Prices(#[from] pricing::PricesError),
+    #[error(transparent)]
+    WebCall(#[from] web_call::WebCallConfigError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -155,6 +163,8 @@ pub async fn run(
         .ok_or(RunError::MissingAdminToken)?;
     let secure_cookies = config.serves_https()?;
     let prices = config.prices.load()?;
+    let web_calls = Arc::new(web_call::WebCalls::new(&config.web_call)?);
+    let csp = headers::policy(web_calls.socket_origin());
     let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
 
     let stop = CancellationToken::new();
@@ -191,9 +201,13 @@ pub async fn run(
             access: access.clone(),
             live: live.clone(),
             prices: Arc::new(prices.clone()),
+            web_calls,
         }))
         .merge(dashboard::router(access))
-        .layer(axum::middleware::map_response(headers::secure));
+        .layer(axum::middleware::map_response_with_state(
+            csp,
+            headers::secure,
+        ));
     let http_stop = CancellationToken::new();
     let http = {
         let http_stop = http_stop.clone();

@@ -125,11 +125,7 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
     o.insert("at_ms".into(), json!(event.at_ms));
     let body = match &event.body {
         Some(Body::Started(b)) => json!({"agent_id": b.agent_id, "from": b.from, "to": b.to,
-            "direction": match b.direction() {
-                switchboard_proto::Direction::Inbound => "inbound",
-                switchboard_proto::Direction::Outbound => "outbound",
-                switchboard_proto::Direction::Unspecified => "",
-            },
+            "direction": b.direction().label().unwrap_or_default(),
             "worker_id": b.worker_id, "model": b.model}),
         Some(Body::Transcript(b)) => json!({"role": match b.role() {
                 Role::User => "user",

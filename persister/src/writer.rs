@@ -9,8 +9,8 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, CallStatus, Direction, Role,
-    ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
+    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, CallStatus, Role, ToolInvocation,
+    TranscriptEntry, TurnLatency, Usage, tool_invocation,
 };
 use time::OffsetDateTime;
 
@@ -111,11 +111,7 @@ async fn started(
     b: &CallStarted,
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    let direction = match b.direction() {
-        Direction::Inbound => Some("inbound"),
-        Direction::Outbound => Some("outbound"),
-        Direction::Unspecified => None,
-    };
+    let direction = b.direction().label();
     // LEAST ignores NULL, so a second `started` (a takeover) keeps the first start time.
     sqlx::query(
         "UPDATE calls SET

@@ -91,6 +91,19 @@ impl CallEvent {
     }
 }
 
+impl crate::Direction {
+    /// The direction as the call record and the console name it (`inbound`, `outbound`, `web`;
+    /// none when unspecified).
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Self::Inbound => Some("inbound"),
+            Self::Outbound => Some("outbound"),
+            Self::Web => Some("web"),
+            Self::Unspecified => None,
+        }
+    }
+}
+
 impl crate::CallOffer {
     /// The verified number of the person on the call, whom tools act for: Twilio's `From` on an
     /// inbound call, the dialed `To` on an outbound one (where `From` is our own number).
@@ -119,6 +132,15 @@ mod tests {
         assert_eq!(offer.party(), "+15550001234");
         offer.set_direction(crate::Direction::Outbound);
         assert_eq!(offer.party(), "+15550001111");
+    }
+
+    #[test]
+    fn directions_have_their_record_labels() {
+        use crate::Direction;
+        assert_eq!(Direction::Inbound.label(), Some("inbound"));
+        assert_eq!(Direction::Outbound.label(), Some("outbound"));
+        assert_eq!(Direction::Web.label(), Some("web"));
+        assert_eq!(Direction::Unspecified.label(), None);
     }
 
     #[test]

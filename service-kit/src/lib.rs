@@ -11,7 +11,9 @@
 //! - [`redact`]: masked phone numbers for logs and spans, and `Secret` for credentials in configs;
 //! - [`tool_registry`]: the `voice-tools` bucket's one set of settings, tool specs and the
 //!   replicas' heartbeats;
-//! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on;
+//! - [`web_call`]: the signed, short-lived ticket with which the console opens a web call on
+//!   the gateway (issued by the persister, checked by the gateway).
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -24,6 +26,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tool_registry;
 pub mod trace;
+pub mod web_call;
 
 pub use health::Health;
 pub use nats::NatsArgs;

@@ -7,9 +7,11 @@
 //! - [`process::Service`]: one of the workspace's binaries run as a real process, with its log
 //!   kept in a file and printed when a test fails;
 //! - [`otlp::Collector`]: an in-process OTLP/gRPC trace collector that services export to;
+//! - [`browser::Browser`]: a headless Chromium driven over the DevTools Protocol (console tests);
 //! - [`eventually`]: retry an assertion until it holds or a deadline passes.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod nats;
 pub mod otlp;
 pub mod postgres;

@@ -100,6 +100,7 @@ impl Fixture {
             prices: Default::default(),
             live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
             drain_seconds: 10,
+            web_call: Default::default(),
             nats: NatsArgs::for_url(nats.url()),
         };
         configure(&mut config);
