@@ -8,9 +8,10 @@ CREATE TABLE notifier_call_events (
     kind TEXT NOT NULL,
     at_ms BIGINT NOT NULL,
     data JSONB NOT NULL,
+    kept_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (call_sid, seq)
 );
-CREATE INDEX notifier_call_events_at ON notifier_call_events (at_ms);
+CREATE INDEX notifier_call_events_kept ON notifier_call_events (kept_at);
 
 -- One row per (endpoint, event): the webhook-id is derived from both, so a redelivered event
 -- finds its row and the body, once written, never changes.

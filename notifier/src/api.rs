@@ -45,13 +45,14 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a request without the admin token, if it is one.
+fn refuse_unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        Some(value) if state.token.accepts(value) => Ok(()),
-        _ => Err(error(
+        Some(value) if state.token.accepts(value) => None,
+        _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "a valid bearer token (ADMIN_TOKEN) is required",
         )),
@@ -82,7 +83,7 @@ async fn deliveries(
     headers: HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
         return response;
     }
     let filter = match query.state.as_deref() {
@@ -109,7 +110,7 @@ async fn resend(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
         return response;
     }
     match store::resend(&state.pool, &id, state.clock.now()).await {
@@ -138,7 +139,7 @@ async fn enable(
     headers: HeaderMap,
     Query(query): Query<EndpointQuery>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
         return response;
     }
     match store::enable(&state.pool, &query.endpoint).await {

@@ -43,12 +43,15 @@ const NAK_DELAY: Duration = Duration::from_secs(2);
 /// another replica is scheduling at the same moment are in by then.
 pub const REPORT_SETTLE: Duration = Duration::from_secs(1);
 
-/// What the consumer schedules for.
+/// What the consumer schedules for, and how.
 #[derive(Clone)]
 pub struct Targets {
     pub endpoints: Arc<Vec<Endpoint>>,
     /// Each endpoint's task is woken when a delivery is scheduled for it.
     pub wake: Arc<HashMap<String, Arc<Notify>>>,
+    /// The cost in events' JSON (as the persister prices it).
+    pub prices: Prices,
+    pub clock: Clock,
 }
 
 /// Runs until `stop`; the event being scheduled is finished (or left to redelivery).
@@ -57,8 +60,6 @@ pub async fn run(
     subjects: Subjects,
     pool: PgPool,
     targets: Targets,
-    prices: Prices,
-    clock: Clock,
     health: Health,
     stop: CancellationToken,
 ) {
@@ -91,7 +92,7 @@ pub async fn run(
             };
             match next {
                 Some(Ok(message)) => {
-                    handle(&pool, &targets, &prices, clock, message).await;
+                    handle(&pool, &targets, message).await;
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "event stream error");
@@ -135,13 +136,7 @@ async fn open(
 }
 
 /// Schedules one event's deliveries and acknowledges it.
-async fn handle(
-    pool: &PgPool,
-    targets: &Targets,
-    prices: &Prices,
-    clock: Clock,
-    message: jetstream::Message,
-) {
+async fn handle(pool: &PgPool, targets: &Targets, message: jetstream::Message) {
     let event = match CallEvent::decode(message.payload.as_ref()) {
         Ok(event) if event.body.is_some() => event,
         _ => {
@@ -153,7 +148,7 @@ async fn handle(
             return;
         }
     };
-    match schedule(pool, targets, prices, clock, &event).await {
+    match schedule(pool, targets, &event).await {
         Ok(woken) => {
             if let Err(error) = message.ack().await {
                 tracing::warn!(%error, "acknowledging a scheduled event failed; it will be redelivered");
@@ -178,16 +173,14 @@ async fn handle(
 async fn schedule(
     pool: &PgPool,
     targets: &Targets,
-    prices: &Prices,
-    clock: Clock,
     event: &CallEvent,
 ) -> Result<Vec<Arc<Notify>>, sqlx::Error> {
     let Some(event_type) = endpoints::event_type(event.kind()) else {
         return Ok(Vec::new());
     };
-    let data = persister::live::to_json(event, prices);
+    let data = persister::live::to_json(event, &targets.prices);
     let msg_id = event.msg_id();
-    let now = clock.now();
+    let now = targets.clock.now();
     let mut woken = Vec::new();
     let mut tx = pool.begin().await?;
     store::keep_event(

@@ -219,9 +219,9 @@ pub async fn run(
             consumer::Targets {
                 endpoints,
                 wake: wake.clone(),
+                prices,
+                clock,
             },
-            prices,
-            clock,
             health.clone(),
             stop.clone(),
         ));
@@ -266,8 +266,7 @@ async fn sweep(pool: sqlx::PgPool, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let before = switchboard_proto::now_ms() - KEEP_EVENTS.as_millis() as i64;
-        if let Err(error) = store::sweep_events(&pool, before).await {
+        if let Err(error) = store::sweep_events(&pool, KEEP_EVENTS).await {
             tracing::debug!(%error, "sweeping kept call events failed");
         }
     }

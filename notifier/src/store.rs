@@ -308,11 +308,11 @@ pub async fn resend(
     .await
 }
 
-/// Forgets kept call events older than `before_ms` (calls long over).
-pub async fn sweep_events(pool: &PgPool, before_ms: i64) -> Result<u64, sqlx::Error> {
+/// Forgets call events kept for longer than `kept_for` (calls long over).
+pub async fn sweep_events(pool: &PgPool, kept_for: Duration) -> Result<u64, sqlx::Error> {
     Ok(
-        sqlx::query("DELETE FROM notifier_call_events WHERE at_ms < $1")
-            .bind(before_ms)
+        sqlx::query("DELETE FROM notifier_call_events WHERE kept_at < now() - $1::interval")
+            .bind(format!("{} seconds", kept_for.as_secs()))
             .execute(pool)
             .await?
             .rows_affected(),
