@@ -34,9 +34,6 @@ pub const TOOL_RESULTS_BUCKET: &str = "voice-tool-results";
 pub const PERSISTER_CONSUMER: &str = "persister";
 /// The notifier's durable consumer on [`EVENTS_STREAM`], shared by every replica.
 pub const NOTIFIER_CONSUMER: &str = "notifier";
-/// The prefix of outside services' durable consumers on [`EVENTS_STREAM`]: the `outside` NATS
-/// user may create and read only consumers named `outside-<name>`.
-pub const OUTSIDE_CONSUMER_PREFIX: &str = "outside-";
 /// The queue group call-workers share for offers.
 pub const WORKERS_QUEUE_GROUP: &str = "call-workers";
 
