@@ -1,7 +1,8 @@
 //! End-to-end tests of Switchboard live in `tests/`: every service runs as its own process, wired
 //! through a real nats-server and a real PostgreSQL, with `realtime-sim` as the model and
 //! `callsim` as Twilio and the caller. This library is their shared harness: [`System`] starts
-//! the whole system and reads the persister's record of a call.
+//! the whole system (the notifier too, with the endpoints a test gives it) and reads the
+//! persister's record of a call.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -64,25 +65,40 @@ pub struct System {
     pub gateway: String,
     /// The persister's base URL.
     pub persister: String,
+    /// The notifier's base URL (its delivery-log API).
+    pub notifier: String,
+    _webhooks: tempfile::NamedTempFile,
 }
 
 impl System {
-    /// Starts realtime-sim, tool-worker, persister, call-worker and gateway, each ready.
+    /// Starts realtime-sim, tool-worker, persister, notifier (no endpoints), call-worker and
+    /// gateway, each ready.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await
     }
 
     /// Like [`System::start`], with `extra` added to every service's environment.
     pub async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<Self> {
+        Self::start_with_webhooks(extra, "").await
+    }
+
+    /// Like [`System::start_with`], with `webhooks` as the notifier's `WEBHOOKS_FILE`.
+    pub async fn start_with_webhooks(
+        extra: &[(&'static str, String)],
+        webhooks: &str,
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
+        let notifier_db = pg.create_database("switchboard_notifier").await?;
+        let webhooks_file = tempfile::NamedTempFile::new()?;
+        std::fs::write(webhooks_file.path(), webhooks)?;
         let root = workspace_root();
         let nats_url = nats.url().to_owned();
-        let [sim, tools, persister, worker, gateway] = [(); 5].map(|_| free_port());
+        let [sim, tools, persister, notifier, worker, gateway] = [(); 6].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
         let mut services = Vec::new();
@@ -110,6 +126,16 @@ impl System {
                     ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
                 ],
                 persister,
+            ),
+            (
+                "notifier",
+                vec![
+                    ("DATABASE_URL", notifier_db),
+                    ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                    ("WEBHOOKS_FILE", webhooks_file.path().display().to_string()),
+                    ("PUBLIC_URL", format!("http://{}", addr(persister))),
+                ],
+                notifier,
             ),
             (
                 "call-worker",
@@ -146,6 +172,7 @@ impl System {
             let role = match name {
                 "tool-worker" => TOOL_WORKER,
                 "persister" => Role::Persister,
+                "notifier" => Role::Notifier,
                 "call-worker" => Role::CallWorker,
                 _ => Role::Gateway,
             };
@@ -163,6 +190,8 @@ impl System {
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
+            notifier: format!("http://{}", addr(notifier)),
+            _webhooks: webhooks_file,
         })
     }
 
