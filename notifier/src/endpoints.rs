@@ -259,6 +259,10 @@ mod tests {
 
     #[test]
     fn every_event_kind_has_a_type() {
+        for kind in switchboard_proto::event::KINDS {
+            assert_eq!(event_type(kind).map(|t| &t[5..]), Some(kind));
+        }
+        assert_eq!(EVENT_TYPES.len(), switchboard_proto::event::KINDS.len());
         assert_eq!(event_type("started"), Some("call.started"));
         assert_eq!(event_type("ended"), Some(CALL_ENDED));
         assert_eq!(event_type("status"), Some("call.status"));
