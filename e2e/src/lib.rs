@@ -59,7 +59,7 @@ pub const AUTH_TOKEN: &str = "e2e-twilio-token";
 /// The whole system, each service a separate process.
 pub struct System {
     nats: Option<NatsServer>,
-    _pg: Postgres,
+    pg: Postgres,
     services: Vec<Service>,
     /// The gateway's base URL.
     pub gateway: String,
@@ -186,13 +186,23 @@ impl System {
         }
         Ok(Self {
             nats: Some(nats),
-            _pg: pg,
+            pg,
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
             notifier: format!("http://{}", addr(notifier)),
             _webhooks: webhooks_file,
         })
+    }
+
+    /// A fresh database on the system's Postgres (for outside subscribers), as a URL.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        self.pg.create_database(name).await
+    }
+
+    /// The nats-server's client URL.
+    pub fn nats_url(&self) -> Option<String> {
+        self.nats.as_ref().map(|n| n.url().to_owned())
     }
 
     /// Stops the nats-server: every service loses its broker.
