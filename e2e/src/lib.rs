@@ -1,7 +1,8 @@
 //! End-to-end tests of Switchboard live in `tests/`: every service runs as its own process, wired
 //! through a real nats-server and a real PostgreSQL, with `realtime-sim` as the model and
 //! `callsim` as Twilio and the caller. This library is their shared harness: [`System`] starts
-//! the whole system and reads the persister's record of a call.
+//! the whole system (the notifier too, with the endpoints a test gives it) and reads the
+//! persister's record of a call.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -82,16 +83,20 @@ pub struct System {
     nats: Option<NatsServer>,
     /// The nats-server's URL, for tool processes a test starts itself.
     pub nats_url: String,
-    _pg: Postgres,
+    pg: Postgres,
     services: Vec<Service>,
     /// The gateway's base URL.
     pub gateway: String,
     /// The persister's base URL.
     pub persister: String,
+    /// The notifier's base URL (its delivery-log API).
+    pub notifier: String,
+    _webhooks: tempfile::NamedTempFile,
 }
 
 impl System {
-    /// Starts realtime-sim, tool-worker, persister, call-worker and gateway, each ready.
+    /// Starts realtime-sim, tool-worker, persister, notifier (no endpoints), call-worker and
+    /// gateway, each ready.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await
     }
@@ -103,15 +108,32 @@ impl System {
             &root.join("agents/agents.toml"),
             &root.join("sims/scenarios/dental.model.toml"),
             extra,
+            "",
         )
         .await
     }
 
-    /// Like [`System::start_with`], with another agents file and model script.
+    /// Like [`System::start_with`], with `webhooks` as the notifier's `WEBHOOKS_FILE`.
+    pub async fn start_with_webhooks(
+        extra: &[(&'static str, String)],
+        webhooks: &str,
+    ) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_custom(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+            webhooks,
+        )
+        .await
+    }
+
+    /// Like [`System::start_with_webhooks`], with another agents file and model script.
     pub async fn start_custom(
         agents_file: &std::path::Path,
         model_script: &std::path::Path,
         extra: &[(&'static str, String)],
+        webhooks: &str,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Every end-to-end run uses the NATS users and grants of production.
@@ -119,8 +141,11 @@ impl System {
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
+        let notifier_db = pg.create_database("switchboard_notifier").await?;
+        let webhooks_file = tempfile::NamedTempFile::new()?;
+        std::fs::write(webhooks_file.path(), webhooks)?;
         let nats_url = nats.url().to_owned();
-        let [sim, tools, persister, worker, gateway] = [(); 5].map(|_| free_port());
+        let [sim, tools, persister, notifier, worker, gateway] = [(); 6].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
         let mut services = Vec::new();
@@ -147,6 +172,16 @@ impl System {
                     ("AGENTS_FILE", agents_file.display().to_string()),
                 ],
                 persister,
+            ),
+            (
+                "notifier",
+                vec![
+                    ("DATABASE_URL", notifier_db),
+                    ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                    ("WEBHOOKS_FILE", webhooks_file.path().display().to_string()),
+                    ("PUBLIC_URL", format!("http://{}", addr(persister))),
+                ],
+                notifier,
             ),
             (
                 "call-worker",
@@ -180,6 +215,7 @@ impl System {
             let role = match name {
                 "tool-worker" => TOOL_WORKER,
                 "persister" => Role::Persister,
+                "notifier" => Role::Notifier,
                 "call-worker" => Role::CallWorker,
                 _ => Role::Gateway,
             };
@@ -194,10 +230,12 @@ impl System {
         Ok(Self {
             nats_url,
             nats: Some(nats),
-            _pg: pg,
+            pg,
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
+            notifier: format!("http://{}", addr(notifier)),
+            _webhooks: webhooks_file,
         })
     }
 
@@ -208,6 +246,16 @@ impl System {
             .custom_inbox_prefix(switchboard_proto::permissions::inbox_prefix(role.user()))
             .connect(&self.nats_url)
             .await?)
+    }
+
+    /// A fresh database on the system's Postgres (for outside subscribers), as a URL.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        self.pg.create_database(name).await
+    }
+
+    /// The nats-server's client URL.
+    pub fn nats_url(&self) -> Option<String> {
+        self.nats.as_ref().map(|n| n.url().to_owned())
     }
 
     /// Stops the nats-server: every service loses its broker.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use switchboard_e2e::{nats_password, nats_users, secured_nats};
 use switchboard_proto::permissions::{
-    Role, TOOL_WORKER, authorization_block, inbox_prefix, shipped_users,
+    OUTSIDE, Role, TOOL_WORKER, authorization_block, inbox_prefix, shipped_users,
 };
 use switchboard_proto::subject::Subjects;
 use switchboard_testkit::workspace_root;
@@ -142,7 +142,7 @@ impl As {
 #[tokio::test]
 async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     let nats = secured_nats().await?;
-    assert_eq!(nats_users().len(), 10);
+    assert_eq!(nats_users().len(), 14);
     let url = nats.url().to_owned();
 
     for role in [
@@ -150,6 +150,8 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         Role::CallWorker,
         TOOL_WORKER,
         Role::Persister,
+        Role::Notifier,
+        OUTSIDE,
     ] {
         let mut user = As::connect(&url, &role).await?;
         // The JetStream admin API: delete the call log, read it around the persister's consumer,
@@ -235,6 +237,57 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     persister
         .refused_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS.other")
         .await?;
+
+    let mut notifier = As::connect(&url, &Role::Notifier).await?;
+    notifier
+        .allowed_publish("$JS.API.CONSUMER.INFO.VOICE_EVENTS.notifier")
+        .await?;
+    // Only its own consumer: no core subscription, no other consumer, no events of its own.
+    notifier.refused_subscribe("voice.events.>").await?;
+    notifier
+        .refused_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS.persister")
+        .await?;
+    notifier
+        .refused_publish("$JS.ACK.VOICE_EVENTS.persister.1.1.1.1.1")
+        .await?;
+    notifier.refused_publish("voice.events.CA1.ended").await?;
+    notifier.refused_subscribe("voice.call.*.in").await?;
+
+    let mut outside = As::connect(&url, &OUTSIDE).await?;
+    outside
+        .allowed_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS.outside")
+        .await?;
+    outside
+        .allowed_publish("$JS.API.CONSUMER.MSG.NEXT.VOICE_EVENTS.outside")
+        .await?;
+    outside
+        .allowed_publish("$JS.API.STREAM.INFO.VOICE_EVENTS")
+        .await?;
+    // Read-only, and only through its own consumer.
+    outside.refused_subscribe("voice.events.>").await?;
+    outside.refused_subscribe("voice.call.*.in").await?;
+    outside.refused_publish("voice.events.CA1.ended").await?;
+    outside.refused_publish("voice.call.CA1.in").await?;
+    outside.refused_publish("voice.offer").await?;
+    outside
+        .refused_publish("$JS.API.STREAM.CREATE.VOICE_EVENTS")
+        .await?;
+    outside
+        .refused_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS.notifier")
+        .await?;
+    outside
+        .refused_publish("$JS.API.CONSUMER.MSG.NEXT.VOICE_EVENTS.persister")
+        .await?;
+    outside
+        .refused_publish("$JS.API.CONSUMER.DELETE.VOICE_EVENTS.persister")
+        .await?;
+    outside
+        .refused_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS")
+        .await?;
+    outside
+        .refused_publish("$KV.voice-tools.lookup_customer")
+        .await?;
+    outside.refused_subscribe("voice.tools.>").await?;
 
     ensure!(
         nats.log().contains("Violation"),

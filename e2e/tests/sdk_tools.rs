@@ -19,6 +19,7 @@ async fn the_model_calls_a_python_tool_and_a_typescript_tool() -> anyhow::Result
         &root.join("examples/agents.toml"),
         &root.join("sims/scenarios/clinic-info.model.toml"),
         &[],
+        "",
     )
     .await?;
 

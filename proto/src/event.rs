@@ -65,6 +65,18 @@ impl std::fmt::Display for EndReason {
     }
 }
 
+/// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
+pub const KINDS: [&str; 8] = [
+    "started",
+    "transcript",
+    "tool",
+    "outcome",
+    "turn",
+    "ended",
+    "rejected",
+    "status",
+];
+
 /// The `<kind>` token of an event body, as used in `voice.events.<call_sid>.<kind>`.
 pub fn kind(body: &Body) -> &'static str {
     match body {

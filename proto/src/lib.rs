@@ -32,6 +32,8 @@ pub const TOOLS_BUCKET: &str = "voice-tools";
 pub const TOOL_RESULTS_BUCKET: &str = "voice-tool-results";
 /// The persister's durable consumer on [`EVENTS_STREAM`], shared by every replica.
 pub const PERSISTER_CONSUMER: &str = "persister";
+/// The notifier's durable consumer on [`EVENTS_STREAM`], shared by every replica.
+pub const NOTIFIER_CONSUMER: &str = "notifier";
 /// The queue group call-workers share for offers.
 pub const WORKERS_QUEUE_GROUP: &str = "call-workers";
 

@@ -10,7 +10,9 @@
 //! - No service may use the JetStream API at large (`$JS.API.>`): each gets the API calls of its
 //!   own streams, buckets and consumers only. Nobody may delete a stream, create one on
 //!   `voice.call.*.in` (a recorder of every caller), or read the events stream directly except
-//!   through the persister's own consumer.
+//!   through its own durable consumer (the persister's, the notifier's, an outside service's).
+//! - An outside service ([`Role::Outside`]) reads call events through durable consumers named
+//!   after its user, and nothing else: no core subscription, no publishing, no other consumer.
 //! - Each service receives replies only on its own inbox prefix ([`inbox_prefix`]), so no
 //!   service can read another's request replies (tool results, KV values).
 //! - A tool user may serve and register only its own tools, and keep results only under its own
@@ -21,7 +23,9 @@
 use std::fmt::Write as _;
 
 use crate::subject::{CALLS_BUCKET, Subjects};
-use crate::{EVENTS_STREAM, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
+use crate::{
+    EVENTS_STREAM, NOTIFIER_CONSUMER, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET, TOOLS_BUCKET,
+};
 
 /// The JetStream API prefix.
 const JS_API: &str = "$JS.API";
@@ -42,10 +46,23 @@ pub enum Role<'a> {
     },
     /// The event store and console.
     Persister,
+    /// The webhook notifier: its own durable consumer on the events stream, nothing else.
+    Notifier,
+    /// A service outside Switchboard following call events, read-only: durable consumers on
+    /// the events stream named after its user (`<user>`, or `<user>` as the name with a filter
+    /// subject), and nothing else.
+    Outside {
+        /// The NATS user name, which is also the name of its durable consumer.
+        user: &'a str,
+    },
 }
 
 /// The example tools the `tool-worker` binary serves.
 pub const EXAMPLE_TOOLS: [&str; 3] = ["lookup_customer", "check_availability", "book_appointment"];
+
+/// The outside subscriber Switchboard ships a user for (the example CRM sync); each further
+/// outside team gets a user of its own the same way.
+pub const OUTSIDE: Role<'static> = Role::Outside { user: "outside" };
 
 /// The `tool-worker` binary's role.
 pub const TOOL_WORKER: Role<'static> = Role::Tools {
@@ -61,6 +78,8 @@ impl Role<'_> {
             Role::CallWorker => "call-worker",
             Role::Tools { user, .. } => user,
             Role::Persister => "persister",
+            Role::Notifier => "notifier",
+            Role::Outside { user } => user,
         }
     }
 
@@ -147,6 +166,30 @@ impl Role<'_> {
                 .concat(),
                 // The live view follows calls as they happen, straight from the subjects.
                 subscribe: vec![subjects.all_events(), inbox],
+                allow_responses: false,
+            },
+            Role::Notifier => Grants {
+                publish: [
+                    events_stream,
+                    consumer_api(EVENTS_STREAM, NOTIFIER_CONSUMER),
+                    vec![format!("$JS.ACK.{EVENTS_STREAM}.{NOTIFIER_CONSUMER}.>")],
+                ]
+                .concat(),
+                subscribe: vec![inbox],
+                allow_responses: false,
+            },
+            Role::Outside { user } => Grants {
+                // Read-only: the stream's info, its own consumer, acks of its own messages.
+                publish: [
+                    vec![format!("{JS_API}.STREAM.INFO.{EVENTS_STREAM}")],
+                    consumer_api(EVENTS_STREAM, user),
+                    vec![
+                        format!("{JS_API}.CONSUMER.DELETE.{EVENTS_STREAM}.{user}"),
+                        format!("$JS.ACK.{EVENTS_STREAM}.{user}.>"),
+                    ],
+                ]
+                .concat(),
+                subscribe: vec![inbox],
                 allow_responses: false,
             },
         }
@@ -302,6 +345,8 @@ pub fn shipped_users() -> Vec<User<'static>> {
         Role::CallWorker,
         TOOL_WORKER,
         Role::Persister,
+        Role::Notifier,
+        OUTSIDE,
     ]
     .into_iter()
     .flat_map(|role| {
@@ -333,6 +378,8 @@ mod tests {
             Role::CallWorker,
             TOOL_WORKER,
             Role::Persister,
+            Role::Notifier,
+            OUTSIDE,
         ] {
             for grant in all(role) {
                 assert!(!grant.starts_with("$JS.API.>"), "{role:?}: {grant}");
@@ -378,6 +425,21 @@ mod tests {
                 .subscribe
                 .contains(&"_INBOX_tool-order-status.>".to_owned())
         );
+    }
+
+    #[test]
+    fn outside_services_only_read_through_their_own_consumer() {
+        let grants = Role::Outside { user: "crm-sync" }.grants(&Subjects::default());
+        assert_eq!(grants.subscribe, ["_INBOX_crm-sync.>"]);
+        assert!(!grants.allow_responses);
+        for grant in &grants.publish {
+            assert!(
+                grant.starts_with("$JS.API.STREAM.INFO.VOICE_EVENTS")
+                    || grant.contains(".VOICE_EVENTS.crm-sync"),
+                "{grant}"
+            );
+            assert!(!grant.contains("STREAM.CREATE"), "{grant}");
+        }
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The example outside subscriber (TypeScript, examples/crm-sync, code generated from proto/)
+//! under the shipped read-only `outside` NATS user: it keeps its CRM table in step with the
+//! persister's record of each call, through its own durable consumer, and a call placed while
+//! it is stopped is caught up after its restart without loss or double counting.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use callsim::{CallConfig, CallerScript};
+use serde_json::Value;
+use switchboard_e2e::{AUTH_TOKEN, System, get_session, nats_password};
+use switchboard_proto::permissions::OUTSIDE;
+use switchboard_testkit::{eventually, workspace_root};
+
+struct Subscriber(tokio::process::Child);
+
+impl Subscriber {
+    fn start(system: &System, database_url: &str) -> anyhow::Result<Self> {
+        let dir = workspace_root().join("examples/crm-sync");
+        ensure!(
+            dir.join("generated/switchboard.js").exists(),
+            "examples/crm-sync is not set up; run scripts/setup"
+        );
+        let child = tokio::process::Command::new(dir.join("node_modules/.bin/tsx"))
+            .arg("src/main.ts")
+            .current_dir(&dir)
+            .env("NATS_URL", system.nats_url().context("nats")?)
+            .env("NATS_USER", OUTSIDE.user())
+            .env("NATS_PASSWORD", nats_password(&OUTSIDE))
+            .env("DATABASE_URL", database_url)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting examples/crm-sync")?;
+        Ok(Self(child))
+    }
+
+    /// SIGTERM, and the subscriber exits cleanly.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.0.id().context("pid")?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        let status = tokio::time::timeout(Duration::from_secs(10), self.0.wait()).await??;
+        ensure!(status.success(), "crm-sync exited with {status}");
+        Ok(())
+    }
+}
+
+async fn place_call(system: &System) -> anyhow::Result<Value> {
+    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
+    cfg.from = "+15550001234".into();
+    cfg.to = "+15550001111".into();
+    let script =
+        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
+    let report = callsim::place_call(&cfg, &script)
+        .await
+        .with_context(|| system.logs())?;
+    get_session(&system.persister, &report.call_sid)
+        .await
+        .with_context(|| system.logs())
+}
+
+/// Waits until the CRM row of the persister's `session` says the call ended, then compares.
+async fn check_row(db: &sqlx::PgPool, session: &Value) -> anyhow::Result<()> {
+    let sid = session["call_sid"].as_str().context("call_sid")?.to_owned();
+    let row: (String, String, Option<String>, i32, i32) = eventually(
+        Duration::from_secs(30),
+        "the CRM row of the call, ended",
+        || {
+            let sid = sid.clone();
+            async move {
+                let row: (String, String, Option<String>, i32, i32) = sqlx::query_as(
+                    "SELECT status, end_reason, agent_id, transcript_lines, tool_calls
+                     FROM crm_calls WHERE call_sid = $1",
+                )
+                .bind(&sid)
+                .fetch_optional(db)
+                .await
+                .ok()??;
+                (row.0 == "ended").then_some(row)
+            }
+        },
+    )
+    .await?;
+    let transcript = session["transcript"]
+        .as_array()
+        .context("transcript")?
+        .len() as i32;
+    let tools = session["tools"].as_array().map_or(0, Vec::len) as i32;
+    ensure!(
+        row.1 == session["end_reason"].as_str().unwrap_or_default(),
+        "{row:?} {session}"
+    );
+    ensure!(
+        row.2.as_deref() == session["agent_id"].as_str(),
+        "{row:?} {session}"
+    );
+    ensure!(
+        row.3 == transcript,
+        "transcript lines {row:?} vs {transcript}"
+    );
+    ensure!(row.4 == tools && tools > 0, "tool calls {row:?} vs {tools}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outside_subscriber_follows_calls_across_its_restart() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let database_url = system.create_database("crm").await?;
+    let db = sqlx::PgPool::connect(&database_url).await?;
+
+    let subscriber = Subscriber::start(&system, &database_url)?;
+    let first = place_call(&system).await?;
+    check_row(&db, &first).await?;
+    subscriber.stop().await?;
+
+    // A call while the subscriber is down: its durable consumer keeps its place.
+    let second = place_call(&system).await?;
+    let subscriber = Subscriber::start(&system, &database_url)?;
+    check_row(&db, &second).await?;
+    // The first call was not counted again.
+    check_row(&db, &first).await?;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM crm_applied")
+        .fetch_one(&db)
+        .await?;
+    ensure!(applied > 0);
+    subscriber.stop().await?;
+    ensure!(
+        !system.nats_log().contains("Violation"),
+        "permissions violation:\n{}",
+        system.nats_log()
+    );
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! A phone call through the whole system with the notifier running under its production NATS
+//! user: the webhook receiver, which verifies every delivery with the official Standard Webhooks
+//! library (Python), gets `call.started` and `call.ended`, and the end-of-call report's
+//! transcript is the persister's record of the call.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use callsim::{CallConfig, CallerScript};
+use serde_json::Value;
+use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
+use switchboard_testkit::{eventually, free_port, workspace_root};
+use tokio::io::AsyncBufReadExt as _;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_call_webhook_matches_the_persisters_record() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let port = free_port();
+    let mut receiver = tokio::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("notifier/tests/receiver.py"))
+        .arg(port.to_string())
+        .arg(SECRET)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the Python receiver (run scripts/setup)")?;
+    let webhooks = format!(
+        "[[endpoint]]\nurl = \"http://127.0.0.1:{port}/hooks\"\nsecret = \"{SECRET}\"\n\
+         events = [\"call.started\", \"call.ended\"]\nallow_private_network = true\n"
+    );
+    let system = System::start_with_webhooks(&[], &webhooks).await?;
+
+    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
+    cfg.from = "+15550001234".into();
+    cfg.to = "+15550001111".into();
+    let script = CallerScript::from_file(root.join("sims/scenarios/dental.caller.toml"))?;
+    let report = callsim::place_call(&cfg, &script)
+        .await
+        .with_context(|| system.logs())?;
+    let session = get_session(&system.persister, &report.call_sid)
+        .await
+        .with_context(|| system.logs())?;
+
+    let mut lines = tokio::io::BufReader::new(receiver.stdout.take().context("stdout")?).lines();
+    let mut started = None;
+    let mut ended = None;
+    while ended.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .with_context(|| format!("no call.ended webhook\n{}", system.logs()))??
+            .context("the receiver exited")?;
+        let got: Value = serde_json::from_str(&line)?;
+        ensure!(got["verified"] == true, "signature refused: {got}");
+        let body: Value = serde_json::from_str(got["body"].as_str().unwrap_or_default())?;
+        match got["type"].as_str() {
+            Some("call.started") => started = Some(body),
+            Some("call.ended") => ended = Some(body),
+            other => anyhow::bail!("unexpected type {other:?}"),
+        }
+    }
+    let started = started.context("call.started before call.ended")?;
+    let ended = ended.unwrap_or_default();
+    let data = &ended["data"];
+    ensure!(
+        started["data"]["call_sid"] == report.call_sid.as_str(),
+        "{started}"
+    );
+    ensure!(data["call_sid"] == report.call_sid.as_str(), "{data}");
+    ensure!(
+        data["end_reason"] == session["end_reason"],
+        "{data}\n{session}"
+    );
+    ensure!(data["agent_id"] == session["agent_id"], "{data}\n{session}");
+    ensure!(data["tool_calls"][0]["name"] == "lookup_customer", "{data}");
+
+    // The same transcript, line by line, as the persister recorded it.
+    let line = |t: &Value| {
+        (
+            t["role"].as_str().unwrap_or_default().to_owned(),
+            t["text"].as_str().unwrap_or_default().to_owned(),
+            t["interrupted"].as_bool().unwrap_or_default(),
+        )
+    };
+    let mut webhook: Vec<_> = data["transcript"]
+        .as_array()
+        .context("transcript")?
+        .iter()
+        .map(line)
+        .collect();
+    let mut recorded: Vec<_> = session["transcript"]
+        .as_array()
+        .context("recorded transcript")?
+        .iter()
+        .map(line)
+        .collect();
+    ensure!(recorded.len() == 7, "{session:#}");
+    // The persister orders by when speech began; the report keeps the events' order.
+    webhook.sort();
+    recorded.sort();
+    ensure!(webhook == recorded, "{webhook:#?}\nvs\n{recorded:#?}");
+
+    // The delivery log has both, delivered on the first attempt.
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/api/webhooks/deliveries?state=delivered",
+        system.notifier
+    );
+    let deliveries = eventually(Duration::from_secs(10), "both delivered", || {
+        let req = client.get(&url).bearer_auth(ADMIN_TOKEN).send();
+        async move {
+            let log: Value = req.await.ok()?.error_for_status().ok()?.json().await.ok()?;
+            let deliveries = log["deliveries"].as_array()?.clone();
+            (deliveries.len() == 2).then_some(deliveries)
+        }
+    })
+    .await?;
+    for d in &deliveries {
+        ensure!(d["attempts"] == 1, "{d:#}");
+    }
+    ensure!(
+        !system.nats_log().contains("Violation"),
+        "permissions violation:\n{}",
+        system.nats_log()
+    );
+    Ok(())
+}

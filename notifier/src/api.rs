@@ -1,0 +1,159 @@
+//! The delivery log and its controls, behind the `ADMIN_TOKEN` bearer:
+//! - `GET /api/webhooks/deliveries[?endpoint=<url>&state=pending|delivered|failed&limit=N]`:
+//!   the newest deliveries with every attempt (time, status code, latency, error);
+//! - `POST /api/webhooks/deliveries/{id}/resend`: makes a delivery (typically a failed one)
+//!   due now with a fresh attempt budget, same `webhook-id` and body;
+//! - `POST /api/webhooks/endpoints/enable?endpoint=<url>`: enables an endpoint disabled by a 410.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use persister::auth::AdminToken;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::dispatch::Clock;
+use crate::store::{self, State as DeliveryState};
+
+/// Most deliveries one log request returns.
+pub const MAX_LIMIT: i64 = 500;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub token: Arc<AdminToken>,
+    pub wake: Arc<HashMap<String, Arc<Notify>>>,
+    pub clock: Clock,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/webhooks/deliveries", get(deliveries))
+        .route("/api/webhooks/deliveries/{id}/resend", post(resend))
+        .route("/api/webhooks/endpoints/enable", post(enable))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// The refusal of a request without the admin token, if it is one.
+fn refuse_unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(value) if state.token.accepts(value) => None,
+        _ => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token (ADMIN_TOKEN) is required",
+        )),
+    }
+}
+
+fn database_error(error: sqlx::Error) -> Response {
+    tracing::warn!(%error, "webhook API query failed");
+    error_response_unavailable()
+}
+
+fn error_response_unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable",
+    )
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    endpoint: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn deliveries(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
+        return response;
+    }
+    let filter = match query.state.as_deref() {
+        None => None,
+        Some("pending") => Some(DeliveryState::Pending),
+        Some("delivered") => Some(DeliveryState::Delivered),
+        Some("failed") => Some(DeliveryState::Failed),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "state must be pending, delivered or failed",
+            );
+        }
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    match store::log(&state.pool, query.endpoint.as_deref(), filter, limit).await {
+        Ok(log) => Json(json!({"deliveries": log})).into_response(),
+        Err(e) => database_error(e),
+    }
+}
+
+async fn resend(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
+        return response;
+    }
+    match store::resend(&state.pool, &id, state.clock.now()).await {
+        Ok(Some(endpoint)) => {
+            if let Some(wake) = state.wake.get(&endpoint) {
+                wake.notify_one();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "state": "pending"})),
+            )
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such delivery"),
+        Err(e) => database_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct EndpointQuery {
+    endpoint: String,
+}
+
+async fn enable(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<EndpointQuery>,
+) -> Response {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
+        return response;
+    }
+    match store::enable(&state.pool, &query.endpoint).await {
+        Ok(true) => {
+            if let Some(wake) = state.wake.get(&query.endpoint) {
+                wake.notify_one();
+            }
+            (
+                StatusCode::OK,
+                Json(json!({"endpoint": query.endpoint, "enabled": true})),
+            )
+                .into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such disabled endpoint"),
+        Err(e) => database_error(e),
+    }
+}
