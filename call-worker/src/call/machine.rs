@@ -6,6 +6,12 @@
 //! decisions free of sockets and clocks makes every rule of the call testable in plain unit
 //! tests: barge-in truncation, one `response.create` per tool round, goodbyes before hangups.
 //!
+//! The machine delegates to parts that each own one concern: [`super::lifecycle`] (the
+//! Realtime session: connecting, live, being replaced, ended), [`super::arbiter`] (the only
+//! place that decides whether a response may be requested), [`super::ending`] (the goodbye
+//! before a hang-up or transfer) and [`super::session_check`] (whether the session took the
+//! call's configuration).
+//!
 //! Rules worth knowing:
 //! - Only one response may be active on a Realtime session. The machine tracks the active
 //!   response and its own pending `response.create`; anything asked for meanwhile waits and is
@@ -50,7 +56,10 @@ use switchboard_realtime::session::{
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
 
-use super::arbiter::{Arbiter, Purpose, Refusal};
+use super::arbiter::{Arbiter, Floor, Purpose, Refusal};
+use super::ending::{Ending, Goodbye, hangup_frame};
+use super::lifecycle::{Lifecycle, Loss};
+pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
 use super::session_check::SessionCheck;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
@@ -64,17 +73,6 @@ pub const PRESTART_BUFFER_BYTES: usize = 30 * 1000 * BYTES_PER_MS as usize;
 /// Outbound audio is sent in chunks of at most 100 ms, each followed by a mark, so a barge-in
 /// truncates with 100 ms precision.
 pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
-/// How long a goodbye may take to start before the call is hung up anyway.
-const GOODBYE_MAX_WAIT: Duration = Duration::from_secs(30);
-/// Slack after a goodbye's audio length before hanging up without its last mark echo.
-const GOODBYE_GRACE: Duration = Duration::from_secs(5);
-/// At most this many new Realtime sessions per [`RECONNECT_WINDOW`]; one more loss ends the call.
-pub const MAX_RECONNECTS: usize = 3;
-/// See [`MAX_RECONNECTS`].
-pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
-/// A second (third) reconnect within the window waits this long (twice as long), so a dead
-/// endpoint is not hammered; the first one is immediate.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -158,46 +156,6 @@ pub struct CallSetup {
     pub tool_timeout: Duration,
 }
 
-/// How a call that ends on our side ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ending {
-    EndCall,
-    Transfer(String),
-    Idle,
-    MaxDuration,
-}
-
-impl Ending {
-    fn reason(&self) -> EndReason {
-        match self {
-            Self::EndCall => EndReason::EndCall,
-            Self::Transfer(_) => EndReason::Transferred,
-            Self::Idle => EndReason::Idle,
-            Self::MaxDuration => EndReason::MaxDuration,
-        }
-    }
-
-    fn frame(&self) -> outbound_frame::Frame {
-        match self {
-            Self::Transfer(to) => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
-                to: to.clone(),
-                announcement: String::new(),
-            }),
-            other => outbound_frame::Frame::Hangup(switchboard_proto::Hangup {
-                reason: other.reason().as_str().to_owned(),
-            }),
-        }
-    }
-}
-
-/// A goodbye in progress: hang up once its response has been heard.
-#[derive(Debug)]
-struct PendingHangup {
-    ending: Ending,
-    response_id: Option<String>,
-    response_done: bool,
-}
-
 /// A `handoff` call waiting for its target to be resolved.
 #[derive(Debug)]
 struct PendingHandoff {
@@ -256,7 +214,8 @@ pub struct CallMachine {
     accepted_at: Instant,
     effects: Vec<Effect>,
     tools: SessionTools,
-    ended: Option<EndReason>,
+    /// The Realtime session's lifecycle, and whether the call is over.
+    session: Lifecycle,
 
     stream_started: bool,
     /// Twilio's chunk counter of the last caller audio frame (0: none yet).
@@ -290,18 +249,14 @@ pub struct CallMachine {
     voice: String,
 
     usage: Usage,
-    hangup: Option<PendingHangup>,
-    hangup_deadline: Option<Instant>,
+    /// The goodbye before a hang-up or transfer of ours.
+    goodbye: Goodbye,
     start_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     idle_stage: u8,
     last_activity: Instant,
 
-    /// When each Realtime session after the first was opened (within [`RECONNECT_WINDOW`]).
-    reconnects: VecDeque<Instant>,
-    /// A lost session is replaced at this time.
-    reconnect_at: Option<Instant>,
     /// Tool calls whose output is already in the replayed conversation.
     replayed_calls: HashSet<String>,
 }
@@ -313,7 +268,7 @@ impl CallMachine {
             accepted_at: now,
             effects: Vec::new(),
             tools: SessionTools::default(),
-            ended: None,
+            session: Lifecycle::default(),
             stream_started: false,
             last_chunk: 0,
             prestart: VecDeque::new(),
@@ -344,15 +299,12 @@ impl CallMachine {
                     .unwrap_or_default(),
                 ..Default::default()
             },
-            hangup: None,
-            hangup_deadline: None,
+            goodbye: Goodbye::default(),
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
             idle_deadline: None,
             idle_stage: 0,
             last_activity: now,
-            reconnects: VecDeque::new(),
-            reconnect_at: None,
             replayed_calls: HashSet::new(),
             setup,
         };
@@ -396,20 +348,20 @@ impl CallMachine {
 
     /// The end reason once the call is over; the actor stops then.
     pub fn ended(&self) -> Option<EndReason> {
-        self.ended
+        self.session.ended()
     }
 
     /// The earliest timer, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return None;
         }
         [
-            self.hangup_deadline,
+            self.goodbye.deadline(),
             self.start_deadline,
             self.max_deadline,
             self.idle_deadline,
-            self.reconnect_at,
+            self.session.reconnect_at(),
             self.batches.iter().filter_map(|b| b.filler_at).min(),
         ]
         .into_iter()
@@ -429,6 +381,7 @@ impl CallMachine {
     pub fn start_session(&mut self, tools: SessionTools) {
         self.tools = tools;
         self.send_session_update();
+        self.session.configured();
         if self.setup.agent.greeting.is_some() {
             self.greeting = GreetingState::Requested;
             let params = self.greeting_params();
@@ -509,26 +462,19 @@ impl CallMachine {
     /// The Realtime session is gone (socket closed, network error, `session_expired`): replace
     /// it, unless sessions have been lost too often lately.
     fn session_lost(&mut self, why: &str, now: Instant) {
-        if self.ended.is_some() || self.reconnect_at.is_some() {
-            return;
-        }
         let call_sid = self.setup.offer.call_sid.clone();
-        while self
-            .reconnects
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= RECONNECT_WINDOW)
-        {
-            self.reconnects.pop_front();
-        }
-        if self.reconnects.len() >= MAX_RECONNECTS {
-            tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
-            self.model_error(now);
-            return;
-        }
-        tracing::warn!(%call_sid, %why, attempt = self.reconnects.len() + 1, "realtime session lost; opening a new one");
+        let loss = self.session.lost(now);
+        let attempt = match loss {
+            Loss::Ignored => return,
+            Loss::TooOften => {
+                tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
+                self.model_error(now);
+                return;
+            }
+            Loss::ReplaceNow { attempt } | Loss::ReplaceAt { attempt, .. } => attempt,
+        };
+        tracing::warn!(%call_sid, %why, attempt, "realtime session lost; opening a new one");
         metrics::counter!("worker_realtime_reconnects_total").increment(1);
-        let backoff = RECONNECT_BACKOFF * u32::try_from(self.reconnects.len()).unwrap_or(1);
-        self.reconnects.push_back(now);
 
         // The caller must not keep hearing a response that can no longer finish, and what
         // they heard of it is recorded before the conversation is replayed.
@@ -561,11 +507,7 @@ impl CallMachine {
             let params = self.greeting_params();
             self.responses.defer_first(Purpose::Greeting, params);
         }
-        if self
-            .hangup
-            .as_ref()
-            .is_some_and(|h| h.response_id.is_some())
-        {
+        if self.goodbye.speaking() {
             // The goodbye was being spoken: end here rather than start it over.
             self.hang_up_now(now);
             return;
@@ -583,26 +525,25 @@ impl CallMachine {
             batch.closed = true;
             batch.resumed = true;
         }
-        if backoff.is_zero() {
+        if loss == (Loss::ReplaceNow { attempt }) {
             self.effects.push(Effect::Reconnect);
-        } else {
-            self.reconnect_at = Some(now + backoff);
         }
     }
 
     /// Whether a lost session is waiting to be replaced.
     pub fn reconnecting(&self) -> bool {
-        self.reconnect_at.is_some()
+        self.session.reconnecting()
     }
 
     /// A new Realtime session is open (or opening): configure it like the first, replay the
     /// conversation so far (`replay`, from [`crate::replay::items`]), then ask again for whatever
     /// the lost session had not answered.
     pub fn resume_session(&mut self, replay: Vec<Item>) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         self.send_session_update();
+        self.session.configured();
         // Outputs that finished before now were published, so they are in `replay`.
         for batch in self.batches.iter().filter(|b| b.resumed) {
             self.replayed_calls.extend(batch.outputs.keys().cloned());
@@ -617,7 +558,7 @@ impl CallMachine {
 
     /// Asks for a response now, or after the active one.
     fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        if !self.responses.busy() && self.reconnect_at.is_none() {
+        if self.responses.may_request(self.session.can_send()) {
             self.send_response_create(purpose, params);
         } else {
             self.responses.defer(purpose, params);
@@ -631,7 +572,7 @@ impl CallMachine {
 
     /// After a response ended (or a request failed): tool outputs first, then waiting requests.
     fn pump(&mut self) {
-        if self.ended.is_some() || self.responses.busy() || self.reconnect_at.is_some() {
+        if self.session.is_ended() || !self.responses.may_request(self.session.can_send()) {
             return;
         }
         if self.flush_tool_outputs() {
@@ -646,7 +587,7 @@ impl CallMachine {
 
     /// A frame from the gateway.
     pub fn on_inbound(&mut self, frame: inbound_frame::Frame, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         match frame {
@@ -658,7 +599,7 @@ impl CallMachine {
                         .increment(u64::from(audio.chunk - self.last_chunk - 1));
                 }
                 self.last_chunk = audio.chunk;
-                if self.reconnect_at.is_some() {
+                if !self.session.can_send() {
                     // No session to hear it: stale speech is worth less than a short gap.
                     metrics::counter!("worker_audio_dropped_total").increment(1);
                 } else if !audio.payload.is_empty() {
@@ -773,7 +714,7 @@ impl CallMachine {
 
     /// Something from the Realtime socket.
     pub fn on_realtime(&mut self, event: RealtimeEvent, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         match event {
@@ -865,13 +806,7 @@ impl CallMachine {
                         self.greeting = GreetingState::Response;
                         self.greeting_response = Some(response.id);
                     }
-                    Some(Purpose::Goodbye) => {
-                        if let Some(h) = &mut self.hangup
-                            && h.response_id.is_none()
-                        {
-                            h.response_id = Some(response.id);
-                        }
-                    }
+                    Some(Purpose::Goodbye) => self.goodbye.on_created(&response.id),
                     _ => {}
                 }
             }
@@ -1101,10 +1036,7 @@ impl CallMachine {
         self.last_activity = now;
         self.settle_transcripts();
 
-        if let Some(h) = &mut self.hangup
-            && h.response_id.as_deref() == Some(response.id.as_str())
-        {
-            h.response_done = true;
+        if self.goodbye.response_id() == Some(response.id.as_str()) {
             let audio_ms: u64 = self
                 .assistant
                 .iter()
@@ -1112,7 +1044,8 @@ impl CallMachine {
                 .filter_map(|e| self.playback.item(&e.item_id))
                 .map(|a| u64::from(a.sent_ms()))
                 .sum();
-            self.hangup_deadline = Some(now + Duration::from_millis(audio_ms) + GOODBYE_GRACE);
+            self.goodbye
+                .on_response_done(&response.id, Duration::from_millis(audio_ms), now);
         }
         self.check_hangup(now);
         self.pump();
@@ -1356,7 +1289,7 @@ impl CallMachine {
                 "busy",
                 "Another handoff is already in progress.",
             ))
-        } else if self.hangup.is_some() {
+        } else if self.goodbye.in_progress() {
             Some(ToolReply::error("unavailable", "The call is ending."))
         } else if !allowed.contains(&target) {
             let choices = allowed.join(", ");
@@ -1422,7 +1355,7 @@ impl CallMachine {
         target: Result<(Arc<Agent>, SessionTools), ToolReply>,
         now: Instant,
     ) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         let Some(pending) = self.handoff.take_if(|h| h.call_id == call_id) else {
@@ -1441,7 +1374,7 @@ impl CallMachine {
                 metrics::counter!("worker_handoffs_total").increment(1);
                 self.setup.agent = Arc::clone(&agent);
                 self.tools = tools;
-                if self.hangup.is_none() {
+                if !self.goodbye.in_progress() {
                     self.max_deadline = agent.max_call.map(|d| self.accepted_at + d);
                     self.idle_stage = 0;
                     self.idle_deadline = match (agent.idle_timeout, self.stream_started) {
@@ -1449,7 +1382,7 @@ impl CallMachine {
                         _ => None,
                     };
                 }
-                if self.reconnect_at.is_none() {
+                if !self.session.reconnecting() {
                     let session = self.agent_session();
                     self.send_session(session);
                 }
@@ -1502,7 +1435,7 @@ impl CallMachine {
 
     /// A business tool finished (from its task).
     pub fn on_tool_done(&mut self, done: ToolDone, _now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         let result = match &done.reply {
@@ -1576,9 +1509,10 @@ impl CallMachine {
                 )));
             }
         }
-        let purpose = match &self.hangup {
-            Some(h) if h.response_id.is_none() => Purpose::Goodbye,
-            _ => Purpose::Plain,
+        let purpose = if self.goodbye.awaits_response() {
+            Purpose::Goodbye
+        } else {
+            Purpose::Plain
         };
         self.send_response_create(purpose, None);
         true
@@ -1587,23 +1521,18 @@ impl CallMachine {
     // ---------------------------------------------------------------- endings
 
     fn begin_goodbye(&mut self, ending: Ending, now: Instant) {
-        if self.hangup.is_some() {
+        let reason = ending.reason();
+        if !self.goodbye.begin(ending, now) {
             return;
         }
-        tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %ending.reason(), "ending the call after a goodbye");
-        self.hangup = Some(PendingHangup {
-            ending,
-            response_id: None,
-            response_done: false,
-        });
-        self.hangup_deadline = Some(now + GOODBYE_MAX_WAIT);
+        tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, "ending the call after a goodbye");
         self.idle_deadline = None;
         self.max_deadline = None;
     }
 
     /// Says `text` word for word, then hangs up once it has been heard.
     fn say_goodbye(&mut self, ending: Ending, text: &str, now: Instant) {
-        if self.hangup.is_some() {
+        if self.goodbye.in_progress() {
             return;
         }
         self.begin_goodbye(ending, now);
@@ -1611,40 +1540,36 @@ impl CallMachine {
     }
 
     fn check_hangup(&mut self, now: Instant) {
-        let Some(h) = &self.hangup else { return };
-        let Some(response_id) = &h.response_id else {
+        let Some(response_id) = self.goodbye.spoken() else {
             return;
         };
-        if h.response_done
-            && !self.playback.response_pending(response_id)
-            && !self.held(|(_, r, _)| r == response_id)
+        if !self.playback.response_pending(response_id) && !self.held(|(_, r, _)| r == response_id)
         {
             self.hang_up_now(now);
         }
     }
 
     fn hang_up_now(&mut self, now: Instant) {
-        let Some(h) = self.hangup.take() else { return };
-        self.effects.push(Effect::Out(h.ending.frame()));
-        self.finish(h.ending.reason(), now);
+        let Some(ending) = self.goodbye.take() else {
+            return;
+        };
+        self.effects.push(Effect::Out(ending.frame()));
+        self.finish(ending.reason(), now);
     }
 
     /// The worker is shutting down and the drain deadline passed: end the call now.
     pub fn shutdown(&mut self, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
-        self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
-            switchboard_proto::Hangup {
-                reason: EndReason::WorkerShutdown.as_str().into(),
-            },
-        )));
+        self.effects
+            .push(Effect::Out(hangup_frame(EndReason::WorkerShutdown)));
         self.finish(EndReason::WorkerShutdown, now);
     }
 
     /// Ends the call: records what is left, then `ended`, and closes the model session.
     fn finish(&mut self, reason: EndReason, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         for e in std::mem::take(&mut self.assistant) {
@@ -1664,7 +1589,7 @@ impl CallMachine {
             usage: Some(Box::new(self.usage.clone())),
         })));
         self.effects.push(Effect::CloseRealtime);
-        self.ended = Some(reason);
+        self.session.end(reason);
         metrics::counter!("worker_calls_ended_total", "reason" => reason.as_str()).increment(1);
         tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
     }
@@ -1673,7 +1598,7 @@ impl CallMachine {
 
     /// Handles every timer due at `now`.
     pub fn on_timer(&mut self, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         if self.start_deadline.is_some_and(|d| d <= now) {
@@ -1682,14 +1607,12 @@ impl CallMachine {
             self.finish(EndReason::StreamLost, now);
             return;
         }
-        if self.hangup_deadline.is_some_and(|d| d <= now) {
-            self.hangup_deadline = None;
+        if self.goodbye.deadline().is_some_and(|d| d <= now) {
             tracing::info!(call_sid = %self.setup.offer.call_sid, "goodbye not confirmed in time; hanging up");
             self.hang_up_now(now);
             return;
         }
-        if self.reconnect_at.is_some_and(|d| d <= now) {
-            self.reconnect_at = None;
+        if self.session.reconnect_due(now) {
             self.effects.push(Effect::Reconnect);
         }
         self.maybe_filler(now);
@@ -1704,6 +1627,15 @@ impl CallMachine {
         }
     }
 
+    /// What besides the responses keeps the assistant from starting a line of its own.
+    fn floor(&self) -> Floor {
+        Floor {
+            session_ready: self.session.can_send(),
+            playing: self.playback.has_pending(),
+            ending: self.goodbye.in_progress(),
+        }
+    }
+
     /// Says the filler line for a tool round whose business tools are slow, at most once per
     /// round, and only while the model is silent. The round's own `response.create` then waits
     /// for the filler's `response.done` like any other request.
@@ -1715,10 +1647,7 @@ impl CallMachine {
         if !due {
             return;
         }
-        let busy = self.responses.busy()
-            || self.reconnect_at.is_some()
-            || self.hangup.is_some()
-            || self.playback.has_pending();
+        let busy = !self.responses.silent(self.floor());
         let mut say = false;
         for batch in &mut self.batches {
             if batch.filler_at.is_none_or(|d| d > now) {
@@ -1745,8 +1674,9 @@ impl CallMachine {
             self.idle_deadline = None;
             return;
         };
-        let busy = self.responses.busy() || self.playback.has_pending() || self.hangup.is_some();
-        if busy {
+        // A lost session waiting for its replacement counts as busy too: the caller may have
+        // spoken to it.
+        if !self.responses.silent(self.floor()) {
             self.idle_deadline = Some(now + IDLE_RECHECK);
             return;
         }

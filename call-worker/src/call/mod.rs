@@ -27,6 +27,8 @@
 //! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
 pub mod arbiter;
+pub mod ending;
+pub mod lifecycle;
 pub mod machine;
 pub mod session_check;
 

@@ -1747,6 +1747,36 @@ fn idle_caller_is_prompted_once_then_the_call_ends() {
 }
 
 #[test]
+fn idle_timer_waits_while_a_lost_session_is_replaced() {
+    let mut c = Call::new(agent_with(|a| {
+        a.idle_timeout = Some(Duration::from_secs(10))
+    }));
+    c.start(0);
+    c.take();
+    // Two losses just before the caller has been quiet for 10 s: the second waits 250 ms.
+    closed(&mut c, 9_800);
+    c.m.resume_session(Vec::new());
+    closed(&mut c, 9_900);
+    c.take();
+    assert!(c.m.reconnecting());
+    c.m.on_timer(c.at(10_000));
+    assert!(
+        response_creates(&c.take()).is_empty(),
+        "no prompt while there is no session"
+    );
+    c.m.on_timer(c.at(10_150));
+    assert_eq!(reconnects(&c.take()), 1);
+    c.m.resume_session(Vec::new());
+    assert!(
+        response_creates(&c.take()).is_empty(),
+        "nothing was queued for the new session"
+    );
+    assert_eq!(c.m.next_deadline(), Some(c.at(11_000)));
+    c.m.on_timer(c.at(11_000));
+    assert_eq!(response_creates(&c.take()).len(), 1, "the prompt, now");
+}
+
+#[test]
 fn max_duration_says_goodbye_then_hangs_up() {
     let mut c = Call::new(agent_with(|a| a.max_call = Some(Duration::from_secs(60))));
     c.start(0);
