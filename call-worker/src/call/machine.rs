@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use switchboard_proto::event::EndReason;
+use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
     CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolFailure, ToolInvocation,
     TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
@@ -656,8 +656,16 @@ impl CallMachine {
                 self.request_response(Purpose::Plain, None);
             }
             inbound_frame::Frame::Stop(stop) => {
-                tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason, "media stream stopped");
-                self.finish(EndReason::CallerHungUp, now);
+                let reason = StopReason::parse(&stop.reason).map_or_else(
+                    || {
+                        tracing::warn!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason,
+                            "media stream stopped for an unknown reason");
+                        EndReason::StreamLost
+                    },
+                    StopReason::end_reason,
+                );
+                tracing::info!(call_sid = %self.setup.offer.call_sid, stop = %stop.reason, %reason, "media stream stopped");
+                self.finish(reason, now);
             }
         }
     }

@@ -1270,6 +1270,29 @@ fn transfer_call_transfers_after_the_goodbye() {
 }
 
 #[test]
+fn each_stop_reason_of_the_gateway_is_its_own_end_reason() {
+    for (stop, end) in [
+        ("stop", "caller_hung_up"),
+        ("closed", "stream_lost"),
+        ("error", "stream_error"),
+        ("worker_silent", "worker_silent"),
+        ("drain_deadline", "gateway_shutdown"),
+        ("something_new", "stream_lost"),
+    ] {
+        let mut c = Call::new(agent_with(|_| {}));
+        c.start(0);
+        c.take();
+        c.inbound(
+            100,
+            inbound_frame::Frame::Stop(StreamStop {
+                reason: stop.into(),
+            }),
+        );
+        assert_eq!(ended(&c.take()).unwrap().reason, end, "stop reason {stop}");
+    }
+}
+
+#[test]
 fn stop_ends_the_call_with_summed_usage() {
     let mut c = Call::new(agent_with(|_| {}));
     c.start(0);
