@@ -44,7 +44,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
-    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolFailure, ToolInvocation,
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolFailure, ToolInvocation,
     TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
     tool_invocation,
 };
@@ -61,6 +61,7 @@ use super::ending::{Ending, Goodbye, hangup_frame};
 use super::lifecycle::{Lifecycle, Loss};
 pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
 use super::session_check::SessionCheck;
+use super::tool_rounds::ToolRounds;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
@@ -79,9 +80,6 @@ const IDLE_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_PROMPT: &str = "Are you still there?";
 /// Said (once per tool round) when a business tool is slow and the model is silent.
 pub const FILLER_LINE: &str = "One moment while I check that.";
-/// A filler line that could not be said because a response was active is tried again after
-/// this long.
-const FILLER_RECHECK: Duration = Duration::from_millis(250);
 const IDLE_GOODBYE: &str =
     "I haven't heard anything for a while, so I'll end the call now. Goodbye!";
 const MAX_DURATION_GOODBYE: &str = "We have reached the time limit for this call, so I need to end it now. Thank you for calling, goodbye!";
@@ -98,13 +96,9 @@ pub enum Effect {
     Out(outbound_frame::Frame),
     /// Publish a call event.
     Event(Body),
-    /// Run a business tool in its own task; its [`ToolDone`] comes back later.
-    CallTool {
-        call_id: String,
-        name: String,
-        arguments: String,
-        timeout: Duration,
-    },
+    /// Run a business tool in its own task (the request as the tool service gets it, its
+    /// `timeout_ms` the worker's deadline); its [`ToolDone`] comes back later.
+    CallTool(ToolCall),
     /// Close the Realtime socket.
     CloseRealtime,
     /// Close the Realtime socket (if still open) and open a new session; then call
@@ -179,27 +173,6 @@ struct AssistantEntry {
     heard_ms: u32,
 }
 
-/// The function calls of one response.
-#[derive(Debug)]
-struct ToolBatch {
-    response_id: String,
-    calls: Vec<String>,
-    outputs: HashMap<String, String>,
-    closed: bool,
-    /// Name and arguments of each call, to recreate the calls in a new session.
-    made: HashMap<String, (String, String)>,
-    /// The batch started in an earlier Realtime session: its calls are not in the current one.
-    resumed: bool,
-    /// When to say the filler line if a business tool of the round is still running.
-    filler_at: Option<Instant>,
-}
-
-impl ToolBatch {
-    fn complete(&self) -> bool {
-        self.closed && self.calls.iter().all(|c| self.outputs.contains_key(c))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GreetingState {
     None,
@@ -239,8 +212,8 @@ pub struct CallMachine {
     /// Assistant items already recorded; late events about them are ignored.
     recorded_items: HashSet<String>,
 
-    batches: Vec<ToolBatch>,
-    seen_calls: HashSet<String>,
+    /// The function calls of each response, answered together.
+    tools_rounds: ToolRounds,
     outcome_set: bool,
     handoff: Option<PendingHandoff>,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
@@ -256,9 +229,6 @@ pub struct CallMachine {
     idle_deadline: Option<Instant>,
     idle_stage: u8,
     last_activity: Instant,
-
-    /// Tool calls whose output is already in the replayed conversation.
-    replayed_calls: HashSet<String>,
 }
 
 impl CallMachine {
@@ -284,8 +254,7 @@ impl CallMachine {
             user_offsets: HashMap::new(),
             assistant: Vec::new(),
             recorded_items: HashSet::new(),
-            batches: Vec::new(),
-            seen_calls: HashSet::new(),
+            tools_rounds: ToolRounds::default(),
             outcome_set: false,
             handoff: None,
             voice: setup.agent.voice.clone(),
@@ -305,7 +274,6 @@ impl CallMachine {
             idle_deadline: None,
             idle_stage: 0,
             last_activity: now,
-            replayed_calls: HashSet::new(),
             setup,
         };
         let offer = &m.setup.offer;
@@ -362,7 +330,7 @@ impl CallMachine {
             self.max_deadline,
             self.idle_deadline,
             self.session.reconnect_at(),
-            self.batches.iter().filter_map(|b| b.filler_at).min(),
+            self.tools_rounds.filler_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -521,10 +489,7 @@ impl CallMachine {
             }
             None => {}
         }
-        for batch in &mut self.batches {
-            batch.closed = true;
-            batch.resumed = true;
-        }
+        self.tools_rounds.session_lost();
         if loss == (Loss::ReplaceNow { attempt }) {
             self.effects.push(Effect::Reconnect);
         }
@@ -545,9 +510,7 @@ impl CallMachine {
         self.send_session_update();
         self.session.configured();
         // Outputs that finished before now were published, so they are in `replay`.
-        for batch in self.batches.iter().filter(|b| b.resumed) {
-            self.replayed_calls.extend(batch.outputs.keys().cloned());
-        }
+        self.tools_rounds.session_resumed();
         for item in replay {
             self.send_event(ClientEvent::item_create(item));
         }
@@ -1034,13 +997,7 @@ impl CallMachine {
                 entry.heard_ms = self.playback.heard_ms(&entry.item_id);
             }
         }
-        if let Some(batch) = self
-            .batches
-            .iter_mut()
-            .find(|b| b.response_id == response.id)
-        {
-            batch.closed = true;
-        }
+        self.tools_rounds.response_done(&response.id);
         self.last_activity = now;
         self.settle_transcripts();
 
@@ -1151,33 +1108,12 @@ impl CallMachine {
         arguments: &str,
         now: Instant,
     ) {
-        if call_id.is_empty() || !self.seen_calls.insert(call_id.to_owned()) {
+        if !self
+            .tools_rounds
+            .start(response_id, call_id, name, arguments)
+        {
             return;
         }
-        let batch = match self
-            .batches
-            .iter_mut()
-            .position(|b| b.response_id == response_id)
-        {
-            Some(i) => &mut self.batches[i],
-            None => {
-                self.batches.push(ToolBatch {
-                    response_id: response_id.to_owned(),
-                    calls: Vec::new(),
-                    outputs: HashMap::new(),
-                    closed: false,
-                    made: HashMap::new(),
-                    resumed: false,
-                    filler_at: None,
-                });
-                let last = self.batches.len() - 1;
-                &mut self.batches[last]
-            }
-        };
-        batch.calls.push(call_id.to_owned());
-        batch
-            .made
-            .insert(call_id.to_owned(), (name.to_owned(), arguments.to_owned()));
         let call_sid = self.setup.offer.call_sid.clone();
         tracing::info!(%call_sid, %call_id, tool = %name, "function call");
         if !self.tools.declared(name) {
@@ -1187,14 +1123,7 @@ impl CallMachine {
                 "unknown_tool",
                 format!("There is no tool named `{name}` on this call."),
             );
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: name.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
+            self.complete_tool(ToolDone::at_once(call_id, name, arguments, reply));
             return;
         }
         if name == HANDOFF {
@@ -1211,32 +1140,22 @@ impl CallMachine {
             let _span = tracing::info_span!("tool", name, call_id, result).entered();
             metrics::counter!("worker_tool_calls_total", "tool" => name.to_owned(), "result" => "builtin")
                 .increment(1);
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: name.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
+            self.complete_tool(ToolDone::at_once(call_id, name, arguments, reply));
             return;
         }
         let timeout = self.tools.timeout(name, self.setup.tool_timeout);
-        if let Some(after) = self.setup.agent.filler_after
-            && let Some(batch) = self
-                .batches
-                .iter_mut()
-                .find(|b| b.response_id == response_id)
-            && batch.filler_at.is_none()
-        {
-            batch.filler_at = Some(now + after);
+        if let Some(after) = self.setup.agent.filler_after {
+            self.tools_rounds.arm_filler(response_id, now + after);
         }
-        self.effects.push(Effect::CallTool {
+        self.effects.push(Effect::CallTool(ToolCall {
+            call_sid: self.setup.offer.call_sid.clone(),
             call_id: call_id.to_owned(),
             name: name.to_owned(),
             arguments: arguments.to_owned(),
-            timeout,
-        });
+            agent_id: self.setup.agent.id.clone(),
+            caller: self.setup.offer.party().to_owned(),
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        }));
     }
 
     fn run_builtin(&mut self, name: &str, arguments: &str, now: Instant) -> ToolReply {
@@ -1322,14 +1241,7 @@ impl CallMachine {
         if let Some(reply) = refused {
             metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => "error")
                 .increment(1);
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: HANDOFF.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
+            self.complete_tool(ToolDone::at_once(call_id, HANDOFF, arguments, reply));
             return;
         }
         self.effects.push(Effect::Handoff {
@@ -1477,45 +1389,18 @@ impl CallMachine {
             result: Some(result),
             latency_ms: done.latency_ms,
         })));
-        if let Some(batch) = self
-            .batches
-            .iter_mut()
-            .find(|b| b.calls.contains(&done.call_id))
-        {
-            batch
-                .outputs
-                .insert(done.call_id.clone(), done.reply.model_output());
-        }
+        self.tools_rounds
+            .finished(&done.call_id, done.reply.model_output());
     }
 
     /// Sends the outputs of every finished tool round, then exactly one `response.create`.
     /// Returns whether it sent anything.
     fn flush_tool_outputs(&mut self) -> bool {
-        let (ready, waiting): (Vec<ToolBatch>, Vec<ToolBatch>) = std::mem::take(&mut self.batches)
-            .into_iter()
-            .partition(ToolBatch::complete);
-        self.batches = waiting;
-        if ready.is_empty() {
+        let Some(items) = self.tools_rounds.take_complete() else {
             return false;
-        }
-        for mut batch in ready {
-            for call_id in &batch.calls {
-                if self.replayed_calls.remove(call_id) {
-                    // Already in the new session, as part of the replayed conversation.
-                    continue;
-                }
-                if batch.resumed
-                    && let Some((name, arguments)) = batch.made.get(call_id)
-                {
-                    self.send_event(ClientEvent::item_create(crate::replay::function_call(
-                        call_id, name, arguments,
-                    )));
-                }
-                let output = batch.outputs.remove(call_id).unwrap_or_default();
-                self.send_event(ClientEvent::item_create(Item::function_output(
-                    call_id, &output,
-                )));
-            }
+        };
+        for item in items {
+            self.send_event(ClientEvent::item_create(item));
         }
         let purpose = if self.goodbye.awaits_response() {
             Purpose::Goodbye
@@ -1648,29 +1533,11 @@ impl CallMachine {
     /// round, and only while the model is silent. The round's own `response.create` then waits
     /// for the filler's `response.done` like any other request.
     fn maybe_filler(&mut self, now: Instant) {
-        let due = self
-            .batches
-            .iter()
-            .any(|b| b.filler_at.is_some_and(|d| d <= now));
-        if !due {
+        if self.tools_rounds.filler_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let busy = !self.responses.silent(self.floor());
-        let mut say = false;
-        for batch in &mut self.batches {
-            if batch.filler_at.is_none_or(|d| d > now) {
-                continue;
-            }
-            let waiting = batch.calls.iter().any(|c| !batch.outputs.contains_key(c));
-            batch.filler_at = match (waiting, busy) {
-                (false, _) => None,
-                (true, true) => Some(now + FILLER_RECHECK),
-                (true, false) => {
-                    say = true;
-                    None
-                }
-            };
-        }
+        let silent = self.responses.silent(self.floor());
+        let say = self.tools_rounds.filler_due(now, silent);
         if say {
             metrics::counter!("worker_filler_lines_total").increment(1);
             self.send_response_create(Purpose::Filler, Some(say_exactly(FILLER_LINE)));

@@ -31,6 +31,7 @@ pub mod ending;
 pub mod lifecycle;
 pub mod machine;
 pub mod session_check;
+pub mod tool_rounds;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -317,12 +318,7 @@ impl CallActor {
                     self.events.publish(Body::Turn(turn));
                 }
                 Effect::Event(body) => self.events.publish(body),
-                Effect::CallTool {
-                    call_id,
-                    name,
-                    arguments,
-                    timeout,
-                } => self.call_tool(call_id, name, arguments, timeout),
+                Effect::CallTool(call) => self.call_tool(call),
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
@@ -392,22 +388,13 @@ impl CallActor {
         Ok(())
     }
 
-    fn call_tool(&self, call_id: String, name: String, arguments: String, timeout: Duration) {
-        let offer = self.machine.offer();
-        let call = ToolCall {
-            call_sid: self.call_sid.clone(),
-            call_id: call_id.clone(),
-            name: name.clone(),
-            arguments: arguments.clone(),
-            agent_id: self.machine.agent().id.clone(),
-            caller: offer.party().to_owned(),
-            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-        };
+    fn call_tool(&self, call: ToolCall) {
+        let timeout = Duration::from_millis(u64::from(call.timeout_ms));
         let client = self.ctx.client.clone();
-        let subject = self.ctx.subjects.tool(&name);
+        let subject = self.ctx.subjects.tool(&call.name);
         let tx = self.tool_tx.clone();
         let tasks = self.tasks.clone();
-        let span = tracing::info_span!("tool", name = %name, call_id = %call_id,
+        let span = tracing::info_span!("tool", name = %call.name, call_id = %call.call_id,
             result = tracing::field::Empty);
         // The tool service continues this trace from the request's headers.
         let headers = span.in_scope(switchboard_service::trace::headers);
@@ -425,9 +412,9 @@ impl CallActor {
                 tracing::Span::current().record("result", result);
                 let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 let _ = tx.send(ToolDone {
-                    call_id,
-                    name,
-                    arguments,
+                    call_id: call.call_id,
+                    name: call.name,
+                    arguments: call.arguments,
                     reply,
                     outcome,
                     latency_ms,

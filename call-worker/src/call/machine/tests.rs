@@ -959,12 +959,11 @@ fn tool_round_sends_every_output_then_exactly_one_response_create() {
     let calls: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::CallTool {
-                call_id,
-                name,
-                timeout,
-                ..
-            } => Some((call_id.clone(), name.clone(), *timeout)),
+            Effect::CallTool(call) => Some((
+                call.call_id.clone(),
+                call.name.clone(),
+                Duration::from_millis(u64::from(call.timeout_ms)),
+            )),
             _ => None,
         })
         .collect();
@@ -980,6 +979,19 @@ fn tool_round_sends_every_output_then_exactly_one_response_create() {
         ],
         "each call dispatched once (deduped by call_id)"
     );
+    // The request is whole: the tool service needs nothing else from the call.
+    let Some(Effect::CallTool(call)) = fx.iter().find(|e| matches!(e, Effect::CallTool(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            call.call_sid.as_str(),
+            call.agent_id.as_str(),
+            call.caller.as_str()
+        ),
+        ("CA1", "desk", "+15550001234")
+    );
+    assert_eq!(call.arguments, r#"{"phone":"+1"}"#);
     assert!(response_creates(&fx).is_empty());
     tool_done(
         &mut c,
@@ -1069,7 +1081,7 @@ fn unknown_tool_gets_an_error_output_at_once() {
         json!([call_item("c9", "book", r#"{"x":1}"#)]),
     );
     let fx = c.take();
-    assert!(!fx.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::CallTool(_))));
     let outputs = function_outputs(&fx);
     assert_eq!(outputs.len(), 1);
     let v: serde_json::Value = serde_json::from_str(&outputs[0].1).unwrap();
@@ -2079,7 +2091,7 @@ fn handoff_updates_the_session_once_then_outputs_then_one_response_create() {
     let dispatched: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::CallTool { name, .. } => Some(name.clone()),
+            Effect::CallTool(call) => Some(call.name.clone()),
             _ => None,
         })
         .collect();
