@@ -60,6 +60,7 @@ use super::arbiter::{Arbiter, Floor, Purpose, Refusal};
 use super::ending::{Ending, Goodbye, hangup_frame};
 use super::lifecycle::{Lifecycle, Loss};
 pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
+use super::observation::{Observation, ToolCallResult};
 use super::session_check::SessionCheck;
 use super::tool_rounds::ToolRounds;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
@@ -186,6 +187,8 @@ pub struct CallMachine {
     setup: CallSetup,
     accepted_at: Instant,
     effects: Vec<Effect>,
+    /// What to count, for the actor (see [`super::observation`]).
+    observations: Vec<Observation>,
     tools: SessionTools,
     /// The Realtime session's lifecycle, and whether the call is over.
     session: Lifecycle,
@@ -237,6 +240,7 @@ impl CallMachine {
         let mut m = Self {
             accepted_at: now,
             effects: Vec::new(),
+            observations: Vec::new(),
             tools: SessionTools::default(),
             session: Lifecycle::default(),
             stream_started: false,
@@ -287,6 +291,15 @@ impl CallMachine {
         };
         m.effects.push(Effect::Event(Body::Started(started)));
         m
+    }
+
+    fn observe(&mut self, observation: Observation) {
+        self.observations.push(observation);
+    }
+
+    /// Takes what the machine observed since the last call, for the actor to record.
+    pub fn drain_observations(&mut self) -> std::vec::Drain<'_, Observation> {
+        self.observations.drain(..)
     }
 
     fn send_event(&mut self, event: ClientEvent) {
@@ -442,7 +455,7 @@ impl CallMachine {
             Loss::ReplaceNow { attempt } | Loss::ReplaceAt { attempt, .. } => attempt,
         };
         tracing::warn!(%call_sid, %why, attempt, "realtime session lost; opening a new one");
-        metrics::counter!("worker_realtime_reconnects_total").increment(1);
+        self.observe(Observation::RealtimeReconnect);
 
         // The caller must not keep hearing a response that can no longer finish, and what
         // they heard of it is recorded before the conversation is replayed.
@@ -558,13 +571,13 @@ impl CallMachine {
                 // Twilio numbers its chunks from 1; a gap is audio lost on the way here (a
                 // slow-consumer drop of `.in` under overload, or the gateway's own drops).
                 if audio.chunk > self.last_chunk.saturating_add(1) && self.last_chunk > 0 {
-                    metrics::counter!("worker_inbound_audio_lost_total")
-                        .increment(u64::from(audio.chunk - self.last_chunk - 1));
+                    let lost = u64::from(audio.chunk - self.last_chunk - 1);
+                    self.observe(Observation::InboundAudioLost(lost));
                 }
                 self.last_chunk = audio.chunk;
                 if !self.session.can_send() {
                     // No session to hear it: stale speech is worth less than a short gap.
-                    metrics::counter!("worker_audio_dropped_total").increment(1);
+                    self.observe(Observation::AudioDropped);
                 } else if !audio.payload.is_empty() {
                     self.effects.push(Effect::Audio(audio.payload));
                 }
@@ -673,7 +686,7 @@ impl CallMachine {
                 break;
             };
             self.prestart_bytes -= old.len();
-            metrics::counter!("worker_outbound_dropped_total").increment(old.len() as u64);
+            self.observe(Observation::OutboundDropped(old.len() as u64));
         }
     }
 
@@ -767,7 +780,7 @@ impl CallMachine {
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
                 // The model heard the audio anyway; only the record lacks the words.
                 self.user_offsets.remove(&item_id);
-                metrics::counter!("worker_transcription_failures_total").increment(1);
+                self.observe(Observation::TranscriptionFailed);
                 tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
                     message = ?error.message, "caller speech could not be transcribed");
             }
@@ -789,7 +802,7 @@ impl CallMachine {
             } => match base64::engine::general_purpose::STANDARD.decode(&delta) {
                 Ok(audio) => self.on_audio_delta(response_id, item_id, Bytes::from(audio), now),
                 Err(e) => {
-                    metrics::counter!("realtime_bad_audio_total").increment(1);
+                    self.observe(Observation::BadAudio);
                     tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
                 }
             },
@@ -828,7 +841,7 @@ impl CallMachine {
     fn on_error(&mut self, error: ErrorDetail, now: Instant) {
         let call_sid = self.setup.offer.call_sid.clone();
         let code = error.code.clone().unwrap_or_else(|| "unknown".into());
-        metrics::counter!("realtime_errors_total", "code" => code.clone()).increment(1);
+        self.observe(Observation::RealtimeError { code: code.clone() });
         if code == "session_expired" {
             // The close (1001) follows; a new session replaces this one at once.
             self.session_lost("session expired", now);
@@ -893,7 +906,7 @@ impl CallMachine {
         if !self.session_check.confirmed() {
             // The session's formats are not confirmed yet: this might not be mu-law, and the
             // caller must not hear noise (a refused configuration ends the call).
-            metrics::counter!("worker_unconfirmed_audio_dropped_total").increment(1);
+            self.observe(Observation::UnconfirmedAudioDropped);
             return;
         }
         self.entry(&item_id, &response_id, now);
@@ -949,7 +962,7 @@ impl CallMachine {
                     .as_ref()
                     .and_then(|d| d.error.clone())
                     .unwrap_or_default();
-                metrics::counter!("realtime_failed_responses_total").increment(1);
+                self.observe(Observation::FailedResponse);
                 tracing::error!(%call_sid, response_id = %response.id, code = ?err.code,
                     message = %err.message, "realtime response failed");
             }
@@ -1046,7 +1059,7 @@ impl CallMachine {
         self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
             switchboard_proto::Clear {},
         )));
-        metrics::counter!("worker_barge_ins_total").increment(1);
+        self.observe(Observation::BargeIn);
         for (item_id, heard_ms) in cut.items {
             if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
                 e.interrupted = true;
@@ -1117,8 +1130,10 @@ impl CallMachine {
         let call_sid = self.setup.offer.call_sid.clone();
         tracing::info!(%call_sid, %call_id, tool = %name, "function call");
         if !self.tools.declared(name) {
-            metrics::counter!("worker_tool_calls_total", "tool" => "unknown", "result" => "unknown_tool")
-                .increment(1);
+            self.observe(Observation::ToolCall {
+                tool: "unknown".into(),
+                result: ToolCallResult::UnknownTool,
+            });
             let reply = ToolReply::error(
                 "unknown_tool",
                 format!("There is no tool named `{name}` on this call."),
@@ -1138,8 +1153,10 @@ impl CallMachine {
                 ToolReply::Error { code, .. } => code.as_str(),
             };
             let _span = tracing::info_span!("tool", name, call_id, result).entered();
-            metrics::counter!("worker_tool_calls_total", "tool" => name.to_owned(), "result" => "builtin")
-                .increment(1);
+            self.observe(Observation::ToolCall {
+                tool: name.to_owned(),
+                result: ToolCallResult::Builtin,
+            });
             self.complete_tool(ToolDone::at_once(call_id, name, arguments, reply));
             return;
         }
@@ -1239,8 +1256,10 @@ impl CallMachine {
             None
         };
         if let Some(reply) = refused {
-            metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => "error")
-                .increment(1);
+            self.observe(Observation::ToolCall {
+                tool: HANDOFF.into(),
+                result: ToolCallResult::Error,
+            });
             self.complete_tool(ToolDone::at_once(call_id, HANDOFF, arguments, reply));
             return;
         }
@@ -1291,7 +1310,7 @@ impl CallMachine {
             Ok((agent, tools)) => {
                 tracing::info!(%call_sid, from = %self.setup.agent.id, to = %agent.id,
                     reason = %pending.reason, "call handed off");
-                metrics::counter!("worker_handoffs_total").increment(1);
+                self.observe(Observation::Handoff);
                 self.setup.agent = Arc::clone(&agent);
                 self.tools = tools;
                 if !self.goodbye.in_progress() {
@@ -1314,12 +1333,10 @@ impl CallMachine {
                 ToolReply::Output(serde_json::json!({"ok": true, "agent": agent.id}).to_string())
             }
         };
-        let result = match reply {
-            ToolReply::Output(_) => "ok",
-            ToolReply::Error { .. } => "error",
-        };
-        metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => result)
-            .increment(1);
+        self.observe(Observation::ToolCall {
+            tool: HANDOFF.into(),
+            result: tool_call_result(&reply),
+        });
         let latency_ms = u32::try_from(now.saturating_duration_since(pending.started).as_millis())
             .unwrap_or(u32::MAX);
         self.complete_tool(ToolDone {
@@ -1358,15 +1375,15 @@ impl CallMachine {
         if self.session.is_ended() {
             return;
         }
-        let result = match &done.reply {
-            ToolReply::Output(_) => "ok",
-            ToolReply::Error { .. } => "error",
-        };
-        metrics::counter!("worker_tool_calls_total", "tool" => done.name.clone(), "result" => result)
-            .increment(1);
+        self.observe(Observation::ToolCall {
+            tool: done.name.clone(),
+            result: tool_call_result(&done.reply),
+        });
         // As the call saw it: NATS, the tool service and the handler together.
-        metrics::histogram!("worker_tool_call_seconds", "tool" => done.name.clone())
-            .record(f64::from(done.latency_ms) / 1000.0);
+        self.observe(Observation::ToolLatency {
+            tool: done.name.clone(),
+            latency_ms: done.latency_ms,
+        });
         if let Some(outcome) = done.outcome.clone() {
             self.set_outcome(&outcome, "");
         }
@@ -1483,7 +1500,7 @@ impl CallMachine {
         })));
         self.effects.push(Effect::CloseRealtime);
         self.session.end(reason);
-        metrics::counter!("worker_calls_ended_total", "reason" => reason.as_str()).increment(1);
+        self.observe(Observation::CallEnded(reason));
         tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
     }
 
@@ -1539,7 +1556,7 @@ impl CallMachine {
         let silent = self.responses.silent(self.floor());
         let say = self.tools_rounds.filler_due(now, silent);
         if say {
-            metrics::counter!("worker_filler_lines_total").increment(1);
+            self.observe(Observation::FillerLine);
             self.send_response_create(Purpose::Filler, Some(say_exactly(FILLER_LINE)));
         }
     }
@@ -1569,6 +1586,13 @@ impl CallMachine {
             self.idle_deadline = None;
             self.say_goodbye(Ending::Idle, IDLE_GOODBYE, now);
         }
+    }
+}
+
+fn tool_call_result(reply: &ToolReply) -> ToolCallResult {
+    match reply {
+        ToolReply::Output(_) => ToolCallResult::Ok,
+        ToolReply::Error { .. } => ToolCallResult::Error,
     }
 }
 

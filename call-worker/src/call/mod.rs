@@ -30,6 +30,7 @@ pub mod arbiter;
 pub mod ending;
 pub mod lifecycle;
 pub mod machine;
+pub mod observation;
 pub mod session_check;
 pub mod tool_rounds;
 
@@ -304,6 +305,7 @@ impl CallActor {
 
     /// Carries out the machine's effects (and any they lead to).
     async fn execute(&mut self) {
+        self.record_observations();
         self.machine.drain_effects_into(&mut self.queue);
         while let Some(effect) = self.queue.pop_front() {
             match effect {
@@ -338,6 +340,14 @@ impl CallActor {
                     }
                 }
             }
+        }
+        self.record_observations();
+    }
+
+    /// Records what the machine observed (see [`observation`]).
+    fn record_observations(&mut self) {
+        for observation in self.machine.drain_observations() {
+            observation.record();
         }
     }
 

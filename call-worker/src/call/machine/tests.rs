@@ -1305,6 +1305,33 @@ fn each_stop_reason_of_the_gateway_is_its_own_end_reason() {
 }
 
 #[test]
+fn what_is_counted_comes_out_as_observations() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.say(10, "r1", "i1", 3);
+    c.take();
+    c.m.drain_observations().for_each(drop);
+    c.speech_started(100, "u1");
+    closed(&mut c, 200);
+    c.inbound(
+        300,
+        inbound_frame::Frame::Stop(StreamStop {
+            reason: "stop".into(),
+        }),
+    );
+    let seen: Vec<Observation> = c.m.drain_observations().collect();
+    assert_eq!(
+        seen,
+        vec![
+            Observation::BargeIn,
+            Observation::RealtimeReconnect,
+            Observation::CallEnded(EndReason::CallerHungUp),
+        ]
+    );
+    assert_eq!(c.m.drain_observations().count(), 0, "drained");
+}
+
+#[test]
 fn stop_ends_the_call_with_summed_usage() {
     let mut c = Call::new(agent_with(|_| {}));
     c.start(0);
