@@ -186,6 +186,7 @@ async fn run(
         worker_id: "cost-bench".into(),
         model: "gpt-realtime".into(),
         tool_timeout: Duration::from_secs(8),
+        accepted_at_ms: 0,
     };
     let mut m = CallMachine::new(setup, Instant::now());
     m.start_session(tools(&agent));

@@ -45,7 +45,7 @@ use bytes::Bytes;
 use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
     CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolFailure, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
+    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, outbound_frame,
     tool_invocation,
 };
 use switchboard_realtime::client::ResponseParams;
@@ -149,6 +149,10 @@ pub struct CallSetup {
     pub model: String,
     /// Default business-tool deadline.
     pub tool_timeout: Duration,
+    /// When the offer was accepted, in wall-clock milliseconds since the epoch: with
+    /// `offer.offered_at_ms` it tells how long the call waited before this worker took it
+    /// (the greeting's latency counts from the offer). The machine reads no clock itself.
+    pub accepted_at_ms: i64,
 }
 
 /// A `handoff` call waiting for its target to be resolved.
@@ -928,7 +932,10 @@ impl CallMachine {
             self.greeting = GreetingState::Done;
             let offered = self.setup.offer.offered_at_ms;
             let latency = if offered > 0 {
-                u32::try_from((now_ms() - offered).max(0)).unwrap_or(u32::MAX)
+                // The offer's trip to this worker (wall clocks of two hosts), then the time
+                // since accepting it (this host's monotonic clock).
+                let trip = u64::try_from(self.setup.accepted_at_ms - offered).unwrap_or(0);
+                u32::try_from(trip + u64::from(self.offset_ms(now))).unwrap_or(u32::MAX)
             } else {
                 self.offset_ms(now)
             };

@@ -149,6 +149,7 @@ pub async fn spawn(
         worker_id: ctx.worker_id.clone(),
         model: settings.model.clone(),
         tool_timeout: ctx.tool_timeout,
+        accepted_at_ms: switchboard_proto::now_ms(),
     };
     let actor = CallActor::new(ctx, setup, settings, (rt_tx, rt_rx), cancel, agents);
     tracker.spawn(

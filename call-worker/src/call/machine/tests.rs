@@ -45,13 +45,14 @@ impl Call {
                 call_sid: "CA1".into(),
                 from: "+15550001234".into(),
                 to: "+15550001111".into(),
-                offered_at_ms: now_ms() - 50,
+                offered_at_ms: 1_000,
                 ..Default::default()
             },
             agent: Arc::clone(&agent),
             worker_id: "w1".into(),
             model: "gpt-realtime".into(),
             tool_timeout: Duration::from_millis(8000),
+            accepted_at_ms: 1_050,
         };
         let mut m = CallMachine::new(setup, t0);
         m.start_session(session_tools(&agent));
@@ -384,7 +385,8 @@ fn greeting_audio_is_held_until_start_and_greeting_latency_recorded() {
     assert_eq!(turns.len(), 1);
     assert_eq!(turns[0].kind, "greeting");
     assert_eq!(turns[0].response_id, "r1");
-    assert!(turns[0].latency_ms >= 50, "{}", turns[0].latency_ms);
+    // 50 ms from the offer to the worker, then 20 ms to the first audio.
+    assert_eq!(turns[0].latency_ms, 70);
     c.start(100);
     let fx = c.take();
     let audio: usize = outs(&fx)
@@ -804,6 +806,7 @@ fn unconfirmed_call() -> (CallMachine, Instant) {
         worker_id: "w1".into(),
         model: "gpt-realtime".into(),
         tool_timeout: Duration::from_secs(8),
+        accepted_at_ms: 0,
     };
     let mut m = CallMachine::new(setup, t0);
     m.start_session(session_tools(&agent));
