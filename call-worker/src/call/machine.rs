@@ -8,9 +8,11 @@
 //!
 //! The machine delegates to parts that each own one concern: [`super::lifecycle`] (the
 //! Realtime session: connecting, live, being replaced, ended), [`super::arbiter`] (the only
-//! place that decides whether a response may be requested), [`super::ending`] (the goodbye
-//! before a hang-up or transfer) and [`super::session_check`] (whether the session took the
-//! call's configuration).
+//! place that decides whether a response may be requested), [`super::transcripts`] (what was
+//! said, as the caller heard it), [`super::tool_rounds`] (the function calls of a response,
+//! answered together), [`super::ending`] (the goodbye before a hang-up or transfer) and
+//! [`super::session_check`] (whether the session took the call's configuration). What is worth
+//! counting leaves as [`super::observation::Observation`]s; time comes in as arguments.
 //!
 //! Rules worth knowing:
 //! - Only one response may be active on a Realtime session. The machine tracks the active
@@ -37,7 +39,7 @@
 //!   `idle_timeout_seconds`, `max_call_seconds` (counted from the start of the call) and
 //!   `filler_after_ms`, and a replacement session after a lost one is configured for it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -63,6 +65,7 @@ pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
 use super::observation::{Observation, ToolCallResult};
 use super::session_check::SessionCheck;
 use super::tool_rounds::ToolRounds;
+use super::transcripts::Transcripts;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
@@ -165,19 +168,6 @@ struct PendingHandoff {
     started: Instant,
 }
 
-/// An assistant item waiting for its fate to be known.
-#[derive(Debug, Default)]
-struct AssistantEntry {
-    item_id: String,
-    response_id: String,
-    offset_ms: u32,
-    transcript: Option<String>,
-    partial: String,
-    response_done: bool,
-    interrupted: bool,
-    heard_ms: u32,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GreetingState {
     None,
@@ -203,7 +193,6 @@ pub struct CallMachine {
     prestart: VecDeque<(String, String, Bytes)>,
     prestart_bytes: usize,
     playback: Playback,
-    interrupted_items: HashSet<String>,
 
     /// The running response and our requests (see [`super::arbiter`]).
     responses: Arbiter,
@@ -214,10 +203,8 @@ pub struct CallMachine {
     greeting: GreetingState,
     greeting_response: Option<String>,
     speech_stopped_at: Option<Instant>,
-    user_offsets: HashMap<String, u32>,
-    assistant: Vec<AssistantEntry>,
-    /// Assistant items already recorded; late events about them are ignored.
-    recorded_items: HashSet<String>,
+    /// What was said, as the caller heard it.
+    transcripts: Transcripts,
 
     /// The function calls of each response, answered together.
     tools_rounds: ToolRounds,
@@ -252,16 +239,13 @@ impl CallMachine {
             prestart: VecDeque::new(),
             prestart_bytes: 0,
             playback: Playback::new(),
-            interrupted_items: HashSet::new(),
             responses: Arbiter::default(),
             session_check: SessionCheck::default(),
             responses_with_audio: HashSet::new(),
             greeting: GreetingState::None,
             greeting_response: None,
             speech_stopped_at: None,
-            user_offsets: HashMap::new(),
-            assistant: Vec::new(),
-            recorded_items: HashSet::new(),
+            transcripts: Transcripts::default(),
             tools_rounds: ToolRounds::default(),
             outcome_set: false,
             handoff: None,
@@ -467,24 +451,15 @@ impl CallMachine {
             self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
                 switchboard_proto::Clear {},
             )));
-            for (item_id, heard_ms) in cut.items {
-                if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
-                    e.interrupted = true;
-                    e.heard_ms = heard_ms;
-                }
-                self.interrupted_items.insert(item_id);
-            }
+            self.transcripts.cut(cut.items);
         }
-        for e in &mut self.assistant {
-            e.response_done = true;
-        }
+        self.transcripts.session_lost();
         self.settle_transcripts();
 
         // Whatever was asked of the old session is asked again of the new one.
         let (was_active, requested) = self.responses.reset();
         self.session_check.reset();
         self.responses_with_audio.clear();
-        self.user_offsets.clear();
         self.speech_stopped_at = None;
         if self.greeting == GreetingState::Response {
             self.greeting = GreetingState::Requested;
@@ -750,7 +725,7 @@ impl CallMachine {
             }
             ServerEvent::SpeechStarted { item_id, .. } => {
                 let offset = self.offset_ms(now);
-                self.user_offsets.insert(item_id, offset);
+                self.transcripts.speech_started(item_id, offset);
                 self.touch_caller(now);
                 self.barge_in(now);
             }
@@ -768,8 +743,8 @@ impl CallMachine {
                     crate::usage::add_transcription(&mut self.usage, u);
                 }
                 let offset = self
-                    .user_offsets
-                    .remove(&item_id)
+                    .transcripts
+                    .speech_done(&item_id)
                     .unwrap_or_else(|| self.offset_ms(now));
                 self.effects
                     .push(Effect::Event(Body::Transcript(TranscriptEntry {
@@ -783,7 +758,7 @@ impl CallMachine {
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
                 // The model heard the audio anyway; only the record lacks the words.
-                self.user_offsets.remove(&item_id);
+                self.transcripts.speech_done(&item_id);
                 self.observe(Observation::TranscriptionFailed);
                 tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
                     message = ?error.message, "caller speech could not be transcribed");
@@ -815,18 +790,20 @@ impl CallMachine {
                 item_id,
                 delta,
                 ..
-            } if !self.recorded_items.contains(&item_id) => {
-                let entry = self.entry(&item_id, &response_id, now);
-                entry.partial.push_str(&delta);
+            } if !self.transcripts.recorded(&item_id) => {
+                let offset = self.offset_ms(now);
+                self.transcripts
+                    .delta(&item_id, &response_id, offset, &delta);
             }
             ServerEvent::OutputAudioTranscriptDone {
                 response_id,
                 item_id,
                 transcript,
                 ..
-            } if !self.recorded_items.contains(&item_id) => {
-                let entry = self.entry(&item_id, &response_id, now);
-                entry.transcript = Some(transcript);
+            } if !self.transcripts.recorded(&item_id) => {
+                let offset = self.offset_ms(now);
+                self.transcripts
+                    .transcript(&item_id, &response_id, offset, transcript, false);
             }
             ServerEvent::FunctionCallArgumentsDone {
                 response_id,
@@ -881,26 +858,9 @@ impl CallMachine {
         }
     }
 
-    fn entry(&mut self, item_id: &str, response_id: &str, now: Instant) -> &mut AssistantEntry {
-        let offset = self.offset_ms(now);
-        let pos = match self.assistant.iter().position(|e| e.item_id == item_id) {
-            Some(p) => p,
-            None => {
-                self.assistant.push(AssistantEntry {
-                    item_id: item_id.to_owned(),
-                    response_id: response_id.to_owned(),
-                    offset_ms: offset,
-                    ..Default::default()
-                });
-                self.assistant.len() - 1
-            }
-        };
-        &mut self.assistant[pos]
-    }
-
     /// Assistant audio (decoded) of `item_id`.
     fn on_audio_delta(&mut self, response_id: String, item_id: String, bytes: Bytes, now: Instant) {
-        if self.interrupted_items.contains(&item_id) || self.recorded_items.contains(&item_id) {
+        if self.transcripts.silenced(&item_id) {
             // Still arriving after a barge-in: the caller must not hear it.
             return;
         }
@@ -913,7 +873,8 @@ impl CallMachine {
             self.observe(Observation::UnconfirmedAudioDropped);
             return;
         }
-        self.entry(&item_id, &response_id, now);
+        let offset = self.offset_ms(now);
+        self.transcripts.track(&item_id, &response_id, offset);
         if !self.responses_with_audio.contains(&response_id) {
             self.responses_with_audio.insert(response_id.clone());
             self.first_audio_of_response(&response_id, now);
@@ -987,12 +948,12 @@ impl CallMachine {
                     id: Some(id), role, ..
                 } if role == "assistant" => {
                     let text = item.text();
-                    let known = self.assistant.iter().any(|e| e.item_id == *id);
-                    if known || (!text.is_empty() && !self.recorded_items.contains(id)) {
-                        let entry = self.entry(id, &response.id, now);
-                        if entry.transcript.is_none() && !text.is_empty() {
-                            entry.transcript = Some(text);
-                        }
+                    if !text.is_empty()
+                        && (self.transcripts.pending(id) || !self.transcripts.recorded(id))
+                    {
+                        let offset = self.offset_ms(now);
+                        self.transcripts
+                            .transcript(id, &response.id, offset, text, true);
                     }
                 }
                 Item::FunctionCall {
@@ -1006,27 +967,18 @@ impl CallMachine {
                 _ => {}
             }
         }
-        for entry in self
-            .assistant
-            .iter_mut()
-            .filter(|e| e.response_id == response.id)
-        {
-            entry.response_done = true;
-            if cancelled && !entry.interrupted {
-                entry.interrupted = true;
-                entry.heard_ms = self.playback.heard_ms(&entry.item_id);
-            }
-        }
+        let playback = &self.playback;
+        self.transcripts
+            .response_done(&response.id, cancelled, |item| playback.heard_ms(item));
         self.tools_rounds.response_done(&response.id);
         self.last_activity = now;
         self.settle_transcripts();
 
         if self.goodbye.response_id() == Some(response.id.as_str()) {
             let audio_ms: u64 = self
-                .assistant
-                .iter()
-                .filter(|e| e.response_id == response.id)
-                .filter_map(|e| self.playback.item(&e.item_id))
+                .transcripts
+                .items_of(&response.id)
+                .filter_map(|item| self.playback.item(item))
                 .map(|a| u64::from(a.sent_ms()))
                 .sum();
             self.goodbye
@@ -1067,13 +1019,7 @@ impl CallMachine {
             switchboard_proto::Clear {},
         )));
         self.observe(Observation::BargeIn);
-        for (item_id, heard_ms) in cut.items {
-            if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
-                e.interrupted = true;
-                e.heard_ms = heard_ms;
-            }
-            self.interrupted_items.insert(item_id);
-        }
+        self.transcripts.cut(cut.items);
         self.settle_transcripts();
         self.check_hangup(now);
     }
@@ -1082,40 +1028,19 @@ impl CallMachine {
 
     /// Records assistant items whose fate is known.
     fn settle_transcripts(&mut self) {
-        let mut i = 0;
-        while i < self.assistant.len() {
-            let e = &self.assistant[i];
-            let settled = e.response_done
-                && (e.interrupted
-                    || (!self.playback.item_pending(&e.item_id)
-                        && !self.held(|(item, _, _)| *item == e.item_id)));
-            if settled {
-                let e = self.assistant.remove(i);
-                self.publish_assistant(e);
-            } else {
-                i += 1;
-            }
-        }
+        let prestart = &self.prestart;
+        let entries = self.transcripts.settle(&mut self.playback, |item_id| {
+            prestart.iter().any(|(item, _, _)| item == item_id)
+        });
+        self.publish_transcripts(entries);
     }
 
-    fn publish_assistant(&mut self, e: AssistantEntry) {
-        let heard_ms = if e.interrupted {
-            e.heard_ms
-        } else {
-            self.playback.heard_ms(&e.item_id)
-        };
-        self.playback.forget(&e.item_id);
-        self.recorded_items.insert(e.item_id.clone());
-        let text = e.transcript.unwrap_or(e.partial);
-        self.effects
-            .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                role: Role::Assistant as i32,
-                text,
-                item_id: e.item_id,
-                interrupted: e.interrupted,
-                heard_ms,
-                offset_ms: e.offset_ms,
-            })));
+    fn publish_transcripts(&mut self, entries: Vec<TranscriptEntry>) {
+        self.effects.extend(
+            entries
+                .into_iter()
+                .map(|entry| Effect::Event(Body::Transcript(entry))),
+        );
     }
 
     // ---------------------------------------------------------------- tools
@@ -1489,14 +1414,8 @@ impl CallMachine {
         if self.session.is_ended() {
             return;
         }
-        for e in std::mem::take(&mut self.assistant) {
-            if e.transcript.is_some()
-                || !e.partial.is_empty()
-                || self.playback.item(&e.item_id).is_some()
-            {
-                self.publish_assistant(e);
-            }
-        }
+        let entries = self.transcripts.finish(&mut self.playback);
+        self.publish_transcripts(entries);
         let duration_ms =
             u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
                 .unwrap_or(u64::MAX);

@@ -33,6 +33,7 @@ pub mod machine;
 pub mod observation;
 pub mod session_check;
 pub mod tool_rounds;
+pub mod transcripts;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
