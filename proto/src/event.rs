@@ -150,6 +150,59 @@ impl std::fmt::Display for StopReason {
     }
 }
 
+/// Why a worker declined an offer: `OfferReply.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeclineReason {
+    /// The offer is malformed (an invalid CallSid).
+    BadOffer,
+    /// The worker is shutting down.
+    Draining,
+    /// The worker runs as many calls as it may.
+    AtCapacity,
+    /// No agent of the worker answers the dialed number.
+    NoAgent,
+    /// The worker could not set the call up.
+    Error,
+}
+
+impl DeclineReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [DeclineReason; 5] = [
+        Self::BadOffer,
+        Self::Draining,
+        Self::AtCapacity,
+        Self::NoAgent,
+        Self::Error,
+    ];
+
+    /// The contract's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadOffer => "bad_offer",
+            Self::Draining => "draining",
+            Self::AtCapacity => "at_capacity",
+            Self::NoAgent => "no_agent",
+            Self::Error => "error",
+        }
+    }
+
+    /// The reason `word` stands for, if it is one.
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+
+    /// Whether the reason concerns this worker only, so another worker may take the call.
+    pub fn passing(self) -> bool {
+        matches!(self, Self::Draining | Self::AtCapacity)
+    }
+}
+
+impl std::fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `<kind>` token of an event body, as used in `voice.events.<call_sid>.<kind>`.
 pub fn kind(body: &Body) -> &'static str {
     match body {
@@ -218,6 +271,22 @@ mod tests {
             .collect();
         assert_eq!(ends.len(), StopReason::ALL.len());
         assert_eq!(StopReason::Stop.end_reason(), EndReason::CallerHungUp);
+    }
+
+    #[test]
+    fn decline_reasons_round_trip() {
+        for r in DeclineReason::ALL {
+            assert_eq!(DeclineReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DeclineReason::parse("no_workers"), None);
+        let passing: Vec<_> = DeclineReason::ALL
+            .into_iter()
+            .filter(|r| r.passing())
+            .collect();
+        assert_eq!(
+            passing,
+            [DeclineReason::Draining, DeclineReason::AtCapacity]
+        );
     }
 
     #[test]
