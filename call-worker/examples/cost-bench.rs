@@ -36,7 +36,7 @@ use realtime_sim::{Script, SimOptions, SimServer};
 use switchboard_agents::Agent;
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallOffer, InboundAudio, MarkEcho, StreamStart, StreamStop, Usage, inbound_frame,
+    CallOffer, InboundAudio, MarkEcho, StreamStart, StreamStop, ToolCall, Usage, inbound_frame,
     outbound_frame,
 };
 use switchboard_realtime::ServerEvent;
@@ -186,6 +186,7 @@ async fn run(
         worker_id: "cost-bench".into(),
         model: "gpt-realtime".into(),
         tool_timeout: Duration::from_secs(8),
+        accepted_at_ms: 0,
     };
     let mut m = CallMachine::new(setup, Instant::now());
     m.start_session(tools(&agent));
@@ -309,12 +310,12 @@ impl Out {
                     );
                 }
                 Effect::Event(Body::Ended(e)) => *ended = Some(*e.usage.unwrap_or_default()),
-                Effect::CallTool {
+                Effect::CallTool(ToolCall {
                     call_id,
                     name,
                     arguments,
                     ..
-                } => {
+                }) => {
                     self.tool_answered = true;
                     m.on_tool_done(
                         ToolDone {

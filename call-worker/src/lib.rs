@@ -27,6 +27,7 @@ pub use switchboard_agents as agents;
 pub mod call;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod offers;
 pub mod playback;
 pub mod realtime;

@@ -13,6 +13,7 @@ use switchboard_service::redact::MaskedPhone;
 
 use async_nats::Message;
 use futures::StreamExt;
+use switchboard_proto::event::DeclineReason;
 use switchboard_proto::subject::validate_call_sid;
 use switchboard_proto::{CallOffer, Message as _, OfferReply};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -34,7 +35,7 @@ pub enum Decision {
     /// We already run this call (a repeated offer): answer `accepted` again.
     AlreadyOurs(String),
     /// Decline with this reason.
-    Decline(&'static str),
+    Decline(DeclineReason),
 }
 
 /// Decides an offer. `free_slots` is how many more calls the worker may take; `active` maps the
@@ -47,16 +48,16 @@ pub fn decide(
     active: &HashMap<String, String>,
 ) -> Decision {
     if validate_call_sid(&offer.call_sid).is_err() {
-        return Decision::Decline("bad_offer");
+        return Decision::Decline(DeclineReason::BadOffer);
     }
     if let Some(agent_id) = active.get(&offer.call_sid) {
         return Decision::AlreadyOurs(agent_id.clone());
     }
     if draining {
-        return Decision::Decline("draining");
+        return Decision::Decline(DeclineReason::Draining);
     }
     if free_slots == 0 {
-        return Decision::Decline("at_capacity");
+        return Decision::Decline(DeclineReason::AtCapacity);
     }
     let agent = if offer.agent_id.is_empty() {
         agents.route(&offer.to)
@@ -65,7 +66,7 @@ pub fn decide(
     };
     match agent {
         Some(a) => Decision::Accept(Arc::clone(a)),
-        None => Decision::Decline("no_agent"),
+        None => Decision::Decline(DeclineReason::NoAgent),
     }
 }
 
@@ -161,7 +162,7 @@ impl Offers {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable call offer declined");
-                self.reply(reply_to, "", Err("bad_offer")).await;
+                self.reply(reply_to, "", Err(DeclineReason::BadOffer)).await;
                 return;
             }
         };
@@ -191,7 +192,8 @@ impl Offers {
             Decision::Accept(agent) => {
                 // Offers are handled one at a time, so a slot seen free is still free.
                 let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
-                    self.reply(reply_to, &call_sid, Err("at_capacity")).await;
+                    self.reply(reply_to, &call_sid, Err(DeclineReason::AtCapacity))
+                        .await;
                     return;
                 };
                 let spawned = call::spawn(
@@ -216,7 +218,8 @@ impl Offers {
                     }
                     Err(e) => {
                         tracing::error!(%call_sid, error = %e, "could not subscribe to the call; declined");
-                        self.reply(reply_to, &call_sid, Err("error")).await;
+                        self.reply(reply_to, &call_sid, Err(DeclineReason::Error))
+                            .await;
                     }
                 }
             }
@@ -227,7 +230,7 @@ impl Offers {
         &self,
         reply_to: async_nats::Subject,
         call_sid: &str,
-        result: Result<&str, &'static str>,
+        result: Result<&str, DeclineReason>,
     ) {
         let reply = match result {
             Ok(agent_id) => OfferReply {
@@ -240,13 +243,12 @@ impl Offers {
                 accepted: false,
                 worker_id: self.ctx.worker_id.clone(),
                 agent_id: String::new(),
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             },
         };
-        let (result, reason) = if reply.accepted {
-            ("accepted", "")
-        } else {
-            ("declined", result.err().unwrap_or_default())
+        let (result, reason) = match result {
+            Ok(_) => ("accepted", ""),
+            Err(reason) => ("declined", reason.as_str()),
         };
         metrics::counter!("worker_offers_total", "result" => result, "reason" => reason)
             .increment(1);
@@ -305,23 +307,29 @@ mod tests {
         let none = HashMap::new();
         let d = |o: &CallOffer, draining, free| decide(o, draining, free, &a, &none);
         let good = offer("CA1", "+1555", "");
-        assert_eq!(d(&good, true, 5), Decision::Decline("draining"));
-        assert_eq!(d(&good, false, 0), Decision::Decline("at_capacity"));
+        assert_eq!(
+            d(&good, true, 5),
+            Decision::Decline(DeclineReason::Draining)
+        );
+        assert_eq!(
+            d(&good, false, 0),
+            Decision::Decline(DeclineReason::AtCapacity)
+        );
         assert_eq!(
             d(&offer("CA1", "+1999", ""), false, 1),
-            Decision::Decline("no_agent")
+            Decision::Decline(DeclineReason::NoAgent)
         );
         assert_eq!(
             d(&offer("CA1", "+1555", "ghost"), false, 1),
-            Decision::Decline("no_agent")
+            Decision::Decline(DeclineReason::NoAgent)
         );
         assert_eq!(
             d(&offer("CA.1", "+1555", ""), false, 1),
-            Decision::Decline("bad_offer")
+            Decision::Decline(DeclineReason::BadOffer)
         );
         assert_eq!(
             d(&offer("", "+1555", ""), false, 1),
-            Decision::Decline("bad_offer")
+            Decision::Decline(DeclineReason::BadOffer)
         );
     }
 

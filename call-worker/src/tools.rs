@@ -68,6 +68,20 @@ pub struct ToolDone {
     pub latency_ms: u32,
 }
 
+impl ToolDone {
+    /// A call answered at once, by the worker itself (a built-in, or a refusal).
+    pub fn at_once(call_id: &str, name: &str, arguments: &str, reply: ToolReply) -> Self {
+        Self {
+            call_id: call_id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+            reply,
+            outcome: None,
+            latency_ms: 0,
+        }
+    }
+}
+
 /// The tools of one call's session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionTools {

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use serde::Deserialize;
+use switchboard_proto::event::StopReason;
 use switchboard_proto::{Dtmf, InboundAudio, MarkEcho, StreamStart, StreamStop, inbound_frame};
 use switchboard_twilio::FRAME_BYTES;
 use switchboard_twilio::media::{FrameError, InboundMedia, ServerMessage, Start, TwilioMessage};
@@ -195,9 +196,9 @@ pub fn mark_echo(name: &str) -> inbound_frame::Frame {
 }
 
 /// The end of the stream, with why (see `StreamStop.reason`).
-pub fn stop(reason: &str) -> inbound_frame::Frame {
+pub fn stop(reason: StopReason) -> inbound_frame::Frame {
     inbound_frame::Frame::Stop(StreamStop {
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::RequestErrorKind;
 use async_nats::client::Request;
-use switchboard_proto::event::GATEWAY_SEQ_BASE;
+use switchboard_proto::event::{DeclineReason, GATEWAY_SEQ_BASE};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallEvent, CallOffer, CallRejected, Direction, Message as _, OfferReply, call_event,
@@ -63,7 +63,7 @@ pub const OFFER_ATTEMPTS: u32 = 4;
 /// Declines that another worker may not share. Nothing else is retried: after a timeout the
 /// worker may still have taken the call, and offering it again could put it on two workers.
 fn worth_another_worker(reason: &str) -> bool {
-    matches!(reason, "at_capacity" | "draining")
+    DeclineReason::parse(reason).is_some_and(DeclineReason::passing)
 }
 
 /// Requests `offer` on the offer subject (one worker of the queue group answers), in an

@@ -45,6 +45,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::StreamExt as _;
 use futures::stream::SplitStream;
+use switchboard_proto::event::StopReason;
 use switchboard_proto::subject::validate_call_sid;
 use switchboard_proto::{
     InboundFrame, Message as _, OutboundFrame, inbound_frame, now_ms, outbound_frame,
@@ -417,7 +418,7 @@ fn bad_frame(error: &FrameError) {
 /// How a running stream ends.
 struct End {
     /// The `stop` reason to publish (None when the `stop` frame is already out).
-    stop: Option<&'static str>,
+    stop: Option<StopReason>,
     /// The close frame to send (None when the peer closes or already has).
     close: Option<CloseFrame>,
 }
@@ -430,7 +431,7 @@ enum Flow {
 /// The worker asked to end the call; the gateway waits for its hang-up mark to be echoed.
 struct Ending {
     /// `hangup` or `transfer`.
-    reason: &'static str,
+    reason: StopReason,
     deadline: Instant,
 }
 
@@ -482,11 +483,11 @@ impl StreamActor {
         loop {
             let flow = tokio::select! {
                 () = &mut closing => Flow::End(End {
-                    stop: Some("drain_deadline"),
+                    stop: Some(StopReason::DrainDeadline),
                     close: Some(close::SHUTDOWN.frame()),
                 }),
                 () = &mut writer_done => Flow::End(End {
-                    stop: Some("error"),
+                    stop: Some(StopReason::Error),
                     close: None,
                 }),
                 item = self.socket.reader.next() => self.on_socket(item, Instant::now()).await,
@@ -495,7 +496,7 @@ impl StreamActor {
                     None => {
                         tracing::error!("outbound subscription ended");
                         Flow::End(End {
-                            stop: Some("error"),
+                            stop: Some(StopReason::Error),
                             close: Some(close::WORKER_LINK_LOST.frame()),
                         })
                     }
@@ -503,7 +504,7 @@ impl StreamActor {
                 r = self.socket.outbox.flush_one(), if self.socket.outbox.has_overflow() => {
                     match r {
                         Ok(()) => Flow::Continue,
-                        Err(_) => Flow::End(End { stop: Some("error"), close: None }),
+                        Err(_) => Flow::End(End { stop: Some(StopReason::Error), close: None }),
                     }
                 }
                 () = &mut timer => {
@@ -520,7 +521,7 @@ impl StreamActor {
                     } else {
                         tracing::warn!("worker silent; ending the call");
                         Flow::End(End {
-                            stop: Some("worker_silent"),
+                            stop: Some(StopReason::WorkerSilent),
                             close: Some(close::WORKER_SILENT.frame()),
                         })
                     }
@@ -539,16 +540,17 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
-        if end.stop == Some("hangup") && !self.web {
+        if end.stop == Some(StopReason::Hangup) && !self.web {
             self.update_call(CallUpdate::Complete);
         }
         if let Some(reason) = end.stop {
             self.publish(frames::stop(reason)).await;
-            metrics::counter!(m::STREAMS_ENDED, "reason" => reason).increment(1);
-            tracing::info!(reason, "media stream ended");
+            metrics::counter!(m::STREAMS_ENDED, "reason" => reason.as_str()).increment(1);
+            tracing::info!(%reason, "media stream ended");
         } else {
-            metrics::counter!(m::STREAMS_ENDED, "reason" => "stop").increment(1);
-            tracing::info!(reason = "stop", "media stream ended");
+            let reason = StopReason::Stop;
+            metrics::counter!(m::STREAMS_ENDED, "reason" => reason.as_str()).increment(1);
+            tracing::info!(%reason, "media stream ended");
         }
         if let Err(error) = self.out.unsubscribe().await {
             tracing::debug!(%error, "unsubscribing from the outbound subject failed");
@@ -566,18 +568,18 @@ impl StreamActor {
             Incoming::Text(text) => self.on_text(&text, read_at).await,
             Incoming::Control => Flow::Continue,
             Incoming::Binary => Flow::End(End {
-                stop: Some("error"),
+                stop: Some(StopReason::Error),
                 close: Some(close::BINARY.frame()),
             }),
             Incoming::TooBig => {
                 self.socket.linger = true;
                 Flow::End(End {
-                    stop: Some("error"),
+                    stop: Some(StopReason::Error),
                     close: Some(close::TOO_BIG.frame()),
                 })
             }
             Incoming::Closed => Flow::End(End {
-                stop: Some("closed"),
+                stop: Some(StopReason::Closed),
                 close: None,
             }),
         }
@@ -630,7 +632,7 @@ impl StreamActor {
             }
             TwilioMessage::Stop { .. } => {
                 // After a transfer Twilio leaves the stream by itself: that is the transfer.
-                let reason = self.ending.as_ref().map(|e| e.reason).unwrap_or("stop");
+                let reason = self.ending.as_ref().map_or(StopReason::Stop, |e| e.reason);
                 self.publish(frames::stop(reason)).await;
                 return Flow::End(End {
                     stop: None,
@@ -694,7 +696,7 @@ impl StreamActor {
             }
             outbound_frame::Frame::Hangup(hangup) => {
                 tracing::info!(reason = %hangup.reason, "worker hangs up");
-                self.begin_ending("hangup");
+                self.begin_ending(StopReason::Hangup);
             }
             outbound_frame::Frame::Transfer(transfer) => {
                 if self.web {
@@ -722,7 +724,7 @@ impl StreamActor {
                     doc = doc.say(&transfer.announcement);
                 }
                 self.update_call(CallUpdate::Twiml(doc.dial(&transfer.to).build()));
-                self.begin_ending("transfer");
+                self.begin_ending(StopReason::Transfer);
             }
             outbound_frame::Frame::Heartbeat(_) => {}
         }
@@ -731,7 +733,7 @@ impl StreamActor {
 
     /// Places the hang-up mark after the queued audio; the stream closes when Twilio echoes it
     /// (everything before it has played) or after [`PLAYOUT_LIMIT`].
-    fn begin_ending(&mut self, reason: &'static str) {
+    fn begin_ending(&mut self, reason: StopReason) {
         self.push(ServerMessage::mark(&self.stream_sid, HANGUP_MARK));
         self.ending = Some(Ending {
             reason,

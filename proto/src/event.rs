@@ -25,13 +25,22 @@ pub enum EndReason {
     ModelConfigRejected,
     /// The worker shut down before the call ended.
     WorkerShutdown,
-    /// The media stream never started, or its subscription ended.
+    /// The media stream never started, its subscription ended, or the caller's socket closed
+    /// without Twilio's `stop` (gateway stop reason `closed`).
     StreamLost,
+    /// The gateway holding the caller's socket shut down before the call ended (stop reason
+    /// `drain_deadline`).
+    GatewayShutdown,
+    /// The gateway heard nothing from the worker for `WORKER_SILENCE_MS` and closed the stream
+    /// (stop reason `worker_silent`).
+    WorkerSilent,
+    /// The gateway could not go on with the stream (stop reason `error`).
+    StreamError,
 }
 
 impl EndReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [EndReason; 9] = [
+    pub const ALL: [EndReason; 12] = [
         Self::CallerHungUp,
         Self::EndCall,
         Self::Idle,
@@ -41,6 +50,9 @@ impl EndReason {
         Self::ModelConfigRejected,
         Self::WorkerShutdown,
         Self::StreamLost,
+        Self::GatewayShutdown,
+        Self::WorkerSilent,
+        Self::StreamError,
     ];
 
     /// The contract's word for it.
@@ -55,6 +67,9 @@ impl EndReason {
             Self::ModelConfigRejected => "model_config_rejected",
             Self::WorkerShutdown => "worker_shutdown",
             Self::StreamLost => "stream_lost",
+            Self::GatewayShutdown => "gateway_shutdown",
+            Self::WorkerSilent => "worker_silent",
+            Self::StreamError => "stream_error",
         }
     }
 }
@@ -76,6 +91,129 @@ pub const KINDS: [&str; 8] = [
     "rejected",
     "status",
 ];
+
+/// Why a media stream ended: `StreamStop.reason`, the gateway's last frame to the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// Twilio sent `stop`: the caller hung up.
+    Stop,
+    /// The caller's socket closed without `stop`.
+    Closed,
+    /// The gateway could not go on with the stream (a socket or publishing error).
+    Error,
+    /// Nothing came from the worker for `WORKER_SILENCE_MS`.
+    WorkerSilent,
+    /// The gateway shut down and its drain deadline passed.
+    DrainDeadline,
+    /// The worker asked for a hang-up, and the audio before it has played.
+    Hangup,
+    /// The worker asked for a transfer, and Twilio left the stream for it.
+    Transfer,
+}
+
+impl StopReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [StopReason; 7] = [
+        Self::Stop,
+        Self::Closed,
+        Self::Error,
+        Self::WorkerSilent,
+        Self::DrainDeadline,
+        Self::Hangup,
+        Self::Transfer,
+    ];
+
+    /// The contract's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Closed => "closed",
+            Self::Error => "error",
+            Self::WorkerSilent => "worker_silent",
+            Self::DrainDeadline => "drain_deadline",
+            Self::Hangup => "hangup",
+            Self::Transfer => "transfer",
+        }
+    }
+
+    /// The reason `word` stands for, if it is one.
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+
+    /// The end reason a call gets when its stream stops for this reason before the worker
+    /// ended it. (After a `hangup` or `transfer` the worker has already recorded its own.)
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            Self::Stop => EndReason::CallerHungUp,
+            Self::Closed => EndReason::StreamLost,
+            Self::Error => EndReason::StreamError,
+            Self::WorkerSilent => EndReason::WorkerSilent,
+            Self::DrainDeadline => EndReason::GatewayShutdown,
+            Self::Hangup => EndReason::EndCall,
+            Self::Transfer => EndReason::Transferred,
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a worker declined an offer: `OfferReply.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeclineReason {
+    /// The offer is malformed (an invalid CallSid).
+    BadOffer,
+    /// The worker is shutting down.
+    Draining,
+    /// The worker runs as many calls as it may.
+    AtCapacity,
+    /// No agent of the worker answers the dialed number.
+    NoAgent,
+    /// The worker could not set the call up.
+    Error,
+}
+
+impl DeclineReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [DeclineReason; 5] = [
+        Self::BadOffer,
+        Self::Draining,
+        Self::AtCapacity,
+        Self::NoAgent,
+        Self::Error,
+    ];
+
+    /// The contract's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadOffer => "bad_offer",
+            Self::Draining => "draining",
+            Self::AtCapacity => "at_capacity",
+            Self::NoAgent => "no_agent",
+            Self::Error => "error",
+        }
+    }
+
+    /// The reason `word` stands for, if it is one.
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+
+    /// Whether the reason concerns this worker only, so another worker may take the call.
+    pub fn passing(self) -> bool {
+        matches!(self, Self::Draining | Self::AtCapacity)
+    }
+}
+
+impl std::fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The `<kind>` token of an event body, as used in `voice.events.<call_sid>.<kind>`.
 pub fn kind(body: &Body) -> &'static str {
@@ -153,6 +291,36 @@ mod tests {
         assert_eq!(Direction::Outbound.label(), Some("outbound"));
         assert_eq!(Direction::Web.label(), Some("web"));
         assert_eq!(Direction::Unspecified.label(), None);
+    }
+
+    #[test]
+    fn stop_reasons_round_trip_and_map_to_distinct_end_reasons() {
+        for r in StopReason::ALL {
+            assert_eq!(StopReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(StopReason::parse("bogus"), None);
+        let ends: std::collections::HashSet<EndReason> = StopReason::ALL
+            .into_iter()
+            .map(StopReason::end_reason)
+            .collect();
+        assert_eq!(ends.len(), StopReason::ALL.len());
+        assert_eq!(StopReason::Stop.end_reason(), EndReason::CallerHungUp);
+    }
+
+    #[test]
+    fn decline_reasons_round_trip() {
+        for r in DeclineReason::ALL {
+            assert_eq!(DeclineReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DeclineReason::parse("no_workers"), None);
+        let passing: Vec<_> = DeclineReason::ALL
+            .into_iter()
+            .filter(|r| r.passing())
+            .collect();
+        assert_eq!(
+            passing,
+            [DeclineReason::Draining, DeclineReason::AtCapacity]
+        );
     }
 
     #[test]

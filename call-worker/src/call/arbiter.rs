@@ -40,6 +40,18 @@ pub enum Purpose {
     Filler,
 }
 
+/// What besides the responses decides whether the assistant is silent (see
+/// [`Arbiter::silent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floor {
+    /// There is a Realtime session to send a request to.
+    pub session_ready: bool,
+    /// Assistant audio is still playing to the caller.
+    pub playing: bool,
+    /// The call is saying goodbye.
+    pub ending: bool,
+}
+
 /// A `response.create` sent and not yet answered.
 #[derive(Debug, Clone)]
 struct Request {
@@ -74,6 +86,21 @@ impl Arbiter {
     /// refused or would race).
     pub fn busy(&self) -> bool {
         self.active.is_some() || self.requested.is_some()
+    }
+
+    /// Whether a `response.create` may be sent now: no response runs or is asked for, and
+    /// there is a session to send it to (`session_ready`, from
+    /// [`super::lifecycle::Lifecycle::can_send`]). Anything asked for otherwise waits in the
+    /// queue.
+    pub fn may_request(&self, session_ready: bool) -> bool {
+        session_ready && !self.busy()
+    }
+
+    /// Whether the assistant is silent, so a line of the call's own (the idle prompt, a filler
+    /// line) may start: a response may be requested, nothing of an earlier one still plays,
+    /// and the call is not saying goodbye.
+    pub fn silent(&self, floor: Floor) -> bool {
+        self.may_request(floor.session_ready) && !floor.playing && !floor.ending
     }
 
     /// The response running now, if any.
@@ -314,6 +341,38 @@ mod tests {
                 Some(Purpose::Greeting)
             );
         }
+    }
+
+    #[test]
+    fn requests_wait_for_the_response_and_the_session() {
+        let mut a = Arbiter::default();
+        assert!(a.may_request(true));
+        assert!(!a.may_request(false), "no session to send it to");
+        let quiet = Floor {
+            session_ready: true,
+            playing: false,
+            ending: false,
+        };
+        assert!(a.silent(quiet));
+        assert!(!a.silent(Floor {
+            playing: true,
+            ..quiet
+        }));
+        assert!(!a.silent(Floor {
+            ending: true,
+            ..quiet
+        }));
+        assert!(!a.silent(Floor {
+            session_ready: false,
+            ..quiet
+        }));
+        let ev = a.create(Purpose::Plain, None);
+        assert!(!a.may_request(true), "a request is unanswered");
+        a.on_created(&response("resp_1", Some(sent_metadata(&ev))));
+        assert!(!a.may_request(true), "a response runs");
+        assert!(!a.silent(quiet));
+        a.on_done(&response("resp_1", Some(sent_metadata(&ev))));
+        assert!(a.may_request(true));
     }
 
     #[test]

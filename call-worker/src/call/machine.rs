@@ -6,6 +6,14 @@
 //! decisions free of sockets and clocks makes every rule of the call testable in plain unit
 //! tests: barge-in truncation, one `response.create` per tool round, goodbyes before hangups.
 //!
+//! The machine delegates to parts that each own one concern: [`super::lifecycle`] (the
+//! Realtime session: connecting, live, being replaced, ended), [`super::arbiter`] (the only
+//! place that decides whether a response may be requested), [`super::transcripts`] (what was
+//! said, as the caller heard it), [`super::tool_rounds`] (the function calls of a response,
+//! answered together), [`super::ending`] (the goodbye before a hang-up or transfer) and
+//! [`super::session_check`] (whether the session took the call's configuration). What is worth
+//! counting leaves as [`super::observation::Observation`]s; time comes in as arguments.
+//!
 //! Rules worth knowing:
 //! - Only one response may be active on a Realtime session. The machine tracks the active
 //!   response and its own pending `response.create`; anything asked for meanwhile waits and is
@@ -31,15 +39,15 @@
 //!   `idle_timeout_seconds`, `max_call_seconds` (counted from the start of the call) and
 //!   `filler_after_ms`, and a replacement session after a lost one is configured for it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use switchboard_proto::event::EndReason;
+use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
-    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolFailure, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, now_ms, outbound_frame,
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolFailure, ToolInvocation,
+    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, outbound_frame,
     tool_invocation,
 };
 use switchboard_realtime::client::ResponseParams;
@@ -50,8 +58,14 @@ use switchboard_realtime::session::{
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
 
-use super::arbiter::{Arbiter, Purpose, Refusal};
+use super::arbiter::{Arbiter, Floor, Purpose, Refusal};
+use super::ending::{Ending, Goodbye, hangup_frame};
+use super::lifecycle::{Lifecycle, Loss};
+pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
+use super::observation::{Observation, ToolCallResult};
 use super::session_check::SessionCheck;
+use super::tool_rounds::ToolRounds;
+use super::transcripts::Transcripts;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
@@ -64,26 +78,12 @@ pub const PRESTART_BUFFER_BYTES: usize = 30 * 1000 * BYTES_PER_MS as usize;
 /// Outbound audio is sent in chunks of at most 100 ms, each followed by a mark, so a barge-in
 /// truncates with 100 ms precision.
 pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
-/// How long a goodbye may take to start before the call is hung up anyway.
-const GOODBYE_MAX_WAIT: Duration = Duration::from_secs(30);
-/// Slack after a goodbye's audio length before hanging up without its last mark echo.
-const GOODBYE_GRACE: Duration = Duration::from_secs(5);
-/// At most this many new Realtime sessions per [`RECONNECT_WINDOW`]; one more loss ends the call.
-pub const MAX_RECONNECTS: usize = 3;
-/// See [`MAX_RECONNECTS`].
-pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
-/// A second (third) reconnect within the window waits this long (twice as long), so a dead
-/// endpoint is not hammered; the first one is immediate.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
 const IDLE_PROMPT: &str = "Are you still there?";
 /// Said (once per tool round) when a business tool is slow and the model is silent.
 pub const FILLER_LINE: &str = "One moment while I check that.";
-/// A filler line that could not be said because a response was active is tried again after
-/// this long.
-const FILLER_RECHECK: Duration = Duration::from_millis(250);
 const IDLE_GOODBYE: &str =
     "I haven't heard anything for a while, so I'll end the call now. Goodbye!";
 const MAX_DURATION_GOODBYE: &str = "We have reached the time limit for this call, so I need to end it now. Thank you for calling, goodbye!";
@@ -100,13 +100,9 @@ pub enum Effect {
     Out(outbound_frame::Frame),
     /// Publish a call event.
     Event(Body),
-    /// Run a business tool in its own task; its [`ToolDone`] comes back later.
-    CallTool {
-        call_id: String,
-        name: String,
-        arguments: String,
-        timeout: Duration,
-    },
+    /// Run a business tool in its own task (the request as the tool service gets it, its
+    /// `timeout_ms` the worker's deadline); its [`ToolDone`] comes back later.
+    CallTool(ToolCall),
     /// Close the Realtime socket.
     CloseRealtime,
     /// Close the Realtime socket (if still open) and open a new session; then call
@@ -156,46 +152,10 @@ pub struct CallSetup {
     pub model: String,
     /// Default business-tool deadline.
     pub tool_timeout: Duration,
-}
-
-/// How a call that ends on our side ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ending {
-    EndCall,
-    Transfer(String),
-    Idle,
-    MaxDuration,
-}
-
-impl Ending {
-    fn reason(&self) -> EndReason {
-        match self {
-            Self::EndCall => EndReason::EndCall,
-            Self::Transfer(_) => EndReason::Transferred,
-            Self::Idle => EndReason::Idle,
-            Self::MaxDuration => EndReason::MaxDuration,
-        }
-    }
-
-    fn frame(&self) -> outbound_frame::Frame {
-        match self {
-            Self::Transfer(to) => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
-                to: to.clone(),
-                announcement: String::new(),
-            }),
-            other => outbound_frame::Frame::Hangup(switchboard_proto::Hangup {
-                reason: other.reason().as_str().to_owned(),
-            }),
-        }
-    }
-}
-
-/// A goodbye in progress: hang up once its response has been heard.
-#[derive(Debug)]
-struct PendingHangup {
-    ending: Ending,
-    response_id: Option<String>,
-    response_done: bool,
+    /// When the offer was accepted, in wall-clock milliseconds since the epoch: with
+    /// `offer.offered_at_ms` it tells how long the call waited before this worker took it
+    /// (the greeting's latency counts from the offer). The machine reads no clock itself.
+    pub accepted_at_ms: i64,
 }
 
 /// A `handoff` call waiting for its target to be resolved.
@@ -206,40 +166,6 @@ struct PendingHandoff {
     target: String,
     reason: String,
     started: Instant,
-}
-
-/// An assistant item waiting for its fate to be known.
-#[derive(Debug, Default)]
-struct AssistantEntry {
-    item_id: String,
-    response_id: String,
-    offset_ms: u32,
-    transcript: Option<String>,
-    partial: String,
-    response_done: bool,
-    interrupted: bool,
-    heard_ms: u32,
-}
-
-/// The function calls of one response.
-#[derive(Debug)]
-struct ToolBatch {
-    response_id: String,
-    calls: Vec<String>,
-    outputs: HashMap<String, String>,
-    closed: bool,
-    /// Name and arguments of each call, to recreate the calls in a new session.
-    made: HashMap<String, (String, String)>,
-    /// The batch started in an earlier Realtime session: its calls are not in the current one.
-    resumed: bool,
-    /// When to say the filler line if a business tool of the round is still running.
-    filler_at: Option<Instant>,
-}
-
-impl ToolBatch {
-    fn complete(&self) -> bool {
-        self.closed && self.calls.iter().all(|c| self.outputs.contains_key(c))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,8 +181,11 @@ pub struct CallMachine {
     setup: CallSetup,
     accepted_at: Instant,
     effects: Vec<Effect>,
+    /// What to count, for the actor (see [`super::observation`]).
+    observations: Vec<Observation>,
     tools: SessionTools,
-    ended: Option<EndReason>,
+    /// The Realtime session's lifecycle, and whether the call is over.
+    session: Lifecycle,
 
     stream_started: bool,
     /// Twilio's chunk counter of the last caller audio frame (0: none yet).
@@ -264,7 +193,6 @@ pub struct CallMachine {
     prestart: VecDeque<(String, String, Bytes)>,
     prestart_bytes: usize,
     playback: Playback,
-    interrupted_items: HashSet<String>,
 
     /// The running response and our requests (see [`super::arbiter`]).
     responses: Arbiter,
@@ -275,13 +203,11 @@ pub struct CallMachine {
     greeting: GreetingState,
     greeting_response: Option<String>,
     speech_stopped_at: Option<Instant>,
-    user_offsets: HashMap<String, u32>,
-    assistant: Vec<AssistantEntry>,
-    /// Assistant items already recorded; late events about them are ignored.
-    recorded_items: HashSet<String>,
+    /// What was said, as the caller heard it.
+    transcripts: Transcripts,
 
-    batches: Vec<ToolBatch>,
-    seen_calls: HashSet<String>,
+    /// The function calls of each response, answered together.
+    tools_rounds: ToolRounds,
     outcome_set: bool,
     handoff: Option<PendingHandoff>,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
@@ -290,20 +216,13 @@ pub struct CallMachine {
     voice: String,
 
     usage: Usage,
-    hangup: Option<PendingHangup>,
-    hangup_deadline: Option<Instant>,
+    /// The goodbye before a hang-up or transfer of ours.
+    goodbye: Goodbye,
     start_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     idle_stage: u8,
     last_activity: Instant,
-
-    /// When each Realtime session after the first was opened (within [`RECONNECT_WINDOW`]).
-    reconnects: VecDeque<Instant>,
-    /// A lost session is replaced at this time.
-    reconnect_at: Option<Instant>,
-    /// Tool calls whose output is already in the replayed conversation.
-    replayed_calls: HashSet<String>,
 }
 
 impl CallMachine {
@@ -312,25 +231,22 @@ impl CallMachine {
         let mut m = Self {
             accepted_at: now,
             effects: Vec::new(),
+            observations: Vec::new(),
             tools: SessionTools::default(),
-            ended: None,
+            session: Lifecycle::default(),
             stream_started: false,
             last_chunk: 0,
             prestart: VecDeque::new(),
             prestart_bytes: 0,
             playback: Playback::new(),
-            interrupted_items: HashSet::new(),
             responses: Arbiter::default(),
             session_check: SessionCheck::default(),
             responses_with_audio: HashSet::new(),
             greeting: GreetingState::None,
             greeting_response: None,
             speech_stopped_at: None,
-            user_offsets: HashMap::new(),
-            assistant: Vec::new(),
-            recorded_items: HashSet::new(),
-            batches: Vec::new(),
-            seen_calls: HashSet::new(),
+            transcripts: Transcripts::default(),
+            tools_rounds: ToolRounds::default(),
             outcome_set: false,
             handoff: None,
             voice: setup.agent.voice.clone(),
@@ -344,16 +260,12 @@ impl CallMachine {
                     .unwrap_or_default(),
                 ..Default::default()
             },
-            hangup: None,
-            hangup_deadline: None,
+            goodbye: Goodbye::default(),
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
             idle_deadline: None,
             idle_stage: 0,
             last_activity: now,
-            reconnects: VecDeque::new(),
-            reconnect_at: None,
-            replayed_calls: HashSet::new(),
             setup,
         };
         let offer = &m.setup.offer;
@@ -367,6 +279,15 @@ impl CallMachine {
         };
         m.effects.push(Effect::Event(Body::Started(started)));
         m
+    }
+
+    fn observe(&mut self, observation: Observation) {
+        self.observations.push(observation);
+    }
+
+    /// Takes what the machine observed since the last call, for the actor to record.
+    pub fn drain_observations(&mut self) -> std::vec::Drain<'_, Observation> {
+        self.observations.drain(..)
     }
 
     fn send_event(&mut self, event: ClientEvent) {
@@ -396,21 +317,21 @@ impl CallMachine {
 
     /// The end reason once the call is over; the actor stops then.
     pub fn ended(&self) -> Option<EndReason> {
-        self.ended
+        self.session.ended()
     }
 
     /// The earliest timer, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return None;
         }
         [
-            self.hangup_deadline,
+            self.goodbye.deadline(),
             self.start_deadline,
             self.max_deadline,
             self.idle_deadline,
-            self.reconnect_at,
-            self.batches.iter().filter_map(|b| b.filler_at).min(),
+            self.session.reconnect_at(),
+            self.tools_rounds.filler_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -422,1188 +343,40 @@ impl CallMachine {
             .unwrap_or(u32::MAX)
     }
 
-    // ---------------------------------------------------------------- session start
-
-    /// Configures the model session (with the call's tools) and asks for the greeting at once,
-    /// without waiting for the media stream.
-    pub fn start_session(&mut self, tools: SessionTools) {
-        self.tools = tools;
-        self.send_session_update();
-        if self.setup.agent.greeting.is_some() {
-            self.greeting = GreetingState::Requested;
-            let params = self.greeting_params();
-            self.request_response(Purpose::Greeting, params);
-        }
-    }
-
-    fn greeting_params(&self) -> Option<ResponseParams> {
-        let greeting = self.setup.agent.greeting.as_ref()?;
-        Some(instructions(format!(
-            "Greet the caller by saying exactly: \"{greeting}\""
-        )))
-    }
-
-    /// The whole configuration of a new session, for the current agent.
-    fn send_session_update(&mut self) {
-        let session = self.full_session();
-        self.send_session(session);
-    }
-
-    /// The whole configuration of a session for the current agent: [`Self::agent_session`]
-    /// plus the model, output modality, output format and the call's voice.
-    fn full_session(&self) -> Session {
-        let mut session = self.agent_session();
-        session.model = Some(self.setup.model.clone());
-        session.output_modalities = Some(vec!["audio".into()]);
-        if let Some(audio) = &mut session.audio {
-            audio.output = Some(AudioOutput {
-                format: Some(AudioFormat::pcmu()),
-                voice: Some(self.voice.clone()),
-                speed: None,
-            });
-        }
-        session
-    }
-
-    /// Sends a `session.update` whose answer [`SessionCheck`] will verify.
-    fn send_session(&mut self, session: Session) {
-        let event_id = self.session_check.sent(&session);
-        self.send_event(ClientEvent::SessionUpdate {
-            event_id: Some(event_id),
-            session,
-        });
-    }
-
-    /// What depends on the agent: instructions, tools, turn detection, noise reduction,
-    /// transcription (with the input format they sit next to) and truncation. A
-    /// `session.update` changes only the fields present, so a handoff sends just this, leaving
-    /// model and voice as they are. An agent without transcription, noise reduction or
-    /// truncation settings leaves them out, so after a handoff to such an agent the session
-    /// keeps what the first agent set.
-    fn agent_session(&self) -> Session {
-        let agent = &self.setup.agent;
-        Session {
-            kind: "realtime".into(),
-            instructions: Some(agent.instructions.clone()),
-            audio: Some(AudioConfig {
-                input: Some(AudioInput {
-                    format: Some(AudioFormat::pcmu()),
-                    transcription: agent.transcription.clone(),
-                    noise_reduction: agent
-                        .noise_reduction
-                        .as_ref()
-                        .map(|kind| NoiseReduction { kind: kind.clone() }),
-                    turn_detection: Some(agent.turn_detection.to_session()),
-                }),
-                output: None,
-            }),
-            tools: Some(self.tools.functions.clone()),
-            tool_choice: Some("auto".into()),
-            truncation: agent.truncation.clone(),
-            ..Default::default()
-        }
-    }
-
-    // ---------------------------------------------------------------- session loss
-
-    /// The Realtime session is gone (socket closed, network error, `session_expired`): replace
-    /// it, unless sessions have been lost too often lately.
-    fn session_lost(&mut self, why: &str, now: Instant) {
-        if self.ended.is_some() || self.reconnect_at.is_some() {
-            return;
-        }
-        let call_sid = self.setup.offer.call_sid.clone();
-        while self
-            .reconnects
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= RECONNECT_WINDOW)
-        {
-            self.reconnects.pop_front();
-        }
-        if self.reconnects.len() >= MAX_RECONNECTS {
-            tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
-            self.model_error(now);
-            return;
-        }
-        tracing::warn!(%call_sid, %why, attempt = self.reconnects.len() + 1, "realtime session lost; opening a new one");
-        metrics::counter!("worker_realtime_reconnects_total").increment(1);
-        let backoff = RECONNECT_BACKOFF * u32::try_from(self.reconnects.len()).unwrap_or(1);
-        self.reconnects.push_back(now);
-
-        // The caller must not keep hearing a response that can no longer finish, and what
-        // they heard of it is recorded before the conversation is replayed.
-        if let Some(cut) = self.playback.interrupt() {
-            self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
-                switchboard_proto::Clear {},
-            )));
-            for (item_id, heard_ms) in cut.items {
-                if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
-                    e.interrupted = true;
-                    e.heard_ms = heard_ms;
-                }
-                self.interrupted_items.insert(item_id);
-            }
-        }
-        for e in &mut self.assistant {
-            e.response_done = true;
-        }
-        self.settle_transcripts();
-
-        // Whatever was asked of the old session is asked again of the new one.
-        let (was_active, requested) = self.responses.reset();
-        self.session_check.reset();
-        self.responses_with_audio.clear();
-        self.user_offsets.clear();
-        self.speech_stopped_at = None;
-        if self.greeting == GreetingState::Response {
-            self.greeting = GreetingState::Requested;
-            self.greeting_response = None;
-            let params = self.greeting_params();
-            self.responses.defer_first(Purpose::Greeting, params);
-        }
-        if self
-            .hangup
-            .as_ref()
-            .is_some_and(|h| h.response_id.is_some())
-        {
-            // The goodbye was being spoken: end here rather than start it over.
-            self.hang_up_now(now);
-            return;
-        }
-        match requested {
-            // A filler line is only worth saying on time.
-            Some((Purpose::Filler, _)) => {}
-            Some((purpose, params)) => self.responses.defer_first(purpose, params),
-            None if was_active && self.greeting != GreetingState::Requested => {
-                self.responses.defer(Purpose::Plain, None);
-            }
-            None => {}
-        }
-        for batch in &mut self.batches {
-            batch.closed = true;
-            batch.resumed = true;
-        }
-        if backoff.is_zero() {
-            self.effects.push(Effect::Reconnect);
-        } else {
-            self.reconnect_at = Some(now + backoff);
-        }
-    }
-
-    /// Whether a lost session is waiting to be replaced.
-    pub fn reconnecting(&self) -> bool {
-        self.reconnect_at.is_some()
-    }
-
-    /// A new Realtime session is open (or opening): configure it like the first, replay the
-    /// conversation so far (`replay`, from [`crate::replay::items`]), then ask again for whatever
-    /// the lost session had not answered.
-    pub fn resume_session(&mut self, replay: Vec<Item>) {
-        if self.ended.is_some() {
-            return;
-        }
-        self.send_session_update();
-        // Outputs that finished before now were published, so they are in `replay`.
-        for batch in self.batches.iter().filter(|b| b.resumed) {
-            self.replayed_calls.extend(batch.outputs.keys().cloned());
-        }
-        for item in replay {
-            self.send_event(ClientEvent::item_create(item));
-        }
-        self.pump();
-    }
-
-    // ---------------------------------------------------------------- responses
-
-    /// Asks for a response now, or after the active one.
-    fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        if !self.responses.busy() && self.reconnect_at.is_none() {
-            self.send_response_create(purpose, params);
-        } else {
-            self.responses.defer(purpose, params);
-        }
-    }
-
-    fn send_response_create(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
-        let event = self.responses.create(purpose, params);
-        self.send_event(event);
-    }
-
-    /// After a response ended (or a request failed): tool outputs first, then waiting requests.
-    fn pump(&mut self) {
-        if self.ended.is_some() || self.responses.busy() || self.reconnect_at.is_some() {
-            return;
-        }
-        if self.flush_tool_outputs() {
-            return;
-        }
-        if let Some((purpose, params)) = self.responses.next_deferred() {
-            self.send_response_create(purpose, params);
-        }
-    }
-
-    // ---------------------------------------------------------------- inbound frames
-
-    /// A frame from the gateway.
-    pub fn on_inbound(&mut self, frame: inbound_frame::Frame, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
-        match frame {
-            inbound_frame::Frame::Audio(audio) => {
-                // Twilio numbers its chunks from 1; a gap is audio lost on the way here (a
-                // slow-consumer drop of `.in` under overload, or the gateway's own drops).
-                if audio.chunk > self.last_chunk.saturating_add(1) && self.last_chunk > 0 {
-                    metrics::counter!("worker_inbound_audio_lost_total")
-                        .increment(u64::from(audio.chunk - self.last_chunk - 1));
-                }
-                self.last_chunk = audio.chunk;
-                if self.reconnect_at.is_some() {
-                    // No session to hear it: stale speech is worth less than a short gap.
-                    metrics::counter!("worker_audio_dropped_total").increment(1);
-                } else if !audio.payload.is_empty() {
-                    self.effects.push(Effect::Audio(audio.payload));
-                }
-            }
-            inbound_frame::Frame::Start(start) => {
-                if self.stream_started {
-                    return;
-                }
-                tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
-                    gateway = %start.gateway_id, "media stream started");
-                self.stream_started = true;
-                self.start_deadline = None;
-                self.last_activity = now;
-                if let Some(idle) = self.setup.agent.idle_timeout {
-                    self.idle_deadline = Some(now + idle);
-                }
-                while let Some((item, response, bytes)) = self.prestart.pop_front() {
-                    self.send_audio(&item, &response, &bytes);
-                }
-                self.prestart_bytes = 0;
-            }
-            inbound_frame::Frame::Mark(mark) => {
-                if self.playback.echoed(&mark.name) {
-                    self.last_activity = now;
-                    self.settle_transcripts();
-                    self.check_hangup(now);
-                }
-            }
-            inbound_frame::Frame::Dtmf(dtmf) => {
-                let valid = dtmf.digit.len() == 1
-                    && dtmf
-                        .digit
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D'));
-                if !valid {
-                    tracing::warn!(call_sid = %self.setup.offer.call_sid, digit = ?dtmf.digit,
-                        "invalid DTMF digit ignored");
-                    return;
-                }
-                let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
-                self.touch_caller(now);
-                self.effects
-                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                        role: Role::System as i32,
-                        text: text.clone(),
-                        item_id: String::new(),
-                        interrupted: false,
-                        heard_ms: 0,
-                        offset_ms: self.offset_ms(now),
-                    })));
-                self.send_event(ClientEvent::item_create(Item::user_text(&text)));
-                self.request_response(Purpose::Plain, None);
-            }
-            inbound_frame::Frame::Stop(stop) => {
-                tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason, "media stream stopped");
-                self.finish(EndReason::CallerHungUp, now);
-            }
-        }
-    }
-
-    /// The subscription to `.in` ended (the NATS connection is going away).
-    pub fn on_inbound_closed(&mut self, now: Instant) {
-        self.finish(EndReason::StreamLost, now);
-    }
-
-    fn touch_caller(&mut self, now: Instant) {
-        self.last_activity = now;
-        self.idle_stage = 0;
-        if let (Some(idle), true) = (self.setup.agent.idle_timeout, self.stream_started) {
-            self.idle_deadline = Some(now + idle);
-        }
-    }
-
-    // ---------------------------------------------------------------- outbound audio
-
-    fn send_audio(&mut self, item_id: &str, response_id: &str, bytes: &Bytes) {
-        let mut offset = 0;
-        while offset < bytes.len() {
-            let end = (offset + OUT_CHUNK_BYTES).min(bytes.len());
-            let chunk = bytes.slice(offset..end);
-            offset = end;
-            let name = self.playback.sent(item_id, response_id, chunk.len());
-            self.effects.push(Effect::Out(outbound_frame::Frame::Audio(
-                switchboard_proto::OutboundAudio { payload: chunk },
-            )));
-            self.effects.push(Effect::Out(outbound_frame::Frame::Mark(
-                switchboard_proto::Mark { name },
-            )));
-        }
-    }
-
-    fn hold_audio(&mut self, item_id: &str, response_id: &str, bytes: Bytes) {
-        self.prestart_bytes += bytes.len();
-        self.prestart
-            .push_back((item_id.to_owned(), response_id.to_owned(), bytes));
-        while self.prestart_bytes > PRESTART_BUFFER_BYTES {
-            let Some((_, _, old)) = self.prestart.pop_front() else {
-                break;
-            };
-            self.prestart_bytes -= old.len();
-            metrics::counter!("worker_outbound_dropped_total").increment(old.len() as u64);
-        }
-    }
-
-    fn held(&self, pred: impl Fn(&(String, String, Bytes)) -> bool) -> bool {
-        self.prestart.iter().any(pred)
-    }
-
-    // ---------------------------------------------------------------- realtime events
-
-    /// Something from the Realtime socket.
-    pub fn on_realtime(&mut self, event: RealtimeEvent, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
-        match event {
-            RealtimeEvent::Closed { code, reason } => {
-                let why = format!("socket closed ({code:?}): {reason}");
-                self.session_lost(&why, now);
-            }
-            RealtimeEvent::Server(ev) => self.on_server_event(*ev, now),
-            RealtimeEvent::AudioDelta {
-                response_id,
-                item_id,
-                audio,
-            } => self.on_audio_delta(response_id, item_id, audio, now),
-        }
-    }
-
-    fn model_error(&mut self, now: Instant) {
-        self.fail(EndReason::ModelError, now);
-    }
-
-    /// Hangs up on the caller because the model cannot serve the call.
-    fn fail(&mut self, reason: EndReason, now: Instant) {
-        self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
-            switchboard_proto::Hangup {
-                reason: "error".into(),
-            },
-        )));
-        self.finish(reason, now);
-    }
-
-    fn on_server_event(&mut self, ev: ServerEvent, now: Instant) {
-        match ev {
-            ServerEvent::Error { error, .. } => self.on_error(error, now),
-            ServerEvent::SessionCreated { session, .. } => {
-                tracing::debug!(call_sid = %self.setup.offer.call_sid, id = ?session.id, "realtime session created");
-            }
-            ServerEvent::SessionUpdated { session, .. } => {
-                if let Err(why) = self.session_check.on_updated(&session) {
-                    tracing::error!(call_sid = %self.setup.offer.call_sid, %why,
-                        "the model session did not take the call's configuration; ending the call");
-                    self.fail(EndReason::ModelConfigRejected, now);
-                } else {
-                    tracing::debug!(call_sid = %self.setup.offer.call_sid, "realtime session confirmed");
-                }
-            }
-            ServerEvent::SpeechStarted { item_id, .. } => {
-                let offset = self.offset_ms(now);
-                self.user_offsets.insert(item_id, offset);
-                self.touch_caller(now);
-                self.barge_in(now);
-            }
-            ServerEvent::SpeechStopped { .. } => {
-                self.speech_stopped_at = Some(now);
-                self.touch_caller(now);
-            }
-            ServerEvent::InputTranscriptionCompleted {
-                item_id,
-                transcript,
-                usage,
-                ..
-            } => {
-                if let Some(u) = &usage {
-                    crate::usage::add_transcription(&mut self.usage, u);
-                }
-                let offset = self
-                    .user_offsets
-                    .remove(&item_id)
-                    .unwrap_or_else(|| self.offset_ms(now));
-                self.effects
-                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                        role: Role::User as i32,
-                        text: transcript,
-                        item_id,
-                        interrupted: false,
-                        heard_ms: 0,
-                        offset_ms: offset,
-                    })));
-            }
-            ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
-                // The model heard the audio anyway; only the record lacks the words.
-                self.user_offsets.remove(&item_id);
-                metrics::counter!("worker_transcription_failures_total").increment(1);
-                tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
-                    message = ?error.message, "caller speech could not be transcribed");
-            }
-            ServerEvent::ResponseCreated { response, .. } => {
-                match self.responses.on_created(&response) {
-                    Some(Purpose::Greeting) if self.greeting == GreetingState::Requested => {
-                        self.greeting = GreetingState::Response;
-                        self.greeting_response = Some(response.id);
-                    }
-                    Some(Purpose::Goodbye) => {
-                        if let Some(h) = &mut self.hangup
-                            && h.response_id.is_none()
-                        {
-                            h.response_id = Some(response.id);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            ServerEvent::OutputAudioDelta {
-                response_id,
-                item_id,
-                delta,
-                ..
-            } => match base64::engine::general_purpose::STANDARD.decode(&delta) {
-                Ok(audio) => self.on_audio_delta(response_id, item_id, Bytes::from(audio), now),
-                Err(e) => {
-                    metrics::counter!("realtime_bad_audio_total").increment(1);
-                    tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
-                }
-            },
-            ServerEvent::OutputAudioTranscriptDelta {
-                response_id,
-                item_id,
-                delta,
-                ..
-            } if !self.recorded_items.contains(&item_id) => {
-                let entry = self.entry(&item_id, &response_id, now);
-                entry.partial.push_str(&delta);
-            }
-            ServerEvent::OutputAudioTranscriptDone {
-                response_id,
-                item_id,
-                transcript,
-                ..
-            } if !self.recorded_items.contains(&item_id) => {
-                let entry = self.entry(&item_id, &response_id, now);
-                entry.transcript = Some(transcript);
-            }
-            ServerEvent::FunctionCallArgumentsDone {
-                response_id,
-                call_id,
-                name,
-                arguments,
-                ..
-            } if !name.is_empty() => {
-                self.start_tool_call(&response_id, &call_id, &name, &arguments, now);
-            }
-            ServerEvent::ResponseDone { response, .. } => self.on_response_done(response, now),
-            _ => {}
-        }
-    }
-
-    fn on_error(&mut self, error: ErrorDetail, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
-        let code = error.code.clone().unwrap_or_else(|| "unknown".into());
-        metrics::counter!("realtime_errors_total", "code" => code.clone()).increment(1);
-        if code == "session_expired" {
-            // The close (1001) follows; a new session replaces this one at once.
-            self.session_lost("session expired", now);
-            return;
-        }
-        if classify_error(&error) == ErrorClass::Fatal {
-            tracing::error!(%call_sid, %code, message = %error.message, "fatal realtime error; ending the call");
-            self.model_error(now);
-            return;
-        }
-        if let Some(why) = self.session_check.on_error(&error) {
-            tracing::error!(%call_sid, %why, "the model refused the call's configuration; ending the call");
-            self.fail(EndReason::ModelConfigRejected, now);
-            return;
-        }
-        tracing::warn!(%call_sid, %code, kind = %error.kind, message = %error.message,
-            "realtime error; the call continues");
-        match self.responses.on_error(&error) {
-            Refusal::NotOurs => {}
-            // Another response (server VAD's) runs: ours is asked again after its
-            // `response.done`, whether the refusal came before or after its `response.created`.
-            Refusal::Busy(purpose) => {
-                tracing::debug!(%call_sid, ?purpose, "response request refused while another runs; retried after it");
-            }
-            Refusal::Failed(purpose) => {
-                match purpose {
-                    Purpose::Goodbye => self.hang_up_now(now),
-                    Purpose::Greeting => self.greeting = GreetingState::Done,
-                    Purpose::Plain | Purpose::Prompt | Purpose::Filler => {}
-                }
-                self.pump();
-            }
-        }
-    }
-
-    fn entry(&mut self, item_id: &str, response_id: &str, now: Instant) -> &mut AssistantEntry {
-        let offset = self.offset_ms(now);
-        let pos = match self.assistant.iter().position(|e| e.item_id == item_id) {
-            Some(p) => p,
-            None => {
-                self.assistant.push(AssistantEntry {
-                    item_id: item_id.to_owned(),
-                    response_id: response_id.to_owned(),
-                    offset_ms: offset,
-                    ..Default::default()
-                });
-                self.assistant.len() - 1
-            }
-        };
-        &mut self.assistant[pos]
-    }
-
-    /// Assistant audio (decoded) of `item_id`.
-    fn on_audio_delta(&mut self, response_id: String, item_id: String, bytes: Bytes, now: Instant) {
-        if self.interrupted_items.contains(&item_id) || self.recorded_items.contains(&item_id) {
-            // Still arriving after a barge-in: the caller must not hear it.
-            return;
-        }
-        if bytes.is_empty() {
-            return;
-        }
-        if !self.session_check.confirmed() {
-            // The session's formats are not confirmed yet: this might not be mu-law, and the
-            // caller must not hear noise (a refused configuration ends the call).
-            metrics::counter!("worker_unconfirmed_audio_dropped_total").increment(1);
-            return;
-        }
-        self.entry(&item_id, &response_id, now);
-        if !self.responses_with_audio.contains(&response_id) {
-            self.responses_with_audio.insert(response_id.clone());
-            self.first_audio_of_response(&response_id, now);
-        }
-        if self.stream_started {
-            self.send_audio(&item_id, &response_id, &bytes);
-        } else {
-            self.hold_audio(&item_id, &response_id, bytes);
-        }
-    }
-
-    fn first_audio_of_response(&mut self, response_id: &str, now: Instant) {
-        if self.greeting == GreetingState::Response
-            && self.greeting_response.as_deref() == Some(response_id)
-        {
-            self.greeting = GreetingState::Done;
-            let offered = self.setup.offer.offered_at_ms;
-            let latency = if offered > 0 {
-                u32::try_from((now_ms() - offered).max(0)).unwrap_or(u32::MAX)
-            } else {
-                self.offset_ms(now)
-            };
-            self.effects.push(Effect::Event(Body::Turn(TurnLatency {
-                kind: "greeting".into(),
-                latency_ms: latency,
-                response_id: response_id.to_owned(),
-            })));
-        } else if let Some(stopped) = self.speech_stopped_at.take() {
-            let latency = u32::try_from(now.saturating_duration_since(stopped).as_millis())
-                .unwrap_or(u32::MAX);
-            self.effects.push(Effect::Event(Body::Turn(TurnLatency {
-                kind: "response".into(),
-                latency_ms: latency,
-                response_id: response_id.to_owned(),
-            })));
-        }
-    }
-
-    fn on_response_done(&mut self, response: Response, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
-        // Only one response runs at a time, so whichever finished, none is active now.
-        self.responses.on_done(&response);
-        if let Some(u) = &response.usage {
-            crate::usage::add_response(&mut self.usage, u);
-        }
-        match response.status.as_str() {
-            "failed" => {
-                let err = response
-                    .status_details
-                    .as_ref()
-                    .and_then(|d| d.error.clone())
-                    .unwrap_or_default();
-                metrics::counter!("realtime_failed_responses_total").increment(1);
-                tracing::error!(%call_sid, response_id = %response.id, code = ?err.code,
-                    message = %err.message, "realtime response failed");
-            }
-            "incomplete" => {
-                tracing::warn!(%call_sid, response_id = %response.id,
-                    reason = ?response.status_details.as_ref().and_then(|d| d.reason.clone()),
-                    "realtime response incomplete");
-            }
-            _ => {}
-        }
-        let cancelled = response.status == "cancelled";
-        for item in &response.output {
-            match item {
-                Item::Message {
-                    id: Some(id), role, ..
-                } if role == "assistant" => {
-                    let text = item.text();
-                    let known = self.assistant.iter().any(|e| e.item_id == *id);
-                    if known || (!text.is_empty() && !self.recorded_items.contains(id)) {
-                        let entry = self.entry(id, &response.id, now);
-                        if entry.transcript.is_none() && !text.is_empty() {
-                            entry.transcript = Some(text);
-                        }
-                    }
-                }
-                Item::FunctionCall {
-                    call_id,
-                    name,
-                    arguments,
-                    ..
-                } => {
-                    self.start_tool_call(&response.id, call_id, name, arguments, now);
-                }
-                _ => {}
-            }
-        }
-        for entry in self
-            .assistant
-            .iter_mut()
-            .filter(|e| e.response_id == response.id)
-        {
-            entry.response_done = true;
-            if cancelled && !entry.interrupted {
-                entry.interrupted = true;
-                entry.heard_ms = self.playback.heard_ms(&entry.item_id);
-            }
-        }
-        if let Some(batch) = self
-            .batches
-            .iter_mut()
-            .find(|b| b.response_id == response.id)
-        {
-            batch.closed = true;
-        }
-        self.last_activity = now;
-        self.settle_transcripts();
-
-        if let Some(h) = &mut self.hangup
-            && h.response_id.as_deref() == Some(response.id.as_str())
-        {
-            h.response_done = true;
-            let audio_ms: u64 = self
-                .assistant
-                .iter()
-                .filter(|e| e.response_id == response.id)
-                .filter_map(|e| self.playback.item(&e.item_id))
-                .map(|a| u64::from(a.sent_ms()))
-                .sum();
-            self.hangup_deadline = Some(now + Duration::from_millis(audio_ms) + GOODBYE_GRACE);
-        }
-        self.check_hangup(now);
-        self.pump();
-    }
-
-    // ---------------------------------------------------------------- barge-in
-
-    fn barge_in(&mut self, now: Instant) {
-        let Some(cut) = self.playback.interrupt() else {
-            return;
-        };
-        let call_sid = self.setup.offer.call_sid.clone();
-        // The model's context keeps what the caller heard and nothing more: the item playing
-        // is cut where the caller stopped hearing it, and items nobody heard at all (the one
-        // playing when 0 ms of it was heard, which the server refuses to truncate, and those
-        // queued behind it) are removed.
-        if let Some((item_id, audio_end_ms)) = cut.truncate {
-            tracing::debug!(%call_sid, %item_id, audio_end_ms, "barge-in: truncating");
-            self.send_event(ClientEvent::ConversationItemTruncate {
-                event_id: None,
-                item_id,
-                content_index: 0,
-                audio_end_ms,
-            });
-        }
-        for item_id in cut.unheard {
-            tracing::debug!(%call_sid, %item_id, "barge-in: deleting an unheard item");
-            self.send_event(ClientEvent::ConversationItemDelete {
-                event_id: None,
-                item_id,
-            });
-        }
-        self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
-            switchboard_proto::Clear {},
-        )));
-        metrics::counter!("worker_barge_ins_total").increment(1);
-        for (item_id, heard_ms) in cut.items {
-            if let Some(e) = self.assistant.iter_mut().find(|e| e.item_id == item_id) {
-                e.interrupted = true;
-                e.heard_ms = heard_ms;
-            }
-            self.interrupted_items.insert(item_id);
-        }
-        self.settle_transcripts();
-        self.check_hangup(now);
-    }
-
     // ---------------------------------------------------------------- transcripts
 
     /// Records assistant items whose fate is known.
     fn settle_transcripts(&mut self) {
-        let mut i = 0;
-        while i < self.assistant.len() {
-            let e = &self.assistant[i];
-            let settled = e.response_done
-                && (e.interrupted
-                    || (!self.playback.item_pending(&e.item_id)
-                        && !self.held(|(item, _, _)| *item == e.item_id)));
-            if settled {
-                let e = self.assistant.remove(i);
-                self.publish_assistant(e);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn publish_assistant(&mut self, e: AssistantEntry) {
-        let heard_ms = if e.interrupted {
-            e.heard_ms
-        } else {
-            self.playback.heard_ms(&e.item_id)
-        };
-        self.playback.forget(&e.item_id);
-        self.recorded_items.insert(e.item_id.clone());
-        let text = e.transcript.unwrap_or(e.partial);
-        self.effects
-            .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                role: Role::Assistant as i32,
-                text,
-                item_id: e.item_id,
-                interrupted: e.interrupted,
-                heard_ms,
-                offset_ms: e.offset_ms,
-            })));
-    }
-
-    // ---------------------------------------------------------------- tools
-
-    fn start_tool_call(
-        &mut self,
-        response_id: &str,
-        call_id: &str,
-        name: &str,
-        arguments: &str,
-        now: Instant,
-    ) {
-        if call_id.is_empty() || !self.seen_calls.insert(call_id.to_owned()) {
-            return;
-        }
-        let batch = match self
-            .batches
-            .iter_mut()
-            .position(|b| b.response_id == response_id)
-        {
-            Some(i) => &mut self.batches[i],
-            None => {
-                self.batches.push(ToolBatch {
-                    response_id: response_id.to_owned(),
-                    calls: Vec::new(),
-                    outputs: HashMap::new(),
-                    closed: false,
-                    made: HashMap::new(),
-                    resumed: false,
-                    filler_at: None,
-                });
-                let last = self.batches.len() - 1;
-                &mut self.batches[last]
-            }
-        };
-        batch.calls.push(call_id.to_owned());
-        batch
-            .made
-            .insert(call_id.to_owned(), (name.to_owned(), arguments.to_owned()));
-        let call_sid = self.setup.offer.call_sid.clone();
-        tracing::info!(%call_sid, %call_id, tool = %name, "function call");
-        if !self.tools.declared(name) {
-            metrics::counter!("worker_tool_calls_total", "tool" => "unknown", "result" => "unknown_tool")
-                .increment(1);
-            let reply = ToolReply::error(
-                "unknown_tool",
-                format!("There is no tool named `{name}` on this call."),
-            );
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: name.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
-            return;
-        }
-        if name == HANDOFF {
-            self.start_handoff(call_id, arguments, now);
-            return;
-        }
-        if is_builtin(name) {
-            let reply = self.run_builtin(name, arguments, now);
-            // Built-ins finish at once: their `tool` span only records that they ran.
-            let result = match &reply {
-                ToolReply::Output(_) => "ok",
-                ToolReply::Error { code, .. } => code.as_str(),
-            };
-            let _span = tracing::info_span!("tool", name, call_id, result).entered();
-            metrics::counter!("worker_tool_calls_total", "tool" => name.to_owned(), "result" => "builtin")
-                .increment(1);
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: name.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
-            return;
-        }
-        let timeout = self.tools.timeout(name, self.setup.tool_timeout);
-        if let Some(after) = self.setup.agent.filler_after
-            && let Some(batch) = self
-                .batches
-                .iter_mut()
-                .find(|b| b.response_id == response_id)
-            && batch.filler_at.is_none()
-        {
-            batch.filler_at = Some(now + after);
-        }
-        self.effects.push(Effect::CallTool {
-            call_id: call_id.to_owned(),
-            name: name.to_owned(),
-            arguments: arguments.to_owned(),
-            timeout,
+        let prestart = &self.prestart;
+        let entries = self.transcripts.settle(&mut self.playback, |item_id| {
+            prestart.iter().any(|(item, _, _)| item == item_id)
         });
+        self.publish_transcripts(entries);
     }
 
-    fn run_builtin(&mut self, name: &str, arguments: &str, now: Instant) -> ToolReply {
-        match name {
-            END_CALL => {
-                self.begin_goodbye(Ending::EndCall, now);
-                ToolReply::Output(
-                    r#"{"ok":true,"note":"The call ends after your next reply. Say a short goodbye now."}"#
-                        .into(),
-                )
-            }
-            TRANSFER_CALL => {
-                let Some(to) = self.setup.agent.transfer_to.clone() else {
-                    return ToolReply::error(
-                        "unavailable",
-                        "Transfers are not set up for this line.",
-                    );
-                };
-                if !self.outcome_set {
-                    self.set_outcome("transferred", "");
-                }
-                self.begin_goodbye(Ending::Transfer(to), now);
-                ToolReply::Output(
-                    r#"{"ok":true,"note":"The caller is transferred after your next reply. Tell them briefly that you are connecting them."}"#
-                        .into(),
-                )
-            }
-            SET_OUTCOME => {
-                let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
-                let outcome = args["outcome"].as_str().unwrap_or_default().trim();
-                if outcome.is_empty() {
-                    return ToolReply::error(
-                        "invalid_arguments",
-                        "`outcome` must be a non-empty string.",
-                    );
-                }
-                let detail = args["detail"].as_str().unwrap_or_default();
-                self.set_outcome(outcome, detail);
-                ToolReply::Output(r#"{"ok":true}"#.into())
-            }
-            _ => ToolReply::error("unknown_tool", format!("There is no tool named `{name}`.")),
-        }
-    }
-
-    /// Checks a `handoff` call and asks the actor for its target; a call that cannot be
-    /// honoured is answered with a structured error at once (the model then tells the caller).
-    fn start_handoff(&mut self, call_id: &str, arguments: &str, now: Instant) {
-        let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
-        let target = args["agent"].as_str().unwrap_or_default().trim().to_owned();
-        let reason = args["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        let allowed = &self.setup.agent.handoff_to;
-        let refused = if self.handoff.is_some() {
-            Some(ToolReply::error(
-                "busy",
-                "Another handoff is already in progress.",
-            ))
-        } else if self.hangup.is_some() {
-            Some(ToolReply::error("unavailable", "The call is ending."))
-        } else if !allowed.contains(&target) {
-            let choices = allowed.join(", ");
-            Some(ToolReply::error(
-                if target.is_empty() {
-                    "invalid_arguments"
-                } else {
-                    "unknown_agent"
-                },
-                format!(
-                    "`agent` must be one of: {}.",
-                    if choices.is_empty() {
-                        "(none)"
-                    } else {
-                        &choices
-                    }
-                ),
-            ))
-        } else {
-            None
-        };
-        if let Some(reply) = refused {
-            metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => "error")
-                .increment(1);
-            self.complete_tool(ToolDone {
-                call_id: call_id.to_owned(),
-                name: HANDOFF.to_owned(),
-                arguments: arguments.to_owned(),
-                reply,
-                outcome: None,
-                latency_ms: 0,
-            });
-            return;
-        }
-        self.effects.push(Effect::Handoff {
-            call_id: call_id.to_owned(),
-            agent_id: target.clone(),
-        });
-        self.handoff = Some(PendingHandoff {
-            call_id: call_id.to_owned(),
-            arguments: arguments.to_owned(),
-            target,
-            reason,
-            started: now,
-        });
-    }
-
-    /// The target of a `handoff` call is resolved: the agent from the current agents table with
-    /// its session tools, or the error to give the model (the agent is gone from a reloaded
-    /// file, say).
-    ///
-    /// On success the call switches agents: one `session.update` carries the target's
-    /// instructions, tools and turn detection (sent at once, so the response that follows the
-    /// function output already runs as the new agent; skipped while a lost session awaits its
-    /// replacement, which is configured for the new agent anyway). The voice is left alone: a
-    /// GA session cannot change it after it produced audio, so the whole call keeps the first
-    /// agent's voice. The target's greeting is not spoken: the conversation goes on. Timers
-    /// follow the target: `max_call_seconds` counts from the start of the call,
-    /// `idle_timeout_seconds` from now.
-    pub fn on_handoff(
-        &mut self,
-        call_id: &str,
-        target: Result<(Arc<Agent>, SessionTools), ToolReply>,
-        now: Instant,
-    ) {
-        if self.ended.is_some() {
-            return;
-        }
-        let Some(pending) = self.handoff.take_if(|h| h.call_id == call_id) else {
-            return;
-        };
-        let call_sid = self.setup.offer.call_sid.clone();
-        let mut record = None;
-        let reply = match target {
-            Err(reply) => {
-                tracing::warn!(%call_sid, target = %pending.target, ?reply, "handoff refused");
-                reply
-            }
-            Ok((agent, tools)) => {
-                tracing::info!(%call_sid, from = %self.setup.agent.id, to = %agent.id,
-                    reason = %pending.reason, "call handed off");
-                metrics::counter!("worker_handoffs_total").increment(1);
-                self.setup.agent = Arc::clone(&agent);
-                self.tools = tools;
-                if self.hangup.is_none() {
-                    self.max_deadline = agent.max_call.map(|d| self.accepted_at + d);
-                    self.idle_stage = 0;
-                    self.idle_deadline = match (agent.idle_timeout, self.stream_started) {
-                        (Some(idle), true) => Some(now + idle),
-                        _ => None,
-                    };
-                }
-                if self.reconnect_at.is_none() {
-                    let session = self.agent_session();
-                    self.send_session(session);
-                }
-                record = Some(if pending.reason.is_empty() {
-                    format!("Handed off to {}.", agent.id)
-                } else {
-                    format!("Handed off to {} ({}).", agent.id, pending.reason)
-                });
-                ToolReply::Output(serde_json::json!({"ok": true, "agent": agent.id}).to_string())
-            }
-        };
-        let result = match reply {
-            ToolReply::Output(_) => "ok",
-            ToolReply::Error { .. } => "error",
-        };
-        metrics::counter!("worker_tool_calls_total", "tool" => HANDOFF, "result" => result)
-            .increment(1);
-        let latency_ms = u32::try_from(now.saturating_duration_since(pending.started).as_millis())
-            .unwrap_or(u32::MAX);
-        self.complete_tool(ToolDone {
-            call_id: pending.call_id,
-            name: HANDOFF.to_owned(),
-            arguments: pending.arguments,
-            reply,
-            outcome: None,
-            latency_ms,
-        });
-        // After the tool event, so the record (and a replay) reads: the call, then the handoff.
-        if let Some(text) = record {
-            self.effects
-                .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                    role: Role::System as i32,
-                    text,
-                    item_id: String::new(),
-                    interrupted: false,
-                    heard_ms: 0,
-                    offset_ms: self.offset_ms(now),
-                })));
-        }
-        self.pump();
-    }
-
-    fn set_outcome(&mut self, outcome: &str, detail: &str) {
-        self.outcome_set = true;
-        self.effects.push(Effect::Event(Body::Outcome(CallOutcome {
-            outcome: outcome.to_owned(),
-            detail: detail.to_owned(),
-        })));
-    }
-
-    /// A business tool finished (from its task).
-    pub fn on_tool_done(&mut self, done: ToolDone, _now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
-        let result = match &done.reply {
-            ToolReply::Output(_) => "ok",
-            ToolReply::Error { .. } => "error",
-        };
-        metrics::counter!("worker_tool_calls_total", "tool" => done.name.clone(), "result" => result)
-            .increment(1);
-        // As the call saw it: NATS, the tool service and the handler together.
-        metrics::histogram!("worker_tool_call_seconds", "tool" => done.name.clone())
-            .record(f64::from(done.latency_ms) / 1000.0);
-        if let Some(outcome) = done.outcome.clone() {
-            self.set_outcome(&outcome, "");
-        }
-        self.complete_tool(done);
-        self.pump();
-    }
-
-    fn complete_tool(&mut self, done: ToolDone) {
-        let result = match &done.reply {
-            ToolReply::Output(text) => tool_invocation::Result::Output(text.clone()),
-            ToolReply::Error { code, message } => tool_invocation::Result::Error(ToolFailure {
-                code: code.clone(),
-                message: message.clone(),
-            }),
-        };
-        self.effects.push(Effect::Event(Body::Tool(ToolInvocation {
-            call_id: done.call_id.clone(),
-            name: done.name.clone(),
-            arguments: done.arguments.clone(),
-            result: Some(result),
-            latency_ms: done.latency_ms,
-        })));
-        if let Some(batch) = self
-            .batches
-            .iter_mut()
-            .find(|b| b.calls.contains(&done.call_id))
-        {
-            batch
-                .outputs
-                .insert(done.call_id.clone(), done.reply.model_output());
-        }
-    }
-
-    /// Sends the outputs of every finished tool round, then exactly one `response.create`.
-    /// Returns whether it sent anything.
-    fn flush_tool_outputs(&mut self) -> bool {
-        let (ready, waiting): (Vec<ToolBatch>, Vec<ToolBatch>) = std::mem::take(&mut self.batches)
-            .into_iter()
-            .partition(ToolBatch::complete);
-        self.batches = waiting;
-        if ready.is_empty() {
-            return false;
-        }
-        for mut batch in ready {
-            for call_id in &batch.calls {
-                if self.replayed_calls.remove(call_id) {
-                    // Already in the new session, as part of the replayed conversation.
-                    continue;
-                }
-                if batch.resumed
-                    && let Some((name, arguments)) = batch.made.get(call_id)
-                {
-                    self.send_event(ClientEvent::item_create(crate::replay::function_call(
-                        call_id, name, arguments,
-                    )));
-                }
-                let output = batch.outputs.remove(call_id).unwrap_or_default();
-                self.send_event(ClientEvent::item_create(Item::function_output(
-                    call_id, &output,
-                )));
-            }
-        }
-        let purpose = match &self.hangup {
-            Some(h) if h.response_id.is_none() => Purpose::Goodbye,
-            _ => Purpose::Plain,
-        };
-        self.send_response_create(purpose, None);
-        true
+    fn publish_transcripts(&mut self, entries: Vec<TranscriptEntry>) {
+        self.effects.extend(
+            entries
+                .into_iter()
+                .map(|entry| Effect::Event(Body::Transcript(entry))),
+        );
     }
 
     // ---------------------------------------------------------------- endings
 
     fn begin_goodbye(&mut self, ending: Ending, now: Instant) {
-        if self.hangup.is_some() {
+        let reason = ending.reason();
+        if !self.goodbye.begin(ending, now) {
             return;
         }
-        tracing::info!(call_sid = %self.setup.offer.call_sid, reason = %ending.reason(), "ending the call after a goodbye");
-        self.hangup = Some(PendingHangup {
-            ending,
-            response_id: None,
-            response_done: false,
-        });
-        self.hangup_deadline = Some(now + GOODBYE_MAX_WAIT);
+        tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, "ending the call after a goodbye");
         self.idle_deadline = None;
         self.max_deadline = None;
     }
 
     /// Says `text` word for word, then hangs up once it has been heard.
     fn say_goodbye(&mut self, ending: Ending, text: &str, now: Instant) {
-        if self.hangup.is_some() {
+        if self.goodbye.in_progress() {
             return;
         }
         self.begin_goodbye(ending, now);
@@ -1611,50 +384,40 @@ impl CallMachine {
     }
 
     fn check_hangup(&mut self, now: Instant) {
-        let Some(h) = &self.hangup else { return };
-        let Some(response_id) = &h.response_id else {
+        let Some(response_id) = self.goodbye.spoken() else {
             return;
         };
-        if h.response_done
-            && !self.playback.response_pending(response_id)
-            && !self.held(|(_, r, _)| r == response_id)
+        if !self.playback.response_pending(response_id) && !self.held(|(_, r, _)| r == response_id)
         {
             self.hang_up_now(now);
         }
     }
 
     fn hang_up_now(&mut self, now: Instant) {
-        let Some(h) = self.hangup.take() else { return };
-        self.effects.push(Effect::Out(h.ending.frame()));
-        self.finish(h.ending.reason(), now);
+        let Some(ending) = self.goodbye.take() else {
+            return;
+        };
+        self.effects.push(Effect::Out(ending.frame()));
+        self.finish(ending.reason(), now);
     }
 
     /// The worker is shutting down and the drain deadline passed: end the call now.
     pub fn shutdown(&mut self, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
-        self.effects.push(Effect::Out(outbound_frame::Frame::Hangup(
-            switchboard_proto::Hangup {
-                reason: EndReason::WorkerShutdown.as_str().into(),
-            },
-        )));
+        self.effects
+            .push(Effect::Out(hangup_frame(EndReason::WorkerShutdown)));
         self.finish(EndReason::WorkerShutdown, now);
     }
 
     /// Ends the call: records what is left, then `ended`, and closes the model session.
     fn finish(&mut self, reason: EndReason, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
-        for e in std::mem::take(&mut self.assistant) {
-            if e.transcript.is_some()
-                || !e.partial.is_empty()
-                || self.playback.item(&e.item_id).is_some()
-            {
-                self.publish_assistant(e);
-            }
-        }
+        let entries = self.transcripts.finish(&mut self.playback);
+        self.publish_transcripts(entries);
         let duration_ms =
             u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
                 .unwrap_or(u64::MAX);
@@ -1664,8 +427,8 @@ impl CallMachine {
             usage: Some(Box::new(self.usage.clone())),
         })));
         self.effects.push(Effect::CloseRealtime);
-        self.ended = Some(reason);
-        metrics::counter!("worker_calls_ended_total", "reason" => reason.as_str()).increment(1);
+        self.session.end(reason);
+        self.observe(Observation::CallEnded(reason));
         tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
     }
 
@@ -1673,7 +436,7 @@ impl CallMachine {
 
     /// Handles every timer due at `now`.
     pub fn on_timer(&mut self, now: Instant) {
-        if self.ended.is_some() {
+        if self.session.is_ended() {
             return;
         }
         if self.start_deadline.is_some_and(|d| d <= now) {
@@ -1682,14 +445,12 @@ impl CallMachine {
             self.finish(EndReason::StreamLost, now);
             return;
         }
-        if self.hangup_deadline.is_some_and(|d| d <= now) {
-            self.hangup_deadline = None;
+        if self.goodbye.deadline().is_some_and(|d| d <= now) {
             tracing::info!(call_sid = %self.setup.offer.call_sid, "goodbye not confirmed in time; hanging up");
             self.hang_up_now(now);
             return;
         }
-        if self.reconnect_at.is_some_and(|d| d <= now) {
-            self.reconnect_at = None;
+        if self.session.reconnect_due(now) {
             self.effects.push(Effect::Reconnect);
         }
         self.maybe_filler(now);
@@ -1704,38 +465,26 @@ impl CallMachine {
         }
     }
 
+    /// What besides the responses keeps the assistant from starting a line of its own.
+    fn floor(&self) -> Floor {
+        Floor {
+            session_ready: self.session.can_send(),
+            playing: self.playback.has_pending(),
+            ending: self.goodbye.in_progress(),
+        }
+    }
+
     /// Says the filler line for a tool round whose business tools are slow, at most once per
     /// round, and only while the model is silent. The round's own `response.create` then waits
     /// for the filler's `response.done` like any other request.
     fn maybe_filler(&mut self, now: Instant) {
-        let due = self
-            .batches
-            .iter()
-            .any(|b| b.filler_at.is_some_and(|d| d <= now));
-        if !due {
+        if self.tools_rounds.filler_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let busy = self.responses.busy()
-            || self.reconnect_at.is_some()
-            || self.hangup.is_some()
-            || self.playback.has_pending();
-        let mut say = false;
-        for batch in &mut self.batches {
-            if batch.filler_at.is_none_or(|d| d > now) {
-                continue;
-            }
-            let waiting = batch.calls.iter().any(|c| !batch.outputs.contains_key(c));
-            batch.filler_at = match (waiting, busy) {
-                (false, _) => None,
-                (true, true) => Some(now + FILLER_RECHECK),
-                (true, false) => {
-                    say = true;
-                    None
-                }
-            };
-        }
+        let silent = self.responses.silent(self.floor());
+        let say = self.tools_rounds.filler_due(now, silent);
         if say {
-            metrics::counter!("worker_filler_lines_total").increment(1);
+            self.observe(Observation::FillerLine);
             self.send_response_create(Purpose::Filler, Some(say_exactly(FILLER_LINE)));
         }
     }
@@ -1745,8 +494,9 @@ impl CallMachine {
             self.idle_deadline = None;
             return;
         };
-        let busy = self.responses.busy() || self.playback.has_pending() || self.hangup.is_some();
-        if busy {
+        // A lost session waiting for its replacement counts as busy too: the caller may have
+        // spoken to it.
+        if !self.responses.silent(self.floor()) {
             self.idle_deadline = Some(now + IDLE_RECHECK);
             return;
         }
@@ -1767,6 +517,13 @@ impl CallMachine {
     }
 }
 
+fn tool_call_result(reply: &ToolReply) -> ToolCallResult {
+    match reply {
+        ToolReply::Output(_) => ToolCallResult::Ok,
+        ToolReply::Error { .. } => ToolCallResult::Error,
+    }
+}
+
 fn instructions(text: String) -> ResponseParams {
     ResponseParams {
         instructions: Some(text),
@@ -1778,6 +535,11 @@ fn instructions(text: String) -> ResponseParams {
 fn say_exactly(text: &str) -> ResponseParams {
     instructions(format!("Say exactly: \"{text}\""))
 }
+
+mod media;
+mod server;
+mod session;
+mod tool_calls;
 
 #[cfg(test)]
 mod tests;

@@ -27,8 +27,13 @@
 //! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
 pub mod arbiter;
+pub mod ending;
+pub mod lifecycle;
 pub mod machine;
+pub mod observation;
 pub mod session_check;
+pub mod tool_rounds;
+pub mod transcripts;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -145,6 +150,7 @@ pub async fn spawn(
         worker_id: ctx.worker_id.clone(),
         model: settings.model.clone(),
         tool_timeout: ctx.tool_timeout,
+        accepted_at_ms: switchboard_proto::now_ms(),
     };
     let actor = CallActor::new(ctx, setup, settings, (rt_tx, rt_rx), cancel, agents);
     tracker.spawn(
@@ -301,6 +307,7 @@ impl CallActor {
 
     /// Carries out the machine's effects (and any they lead to).
     async fn execute(&mut self) {
+        self.record_observations();
         self.machine.drain_effects_into(&mut self.queue);
         while let Some(effect) = self.queue.pop_front() {
             match effect {
@@ -315,12 +322,7 @@ impl CallActor {
                     self.events.publish(Body::Turn(turn));
                 }
                 Effect::Event(body) => self.events.publish(body),
-                Effect::CallTool {
-                    call_id,
-                    name,
-                    arguments,
-                    timeout,
-                } => self.call_tool(call_id, name, arguments, timeout),
+                Effect::CallTool(call) => self.call_tool(call),
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
@@ -340,6 +342,14 @@ impl CallActor {
                     }
                 }
             }
+        }
+        self.record_observations();
+    }
+
+    /// Records what the machine observed (see [`observation`]).
+    fn record_observations(&mut self) {
+        for observation in self.machine.drain_observations() {
+            observation.record();
         }
     }
 
@@ -390,22 +400,13 @@ impl CallActor {
         Ok(())
     }
 
-    fn call_tool(&self, call_id: String, name: String, arguments: String, timeout: Duration) {
-        let offer = self.machine.offer();
-        let call = ToolCall {
-            call_sid: self.call_sid.clone(),
-            call_id: call_id.clone(),
-            name: name.clone(),
-            arguments: arguments.clone(),
-            agent_id: self.machine.agent().id.clone(),
-            caller: offer.party().to_owned(),
-            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-        };
+    fn call_tool(&self, call: ToolCall) {
+        let timeout = Duration::from_millis(u64::from(call.timeout_ms));
         let client = self.ctx.client.clone();
-        let subject = self.ctx.subjects.tool(&name);
+        let subject = self.ctx.subjects.tool(&call.name);
         let tx = self.tool_tx.clone();
         let tasks = self.tasks.clone();
-        let span = tracing::info_span!("tool", name = %name, call_id = %call_id,
+        let span = tracing::info_span!("tool", name = %call.name, call_id = %call.call_id,
             result = tracing::field::Empty);
         // The tool service continues this trace from the request's headers.
         let headers = span.in_scope(switchboard_service::trace::headers);
@@ -423,9 +424,9 @@ impl CallActor {
                 tracing::Span::current().record("result", result);
                 let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 let _ = tx.send(ToolDone {
-                    call_id,
-                    name,
-                    arguments,
+                    call_id: call.call_id,
+                    name: call.name,
+                    arguments: call.arguments,
                     reply,
                     outcome,
                     latency_ms,

@@ -45,13 +45,14 @@ impl Call {
                 call_sid: "CA1".into(),
                 from: "+15550001234".into(),
                 to: "+15550001111".into(),
-                offered_at_ms: now_ms() - 50,
+                offered_at_ms: 1_000,
                 ..Default::default()
             },
             agent: Arc::clone(&agent),
             worker_id: "w1".into(),
             model: "gpt-realtime".into(),
             tool_timeout: Duration::from_millis(8000),
+            accepted_at_ms: 1_050,
         };
         let mut m = CallMachine::new(setup, t0);
         m.start_session(session_tools(&agent));
@@ -384,7 +385,8 @@ fn greeting_audio_is_held_until_start_and_greeting_latency_recorded() {
     assert_eq!(turns.len(), 1);
     assert_eq!(turns[0].kind, "greeting");
     assert_eq!(turns[0].response_id, "r1");
-    assert!(turns[0].latency_ms >= 50, "{}", turns[0].latency_ms);
+    // 50 ms from the offer to the worker, then 20 ms to the first audio.
+    assert_eq!(turns[0].latency_ms, 70);
     c.start(100);
     let fx = c.take();
     let audio: usize = outs(&fx)
@@ -804,6 +806,7 @@ fn unconfirmed_call() -> (CallMachine, Instant) {
         worker_id: "w1".into(),
         model: "gpt-realtime".into(),
         tool_timeout: Duration::from_secs(8),
+        accepted_at_ms: 0,
     };
     let mut m = CallMachine::new(setup, t0);
     m.start_session(session_tools(&agent));
@@ -959,12 +962,11 @@ fn tool_round_sends_every_output_then_exactly_one_response_create() {
     let calls: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::CallTool {
-                call_id,
-                name,
-                timeout,
-                ..
-            } => Some((call_id.clone(), name.clone(), *timeout)),
+            Effect::CallTool(call) => Some((
+                call.call_id.clone(),
+                call.name.clone(),
+                Duration::from_millis(u64::from(call.timeout_ms)),
+            )),
             _ => None,
         })
         .collect();
@@ -980,6 +982,19 @@ fn tool_round_sends_every_output_then_exactly_one_response_create() {
         ],
         "each call dispatched once (deduped by call_id)"
     );
+    // The request is whole: the tool service needs nothing else from the call.
+    let Some(Effect::CallTool(call)) = fx.iter().find(|e| matches!(e, Effect::CallTool(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            call.call_sid.as_str(),
+            call.agent_id.as_str(),
+            call.caller.as_str()
+        ),
+        ("CA1", "desk", "+15550001234")
+    );
+    assert_eq!(call.arguments, r#"{"phone":"+1"}"#);
     assert!(response_creates(&fx).is_empty());
     tool_done(
         &mut c,
@@ -1069,7 +1084,7 @@ fn unknown_tool_gets_an_error_output_at_once() {
         json!([call_item("c9", "book", r#"{"x":1}"#)]),
     );
     let fx = c.take();
-    assert!(!fx.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::CallTool(_))));
     let outputs = function_outputs(&fx);
     assert_eq!(outputs.len(), 1);
     let v: serde_json::Value = serde_json::from_str(&outputs[0].1).unwrap();
@@ -1267,6 +1282,56 @@ fn transfer_call_transfers_after_the_goodbye() {
             .any(|f| matches!(f, outbound_frame::Frame::Transfer(t) if t.to == "+15550002222"))
     );
     assert_eq!(ended(&fx).unwrap().reason, "transferred");
+}
+
+#[test]
+fn each_stop_reason_of_the_gateway_is_its_own_end_reason() {
+    for (stop, end) in [
+        ("stop", "caller_hung_up"),
+        ("closed", "stream_lost"),
+        ("error", "stream_error"),
+        ("worker_silent", "worker_silent"),
+        ("drain_deadline", "gateway_shutdown"),
+        ("something_new", "stream_lost"),
+    ] {
+        let mut c = Call::new(agent_with(|_| {}));
+        c.start(0);
+        c.take();
+        c.inbound(
+            100,
+            inbound_frame::Frame::Stop(StreamStop {
+                reason: stop.into(),
+            }),
+        );
+        assert_eq!(ended(&c.take()).unwrap().reason, end, "stop reason {stop}");
+    }
+}
+
+#[test]
+fn what_is_counted_comes_out_as_observations() {
+    let mut c = Call::new(agent_with(|_| {}));
+    c.start(0);
+    c.say(10, "r1", "i1", 3);
+    c.take();
+    c.m.drain_observations().for_each(drop);
+    c.speech_started(100, "u1");
+    closed(&mut c, 200);
+    c.inbound(
+        300,
+        inbound_frame::Frame::Stop(StreamStop {
+            reason: "stop".into(),
+        }),
+    );
+    let seen: Vec<Observation> = c.m.drain_observations().collect();
+    assert_eq!(
+        seen,
+        vec![
+            Observation::BargeIn,
+            Observation::RealtimeReconnect,
+            Observation::CallEnded(EndReason::CallerHungUp),
+        ]
+    );
+    assert_eq!(c.m.drain_observations().count(), 0, "drained");
 }
 
 #[test]
@@ -1747,6 +1812,36 @@ fn idle_caller_is_prompted_once_then_the_call_ends() {
 }
 
 #[test]
+fn idle_timer_waits_while_a_lost_session_is_replaced() {
+    let mut c = Call::new(agent_with(|a| {
+        a.idle_timeout = Some(Duration::from_secs(10))
+    }));
+    c.start(0);
+    c.take();
+    // Two losses just before the caller has been quiet for 10 s: the second waits 250 ms.
+    closed(&mut c, 9_800);
+    c.m.resume_session(Vec::new());
+    closed(&mut c, 9_900);
+    c.take();
+    assert!(c.m.reconnecting());
+    c.m.on_timer(c.at(10_000));
+    assert!(
+        response_creates(&c.take()).is_empty(),
+        "no prompt while there is no session"
+    );
+    c.m.on_timer(c.at(10_150));
+    assert_eq!(reconnects(&c.take()), 1);
+    c.m.resume_session(Vec::new());
+    assert!(
+        response_creates(&c.take()).is_empty(),
+        "nothing was queued for the new session"
+    );
+    assert_eq!(c.m.next_deadline(), Some(c.at(11_000)));
+    c.m.on_timer(c.at(11_000));
+    assert_eq!(response_creates(&c.take()).len(), 1, "the prompt, now");
+}
+
+#[test]
 fn max_duration_says_goodbye_then_hangs_up() {
     let mut c = Call::new(agent_with(|a| a.max_call = Some(Duration::from_secs(60))));
     c.start(0);
@@ -2026,7 +2121,7 @@ fn handoff_updates_the_session_once_then_outputs_then_one_response_create() {
     let dispatched: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::CallTool { name, .. } => Some(name.clone()),
+            Effect::CallTool(call) => Some(call.name.clone()),
             _ => None,
         })
         .collect();

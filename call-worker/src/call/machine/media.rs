@@ -1,0 +1,140 @@
+//! Frames from the gateway, and assistant audio to it.
+
+use super::*;
+
+impl CallMachine {
+    // ---------------------------------------------------------------- inbound frames
+
+    /// A frame from the gateway.
+    pub fn on_inbound(&mut self, frame: inbound_frame::Frame, now: Instant) {
+        if self.session.is_ended() {
+            return;
+        }
+        match frame {
+            inbound_frame::Frame::Audio(audio) => {
+                // Twilio numbers its chunks from 1; a gap is audio lost on the way here (a
+                // slow-consumer drop of `.in` under overload, or the gateway's own drops).
+                if audio.chunk > self.last_chunk.saturating_add(1) && self.last_chunk > 0 {
+                    let lost = u64::from(audio.chunk - self.last_chunk - 1);
+                    self.observe(Observation::InboundAudioLost(lost));
+                }
+                self.last_chunk = audio.chunk;
+                if !self.session.can_send() {
+                    // No session to hear it: stale speech is worth less than a short gap.
+                    self.observe(Observation::AudioDropped);
+                } else if !audio.payload.is_empty() {
+                    self.effects.push(Effect::Audio(audio.payload));
+                }
+            }
+            inbound_frame::Frame::Start(start) => {
+                if self.stream_started {
+                    return;
+                }
+                tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
+                    gateway = %start.gateway_id, "media stream started");
+                self.stream_started = true;
+                self.start_deadline = None;
+                self.last_activity = now;
+                if let Some(idle) = self.setup.agent.idle_timeout {
+                    self.idle_deadline = Some(now + idle);
+                }
+                while let Some((item, response, bytes)) = self.prestart.pop_front() {
+                    self.send_audio(&item, &response, &bytes);
+                }
+                self.prestart_bytes = 0;
+            }
+            inbound_frame::Frame::Mark(mark) => {
+                if self.playback.echoed(&mark.name) {
+                    self.last_activity = now;
+                    self.settle_transcripts();
+                    self.check_hangup(now);
+                }
+            }
+            inbound_frame::Frame::Dtmf(dtmf) => {
+                let valid = dtmf.digit.len() == 1
+                    && dtmf
+                        .digit
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D'));
+                if !valid {
+                    tracing::warn!(call_sid = %self.setup.offer.call_sid, digit = ?dtmf.digit,
+                        "invalid DTMF digit ignored");
+                    return;
+                }
+                let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
+                self.touch_caller(now);
+                self.effects
+                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                        role: Role::System as i32,
+                        text: text.clone(),
+                        item_id: String::new(),
+                        interrupted: false,
+                        heard_ms: 0,
+                        offset_ms: self.offset_ms(now),
+                    })));
+                self.send_event(ClientEvent::item_create(Item::user_text(&text)));
+                self.request_response(Purpose::Plain, None);
+            }
+            inbound_frame::Frame::Stop(stop) => {
+                let reason = StopReason::parse(&stop.reason).map_or_else(
+                    || {
+                        tracing::warn!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason,
+                            "media stream stopped for an unknown reason");
+                        EndReason::StreamLost
+                    },
+                    StopReason::end_reason,
+                );
+                tracing::info!(call_sid = %self.setup.offer.call_sid, stop = %stop.reason, %reason, "media stream stopped");
+                self.finish(reason, now);
+            }
+        }
+    }
+
+    /// The subscription to `.in` ended (the NATS connection is going away).
+    pub fn on_inbound_closed(&mut self, now: Instant) {
+        self.finish(EndReason::StreamLost, now);
+    }
+
+    pub(super) fn touch_caller(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.idle_stage = 0;
+        if let (Some(idle), true) = (self.setup.agent.idle_timeout, self.stream_started) {
+            self.idle_deadline = Some(now + idle);
+        }
+    }
+
+    // ---------------------------------------------------------------- outbound audio
+
+    pub(super) fn send_audio(&mut self, item_id: &str, response_id: &str, bytes: &Bytes) {
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let end = (offset + OUT_CHUNK_BYTES).min(bytes.len());
+            let chunk = bytes.slice(offset..end);
+            offset = end;
+            let name = self.playback.sent(item_id, response_id, chunk.len());
+            self.effects.push(Effect::Out(outbound_frame::Frame::Audio(
+                switchboard_proto::OutboundAudio { payload: chunk },
+            )));
+            self.effects.push(Effect::Out(outbound_frame::Frame::Mark(
+                switchboard_proto::Mark { name },
+            )));
+        }
+    }
+
+    pub(super) fn hold_audio(&mut self, item_id: &str, response_id: &str, bytes: Bytes) {
+        self.prestart_bytes += bytes.len();
+        self.prestart
+            .push_back((item_id.to_owned(), response_id.to_owned(), bytes));
+        while self.prestart_bytes > PRESTART_BUFFER_BYTES {
+            let Some((_, _, old)) = self.prestart.pop_front() else {
+                break;
+            };
+            self.prestart_bytes -= old.len();
+            self.observe(Observation::OutboundDropped(old.len() as u64));
+        }
+    }
+
+    pub(super) fn held(&self, pred: impl Fn(&(String, String, Bytes)) -> bool) -> bool {
+        self.prestart.iter().any(pred)
+    }
+}

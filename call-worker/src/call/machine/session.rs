@@ -1,0 +1,204 @@
+//! Starting, losing and resuming the Realtime session, and asking it for responses.
+
+use super::*;
+
+impl CallMachine {
+    // ---------------------------------------------------------------- session start
+
+    /// Configures the model session (with the call's tools) and asks for the greeting at once,
+    /// without waiting for the media stream.
+    pub fn start_session(&mut self, tools: SessionTools) {
+        self.tools = tools;
+        self.send_session_update();
+        self.session.configured();
+        if self.setup.agent.greeting.is_some() {
+            self.greeting = GreetingState::Requested;
+            let params = self.greeting_params();
+            self.request_response(Purpose::Greeting, params);
+        }
+    }
+
+    pub(super) fn greeting_params(&self) -> Option<ResponseParams> {
+        let greeting = self.setup.agent.greeting.as_ref()?;
+        Some(instructions(format!(
+            "Greet the caller by saying exactly: \"{greeting}\""
+        )))
+    }
+
+    /// The whole configuration of a new session, for the current agent.
+    pub(super) fn send_session_update(&mut self) {
+        let session = self.full_session();
+        self.send_session(session);
+    }
+
+    /// The whole configuration of a session for the current agent: [`Self::agent_session`]
+    /// plus the model, output modality, output format and the call's voice.
+    pub(super) fn full_session(&self) -> Session {
+        let mut session = self.agent_session();
+        session.model = Some(self.setup.model.clone());
+        session.output_modalities = Some(vec!["audio".into()]);
+        if let Some(audio) = &mut session.audio {
+            audio.output = Some(AudioOutput {
+                format: Some(AudioFormat::pcmu()),
+                voice: Some(self.voice.clone()),
+                speed: None,
+            });
+        }
+        session
+    }
+
+    /// Sends a `session.update` whose answer [`SessionCheck`] will verify.
+    pub(super) fn send_session(&mut self, session: Session) {
+        let event_id = self.session_check.sent(&session);
+        self.send_event(ClientEvent::SessionUpdate {
+            event_id: Some(event_id),
+            session,
+        });
+    }
+
+    /// What depends on the agent: instructions, tools, turn detection, noise reduction,
+    /// transcription (with the input format they sit next to) and truncation. A
+    /// `session.update` changes only the fields present, so a handoff sends just this, leaving
+    /// model and voice as they are. An agent without transcription, noise reduction or
+    /// truncation settings leaves them out, so after a handoff to such an agent the session
+    /// keeps what the first agent set.
+    pub(super) fn agent_session(&self) -> Session {
+        let agent = &self.setup.agent;
+        Session {
+            kind: "realtime".into(),
+            instructions: Some(agent.instructions.clone()),
+            audio: Some(AudioConfig {
+                input: Some(AudioInput {
+                    format: Some(AudioFormat::pcmu()),
+                    transcription: agent.transcription.clone(),
+                    noise_reduction: agent
+                        .noise_reduction
+                        .as_ref()
+                        .map(|kind| NoiseReduction { kind: kind.clone() }),
+                    turn_detection: Some(agent.turn_detection.to_session()),
+                }),
+                output: None,
+            }),
+            tools: Some(self.tools.functions.clone()),
+            tool_choice: Some("auto".into()),
+            truncation: agent.truncation.clone(),
+            ..Default::default()
+        }
+    }
+
+    // ---------------------------------------------------------------- session loss
+
+    /// The Realtime session is gone (socket closed, network error, `session_expired`): replace
+    /// it, unless sessions have been lost too often lately.
+    pub(super) fn session_lost(&mut self, why: &str, now: Instant) {
+        let call_sid = self.setup.offer.call_sid.clone();
+        let loss = self.session.lost(now);
+        let attempt = match loss {
+            Loss::Ignored => return,
+            Loss::TooOften => {
+                tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
+                self.model_error(now);
+                return;
+            }
+            Loss::ReplaceNow { attempt } | Loss::ReplaceAt { attempt, .. } => attempt,
+        };
+        tracing::warn!(%call_sid, %why, attempt, "realtime session lost; opening a new one");
+        self.observe(Observation::RealtimeReconnect);
+
+        // The caller must not keep hearing a response that can no longer finish, and what
+        // they heard of it is recorded before the conversation is replayed.
+        if let Some(cut) = self.playback.interrupt() {
+            self.effects.push(Effect::Out(outbound_frame::Frame::Clear(
+                switchboard_proto::Clear {},
+            )));
+            self.transcripts.cut(cut.items);
+        }
+        self.transcripts.session_lost();
+        self.settle_transcripts();
+
+        // Whatever was asked of the old session is asked again of the new one.
+        let (was_active, requested) = self.responses.reset();
+        self.session_check.reset();
+        self.responses_with_audio.clear();
+        self.speech_stopped_at = None;
+        if self.greeting == GreetingState::Response {
+            self.greeting = GreetingState::Requested;
+            self.greeting_response = None;
+            let params = self.greeting_params();
+            self.responses.defer_first(Purpose::Greeting, params);
+        }
+        if self.goodbye.speaking() {
+            // The goodbye was being spoken: end here rather than start it over.
+            self.hang_up_now(now);
+            return;
+        }
+        match requested {
+            // A filler line is only worth saying on time.
+            Some((Purpose::Filler, _)) => {}
+            Some((purpose, params)) => self.responses.defer_first(purpose, params),
+            None if was_active && self.greeting != GreetingState::Requested => {
+                self.responses.defer(Purpose::Plain, None);
+            }
+            None => {}
+        }
+        self.tools_rounds.session_lost();
+        if loss == (Loss::ReplaceNow { attempt }) {
+            self.effects.push(Effect::Reconnect);
+        }
+    }
+
+    /// Whether a lost session is waiting to be replaced.
+    pub fn reconnecting(&self) -> bool {
+        self.session.reconnecting()
+    }
+
+    /// A new Realtime session is open (or opening): configure it like the first, replay the
+    /// conversation so far (`replay`, from [`crate::replay::items`]), then ask again for whatever
+    /// the lost session had not answered.
+    pub fn resume_session(&mut self, replay: Vec<Item>) {
+        if self.session.is_ended() {
+            return;
+        }
+        self.send_session_update();
+        self.session.configured();
+        // Outputs that finished before now were published, so they are in `replay`.
+        self.tools_rounds.session_resumed();
+        for item in replay {
+            self.send_event(ClientEvent::item_create(item));
+        }
+        self.pump();
+    }
+
+    // ---------------------------------------------------------------- responses
+
+    /// Asks for a response now, or after the active one.
+    pub(super) fn request_response(&mut self, purpose: Purpose, params: Option<ResponseParams>) {
+        if self.responses.may_request(self.session.can_send()) {
+            self.send_response_create(purpose, params);
+        } else {
+            self.responses.defer(purpose, params);
+        }
+    }
+
+    pub(super) fn send_response_create(
+        &mut self,
+        purpose: Purpose,
+        params: Option<ResponseParams>,
+    ) {
+        let event = self.responses.create(purpose, params);
+        self.send_event(event);
+    }
+
+    /// After a response ended (or a request failed): tool outputs first, then waiting requests.
+    pub(super) fn pump(&mut self) {
+        if self.session.is_ended() || !self.responses.may_request(self.session.can_send()) {
+            return;
+        }
+        if self.flush_tool_outputs() {
+            return;
+        }
+        if let Some((purpose, params)) = self.responses.next_deferred() {
+            self.send_response_create(purpose, params);
+        }
+    }
+}
