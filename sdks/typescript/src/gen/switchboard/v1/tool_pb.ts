@@ -114,7 +114,9 @@ export type ToolCall = Message<"switchboard.v1.ToolCall"> & {
   agentId: string;
 
   /**
-   * The caller's number, for tools that look people up.
+   * The verified number of the person on the call (Twilio's `From` on an inbound call, the
+   * dialed `To` on an outbound one). Tools that act for a person use this, never a number the
+   * model passes in the arguments.
    *
    * @generated from field: string caller = 6;
    */
