@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use switchboard_proto::permissions::{NEXT_USER_SUFFIX, Role, User, authorization_block};
+use switchboard_proto::permissions::{Role, authorization_block, user_pair};
 use switchboard_proto::subject::{Subjects, validate_tool_name};
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,17 +34,5 @@ pub fn run(subjects: &Subjects, command: NatsCommand) -> anyhow::Result<ExitCode
 
 /// The block for a tool server's user pair; passwords are `$<USER>_PASSWORD` variables.
 pub fn tool_user_block(subjects: &Subjects, user: &str, tools: &[&str]) -> String {
-    let role = Role::Tools { user, tools };
-    let users: Vec<User<'_>> = ["", NEXT_USER_SUFFIX]
-        .into_iter()
-        .map(|suffix| {
-            let name = format!("{user}{suffix}");
-            User {
-                password: format!("${}_PASSWORD", name.to_uppercase().replace('-', "_")),
-                name,
-                role,
-            }
-        })
-        .collect();
-    authorization_block(&users, subjects, 0)
+    authorization_block(&user_pair(Role::Tools { user, tools }), subjects, 0)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use switchboard_e2e::{nats_password, nats_users, secured_nats};
 use switchboard_proto::permissions::{
-    OUTSIDE, Role, TOOL_WORKER, authorization_block, inbox_prefix, shipped_users,
+    OUTSIDE, Role, SHIPPED_ROLES, TOOL_WORKER, authorization_block, inbox_prefix, shipped_users,
 };
 use switchboard_proto::subject::Subjects;
 use switchboard_testkit::workspace_root;
@@ -145,14 +145,7 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     assert_eq!(nats_users().len(), 14);
     let url = nats.url().to_owned();
 
-    for role in [
-        Role::Gateway,
-        Role::CallWorker,
-        TOOL_WORKER,
-        Role::Persister,
-        Role::Notifier,
-        OUTSIDE,
-    ] {
+    for role in SHIPPED_ROLES {
         let mut user = As::connect(&url, &role).await?;
         // The JetStream admin API: delete the call log, read it around the persister's consumer,
         // or create a stream that records every caller's audio.

@@ -337,29 +337,33 @@ pub fn authorization_block(users: &[User<'_>], subjects: &Subjects, indent: usiz
 /// docs/operations.md, "Rotating credentials"), never by changing the password it is using.
 pub const NEXT_USER_SUFFIX: &str = "-next";
 
-/// The services Switchboard ships, two users each (the role's name and the same with
-/// [`NEXT_USER_SUFFIX`]), with the password variables k8s/base/nats.yaml reads.
-pub fn shipped_users() -> Vec<User<'static>> {
-    [
-        Role::Gateway,
-        Role::CallWorker,
-        TOOL_WORKER,
-        Role::Persister,
-        Role::Notifier,
-        OUTSIDE,
-    ]
-    .into_iter()
-    .flat_map(|role| {
-        ["", NEXT_USER_SUFFIX].map(|suffix| {
-            let name = format!("{}{suffix}", role.user());
-            User {
-                password: format!("${}_PASSWORD", name.to_uppercase().replace('-', "_")),
-                name,
-                role,
-            }
-        })
+/// Every service Switchboard ships, by role.
+pub const SHIPPED_ROLES: [Role<'static>; 6] = [
+    Role::Gateway,
+    Role::CallWorker,
+    TOOL_WORKER,
+    Role::Persister,
+    Role::Notifier,
+    OUTSIDE,
+];
+
+/// A role's two users (the role's name and the same with [`NEXT_USER_SUFFIX`]), each with the
+/// password variable `$<USER>_PASSWORD` that the server resolves from its environment.
+pub fn user_pair(role: Role<'_>) -> [User<'_>; 2] {
+    ["", NEXT_USER_SUFFIX].map(|suffix| {
+        let name = format!("{}{suffix}", role.user());
+        User {
+            password: format!("${}_PASSWORD", name.to_uppercase().replace('-', "_")),
+            name,
+            role,
+        }
     })
-    .collect()
+}
+
+/// The services Switchboard ships, two users each ([`user_pair`]): what k8s/base/nats.yaml
+/// holds.
+pub fn shipped_users() -> Vec<User<'static>> {
+    SHIPPED_ROLES.into_iter().flat_map(user_pair).collect()
 }
 
 #[cfg(test)]
@@ -373,14 +377,7 @@ mod tests {
 
     #[test]
     fn nobody_gets_the_whole_jetstream_api_or_every_inbox() {
-        for role in [
-            Role::Gateway,
-            Role::CallWorker,
-            TOOL_WORKER,
-            Role::Persister,
-            Role::Notifier,
-            OUTSIDE,
-        ] {
+        for role in SHIPPED_ROLES {
             for grant in all(role) {
                 assert!(!grant.starts_with("$JS.API.>"), "{role:?}: {grant}");
                 assert!(!grant.contains("STREAM.DELETE"), "{role:?}: {grant}");
