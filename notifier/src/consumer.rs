@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt as _;
 use persister::pricing::Prices;
@@ -24,6 +24,7 @@ use switchboard_proto::subject::Subjects;
 use switchboard_proto::{CallEvent, Message as _};
 use switchboard_service::Health;
 use switchboard_service::backoff::Backoff;
+use switchboard_service::events::{DurableConsumer, durable_consumer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -116,22 +117,18 @@ async fn open(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<pull::Stream, async_nats::Error> {
-    let stream = switchboard_service::events::ensure_stream(js, subjects).await?;
-    let consumer: PullConsumer = stream
-        .get_or_create_consumer(
-            DURABLE_NAME,
-            pull::Config {
-                durable_name: Some(DURABLE_NAME.to_owned()),
-                description: Some("Switchboard notifier: call events to webhooks".to_owned()),
-                deliver_policy: DeliverPolicy::New,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: MAX_ACK_PENDING,
-                filter_subject: subjects.all_events(),
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = durable_consumer(
+        js,
+        subjects,
+        &DurableConsumer {
+            name: DURABLE_NAME,
+            description: "Switchboard notifier: call events to webhooks",
+            deliver_policy: DeliverPolicy::New,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
+        },
+    )
+    .await?;
     Ok(consumer.messages().await?)
 }
 

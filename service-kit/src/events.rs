@@ -71,6 +71,44 @@ pub async fn ensure_stream(
     .await
 }
 
+/// A durable pull consumer on `VOICE_EVENTS` shared by every replica of one service (the
+/// persister, the notifier): its name, what it is for, where a new one starts, and how long and
+/// how much may await acks.
+#[derive(Debug, Clone)]
+pub struct DurableConsumer {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+}
+
+/// Makes sure the events stream and `consumer` exist (an existing consumer keeps its settings)
+/// and returns the consumer, ready to pull.
+pub async fn durable_consumer(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    consumer: &DurableConsumer,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, async_nats::Error> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let stream = ensure_stream(js, subjects).await?;
+    Ok(stream
+        .get_or_create_consumer(
+            consumer.name,
+            pull::Config {
+                durable_name: Some(consumer.name.to_owned()),
+                description: Some(consumer.description.to_owned()),
+                deliver_policy: consumer.deliver_policy,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: consumer.ack_wait,
+                max_ack_pending: consumer.max_ack_pending,
+                filter_subject: subjects.all_events(),
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
 /// How big the publisher may grow.
 #[derive(Debug, Clone, Copy)]
 pub struct PublisherConfig {
