@@ -238,12 +238,14 @@ impl Offers {
                 worker_id: self.ctx.worker_id.clone(),
                 agent_id: agent_id.to_owned(),
                 reason: String::new(),
+                epoch: 0,
             },
             Err(reason) => OfferReply {
                 accepted: false,
                 worker_id: self.ctx.worker_id.clone(),
                 agent_id: String::new(),
                 reason: reason.as_str().to_owned(),
+                epoch: 0,
             },
         };
         let (result, reason) = match result {

@@ -57,6 +57,9 @@ pub fn stream_start(
         custom_parameters,
         gateway_id: gateway_id.to_owned(),
         started_at_ms,
+        epoch: 0,
+        resumed: false,
+        attach: 1,
     })
 }
 
@@ -66,6 +69,7 @@ pub fn audio(media: &InboundMedia) -> Result<inbound_frame::Frame, FrameError> {
         payload: Bytes::from(media.audio()?),
         timestamp_ms: media.timestamp_ms()?,
         chunk: media.chunk_number()?,
+        replayed: false,
     }))
 }
 
@@ -131,6 +135,7 @@ fn media_audio(media: &MediaBody<'_>) -> Result<inbound_frame::Frame, FrameError
         payload: Bytes::from(payload),
         timestamp_ms: counter(&media.timestamp)?,
         chunk: counter(&media.chunk)?,
+        replayed: false,
     }))
 }
 

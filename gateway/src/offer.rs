@@ -51,6 +51,7 @@ pub fn call_offer(form: &CallForm, gateway_id: &str, offered_at_ms: i64) -> Call
         gateway_id: gateway_id.to_owned(),
         offered_at_ms,
         agent_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -726,7 +726,11 @@ impl StreamActor {
                 self.update_call(CallUpdate::Twiml(doc.dial(&transfer.to).build()));
                 self.begin_ending(StopReason::Transfer);
             }
-            outbound_frame::Frame::Heartbeat(_) => {}
+            // Ownership and hand-over frames are not acted on yet: one worker owns a call for
+            // its whole life.
+            outbound_frame::Frame::Heartbeat(_)
+            | outbound_frame::Frame::Owner(_)
+            | outbound_frame::Frame::HandOver(_) => {}
         }
         Flow::Continue
     }

@@ -129,6 +129,7 @@ async fn an_in_flight_call_survives_sigterm_drain() -> anyhow::Result<()> {
     }
     // ... and worker to caller.
     let audio = OutboundFrame {
+        epoch: 0,
         seq: 1,
         frame: Some(outbound_frame::Frame::Audio(OutboundAudio {
             payload: vec![0x55; 320].into(),

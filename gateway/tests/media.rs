@@ -22,6 +22,7 @@ const STREAM: &str = "MZ11111111111111111111111111111111";
 
 fn out(seq: u64, frame: outbound_frame::Frame) -> OutboundFrame {
     OutboundFrame {
+        epoch: 0,
         seq,
         frame: Some(frame),
     }

@@ -205,6 +205,7 @@ async fn an_outbound_call_runs_and_is_transferred_by_rest() -> anyhow::Result<()
     gw.send_out(
         &call_sid,
         OutboundFrame {
+            epoch: 0,
             seq: 1,
             frame: Some(outbound_frame::Frame::Transfer(Transfer {
                 to: "+15550009999".into(),
@@ -313,6 +314,7 @@ async fn a_worker_hangup_also_completes_the_call_by_rest() -> anyhow::Result<()>
     gw.send_out(
         &call_sid,
         OutboundFrame {
+            epoch: 0,
             seq: 1,
             frame: Some(outbound_frame::Frame::Hangup(switchboard_proto::Hangup {
                 reason: "end_call".into(),

@@ -57,6 +57,7 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
         CALL,
         OutboundFrame {
             seq: 1,
+            epoch: 0,
             frame: Some(outbound_frame::Frame::Transfer(Transfer {
                 to: "+19005550100".into(),
                 announcement: String::new(),

@@ -142,6 +142,7 @@ async fn transfer_begins(
     to: &str,
 ) -> anyhow::Result<bool> {
     let frame = |frame| OutboundFrame {
+        epoch: 0,
         seq,
         frame: Some(frame),
     };

@@ -104,6 +104,7 @@ async fn a_call_is_one_trace_from_webhook_to_stream() -> anyhow::Result<()> {
     let worker = tokio::spawn(async move {
         let msg = offers.next().await?;
         let accept = OfferReply {
+            epoch: 0,
             accepted: true,
             worker_id: "worker-1".into(),
             agent_id: "front-desk".into(),

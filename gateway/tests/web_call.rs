@@ -86,6 +86,7 @@ async fn refused(gw: &TestGateway, how: &Open<'_>) -> u16 {
 
 fn web_worker_reply() -> OfferReply {
     OfferReply {
+        epoch: 0,
         accepted: true,
         worker_id: "worker-1".into(),
         agent_id: "front-desk".into(),
@@ -95,6 +96,7 @@ fn web_worker_reply() -> OfferReply {
 
 fn out(seq: u64, frame: outbound_frame::Frame) -> OutboundFrame {
     OutboundFrame {
+        epoch: 0,
         seq,
         frame: Some(frame),
     }

@@ -167,6 +167,7 @@ async fn without_workers_the_caller_hears_busy_and_a_rejection_is_recorded() -> 
 
 fn declined(reason: &str) -> OfferReply {
     OfferReply {
+        epoch: 0,
         accepted: false,
         worker_id: "worker-1".into(),
         agent_id: String::new(),
@@ -204,6 +205,7 @@ async fn workers_that_stay_full_mean_busy_after_every_attempt() -> anyhow::Resul
 async fn a_full_or_draining_worker_s_decline_is_offered_again() -> anyhow::Result<()> {
     let gw = TestGateway::start(&[]).await?;
     let accept = OfferReply {
+        epoch: 0,
         accepted: true,
         worker_id: "worker-2".into(),
         agent_id: "front-desk".into(),

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::signature::{InvalidSecret, SigningKey};
 
 /// The event kinds an endpoint may ask for: `call.<kind>` for each kind of `CallEvent` body.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "call.started",
     "call.transcript",
     "call.tool",
@@ -24,6 +24,9 @@ pub const EVENT_TYPES: [&str; 8] = [
     "call.ended",
     "call.rejected",
     "call.status",
+    "call.owner",
+    "call.dispatched",
+    "call.usage",
 ];
 
 /// The webhook `type` of an event of `kind` (the subject's kind token).

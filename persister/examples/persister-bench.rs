@@ -196,6 +196,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
                 latency_ms: 42,
             }),
             r => Body::Transcript(TranscriptEntry {
+                audio_end_ms: 0,
                 role: if r == 2 { Role::User } else { Role::Assistant } as i32,
                 text: "I would like to book an appointment for tomorrow morning, please.".into(),
                 item_id: format!("item_{seq}"),

@@ -340,7 +340,15 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
         Some(Body::Ended(_)) => Some("ended"),
         Some(Body::Rejected(_)) => Some("rejected"),
         Some(Body::Status(_)) => Some("status"),
-        Some(Body::Transcript(_) | Body::Tool(_) | Body::Turn(_)) | None => None,
+        Some(
+            Body::Transcript(_)
+            | Body::Tool(_)
+            | Body::Turn(_)
+            | Body::Owner(_)
+            | Body::Dispatched(_)
+            | Body::Usage(_),
+        )
+        | None => None,
     }
 }
 
@@ -483,7 +491,15 @@ impl<'a> CallUpdates<'a> {
                     s.duration.push(d);
                 }
             }
-            Some(Body::Transcript(_) | Body::Tool(_) | Body::Turn(_)) | None => {}
+            Some(
+                Body::Transcript(_)
+                | Body::Tool(_)
+                | Body::Turn(_)
+                | Body::Owner(_)
+                | Body::Dispatched(_)
+                | Body::Usage(_),
+            )
+            | None => {}
         }
     }
 

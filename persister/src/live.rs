@@ -160,6 +160,13 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
         Some(Body::Rejected(b)) => json!({"reason": b.reason, "from": b.from, "to": b.to}),
         Some(Body::Status(b)) => json!({"status": b.status, "sequence_number": b.sequence_number,
             "duration_seconds": b.duration_seconds, "sip_response_code": b.sip_response_code}),
+        Some(Body::Owner(b)) => json!({"epoch": b.epoch, "worker_id": b.worker_id,
+            "reason": b.reason, "previous_worker_id": b.previous_worker_id, "gap_ms": b.gap_ms,
+            "agent_id": b.agent_id}),
+        Some(Body::Dispatched(b)) => json!({"call_id": b.call_id, "name": b.name,
+            "arguments": json_or_text(&b.arguments)}),
+        Some(Body::Usage(u)) => json!({"input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens}),
         None => json!({}),
     };
     if let Value::Object(fields) = body {

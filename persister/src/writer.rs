@@ -96,8 +96,9 @@ pub async fn apply(
         Some(Body::Ended(b)) => ended(&mut tx, sid, b, at, prices).await?,
         Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
-        // A body from a newer producer: the ledger keeps it; nothing else to fill in.
-        None => {}
+        // Ownership, write-ahead and per-response usage events: the ledger keeps them (the
+        // call's total usage arrives in `ended`). A body from a newer producer: likewise.
+        Some(Body::Owner(_) | Body::Dispatched(_) | Body::Usage(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)

@@ -5,83 +5,85 @@ use crate::{CallEvent, call_event::Body};
 /// Gateways number their events from here so they never collide with the worker's sequence.
 pub const GATEWAY_SEQ_BASE: u64 = 1_000_000;
 
-/// Why a call ended: `CallEnded.reason`, as the worker records it and dashboards filter on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndReason {
-    /// Twilio's media stream stopped: the caller hung up.
-    CallerHungUp,
-    /// The agent called `end_call`.
-    EndCall,
-    /// The caller stayed silent through the idle prompt.
-    Idle,
-    /// The agent's `max_call_seconds` passed.
-    MaxDuration,
-    /// The agent called `transfer_call`.
-    Transferred,
-    /// The model failed (a fatal error, or sessions lost too often).
-    ModelError,
-    /// The model session refused or did not apply the call's configuration (formats, voice,
-    /// tools), so the caller could not have been served.
-    ModelConfigRejected,
-    /// The worker shut down before the call ended.
-    WorkerShutdown,
-    /// The media stream never started, its subscription ended, or the caller's socket closed
-    /// without Twilio's `stop` (gateway stop reason `closed`).
-    StreamLost,
-    /// The gateway holding the caller's socket shut down before the call ended (stop reason
-    /// `drain_deadline`).
-    GatewayShutdown,
-    /// The gateway heard nothing from the worker for `WORKER_SILENCE_MS` and closed the stream
-    /// (stop reason `worker_silent`).
-    WorkerSilent,
-    /// The gateway could not go on with the stream (stop reason `error`).
-    StreamError,
-}
-
-impl EndReason {
-    /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [EndReason; 12] = [
-        Self::CallerHungUp,
-        Self::EndCall,
-        Self::Idle,
-        Self::MaxDuration,
-        Self::Transferred,
-        Self::ModelError,
-        Self::ModelConfigRejected,
-        Self::WorkerShutdown,
-        Self::StreamLost,
-        Self::GatewayShutdown,
-        Self::WorkerSilent,
-        Self::StreamError,
-    ];
-
-    /// The contract's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CallerHungUp => "caller_hung_up",
-            Self::EndCall => "end_call",
-            Self::Idle => "idle",
-            Self::MaxDuration => "max_duration",
-            Self::Transferred => "transferred",
-            Self::ModelError => "model_error",
-            Self::ModelConfigRejected => "model_config_rejected",
-            Self::WorkerShutdown => "worker_shutdown",
-            Self::StreamLost => "stream_lost",
-            Self::GatewayShutdown => "gateway_shutdown",
-            Self::WorkerSilent => "worker_silent",
-            Self::StreamError => "stream_error",
+/// Declares one of the contract's word lists: an enum whose variants each stand for one word,
+/// with `ALL`, `as_str`, `parse` and `Display`, so a word is typed once.
+macro_rules! contract_words {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $word:literal, )+
         }
-    }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every word, for documentation and exhaustive tests.
+            pub const ALL: &'static [$name] = &[ $( Self::$variant, )+ ];
+
+            /// The contract's word for it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $word, )+
+                }
+            }
+
+            /// The value `word` stands for, if it is one.
+            pub fn parse(word: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|r| r.as_str() == word)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for EndReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+contract_words! {
+    /// Why a call ended: `CallEnded.reason`, as the worker records it and dashboards filter on it.
+    pub enum EndReason {
+        /// Twilio's media stream stopped: the caller hung up.
+        CallerHungUp => "caller_hung_up",
+        /// The agent called `end_call`.
+        EndCall => "end_call",
+        /// The caller stayed silent through the idle prompt.
+        Idle => "idle",
+        /// The agent's `max_call_seconds` passed.
+        MaxDuration => "max_duration",
+        /// The agent called `transfer_call`.
+        Transferred => "transferred",
+        /// The model failed (a fatal error, or sessions lost too often).
+        ModelError => "model_error",
+        /// The model session refused or did not apply the call's configuration (formats, voice,
+        /// tools), so the caller could not have been served.
+        ModelConfigRejected => "model_config_rejected",
+        /// The worker shut down before the call ended.
+        WorkerShutdown => "worker_shutdown",
+        /// The media stream never started, its subscription ended, or the caller's socket closed
+        /// without Twilio's `stop` (gateway stop reason `closed`).
+        StreamLost => "stream_lost",
+        /// The gateway holding the caller's socket shut down before the call ended (stop reason
+        /// `drain_deadline`).
+        GatewayShutdown => "gateway_shutdown",
+        /// The gateway heard nothing from the worker for `WORKER_SILENCE_MS` and closed the
+        /// stream (stop reason `worker_silent`).
+        WorkerSilent => "worker_silent",
+        /// The gateway could not go on with the stream (stop reason `error`).
+        StreamError => "stream_error",
+        /// The owning worker was lost and no worker took the call over in time: the caller heard
+        /// the apology and was transferred or hung up. Recorded by the gateway.
+        WorkerLost => "worker_lost",
     }
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 11] = [
     "started",
     "transcript",
     "tool",
@@ -90,57 +92,32 @@ pub const KINDS: [&str; 8] = [
     "ended",
     "rejected",
     "status",
+    "owner",
+    "dispatched",
+    "usage",
 ];
 
-/// Why a media stream ended: `StreamStop.reason`, the gateway's last frame to the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StopReason {
-    /// Twilio sent `stop`: the caller hung up.
-    Stop,
-    /// The caller's socket closed without `stop`.
-    Closed,
-    /// The gateway could not go on with the stream (a socket or publishing error).
-    Error,
-    /// Nothing came from the worker for `WORKER_SILENCE_MS`.
-    WorkerSilent,
-    /// The gateway shut down and its drain deadline passed.
-    DrainDeadline,
-    /// The worker asked for a hang-up, and the audio before it has played.
-    Hangup,
-    /// The worker asked for a transfer, and Twilio left the stream for it.
-    Transfer,
+contract_words! {
+    /// Why a media stream ended: `StreamStop.reason`, the gateway's last frame to the worker.
+    pub enum StopReason {
+        /// Twilio sent `stop`: the caller hung up.
+        Stop => "stop",
+        /// The caller's socket closed without `stop`.
+        Closed => "closed",
+        /// The gateway could not go on with the stream (a socket or publishing error).
+        Error => "error",
+        /// Nothing came from the worker for `WORKER_SILENCE_MS`.
+        WorkerSilent => "worker_silent",
+        /// The gateway shut down and its drain deadline passed.
+        DrainDeadline => "drain_deadline",
+        /// The worker asked for a hang-up, and the audio before it has played.
+        Hangup => "hangup",
+        /// The worker asked for a transfer, and Twilio left the stream for it.
+        Transfer => "transfer",
+    }
 }
 
 impl StopReason {
-    /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [StopReason; 7] = [
-        Self::Stop,
-        Self::Closed,
-        Self::Error,
-        Self::WorkerSilent,
-        Self::DrainDeadline,
-        Self::Hangup,
-        Self::Transfer,
-    ];
-
-    /// The contract's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Closed => "closed",
-            Self::Error => "error",
-            Self::WorkerSilent => "worker_silent",
-            Self::DrainDeadline => "drain_deadline",
-            Self::Hangup => "hangup",
-            Self::Transfer => "transfer",
-        }
-    }
-
-    /// The reason `word` stands for, if it is one.
-    pub fn parse(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == word)
-    }
-
     /// The end reason a call gets when its stream stops for this reason before the worker
     /// ended it. (After a `hangup` or `transfer` the worker has already recorded its own.)
     pub fn end_reason(self) -> EndReason {
@@ -156,63 +133,56 @@ impl StopReason {
     }
 }
 
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+contract_words! {
+    /// Why a worker declined an offer: `OfferReply.reason`.
+    pub enum DeclineReason {
+        /// The offer is malformed (an invalid CallSid).
+        BadOffer => "bad_offer",
+        /// The worker is shutting down.
+        Draining => "draining",
+        /// The worker runs as many calls as it may.
+        AtCapacity => "at_capacity",
+        /// No agent of the worker answers the dialed number.
+        NoAgent => "no_agent",
+        /// The worker could not set the call up.
+        Error => "error",
+        /// Another worker's claim of the offered epoch won (see `CallOwner`).
+        ClaimLost => "claim_lost",
     }
-}
-
-/// Why a worker declined an offer: `OfferReply.reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeclineReason {
-    /// The offer is malformed (an invalid CallSid).
-    BadOffer,
-    /// The worker is shutting down.
-    Draining,
-    /// The worker runs as many calls as it may.
-    AtCapacity,
-    /// No agent of the worker answers the dialed number.
-    NoAgent,
-    /// The worker could not set the call up.
-    Error,
 }
 
 impl DeclineReason {
-    /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [DeclineReason; 5] = [
-        Self::BadOffer,
-        Self::Draining,
-        Self::AtCapacity,
-        Self::NoAgent,
-        Self::Error,
-    ];
-
-    /// The contract's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadOffer => "bad_offer",
-            Self::Draining => "draining",
-            Self::AtCapacity => "at_capacity",
-            Self::NoAgent => "no_agent",
-            Self::Error => "error",
-        }
-    }
-
-    /// The reason `word` stands for, if it is one.
-    pub fn parse(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == word)
-    }
-
     /// Whether the reason concerns this worker only, so another worker may take the call.
     pub fn passing(self) -> bool {
         matches!(self, Self::Draining | Self::AtCapacity)
     }
 }
 
-impl std::fmt::Display for DeclineReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+contract_words! {
+    /// Why a worker owns a call: `CallOwner.reason`, and `CallOffer.takeover` (where a new call
+    /// is the empty string, not `offer`).
+    pub enum OwnerReason {
+        /// The worker accepted the new call (epoch 0).
+        Offer => "offer",
+        /// The previous owner went silent and did not answer a probe: it died or was cut off.
+        WorkerLost => "worker_lost",
+        /// The previous owner was draining and asked for the call to be handed over.
+        HandOver => "hand_over",
     }
+}
+
+/// Bits of an event's `seq` below the owner's epoch: a worker numbers its events
+/// `epoch << 32 | n`.
+pub const EPOCH_SHIFT: u32 = 32;
+
+/// The `seq` of the `n`th event (from 1) the owner of `epoch` publishes.
+pub fn owner_seq(epoch: u32, n: u32) -> u64 {
+    (u64::from(epoch) << EPOCH_SHIFT) | u64::from(n)
+}
+
+/// The owner epoch a worker's event `seq` belongs to (gateway events, below 2^32, give 0).
+pub fn epoch_of(seq: u64) -> u32 {
+    (seq >> EPOCH_SHIFT) as u32
 }
 
 /// The `<kind>` token of an event body, as used in `voice.events.<call_sid>.<kind>`.
@@ -226,6 +196,9 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Ended(_) => "ended",
         Body::Rejected(_) => "rejected",
         Body::Status(_) => "status",
+        Body::Owner(_) => "owner",
+        Body::Dispatched(_) => "dispatched",
+        Body::Usage(_) => "usage",
     }
 }
 
@@ -295,32 +268,70 @@ mod tests {
 
     #[test]
     fn stop_reasons_round_trip_and_map_to_distinct_end_reasons() {
-        for r in StopReason::ALL {
+        for &r in StopReason::ALL {
             assert_eq!(StopReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(StopReason::parse("bogus"), None);
-        let ends: std::collections::HashSet<EndReason> = StopReason::ALL
-            .into_iter()
-            .map(StopReason::end_reason)
-            .collect();
+        let ends: std::collections::HashSet<EndReason> =
+            StopReason::ALL.iter().map(|r| r.end_reason()).collect();
         assert_eq!(ends.len(), StopReason::ALL.len());
         assert_eq!(StopReason::Stop.end_reason(), EndReason::CallerHungUp);
     }
 
     #[test]
     fn decline_reasons_round_trip() {
-        for r in DeclineReason::ALL {
+        for &r in DeclineReason::ALL {
             assert_eq!(DeclineReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(DeclineReason::parse("no_workers"), None);
         let passing: Vec<_> = DeclineReason::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|r| r.passing())
             .collect();
         assert_eq!(
             passing,
             [DeclineReason::Draining, DeclineReason::AtCapacity]
         );
+    }
+
+    #[test]
+    fn end_and_owner_reasons_round_trip() {
+        for &r in EndReason::ALL {
+            assert_eq!(EndReason::parse(r.as_str()), Some(r));
+        }
+        for &r in OwnerReason::ALL {
+            assert_eq!(OwnerReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(OwnerReason::parse(""), None);
+    }
+
+    #[test]
+    fn owners_number_their_events_apart() {
+        assert_eq!(owner_seq(0, 1), 1);
+        assert_eq!(owner_seq(1, 1), (1 << 32) + 1);
+        assert_eq!(epoch_of(owner_seq(7, 3)), 7);
+        assert_eq!(epoch_of(GATEWAY_SEQ_BASE + 5), 0);
+        assert!(owner_seq(1, 1) > owner_seq(0, u32::MAX));
+    }
+
+    #[test]
+    fn every_body_has_its_kind() {
+        let bodies = [
+            Body::Started(Default::default()),
+            Body::Transcript(Default::default()),
+            Body::Tool(Default::default()),
+            Body::Outcome(Default::default()),
+            Body::Turn(Default::default()),
+            Body::Ended(Default::default()),
+            Body::Rejected(Default::default()),
+            Body::Status(Default::default()),
+            Body::Owner(Default::default()),
+            Body::Dispatched(Default::default()),
+            Body::Usage(Default::default()),
+        ];
+        let kinds: Vec<&str> = bodies.iter().map(kind).collect();
+        assert_eq!(kinds, KINDS);
     }
 
     #[test]

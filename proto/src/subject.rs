@@ -58,6 +58,12 @@ impl Subjects {
         format!("{}.call.{call_sid}.out", self.prefix)
     }
 
+    /// `voice.call.<call_sid>.owner`: the gateway's liveness probe of the call's owner
+    /// (`OwnerProbe` -> `OwnerAck`).
+    pub fn call_owner(&self, call_sid: &str) -> String {
+        format!("{}.call.{call_sid}.owner", self.prefix)
+    }
+
     /// `voice.tools.<name>`: requests to a tool service.
     pub fn tool(&self, name: &str) -> String {
         format!("{}.tools.{name}", self.prefix)

@@ -165,7 +165,8 @@ struct Queued {
 }
 
 enum Command {
-    Publish(Queued),
+    /// Boxed: an event is far larger than a flush.
+    Publish(Box<Queued>),
     /// Reply once every event queued before it is acknowledged (or spilled).
     Flush(oneshot::Sender<()>),
 }
@@ -247,10 +248,10 @@ impl EventPublisher {
     /// If the queue is full or the publisher closed, the event is spilled to the log in full.
     pub fn publish(&self, event: CallEvent) {
         metrics::counter!(metric::QUEUED, "kind" => event.kind()).increment(1);
-        let queued = Queued {
+        let queued = Box::new(Queued {
             event,
             cx: tracing::Span::current().context(),
-        };
+        });
         self.shared.backlog.fetch_add(1, Ordering::Relaxed);
         let (command, reason) = match self.tx.try_send(Command::Publish(queued)) {
             Ok(()) => return,
@@ -266,10 +267,10 @@ impl EventPublisher {
     /// on the media path. Spills (and returns) only if the publisher is closed.
     pub async fn publish_wait(&self, event: CallEvent) {
         metrics::counter!(metric::QUEUED, "kind" => event.kind()).increment(1);
-        let queued = Queued {
+        let queued = Box::new(Queued {
             event,
             cx: tracing::Span::current().context(),
-        };
+        });
         self.shared.backlog.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(Command::Publish(q))) =
             self.tx.send(Command::Publish(queued)).await
@@ -411,7 +412,7 @@ impl Task {
                     Some(Command::Publish(queued)) => {
                         let index = self.next_index;
                         self.next_index += 1;
-                        self.outstanding.insert(index, queued);
+                        self.outstanding.insert(index, *queued);
                         self.send(index);
                     }
                     Some(Command::Flush(reply)) => self.flushes.push((self.next_index, reply)),

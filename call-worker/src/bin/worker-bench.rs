@@ -430,6 +430,7 @@ async fn call(
         gateway_id: "worker-bench".into(),
         offered_at_ms: now_ms(),
         agent_id: String::new(),
+        ..Default::default()
     };
     let request = async_nats::client::Request::new()
         .payload(offer.encode_to_vec().into())
@@ -456,6 +457,9 @@ async fn call(
         Ok(())
     };
     publish(inbound_frame::Frame::Start(StreamStart {
+        attach: 1,
+        epoch: 0,
+        resumed: false,
         stream_sid: format!("MZ{}", uuid::Uuid::new_v4().simple()),
         call_sid: call_sid.clone(),
         account_sid: "ACbench".into(),
@@ -483,7 +487,7 @@ async fn call(
                 }
                 chunk += 1;
                 stamp(&mut audio, epoch);
-                publish(inbound_frame::Frame::Audio(InboundAudio {
+                publish(inbound_frame::Frame::Audio(InboundAudio { replayed: false,
                     payload: Bytes::copy_from_slice(&audio),
                     timestamp_ms: (chunk - 1) * 20,
                     chunk,
@@ -512,7 +516,10 @@ async fn call(
                         bail!("call {index}: the worker hung up ({})", h.reason);
                     }
                     outbound_frame::Frame::Transfer(_) => bail!("call {index}: unexpected transfer"),
-                    outbound_frame::Frame::Clear(_) | outbound_frame::Frame::Heartbeat(_) => {}
+                    outbound_frame::Frame::Clear(_)
+                    | outbound_frame::Frame::Heartbeat(_)
+                    | outbound_frame::Frame::Owner(_)
+                    | outbound_frame::Frame::HandOver(_) => {}
                 }
             }
         }

@@ -357,6 +357,7 @@ impl CallActor {
         self.out_seq += 1;
         let msg = OutboundFrame {
             seq: self.out_seq,
+            epoch: 0,
             frame: Some(frame),
         };
         if let Err(e) = self

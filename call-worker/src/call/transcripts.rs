@@ -198,6 +198,7 @@ impl Transcripts {
             interrupted: e.interrupted,
             heard_ms,
             offset_ms: e.offset_ms,
+            audio_end_ms: 0,
         }
     }
 
@@ -239,6 +240,7 @@ mod tests {
                 interrupted: true,
                 heard_ms: 300,
                 offset_ms: 100,
+                audio_end_ms: 0,
             }]
         );
         assert!(t.recorded("i1"));

@@ -97,6 +97,7 @@ impl Harness {
             gateway_id: "gw-test".into(),
             offered_at_ms: switchboard_proto::now_ms(),
             agent_id: String::new(),
+            ..Default::default()
         })
         .await
     }
@@ -269,6 +270,9 @@ impl Gateway {
 
     pub async fn start(&mut self) -> anyhow::Result<()> {
         let start = StreamStart {
+            attach: 1,
+            epoch: 0,
+            resumed: false,
             stream_sid: format!("MZ{}", self.call_sid),
             call_sid: self.call_sid.clone(),
             account_sid: "AC1".into(),
@@ -297,6 +301,7 @@ impl Gateway {
         for i in 0..(ms / 20) as usize {
             self.send(inbound_frame::Frame::Audio(
                 switchboard_proto::InboundAudio {
+                    replayed: false,
                     payload: frame(i).into(),
                     timestamp_ms: 0,
                     chunk: 0,

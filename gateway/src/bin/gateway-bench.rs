@@ -101,6 +101,7 @@ async fn accept_offers(
         worker_id: "gateway-bench".into(),
         agent_id: "bench".into(),
         reason: String::new(),
+        epoch: 0,
     }
     .encode_to_vec();
     loop {
@@ -131,6 +132,7 @@ fn echo(msg: async_nats::Message, seq: &mut u64, epoch: Instant) -> Option<(u64,
     *seq += 1;
     let out = OutboundFrame {
         seq: *seq,
+        epoch: 0,
         frame: Some(outbound_frame::Frame::Audio(OutboundAudio {
             payload: payload.into(),
         })),

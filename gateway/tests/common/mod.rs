@@ -412,6 +412,7 @@ pub async fn accepting_worker(nats: &async_nats::Client) -> anyhow::Result<FakeW
             worker_id: "worker-1".into(),
             agent_id: "front-desk".into(),
             reason: String::new(),
+            epoch: 0,
         },
     )
     .await

@@ -250,6 +250,7 @@ pub fn started(agent: &str, from: &str) -> Body {
 
 pub fn said(role: Role, text: &str, item: &str, offset_ms: u32) -> TranscriptEntry {
     TranscriptEntry {
+        audio_end_ms: 0,
         role: role as i32,
         text: text.into(),
         item_id: item.into(),

@@ -71,6 +71,7 @@ impl CallMachine {
                         interrupted: false,
                         heard_ms: 0,
                         offset_ms: self.offset_ms(now),
+                        audio_end_ms: 0,
                     })));
                 self.send_event(ClientEvent::item_create(Item::user_text(&text)));
                 self.request_response(Purpose::Plain, None);

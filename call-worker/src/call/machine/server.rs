@@ -84,6 +84,7 @@ impl CallMachine {
                         interrupted: false,
                         heard_ms: 0,
                         offset_ms: offset,
+                        audio_end_ms: 0,
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {

@@ -428,6 +428,7 @@ fn inbound_audio_is_forwarded_untouched() {
     c.inbound(
         20,
         inbound_frame::Frame::Audio(InboundAudio {
+            replayed: false,
             payload: Bytes::from_static(&[0xff, 0x00, 0x7f]),
             timestamp_ms: 20,
             chunk: 1,

@@ -249,6 +249,7 @@ impl CallMachine {
                     interrupted: false,
                     heard_ms: 0,
                     offset_ms: self.offset_ms(now),
+                    audio_end_ms: 0,
                 })));
         }
         self.pump();
