@@ -12,8 +12,8 @@ use std::sync::Arc;
 /// mu-law at 8 kHz: 8 bytes per millisecond.
 pub const BYTES_PER_MS: u64 = 8;
 
-/// A mark sent but not yet echoed. One is made per 100 ms of assistant audio, so it allocates
-/// nothing: its name is its number, and the ids are shared with the marks before it.
+/// A mark sent but not yet echoed. One is made per 100 ms of assistant audio, so it is kept
+/// small: its name is its number, and the ids are shared (`Arc`) with the marks before it.
 #[derive(Debug, Clone)]
 struct PendingMark {
     number: u64,

@@ -25,7 +25,7 @@ macro_rules! contract_words {
             pub const ALL: &'static [$name] = &[ $( Self::$variant, )+ ];
 
             /// The contract's word for it.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $( Self::$variant => $word, )+
                 }
@@ -171,6 +171,27 @@ contract_words! {
     }
 }
 
+contract_words! {
+    /// The contract's `ToolError.code` values (`ToolFailure.code` in the record): what the model
+    /// is told when a tool call fails, so it can recover. A tool may send codes of its own too.
+    pub enum ToolErrorCode {
+        /// The request was not a `ToolCall`.
+        InvalidRequest => "invalid_request",
+        /// The arguments were not JSON or did not match the tool's schema.
+        InvalidArguments => "invalid_arguments",
+        /// The thing the tool looked for does not exist.
+        NotFound => "not_found",
+        /// The tool ran and failed (or answered something that is not a `ToolResult`).
+        Failed => "failed",
+        /// The tool did not finish within its timeout.
+        Timeout => "timeout",
+        /// Nobody serves the tool, or something it depends on (a database, an API) is down.
+        Unavailable => "unavailable",
+        /// The handler panicked; the tool server caught it and kept serving.
+        Panicked => "panicked",
+    }
+}
+
 /// Bits of an event's `seq` below the owner's epoch: a worker numbers its events
 /// `epoch << 32 | n`.
 pub const EPOCH_SHIFT: u32 = 32;
@@ -304,6 +325,9 @@ mod tests {
             assert_eq!(OwnerReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(OwnerReason::parse(""), None);
+        for &c in ToolErrorCode::ALL {
+            assert_eq!(ToolErrorCode::parse(c.as_str()), Some(c));
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! [`ToolServer`]: serves declared tools on `voice.tools.<name>` and keeps them registered.
 //!
 //! Each tool gets one queue subscription (group `tools.<name>`), so any number of replicas share
-//! the load and every request is answered once. Each request runs in its own task and its
-//! handler in a further task, so a slow tool never holds up another request and a panicking
-//! handler becomes an error result (`panicked`) instead of taking the server down. On shutdown the
+//! the load and every request is answered once. Each request runs in its own task, and its handler
+//! on that same task (a further hand-off would cost a wake-up per request), so a slow tool never
+//! holds up another request; a panicking handler is caught where it is awaited and becomes an
+//! error result (`panicked`) instead of taking the server down. On shutdown the
 //! subscriptions are drained: requests already delivered are finished and answered, then
 //! [`Serving::wait`] returns.
 //!

@@ -31,22 +31,25 @@ pub fn handler_deadline(tool_timeout: Duration, call_timeout_ms: u32) -> Duratio
     tool_timeout.min(call - TIMEOUT_MARGIN.min(call / 2))
 }
 
-/// The `ToolError.code` values of the contract, so handlers and the server agree on spelling.
+/// The `ToolError.code` values of the contract (typed once in
+/// [`switchboard_proto::event::ToolErrorCode`]), as strings for handlers' [`ToolFailure::new`].
 pub mod codes {
+    use switchboard_proto::event::ToolErrorCode as Code;
+
     /// The request was not a `ToolCall`.
-    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const INVALID_REQUEST: &str = Code::InvalidRequest.as_str();
     /// The arguments were not JSON or did not match the tool's schema.
-    pub const INVALID_ARGUMENTS: &str = "invalid_arguments";
+    pub const INVALID_ARGUMENTS: &str = Code::InvalidArguments.as_str();
     /// The thing the tool looked for does not exist.
-    pub const NOT_FOUND: &str = "not_found";
+    pub const NOT_FOUND: &str = Code::NotFound.as_str();
     /// The tool ran and failed.
-    pub const FAILED: &str = "failed";
+    pub const FAILED: &str = Code::Failed.as_str();
     /// The tool did not finish within its timeout.
-    pub const TIMEOUT: &str = "timeout";
+    pub const TIMEOUT: &str = Code::Timeout.as_str();
     /// Something the tool depends on (a database, an API) is down.
-    pub const UNAVAILABLE: &str = "unavailable";
+    pub const UNAVAILABLE: &str = Code::Unavailable.as_str();
     /// The handler panicked; the server caught it and kept serving.
-    pub const PANICKED: &str = "panicked";
+    pub const PANICKED: &str = Code::Panicked.as_str();
 }
 
 /// Who is asking: the phone call the model is serving when it called the tool.
