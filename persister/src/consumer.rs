@@ -28,6 +28,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{CallEvent, Message as _};
+use switchboard_service::backoff::Backoff;
 use switchboard_service::events::{DurableConsumer, durable_consumer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -121,7 +122,7 @@ async fn pull_batches(
     stop: &CancellationToken,
     writer: &Writer,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     while !stop.is_cancelled() {
         // Opening waits on JetStream (request timeouts while NATS is away); shutdown wins.
         let opened = tokio::select! {
@@ -134,7 +135,7 @@ async fn pull_batches(
                 readiness.set_consumer(false);
                 metrics::counter!("persister_consumer_errors_total", "kind" => "open").increment(1);
                 tracing::warn!(%error, "opening the event consumer failed; retrying");
-                backoff.sleep(stop).await;
+                backoff.wait_or(stop).await;
                 continue;
             }
         };
@@ -187,7 +188,7 @@ async fn pull_batches(
         }
         readiness.set_consumer(false);
         if !stop.is_cancelled() {
-            backoff.sleep(stop).await;
+            backoff.wait_or(stop).await;
         }
     }
 }
@@ -527,9 +528,9 @@ fn is_poison(error: &sqlx::Error) -> bool {
 
 /// Polls the database with backoff until it answers (or shutdown).
 async fn wait_for_database(pool: &PgPool, readiness: &Readiness, stop: &CancellationToken) {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
-        backoff.sleep(stop).await;
+        backoff.wait_or(stop).await;
         if stop.is_cancelled() {
             return;
         }
@@ -541,32 +542,9 @@ async fn wait_for_database(pool: &PgPool, readiness: &Readiness, stop: &Cancella
     }
 }
 
-/// Exponential backoff from 100 ms to 5 s.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// Sleeps for the current delay (cut short by `stop`) and doubles it.
-    async fn sleep(&mut self, stop: &CancellationToken) {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => {}
-        }
-    }
+/// The persister's retry backoff (the shared jittered one): from 100 ms up to 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 #[cfg(test)]
@@ -584,21 +562,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&ok.encode_to_vec()), Ok(ok));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_up_to_its_cap() {
-        let stop = CancellationToken::new();
-        let mut b = Backoff::new();
-        let t0 = Instant::now();
-        for _ in 0..8 {
-            b.sleep(&stop).await;
-        }
-        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5
-        assert_eq!(t0.elapsed(), Duration::from_millis(16_300));
-        stop.cancel();
-        let t1 = Instant::now();
-        b.sleep(&stop).await;
-        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 }

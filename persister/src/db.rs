@@ -41,7 +41,10 @@ pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// Waits until the database answers, retrying with backoff; `false` if `stop` came first.
 pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = switchboard_service::backoff::Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
     loop {
         let error = tokio::select! {
             r = ping(pool) => match r {
@@ -50,12 +53,11 @@ pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken) -> bo
             },
             () = stop.cancelled() => return false,
         };
-        tracing::warn!(%error, ?delay, "database unreachable; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => return false,
+        tracing::warn!(%error, "database unreachable; retrying");
+        backoff.wait_or(stop).await;
+        if stop.is_cancelled() {
+            return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -46,6 +46,16 @@ impl Backoff {
     pub async fn wait(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
     }
+
+    /// Sleeps for [`Backoff::next_delay`], cut short by `stop`: a retry loop must not hold up a
+    /// shutdown.
+    pub async fn wait_or(&mut self, stop: &tokio_util::sync::CancellationToken) {
+        let delay = self.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +75,26 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_grows_and_ends_at_once_on_stop() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..8 {
+            backoff.wait_or(&stop).await;
+        }
+        // Steps 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5 s, each jittered into its upper half.
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(8_150) && waited <= Duration::from_millis(16_300),
+            "{waited:?}"
+        );
+        stop.cancel();
+        let t1 = tokio::time::Instant::now();
+        backoff.wait_or(&stop).await;
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 
     #[test]
