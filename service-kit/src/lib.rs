@@ -21,6 +21,7 @@ pub mod drain;
 pub mod events;
 pub mod health;
 pub mod nats;
+pub mod pii;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
