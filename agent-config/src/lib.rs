@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_proto::event::PiiKind;
 use switchboard_proto::subject::validate_tool_name;
 use switchboard_realtime::session::{
     EAGERNESS, NOISE_REDUCTION_TYPES, TRANSCRIPTION_MODELS, Transcription, Truncation,
@@ -169,6 +170,9 @@ pub struct Agent {
     /// What the server drops from a long conversation; `None` leaves the server's default
     /// (`auto`: only when the context window is full).
     pub truncation: Option<Truncation>,
+    /// Kinds of personal data removed from the call's record (transcripts, tool arguments and
+    /// outputs, outcome details) before it leaves the worker; empty keeps everything.
+    pub redact: Vec<PiiKind>,
 }
 
 impl Agent {
@@ -196,6 +200,7 @@ impl Agent {
             noise_reduction: None,
             transcription: Some(default_transcription()),
             truncation: None,
+            redact: Vec::new(),
         }
     }
 }
@@ -244,6 +249,8 @@ struct RawAgent {
     transcription: Option<toml::Value>,
     /// `"auto"`, `"disabled"`, or a table: [`RawTruncationTable`].
     truncation: Option<toml::Value>,
+    #[serde(default)]
+    redact: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -682,6 +689,20 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
             ));
         }
     };
+    let mut redact = Vec::new();
+    for word in &raw.redact {
+        match PiiKind::parse(word) {
+            Some(kind) if !redact.contains(&kind) => redact.push(kind),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = PiiKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(err(
+                    "redact",
+                    format!("`{word}` is not one of {}", known.join(", ")),
+                ));
+            }
+        }
+    }
     let transcription = match raw.transcription {
         None | Some(toml::Value::Boolean(true)) => Some(default_transcription()),
         Some(toml::Value::Boolean(false)) => None,
@@ -733,6 +754,7 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         noise_reduction,
         transcription,
         truncation,
+        redact,
     })
 }
 
@@ -1275,6 +1297,26 @@ eagerness = "high"
         let agents = Agents::load(path).unwrap_or_else(|e| panic!("{e}"));
         let desk = agents.by_id("front-desk").unwrap();
         assert_eq!(desk.noise_reduction.as_deref(), Some("near_field"));
+    }
+
+    #[test]
+    fn redact_lists_kinds_of_personal_data() {
+        let agents = parse(&format!("{BASE}redact = ['phone', 'card', 'phone']\n")).unwrap();
+        assert_eq!(
+            agents.by_id("a").unwrap().redact,
+            [PiiKind::Phone, PiiKind::Card]
+        );
+        let none = parse(BASE).unwrap();
+        assert!(none.by_id("a").unwrap().redact.is_empty());
+        let msg = fails(
+            &format!("{BASE}redact = ['phone', 'address']\n"),
+            "agent \"a\"",
+            "redact",
+        );
+        assert!(
+            msg.contains("`address` is not one of phone, email, card, ssn"),
+            "{msg}"
+        );
     }
 
     #[test]

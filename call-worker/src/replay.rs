@@ -104,6 +104,7 @@ mod tests {
             ev(
                 4,
                 Body::Tool(ToolInvocation {
+                    redacted: Vec::new(),
                     call_id: "c1".into(),
                     name: "lookup_customer".into(),
                     arguments: r#"{"phone":"1"}"#.into(),
@@ -118,6 +119,7 @@ mod tests {
             ev(
                 5,
                 Body::Tool(ToolInvocation {
+                    redacted: Vec::new(),
                     call_id: "c2".into(),
                     name: "book".into(),
                     arguments: "{}".into(),

@@ -315,6 +315,7 @@ fn call(sid: &str) -> Vec<CallEvent> {
             sid,
             4,
             Body::Outcome(CallOutcome {
+                redacted: Vec::new(),
                 outcome: "resolved".into(),
                 detail: String::new(),
             }),

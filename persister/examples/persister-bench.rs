@@ -187,6 +187,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
                 response_id: format!("resp_{seq}"),
             }),
             1 => Body::Tool(ToolInvocation {
+                redacted: Vec::new(),
                 call_id: format!("call_{seq}"),
                 name: "lookup_customer".into(),
                 arguments: r#"{"phone":"+15550001234"}"#.into(),
@@ -196,6 +197,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
                 latency_ms: 42,
             }),
             r => Body::Transcript(TranscriptEntry {
+                redacted: Vec::new(),
                 audio_end_ms: 0,
                 role: if r == 2 { Role::User } else { Role::Assistant } as i32,
                 text: "I would like to book an appointment for tomorrow morning, please.".into(),

@@ -203,6 +203,7 @@ mod tests {
         );
         let ev = CallEvent {
             body: Some(Body::Outcome(CallOutcome {
+                redacted: Vec::new(),
                 outcome: "booked".into(),
                 detail: String::new(),
             })),

@@ -15,7 +15,7 @@ macro_rules! contract_words {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
         }
@@ -189,6 +189,33 @@ contract_words! {
         Unavailable => "unavailable",
         /// The handler panicked; the tool server caught it and kept serving.
         Panicked => "panicked",
+    }
+}
+
+contract_words! {
+    /// A kind of personal data an agent's `redact` list removes from the call's record
+    /// (`TranscriptEntry.redacted`, `ToolInvocation.redacted`, ...).
+    pub enum PiiKind {
+        /// A telephone number.
+        Phone => "phone",
+        /// An email address.
+        Email => "email",
+        /// A payment card number (Luhn-valid).
+        Card => "card",
+        /// A US social security number.
+        Ssn => "ssn",
+    }
+}
+
+impl PiiKind {
+    /// What replaces a redacted value in text: `[phone]`, `[email]`, `[card]`, `[ssn]`.
+    pub const fn marker(self) -> &'static str {
+        match self {
+            Self::Phone => "[phone]",
+            Self::Email => "[email]",
+            Self::Card => "[card]",
+            Self::Ssn => "[ssn]",
+        }
     }
 }
 

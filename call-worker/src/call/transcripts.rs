@@ -192,6 +192,7 @@ impl Transcripts {
         playback.forget(&e.item_id);
         self.recorded.insert(e.item_id.clone());
         TranscriptEntry {
+            redacted: Vec::new(),
             role: Role::Assistant as i32,
             text: e.transcript.unwrap_or(e.partial),
             item_id: e.item_id,
@@ -234,6 +235,7 @@ mod tests {
         assert_eq!(
             entries,
             vec![TranscriptEntry {
+                redacted: Vec::new(),
                 role: Role::Assistant as i32,
                 text: "Hello there.".into(),
                 item_id: "i1".into(),

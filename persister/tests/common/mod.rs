@@ -250,6 +250,7 @@ pub fn started(agent: &str, from: &str) -> Body {
 
 pub fn said(role: Role, text: &str, item: &str, offset_ms: u32) -> TranscriptEntry {
     TranscriptEntry {
+        redacted: Vec::new(),
         audio_end_ms: 0,
         role: role as i32,
         text: text.into(),
@@ -262,6 +263,7 @@ pub fn said(role: Role, text: &str, item: &str, offset_ms: u32) -> TranscriptEnt
 
 pub fn outcome(outcome: &str, detail: &str) -> Body {
     Body::Outcome(CallOutcome {
+        redacted: Vec::new(),
         outcome: outcome.into(),
         detail: detail.into(),
     })
@@ -334,6 +336,7 @@ pub fn realistic_call(sid: &str, t0: i64) -> Vec<CallEvent> {
             5,
             t0 + 6400,
             Body::Tool(ToolInvocation {
+                redacted: Vec::new(),
                 call_id: "call_1".into(),
                 name: "lookup_customer".into(),
                 arguments: r#"{"phone":"+15550001234"}"#.into(),
@@ -348,6 +351,7 @@ pub fn realistic_call(sid: &str, t0: i64) -> Vec<CallEvent> {
             6,
             t0 + 6500,
             Body::Tool(ToolInvocation {
+                redacted: Vec::new(),
                 call_id: "call_2".into(),
                 name: "book_appointment".into(),
                 arguments: "tomorrow at 9".into(),

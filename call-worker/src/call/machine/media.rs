@@ -65,6 +65,7 @@ impl CallMachine {
                 self.touch_caller(now);
                 self.effects
                     .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                        redacted: Vec::new(),
                         role: Role::System as i32,
                         text: text.clone(),
                         item_id: String::new(),

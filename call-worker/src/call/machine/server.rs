@@ -78,6 +78,7 @@ impl CallMachine {
                     .unwrap_or_else(|| self.offset_ms(now));
                 self.effects
                     .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                        redacted: Vec::new(),
                         role: Role::User as i32,
                         text: transcript,
                         item_id,

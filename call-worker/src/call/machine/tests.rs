@@ -1157,6 +1157,7 @@ fn tool_result_outcome_and_set_outcome_record_outcomes() {
     assert_eq!(
         outcomes,
         vec![CallOutcome {
+            redacted: Vec::new(),
             outcome: "booked".into(),
             detail: "Tue 3pm".into()
         }]

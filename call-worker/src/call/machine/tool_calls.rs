@@ -243,6 +243,7 @@ impl CallMachine {
         if let Some(text) = record {
             self.effects
                 .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                    redacted: Vec::new(),
                     role: Role::System as i32,
                     text,
                     item_id: String::new(),
@@ -258,6 +259,7 @@ impl CallMachine {
     pub(super) fn set_outcome(&mut self, outcome: &str, detail: &str) {
         self.outcome_set = true;
         self.effects.push(Effect::Event(Body::Outcome(CallOutcome {
+            redacted: Vec::new(),
             outcome: outcome.to_owned(),
             detail: detail.to_owned(),
         })));
@@ -293,6 +295,7 @@ impl CallMachine {
             }),
         };
         self.effects.push(Effect::Event(Body::Tool(ToolInvocation {
+            redacted: Vec::new(),
             call_id: done.call_id.clone(),
             name: done.name.clone(),
             arguments: done.arguments.clone(),
