@@ -233,3 +233,93 @@ async fn a_call_the_gateway_ended_is_not_reattached() -> anyhow::Result<()> {
     assert_eq!(Instructions::parse(&body)?.0, vec![Verb::Hangup]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_stream_with_no_new_one_is_reattached_by_a_rest_update() -> anyhow::Result<()> {
+    use callsim::twilio_rest::FakeTwilio;
+    use callsim::{CallConfig, CallerScript};
+
+    let port = switchboard_testkit::free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let gw = TestGateway::start(&["--twilio-api-base", &api]).await?;
+    let _worker = accepting_worker(&gw.nats).await?;
+    let mut cfg = CallConfig::new(&gw.url(""), AUTH_TOKEN);
+    cfg.public_url = Some(PUBLIC_URL.to_owned());
+    cfg.account_sid = ACCOUNT_SID.to_owned();
+    let fake = FakeTwilio::start_on(
+        format!("127.0.0.1:{port}").parse()?,
+        cfg,
+        CallerScript::from_toml_str("[[step]]\npause_ms = 8000\n[[step]]\nhangup = true\n")?,
+    )
+    .await?;
+    let mut inbound = gw.nats.subscribe("voice.call.*.in").await?;
+    barrier(&gw.nats).await?;
+
+    // Twilio places a call to the gateway (as after `POST /calls`).
+    let created: serde_json::Value = gw
+        .http
+        .post(format!(
+            "{api}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
+        ))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .form(&[
+            ("To", "+15550001111"),
+            ("From", "+15550001234"),
+            ("Url", &format!("{PUBLIC_URL}/twilio-voice")),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let call_sid = created["sid"].as_str().unwrap_or_default().to_owned();
+    let first = loop {
+        let frame = next_inbound(&mut inbound).await?;
+        if let Some(inbound_frame::Frame::Start(start)) = frame.frame {
+            break start;
+        }
+    };
+    assert_eq!(first.call_sid, call_sid);
+
+    // Twilio reports the stream failed, and nothing requests the action URL.
+    let mut form = action_form(&call_sid, "in-progress");
+    form.retain(|(k, _)| k == "CallSid" || k == "AccountSid");
+    form.extend([
+        ("StreamSid".to_owned(), first.stream_sid.clone()),
+        ("StreamName".to_owned(), first.stream_sid.clone()),
+        ("StreamEvent".to_owned(), "stream-error".to_owned()),
+        ("StreamError".to_owned(), "connection lost".to_owned()),
+        ("Timestamp".to_owned(), "2026-01-01T00:00:00Z".to_owned()),
+    ]);
+    let resp = gw.post_form("/twilio-stream-status", &form, None).await?;
+    assert_eq!(resp.status(), 204);
+
+    // After the grace period the gateway updates the live call with a new stream (absolute
+    // URLs: the fake refuses anything else, as Twilio does), and the call's second stream
+    // starts under the same owner epoch.
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let frame = next_inbound(&mut inbound).await?;
+            if let Some(inbound_frame::Frame::Start(start)) = frame.frame {
+                return anyhow::Ok(start);
+            }
+        }
+    })
+    .await??;
+    assert_eq!(second.call_sid, call_sid);
+    assert_ne!(second.stream_sid, first.stream_sid);
+    assert_eq!((second.resumed, second.attach, second.epoch), (true, 2, 0));
+    let updates: Vec<_> = fake
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.path.ends_with(&format!("/Calls/{call_sid}.json")))
+        .collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    let twiml = updates[0].get("Twiml").unwrap_or_default();
+    assert!(
+        twiml.contains("action=\"https://gw.example.com/twilio-connect-action?attach=1\""),
+        "{twiml}"
+    );
+    Ok(())
+}
