@@ -469,3 +469,40 @@ async fn send_status(
         Err(error) => tracing::warn!(%error, "status callback failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_twilio::twiml::{ConnectStream, Response};
+
+    fn stream_doc(action: Option<&str>, status_callback: Option<&str>) -> Vec<Verb> {
+        let xml = Response::new()
+            .connect(&ConnectStream {
+                url: "wss://gw.example.com/media",
+                parameters: &[("token", "t")],
+                action,
+                status_callback,
+            })
+            .build();
+        Instructions::parse(&xml).unwrap().0
+    }
+
+    #[test]
+    fn twiml_in_an_update_needs_absolute_urls() {
+        let absolute = "https://gw.example.com/twilio-connect-action?attach=1";
+        let status = "https://gw.example.com/twilio-stream-status";
+        assert_eq!(
+            relative_url(&stream_doc(Some(absolute), Some(status))),
+            None
+        );
+        assert_eq!(relative_url(&stream_doc(None, None)), None);
+        assert_eq!(
+            relative_url(&stream_doc(Some("/twilio-connect-action"), Some(status))),
+            Some("/twilio-connect-action".to_owned())
+        );
+        assert_eq!(
+            relative_url(&stream_doc(Some(absolute), Some("twilio-stream-status"))),
+            Some("twilio-stream-status".to_owned())
+        );
+    }
+}
