@@ -69,6 +69,29 @@ async fn a_call_survives_the_kill_of_its_gateway() -> anyhow::Result<()> {
     // Answers were heard after the re-attach: greeting, then the answers to both questions.
     ensure!(report.response_latencies_ms.len() >= 2, "{}", context());
 
+    // The surviving gateway answered the action request and got the stream status callbacks:
+    // the first stream's failure, the second stream's start and stop.
+    let metrics_url = format!("{second}/metrics");
+    let wanted = [
+        "gateway_reattaches_total{via=\"action\"} 1",
+        "gateway_stream_status_total{event=\"stream-error\"} 1",
+        "gateway_stream_status_total{event=\"stream-started\"} 1",
+        "gateway_stream_status_total{event=\"stream-stopped\"} 1",
+    ];
+    switchboard_testkit::eventually(
+        Duration::from_secs(10),
+        "the surviving gateway's re-attach metrics",
+        || {
+            let url = metrics_url.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                wanted.iter().all(|w| text.contains(w)).then_some(())
+            }
+        },
+    )
+    .await
+    .with_context(context)?;
+
     // The record: one call, answered by one worker, with the whole conversation.
     let session = get_session(&system.persister, &report.call_sid)
         .await
