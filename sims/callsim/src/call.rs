@@ -97,8 +97,11 @@ pub async fn place_call_with(
     let twilio = Twilio {
         cfg: cfg.clone(),
         validator: Validator::new(cfg.auth_token.clone(), cfg.public_base()),
+        // A connection per request, as Twilio's requests arrive: one kept from an earlier request
+        // would outlive a gateway that died, where a new one is refused and goes to the next.
         http: reqwest::Client::builder()
             .timeout(WEBHOOK_TIMEOUT)
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|source| CallError::Webhook {
                 url: url.clone(),
@@ -249,7 +252,12 @@ impl Twilio {
                     let status = response.status();
                     return Ok((status, response.text().await?));
                 }
-                Err(e) if e.is_connect() => last_error = Some(e),
+                // The gateway is gone (refused, or reset before it answered, as a dying process
+                // does with connections already in its listen backlog): the load balancer sends
+                // the request to the next one.
+                Err(e) if e.is_connect() || (e.is_request() && !e.is_timeout()) => {
+                    last_error = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -285,11 +293,17 @@ impl Twilio {
             let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
             match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(Ok((ws, _))) => return Ok(ws),
-                // Nobody listens there: the load balancer tries the next gateway.
-                Ok(Err(tungstenite::Error::Io(e)))
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused =>
-                {
-                    last = Some(connect_err(tungstenite::Error::Io(e)));
+                // Nobody listens there, or the connection was reset before the handshake
+                // finished: the load balancer tries the next gateway.
+                Ok(Err(
+                    e @ (tungstenite::Error::Io(_)
+                    | tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::HandshakeIncomplete
+                        | tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    )),
+                )) => {
+                    last = Some(connect_err(e));
                 }
                 Ok(Err(e)) => return Err(connect_err(e)),
                 Err(_) => {
