@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::Value;
 use switchboard_proto::permissions::{Role, TOOL_WORKER, User, authorization_block, shipped_users};
 use switchboard_proto::subject::Subjects;
@@ -92,6 +93,8 @@ pub struct System {
     /// The notifier's base URL (its delivery-log API).
     pub notifier: String,
     _webhooks: tempfile::NamedTempFile,
+    /// The gateway's environment, for more gateways behind the same `PUBLIC_URL`.
+    gateway_env: Env,
 }
 
 impl System {
@@ -211,6 +214,7 @@ impl System {
                 gateway,
             ),
         ];
+        let mut gateway_env = Env::new();
         for (name, mut env, port) in specs {
             let role = match name {
                 "tool-worker" => TOOL_WORKER,
@@ -223,6 +227,9 @@ impl System {
             env.push(("LISTEN", addr(port)));
             env.push(("NATS_URL", nats_url.clone()));
             env.extend(extra.iter().cloned());
+            if name == "gateway" {
+                gateway_env = env.clone();
+            }
             let mut service = Service::spawn(name, &env)?;
             service.wait_ready(&addr(port)).await?;
             services.push(service);
@@ -236,7 +243,41 @@ impl System {
             persister: format!("http://{}", addr(persister)),
             notifier: format!("http://{}", addr(notifier)),
             _webhooks: webhooks_file,
+            gateway_env,
         })
+    }
+
+    /// Starts another gateway behind the same `PUBLIC_URL` as the first (as replicas behind
+    /// one load balancer), with `gateway_id`; returns its base URL once it is ready.
+    pub async fn start_gateway(&mut self, gateway_id: &str) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut env: Env = self
+            .gateway_env
+            .iter()
+            .filter(|(k, _)| !matches!(*k, "LISTEN" | "GATEWAY_ID"))
+            .cloned()
+            .collect();
+        env.push(("LISTEN", addr.clone()));
+        env.push(("GATEWAY_ID", gateway_id.to_owned()));
+        let mut service = Service::spawn("gateway", &env)?;
+        service.wait_ready(&addr).await?;
+        self.services.push(service);
+        Ok(format!("http://{addr}"))
+    }
+
+    /// `kill -9` of the first gateway: its sockets die with it, nothing is drained.
+    pub fn kill_gateway(&mut self) -> anyhow::Result<()> {
+        let pid = self
+            .services
+            .iter()
+            .find(|s| s.name() == "gateway")
+            .and_then(Service::pid)
+            .context("no gateway process")?;
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -KILL {pid}: {status}");
+        Ok(())
     }
 
     /// A NATS connection as `role`'s user (as the service itself connects: its own inbox).

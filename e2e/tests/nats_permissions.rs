@@ -174,6 +174,16 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
 
     let mut gateway = As::connect(&url, &Role::Gateway).await?;
     gateway.allowed_publish("voice.call.CA1.in").await?;
+    // A call's owner (a re-attach is bound to its epoch), and nothing else of the call log.
+    gateway
+        .allowed_publish("$JS.API.DIRECT.GET.VOICE_EVENTS.voice.events.CA1.owner")
+        .await?;
+    gateway
+        .refused_publish("$JS.API.DIRECT.GET.VOICE_EVENTS.voice.events.CA1.transcript")
+        .await?;
+    gateway
+        .refused_publish("$JS.API.DIRECT.GET.VOICE_EVENTS")
+        .await?;
     gateway.refused_subscribe("voice.call.*.in").await?;
     gateway.refused_publish("voice.call.CA1.out").await?;
     gateway

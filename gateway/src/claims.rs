@@ -16,6 +16,12 @@
 //!   ([`AttachOutcome::CallLive`]).
 //! - `<call_sid>.issued`: the last stream number handed out for a re-attach, so every re-attach
 //!   token the gateway issues is a new one ([`Claims::reattach_token`]).
+//! - `<call_sid>.ended`: the gateway ended the call itself (hang-up, transfer, a silent or lost
+//!   worker), with the stop reason. Once set, the call is never re-attached: when `<Connect>`
+//!   ends after that, its action URL is answered with `<Hangup/>` ([`crate::reattach`]).
+//! - `<call_sid>.reattached.<n>`: the call was re-attached after stream `n` ended, so a second
+//!   request about the same stream (a replayed action request, or the REST fallback racing
+//!   Twilio's action request) issues no second token.
 //!
 //! The bucket's entries expire after [`CLAIM_TTL`]; the configuration is one constant
 //! ([`bucket_config`]), so whichever replica creates the bucket creates the same one. When the
@@ -28,7 +34,7 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use switchboard_proto::subject::CALLS_BUCKET;
 
-use crate::stream_token::{Attach, StreamTokens};
+use crate::stream_token::{Attach, StreamGrant, StreamTokens};
 
 /// How long a claim is kept. A replay of a webhook older than this would be offered again, so
 /// it is far longer than Twilio's longest call (24 h is also the most Twilio lets a call last).
@@ -102,6 +108,8 @@ fn key(call_sid: &str, what: &str) -> String {
 const OFFERED: &str = "offered";
 const ATTACHED: &str = "attached";
 const ISSUED: &str = "issued";
+const ENDED: &str = "ended";
+const REATTACHED: &str = "reattached";
 
 impl Claims {
     /// Opens the bucket, creating it if missing.
@@ -202,15 +210,74 @@ impl Claims {
             .filter(|e| e.operation == kv::Operation::Put))
     }
 
+    /// Records that the gateway ended `call_sid` itself (`reason`: the stream's stop reason), so
+    /// no gateway re-attaches it. The first record stays (a later one changes nothing).
+    pub async fn mark_ended(&self, call_sid: &str, reason: &str) -> Result<(), ClaimError> {
+        match self
+            .kv
+            .create(
+                key(call_sid, ENDED),
+                Bytes::copy_from_slice(reason.as_bytes()),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(ClaimError::Store(e.to_string())),
+        }
+    }
+
+    /// Claims the one re-attach of `call_sid` after its stream `ended` (true: this request's).
+    pub async fn claim_reattach(&self, call_sid: &str, ended: Attach) -> Result<bool, ClaimError> {
+        match self
+            .kv
+            .create(
+                format!("{call_sid}.{REATTACHED}.{ended}"),
+                Bytes::from_static(b"1"),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ClaimError::Store(e.to_string())),
+        }
+    }
+
+    /// Why the gateway ended `call_sid` itself, or `None` while it has not.
+    pub async fn ended_reason(&self, call_sid: &str) -> Result<Option<String>, ClaimError> {
+        Ok(self
+            .live_entry(&key(call_sid, ENDED))
+            .await?
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
+    /// The stream number and streamSid of the call's current stream (`None`: no stream yet).
+    pub async fn attached_stream(
+        &self,
+        call_sid: &str,
+    ) -> Result<Option<(Attach, String)>, ClaimError> {
+        let Some(entry) = self.live_entry(&key(call_sid, ATTACHED)).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&entry.value);
+        let (number, stream_sid) = text.split_once(' ').unwrap_or((&text, ""));
+        let number = number.parse().map_err(|_| {
+            ClaimError::Store(format!("{call_sid}.{ATTACHED}: not `<number> <streamSid>`"))
+        })?;
+        Ok(Some((number, stream_sid.to_owned())))
+    }
+
     /// Issues a one-time token that re-attaches `call_sid` with a new stream (gateway failover,
-    /// hold, transfer back): the next stream number of the call, so it is accepted once, and
-    /// after it no older token of the call is. Valid until `expires_at_unix`.
+    /// hold, transfer back) under owner `epoch`: the next stream number of the call, so it is
+    /// accepted once, and after it no older token of the call is. Valid until `expires_at_unix`.
+    /// Returns the stream number and the token.
     pub async fn reattach_token(
         &self,
         tokens: &StreamTokens,
         call_sid: &str,
+        epoch: u32,
         expires_at_unix: u64,
-    ) -> Result<String, ClaimError> {
+    ) -> Result<(Attach, String), ClaimError> {
         if self.offered_agent(call_sid).await?.is_none() {
             return Err(ClaimError::UnknownCall(call_sid.to_owned()));
         }
@@ -249,7 +316,11 @@ impl Claims {
                 }
             };
             if written {
-                return Ok(tokens.issue(call_sid, next, expires_at_unix));
+                let grant = StreamGrant {
+                    attach: next,
+                    epoch,
+                };
+                return Ok((next, tokens.issue(call_sid, grant, expires_at_unix)));
             }
         }
         Err(ClaimError::Store(format!(

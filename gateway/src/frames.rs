@@ -24,6 +24,8 @@ use switchboard_proto::{Dtmf, InboundAudio, MarkEcho, StreamStart, StreamStop, i
 use switchboard_twilio::FRAME_BYTES;
 use switchboard_twilio::media::{FrameError, InboundMedia, ServerMessage, Start, TwilioMessage};
 
+use crate::stream_token::StreamGrant;
+
 /// The name of the stream-token `<Parameter>`; only the gateway interprets it.
 pub const TOKEN_PARAMETER: &str = "token";
 
@@ -42,6 +44,7 @@ pub fn stream_start(
     stream_sid: &str,
     start: &Start,
     gateway_id: &str,
+    grant: StreamGrant,
     started_at_ms: i64,
 ) -> inbound_frame::Frame {
     let custom_parameters: HashMap<String, String> = start
@@ -57,9 +60,9 @@ pub fn stream_start(
         custom_parameters,
         gateway_id: gateway_id.to_owned(),
         started_at_ms,
-        epoch: 0,
-        resumed: false,
-        attach: 1,
+        epoch: grant.epoch,
+        resumed: grant.resumed(),
+        attach: grant.stream_number(),
     })
 }
 
@@ -262,7 +265,9 @@ mod tests {
             ]),
             media_format: Default::default(),
         };
-        let inbound_frame::Frame::Start(s) = stream_start("MZ1", &start, "gw-1", 42) else {
+        let inbound_frame::Frame::Start(s) =
+            stream_start("MZ1", &start, "gw-1", StreamGrant::FIRST, 42)
+        else {
             panic!()
         };
         assert_eq!(s.call_sid, "CA1");
@@ -274,6 +279,16 @@ mod tests {
             s.custom_parameters,
             HashMap::from([("agent".to_owned(), "front-desk".to_owned())])
         );
+        assert_eq!((s.resumed, s.attach, s.epoch), (false, 1, 0));
+        // A re-attach token's stream: the call's third stream, under owner epoch 2.
+        let grant = StreamGrant {
+            attach: 2,
+            epoch: 2,
+        };
+        let inbound_frame::Frame::Start(s) = stream_start("MZ2", &start, "gw-2", grant, 43) else {
+            panic!()
+        };
+        assert_eq!((s.resumed, s.attach, s.epoch), (true, 3, 2));
     }
 
     #[test]

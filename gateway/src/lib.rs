@@ -13,6 +13,8 @@
 //!   token, a destination allowlist ([`allowlist`]) and a rate limit ([`rate`]);
 //! - [`twilio_rest`]: the Twilio REST client (create a call, update a live call);
 //! - [`offer`]: the `CallOffer` request to the worker queue group and the `rejected` event;
+//! - [`reattach`]: `POST /twilio-connect-action` and `POST /twilio-stream-status`, which give a
+//!   live call a new media stream on any gateway when its stream ends or fails;
 //! - [`stream_token`]: the per-call, per-stream token that binds a media socket to its call;
 //! - [`claims`]: one-time claims in the `voice-calls` KV bucket (a call is offered once, a
 //!   token opens one stream);
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod offer;
 pub mod outbox;
 pub mod rate;
+pub mod reattach;
 pub mod shared;
 pub mod status;
 pub mod stream;
@@ -185,6 +188,11 @@ impl Gateway {
         let twilio = Router::new()
             .route(webhook::VOICE_PATH, post(webhook::voice))
             .route(webhook::STATUS_PATH, post(webhook::status))
+            .route(
+                reattach::CONNECT_ACTION_PATH,
+                post(reattach::connect_action),
+            )
+            .route(reattach::STREAM_STATUS_PATH, post(reattach::stream_status))
             .route(webhook::MEDIA_PATH, get(media::upgrade))
             .route(calls::CALLS_PATH, post(calls::create))
             .route(web_call::WEB_CALL_PATH, get(web_call::upgrade))

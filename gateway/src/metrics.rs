@@ -54,6 +54,20 @@ pub const CALLS_REFUSED: &str = "gateway_calls_refused_total";
 pub const WEB_CALLS_REFUSED: &str = "gateway_web_calls_refused_total";
 /// Counter: web calls a worker took and whose socket was opened.
 pub const WEB_CALLS: &str = "gateway_web_calls_total";
+/// Counter (`via`: `action`, `rest`): live calls given a new media stream
+/// ([`crate::reattach`]).
+pub const REATTACHES: &str = "gateway_reattaches_total";
+/// Counter: `<Connect>` action requests answered with `<Hangup/>` (the call was over, or the
+/// gateway had ended it).
+pub const CONNECT_ACTIONS_ENDED: &str = "gateway_connect_actions_ended_total";
+/// Counter (`event`: `stream-started`, `stream-stopped`, `stream-error`): `<Stream>` status
+/// callbacks received.
+pub const STREAM_STATUS: &str = "gateway_stream_status_total";
+
+/// [`REATTACHES`] via: answering Twilio's request of the `<Connect>` action URL.
+pub const REATTACH_VIA_ACTION: &str = "action";
+/// [`REATTACHES`] via: a REST update of the call after a stream stopped or failed.
+pub const REATTACH_VIA_REST: &str = "rest";
 
 /// [`STREAMS_REFUSED`] reason: the stream token did not verify.
 pub const REFUSED_INVALID_TOKEN: &str = "invalid_token";
@@ -117,6 +131,12 @@ pub fn describe() {
         "Transfers to a number outside the agent's transfer_to"
     );
     describe_counter!(CALLS_REFUSED, "POST /calls requests refused, by reason");
+    describe_counter!(REATTACHES, "Live calls given a new media stream, by way");
+    describe_counter!(
+        CONNECT_ACTIONS_ENDED,
+        "<Connect> action requests answered with <Hangup/>"
+    );
+    describe_counter!(STREAM_STATUS, "<Stream> status callbacks, by event");
     describe_histogram!(
         FRAME_PROCESSING,
         Unit::Seconds,

@@ -61,6 +61,7 @@ use crate::close;
 use crate::frames::{self, Inbound, MediaWriter, TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
 use crate::metrics::{self as m, ActiveStream};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
+use crate::reattach;
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::twilio_rest::{CallUpdate, Updated};
@@ -139,11 +140,11 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
             .get(TOKEN_PARAMETER)
             .map(String::as_str)
             .unwrap_or_default();
-        let attach = match validate_call_sid(&call_sid) {
+        let grant = match validate_call_sid(&call_sid) {
             Ok(()) => shared.tokens.verify(&call_sid, token, unix_now()).ok(),
             Err(_) => None,
         };
-        let Some(attach) = attach else {
+        let Some(grant) = grant else {
             metrics::counter!(m::STREAMS_REFUSED, "reason" => m::REFUSED_INVALID_TOKEN)
                 .increment(1);
             tracing::warn!("media stream with an invalid stream token");
@@ -151,11 +152,15 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
             return;
         };
         // The token is genuine; now make sure it opens one stream only.
-        let agent = match claim_stream(&shared, &call_sid, attach, &stream_sid).await {
+        let agent = match claim_stream(&shared, &call_sid, grant.attach, &stream_sid).await {
             Ok(agent) => agent,
             Err(refusal) => {
                 metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
-                tracing::warn!(attach, reason = refusal.reason, "media stream refused");
+                tracing::warn!(
+                    attach = grant.attach,
+                    reason = refusal.reason,
+                    "media stream refused"
+                );
                 socket.finish(refusal.close).await;
                 return;
             }
@@ -188,8 +193,14 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
             worker_seen: Instant::now(),
             ending: None,
         };
-        tracing::info!("media stream started");
-        let first = frames::stream_start(&stream_sid, &start, &shared.gateway_id, now_ms());
+        tracing::info!(
+            attach = grant.attach,
+            epoch = grant.epoch,
+            "media stream started"
+        );
+        // A re-attached stream (its token issued by [`crate::reattach`]) tells the owner of the
+        // token's epoch to move the call onto it.
+        let first = frames::stream_start(&stream_sid, &start, &shared.gateway_id, grant, now_ms());
         actor.publish(first).await;
         let end = actor.run().await;
         actor.end(end).await;
@@ -540,6 +551,12 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
+        if let Some(reason) = end.stop
+            && !self.web
+        {
+            // Before the socket closes: Twilio requests the `<Connect>` action right after.
+            reattach::record_ended(&self.shared, &self.call_sid, reason).await;
+        }
         if end.stop == Some(StopReason::Hangup) && !self.web {
             self.update_call(CallUpdate::Complete);
         }
@@ -633,6 +650,9 @@ impl StreamActor {
             TwilioMessage::Stop { .. } => {
                 // After a transfer Twilio leaves the stream by itself: that is the transfer.
                 let reason = self.ending.as_ref().map_or(StopReason::Stop, |e| e.reason);
+                if !self.web {
+                    reattach::record_ended(&self.shared, &self.call_sid, reason).await;
+                }
                 self.publish(frames::stop(reason)).await;
                 return Flow::End(End {
                     stop: None,
@@ -738,11 +758,23 @@ impl StreamActor {
     /// Places the hang-up mark after the queued audio; the stream closes when Twilio echoes it
     /// (everything before it has played) or after [`PLAYOUT_LIMIT`].
     fn begin_ending(&mut self, reason: StopReason) {
+        // Recorded before Twilio hears of it, so the `<Connect>` action that follows hangs up.
+        self.mark_ended(reason);
         self.push(ServerMessage::mark(&self.stream_sid, HANGUP_MARK));
         self.ending = Some(Ending {
             reason,
             deadline: Instant::now() + PLAYOUT_LIMIT,
         });
+    }
+
+    /// Records that the call is over for the gateway: the worker ends the call on the `stop` it
+    /// gets, so a `<Connect>` action or a stream status callback that follows must not give the
+    /// call a new stream ([`crate::reattach`]). Only a stream that vanishes without a `stop` (the
+    /// gateway holding it died) leaves its call to be re-attached.
+    fn mark_ended(&self, reason: StopReason) {
+        if !self.web {
+            reattach::spawn_record_ended(&self.shared, &self.call_sid, reason);
+        }
     }
 
     /// Sends `update` to Twilio in a task of its own (tracked, so shutdown waits for it).

@@ -44,7 +44,7 @@ use crate::claims::OfferClaim;
 use crate::metrics as m;
 use crate::offer::{self, OfferOutcome};
 use crate::shared::Shared;
-use crate::stream_token::unix_now;
+use crate::stream_token::{StreamGrant, unix_now};
 
 /// The route.
 pub const WEB_CALL_PATH: &str = "/web-call";
@@ -298,7 +298,7 @@ pub async fn upgrade(
                 tracing::info!(%worker_id, %agent, %user, "web call accepted");
                 let expires = unix_now().saturating_add(shared.token_ttl_seconds);
                 Ok(WebCall {
-                    token: shared.tokens.issue(&call_sid, 0, expires),
+                    token: shared.tokens.issue(&call_sid, StreamGrant::FIRST, expires),
                     call_sid: call_sid.clone(),
                 })
             }

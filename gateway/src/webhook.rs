@@ -1,5 +1,6 @@
 //! Twilio's HTTP webhooks: `POST /twilio-voice` (a call arrives) and `POST /twilio-status`
-//! (call status callbacks).
+//! (call status callbacks). The re-attach routes (`/twilio-connect-action`,
+//! `/twilio-stream-status`) are [`crate::reattach`]'s, verified the same way.
 //!
 //! Every request is checked against `X-Twilio-Signature` computed over `PUBLIC_URL` + the route
 //! (plus the query string, if Twilio was configured with one) and every form pair received. The
@@ -39,11 +40,12 @@ use switchboard_twilio::webhook::CallForm;
 
 use crate::body::{BodyError, read_limited};
 use crate::claims::OfferClaim;
-use crate::frames::{TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
+use crate::frames::TRACEPARENT_PARAMETER;
 use crate::metrics as m;
 use crate::offer::{self, OfferOutcome};
+use crate::reattach::stream_twiml;
 use crate::shared::Shared;
-use crate::stream_token::unix_now;
+use crate::stream_token::{StreamGrant, unix_now};
 use switchboard_service::redact::MaskedPhone;
 use switchboard_service::trace;
 use tracing::Instrument as _;
@@ -134,18 +136,16 @@ async fn answer_call(shared: Arc<Shared>, uri: Uri, form: CallForm) -> Response 
             let expires = unix_now().saturating_add(shared.token_ttl_seconds);
             // The webhook's stream is the call's first (attach 0); the claim above makes this
             // the only attach-0 token ever issued for the call.
-            let token = shared.tokens.issue(&form.call_sid, 0, expires);
-            let url = shared.validator.ws_url(MEDIA_PATH);
+            let grant = StreamGrant::FIRST;
+            let token = shared.tokens.issue(&form.call_sid, grant, expires);
             // The webhook span's context (none when tracing is off).
             let trace_headers = trace::headers();
-            let mut parameters = vec![(TOKEN_PARAMETER, token.as_str())];
-            if let Some(traceparent) = trace_headers.get(TRACEPARENT_PARAMETER) {
-                parameters.push((TRACEPARENT_PARAMETER, traceparent.as_str()));
-            }
-            let doc = twiml::Response::new()
-                .connect_stream(&url, &parameters)
-                .build();
-            twiml_response(doc)
+            let traceparent = trace_headers
+                .get(TRACEPARENT_PARAMETER)
+                .map(|value| value.as_str());
+            // With `<Connect action>` and `<Stream statusCallback>`, so the call can get a new
+            // stream when this one fails ([`crate::reattach`]).
+            twiml_response(stream_twiml(&shared, grant.attach, &token, traceparent))
         }
         OfferOutcome::Rejected { reason } => {
             metrics::counter!(m::OFFERS_REJECTED, "reason" => reason.clone()).increment(1);
@@ -236,7 +236,7 @@ impl IntoResponse for WebhookError {
 
 /// Reads the form under the limits of the module docs, checks the signature over it, and
 /// picks out the call fields; also returns every pair received.
-async fn verified_form(
+pub(crate) async fn verified_form(
     shared: &Shared,
     path: &'static str,
     uri: &Uri,
@@ -299,7 +299,8 @@ fn form_fields(body: &[u8]) -> usize {
     }
 }
 
-fn twiml_response(doc: String) -> Response {
+/// A TwiML document as an HTTP answer.
+pub(crate) fn twiml_response(doc: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], doc).into_response()
 }
 

@@ -185,7 +185,13 @@ fn map(text: &str) {
         TwilioMessage::Start {
             stream_sid, start, ..
         } => {
-            let f = frames::stream_start(&stream_sid, &start, "gw", 0);
+            let f = frames::stream_start(
+                &stream_sid,
+                &start,
+                "gw",
+                gateway::stream_token::StreamGrant::FIRST,
+                0,
+            );
             if let inbound_frame::Frame::Start(s) = f {
                 assert!(!s.custom_parameters.contains_key(frames::TOKEN_PARAMETER));
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use futures::{SinkExt, StreamExt};
-use gateway::stream_token::{StreamTokens, unix_now};
+use gateway::stream_token::{StreamGrant, StreamTokens, unix_now};
 use switchboard_proto::{
     Clear, Hangup, Heartbeat, InboundFrame, Mark, OutboundAudio, OutboundFrame, Transfer,
     inbound_frame, outbound_frame,
@@ -115,9 +115,10 @@ async fn an_invalid_token_closes_with_1008_and_publishes_nothing() -> anyhow::Re
     let mut inbound = gw.nats.subscribe(gw.subjects.call_in(CALL)).await?;
     barrier(&gw.nats).await?;
     let tokens = StreamTokens::new(AUTH_TOKEN.as_bytes())?;
-    let other_call = tokens.issue("CA_other", 0, unix_now() + 60);
-    let expired = tokens.issue(CALL, 0, unix_now() - 1);
-    let foreign_key = StreamTokens::new(b"another account")?.issue(CALL, 0, unix_now() + 60);
+    let other_call = tokens.issue("CA_other", StreamGrant::FIRST, unix_now() + 60);
+    let expired = tokens.issue(CALL, StreamGrant::FIRST, unix_now() - 1);
+    let foreign_key =
+        StreamTokens::new(b"another account")?.issue(CALL, StreamGrant::FIRST, unix_now() + 60);
     for params in [
         vec![("token", other_call.as_str())],
         vec![("token", expired.as_str())],

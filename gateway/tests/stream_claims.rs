@@ -84,11 +84,12 @@ async fn a_reattach_token_is_a_new_one_time_token_for_the_call() -> anyhow::Resu
     let claims = Claims::open(&async_nats::jetstream::new(gw.nats.clone())).await?;
     let tokens = StreamTokens::new(AUTH_TOKEN.as_bytes())?;
     let expires = unix_now() + 60;
-    let reattach = claims.reattach_token(&tokens, CALL, expires).await?;
-    let later = claims.reattach_token(&tokens, CALL, expires).await?;
+    let (first_attach, reattach) = claims.reattach_token(&tokens, CALL, 0, expires).await?;
+    let (later_attach, later) = claims.reattach_token(&tokens, CALL, 0, expires).await?;
     assert_ne!(reattach, later);
+    assert_eq!((first_attach, later_attach), (1, 2));
     assert!(
-        reattach.starts_with("1.") && later.starts_with("2."),
+        reattach.starts_with("1.0.") && later.starts_with("2.0."),
         "{reattach} {later}"
     );
 
@@ -124,7 +125,7 @@ async fn a_reattach_token_is_a_new_one_time_token_for_the_call() -> anyhow::Resu
 
     // No re-attach for a call the gateway never offered.
     let unknown = claims
-        .reattach_token(&tokens, "CA_never_offered", expires)
+        .reattach_token(&tokens, "CA_never_offered", 0, expires)
         .await;
     assert!(
         matches!(unknown, Err(ClaimError::UnknownCall(_))),

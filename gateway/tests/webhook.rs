@@ -79,7 +79,12 @@ async fn an_accepted_call_gets_a_stream_with_a_token() -> anyhow::Result<()> {
     let mut worker = accepting_worker(&gw.nats).await?;
 
     let Instructions(verbs) = gw.voice_webhook(CALL).await?;
-    let [Verb::ConnectStream { url, parameters }] = verbs.as_slice() else {
+    let [
+        Verb::ConnectStream {
+            url, parameters, ..
+        },
+    ] = verbs.as_slice()
+    else {
         panic!("expected <Connect><Stream>, got {verbs:?}");
     };
     assert_eq!(url, "wss://gw.example.com/media");

@@ -104,6 +104,13 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
+                    // The last `owner` event of a call, whose epoch a re-attach token is bound
+                    // to: a direct get by last subject, on `owner` subjects only (the rest of
+                    // the call log stays unreadable).
+                    vec![format!(
+                        "{JS_API}.DIRECT.GET.{EVENTS_STREAM}.{}",
+                        subjects.event("*", "owner")
+                    )],
                     // Offer and stream-token claims, shared by every gateway replica.
                     kv_bucket_api(CALLS_BUCKET),
                     vec![kv_key(CALLS_BUCKET, ">")],

@@ -66,6 +66,9 @@ pub async fn ensure_stream(
         // Consumers (the persister, CRMs) may be down for a while; keep a week.
         max_age: Duration::from_secs(7 * 24 * 3600),
         storage: stream::StorageType::File,
+        // Gateways read a call's last `owner` event by a direct get (granted on `owner`
+        // subjects only) to bind a re-attached stream to the call's current owner epoch.
+        allow_direct: true,
         ..Default::default()
     })
     .await

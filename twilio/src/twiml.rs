@@ -19,10 +19,35 @@ impl Response {
     }
 
     /// `<Connect><Stream url=..>` with `<Parameter>`s: a bidirectional media stream.
-    pub fn connect_stream(mut self, url: &str, parameters: &[(&str, &str)]) -> Self {
-        self.body.push_str("<Connect><Stream url=\"");
-        self.body.push_str(&escape(url));
-        self.body.push_str("\">");
+    pub fn connect_stream(self, url: &str, parameters: &[(&str, &str)]) -> Self {
+        self.connect(&ConnectStream {
+            url,
+            parameters,
+            action: None,
+            status_callback: None,
+        })
+    }
+
+    /// `<Connect action=..><Stream url=.. statusCallback=.. statusCallbackMethod="POST">` with
+    /// `<Parameter>`s: a bidirectional media stream whose end Twilio reports to `action`, and
+    /// whose start, stop and failure it reports to `status_callback`.
+    pub fn connect(mut self, stream: &ConnectStream<'_>) -> Self {
+        self.body.push_str("<Connect");
+        if let Some(action) = stream.action {
+            self.body.push_str(" action=\"");
+            self.body.push_str(&escape(action));
+            self.body.push_str("\" method=\"POST\"");
+        }
+        self.body.push_str("><Stream url=\"");
+        self.body.push_str(&escape(stream.url));
+        self.body.push('"');
+        if let Some(callback) = stream.status_callback {
+            self.body.push_str(" statusCallback=\"");
+            self.body.push_str(&escape(callback));
+            self.body.push_str("\" statusCallbackMethod=\"POST\"");
+        }
+        self.body.push('>');
+        let parameters = stream.parameters;
         for (name, value) in parameters {
             self.body.push_str("<Parameter name=\"");
             self.body.push_str(&escape(name));
@@ -65,6 +90,20 @@ impl Response {
     }
 }
 
+/// A `<Connect><Stream>` to build ([`Response::connect`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectStream<'a> {
+    /// The `wss` URL of the media socket (no query string: Twilio refuses one).
+    pub url: &'a str,
+    /// `<Parameter>` name/value pairs, handed back in the stream's `start`.
+    pub parameters: &'a [(&'a str, &'a str)],
+    /// `<Connect action>`: requested (POST) when `<Connect>` ends. Absolute where the TwiML is
+    /// sent in a REST update (Twilio error 15004 otherwise).
+    pub action: Option<&'a str>,
+    /// `<Stream statusCallback>`: `stream-started` / `stream-stopped` / `stream-error` (POST).
+    pub status_callback: Option<&'a str>,
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
@@ -79,6 +118,12 @@ pub enum Verb {
     ConnectStream {
         url: String,
         parameters: Vec<(String, String)>,
+        /// `<Connect action>` (None: absent).
+        action: Option<String>,
+        /// `<Stream statusCallback>` (None: absent).
+        status_callback: Option<String>,
+        /// `<Stream statusCallbackMethod>` (None: absent, which means POST).
+        status_callback_method: Option<String>,
     },
     /// Speak text.
     Say(String),
@@ -104,6 +149,8 @@ impl Instructions {
         let mut reader = Reader::from_str(xml);
         let mut verbs = Vec::new();
         let mut stack: Vec<String> = Vec::new();
+        // The `action` of the `<Connect>` being read.
+        let mut connect_action: Option<String> = None;
         let mut text = String::new();
         let mut seen_response = false;
         loop {
@@ -152,10 +199,18 @@ impl Instructions {
             };
             match name.as_str() {
                 "Response" => seen_response = true,
+                "Connect" => {
+                    let action = attr("action")?;
+                    connect_action = (!action.is_empty()).then_some(action);
+                }
                 "Stream" if stack.last().map(String::as_str) == Some("Connect") => {
+                    let optional = |v: String| (!v.is_empty()).then_some(v);
                     verbs.push(Verb::ConnectStream {
                         url: attr("url")?,
                         parameters: Vec::new(),
+                        action: connect_action.clone(),
+                        status_callback: optional(attr("statusCallback")?),
+                        status_callback_method: optional(attr("statusCallbackMethod")?),
                     });
                 }
                 "Parameter" => {
@@ -200,6 +255,33 @@ mod tests {
                     ("token".into(), "a&b\"c".into()),
                     ("agent".into(), "x".into())
                 ],
+                action: None,
+                status_callback: None,
+                status_callback_method: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn connect_action_and_stream_status_callback_round_trip() {
+        let xml = Response::new()
+            .connect(&ConnectStream {
+                url: "wss://gw.example.com/media",
+                parameters: &[("token", "t")],
+                action: Some("https://gw.example.com/twilio-connect-action?a=1&b=2"),
+                status_callback: Some("https://gw.example.com/twilio-stream-status"),
+            })
+            .build();
+        assert!(xml.contains("<Connect action=\"https://gw.example.com/twilio-connect-action?a=1&amp;b=2\" method=\"POST\">"), "{xml}");
+        let Instructions(verbs) = Instructions::parse(&xml).unwrap();
+        assert_eq!(
+            verbs,
+            vec![Verb::ConnectStream {
+                url: "wss://gw.example.com/media".into(),
+                parameters: vec![("token".into(), "t".into())],
+                action: Some("https://gw.example.com/twilio-connect-action?a=1&b=2".into()),
+                status_callback: Some("https://gw.example.com/twilio-stream-status".into()),
+                status_callback_method: Some("POST".into()),
             }]
         );
     }

@@ -1,6 +1,17 @@
 //! One call, played the way Twilio plays it: the signed voice webhook, the TwiML, then the signed
 //! Media Streams socket with real-time audio, mark echoes and `clear`.
 //!
+//! `<Connect action>` and `<Stream statusCallback>` are followed as Twilio documents them: every
+//! stream reports `stream-started`, then `stream-stopped` (or `stream-error` with `StreamError`
+//! when the socket failed) to its status callback; when `<Connect>` ends because the far end
+//! closed the socket or the socket failed, the action URL is requested (signed, with the
+//! standard call fields and `CallStatus=in-progress`) and the TwiML it answers is executed, so a
+//! new `<Connect><Stream>` opens a new stream of the same call (new `streamSid`, `chunk` and
+//! timestamps from the start, an empty play buffer) while the caller's script goes on. A REST
+//! update of the call (from [`crate::twilio_rest`]) replaces the stream's TwiML the same way.
+//! Requests to the public URL go to the first of the configured gateways that accepts the
+//! connection, as a load balancer in front of several gateways would.
+//!
 //! The call runs in the task that awaits it and owns all its state (socket halves, playback
 //! model, caller); nothing is shared with other calls, so a load run is just many of these.
 
@@ -30,6 +41,9 @@ use crate::playback::Playback;
 use crate::report::{CallError, CallReport, EndedBy, Segment};
 use crate::script::CallerScript;
 
+/// TwiML documents that replace what a live call is doing (REST "update call").
+pub type Redirects = tokio::sync::mpsc::UnboundedReceiver<String>;
+
 /// The voice webhook route (ARCHITECTURE.md section 3).
 pub const WEBHOOK_PATH: &str = "/twilio-voice";
 /// Twilio gives up on a webhook after 15 s by default.
@@ -57,6 +71,17 @@ pub async fn place_call_until(
     script: &CallerScript,
     cancel: &CancellationToken,
 ) -> Result<CallReport, CallError> {
+    place_call_with(cfg, script, cancel, None).await
+}
+
+/// Like [`place_call_until`], and TwiML documents arriving on `redirects` replace the call's
+/// current TwiML while it runs (Twilio's REST call update).
+pub async fn place_call_with(
+    cfg: &CallConfig,
+    script: &CallerScript,
+    cancel: &CancellationToken,
+    redirects: Option<Redirects>,
+) -> Result<CallReport, CallError> {
     script
         .validate()
         .map_err(|e| CallError::Config(e.to_string()))?;
@@ -65,47 +90,33 @@ pub async fn place_call_until(
         .clone()
         .unwrap_or_else(|| format!("CA{}", random_hex()));
     let mut report = CallReport::new(call_sid.clone());
-    let validator = Validator::new(cfg.auth_token.clone(), cfg.public_base());
-
-    // The voice webhook, signed over the public URL with every form field.
-    let form = CallForm {
-        call_sid: call_sid.clone(),
-        account_sid: cfg.account_sid.clone(),
-        from: cfg.from.clone(),
-        to: cfg.to.clone(),
-        call_status: "ringing".to_owned(),
-        direction: cfg.direction.clone(),
-        ..Default::default()
-    };
-    let pairs = form.to_pairs();
-    let url = format!("{}{}", cfg.gateway_base(), cfg.webhook_path);
-    let webhook_err = |source| CallError::Webhook {
-        url: url.clone(),
-        source,
-    };
     // reqwest needs a process-wide TLS provider even for plain HTTP; every Switchboard binary
     // installs this same one, so doing it here is a no-op there and makes the library usable alone.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(WEBHOOK_TIMEOUT)
-        .build()
-        .map_err(webhook_err)?;
+    let url = format!("{}{}", cfg.gateway_base(), cfg.webhook_path);
+    let twilio = Twilio {
+        cfg: cfg.clone(),
+        validator: Validator::new(cfg.auth_token.clone(), cfg.public_base()),
+        // A connection per request, as Twilio's requests arrive: one kept from an earlier request
+        // would outlive a gateway that died, where a new one is refused and goes to the next.
+        http: reqwest::Client::builder()
+            .timeout(WEBHOOK_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|source| CallError::Webhook {
+                url: url.clone(),
+                source,
+            })?,
+        call_sid: call_sid.clone(),
+    };
+
+    // The voice webhook, signed over the public URL with every form field.
     let webhook_sent = Instant::now();
-    let response = client
-        .post(&url)
-        .header(
-            "X-Twilio-Signature",
-            validator.sign(&cfg.webhook_path, &pairs),
-        )
-        .header(reqwest::header::USER_AGENT, "TwilioProxy/1.1")
-        .header("I-Twilio-Idempotency-Token", random_hex())
-        .form(&pairs)
-        .send()
+    let (status, body) = twilio
+        .request(&cfg.webhook_path, &twilio.call_form("ringing"))
         .await
-        .map_err(webhook_err)?;
-    let status = response.status();
+        .map_err(|source| CallError::Webhook { url, source })?;
     report.webhook_status = status.as_u16();
-    let body = response.text().await.map_err(webhook_err)?;
     if !status.is_success() {
         return Err(CallError::WebhookStatus {
             status: status.as_u16(),
@@ -115,11 +126,7 @@ pub async fn place_call_until(
     let Instructions(verbs) = Instructions::parse(&body)?;
     report.twiml = verbs.clone();
 
-    let stream = verbs.iter().find_map(|v| match v {
-        Verb::ConnectStream { url, parameters } => Some((url.clone(), parameters.clone())),
-        _ => None,
-    });
-    let Some((stream_url, parameters)) = stream else {
+    let Some(plan) = ConnectPlan::of(&verbs) else {
         // Twilio says the <Say> text and hangs up; no stream.
         let said: Vec<&str> = verbs
             .iter()
@@ -133,48 +140,16 @@ pub async fn place_call_until(
         tracing::info!(call_sid, message = ?report.rejected_message, "call rejected");
         return Ok(report);
     };
-    let (connect_url, path) = map_stream_url(&stream_url, cfg.public_base(), cfg.gateway_base())
-        .ok_or_else(|| CallError::StreamUrl(stream_url.clone()))?;
-    if stream_url.contains('?') {
-        report.protocol_errors.push(format!(
-            "31920: <Stream url=\"{stream_url}\"> has a query string; Twilio allows none"
-        ));
-    }
-
-    // The Media Streams upgrade, signed over the public wss URL with no parameters.
-    let connect_err = |source: tungstenite::Error| CallError::Connect {
-        url: connect_url.clone(),
-        source: Box::new(source),
-    };
-    let mut request = connect_url
-        .as_str()
-        .into_client_request()
-        .map_err(connect_err)?;
-    let signature = HeaderValue::from_str(&validator.sign_ws(&path))
-        .map_err(|e| CallError::Config(format!("signature header: {e}")))?;
-    request
-        .headers_mut()
-        .insert("X-Twilio-Signature", signature);
-    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
-    let (ws, _) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(result) => result.map_err(connect_err)?,
-        Err(_) => {
-            return Err(connect_err(tungstenite::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "WebSocket handshake timed out",
-            ))));
-        }
-    };
+    let ws = twilio.connect(&plan, &mut report).await?;
     report.connected = true;
-    let stream_sid = format!("MZ{}", random_hex());
-    report.stream_sid = Some(stream_sid.clone());
-    tracing::info!(call_sid, stream_sid, "media stream connected");
 
     let session = Session {
         cfg,
+        twilio: &twilio,
         call_sid,
-        stream_sid,
+        stream_sid: String::new(),
         started: Instant::now(),
+        stream_started: Instant::now(),
         webhook_sent,
         seq: 0,
         chunk: 0,
@@ -183,13 +158,215 @@ pub async fn place_call_until(
         awaiting_response: None,
         report,
     };
-    Ok(session.run(ws, parameters, script, cancel).await)
+    Ok(session.run(ws, plan, script, cancel, redirects).await)
+}
+
+/// A `<Connect><Stream>` to open: the socket, its parameters, and where Twilio reports on it.
+#[derive(Debug, Clone)]
+struct ConnectPlan {
+    url: String,
+    parameters: Vec<(String, String)>,
+    /// `<Connect action>`.
+    action: Option<String>,
+    /// `<Stream statusCallback>` (requested with POST unless `statusCallbackMethod` says GET,
+    /// which callsim does not support and reports).
+    status_callback: Option<String>,
+}
+
+impl ConnectPlan {
+    /// The first `<Connect><Stream>` of a document.
+    fn of(verbs: &[Verb]) -> Option<Self> {
+        verbs.iter().find_map(|v| match v {
+            Verb::ConnectStream {
+                url,
+                parameters,
+                action,
+                status_callback,
+                ..
+            } => Some(Self {
+                url: url.clone(),
+                parameters: parameters.clone(),
+                action: action.clone(),
+                status_callback: status_callback.clone(),
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// Twilio's side of the call's HTTP: signed requests to the public URL, served by the first
+/// gateway that accepts the connection.
+#[derive(Clone)]
+struct Twilio {
+    cfg: CallConfig,
+    validator: Validator,
+    http: reqwest::Client,
+    call_sid: String,
+}
+
+impl Twilio {
+    /// The standard request fields of the call with `CallStatus` = `status`.
+    fn call_form(&self, status: &str) -> Vec<(String, String)> {
+        CallForm {
+            call_sid: self.call_sid.clone(),
+            account_sid: self.cfg.account_sid.clone(),
+            from: self.cfg.from.clone(),
+            to: self.cfg.to.clone(),
+            call_status: status.to_owned(),
+            direction: self.cfg.direction.clone(),
+            ..Default::default()
+        }
+        .to_pairs()
+    }
+
+    /// The path (and query) of a TwiML URL under the public URL: relative URLs are resolved
+    /// against it; an absolute URL elsewhere is one callsim cannot reach.
+    fn public_path(&self, url: &str) -> Option<String> {
+        if url.starts_with('/') {
+            return Some(url.to_owned());
+        }
+        map_stream_url(url, self.cfg.public_base(), self.cfg.gateway_base()).map(|(_, p)| p)
+    }
+
+    /// POSTs `pairs` to `path` under the public URL, signed over the public URL: to the first
+    /// gateway that accepts the connection.
+    async fn request(
+        &self,
+        path: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(reqwest::StatusCode, String), reqwest::Error> {
+        let signature = self.validator.sign(path, pairs);
+        let mut last_error = None;
+        for base in self.cfg.gateway_bases() {
+            let sent = self
+                .http
+                .post(format!("{base}{path}"))
+                .header("X-Twilio-Signature", &signature)
+                .header(reqwest::header::USER_AGENT, "TwilioProxy/1.1")
+                .header("I-Twilio-Idempotency-Token", random_hex())
+                .form(pairs)
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    return Ok((status, response.text().await?));
+                }
+                // The gateway is gone (refused, or reset before it answered, as a dying process
+                // does with connections already in its listen backlog): the load balancer sends
+                // the request to the next one.
+                Err(e) if e.is_connect() || (e.is_request() && !e.is_timeout()) => {
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("at least one gateway"))
+    }
+
+    /// Opens the plan's media socket, signed over the public `wss` URL with no parameters, on
+    /// the first gateway that accepts the connection.
+    async fn connect(&self, plan: &ConnectPlan, report: &mut CallReport) -> Result<Ws, CallError> {
+        if plan.url.contains('?') {
+            report.protocol_errors.push(format!(
+                "31920: <Stream url=\"{}\"> has a query string; Twilio allows none",
+                plan.url
+            ));
+        }
+        let mut last = None;
+        for base in self.cfg.gateway_bases() {
+            let (connect_url, path) = map_stream_url(&plan.url, self.cfg.public_base(), base)
+                .ok_or_else(|| CallError::StreamUrl(plan.url.clone()))?;
+            let connect_err = |source: tungstenite::Error| CallError::Connect {
+                url: connect_url.clone(),
+                source: Box::new(source),
+            };
+            let mut request = connect_url
+                .as_str()
+                .into_client_request()
+                .map_err(connect_err)?;
+            let signature = HeaderValue::from_str(&self.validator.sign_ws(&path))
+                .map_err(|e| CallError::Config(format!("signature header: {e}")))?;
+            request
+                .headers_mut()
+                .insert("X-Twilio-Signature", signature);
+            let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                Ok(Ok((ws, _))) => return Ok(ws),
+                // Nobody listens there, or the connection was reset before the handshake
+                // finished: the load balancer tries the next gateway.
+                Ok(Err(
+                    e @ (tungstenite::Error::Io(_)
+                    | tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::HandshakeIncomplete
+                        | tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    )),
+                )) => {
+                    last = Some(connect_err(e));
+                }
+                Ok(Err(e)) => return Err(connect_err(e)),
+                Err(_) => {
+                    return Err(connect_err(tungstenite::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "WebSocket handshake timed out",
+                    ))));
+                }
+            }
+        }
+        Err(last.expect("at least one gateway"))
+    }
+
+    /// Posts a `<Stream>` status callback (in a task of its own: Twilio does not hold the media
+    /// for it). `error` is `StreamError` for `stream-error`.
+    fn stream_status(
+        &self,
+        plan: &ConnectPlan,
+        stream_sid: &str,
+        event: &'static str,
+        error: Option<String>,
+    ) {
+        let Some(callback) = &plan.status_callback else {
+            return;
+        };
+        let Some(path) = self.public_path(callback) else {
+            tracing::warn!(
+                callback,
+                "status callback outside the public URL not requested"
+            );
+            return;
+        };
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut pairs = vec![
+            ("AccountSid".to_owned(), self.cfg.account_sid.clone()),
+            ("CallSid".to_owned(), self.call_sid.clone()),
+            ("StreamSid".to_owned(), stream_sid.to_owned()),
+            ("StreamName".to_owned(), stream_sid.to_owned()),
+            ("StreamEvent".to_owned(), event.to_owned()),
+            ("Timestamp".to_owned(), timestamp),
+        ];
+        if let Some(error) = error {
+            pairs.push(("StreamError".to_owned(), error));
+        }
+        let twilio = self.clone();
+        tokio::spawn(async move {
+            match twilio.request(&path, &pairs).await {
+                Ok((status, _)) if status.is_success() => {}
+                Ok((status, _)) => tracing::warn!(%status, event, "stream status callback refused"),
+                Err(error) => tracing::warn!(%error, event, "stream status callback failed"),
+            }
+        });
+    }
 }
 
 /// How the media loop ended.
 enum End {
     /// The caller leaves.
     Leave(Leave),
+    /// A REST update replaced the call's TwiML with this document.
+    Redirected(String),
     /// The far end sent a close frame.
     Closed(Option<CloseFrame>),
     /// The socket ended without a close frame.
@@ -201,10 +378,15 @@ enum End {
 /// The state of one media stream.
 struct Session<'a> {
     cfg: &'a CallConfig,
+    twilio: &'a Twilio,
     call_sid: String,
+    /// The current stream's `streamSid`.
     stream_sid: String,
-    /// Stream time zero: when `start` went out.
+    /// Call time zero: when the first stream's `start` went out. The caller's script and the
+    /// play buffer run on call time, across streams.
     started: Instant,
+    /// When the current stream's `start` went out.
+    stream_started: Instant,
     webhook_sent: Instant,
     /// `sequenceNumber` of the last message sent.
     seq: u64,
@@ -220,38 +402,185 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(
         mut self,
-        ws: Ws,
-        parameters: Vec<(String, String)>,
+        mut ws: Ws,
+        mut plan: ConnectPlan,
         script: &CallerScript,
         cancel: &CancellationToken,
+        mut redirects: Option<Redirects>,
     ) -> CallReport {
-        let (mut tx, mut rx) = ws.split();
-        if let Err(e) = self.open(&mut tx, parameters).await {
-            return self.finish(End::Broken(e), &mut tx, &mut rx).await;
+        let mut first = true;
+        loop {
+            let (mut tx, mut rx) = ws.split();
+            let end = self
+                .stream(
+                    &mut tx,
+                    &mut rx,
+                    &plan,
+                    first,
+                    script,
+                    cancel,
+                    &mut redirects,
+                )
+                .await;
+            first = false;
+            // What Twilio does next: the caller's hang-up ends the call; a redirect runs the new
+            // TwiML; the far end closing (or losing) the socket ends `<Connect>`, whose action
+            // URL says what comes next.
+            let next = match end {
+                End::Redirected(doc) => {
+                    // Twilio leaves the stream for the new TwiML: `stop`, then the socket closes.
+                    self.hang_up(&mut tx, &mut rx).await;
+                    self.twilio
+                        .stream_status(&plan, &self.stream_sid, "stream-stopped", None);
+                    Some(doc)
+                }
+                End::Leave(_) => {
+                    self.finish(end, &mut tx, &mut rx, false).await;
+                    self.twilio
+                        .stream_status(&plan, &self.stream_sid, "stream-stopped", None);
+                    return self.complete();
+                }
+                End::Closed(_) | End::Vanished | End::Broken(_) => {
+                    let error = match &end {
+                        End::Closed(_) => None,
+                        End::Broken(e) => Some(format!("media socket failed: {e}")),
+                        _ => Some("media socket closed without a close frame".to_owned()),
+                    };
+                    let event = if error.is_some() {
+                        "stream-error"
+                    } else {
+                        "stream-stopped"
+                    };
+                    let action = plan.action.is_some();
+                    self.finish(end, &mut tx, &mut rx, action).await;
+                    self.twilio
+                        .stream_status(&plan, &self.stream_sid, event, error);
+                    match &plan.action {
+                        Some(action) => self.follow_action(action).await,
+                        None => None,
+                    }
+                }
+            };
+            let Some(doc) = next else {
+                return self.complete();
+            };
+            let verbs = match Instructions::parse(&doc) {
+                Ok(Instructions(verbs)) => verbs,
+                Err(e) => {
+                    self.report.step_errors.push(format!("TwiML: {e}"));
+                    self.report.ended_by = EndedBy::Error;
+                    return self.complete();
+                }
+            };
+            let Some(next_plan) = ConnectPlan::of(&verbs) else {
+                // `<Hangup/>` (or a `<Say>`, then the end of the document): the call is over.
+                return self.complete();
+            };
+            match self.twilio.connect(&next_plan, &mut self.report).await {
+                Ok(next_ws) => {
+                    tracing::info!(call_sid = self.call_sid, "media stream re-attached");
+                    self.report.reattached += 1;
+                    ws = next_ws;
+                    plan = next_plan;
+                }
+                Err(e) => {
+                    self.report
+                        .step_errors
+                        .push(format!("re-attaching the stream: {e}"));
+                    self.report.ended_by = EndedBy::Error;
+                    return self.complete();
+                }
+            }
         }
+    }
+
+    /// Requests the `<Connect>` action URL (the call goes on) and returns the TwiML it answers.
+    async fn follow_action(&mut self, action: &str) -> Option<String> {
+        let Some(path) = self.twilio.public_path(action) else {
+            self.report.step_errors.push(format!(
+                "<Connect action=\"{action}\"> is outside the public URL"
+            ));
+            return None;
+        };
+        self.report.connect_actions += 1;
+        let form = self.twilio.call_form("in-progress");
+        match self.twilio.request(&path, &form).await {
+            Ok((status, body)) if status.is_success() => Some(body),
+            Ok((status, body)) => {
+                // Twilio plays an application error and hangs up.
+                self.report.step_errors.push(format!(
+                    "<Connect> action answered {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ));
+                None
+            }
+            Err(e) => {
+                self.report
+                    .step_errors
+                    .push(format!("<Connect> action request failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One media stream, from `connected` to its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream(
+        &mut self,
+        tx: &mut Tx,
+        rx: &mut Rx,
+        plan: &ConnectPlan,
+        first: bool,
+        script: &CallerScript,
+        cancel: &CancellationToken,
+        redirects: &mut Option<Redirects>,
+    ) -> End {
+        self.stream_sid = format!("MZ{}", random_hex());
+        self.report.stream_sids.push(self.stream_sid.clone());
+        if first {
+            self.report.stream_sid = Some(self.stream_sid.clone());
+        } else {
+            // A new stream: numbering starts over, and its play buffer starts empty (what the
+            // old stream had queued is gone, its marks never come back).
+            self.seq = 0;
+            self.chunk = 0;
+            let now = self.now();
+            self.playback.clear(now);
+        }
+        tracing::info!(
+            call_sid = self.call_sid,
+            stream_sid = self.stream_sid,
+            "media stream connected"
+        );
+        if let Err(e) = self.open(tx, plan.parameters.clone(), first).await {
+            return End::Broken(e);
+        }
+        self.twilio
+            .stream_status(plan, &self.stream_sid, "stream-started", None);
         let deadline = self.started + script.time_limit();
         // Absolute deadlines: a late tick is followed by catch-up ticks, never by drift.
-        let mut ticker = tokio::time::interval_at(self.started + FRAME, FRAME);
+        let mut ticker = tokio::time::interval_at(self.stream_started + FRAME, FRAME);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let end = loop {
+        loop {
             let mark_due = self.playback.next_mark_due().map(|d| self.started + d);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break End::Leave(Leave::Hangup),
-                tick_at = ticker.tick() => match self.on_tick(&mut tx, tick_at, deadline).await {
+                Some(doc) = next_redirect(redirects) => break End::Redirected(doc),
+                tick_at = ticker.tick() => match self.on_tick(tx, tick_at, deadline).await {
                     Ok(None) => {}
                     Ok(Some(leave)) => break End::Leave(leave),
                     Err(e) => break End::Broken(e),
                 },
                 () = sleep_until(mark_due) => {
-                    if let Err(e) = self.echo_due_marks(&mut tx).await {
+                    if let Err(e) = self.echo_due_marks(tx).await {
                         break End::Broken(e);
                     }
                 }
                 msg = rx.next() => match msg {
                     Some(Ok(Message::Close(frame))) => break End::Closed(frame),
                     Some(Ok(msg)) => {
-                        if let Err(e) = self.on_message(&mut tx, msg).await {
+                        if let Err(e) = self.on_message(tx, msg).await {
                             break End::Broken(e);
                         }
                     }
@@ -259,8 +588,7 @@ impl Session<'_> {
                     None => break End::Vanished,
                 },
             }
-        };
-        self.finish(end, &mut tx, &mut rx).await
+        }
     }
 
     /// Stream time now.
@@ -282,6 +610,7 @@ impl Session<'_> {
         &mut self,
         tx: &mut Tx,
         parameters: Vec<(String, String)>,
+        first: bool,
     ) -> Result<(), tungstenite::Error> {
         self.send(tx, TwilioMessage::connected()).await?;
         let custom_parameters: HashMap<String, String> = parameters.into_iter().collect();
@@ -297,7 +626,10 @@ impl Session<'_> {
                 media_format: MediaFormat::default(),
             },
         };
-        self.started = Instant::now();
+        self.stream_started = Instant::now();
+        if first {
+            self.started = self.stream_started;
+        }
         self.send(tx, start).await
     }
 
@@ -429,9 +761,12 @@ impl Session<'_> {
     }
 
     /// Ends the call and completes the report.
-    async fn finish(mut self, end: End, tx: &mut Tx, rx: &mut Rx) -> CallReport {
-        let at = self.now();
+    /// Ends the stream: the caller's hang-up, or what the far end's close or failure means.
+    /// `action` says whether `<Connect>` has an action URL, which Twilio requests next (so a
+    /// failed socket is not yet the end of the call).
+    async fn finish(&mut self, end: End, tx: &mut Tx, rx: &mut Rx, action: bool) {
         let hang_up = match end {
+            End::Redirected(_) => true,
             End::Leave(Leave::Hangup) => {
                 self.report.ended_by = EndedBy::Caller;
                 true
@@ -473,6 +808,13 @@ impl Session<'_> {
                     self.report.ended_by = EndedBy::Agent;
                     false
                 }
+                other if action => {
+                    self.report
+                        .stream_failures
+                        .push(format!("media socket failed: {other}"));
+                    self.report.ended_by = EndedBy::Agent;
+                    false
+                }
                 other => {
                     self.report
                         .step_errors
@@ -485,6 +827,11 @@ impl Session<'_> {
         if hang_up {
             self.hang_up(tx, rx).await;
         }
+    }
+
+    /// Completes the report once the call is over.
+    fn complete(mut self) -> CallReport {
+        let at = self.now();
         self.report.heard_ms = ms(self.playback.heard(at));
         self.report.heard_segments = self
             .playback
@@ -528,6 +875,17 @@ impl Session<'_> {
         }
         let until = Instant::now() + CLOSE_WAIT;
         while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, rx.next()).await {}
+    }
+}
+
+/// The next redirect, or never without a channel (or once it is closed).
+async fn next_redirect(redirects: &mut Option<Redirects>) -> Option<String> {
+    match redirects {
+        Some(rx) => match rx.recv().await {
+            Some(doc) => Some(doc),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -22,6 +22,9 @@ pub struct CallConfig {
     /// The voice webhook's path (and query) under the public URL: `/twilio-voice`, or what an
     /// outbound call's `Url` named (e.g. `/twilio-voice?agent=sales`).
     pub webhook_path: String,
+    /// More gateways behind the same `PUBLIC_URL` (base URLs like `gateway`): a request that
+    /// `gateway` refuses at the TCP level goes to the next, as a load balancer would send it.
+    pub failover: Vec<String>,
     /// Twilio's documentation says `clear` sends pending marks back; some Twilio look-alikes drop
     /// them instead. `false` simulates those.
     pub echo_marks_on_clear: bool,
@@ -40,6 +43,7 @@ impl CallConfig {
             call_sid: None,
             direction: "inbound".to_owned(),
             webhook_path: crate::call::WEBHOOK_PATH.to_owned(),
+            failover: Vec::new(),
             echo_marks_on_clear: true,
         }
     }
@@ -56,6 +60,12 @@ impl CallConfig {
     pub fn gateway_base(&self) -> &str {
         self.gateway.trim_end_matches('/')
     }
+
+    /// The gateway, then the failover gateways: where a request to the public URL may go.
+    pub fn gateway_bases(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.gateway_base())
+            .chain(self.failover.iter().map(|b| b.trim_end_matches('/')))
+    }
 }
 
 impl fmt::Debug for CallConfig {
@@ -70,6 +80,7 @@ impl fmt::Debug for CallConfig {
             .field("call_sid", &self.call_sid)
             .field("direction", &self.direction)
             .field("webhook_path", &self.webhook_path)
+            .field("failover", &self.failover)
             .field("echo_marks_on_clear", &self.echo_marks_on_clear)
             .finish_non_exhaustive()
     }

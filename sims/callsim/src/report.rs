@@ -30,8 +30,17 @@ pub struct Segment {
 #[derive(Debug, Clone, Serialize)]
 pub struct CallReport {
     pub call_sid: String,
-    /// The `streamSid` callsim assigned, if a stream started.
+    /// The `streamSid` callsim assigned to the call's first stream, if one started.
     pub stream_sid: Option<String>,
+    /// Every stream of the call, in order (more than one once the call was re-attached).
+    pub stream_sids: Vec<String>,
+    /// `<Connect>` action URLs requested.
+    pub connect_actions: u32,
+    /// New streams opened for the call after its first (through an action URL or a REST
+    /// update).
+    pub reattached: u32,
+    /// Streams whose socket failed while `<Connect>` had an action URL to go on with.
+    pub stream_failures: Vec<String>,
     pub webhook_status: u16,
     /// The TwiML the webhook answered with.
     pub twiml: Vec<Verb>,
@@ -73,6 +82,10 @@ impl CallReport {
         Self {
             call_sid,
             stream_sid: None,
+            stream_sids: Vec::new(),
+            connect_actions: 0,
+            reattached: 0,
+            stream_failures: Vec::new(),
             webhook_status: 0,
             twiml: Vec::new(),
             rejected_message: None,

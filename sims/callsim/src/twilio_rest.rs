@@ -6,7 +6,9 @@
 //! configured caller script, and `completed` (with `CallDuration`) once the call is over.
 //! `Calls/{sid}.json` updates a live call: `Status=completed` hangs it up; `Twiml` with a `<Dial>`
 //! records the transfer target and ends the stream, as Twilio leaves `<Connect>` for the new
-//! TwiML. Every request is recorded for tests to inspect.
+//! TwiML; `Twiml` with a `<Connect><Stream>` replaces the call's stream with a new one (the
+//! document's `action` and `statusCallback` must be absolute URLs, as Twilio requires of TwiML in
+//! an update: error 15004 otherwise). Every request is recorded for tests to inspect.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +74,8 @@ struct Inner {
     calls: Mutex<HashMap<String, FakeCall>>,
     /// Ends a live call (hang-up or transfer).
     hangups: Mutex<HashMap<String, CancellationToken>>,
+    /// Replaces a live call's TwiML with a new `<Connect><Stream>`.
+    redirects: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
     stop: CancellationToken,
 }
 
@@ -130,6 +134,7 @@ impl FakeTwilio {
             requests: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
             hangups: Mutex::new(HashMap::new()),
+            redirects: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
         });
         let app = Router::new()
@@ -263,6 +268,12 @@ async fn create(
         .lock()
         .await
         .insert(call_sid.clone(), hangup.clone());
+    let (redirect, redirects) = tokio::sync::mpsc::unbounded_channel();
+    inner
+        .redirects
+        .lock()
+        .await
+        .insert(call_sid.clone(), redirect);
     inner.calls.lock().await.insert(
         call_sid.clone(),
         FakeCall {
@@ -270,7 +281,7 @@ async fn create(
             ..Default::default()
         },
     );
-    tokio::spawn(run_call(inner.clone(), cfg, status_path, hangup));
+    tokio::spawn(run_call(inner.clone(), cfg, status_path, hangup, redirects));
     (
         StatusCode::CREATED,
         axum::Json(serde_json::json!({
@@ -304,12 +315,28 @@ async fn update(
         );
     };
     let mut end = request.get("Status") == Some("completed");
+    let mut redirect = None;
     if let Some(twiml) = request.get("Twiml") {
         state.twiml.push(twiml.to_owned());
         match Instructions::parse(twiml) {
             Ok(Instructions(verbs)) => {
-                // New TwiML replaces `<Connect>`: the stream ends either way.
-                end = true;
+                if let Some(relative) = relative_url(&verbs) {
+                    return twilio_error(
+                        StatusCode::BAD_REQUEST,
+                        15004,
+                        &format!("TwiML in a call update needs absolute URLs: {relative}"),
+                    );
+                }
+                // New TwiML replaces `<Connect>`: the stream ends either way, and a new
+                // `<Connect><Stream>` opens the call's next stream.
+                if verbs
+                    .iter()
+                    .any(|v| matches!(v, Verb::ConnectStream { .. }))
+                {
+                    redirect = Some(twiml.to_owned());
+                } else {
+                    end = true;
+                }
                 if let Some(to) = verbs.iter().find_map(|v| match v {
                     Verb::Dial(n) => Some(n.clone()),
                     _ => None,
@@ -327,6 +354,11 @@ async fn update(
         }
     }
     drop(calls);
+    if let Some(doc) = redirect
+        && let Some(redirects) = inner.redirects.lock().await.get(call_sid)
+    {
+        let _ = redirects.send(doc);
+    }
     if end && let Some(token) = inner.hangups.lock().await.get(call_sid) {
         token.cancel();
     }
@@ -335,6 +367,22 @@ async fn update(
         axum::Json(serde_json::json!({ "sid": call_sid, "status": "in-progress" })),
     )
         .into_response()
+}
+
+/// A URL of a `<Connect><Stream>` that is not absolute (`action`, `statusCallback`).
+fn relative_url(verbs: &[Verb]) -> Option<String> {
+    verbs.iter().find_map(|v| match v {
+        Verb::ConnectStream {
+            action,
+            status_callback,
+            ..
+        } => [action, status_callback]
+            .into_iter()
+            .flatten()
+            .find(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+            .cloned(),
+        _ => None,
+    })
 }
 
 /// The path (with query) of `url` under the gateway's public URL.
@@ -349,6 +397,7 @@ async fn run_call(
     cfg: CallConfig,
     status_path: Option<String>,
     hangup: CancellationToken,
+    redirects: crate::call::Redirects,
 ) {
     let call_sid = cfg.call_sid.clone().unwrap_or_default();
     let callback = |status: &'static str, seq: u32, duration: Option<u32>| {
@@ -364,7 +413,7 @@ async fn run_call(
     set_status(&inner, &call_sid, "in-progress").await;
     callback("in-progress", 2, None).await;
     let answered = Instant::now();
-    let result = crate::call::place_call_until(&cfg, &inner.script, &hangup).await;
+    let result = crate::call::place_call_with(&cfg, &inner.script, &hangup, Some(redirects)).await;
     let duration = u32::try_from(answered.elapsed().as_secs()).unwrap_or(u32::MAX);
     {
         let mut calls = inner.calls.lock().await;
@@ -376,6 +425,7 @@ async fn run_call(
         }
     }
     inner.hangups.lock().await.remove(&call_sid);
+    inner.redirects.lock().await.remove(&call_sid);
     callback("completed", 3, Some(duration)).await;
 }
 
@@ -417,5 +467,42 @@ async fn send_status(
         Ok(r) if r.status().is_success() => {}
         Ok(r) => tracing::warn!(status = %r.status(), "status callback refused"),
         Err(error) => tracing::warn!(%error, "status callback failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_twilio::twiml::{ConnectStream, Response};
+
+    fn stream_doc(action: Option<&str>, status_callback: Option<&str>) -> Vec<Verb> {
+        let xml = Response::new()
+            .connect(&ConnectStream {
+                url: "wss://gw.example.com/media",
+                parameters: &[("token", "t")],
+                action,
+                status_callback,
+            })
+            .build();
+        Instructions::parse(&xml).unwrap().0
+    }
+
+    #[test]
+    fn twiml_in_an_update_needs_absolute_urls() {
+        let absolute = "https://gw.example.com/twilio-connect-action?attach=1";
+        let status = "https://gw.example.com/twilio-stream-status";
+        assert_eq!(
+            relative_url(&stream_doc(Some(absolute), Some(status))),
+            None
+        );
+        assert_eq!(relative_url(&stream_doc(None, None)), None);
+        assert_eq!(
+            relative_url(&stream_doc(Some("/twilio-connect-action"), Some(status))),
+            Some("/twilio-connect-action".to_owned())
+        );
+        assert_eq!(
+            relative_url(&stream_doc(Some(absolute), Some("twilio-stream-status"))),
+            Some("twilio-stream-status".to_owned())
+        );
     }
 }
