@@ -101,13 +101,20 @@ fn owned_differences(current: &stream::Config, wanted: &stream::Config) -> Optio
             current.duplicate_window, wanted.duplicate_window
         ));
     }
-    if current.max_messages_per_subject != wanted.max_messages_per_subject {
+    if unlimited_as_minus_one(current.max_messages_per_subject)
+        != unlimited_as_minus_one(wanted.max_messages_per_subject)
+    {
         differ.push(format!(
             "history {} -> {}",
             current.max_messages_per_subject, wanted.max_messages_per_subject
         ));
     }
     (!differ.is_empty()).then(|| differ.join(", "))
+}
+
+/// A limit as the server reports it: unset (0) reads back as unlimited (-1).
+fn unlimited_as_minus_one(limit: i64) -> i64 {
+    if limit <= 0 { -1 } else { limit }
 }
 
 /// `current` with Switchboard's settings of `wanted`, the rest (an operator's limits and
@@ -308,5 +315,11 @@ mod tests {
         // An operator's byte limit stays.
         assert_eq!(config.max_bytes, 1 << 30);
         assert_eq!(owned_differences(&config, &wanted), None);
+        // The server reports an unset history as unlimited: no difference.
+        let reported = stream::Config {
+            max_messages_per_subject: -1,
+            ..config
+        };
+        assert_eq!(owned_differences(&reported, &wanted), None);
     }
 }
