@@ -13,7 +13,9 @@ use anyhow::{Context, ensure};
 use callsim::{CallConfig, CallReport, CallerScript, EndedBy, Segment};
 use serde_json::Value;
 use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
-use switchboard_proto::EVENTS_STREAM;
+use switchboard_proto::permissions::{Role, TOOL_WORKER};
+use switchboard_proto::subject::CALLS_BUCKET;
+use switchboard_proto::{EVENTS_STREAM, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
 use switchboard_testkit::{eventually, workspace_root};
 use tokio::time::Instant;
 
@@ -44,13 +46,17 @@ async fn a_call_goes_on_when_the_leader_of_the_events_stream_dies() -> anyhow::R
 async fn call_survives(victim: Victim) -> anyhow::Result<()> {
     let mut system = System::start_on_cluster(3, &[("NATS_REPLICAS", "3".to_owned())]).await?;
     let cluster = system.cluster().context("a cluster")?;
-    // Every stream and bucket of the system has three replicas.
-    let nc = system
-        .connect_as(&switchboard_proto::permissions::Role::Persister)
-        .await?;
-    let js = async_nats::jetstream::new(nc);
-    let info = js.get_stream(EVENTS_STREAM).await?.cached_info().clone();
-    ensure!(info.config.num_replicas == 3, "{:?}", info.config);
+    // Every stream and bucket of the system has three replicas (each read as its user).
+    for (role, stream) in [
+        (Role::Persister, EVENTS_STREAM.to_owned()),
+        (Role::Gateway, format!("KV_{CALLS_BUCKET}")),
+        (Role::CallWorker, format!("KV_{TOOLS_BUCKET}")),
+        (TOOL_WORKER, format!("KV_{TOOL_RESULTS_BUCKET}")),
+    ] {
+        let js = async_nats::jetstream::new(system.connect_as(&role).await?);
+        let info = js.get_stream(&stream).await?.cached_info().clone();
+        ensure!(info.config.num_replicas == 3, "{stream}: {:?}", info.config);
+    }
 
     let call_sid = format!(
         "CA{:032x}",
