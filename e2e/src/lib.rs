@@ -2,7 +2,8 @@
 //! through a real nats-server and a real PostgreSQL, with `realtime-sim` as the model and
 //! `callsim` as Twilio and the caller. This library is their shared harness: [`System`] starts
 //! the whole system (the notifier too, with the endpoints a test gives it) and reads the
-//! persister's record of a call.
+//! persister's record of a call. [`System::start_on_cluster`] runs it on a JetStream cluster of
+//! several nats-servers instead of one, as k8s/ does.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -11,7 +12,9 @@ use anyhow::Context as _;
 use serde_json::Value;
 use switchboard_proto::permissions::{Role, TOOL_WORKER, User, authorization_block, shipped_users};
 use switchboard_proto::subject::Subjects;
-use switchboard_testkit::{NatsServer, Postgres, Service, eventually, free_port, workspace_root};
+use switchboard_testkit::{
+    NatsCluster, NatsServer, Postgres, Service, eventually, free_port, workspace_root,
+};
 
 /// Environment of one service process.
 pub type Env = Vec<(&'static str, String)>;
@@ -65,6 +68,13 @@ pub async fn secured_nats() -> anyhow::Result<NatsServer> {
     NatsServer::start_with_config(&config).await
 }
 
+/// Starts a cluster of `nodes` nats-servers joined by routes, each with exactly the users and
+/// grants k8s/ ships.
+pub async fn secured_nats_cluster(nodes: usize) -> anyhow::Result<NatsCluster> {
+    let config = authorization_block(&nats_users(), &Subjects::default(), 0);
+    NatsCluster::start(nodes, &config).await
+}
+
 /// The environment that makes a service connect as `role`'s NATS user.
 pub fn nats_env(role: &Role<'_>) -> Env {
     vec![
@@ -82,6 +92,8 @@ pub const WEB_CALL_SECRET: &str = "e2e-web-call-secret";
 /// The whole system, each service a separate process.
 pub struct System {
     nats: Option<NatsServer>,
+    /// The cluster the system runs on instead of `nats` ([`System::start_on_cluster`]).
+    cluster: Option<NatsCluster>,
     /// The nats-server's URL, for tool processes a test starts itself.
     pub nats_url: String,
     pg: Postgres,
@@ -92,6 +104,8 @@ pub struct System {
     pub persister: String,
     /// The notifier's base URL (its delivery-log API).
     pub notifier: String,
+    /// The tool-worker's base URL (its `/metrics`).
+    pub tool_worker: String,
     _webhooks: tempfile::NamedTempFile,
     /// The gateway's environment, for more gateways behind the same `PUBLIC_URL`.
     gateway_env: Env,
@@ -131,6 +145,24 @@ impl System {
         .await
     }
 
+    /// Like [`System::start_with`], on a cluster of `nodes` nats-servers (production's users and
+    /// grants on each): every service's `NATS_URL` lists all of them.
+    pub async fn start_on_cluster(
+        nodes: usize,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        let cluster = secured_nats_cluster(nodes).await?;
+        Self::start_on(
+            Broker::Cluster(cluster),
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+            "",
+        )
+        .await
+    }
+
     /// Like [`System::start_with_webhooks`], with another agents file and model script.
     pub async fn start_custom(
         agents_file: &std::path::Path,
@@ -138,16 +170,40 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
     ) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
+        Self::start_on(
+            Broker::Single(nats),
+            agents_file,
+            model_script,
+            extra,
+            webhooks,
+        )
+        .await
+    }
+
+    async fn start_on(
+        broker: Broker,
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+        webhooks: &str,
+    ) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let nats_url = match &broker {
+            Broker::Single(nats) => nats.url().to_owned(),
+            Broker::Cluster(cluster) => cluster.urls(),
+        };
+        let (nats, cluster) = match broker {
+            Broker::Single(nats) => (Some(nats), None),
+            Broker::Cluster(cluster) => (None, Some(cluster)),
+        };
         let pg = Postgres::start().await?;
         let persister_db = pg.create_database("switchboard").await?;
         let tools_db = pg.create_database("switchboard_tools").await?;
         let notifier_db = pg.create_database("switchboard_notifier").await?;
         let webhooks_file = tempfile::NamedTempFile::new()?;
         std::fs::write(webhooks_file.path(), webhooks)?;
-        let nats_url = nats.url().to_owned();
         let [sim, tools, persister, notifier, worker, gateway] = [(); 6].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
@@ -236,12 +292,14 @@ impl System {
         }
         Ok(Self {
             nats_url,
-            nats: Some(nats),
+            nats,
+            cluster,
             pg,
             services,
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
             notifier: format!("http://{}", addr(notifier)),
+            tool_worker: format!("http://{}", addr(tools)),
             _webhooks: webhooks_file,
             gateway_env,
         })
@@ -285,7 +343,7 @@ impl System {
         Ok(async_nats::ConnectOptions::new()
             .user_and_password(role.user().to_owned(), nats_password(role))
             .custom_inbox_prefix(switchboard_proto::permissions::inbox_prefix(role.user()))
-            .connect(&self.nats_url)
+            .connect(self.nats_url.split(',').collect::<Vec<_>>())
             .await?)
     }
 
@@ -321,9 +379,33 @@ impl System {
         futures::future::join_all(waits).await
     }
 
-    /// The nats-server's log (permission violations show there).
+    /// The nats-server's log, or the cluster's live nodes' (permission violations show there).
     pub fn nats_log(&self) -> String {
-        self.nats.as_ref().map(NatsServer::log).unwrap_or_default()
+        match (&self.nats, &self.cluster) {
+            (Some(nats), _) => nats.log(),
+            (None, Some(cluster)) => cluster.logs(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The cluster the system runs on ([`System::start_on_cluster`]).
+    pub fn cluster(&self) -> Option<&NatsCluster> {
+        self.cluster.as_ref()
+    }
+
+    /// Kills node `i` of the cluster the system runs on (SIGKILL: a crash or a lost host).
+    pub async fn kill_nats_node(&mut self, i: usize) {
+        if let Some(cluster) = &mut self.cluster {
+            cluster.kill(i).await;
+        }
+    }
+
+    /// The log of the service run from binary `name` (the first one, if several), if any.
+    pub fn service_log(&self, name: &str) -> Option<String> {
+        self.services
+            .iter()
+            .find(|s| s.name() == name)
+            .map(Service::log)
     }
 
     /// Every service's log, for failure messages.
@@ -336,6 +418,12 @@ impl System {
             + "\n----- nats-server -----\n"
             + &self.nats_log()
     }
+}
+
+/// What a [`System`] runs on.
+enum Broker {
+    Single(NatsServer),
+    Cluster(NatsCluster),
 }
 
 async fn wait_http(service: &mut Service, url: &str) -> anyhow::Result<()> {

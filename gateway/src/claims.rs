@@ -112,20 +112,13 @@ const ENDED: &str = "ended";
 const REATTACHED: &str = "reattached";
 
 impl Claims {
-    /// Opens the bucket, creating it if missing.
+    /// Opens the bucket, creating it if missing (or bringing its settings and replicas in line:
+    /// [`switchboard_service::storage::ensure_bucket`]).
     pub async fn open(js: &jetstream::Context) -> Result<Self, ClaimError> {
-        if let Ok(kv) = js.get_key_value(CALLS_BUCKET).await {
-            return Ok(Self { kv });
-        }
-        match js.create_key_value(bucket_config()).await {
-            Ok(kv) => Ok(Self { kv }),
-            // Another replica may have created it a moment ago.
-            Err(create) => js
-                .get_key_value(CALLS_BUCKET)
-                .await
-                .map(|kv| Self { kv })
-                .map_err(|_| ClaimError::Open(create.to_string())),
-        }
+        switchboard_service::storage::ensure_bucket(js, bucket_config())
+            .await
+            .map(|kv| Self { kv })
+            .map_err(|e| ClaimError::Open(e.to_string()))
     }
 
     /// Claims `call_sid` for its first (and only) offer, recording the agent it was routed to

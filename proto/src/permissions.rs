@@ -113,6 +113,8 @@ impl Role<'_> {
                     )],
                     // Offer and stream-token claims, shared by every gateway replica.
                     kv_bucket_api(CALLS_BUCKET),
+                    // Its own bucket's replicas, brought in line when NATS_REPLICAS changes.
+                    vec![stream_update(&format!("KV_{CALLS_BUCKET}"))],
                     vec![kv_key(CALLS_BUCKET, ">")],
                     kv_read(CALLS_BUCKET, ">"),
                 ]
@@ -147,6 +149,7 @@ impl Role<'_> {
                         format!("{JS_API}.CONSUMER.INFO.KV_{TOOLS_BUCKET}.>"),
                     ],
                     kv_bucket_api(TOOL_RESULTS_BUCKET),
+                    vec![stream_update(&format!("KV_{TOOL_RESULTS_BUCKET}"))],
                 ]
                 .concat();
                 let mut subscribe = Vec::new();
@@ -167,6 +170,9 @@ impl Role<'_> {
             Role::Persister => Grants {
                 publish: [
                     events_stream,
+                    // The keeper of the record is the one service that may change the stream's
+                    // settings (replicas, ages) in place; the others create it or use it as is.
+                    vec![stream_update(EVENTS_STREAM)],
                     consumer_api(EVENTS_STREAM, PERSISTER_CONSUMER),
                     vec![format!("$JS.ACK.{EVENTS_STREAM}.{PERSISTER_CONSUMER}.>")],
                 ]
@@ -232,6 +238,11 @@ fn stream_api(stream: &str) -> Vec<String> {
     ]
 }
 
+/// Change a stream's settings in place (replicas, ages), keeping its messages.
+fn stream_update(stream: &str) -> String {
+    format!("{JS_API}.STREAM.UPDATE.{stream}")
+}
+
 /// Look up and create a KV bucket (creating one reads the account's JetStream limits first).
 fn kv_bucket_api(bucket: &str) -> Vec<String> {
     [
@@ -248,7 +259,7 @@ fn registry_api() -> Vec<String> {
     [
         kv_bucket_api(TOOLS_BUCKET),
         vec![
-            format!("{JS_API}.STREAM.UPDATE.{stream}"),
+            stream_update(&stream),
             format!("{JS_API}.STREAM.NAMES"),
             format!("{JS_API}.STREAM.MSG.GET.{stream}"),
         ],

@@ -54,23 +54,27 @@ pub mod metric {
     pub const BACKLOG: &str = "call_events_backlog";
 }
 
-/// Creates the events stream if it does not exist (and returns it either way).
+/// Creates the events stream, or brings an existing one in line with these settings and the
+/// deployment's replicas ([`crate::storage`]), and returns it.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     subjects: &Subjects,
-) -> Result<stream::Stream, async_nats::jetstream::context::CreateStreamError> {
-    js.get_or_create_stream(stream::Config {
-        name: EVENTS_STREAM.to_owned(),
-        subjects: vec![subjects.all_events()],
-        duplicate_window: DUPLICATE_WINDOW,
-        // Consumers (the persister, CRMs) may be down for a while; keep a week.
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        storage: stream::StorageType::File,
-        // Gateways read a call's last `owner` event by a direct get (granted on `owner`
-        // subjects only) to bind a re-attached stream to the call's current owner epoch.
-        allow_direct: true,
-        ..Default::default()
-    })
+) -> Result<stream::Stream, crate::storage::SetupError> {
+    crate::storage::ensure_stream(
+        js,
+        stream::Config {
+            name: EVENTS_STREAM.to_owned(),
+            subjects: vec![subjects.all_events()],
+            duplicate_window: DUPLICATE_WINDOW,
+            // Consumers (the persister, CRMs) may be down for a while; keep a week.
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            storage: stream::StorageType::File,
+            // Gateways read a call's last `owner` event by a direct get (granted on `owner`
+            // subjects only) to bind a re-attached stream to the call's current owner epoch.
+            allow_direct: true,
+            ..Default::default()
+        },
+    )
     .await
 }
 

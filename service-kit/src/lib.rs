@@ -3,6 +3,8 @@
 //! - [`backoff`]: the one jittered exponential backoff every retry loop uses;
 //! - [`drain`]: the shutdown sequence under one deadline, every step bounded;
 //! - [`nats`]: the `NATS_*` settings of the contract and the connection they describe;
+//! - [`storage`]: the replicas (`NATS_REPLICAS`) of every stream and KV bucket, and creating
+//!   them or bringing existing ones in line in place;
 //! - [`events`]: the `VOICE_EVENTS` stream and a publisher that never blocks its caller;
 //! - [`health`]: `/healthz`, `/readyz` (false while draining) and `/metrics`;
 //! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`), OTLP span export
@@ -24,6 +26,7 @@ pub mod nats;
 pub mod pii;
 pub mod redact;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 pub mod tool_registry;
 pub mod trace;

@@ -54,46 +54,13 @@ pub fn bucket_config() -> kv::Config {
 }
 
 /// Opens `voice-tools`, creating it with [`bucket_config`] if missing. A bucket that exists with
-/// another history or max age (made by an older release, whose entries never expired) is
-/// updated to these settings; if this process may not update it, it says so and uses it as is.
+/// another history, max age (made by an older release, whose entries never expired) or number of
+/// replicas is updated to these settings ([`crate::storage::ensure_bucket`]); if this process may
+/// not update it, it says so and uses it as is.
 pub async fn open(js: &jetstream::Context) -> Result<kv::Store, RegistryError> {
-    let wanted = bucket_config();
-    if let Ok(store) = js.get_key_value(TOOLS_BUCKET).await {
-        let current = store
-            .status()
-            .await
-            .map(|s| {
-                (
-                    s.info.config.max_age,
-                    s.info.config.max_messages_per_subject,
-                )
-            })
-            .ok();
-        if current == Some((wanted.max_age, wanted.history)) {
-            return Ok(store);
-        }
-        return match js.update_key_value(wanted).await {
-            Ok(store) => {
-                tracing::info!(bucket = TOOLS_BUCKET, max_age = ?ENTRY_MAX_AGE,
-                    "tool registry settings updated");
-                Ok(store)
-            }
-            Err(error) => {
-                tracing::warn!(bucket = TOOLS_BUCKET, ?current, %error,
-                    "the tool registry has other settings and cannot be updated from here; \
-                     stopped tools may stay listed");
-                Ok(store)
-            }
-        };
-    }
-    match js.create_key_value(wanted).await {
-        Ok(store) => Ok(store),
-        // Another process may have created it a moment ago.
-        Err(create_error) => js
-            .get_key_value(TOOLS_BUCKET)
-            .await
-            .map_err(|_| RegistryError::Bucket(create_error.to_string())),
-    }
+    crate::storage::ensure_bucket(js, bucket_config())
+        .await
+        .map_err(|e| RegistryError::Bucket(e.to_string()))
 }
 
 /// The key of one replica's heartbeat for `tool`.

@@ -2,6 +2,8 @@
 //!
 //! - [`nats::NatsServer`]: a nats-server (>= 2.10, JetStream on) on a random port, found through
 //!   its ports file so tests run in parallel without port races;
+//! - [`nats_cluster::NatsCluster`]: a JetStream cluster of such servers joined by routes, whose
+//!   nodes a test can kill, with the stream leaders and client connections of each node;
 //! - [`postgres::Postgres`]: a throwaway PostgreSQL cluster in a temp dir (as the `postgres` user
 //!   when run as root), which tests can stop and start to simulate an outage;
 //! - [`process::Service`]: one of the workspace's binaries run as a real process, with its log
@@ -13,11 +15,13 @@
 
 pub mod browser;
 pub mod nats;
+pub mod nats_cluster;
 pub mod otlp;
 pub mod postgres;
 pub mod process;
 
 pub use nats::NatsServer;
+pub use nats_cluster::NatsCluster;
 pub use postgres::Postgres;
 pub use process::Service;
 

@@ -37,6 +37,12 @@ impl NatsServer {
     /// Like [`NatsServer::start`], with `config` (nats-server configuration text, e.g. an
     /// `authorization` block with users and permissions) as its configuration file.
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        Self::spawn(config, None).await
+    }
+
+    /// Starts a server with `config` as its configuration file (named `name` if given, as a
+    /// cluster's nodes must be) and waits until it accepts connections.
+    pub(crate) async fn spawn(config: &str, name: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_file = dir.path().join("nats.conf");
         tokio::fs::write(&config_file, config).await?;
@@ -49,7 +55,8 @@ impl NatsServer {
         let version = String::from_utf8_lossy(&version.stdout).to_string();
         check_version(&version)?;
         let monitor_port = crate::free_port();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("-c")
             .arg(&config_file)
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-m"])
@@ -59,7 +66,11 @@ impl NatsServer {
             .arg("--ports_file_dir")
             .arg(dir.path())
             .arg("-l")
-            .arg(dir.path().join("nats.log"))
+            .arg(dir.path().join("nats.log"));
+        if let Some(name) = name {
+            command.args(["-n", name]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -41,29 +41,22 @@ fn now_ms() -> u64 {
 const PENDING: u8 = b'P';
 const RESULT: u8 = b'R';
 
-/// Opens the results bucket, creating it if missing.
+/// Opens the results bucket, creating it if missing (or bringing its settings and replicas in
+/// line: [`switchboard_service::storage::ensure_bucket`]).
 pub async fn open_bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(RESULTS_BUCKET).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
+    switchboard_service::storage::ensure_bucket(
+        js,
+        kv::Config {
             bucket: RESULTS_BUCKET.to_owned(),
             description: "Switchboard tool results by (tool, call_sid, call_id), for retries"
                 .to_owned(),
             history: 1,
             max_age: RESULT_TTL,
             ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another replica may have created it a moment ago.
-        Err(create_error) => js
-            .get_key_value(RESULTS_BUCKET)
-            .await
-            .map_err(|_| create_error.to_string()),
-    }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// The KV key of one invocation, or `None` when the call cannot be identified (an empty or
