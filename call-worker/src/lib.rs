@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod offers;
 pub mod playback;
 pub mod realtime;
+pub mod redaction;
 pub mod reload;
 pub mod replay;
 pub mod tools;
