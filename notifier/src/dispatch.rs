@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use persister::webhook_log::error_chain;
+
 use crate::endpoints::{CALL_ENDED, Endpoint};
 use crate::signature::headers;
 use crate::store::{self, Attempt, Claimed, Next};
@@ -198,17 +200,6 @@ pub async fn attempt(
             error: Some(format!("no answer within {} s", timeout.as_secs_f64())),
         },
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -350,11 +350,19 @@ pub struct LoggedAttempt {
     pub error: Option<String>,
 }
 
-/// The newest deliveries (of one endpoint, in one state, when given), with their attempts.
+/// Which deliveries the log shows (each `None` matches all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFilter<'a> {
+    pub endpoint_url: Option<&'a str>,
+    pub state: Option<State>,
+    /// One call's deliveries (what the console shows on a call's page).
+    pub call_sid: Option<&'a str>,
+}
+
+/// The newest deliveries matching `filter`, with their attempts.
 pub async fn log(
     pool: &PgPool,
-    endpoint_url: Option<&str>,
-    state: Option<State>,
+    filter: &LogFilter<'_>,
     limit: i64,
 ) -> Result<Vec<LoggedDelivery>, sqlx::Error> {
     let rows = sqlx::query(
@@ -362,10 +370,12 @@ pub async fn log(
                 next_attempt_at, last_status, last_error
          FROM webhook_deliveries
          WHERE ($1::text IS NULL OR endpoint_url = $1) AND ($2::text IS NULL OR state = $2)
-         ORDER BY created_at DESC, id LIMIT $3",
+           AND ($3::text IS NULL OR call_sid = $3)
+         ORDER BY created_at DESC, id LIMIT $4",
     )
-    .bind(endpoint_url)
-    .bind(state.map(State::as_str))
+    .bind(filter.endpoint_url)
+    .bind(filter.state.map(State::as_str))
+    .bind(filter.call_sid)
     .bind(limit)
     .fetch_all(pool)
     .await?;

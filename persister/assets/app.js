@@ -134,6 +134,7 @@ async function sessionPage() {
   if (!s.transcript.length && !s.tools.length) timeline.append(el("li", { class: "muted" }, "Nothing was said."));
 
   renderCost(s.cost);
+  renderWebhooks(sid);
 
   const turns = document.getElementById("turns");
   s.turns.forEach((t, i) => turns.append(el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, t.kind),
@@ -180,6 +181,26 @@ function renderCost(cost) {
   document.getElementById("cost-note").textContent = notes.join(" ");
 }
 
+// The call's webhook deliveries, from the notifier's delivery log (read through /api), oldest
+// first; a missing or unreachable log is a note, not a broken page.
+async function renderWebhooks(sid) {
+  const note = document.getElementById("webhooks-note");
+  const body = document.getElementById("webhooks");
+  const say = (text) => { note.textContent = text; note.hidden = false; };
+  let log;
+  try { log = await api(`/api/sessions/${encodeURIComponent(sid)}/webhooks`); } catch (e) { say(e.message); return; }
+  if (!log.deliveries.length) say("No webhook deliveries for this call.");
+  for (const d of [...log.deliveries].reverse()) {
+    const last = d.attempt_log.length ? d.attempt_log[d.attempt_log.length - 1] : null;
+    const tried = d.attempt_log.map((a) => `#${a.attempt} ${fmtTime(a.at)}: ${a.status === null ? "no answer" : a.status}, ${fmtMs(a.latency_ms)}${a.error ? `, ${a.error}` : ""}`);
+    body.append(el("tr", { class: `delivery ${d.state}`, "data-delivery-id": d.id, title: tried.join("\n") },
+      el("td", {}, d.endpoint_url), el("td", {}, d.event_type), el("td", {}, d.state),
+      el("td", { class: "num" }, String(d.attempts)),
+      el("td", { class: "num" }, d.last_status === null ? "—" : String(d.last_status)),
+      el("td", {}, d.last_error || "—"),
+      el("td", {}, last ? `${fmtTime(last.at)} (${fmtMs(last.latency_ms)})` : d.next_attempt_at ? `due ${fmtTime(d.next_attempt_at)}` : "—")));
+  }
+}
 
 // ---- sign-in ----
 function loginPage() {
