@@ -9,6 +9,10 @@
 //!   [`retry_delay`] (exponential with jitter from [`switchboard_service::backoff`], at least
 //!   the response's `Retry-After`), until the attempts run out: then the delivery is kept as
 //!   failed and can be re-sent.
+//!
+//! The end-of-call report is built at its first attempt, once the call's events have been
+//! quiet for [`REPORT_QUIET`] (at most [`REPORT_MAX_WAIT`] after `ended`), so events published
+//! shortly after `ended` are in it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,6 +238,11 @@ pub fn next(
     }
 }
 
+/// The end-of-call report is built once no event of the call has arrived for this long...
+pub const REPORT_QUIET: Duration = crate::consumer::REPORT_SETTLE;
+/// ...or this long after `ended` was scheduled, whichever comes first.
+pub const REPORT_MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// How often an idle endpoint task looks for due deliveries anyway (another replica may have
 /// scheduled them, or a re-send came through another replica's API).
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -320,6 +329,19 @@ async fn deliver(
     let body = match &claimed.body {
         Some(body) => body.clone(),
         None => {
+            // Events published just after `ended` (Twilio's final status, a last usage) are
+            // part of the report: it waits until the call has been quiet for a moment.
+            if let Some(wait) = store::report_wait(
+                pool,
+                &claimed.id,
+                &claimed.call_sid,
+                REPORT_QUIET,
+                REPORT_MAX_WAIT,
+            )
+            .await?
+            {
+                return store::postpone(pool, &claimed.id, clock.now() + wait).await;
+            }
             let events = store::call_events(pool, &claimed.call_sid).await?;
             let ended_at = events
                 .iter()

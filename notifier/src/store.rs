@@ -180,6 +180,46 @@ pub async fn call_events(pool: &PgPool, call_sid: &str) -> Result<Vec<Value>, sq
         .await
 }
 
+/// How much longer the end-of-call report of delivery `id` (of `call_sid`) should wait for the
+/// call's events: until none has arrived for `quiet`, but no longer than `max_wait` after the
+/// delivery was scheduled. `None`: build it now. Measured on the database's clock, which also
+/// stamped the events' arrival.
+pub async fn report_wait(
+    pool: &PgPool,
+    id: &str,
+    call_sid: &str,
+    quiet: Duration,
+    max_wait: Duration,
+) -> Result<Option<Duration>, sqlx::Error> {
+    let left: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM least(
+                    (SELECT max(kept_at) FROM notifier_call_events WHERE call_sid = $2)
+                        + make_interval(secs => $3),
+                    (SELECT created_at FROM webhook_deliveries WHERE id = $1)
+                        + make_interval(secs => $4))
+                - now())::float8",
+    )
+    .bind(id)
+    .bind(call_sid)
+    .bind(quiet.as_secs_f64())
+    .bind(max_wait.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(left
+        .filter(|s| *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(max_wait.as_secs_f64()))))
+}
+
+/// Puts a claimed delivery off until `at` without counting an attempt.
+pub async fn postpone(pool: &PgPool, id: &str, at: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Stores `body` as the delivery's body unless it has one, and returns the one it has.
 pub async fn fix_body(pool: &PgPool, id: &str, body: &str) -> Result<String, sqlx::Error> {
     sqlx::query_scalar(

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use switchboard_proto::CallStatus;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -472,6 +473,53 @@ async fn a_long_transcript_is_linked_not_sent() -> anyhow::Result<()> {
 }
 
 /// An attempt that gets no answer fails after the timeout, measured on the paused clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_shortly_after_ended_are_in_the_report() -> anyhow::Result<()> {
+    let (receiver, base) = Receiver::start().await?;
+    let fx = Fixture::new(
+        &endpoint(&format!("{base}/hook"), &["call.ended"], true),
+        |_| {},
+    )
+    .await?;
+    let n = fx.start().await?;
+    for e in call("CA10") {
+        fx.publish(&e).await?;
+    }
+    // As in a real call: the worker's last usage, then Twilio's final status through the
+    // gateway, each arriving a little later, together well past the first second after `ended`.
+    let late_usage = Usage {
+        output_tokens: 7,
+        ..Default::default()
+    };
+    let completed = CallStatus {
+        status: "completed".into(),
+        sequence_number: 3,
+        duration_seconds: 4,
+        ..Default::default()
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    fx.publish(&event("CA10", 6, Body::Usage(late_usage)))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    fx.publish(&event(
+        "CA10",
+        switchboard_proto::event::GATEWAY_SEQ_BASE + 4,
+        Body::Status(completed),
+    ))
+    .await?;
+    let got = receiver.wait_for("hook", 1, WAIT).await?;
+    let data = &got[0].json()["data"];
+    assert_eq!(
+        data["twilio_statuses"][0]["status"], "completed",
+        "{data:#}"
+    );
+    assert_eq!(data["end_reason"], "caller_hung_up", "{data:#}");
+    // One report, built once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.on("hook").await.len(), 1);
+    n.stop().await
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_attempt_times_out_on_time() -> anyhow::Result<()> {
     let (receiver, base) = Receiver::start().await?;
