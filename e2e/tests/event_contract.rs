@@ -10,11 +10,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
-use common::{Subscriber, WebhookReceiver};
+use common::{Subscriber, WebhookReceiver, place_call};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
-use switchboard_testkit::{eventually, workspace_root};
+use switchboard_e2e::{ADMIN_TOKEN, System};
+use switchboard_testkit::eventually;
 
 /// A transcript line as all three consumers can tell it: who, and what.
 type Line = (String, String);
@@ -56,20 +55,9 @@ async fn the_persister_a_webhook_receiver_and_an_outside_subscriber_agree_on_a_c
     let crm = sqlx::PgPool::connect(&crm_url).await?;
     let subscriber = Subscriber::start(&system, &crm_url)?;
 
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let call = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
-    let sid = call.call_sid.as_str();
-
     // 1. The persister.
-    let session = get_session(&system.persister, sid)
-        .await
-        .with_context(|| system.logs())?;
+    let session = place_call(&system).await?;
+    let sid = session["call_sid"].as_str().context("call_sid")?;
     // 2. The webhook receiver.
     let (kind, report) = receiver
         .next(Duration::from_secs(30))

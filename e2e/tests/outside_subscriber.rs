@@ -8,25 +8,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
-use common::Subscriber;
+use common::{Subscriber, place_call};
 use serde_json::Value;
-use switchboard_e2e::{AUTH_TOKEN, System, get_session};
-use switchboard_testkit::{eventually, workspace_root};
-
-async fn place_call(system: &System) -> anyhow::Result<Value> {
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
-    get_session(&system.persister, &report.call_sid)
-        .await
-        .with_context(|| system.logs())
-}
+use switchboard_e2e::System;
+use switchboard_testkit::eventually;
 
 /// Waits until the CRM row of the persister's `session` says the call ended, then compares.
 async fn check_row(db: &sqlx::PgPool, session: &Value) -> anyhow::Result<()> {

@@ -8,11 +8,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
-use common::WebhookReceiver;
+use common::{WebhookReceiver, place_call};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
-use switchboard_testkit::{eventually, workspace_root};
+use switchboard_e2e::{ADMIN_TOKEN, System};
+use switchboard_testkit::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_call_webhook_matches_the_persisters_record() -> anyhow::Result<()> {
@@ -20,17 +19,8 @@ async fn the_end_of_call_webhook_matches_the_persisters_record() -> anyhow::Resu
     let webhooks = receiver.webhooks_file(&["call.started", "call.ended"]);
     let system = System::start_with_webhooks(&[], &webhooks).await?;
 
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
-    let session = get_session(&system.persister, &report.call_sid)
-        .await
-        .with_context(|| system.logs())?;
+    let session = place_call(&system).await?;
+    let sid = session["call_sid"].as_str().context("call_sid")?;
 
     let mut started = None;
     let mut ended = None;
@@ -48,11 +38,8 @@ async fn the_end_of_call_webhook_matches_the_persisters_record() -> anyhow::Resu
     let started = started.context("call.started before call.ended")?;
     let ended = ended.unwrap_or_default();
     let data = &ended["data"];
-    ensure!(
-        started["data"]["call_sid"] == report.call_sid.as_str(),
-        "{started}"
-    );
-    ensure!(data["call_sid"] == report.call_sid.as_str(), "{data}");
+    ensure!(started["data"]["call_sid"] == sid, "{started}");
+    ensure!(data["call_sid"] == sid, "{data}");
     ensure!(
         data["end_reason"] == session["end_reason"],
         "{data}\n{session}"
