@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use persister::auth::AdminToken;
+use persister::webhook_log;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -36,8 +37,8 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/api/webhooks/deliveries", get(deliveries))
-        .route("/api/webhooks/deliveries/{id}/resend", post(resend))
+        .route(webhook_log::LOG_PATH, get(deliveries))
+        .route(webhook_log::RESEND_PATH, post(resend))
         .route("/api/webhooks/endpoints/enable", post(enable))
         .with_state(state)
 }

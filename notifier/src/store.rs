@@ -264,12 +264,14 @@ pub async fn record(
 ) -> Result<(), sqlx::Error> {
     let number = claimed.attempts + 1;
     let mut tx = pool.begin().await?;
+    // The log numbers every attempt ever made, across re-sends (which restart the budget).
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, attempt, at, webhook_timestamp, status, latency_ms, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+         SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4, $5, $6
+         FROM webhook_attempts WHERE delivery_id = $1
+         ON CONFLICT DO NOTHING",
     )
     .bind(&claimed.id)
-    .bind(number)
     .bind(attempt.at)
     .bind(attempt.webhook_timestamp)
     .bind(attempt.status.map(i32::from))

@@ -67,8 +67,10 @@ impl Console {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_page_shows_its_webhook_deliveries() -> anyhow::Result<()> {
     let (_receiver, base) = Receiver::start().await?;
-    // Nothing listens on the second endpoint: its attempts fail with the connection refused.
-    let dead = format!("http://127.0.0.1:{}/dead", free_port());
+    // Nothing listens on the second endpoint (yet): its attempts fail with the connection
+    // refused.
+    let dead_port = free_port();
+    let dead = format!("http://127.0.0.1:{dead_port}/dead");
     let file = [
         endpoint(
             &format!("{base}/crm"),
@@ -117,16 +119,39 @@ async fn a_calls_page_shows_its_webhook_deliveries() -> anyhow::Result<()> {
     anyhow::ensure!(other["deliveries"] == json!([]), "{other:#}");
 
     let browser = Browser::launch(&[])?;
-    let result = drive(&console.base, sid, &dead, &browser).await;
+    let result = drive(&console.base, sid, &dead, dead_port, &browser).await;
     browser.kill().await;
     result?;
+    // The re-sent delivery's log keeps the two failed attempts and adds the third.
+    let log = fx.log(&n, &format!("?call_sid={sid}")).await?;
+    let outcome = log
+        .iter()
+        .find(|d| d["event_type"] == "call.outcome")
+        .context("the outcome delivery")?;
+    let statuses: Vec<&Value> = outcome["attempt_log"]
+        .as_array()
+        .context("attempt_log")?
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [&Value::Null, &Value::Null, &json!(200)],
+        "{outcome:#}"
+    );
     console.stop().await?;
     n.stop().await
 }
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn drive(base: &str, sid: &str, dead: &str, browser: &Browser) -> anyhow::Result<()> {
+async fn drive(
+    base: &str,
+    sid: &str,
+    dead: &str,
+    dead_port: u16,
+    browser: &Browser,
+) -> anyhow::Result<()> {
     let mut cdp = browser.page().await?;
     cdp.call("Page.enable", json!({})).await?;
     cdp.call(
@@ -187,6 +212,33 @@ async fn drive(base: &str, sid: &str, dead: &str, browser: &Browser) -> anyhow::
         position("call.started") < position("call.ended"),
         "{rows:?}"
     );
+
+    // The endpoint comes back; the failed delivery is re-sent from the page.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", dead_port)).await?;
+    let back = axum::Router::new().route("/dead", axum::routing::post(|| async { StatusCode::OK }));
+    tokio::spawn(async move { axum::serve(listener, back).await });
+    let outcome_row = "[...document.querySelectorAll('#webhooks tr.delivery')]\
+        .find((tr) => tr.cells[1].innerText === 'call.outcome')";
+    let only_failed_rows_offer_it = cdp
+        .eval("[...document.querySelectorAll('#webhooks button.resend')].length")
+        .await?;
+    assert_eq!(only_failed_rows_offer_it, json!(1));
+    cdp.eval(&format!(
+        "{outcome_row}.querySelector('button.resend').click(); true"
+    ))
+    .await?;
+    cdp.wait_for(
+        "the re-sent delivery delivered",
+        &format!("{outcome_row}?.cells[2].innerText === 'delivered'"),
+    )
+    .await?;
+    let cells = cdp
+        .eval(&format!(
+            "[...{outcome_row}.cells].map((td) => td.innerText)"
+        ))
+        .await?;
+    assert_eq!(cells[3], "1", "a fresh attempt budget: {cells}");
+    assert_eq!(cells[4], "200", "{cells}");
     no_violations(&mut cdp).await?;
     cdp.screenshot("webhook-deliveries.png").await?;
     let _ = cdp.call("Browser.close", json!({})).await;

@@ -1,8 +1,10 @@
-//! A call's webhook deliveries, for the console: `GET /api/sessions/{call_sid}/webhooks`.
+//! A call's webhook deliveries, for the console: `GET /api/sessions/{call_sid}/webhooks`, and
+//! `POST /api/webhooks/deliveries/{id}/resend` to send one again.
 //!
 //! The notifier owns the delivery log (its own database); the persister reads a call's part
 //! of it from the notifier's API (`GET /api/webhooks/deliveries?call_sid=<sid>` on
-//! `NOTIFIER_URL`, with the admin token both services share) and passes it on. The browser
+//! `NOTIFIER_URL`, with the admin token both services share) and passes it on, and passes a
+//! re-send on to the notifier's route of the same path. The browser
 //! stays on the console's origin and its session cookie, the notifier's API stays inside the
 //! cluster, and the console needs no build step of its own.
 //!
@@ -26,7 +28,9 @@ use crate::auth::Access;
 /// The console's route.
 pub const PATH: &str = "/api/sessions/{call_sid}/webhooks";
 /// The notifier's delivery-log route.
-pub const NOTIFIER_LOG_PATH: &str = "/api/webhooks/deliveries";
+pub const LOG_PATH: &str = "/api/webhooks/deliveries";
+/// The re-send route, the same on the console and the notifier.
+pub const RESEND_PATH: &str = "/api/webhooks/deliveries/{id}/resend";
 /// Most deliveries shown for one call (the notifier's own ceiling).
 pub const MAX_DELIVERIES: u32 = 500;
 /// How long the console waits for the notifier.
@@ -89,23 +93,21 @@ impl WebhookLog {
         }))
     }
 
+    /// `NOTIFIER_URL` with `segments` appended (each percent-encoded).
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
     /// The notifier's deliveries of `call_sid`, newest first, as it serves them.
     pub async fn of_call(&self, call_sid: &str) -> Result<Value, ApiError> {
-        let mut url = self.base.clone();
-        url.set_path(&format!(
-            "{}{NOTIFIER_LOG_PATH}",
-            url.path().trim_end_matches('/')
-        ));
+        let mut url = self.url(&["api", "webhooks", "deliveries"]);
         url.query_pairs_mut()
             .append_pair("call_sid", call_sid)
             .append_pair("limit", &MAX_DELIVERIES.to_string());
-        let unavailable = |why: String| {
-            tracing::warn!(%why, "the notifier's delivery log is unavailable");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("the notifier's delivery log is unavailable: {why}"),
-            )
-        };
         let response = self
             .client
             .get(url)
@@ -117,6 +119,7 @@ impl WebhookLog {
         if !status.is_success() {
             return Err(unavailable(format!("it answered {status}")));
         }
+        // The notifier's answer stands for itself: `{"deliveries": [...]}`.
         let log: Value = response
             .json()
             .await
@@ -126,6 +129,35 @@ impl WebhookLog {
         }
         Ok(log)
     }
+
+    /// Asks the notifier to send delivery `id` again; its answer (202, or 404 for no such
+    /// delivery) is passed on.
+    pub async fn resend(&self, id: &str) -> Result<Response, ApiError> {
+        let response = self
+            .client
+            .post(self.url(&["api", "webhooks", "deliveries", id, "resend"]))
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?;
+        let status = response.status();
+        if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+            return Err(unavailable(format!("it answered {status}")));
+        }
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?;
+        Ok((status, Json(answer)).into_response())
+    }
+}
+
+fn unavailable(why: String) -> ApiError {
+    tracing::warn!(%why, "the notifier's delivery log is unavailable");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("the notifier's delivery log is unavailable: {why}"),
+    )
 }
 
 /// An error and its sources, `: `-separated (an HTTP client's own message names no cause).
@@ -144,6 +176,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn router(access: Access, log: Option<WebhookLog>) -> Router {
     Router::new()
         .route(PATH, get(of_call))
+        .route(RESEND_PATH, axum::routing::post(resend))
         .route_layer(middleware::from_fn_with_state(
             access,
             crate::api::require_token,
@@ -156,14 +189,26 @@ async fn of_call(
     Path(call_sid): Path<String>,
 ) -> Response {
     let Some(log) = log.as_ref() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the webhook delivery log is not configured (set NOTIFIER_URL)",
-        )
-        .into_response();
+        return not_configured().into_response();
     };
     match log.of_call(&call_sid).await {
         Ok(deliveries) => Json(deliveries).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+async fn resend(State(log): State<Arc<Option<WebhookLog>>>, Path(id): Path<String>) -> Response {
+    let Some(log) = log.as_ref() else {
+        return not_configured().into_response();
+    };
+    log.resend(&id)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the webhook delivery log is not configured (set NOTIFIER_URL)",
+    )
 }
