@@ -229,6 +229,8 @@ impl System {
                     ("WEB_CALL_URL", format!("http://{}", addr(gateway))),
                     ("WEB_CALL_SECRET", WEB_CALL_SECRET.into()),
                     ("AGENTS_FILE", agents_file.display().to_string()),
+                    // The console shows each call's webhook deliveries from the notifier.
+                    ("NOTIFIER_URL", format!("http://{}", addr(notifier))),
                 ],
                 persister,
             ),

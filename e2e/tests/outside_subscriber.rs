@@ -3,62 +3,15 @@
 //! persister's record of each call, through its own durable consumer, and a call placed while
 //! it is stopped is caught up after its restart without loss or double counting.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
+use common::{Subscriber, place_call};
 use serde_json::Value;
-use switchboard_e2e::{AUTH_TOKEN, System, get_session, nats_password};
-use switchboard_proto::permissions::OUTSIDE;
-use switchboard_testkit::{eventually, workspace_root};
-
-struct Subscriber(tokio::process::Child);
-
-impl Subscriber {
-    fn start(system: &System, database_url: &str) -> anyhow::Result<Self> {
-        let dir = workspace_root().join("examples/crm-sync");
-        ensure!(
-            dir.join("generated/switchboard.js").exists(),
-            "examples/crm-sync is not set up; run scripts/setup"
-        );
-        let child = tokio::process::Command::new(dir.join("node_modules/.bin/tsx"))
-            .arg("src/main.ts")
-            .current_dir(&dir)
-            .env("NATS_URL", system.nats_url().context("nats")?)
-            .env("NATS_USER", OUTSIDE.user())
-            .env("NATS_PASSWORD", nats_password(&OUTSIDE))
-            .env("DATABASE_URL", database_url)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting examples/crm-sync")?;
-        Ok(Self(child))
-    }
-
-    /// SIGTERM, and the subscriber exits cleanly.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.0.id().context("pid")?;
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.0.wait()).await??;
-        ensure!(status.success(), "crm-sync exited with {status}");
-        Ok(())
-    }
-}
-
-async fn place_call(system: &System) -> anyhow::Result<Value> {
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
-    get_session(&system.persister, &report.call_sid)
-        .await
-        .with_context(|| system.logs())
-}
+use switchboard_e2e::System;
+use switchboard_testkit::eventually;
 
 /// Waits until the CRM row of the persister's `session` says the call ended, then compares.
 async fn check_row(db: &sqlx::PgPool, session: &Value) -> anyhow::Result<()> {

@@ -3,71 +3,43 @@
 //! library (Python), gets `call.started` and `call.ended`, and the end-of-call report's
 //! transcript is the persister's record of the call.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
+use common::{WebhookReceiver, place_call};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
-use switchboard_testkit::{eventually, free_port, workspace_root};
-use tokio::io::AsyncBufReadExt as _;
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use switchboard_e2e::{ADMIN_TOKEN, System};
+use switchboard_testkit::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_call_webhook_matches_the_persisters_record() -> anyhow::Result<()> {
-    let root = workspace_root();
-    let port = free_port();
-    let mut receiver = tokio::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("notifier/tests/receiver.py"))
-        .arg(port.to_string())
-        .arg(SECRET)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("the Python receiver (run scripts/setup)")?;
-    let webhooks = format!(
-        "[[endpoint]]\nurl = \"http://127.0.0.1:{port}/hooks\"\nsecret = \"{SECRET}\"\n\
-         events = [\"call.started\", \"call.ended\"]\nallow_private_network = true\n"
-    );
+    let mut receiver = WebhookReceiver::start()?;
+    let webhooks = receiver.webhooks_file(&["call.started", "call.ended"]);
     let system = System::start_with_webhooks(&[], &webhooks).await?;
 
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script = CallerScript::from_file(root.join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
-    let session = get_session(&system.persister, &report.call_sid)
-        .await
-        .with_context(|| system.logs())?;
+    let session = place_call(&system).await?;
+    let sid = session["call_sid"].as_str().context("call_sid")?;
 
-    let mut lines = tokio::io::BufReader::new(receiver.stdout.take().context("stdout")?).lines();
     let mut started = None;
     let mut ended = None;
     while ended.is_none() {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        let (kind, body) = receiver
+            .next(Duration::from_secs(30))
             .await
-            .with_context(|| format!("no call.ended webhook\n{}", system.logs()))??
-            .context("the receiver exited")?;
-        let got: Value = serde_json::from_str(&line)?;
-        ensure!(got["verified"] == true, "signature refused: {got}");
-        let body: Value = serde_json::from_str(got["body"].as_str().unwrap_or_default())?;
-        match got["type"].as_str() {
-            Some("call.started") => started = Some(body),
-            Some("call.ended") => ended = Some(body),
+            .with_context(|| system.logs())?;
+        match kind.as_str() {
+            "call.started" => started = Some(body),
+            "call.ended" => ended = Some(body),
             other => anyhow::bail!("unexpected type {other:?}"),
         }
     }
     let started = started.context("call.started before call.ended")?;
     let ended = ended.unwrap_or_default();
     let data = &ended["data"];
-    ensure!(
-        started["data"]["call_sid"] == report.call_sid.as_str(),
-        "{started}"
-    );
-    ensure!(data["call_sid"] == report.call_sid.as_str(), "{data}");
+    ensure!(started["data"]["call_sid"] == sid, "{started}");
+    ensure!(data["call_sid"] == sid, "{data}");
     ensure!(
         data["end_reason"] == session["end_reason"],
         "{data}\n{session}"

@@ -1,6 +1,7 @@
 //! The delivery log and its controls, behind the `ADMIN_TOKEN` bearer:
-//! - `GET /api/webhooks/deliveries[?endpoint=<url>&state=pending|delivered|failed&limit=N]`:
-//!   the newest deliveries with every attempt (time, status code, latency, error);
+//! - `GET /api/webhooks/deliveries[?endpoint=<url>&state=pending|delivered|failed&call_sid=<sid>&limit=N]`:
+//!   the newest deliveries with every attempt (time, status code, latency, error); the console
+//!   shows a call's (`call_sid`) on the call's page, through the persister;
 //! - `POST /api/webhooks/deliveries/{id}/resend`: makes a delivery (typically a failed one)
 //!   due now with a fresh attempt budget, same `webhook-id` and body;
 //! - `POST /api/webhooks/endpoints/enable?endpoint=<url>`: enables an endpoint disabled by a 410.
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use persister::auth::AdminToken;
+use persister::webhook_log;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -35,8 +37,8 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/api/webhooks/deliveries", get(deliveries))
-        .route("/api/webhooks/deliveries/{id}/resend", post(resend))
+        .route(webhook_log::LOG_PATH, get(deliveries))
+        .route(webhook_log::RESEND_PATH, post(resend))
         .route("/api/webhooks/endpoints/enable", post(enable))
         .with_state(state)
 }
@@ -75,6 +77,7 @@ fn error_response_unavailable() -> Response {
 struct LogQuery {
     endpoint: Option<String>,
     state: Option<String>,
+    call_sid: Option<String>,
     limit: Option<i64>,
 }
 
@@ -99,7 +102,12 @@ async fn deliveries(
         }
     };
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    match store::log(&state.pool, query.endpoint.as_deref(), filter, limit).await {
+    let filter = store::LogFilter {
+        endpoint_url: query.endpoint.as_deref(),
+        state: filter,
+        call_sid: query.call_sid.as_deref(),
+    };
+    match store::log(&state.pool, &filter, limit).await {
         Ok(log) => Json(json!({"deliveries": log})).into_response(),
         Err(e) => database_error(e),
     }

@@ -9,6 +9,10 @@
 //!   [`retry_delay`] (exponential with jitter from [`switchboard_service::backoff`], at least
 //!   the response's `Retry-After`), until the attempts run out: then the delivery is kept as
 //!   failed and can be re-sent.
+//!
+//! The end-of-call report is built at its first attempt, once the call's events have been
+//! quiet for [`REPORT_QUIET`] (at most [`REPORT_MAX_WAIT`] after `ended`), so events published
+//! shortly after `ended` are in it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use persister::webhook_log::error_chain;
 
 use crate::endpoints::{CALL_ENDED, Endpoint};
 use crate::signature::headers;
@@ -200,17 +206,6 @@ pub async fn attempt(
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// `Retry-After` as seconds or an HTTP date.
 fn parse_retry_after(value: &str) -> Option<Duration> {
     if let Ok(seconds) = value.trim().parse::<u64>() {
@@ -242,6 +237,11 @@ pub fn next(
         }
     }
 }
+
+/// The end-of-call report is built once no event of the call has arrived for this long...
+pub const REPORT_QUIET: Duration = crate::consumer::REPORT_SETTLE;
+/// ...or this long after `ended` was scheduled, whichever comes first.
+pub const REPORT_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// How often an idle endpoint task looks for due deliveries anyway (another replica may have
 /// scheduled them, or a re-send came through another replica's API).
@@ -329,6 +329,19 @@ async fn deliver(
     let body = match &claimed.body {
         Some(body) => body.clone(),
         None => {
+            // Events published just after `ended` (Twilio's final status, a last usage) are
+            // part of the report: it waits until the call has been quiet for a moment.
+            if let Some(wait) = store::report_wait(
+                pool,
+                &claimed.id,
+                &claimed.call_sid,
+                REPORT_QUIET,
+                REPORT_MAX_WAIT,
+            )
+            .await?
+            {
+                return store::postpone(pool, &claimed.id, clock.now() + wait).await;
+            }
             let events = store::call_events(pool, &claimed.call_sid).await?;
             let ended_at = events
                 .iter()

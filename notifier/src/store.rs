@@ -180,6 +180,46 @@ pub async fn call_events(pool: &PgPool, call_sid: &str) -> Result<Vec<Value>, sq
         .await
 }
 
+/// How much longer the end-of-call report of delivery `id` (of `call_sid`) should wait for the
+/// call's events: until none has arrived for `quiet`, but no longer than `max_wait` after the
+/// delivery was scheduled. `None`: build it now. Measured on the database's clock, which also
+/// stamped the events' arrival.
+pub async fn report_wait(
+    pool: &PgPool,
+    id: &str,
+    call_sid: &str,
+    quiet: Duration,
+    max_wait: Duration,
+) -> Result<Option<Duration>, sqlx::Error> {
+    let left: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM least(
+                    (SELECT max(kept_at) FROM notifier_call_events WHERE call_sid = $2)
+                        + make_interval(secs => $3),
+                    (SELECT created_at FROM webhook_deliveries WHERE id = $1)
+                        + make_interval(secs => $4))
+                - now())::float8",
+    )
+    .bind(id)
+    .bind(call_sid)
+    .bind(quiet.as_secs_f64())
+    .bind(max_wait.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(left
+        .filter(|s| *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(max_wait.as_secs_f64()))))
+}
+
+/// Puts a claimed delivery off until `at` without counting an attempt.
+pub async fn postpone(pool: &PgPool, id: &str, at: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Stores `body` as the delivery's body unless it has one, and returns the one it has.
 pub async fn fix_body(pool: &PgPool, id: &str, body: &str) -> Result<String, sqlx::Error> {
     sqlx::query_scalar(
@@ -224,12 +264,14 @@ pub async fn record(
 ) -> Result<(), sqlx::Error> {
     let number = claimed.attempts + 1;
     let mut tx = pool.begin().await?;
+    // The log numbers every attempt ever made, across re-sends (which restart the budget).
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, attempt, at, webhook_timestamp, status, latency_ms, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+         SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4, $5, $6
+         FROM webhook_attempts WHERE delivery_id = $1
+         ON CONFLICT DO NOTHING",
     )
     .bind(&claimed.id)
-    .bind(number)
     .bind(attempt.at)
     .bind(attempt.webhook_timestamp)
     .bind(attempt.status.map(i32::from))
@@ -350,11 +392,19 @@ pub struct LoggedAttempt {
     pub error: Option<String>,
 }
 
-/// The newest deliveries (of one endpoint, in one state, when given), with their attempts.
+/// Which deliveries the log shows (each `None` matches all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFilter<'a> {
+    pub endpoint_url: Option<&'a str>,
+    pub state: Option<State>,
+    /// One call's deliveries (what the console shows on a call's page).
+    pub call_sid: Option<&'a str>,
+}
+
+/// The newest deliveries matching `filter`, with their attempts.
 pub async fn log(
     pool: &PgPool,
-    endpoint_url: Option<&str>,
-    state: Option<State>,
+    filter: &LogFilter<'_>,
     limit: i64,
 ) -> Result<Vec<LoggedDelivery>, sqlx::Error> {
     let rows = sqlx::query(
@@ -362,10 +412,12 @@ pub async fn log(
                 next_attempt_at, last_status, last_error
          FROM webhook_deliveries
          WHERE ($1::text IS NULL OR endpoint_url = $1) AND ($2::text IS NULL OR state = $2)
-         ORDER BY created_at DESC, id LIMIT $3",
+           AND ($3::text IS NULL OR call_sid = $3)
+         ORDER BY created_at DESC, id LIMIT $4",
     )
-    .bind(endpoint_url)
-    .bind(state.map(State::as_str))
+    .bind(filter.endpoint_url)
+    .bind(filter.state.map(State::as_str))
+    .bind(filter.call_sid)
     .bind(limit)
     .fetch_all(pool)
     .await?;

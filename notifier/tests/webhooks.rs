@@ -1,341 +1,10 @@
 //! The notifier in-process against a real nats-server and Postgres, delivering to receivers
 //! on 127.0.0.1 (allowed the private network explicitly, except where the guard is tested).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use anyhow::Context as _;
-use async_nats::jetstream::{self, message::PublishMessage};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit as _, Mac as _};
-use serde_json::Value;
-use sha2::Sha256;
-use switchboard_proto::call_event::Body;
-use switchboard_proto::subject::Subjects;
-use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallStarted, Direction, Message as _, Role, TranscriptEntry,
-    Usage,
-};
-use switchboard_service::NatsArgs;
-use switchboard_service::redact::Secret;
-use switchboard_testkit::{NatsServer, Postgres, eventually, free_port};
-use tokio::sync::{Mutex, Notify, oneshot};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-
-const TOKEN: &str = "test-admin-token";
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// What a receiver answers next on a path.
-#[derive(Debug, Clone)]
-enum Reply {
-    Status(u16),
-    RetryAfter(u16, u64),
-    /// Never answers (until the receiver is dropped).
-    Hang,
-}
-
-/// A request as received.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    id: String,
-    timestamp: i64,
-    signature: String,
-    body: String,
-    at: Instant,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("JSON body")
-    }
-}
-
-#[derive(Clone, Default)]
-struct Receiver {
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<HashMap<String, Vec<Reply>>>>,
-    hang: Arc<Notify>,
-}
-
-impl Receiver {
-    async fn start() -> anyhow::Result<(Self, String)> {
-        let receiver = Self::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let app = axum::Router::new()
-            .route("/{path}", axum::routing::post(receive))
-            .with_state(receiver.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok((receiver, base))
-    }
-
-    /// The next replies on `path`, in order; then 200.
-    async fn script(&self, path: &str, replies: Vec<Reply>) {
-        self.script.lock().await.insert(path.to_owned(), replies);
-    }
-
-    async fn on(&self, path: &str) -> Vec<Received> {
-        let received = self.received.lock().await;
-        received
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
-    }
-
-    async fn wait_for(
-        &self,
-        path: &str,
-        n: usize,
-        within: Duration,
-    ) -> anyhow::Result<Vec<Received>> {
-        eventually(within, &format!("{n} requests on /{path}"), || async move {
-            let got = self.on(path).await;
-            (got.len() >= n).then_some(got)
-        })
-        .await
-    }
-}
-
-async fn receive(
-    State(receiver): State<Receiver>,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    receiver.received.lock().await.push(Received {
-        path: path.clone(),
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
-        signature: header("webhook-signature"),
-        body,
-        at: Instant::now(),
-    });
-    let reply = {
-        let mut script = receiver.script.lock().await;
-        script
-            .get_mut(&path)
-            .and_then(|replies| (!replies.is_empty()).then(|| replies.remove(0)))
-    };
-    match reply {
-        None => StatusCode::OK.into_response(),
-        Some(Reply::Status(s)) => StatusCode::from_u16(s).unwrap().into_response(),
-        Some(Reply::RetryAfter(s, after)) => (
-            StatusCode::from_u16(s).unwrap(),
-            [("retry-after", after.to_string())],
-        )
-            .into_response(),
-        Some(Reply::Hang) => {
-            receiver.hang.notified().await;
-            StatusCode::OK.into_response()
-        }
-    }
-}
-
-/// Verifies a delivery as the specification says a receiver must: the HMAC-SHA256 of
-/// `id.timestamp.body` under the base64-decoded secret, compared with each `v1,` signature.
-fn verify(secret: &str, r: &Received) -> bool {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
-    let expected = BASE64.encode(mac.finalize().into_bytes());
-    r.signature
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
-        .any(|s| s == expected)
-}
-
-struct Notifier {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), notifier::RunError>>,
-}
-
-impl Notifier {
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
-            .await
-            .context("the notifier did not stop")???;
-        Ok(())
-    }
-}
-
-struct Fixture {
-    nats: NatsServer,
-    _pg: Postgres,
-    pool: sqlx::PgPool,
-    js: jetstream::Context,
-    http: reqwest::Client,
-    config: notifier::Config,
-    _file: tempfile::NamedTempFile,
-}
-
-impl Fixture {
-    /// NATS, Postgres and a config for `webhooks` (the `WEBHOOKS_FILE` text).
-    async fn new(
-        webhooks: &str,
-        configure: impl FnOnce(&mut notifier::Config),
-    ) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = NatsServer::start().await?;
-        let pg = Postgres::start().await?;
-        let db = pg.create_database("notifier").await?;
-        let file = tempfile::NamedTempFile::new()?;
-        std::fs::write(file.path(), webhooks)?;
-        let mut config = notifier::Config {
-            listen: format!("127.0.0.1:{}", free_port()).parse()?,
-            database_url: Secret::new(db.clone()),
-            admin_token: Some(Secret::new(TOKEN)),
-            webhooks_file: file.path().to_owned(),
-            webhook_timeout_seconds: 15,
-            webhook_max_attempts: 20,
-            webhook_first_retry_ms: 200,
-            webhook_max_retry_seconds: 36_000,
-            webhook_max_payload_bytes: 20_000,
-            public_url: Some("https://console.example.com".into()),
-            prices: Default::default(),
-            drain_seconds: 2,
-            nats: NatsArgs::for_url(nats.url()),
-        };
-        configure(&mut config);
-        let js = jetstream::new(async_nats::connect(nats.url()).await?);
-        Ok(Self {
-            nats,
-            _pg: pg,
-            pool: sqlx::PgPool::connect(&db).await?,
-            js,
-            http: reqwest::Client::new(),
-            config,
-            _file: file,
-        })
-    }
-
-    async fn start(&self) -> anyhow::Result<Notifier> {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(notifier::run(self.config.clone(), async move {
-            let _ = stopped.await;
-        }));
-        let base = format!("http://{}", self.config.listen);
-        let url = format!("{base}/readyz");
-        eventually(Duration::from_secs(30), "notifier ready", || {
-            let req = self.http.get(&url);
-            async move { (req.send().await.ok()?.status() == 200).then_some(()) }
-        })
-        .await?;
-        Ok(Notifier {
-            base,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    async fn publish(&self, event: &CallEvent) -> anyhow::Result<()> {
-        let subject = Subjects::default().event(&event.call_sid, event.kind());
-        let msg = PublishMessage::build()
-            .payload(event.encode_to_vec().into())
-            .message_id(event.msg_id());
-        self.js.send_publish(subject, msg).await?.await?;
-        Ok(())
-    }
-
-    async fn log(&self, n: &Notifier, query: &str) -> anyhow::Result<Vec<Value>> {
-        let resp = self
-            .http
-            .get(format!("{}/api/webhooks/deliveries{query}", n.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-        let body: Value = resp.json().await?;
-        Ok(body["deliveries"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-fn endpoint(url: &str, events: &[&str], private: bool) -> String {
-    let events: Vec<String> = events.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "[[endpoint]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nevents = [{}]\nallow_private_network = {private}\n\n",
-        events.join(", ")
-    )
-}
-
-fn event(sid: &str, seq: u64, body: Body) -> CallEvent {
-    CallEvent {
-        call_sid: sid.into(),
-        seq,
-        at_ms: 1_765_000_000_000 + seq as i64 * 1000,
-        body: Some(body),
-    }
-}
-
-fn said(role: Role, text: &str) -> Body {
-    Body::Transcript(TranscriptEntry {
-        role: role as i32,
-        text: text.into(),
-        item_id: format!("item-{text}"),
-        ..Default::default()
-    })
-}
-
-/// A short call: started, two transcript entries, an outcome, ended.
-fn call(sid: &str) -> Vec<CallEvent> {
-    vec![
-        event(
-            sid,
-            1,
-            Body::Started(CallStarted {
-                agent_id: "support".into(),
-                from: "+15550002222".into(),
-                to: "+15550001111".into(),
-                direction: Direction::Inbound as i32,
-                worker_id: "worker-1".into(),
-                model: "gpt-realtime".into(),
-            }),
-        ),
-        event(sid, 2, said(Role::Assistant, "Hello, how can I help?")),
-        event(sid, 3, said(Role::User, "Where is my order?")),
-        event(
-            sid,
-            4,
-            Body::Outcome(CallOutcome {
-                redacted: Vec::new(),
-                outcome: "resolved".into(),
-                detail: String::new(),
-            }),
-        ),
-        event(
-            sid,
-            5,
-            Body::Ended(CallEnded {
-                reason: "caller_hung_up".into(),
-                duration_ms: 4000,
-                usage: Some(Box::new(Usage {
-                    input_tokens: 100,
-                    output_tokens: 50,
-                    model: "gpt-realtime".into(),
-                    ..Default::default()
-                })),
-            }),
-        ),
-    ]
-}
+use common::*;
+use switchboard_proto::CallStatus;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -804,6 +473,53 @@ async fn a_long_transcript_is_linked_not_sent() -> anyhow::Result<()> {
 }
 
 /// An attempt that gets no answer fails after the timeout, measured on the paused clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_shortly_after_ended_are_in_the_report() -> anyhow::Result<()> {
+    let (receiver, base) = Receiver::start().await?;
+    let fx = Fixture::new(
+        &endpoint(&format!("{base}/hook"), &["call.ended"], true),
+        |_| {},
+    )
+    .await?;
+    let n = fx.start().await?;
+    for e in call("CA10") {
+        fx.publish(&e).await?;
+    }
+    // As in a real call: the worker's last usage, then Twilio's final status through the
+    // gateway, each arriving a little later, together well past the first second after `ended`.
+    let late_usage = Usage {
+        output_tokens: 7,
+        ..Default::default()
+    };
+    let completed = CallStatus {
+        status: "completed".into(),
+        sequence_number: 3,
+        duration_seconds: 4,
+        ..Default::default()
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    fx.publish(&event("CA10", 6, Body::Usage(late_usage)))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    fx.publish(&event(
+        "CA10",
+        switchboard_proto::event::GATEWAY_SEQ_BASE + 4,
+        Body::Status(completed),
+    ))
+    .await?;
+    let got = receiver.wait_for("hook", 1, WAIT).await?;
+    let data = &got[0].json()["data"];
+    assert_eq!(
+        data["twilio_statuses"][0]["status"], "completed",
+        "{data:#}"
+    );
+    assert_eq!(data["end_reason"], "caller_hung_up", "{data:#}");
+    // One report, built once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.on("hook").await.len(), 1);
+    n.stop().await
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_attempt_times_out_on_time() -> anyhow::Result<()> {
     let (receiver, base) = Receiver::start().await?;

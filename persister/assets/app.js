@@ -134,6 +134,7 @@ async function sessionPage() {
   if (!s.transcript.length && !s.tools.length) timeline.append(el("li", { class: "muted" }, "Nothing was said."));
 
   renderCost(s.cost);
+  renderWebhooks(sid, 0);
 
   const turns = document.getElementById("turns");
   s.turns.forEach((t, i) => turns.append(el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, t.kind),
@@ -180,6 +181,42 @@ function renderCost(cost) {
   document.getElementById("cost-note").textContent = notes.join(" ");
 }
 
+// The call's webhook deliveries, from the notifier's delivery log (read through /api), oldest
+// first; a missing or unreachable log is a note, not a broken page. A failed delivery can be
+// re-sent; the list then follows it until nothing is pending.
+async function renderWebhooks(sid, follow) {
+  const note = document.getElementById("webhooks-note");
+  const body = document.getElementById("webhooks");
+  const say = (text) => { note.textContent = text; note.hidden = false; };
+  let log;
+  try { log = await api(`/api/sessions/${encodeURIComponent(sid)}/webhooks`); } catch (e) { say(e.message); return; }
+  note.hidden = true;
+  body.replaceChildren();
+  if (!log.deliveries.length) say("No webhook deliveries for this call.");
+  if (follow > 0 && log.deliveries.some((d) => d.state === "pending")) setTimeout(() => renderWebhooks(sid, follow - 1), 1000);
+  const resend = async (d) => {
+    const r = await fetch(`/api/webhooks/deliveries/${encodeURIComponent(d.id)}/resend`, { method: "POST", credentials: "same-origin" });
+    if (!r.ok) { say(`Re-sending failed: HTTP ${r.status}`); return; }
+    renderWebhooks(sid, 30);
+  };
+  for (const d of [...log.deliveries].reverse()) {
+    const last = d.attempt_log.length ? d.attempt_log[d.attempt_log.length - 1] : null;
+    const tried = d.attempt_log.map((a) => `#${a.attempt} ${fmtTime(a.at)}: ${a.status === null ? "no answer" : a.status}, ${fmtMs(a.latency_ms)}${a.error ? `, ${a.error}` : ""}`);
+    body.append(el("tr", { class: `delivery ${d.state}`, "data-delivery-id": d.id, title: tried.join("\n") },
+      el("td", {}, d.endpoint_url), el("td", {}, d.event_type), el("td", {}, d.state),
+      el("td", { class: "num" }, String(d.attempts)),
+      el("td", { class: "num" }, d.last_status === null ? "—" : String(d.last_status)),
+      el("td", {}, d.last_error || "—"),
+      el("td", {}, last ? `${fmtTime(last.at)} (${fmtMs(last.latency_ms)})` : d.next_attempt_at ? `due ${fmtTime(d.next_attempt_at)}` : "—"),
+      el("td", {}, d.state === "failed" ? resendButton(() => resend(d)) : null)));
+  }
+}
+
+function resendButton(onClick) {
+  const button = el("button", { class: "resend", type: "button" }, "Re-send");
+  button.addEventListener("click", () => { button.disabled = true; onClick(); });
+  return button;
+}
 
 // ---- sign-in ----
 function loginPage() {

@@ -242,6 +242,7 @@ async fn start_persister(nats_url: &str, db_url: &str) -> anyhow::Result<Running
         live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
         drain_seconds: 30,
         web_call: Default::default(),
+        webhook_log: Default::default(),
         nats: NatsArgs::for_url(nats_url),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -86,7 +86,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn require_token(
+/// The check of every `/api` route: the admin token, or a console session.
+pub(crate) async fn require_token(
     State(access): State<Access>,
     request: Request,
     next: Next,

@@ -22,6 +22,8 @@
 //!   Postgres, shared by all replicas, revoked on sign-out);
 //! - [`web_call`]: test calls from the console: the agents list and the web-call tickets the
 //!   gateway's `GET /web-call` accepts;
+//! - [`webhook_log`]: a call's webhook deliveries on its console page, read from the notifier's
+//!   delivery log (`NOTIFIER_URL`);
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
@@ -43,6 +45,7 @@ pub mod readiness;
 pub mod sessions;
 pub mod spans;
 pub mod web_call;
+pub mod webhook_log;
 pub mod writer;
 
 use std::future::Future;
@@ -98,6 +101,9 @@ pub struct Config {
     /// Test calls from the console (`WEB_CALL_URL`, `WEB_CALL_SECRET`, `AGENTS_FILE`).
     #[command(flatten)]
     pub web_call: web_call::WebCallArgs,
+    /// The notifier's delivery log, shown per call in the console (`NOTIFIER_URL`).
+    #[command(flatten)]
+    pub webhook_log: webhook_log::WebhookLogArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -148,6 +154,8 @@ pub enum RunError {
     Prices(#[from] pricing::PricesError),
     #[error(transparent)]
     WebCall(#[from] web_call::WebCallConfigError),
+    #[error(transparent)]
+    WebhookLog(#[from] webhook_log::WebhookLogConfigError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -156,11 +164,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let token = config
+    let admin_token = config
         .admin_token
         .as_ref()
-        .and_then(|t| AdminToken::new(t.expose()))
+        .filter(|t| !t.expose().is_empty())
         .ok_or(RunError::MissingAdminToken)?;
+    let token = AdminToken::new(admin_token.expose()).ok_or(RunError::MissingAdminToken)?;
+    let webhook_log = webhook_log::WebhookLog::new(&config.webhook_log, admin_token)?;
     let secure_cookies = config.serves_https()?;
     let prices = config.prices.load()?;
     let web_calls = Arc::new(web_call::WebCalls::new(&config.web_call)?);
@@ -203,6 +213,7 @@ pub async fn run(
             prices: Arc::new(prices.clone()),
             web_calls,
         }))
+        .merge(webhook_log::router(access.clone(), webhook_log))
         .merge(dashboard::router(access))
         .layer(axum::middleware::map_response_with_state(
             csp,

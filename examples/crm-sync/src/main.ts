@@ -1,5 +1,5 @@
-// An outside subscriber of Switchboard call events: keeps a CRM-style `crm_calls` table in
-// Postgres in sync, reading VOICE_EVENTS through its own durable consumer under the read-only
+// An outside subscriber of Switchboard call events: keeps a CRM-style `crm_calls` table and each
+// call's notes (`crm_call_notes`: what was said, which tools ran) in Postgres in sync, reading VOICE_EVENTS through its own durable consumer under the read-only
 // `Outside` NATS user (docs/events.md).
 //
 // Exactly once in effect: each event is applied in one transaction together with its
@@ -39,6 +39,14 @@ await pool.query(`
     transcript_lines INT NOT NULL DEFAULT 0,
     tool_calls INT NOT NULL DEFAULT 0,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+  CREATE TABLE IF NOT EXISTS crm_call_notes (
+    call_sid TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    -- 'user', 'assistant' or 'system' for what was said; 'tool' for a tool call.
+    author TEXT NOT NULL,
+    -- What was said, or the tool's name.
+    text TEXT NOT NULL,
+    PRIMARY KEY (call_sid, seq));
   CREATE TABLE IF NOT EXISTS crm_applied (
     call_sid TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -53,6 +61,16 @@ function change(event: switchboard.v1.CallEvent): [string, unknown[]] | null {
   if (event.tool) return ["tool_calls = tool_calls + 1", []];
   if (event.outcome) return ["outcome = $2", [event.outcome.outcome]];
   if (event.ended) return ["status = 'ended', end_reason = $2", [event.ended.reason]];
+  return null;
+}
+
+/** The note one event adds to its call: who (a speaker, or `tool`) and what. */
+function note(event: switchboard.v1.CallEvent): [string, string] | null {
+  if (event.transcript) {
+    const role = switchboard.v1.Role[event.transcript.role ?? 0] ?? "ROLE_UNSPECIFIED";
+    return [role.replace(/^ROLE_/, "").toLowerCase(), event.transcript.text ?? ""];
+  }
+  if (event.tool) return ["tool", event.tool.name ?? ""];
   return null;
 }
 
@@ -76,6 +94,13 @@ async function apply(message: JsMsg): Promise<void> {
         await db.query(
           `UPDATE crm_calls SET ${update[0]}, updated_at = now() WHERE call_sid = $1`,
           [event.call_sid, ...update[1]],
+        );
+      }
+      const added = note(event);
+      if (added) {
+        await db.query(
+          "INSERT INTO crm_call_notes (call_sid, seq, author, text) VALUES ($1, $2, $3, $4)",
+          [event.call_sid, seq, ...added],
         );
       }
     }

@@ -101,6 +101,7 @@ impl Fixture {
             live_client_buffer: persister::live::DEFAULT_CLIENT_BUFFER,
             drain_seconds: 10,
             web_call: Default::default(),
+            webhook_log: Default::default(),
             nats: NatsArgs::for_url(nats.url()),
         };
         configure(&mut config);
