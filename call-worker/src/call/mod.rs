@@ -120,8 +120,10 @@ pub struct CallSpawn<'a> {
     pub ended: mpsc::UnboundedSender<String>,
     /// The epoch claimed for this worker, and the fence of its events.
     pub claim: Claim,
-    /// The call's events before this owner (empty for a new call).
+    /// The call's conversation events before this owner (empty for a new call).
     pub history: Vec<CallEvent>,
+    /// For a call taken over: where the previous owner left it.
+    pub resumed: Option<machine::Resumed>,
 }
 
 /// Starts the actor of an accepted call: subscribes to its `.in` subject (before returning, so
@@ -141,6 +143,7 @@ pub async fn spawn(
         ended,
         claim,
         history,
+        resumed,
     } = rest;
     let inbound = ctx
         .client
@@ -173,9 +176,13 @@ pub async fn spawn(
         tool_timeout: ctx.tool_timeout,
         accepted_at_ms: switchboard_proto::now_ms(),
     };
+    let machine = match resumed {
+        Some(resumed) => CallMachine::take_over(setup, resumed, Instant::now()),
+        None => CallMachine::new(setup, Instant::now()),
+    };
     let actor = CallActor::new(
         ctx,
-        setup,
+        machine,
         settings,
         (rt_tx, rt_rx),
         cancel,
@@ -233,14 +240,14 @@ struct HandoffReady {
 impl CallActor {
     fn new(
         ctx: Arc<CallContext>,
-        setup: CallSetup,
+        machine: CallMachine,
         settings: RealtimeSettings,
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
         cancel: CancellationToken,
         agents: watch::Receiver<Arc<Agents>>,
         (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
-        let call_sid = setup.offer.call_sid.clone();
+        let call_sid = machine.offer().call_sid.clone();
         let fenced = claim.fence.lost().clone();
         let events = CallEvents::new(
             &call_sid,
@@ -257,7 +264,7 @@ impl CallActor {
             events,
             ownership: Ownership::new(claim.epoch),
             fenced,
-            machine: CallMachine::new(setup, Instant::now()),
+            machine,
             ctx,
             call_sid,
             out_seq: 0,
@@ -284,7 +291,14 @@ impl CallActor {
 
         let agent = self.machine.agent();
         let session_tools = tools::load(self.ctx.registry.as_ref(), &agent, &self.call_sid).await;
-        self.machine.start_session(session_tools);
+        if self.machine.is_takeover() {
+            let replay = crate::replay::items(self.events.history());
+            tracing::info!(call_sid = %self.call_sid, items = replay.len(), "call taken over; replaying the conversation");
+            self.machine
+                .take_over_session(session_tools, replay, Instant::now());
+        } else {
+            self.machine.start_session(session_tools);
+        }
         self.execute().await;
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
