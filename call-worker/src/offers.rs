@@ -102,6 +102,8 @@ pub struct Offers {
     agents: watch::Receiver<Arc<Agents>>,
     capacity: Arc<Semaphore>,
     calls: CancellationToken,
+    /// Cancelled when the drain hands the running calls over to other workers.
+    hand_over: CancellationToken,
     tracker: TaskTracker,
     active: HashMap<String, Running>,
     ended_tx: mpsc::UnboundedSender<String>,
@@ -110,12 +112,14 @@ pub struct Offers {
 
 impl Offers {
     /// A desk taking at most `max_calls` calls. Call actors are spawned on `tracker`; cancelling
-    /// `calls` ends every call (drain deadline).
+    /// `calls` ends every call (drain deadline); cancelling `hand_over` asks the gateways to hand
+    /// every call to another worker.
     pub fn new(
         ctx: Arc<CallContext>,
         agents: watch::Receiver<Arc<Agents>>,
         max_calls: usize,
         calls: CancellationToken,
+        hand_over: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
@@ -124,6 +128,7 @@ impl Offers {
             agents,
             capacity: Arc::new(Semaphore::new(max_calls)),
             calls,
+            hand_over,
             tracker,
             active: HashMap::new(),
             ended_tx,
@@ -293,6 +298,7 @@ impl Offers {
                         headers: headers.as_ref(),
                         permit,
                         cancel: self.calls.child_token(),
+                        hand_over: self.hand_over.child_token(),
                         ended: self.ended_tx.clone(),
                         claim,
                         history: Vec::new(),
@@ -395,6 +401,7 @@ impl Offers {
                 headers,
                 permit,
                 cancel: self.calls.child_token(),
+                hand_over: self.hand_over.child_token(),
                 ended: self.ended_tx.clone(),
                 claim,
                 history: rebuilt.history,

@@ -64,7 +64,7 @@ use tracing::Instrument as _;
 
 use crate::agents::{Agent, Agents, HANDOFF};
 use crate::events::CallEvents;
-use crate::ownership::{Claim, Ownership, StartVerdict};
+use crate::ownership::{Claim, Holding, Ownership, StartVerdict};
 use crate::realtime::{self, RealtimeEvent, RealtimeSender, RealtimeSettings};
 use crate::tools::{self, SessionTools, ToolDone, ToolReply};
 use machine::{CallMachine, CallSetup, Effect};
@@ -116,6 +116,9 @@ pub struct CallSpawn<'a> {
     pub permit: OwnedSemaphorePermit,
     /// Ends the call with reason `worker_shutdown`.
     pub cancel: CancellationToken,
+    /// Asks the gateway to hand the call over to another worker (drain): the actor sends a
+    /// `HandOver` frame and serves the call until a newer owner shows up.
+    pub hand_over: CancellationToken,
     /// Told the call sid when the actor ends.
     pub ended: mpsc::UnboundedSender<String>,
     /// The epoch claimed for this worker, and the fence of its events.
@@ -140,6 +143,7 @@ pub async fn spawn(
         headers,
         permit,
         cancel,
+        hand_over,
         ended,
         claim,
         history,
@@ -185,7 +189,7 @@ pub async fn spawn(
         machine,
         settings,
         (rt_tx, rt_rx),
-        cancel,
+        (cancel, hand_over),
         agents,
         (claim, history),
     );
@@ -221,6 +225,7 @@ struct CallActor {
     realtime: RealtimeSender,
     rt_events: mpsc::Receiver<RealtimeEvent>,
     cancel: CancellationToken,
+    hand_over: CancellationToken,
     /// Ends the call's tool tasks when the call ends.
     tasks: CancellationToken,
     tool_tx: mpsc::UnboundedSender<ToolDone>,
@@ -243,7 +248,7 @@ impl CallActor {
         machine: CallMachine,
         settings: RealtimeSettings,
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
-        cancel: CancellationToken,
+        (cancel, hand_over): (CancellationToken, CancellationToken),
         agents: watch::Receiver<Arc<Agents>>,
         (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
@@ -272,6 +277,7 @@ impl CallActor {
             realtime,
             rt_events,
             cancel,
+            hand_over,
             tasks: CancellationToken::new(),
             tool_tx,
             tool_rx,
@@ -323,6 +329,12 @@ impl CallActor {
                     self.machine.shutdown(Instant::now());
                 }
                 () = self.fenced.cancelled() => self.ownership.on_refused(),
+                () = self.hand_over.cancelled(), if self.ownership.holding() == Holding::Held => {
+                    tracing::info!(call_sid = %self.call_sid, epoch = self.ownership.epoch(),
+                        "draining: asking the gateway to hand the call over");
+                    self.ownership.hand_over();
+                    self.publish_out(outbound_frame::Frame::HandOver(switchboard_proto::HandOver {})).await;
+                }
                 Some(msg) = probes.next() => self.answer_probe(msg).await,
                 msg = inbound.next() => match msg {
                     Some(msg) => match InboundFrame::decode(msg.payload) {
@@ -361,7 +373,7 @@ impl CallActor {
             }
             self.execute().await;
         }
-        if let crate::ownership::Holding::Lost(by) = self.ownership.holding() {
+        if let Holding::Lost(by) = self.ownership.holding() {
             metrics::counter!("worker_calls_lost_total").increment(1);
             tracing::warn!(call_sid = %self.call_sid, epoch = self.ownership.epoch(), ?by,
                 "another owner took the call; stopping without ending it");
