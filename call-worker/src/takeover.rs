@@ -126,7 +126,12 @@ pub fn rebuild(events: &[CallEvent], now_ms: i64) -> Rebuilt {
                 }
                 r.history.push(e.clone());
             }
-            Body::Transcript(_) => r.history.push(e.clone()),
+            Body::Transcript(t) => {
+                if t.role == Role::User as i32 {
+                    r.resumed.heard_until_ms = r.resumed.heard_until_ms.max(t.audio_end_ms);
+                }
+                r.history.push(e.clone());
+            }
             _ => {}
         }
     }
@@ -249,7 +254,16 @@ mod tests {
                 tool("h1", HANDOFF, r#"{"ok":true,"agent":"billing"}"#),
             ),
             ev(7, 1_400, said(Role::System, "Handed off to billing.")),
-            ev(8, 1_500, said(Role::User, "Book me in.")),
+            ev(
+                8,
+                1_500,
+                Body::Transcript(TranscriptEntry {
+                    role: Role::User as i32,
+                    text: "Book me in.".into(),
+                    audio_end_ms: 4_200,
+                    ..Default::default()
+                }),
+            ),
             ev(9, 1_600, usage(5)),
             ev(10, 1_700, dispatched("c2")),
         ];
@@ -265,6 +279,7 @@ mod tests {
         assert_eq!(r.resumed.pending_tools[0].call_id, "c2");
         assert_eq!(r.history.len(), 4);
         assert!(r.resumed.waiting, "the caller spoke last");
+        assert_eq!(r.resumed.heard_until_ms, 4_200);
         assert!(!r.resumed.outcome_set);
     }
 

@@ -64,6 +64,7 @@ use super::lifecycle::{Lifecycle, Loss};
 pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
 use super::observation::{Observation, ToolCallResult};
 use super::session_check::SessionCheck;
+use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
@@ -172,6 +173,9 @@ pub struct Resumed {
     pub pending_tools: Vec<ToolDispatched>,
     /// How long ago the call started.
     pub elapsed: Duration,
+    /// Stream time up to which the transcript holds the caller's speech: replayed caller
+    /// audio up to here is not sent to the new session again.
+    pub heard_until_ms: u32,
 }
 
 /// A `handoff` call waiting for its target to be resolved.
@@ -232,6 +236,10 @@ pub struct CallMachine {
     /// Tool calls the previous owner dispatched with no result recorded: sent again (same
     /// `call_id`) once the new session is configured.
     pending_tools: Vec<ToolDispatched>,
+    /// Where the session's caller audio sits in stream time (for `audio_end_ms`).
+    clock: StreamClock,
+    /// Replayed caller audio stamped up to here is already in the transcript.
+    skip_replayed_until: u32,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
     /// has produced audio, and the caller should hear one voice for the whole call, so neither
     /// a handoff nor a replacement session changes it.
@@ -276,6 +284,8 @@ impl CallMachine {
             handoff: None,
             resumed: None,
             pending_tools: Vec::new(),
+            clock: StreamClock::default(),
+            skip_replayed_until: 0,
             voice: setup.agent.voice.clone(),
             usage: Usage {
                 model: setup.model.clone(),
@@ -327,6 +337,7 @@ impl CallMachine {
         };
         m.greeting = GreetingState::Done;
         m.resumed = Some(resumed.waiting);
+        m.skip_replayed_until = resumed.heard_until_ms;
         m.pending_tools = resumed.pending_tools;
         m
     }
@@ -608,5 +619,7 @@ mod server;
 mod session;
 mod tool_calls;
 
+#[cfg(test)]
+mod takeover_tests;
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod observation;
 pub mod session_check;
+pub mod stream_clock;
 pub mod tool_rounds;
 pub mod transcripts;
 

@@ -19,10 +19,15 @@ impl CallMachine {
                     self.observe(Observation::InboundAudioLost(lost));
                 }
                 self.last_chunk = audio.chunk;
+                if audio.replayed && audio.timestamp_ms <= self.skip_replayed_until {
+                    // Said to the previous owner and already in the transcript.
+                    return;
+                }
                 if !self.session.can_send() {
                     // No session to hear it: stale speech is worth less than a short gap.
                     self.observe(Observation::AudioDropped);
                 } else if !audio.payload.is_empty() {
+                    self.clock.appended(audio.timestamp_ms, audio.payload.len());
                     self.effects.push(Effect::Audio(audio.payload));
                 }
             }

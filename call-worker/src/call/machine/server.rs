@@ -59,7 +59,12 @@ impl CallMachine {
                 self.touch_caller(now);
                 self.barge_in(now);
             }
-            ServerEvent::SpeechStopped { .. } => {
+            ServerEvent::SpeechStopped {
+                item_id,
+                audio_end_ms,
+                ..
+            } => {
+                self.clock.speech_stopped(&item_id, audio_end_ms);
                 self.speech_stopped_at = Some(now);
                 self.touch_caller(now);
             }
@@ -77,6 +82,7 @@ impl CallMachine {
                     .transcripts
                     .speech_done(&item_id)
                     .unwrap_or_else(|| self.offset_ms(now));
+                let audio_end_ms = self.clock.take_speech_end(&item_id);
                 self.effects
                     .push(Effect::Event(Body::Transcript(TranscriptEntry {
                         role: Role::User as i32,
@@ -85,7 +91,7 @@ impl CallMachine {
                         interrupted: false,
                         heard_ms: 0,
                         offset_ms: offset,
-                        audio_end_ms: 0,
+                        audio_end_ms,
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {

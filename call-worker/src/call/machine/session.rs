@@ -193,6 +193,8 @@ impl CallMachine {
         if self.session.is_ended() {
             return;
         }
+        // The new session's input buffer starts at 0.
+        self.clock.new_session();
         self.send_session_update();
         self.session.configured();
         // Outputs that finished before now were published, so they are in `replay`.
