@@ -241,3 +241,46 @@ async fn a_probe_or_start_of_a_newer_epoch_stops_the_old_owner() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_new_stream_of_the_same_epoch_reattaches_the_call() -> anyhow::Result<()> {
+    let script = "[session]\nspeed = 20.0\nhear = [\"Hello?\", \"Still there?\"]\n\
+        [[response]]\nsay = \"Yes hello.\"\n[[response]]\nsay = \"Still here.\"\n";
+    let h = Harness::start(script, &agents_toml(None, &[]), |_| {}).await?;
+    let mut gw = h.gateway("CAreattach").await?;
+    assert!(h.offer("CAreattach", "+15550001111").await?.accepted);
+    gw.start().await?;
+    gw.speak(600).await?;
+    gw.silence(700).await?;
+    gw.receive_audio(2 * 250 * 8).await?;
+    gw.owner = None;
+    // Another gateway opened a new stream of the call (same epoch, new stream sid).
+    gw.send(inbound_frame::Frame::Start(
+        switchboard_proto::StreamStart {
+            stream_sid: "MZreattached".into(),
+            call_sid: "CAreattach".into(),
+            gateway_id: "gw-other".into(),
+            epoch: 0,
+            resumed: true,
+            attach: 2,
+            ..Default::default()
+        },
+    ))
+    .await?;
+    // The owner announces itself on the new stream, and the conversation goes on there.
+    gw.speak(600).await?;
+    gw.silence(700).await?;
+    let before = gw.audio_bytes;
+    gw.receive_audio(before + 2 * 250 * 8).await?;
+    assert_eq!(
+        gw.owner.as_ref().map(|o| o.worker_id.as_str()),
+        Some("worker-test")
+    );
+    let events = h.stored_events("CAreattach").await?;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.body, Some(Body::Ended(_))))
+    );
+    Ok(())
+}

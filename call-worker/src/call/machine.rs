@@ -79,6 +79,10 @@ pub const PRESTART_BUFFER_BYTES: usize = 30 * 1000 * BYTES_PER_MS as usize;
 /// Outbound audio is sent in chunks of at most 100 ms, each followed by a mark, so a barge-in
 /// truncates with 100 ms precision.
 pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
+/// Twilio sends caller media every 20 ms, silence included: when no frame at all has come from
+/// the gateway for this long, the gateway holding the socket is gone, and this was the window
+/// for a re-attach (a new stream from another gateway): the call ends `stream_lost`.
+pub const REATTACH_WINDOW: Duration = Duration::from_secs(30);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -208,6 +212,8 @@ pub struct CallMachine {
     session: Lifecycle,
 
     stream_started: bool,
+    /// The media stream the call is on (a re-attach moves it to another).
+    stream_sid: String,
     /// Twilio's chunk counter of the last caller audio frame (0: none yet).
     last_chunk: u32,
     prestart: VecDeque<(String, String, Bytes)>,
@@ -268,6 +274,7 @@ impl CallMachine {
             tools: SessionTools::default(),
             session: Lifecycle::default(),
             stream_started: false,
+            stream_sid: String::new(),
             last_chunk: 0,
             prestart: VecDeque::new(),
             prestart_bytes: 0,
@@ -476,6 +483,20 @@ impl CallMachine {
         };
         self.effects.push(Effect::Out(ending.frame()));
         self.finish(ending.reason(), now);
+    }
+
+    /// Whether the media stream has started (frames from the gateway are expected from then on).
+    pub fn stream_started(&self) -> bool {
+        self.stream_started
+    }
+
+    /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:
+    /// the caller's socket is gone with its gateway.
+    pub fn on_stream_gone(&mut self, now: Instant) {
+        if self.stream_started {
+            tracing::warn!(call_sid = %self.setup.offer.call_sid, "no frame from the gateway and no re-attach in time");
+            self.finish(EndReason::StreamLost, now);
+        }
     }
 
     /// The worker is shutting down and the drain deadline passed: end the call now.

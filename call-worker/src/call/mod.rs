@@ -316,6 +316,10 @@ impl CallActor {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut shutting_down = false;
+        // Moved on by every frame from the gateway once the stream started (Twilio sends media
+        // every 20 ms): when it fires, the gateway is gone and no new stream was attached.
+        let stream_gone = tokio::time::sleep(machine::REATTACH_WINDOW);
+        tokio::pin!(stream_gone);
         while self.machine.ended().is_none() && self.ownership.holds() {
             let deadline = self.machine.next_deadline();
             if deadline != armed {
@@ -337,9 +341,15 @@ impl CallActor {
                     self.publish_out(outbound_frame::Frame::HandOver(switchboard_proto::HandOver {})).await;
                 }
                 Some(msg) = probes.next() => self.answer_probe(msg).await,
+                () = &mut stream_gone, if self.machine.stream_started() => {
+                    self.machine.on_stream_gone(Instant::now());
+                }
                 msg = inbound.next() => match msg {
                     Some(msg) => match InboundFrame::decode(msg.payload) {
-                        Ok(InboundFrame { frame: Some(frame), .. }) => self.on_inbound(frame).await,
+                        Ok(InboundFrame { frame: Some(frame), .. }) => {
+                            stream_gone.as_mut().reset(Instant::now() + machine::REATTACH_WINDOW);
+                            self.on_inbound(frame).await;
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             metrics::counter!("worker_bad_frames_total").increment(1);

@@ -33,8 +33,18 @@ impl CallMachine {
             }
             inbound_frame::Frame::Start(start) => {
                 if self.stream_started {
+                    if start.stream_sid != self.stream_sid && !start.stream_sid.is_empty() {
+                        // A re-attach: another gateway holds a new stream of the call, whose
+                        // playback buffer is empty. What was queued on the old one and not yet
+                        // confirmed played was not heard: cut like a barge-in.
+                        tracing::info!(call_sid = %self.setup.offer.call_sid, from = %self.stream_sid,
+                            to = %start.stream_sid, gateway = %start.gateway_id, "call re-attached to a new stream");
+                        self.stream_sid = start.stream_sid;
+                        self.barge_in(now);
+                    }
                     return;
                 }
+                self.stream_sid.clone_from(&start.stream_sid);
                 tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
                     gateway = %start.gateway_id, "media stream started");
                 self.stream_started = true;

@@ -164,3 +164,35 @@ fn a_taken_over_call_resends_unanswered_tool_calls_before_answering() {
     );
     assert!(!fx.iter().any(|e| matches!(e, Effect::Realtime(ev) if matches!(ev.as_ref(), ClientEvent::ResponseCreate { .. }))));
 }
+
+#[test]
+fn a_stream_gone_without_reattach_ends_the_call_stream_lost() {
+    let t0 = Instant::now();
+    let mut m = CallMachine::new(setup(), t0);
+    m.on_stream_gone(t0);
+    assert_eq!(
+        m.ended(),
+        None,
+        "no stream yet: the start timeout applies instead"
+    );
+    m.on_inbound(
+        inbound_frame::Frame::Start(StreamStart {
+            stream_sid: "MZ1".into(),
+            ..Default::default()
+        }),
+        t0,
+    );
+    // A re-attach (a new stream of the call) keeps it going.
+    m.on_inbound(
+        inbound_frame::Frame::Start(StreamStart {
+            stream_sid: "MZ2".into(),
+            resumed: true,
+            attach: 2,
+            ..Default::default()
+        }),
+        t0,
+    );
+    assert_eq!(m.ended(), None);
+    m.on_stream_gone(t0 + REATTACH_WINDOW);
+    assert_eq!(m.ended(), Some(EndReason::StreamLost));
+}
