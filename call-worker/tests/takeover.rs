@@ -311,3 +311,164 @@ impl Observer {
         .await
     }
 }
+
+const TOOL_SCRIPT: &str = "[session]\nspeed = 20.0\n\
+    hear = [\"Book me for nine.\"]\n\
+    [[response]]\ncall = { name = \"book_appointment\", arguments = '{\"time\":\"9:00\"}' }\n\
+    [[response]]\nsay = \"You are booked.\"\n";
+
+#[tokio::test]
+async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use switchboard_proto::tool_invocation;
+
+    let nats = NatsServer::start().await?;
+    let sim = SimServer::start("127.0.0.1:0", Script::from_toml_str(TOOL_SCRIPT)?).await?;
+    let dir = tempfile::tempdir()?;
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, agents_toml(None, &["book_appointment"]))?;
+    let agents = agents.display().to_string();
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let subjects = Subjects::default();
+    let h = Observer {
+        client: client.clone(),
+        js,
+        subjects: subjects.clone(),
+    };
+
+    // Worker A first: it creates the tool registry the tool service then registers in.
+    let a = worker(&nats, &sim, &agents, "worker-a").await?;
+    // A slow, idempotent tool that counts how often its handler runs, per call id.
+    let runs: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let tool = tool_workers::Tool::new(
+        "book_appointment",
+        "Books an appointment.",
+        serde_json::json!({"type": "object", "properties": {"time": {"type": "string"}}}),
+        {
+            let runs = Arc::clone(&runs);
+            move |ctx: tool_workers::ToolContext, _args: serde_json::Value| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    *runs.lock().unwrap().entry(ctx.call_id.clone()).or_default() += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                    Ok(serde_json::json!({"booked": "9:00", "confirmation": "K7"}))
+                }
+            }
+        },
+    )?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _serving = tool_workers::ToolServer::new()
+        .tool(tool)
+        .start(
+            async_nats::connect(nats.url()).await?,
+            &subjects,
+            stop.clone(),
+        )
+        .await?;
+    // The worker sees the tool once its registry watch has it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let sid = "CAtakeover2";
+    let mut gw = Gateway::connect(&client, &subjects, sid).await?;
+    let reply = h
+        .offer(CallOffer {
+            call_sid: sid.into(),
+            from: "+15550001234".into(),
+            to: "+15550001111".into(),
+            gateway_id: "gw-test".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
+    gw.start().await?;
+    gw.speak(600).await?;
+    gw.silence(700).await?;
+    // The call is written ahead, then worker A dies while the tool runs.
+    let events = h
+        .events_until(sid, "the dispatched tool call", |evs| {
+            evs.iter()
+                .any(|e| matches!(e.body, Some(Body::Dispatched(_))))
+        })
+        .await?;
+    let call_id = events
+        .iter()
+        .find_map(|e| match &e.body {
+            Some(Body::Dispatched(d)) => Some(d.call_id.clone()),
+            _ => None,
+        })
+        .expect("dispatched");
+    let pid = a.service.pid().expect("worker A runs");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?
+            .success()
+    );
+
+    let _b = worker(&nats, &sim, &agents, "worker-b").await?;
+    let reply = h
+        .offer(CallOffer {
+            call_sid: sid.into(),
+            gateway_id: "gw-test".into(),
+            epoch: 1,
+            takeover: OwnerReason::WorkerLost.as_str().into(),
+            previous_worker_id: "worker-a".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(reply.accepted && reply.epoch == 1, "{reply:?}");
+    gw.start_for(1, true).await?;
+
+    // Worker B sends the same call again; the tool answers it from its first run.
+    let events = h
+        .events_until(sid, "the tool's result", |evs| {
+            evs.iter().any(|e| matches!(e.body, Some(Body::Tool(_))))
+        })
+        .await?;
+    let (seq, tool) = events
+        .iter()
+        .find_map(|e| match &e.body {
+            Some(Body::Tool(t)) => Some((e.seq, t.clone())),
+            _ => None,
+        })
+        .expect("tool");
+    assert_eq!(tool.call_id, call_id);
+    assert_eq!(epoch_of(seq), 1, "recorded by the new owner");
+    assert!(matches!(&tool.result, Some(tool_invocation::Result::Output(o)) if o.contains("K7")));
+    assert_eq!(
+        runs.lock().unwrap().get(&call_id),
+        Some(&1),
+        "the handler ran once"
+    );
+
+    // The new session got the call and its output, then was asked to answer.
+    let session = eventually(WAIT, "the output in the new session", || async {
+        let s = sim.sessions().await.get(1)?.clone();
+        s.client_events
+            .iter()
+            .any(|e| {
+                matches!(e, ClientEvent::ConversationItemCreate { item: Item::FunctionCallOutput { call_id: c, .. }, .. } if *c == call_id)
+            })
+            .then_some(s)
+    })
+    .await?;
+    let items: Vec<&Item> = session
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConversationItemCreate { item, .. } => Some(item),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Item::FunctionCall { call_id: c, .. } if *c == call_id)),
+        "{items:?}"
+    );
+    assert!(session.client_events.iter().any(is_response_create));
+    stop.cancel();
+    Ok(())
+}
