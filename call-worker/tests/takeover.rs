@@ -320,8 +320,9 @@ const TOOL_SCRIPT: &str = "[session]\nspeed = 20.0\n\
 #[tokio::test]
 async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> {
     use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use switchboard_proto::tool_invocation;
+    use tokio::sync::Mutex;
 
     let nats = NatsServer::start().await?;
     let sim = SimServer::start("127.0.0.1:0", Script::from_toml_str(TOOL_SCRIPT)?).await?;
@@ -351,7 +352,7 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
             move |ctx: tool_workers::ToolContext, _args: serde_json::Value| {
                 let runs = Arc::clone(&runs);
                 async move {
-                    *runs.lock().unwrap().entry(ctx.call_id.clone()).or_default() += 1;
+                    *runs.lock().await.entry(ctx.call_id.clone()).or_default() += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
                     Ok(serde_json::json!({"booked": "9:00", "confirmation": "K7"}))
                 }
@@ -438,8 +439,8 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
     assert_eq!(epoch_of(seq), 1, "recorded by the new owner");
     assert!(matches!(&tool.result, Some(tool_invocation::Result::Output(o)) if o.contains("K7")));
     assert_eq!(
-        runs.lock().unwrap().get(&call_id),
-        Some(&1),
+        runs.lock().await.get(&call_id).copied(),
+        Some(1),
         "the handler ran once"
     );
 
