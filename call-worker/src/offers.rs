@@ -263,27 +263,9 @@ impl Offers {
                         .await;
                     return;
                 };
-                let js = async_nats::jetstream::new(self.ctx.client.clone());
-                let claimed = ownership::claim(
-                    &js,
-                    &self.ctx.subjects,
-                    &offer,
-                    ClaimFor {
-                        worker_id: &self.ctx.worker_id,
-                        agent_id: &agent.id,
-                        previous: 0,
-                    },
-                    headers.as_ref(),
-                )
-                .await;
-                let claim = match claimed {
+                let claim = match self.claim(&offer, &agent.id, 0, headers.as_ref()).await {
                     Ok(claim) => claim,
-                    Err(e) => {
-                        let reason = match e {
-                            ClaimError::Lost => DeclineReason::ClaimLost,
-                            ClaimError::Publish(_) => DeclineReason::Error,
-                        };
-                        tracing::info!(%call_sid, epoch, error = %e, "claiming the call failed; declined");
+                    Err(reason) => {
                         self.reply(reply_to, &call_sid, epoch, Err(reason)).await;
                         return;
                     }
@@ -330,6 +312,31 @@ impl Offers {
         }
     }
 
+    /// Claims `offer`'s epoch for this worker, inside the offer's trace (`headers`).
+    async fn claim(
+        &self,
+        offer: &CallOffer,
+        agent_id: &str,
+        previous: u64,
+        headers: Option<&async_nats::HeaderMap>,
+    ) -> Result<ownership::Claim, DeclineReason> {
+        let js = async_nats::jetstream::new(self.ctx.client.clone());
+        let claim = ClaimFor {
+            worker_id: &self.ctx.worker_id,
+            agent_id,
+            previous,
+        };
+        ownership::claim(&js, &self.ctx.subjects, offer, claim, headers)
+            .await
+            .map_err(|e| {
+                tracing::info!(call_sid = %offer.call_sid, epoch = offer.epoch, error = %e, "claiming the call failed; declined");
+                match e {
+                    ClaimError::Lost => DeclineReason::ClaimLost,
+                    ClaimError::Publish(_) => DeclineReason::Error,
+                }
+            })
+    }
+
     /// Takes a call over: reads its events, checks that the offered epoch follows the last
     /// owner's, claims it and starts the actor with the rebuilt conversation. Returns the agent.
     async fn take_over(
@@ -374,22 +381,7 @@ impl Offers {
         if offer.previous_worker_id.is_empty() {
             offer.previous_worker_id.clone_from(&last.worker_id);
         }
-        let claim = ownership::claim(
-            &js,
-            &self.ctx.subjects,
-            &offer,
-            ClaimFor {
-                worker_id: &self.ctx.worker_id,
-                agent_id: &agent.id,
-                previous,
-            },
-            headers,
-        )
-        .await
-        .map_err(|e| match e {
-            ClaimError::Lost => DeclineReason::ClaimLost,
-            ClaimError::Publish(_) => DeclineReason::Error,
-        })?;
+        let claim = self.claim(&offer, &agent.id, previous, headers).await?;
         let agent_id = agent.id.clone();
         call::spawn(
             Arc::clone(&self.ctx),

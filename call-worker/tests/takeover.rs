@@ -71,20 +71,8 @@ async fn gauge(addr: &str, name: &str) -> anyhow::Result<f64> {
 
 #[tokio::test]
 async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let sim = SimServer::start("127.0.0.1:0", Script::from_toml_str(SCRIPT)?).await?;
-    let dir = tempfile::tempdir()?;
-    let agents = dir.path().join("agents.toml");
-    std::fs::write(&agents, agents_toml(None, &[]))?;
-    let agents = agents.display().to_string();
-    let client = async_nats::connect(nats.url()).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let subjects = Subjects::default();
-    let h = Observer {
-        client: client.clone(),
-        js,
-        subjects: subjects.clone(),
-    };
+    let (nats, sim, _dir, agents, h) = Observer::start(SCRIPT, &[]).await?;
+    let (client, subjects) = (h.client.clone(), h.subjects.clone());
 
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
     let sid = "CAtakeover1";
@@ -286,6 +274,26 @@ struct Observer {
 }
 
 impl Observer {
+    /// A nats-server, the simulator playing `script`, and an agents file (its path) whose agent
+    /// may call `tools`.
+    async fn start(
+        script: &str,
+        tools: &[&str],
+    ) -> anyhow::Result<(NatsServer, SimServer, tempfile::TempDir, String, Observer)> {
+        let nats = NatsServer::start().await?;
+        let sim = SimServer::start("127.0.0.1:0", Script::from_toml_str(script)?).await?;
+        let dir = tempfile::tempdir()?;
+        let agents = dir.path().join("agents.toml");
+        std::fs::write(&agents, agents_toml(None, tools))?;
+        let client = async_nats::connect(nats.url()).await?;
+        let observer = Observer {
+            js: async_nats::jetstream::new(client.clone()),
+            client,
+            subjects: Subjects::default(),
+        };
+        Ok((nats, sim, dir, agents.display().to_string(), observer))
+    }
+
     async fn offer(&self, offer: CallOffer) -> anyhow::Result<OfferReply> {
         let reply = tokio::time::timeout(
             WAIT,
@@ -324,20 +332,8 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
     use switchboard_proto::tool_invocation;
     use tokio::sync::Mutex;
 
-    let nats = NatsServer::start().await?;
-    let sim = SimServer::start("127.0.0.1:0", Script::from_toml_str(TOOL_SCRIPT)?).await?;
-    let dir = tempfile::tempdir()?;
-    let agents = dir.path().join("agents.toml");
-    std::fs::write(&agents, agents_toml(None, &["book_appointment"]))?;
-    let agents = agents.display().to_string();
-    let client = async_nats::connect(nats.url()).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let subjects = Subjects::default();
-    let h = Observer {
-        client: client.clone(),
-        js,
-        subjects: subjects.clone(),
-    };
+    let (nats, sim, _dir, agents, h) = Observer::start(TOOL_SCRIPT, &["book_appointment"]).await?;
+    let (client, subjects) = (h.client.clone(), h.subjects.clone());
 
     // Worker A first: it creates the tool registry the tool service then registers in.
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
