@@ -469,3 +469,99 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
     stop.cancel();
     Ok(())
 }
+
+/// Offers until a worker answers within a second (a stopped worker in the queue group leaves
+/// some offers unanswered).
+async fn offer_answered(h: &Observer, offer: &CallOffer) -> anyhow::Result<OfferReply> {
+    eventually(WAIT, "an answered offer", || async {
+        let request = h
+            .client
+            .request(h.subjects.offer(), offer.encode_to_vec().into());
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(1), request)
+            .await
+            .ok()?
+            .ok()?;
+        let reply = OfferReply::decode(reply.payload).ok()?;
+        reply.accepted.then_some(reply)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_paused_owner_taken_over_never_speaks_again() -> anyhow::Result<()> {
+    let (nats, sim, _dir, agents, h) = Observer::start(SCRIPT, &[]).await?;
+    let (client, subjects) = (h.client.clone(), h.subjects.clone());
+    let a = worker(&nats, &sim, &agents, "worker-a").await?;
+    let sid = "CAtakeover3";
+    let mut gw = Gateway::connect(&client, &subjects, sid).await?;
+    let reply = h
+        .offer(CallOffer {
+            call_sid: sid.into(),
+            from: "+15550001234".into(),
+            to: "+15550001111".into(),
+            gateway_id: "gw-test".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
+    gw.start().await?;
+    gw.speak(600).await?;
+    gw.silence(700).await?;
+    gw.receive_audio("We open at eight.".split(' ').count() * 250 * 8)
+        .await?;
+
+    // Worker A is paused (a partition, as far as the call can tell); B takes the call over.
+    let pid = a.service.pid().expect("worker A runs").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+    };
+    assert!(signal("-STOP")?.success());
+    let b = worker(&nats, &sim, &agents, "worker-b").await?;
+    let takeover = CallOffer {
+        call_sid: sid.into(),
+        gateway_id: "gw-test".into(),
+        epoch: 1,
+        takeover: OwnerReason::WorkerLost.as_str().into(),
+        previous_worker_id: "worker-a".into(),
+        ..Default::default()
+    };
+    let reply = offer_answered(&h, &takeover).await?;
+    assert_eq!((reply.worker_id.as_str(), reply.epoch), ("worker-b", 1));
+    gw.start_for(1, true).await?;
+
+    // A wakes up: it learns it lost the call and says nothing more (at most a heartbeat it
+    // had due), while B serves the caller.
+    assert!(signal("-CONT")?.success());
+    eventually(WAIT, "worker A lets the call go", || async {
+        (gauge(&a.addr, "worker_active_calls").await.ok()? == 0.0).then_some(())
+    })
+    .await?;
+    gw.speak(600).await?;
+    gw.silence(700).await?;
+    let mut audio = 0;
+    while audio == 0 {
+        let f = gw.raw(WAIT).await.expect("worker B answers");
+        match (&f.frame, f.epoch) {
+            (Some(Frame::Audio(a)), 1) => audio += a.payload.len(),
+            (Some(Frame::Heartbeat(hb)), 0) => assert_eq!(hb.worker_id, "worker-a"),
+            (_, 1) => {}
+            (other, epoch) => panic!("epoch {epoch} sent {other:?} after the takeover"),
+        }
+    }
+    assert_eq!(gauge(&b.addr, "worker_active_calls").await?, 1.0);
+    gw.stop().await?;
+    let events = h
+        .events_until(sid, "the end", |evs| {
+            evs.iter().any(|e| matches!(e.body, Some(Body::Ended(_))))
+        })
+        .await?;
+    let ends: Vec<u32> = events
+        .iter()
+        .filter(|e| matches!(e.body, Some(Body::Ended(_))))
+        .map(|e| epoch_of(e.seq))
+        .collect();
+    assert_eq!(ends, [1], "only the new owner ends the call");
+    Ok(())
+}
