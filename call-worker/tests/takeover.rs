@@ -116,16 +116,22 @@ async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()>
         .args(["-9", &pid.to_string()])
         .status()?;
     assert!(killed.success());
-    // Its probe subscription went with it: "no responders" at once.
-    let probe = client
-        .request(
+    // Its probe subscription went with it: once the server has seen the socket close, a probe
+    // gets "no responders" at once (the gateway's fast path for a crash).
+    eventually(WAIT, "no responders for the dead owner", || async {
+        let probe = client.request(
             subjects.call_owner(sid),
             switchboard_proto::OwnerProbe { epoch: 0 }
                 .encode_to_vec()
                 .into(),
-        )
-        .await;
-    assert!(probe.is_err(), "a dead owner cannot answer");
+        );
+        let answer = tokio::time::timeout(std::time::Duration::from_millis(200), probe)
+            .await
+            .ok()?;
+        matches!(answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders)
+            .then_some(())
+    })
+    .await?;
 
     let b = worker(&nats, &sim, &agents, "worker-b").await?;
     let killed_at = switchboard_proto::now_ms();
