@@ -173,7 +173,15 @@ async fn run(
     truncation: Option<Truncation>,
     turns: &[(usize, usize)],
 ) -> anyhow::Result<Run> {
-    let sim = SimServer::start_with("127.0.0.1:0", script, SimOptions { record: false }).await?;
+    let sim = SimServer::start_with(
+        "127.0.0.1:0",
+        script,
+        SimOptions {
+            record: false,
+            ..Default::default()
+        },
+    )
+    .await?;
     let url = format!("{}?model=gpt-realtime", sim.url());
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let agent = agent(instructions, truncation);

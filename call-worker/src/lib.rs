@@ -6,7 +6,10 @@
 //! - [`agents`]: the agents file (the `switchboard-agents` crate, shared with the gateway): which
 //!   agent answers which number, validated with precise errors;
 //! - [`reload`]: re-reading the agents file on change or SIGHUP, for new calls only;
-//! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain;
+//! - [`offers`]: answering `voice.calls.offer`: capacity (a hard `MAX_CALLS` cap), routing, drain,
+//!   the ownership claim before `accepted`, and takeovers;
+//! - [`ownership`]: a call's ownership as its owner sees it (epoch, claim, lost for good);
+//! - [`takeover`]: reading a call's events back and rebuilding it for a new owner;
 //! - [`call`]: the call actor (I/O) and [`call::machine`], the decisions of a call without I/O
 //!   (barge-in, responses, tool rounds, transcripts, timers, endings), with
 //!   [`call::arbiter`] (which response answers which request, by `response.metadata`) and
@@ -17,7 +20,8 @@
 //! - [`playback`]: marks and mark echoes: how much assistant audio the caller actually heard;
 //! - [`tools`]: the tool registry (KV `voice-tools` plus built-in call-control tools) and
 //!   business-tool dispatch over NATS with structured errors for the model;
-//! - [`events`]: per-call event numbering for the `VOICE_EVENTS` stream;
+//! - [`events`]: per-owner event numbering (`epoch << 32 | n`) for the `VOICE_EVENTS` stream,
+//!   fenced by the owner's claim;
 //! - [`usage`]: the Realtime usage reports summed into the call's `Usage` (priced by the
 //!   persister);
 //! - [`worker`]: process wiring, `/healthz` `/readyz` `/metrics`, and graceful drain.
@@ -29,11 +33,13 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod offers;
+pub mod ownership;
 pub mod playback;
 pub mod realtime;
 pub mod redaction;
 pub mod reload;
 pub mod replay;
+pub mod takeover;
 pub mod tools;
 pub mod usage;
 pub mod worker;

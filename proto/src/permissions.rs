@@ -130,11 +130,20 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
+                    // Reading a call's events back: the last ownership claim, and the whole
+                    // call for a takeover (message by message, no consumer to grant).
+                    vec![format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}")],
                     registry_api(),
                     kv_watch(TOOLS_BUCKET),
                 ]
                 .concat(),
-                subscribe: vec![subjects.offer(), format!("{p}.call.*.in"), inbox],
+                // `.owner`: the gateway's probes of the call's owner.
+                subscribe: vec![
+                    subjects.offer(),
+                    format!("{p}.call.*.in"),
+                    format!("{p}.call.*.owner"),
+                    inbox,
+                ],
                 allow_responses: true,
             },
             Role::Tools { tools, .. } => {
@@ -400,8 +409,12 @@ mod tests {
                 assert!(!grant.starts_with("$JS.API.>"), "{role:?}: {grant}");
                 assert!(!grant.contains("STREAM.DELETE"), "{role:?}: {grant}");
                 // Reading messages by subject is not scoped by the API subject: never on the
-                // call log or the tools' results.
-                assert!(!grant.contains("MSG.GET.VOICE_EVENTS"), "{role:?}: {grant}");
+                // call log or the tools' results. Call-workers alone read the call log, since
+                // any of them may have to take any call over (message by message: no consumer,
+                // so nobody else's deliveries).
+                if role != Role::CallWorker {
+                    assert!(!grant.contains("MSG.GET.VOICE_EVENTS"), "{role:?}: {grant}");
+                }
                 assert!(
                     !grant.contains("MSG.GET.KV_voice-tool-results"),
                     "{role:?}: {grant}"

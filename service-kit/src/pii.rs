@@ -44,6 +44,13 @@ impl Redactor {
         }
     }
 
+    /// This redactor's kinds and `kinds`.
+    pub fn with(&self, kinds: impl IntoIterator<Item = PiiKind>) -> Self {
+        let mut all = self.kinds.clone();
+        all.extend(kinds);
+        Self { kinds: all }
+    }
+
     /// Whether it redacts anything at all.
     pub fn is_active(&self) -> bool {
         !self.kinds.is_empty()

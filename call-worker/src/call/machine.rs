@@ -46,9 +46,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
-    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolFailure, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, outbound_frame,
-    tool_invocation,
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolDispatched, ToolFailure,
+    ToolInvocation, TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame,
+    outbound_frame, tool_invocation,
 };
 use switchboard_realtime::client::ResponseParams;
 use switchboard_realtime::server::{ErrorDetail, Response};
@@ -64,6 +64,7 @@ use super::lifecycle::{Lifecycle, Loss};
 pub use super::lifecycle::{MAX_RECONNECTS, RECONNECT_WINDOW};
 use super::observation::{Observation, ToolCallResult};
 use super::session_check::SessionCheck;
+use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
 use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
@@ -78,6 +79,10 @@ pub const PRESTART_BUFFER_BYTES: usize = 30 * 1000 * BYTES_PER_MS as usize;
 /// Outbound audio is sent in chunks of at most 100 ms, each followed by a mark, so a barge-in
 /// truncates with 100 ms precision.
 pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
+/// Twilio sends caller media every 20 ms, silence included: when no frame at all has come from
+/// the gateway for this long, the gateway holding the socket is gone, and this was the window
+/// for a re-attach (a new stream from another gateway): the call ends `stream_lost`.
+pub const REATTACH_WINDOW: Duration = Duration::from_secs(30);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -158,6 +163,25 @@ pub struct CallSetup {
     pub accepted_at_ms: i64,
 }
 
+/// What a new owner knows of a call it takes over (see [`crate::takeover`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resumed {
+    /// Usage of the previous owners (their `usage` events).
+    pub usage: Usage,
+    /// An outcome was recorded.
+    pub outcome_set: bool,
+    /// The caller waits for an answer: the conversation ends with the caller's words or a
+    /// tool output.
+    pub waiting: bool,
+    /// Dispatched tool calls without a recorded result.
+    pub pending_tools: Vec<ToolDispatched>,
+    /// How long ago the call started.
+    pub elapsed: Duration,
+    /// Stream time up to which the transcript holds the caller's speech: replayed caller
+    /// audio up to here is not sent to the new session again.
+    pub heard_until_ms: u32,
+}
+
 /// A `handoff` call waiting for its target to be resolved.
 #[derive(Debug)]
 struct PendingHandoff {
@@ -188,6 +212,8 @@ pub struct CallMachine {
     session: Lifecycle,
 
     stream_started: bool,
+    /// The media stream the call is on (a re-attach moves it to another).
+    stream_sid: String,
     /// Twilio's chunk counter of the last caller audio frame (0: none yet).
     last_chunk: u32,
     prestart: VecDeque<(String, String, Bytes)>,
@@ -210,12 +236,25 @@ pub struct CallMachine {
     tools_rounds: ToolRounds,
     outcome_set: bool,
     handoff: Option<PendingHandoff>,
+    /// A call taken over: whether the caller was waiting for an answer, until its session is
+    /// configured.
+    resumed: Option<bool>,
+    /// Tool calls the previous owner dispatched with no result recorded: sent again (same
+    /// `call_id`) once the new session is configured.
+    pending_tools: Vec<ToolDispatched>,
+    /// Where the session's caller audio sits in stream time (for `audio_end_ms`).
+    clock: StreamClock,
+    /// Replayed caller audio stamped up to here is already in the transcript.
+    skip_replayed_until: u32,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
     /// has produced audio, and the caller should hear one voice for the whole call, so neither
     /// a handoff nor a replacement session changes it.
     voice: String,
 
     usage: Usage,
+    /// What was used since the last `usage` event (published per response, so a crash of this
+    /// worker loses none of it).
+    unreported: Usage,
     /// The goodbye before a hang-up or transfer of ours.
     goodbye: Goodbye,
     start_deadline: Option<Instant>,
@@ -235,6 +274,7 @@ impl CallMachine {
             tools: SessionTools::default(),
             session: Lifecycle::default(),
             stream_started: false,
+            stream_sid: String::new(),
             last_chunk: 0,
             prestart: VecDeque::new(),
             prestart_bytes: 0,
@@ -249,6 +289,10 @@ impl CallMachine {
             tools_rounds: ToolRounds::default(),
             outcome_set: false,
             handoff: None,
+            resumed: None,
+            pending_tools: Vec::new(),
+            clock: StreamClock::default(),
+            skip_replayed_until: 0,
             voice: setup.agent.voice.clone(),
             usage: Usage {
                 model: setup.model.clone(),
@@ -260,6 +304,7 @@ impl CallMachine {
                     .unwrap_or_default(),
                 ..Default::default()
             },
+            unreported: Usage::default(),
             goodbye: Goodbye::default(),
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
@@ -279,6 +324,45 @@ impl CallMachine {
         };
         m.effects.push(Effect::Event(Body::Started(started)));
         m
+    }
+
+    /// A call taken over from a previous owner at `now`: like [`Self::new`], but the call is
+    /// already recorded as started, its usage so far is `resumed.usage` and its clock started
+    /// `resumed.elapsed` ago. Configure its session with [`Self::take_over_session`].
+    pub fn take_over(setup: CallSetup, resumed: Resumed, now: Instant) -> Self {
+        let mut m = Self::new(setup, now);
+        m.effects.clear();
+        m.accepted_at = now.checked_sub(resumed.elapsed).unwrap_or(now);
+        m.max_deadline = m.setup.agent.max_call.map(|d| m.accepted_at + d);
+        m.outcome_set = resumed.outcome_set;
+        let model = std::mem::take(&mut m.usage.model);
+        let transcription_model = std::mem::take(&mut m.usage.transcription_model);
+        m.usage = Usage {
+            model,
+            transcription_model,
+            ..resumed.usage
+        };
+        m.greeting = GreetingState::Done;
+        m.resumed = Some(resumed.waiting);
+        m.skip_replayed_until = resumed.heard_until_ms;
+        m.pending_tools = resumed.pending_tools;
+        m
+    }
+
+    /// Whether the call was taken over and its session is not configured yet.
+    pub fn is_takeover(&self) -> bool {
+        self.resumed.is_some()
+    }
+
+    /// Publishes what was used since the last report, if anything.
+    fn report_usage(&mut self) {
+        if self.unreported == Usage::default() {
+            return;
+        }
+        let mut used = std::mem::take(&mut self.unreported);
+        used.model = self.usage.model.clone();
+        used.transcription_model = self.usage.transcription_model.clone();
+        self.effects.push(Effect::Event(Body::Usage(used)));
     }
 
     fn observe(&mut self, observation: Observation) {
@@ -401,6 +485,20 @@ impl CallMachine {
         self.finish(ending.reason(), now);
     }
 
+    /// Whether the media stream has started (frames from the gateway are expected from then on).
+    pub fn stream_started(&self) -> bool {
+        self.stream_started
+    }
+
+    /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:
+    /// the caller's socket is gone with its gateway.
+    pub fn on_stream_gone(&mut self, now: Instant) {
+        if self.stream_started {
+            tracing::warn!(call_sid = %self.setup.offer.call_sid, "no frame from the gateway and no re-attach in time");
+            self.finish(EndReason::StreamLost, now);
+        }
+    }
+
     /// The worker is shutting down and the drain deadline passed: end the call now.
     pub fn shutdown(&mut self, now: Instant) {
         if self.session.is_ended() {
@@ -418,6 +516,7 @@ impl CallMachine {
         }
         let entries = self.transcripts.finish(&mut self.playback);
         self.publish_transcripts(entries);
+        self.report_usage();
         let duration_ms =
             u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
                 .unwrap_or(u64::MAX);
@@ -541,5 +640,7 @@ mod server;
 mod session;
 mod tool_calls;
 
+#[cfg(test)]
+mod takeover_tests;
 #[cfg(test)]
 mod tests;

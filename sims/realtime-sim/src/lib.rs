@@ -37,9 +37,14 @@ pub use server::{SimOptions, SimServer};
 pub async fn run(
     listen: &str,
     script: Script,
+    connect_delay: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let sim = SimServer::start_with(listen, script, SimOptions { record: false }).await?;
+    let options = SimOptions {
+        record: false,
+        connect_delay,
+    };
+    let sim = SimServer::start_with(listen, script, options).await?;
     tracing::info!(url = %sim.url(), "realtime-sim listening");
     shutdown.await;
     sim.shutdown().await;

@@ -16,6 +16,10 @@ struct Args {
     /// The script (TOML); without it the built-in dental demo plays.
     #[arg(long, env = "REALTIME_SIM_SCRIPT")]
     script: Option<PathBuf>,
+    /// Milliseconds each connection's WebSocket upgrade takes (0: at once); a real handshake
+    /// with the API takes a few hundred.
+    #[arg(long, env = "REALTIME_SIM_CONNECT_DELAY_MS", default_value_t = 0)]
+    connect_delay_ms: u64,
 }
 
 #[tokio::main]
@@ -29,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     realtime_sim::run(
         &args.listen,
         script,
+        std::time::Duration::from_millis(args.connect_delay_ms),
         switchboard_service::shutdown::signal(),
     )
     .await

@@ -27,11 +27,17 @@ pub struct SimOptions {
     /// Keep a [`SessionRecord`] of every connection (all client events included). Tests want
     /// this; a long-running process does not, since records grow with traffic.
     pub record: bool,
+    /// How long each WebSocket upgrade takes before the server answers it: a real handshake's
+    /// time (TLS, the API's own setup), so benchmarks of reconnects and takeovers include it.
+    pub connect_delay: Duration,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { record: true }
+        Self {
+            record: true,
+            connect_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -46,6 +52,7 @@ pub struct SimServer {
 
 struct App {
     script: Arc<Script>,
+    connect_delay: Duration,
     registry: Registry,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -71,6 +78,7 @@ impl SimServer {
         let registry = Registry::spawn(options.record);
         let app = Arc::new(App {
             script: Arc::new(script),
+            connect_delay: options.connect_delay,
             registry: registry.clone(),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -146,6 +154,9 @@ async fn upgrade(
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !app.connect_delay.is_zero() {
+        tokio::time::sleep(app.connect_delay).await;
+    }
     if app.script.session.require_api_key && !has_bearer(&headers) {
         let body = serde_json::json!({"error": {
             "type": "invalid_request_error",

@@ -692,12 +692,42 @@ impl Session {
 
     fn item_create(&mut self, mut item: Item, previous_item_id: Option<&str>, eid: Option<&str>) {
         match &mut item {
-            Item::Message { role, status, .. } => {
+            Item::Message {
+                role,
+                status,
+                content,
+                ..
+            } => {
                 if !matches!(role.as_str(), "user" | "assistant" | "system") {
                     let msg = format!(
                         "Invalid value: '{role}'. Supported values are: 'user', 'assistant', and 'system'."
                     );
                     return self.error("invalid_value", &msg, Some("item.role"), eid);
+                }
+                // The GA content types per role (openai-python's
+                // RealtimeConversationItem{User,Assistant,System}Message): the beta `text` and
+                // `audio` spellings and a part of another role are refused.
+                let allowed: &[&str] = match role.as_str() {
+                    "user" => &["input_text", "input_audio"],
+                    "assistant" => &["output_text", "output_audio"],
+                    _ => &["input_text"],
+                };
+                if let Some((i, kind)) = content
+                    .iter()
+                    .map(content_type)
+                    .enumerate()
+                    .find(|(_, kind)| !allowed.contains(kind))
+                {
+                    let msg = format!(
+                        "Invalid value: '{kind}'. Supported values for a {role} message are: {}.",
+                        allowed
+                            .iter()
+                            .map(|k| format!("'{k}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    let param = format!("item.content[{i}].type");
+                    return self.error("invalid_value", &msg, Some(&param), eid);
                 }
                 *status = Some("completed".into());
             }
@@ -1163,6 +1193,20 @@ fn set_id(item: &mut Item, new_id: String) {
             *id = Some(new_id);
         }
         Item::Other => {}
+    }
+}
+
+/// The wire name of a content part's type.
+fn content_type(part: &switchboard_realtime::item::ContentPart) -> &'static str {
+    use switchboard_realtime::item::ContentPart;
+    match part {
+        ContentPart::InputText { .. } => "input_text",
+        ContentPart::InputAudio { .. } => "input_audio",
+        ContentPart::OutputText { .. } => "output_text",
+        ContentPart::OutputAudio { .. } => "output_audio",
+        ContentPart::Text { .. } => "text",
+        ContentPart::Audio { .. } => "audio",
+        ContentPart::Other => "unknown",
     }
 }
 

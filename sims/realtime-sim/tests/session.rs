@@ -386,3 +386,22 @@ async fn odd_inputs_get_errors_never_a_dead_session() {
     client.close().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_connect_delay_holds_each_upgrade() {
+    let delay = std::time::Duration::from_millis(300);
+    let sim = realtime_sim::SimServer::start_with(
+        "127.0.0.1:0",
+        realtime_sim::Script::from_toml_str("").unwrap(),
+        realtime_sim::SimOptions {
+            connect_delay: delay,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let (_client, first) = Client::connect(&sim).await;
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert_eq!(first.ty, "session.created");
+}

@@ -363,3 +363,61 @@ async fn usage_splits_cached_tokens_by_modality() {
     client.close().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn conversation_items_take_the_ga_content_types_of_their_role() {
+    let sim = sim(SPEAKER).await;
+    let (mut client, _) = Client::connect(&sim).await;
+    client.configure(false).await;
+    let message = |role: &str, kind: &str| {
+        json!({"type": "conversation.item.create", "item": {"type": "message", "role": role,
+            "content": [{"type": kind, "text": "Hello."}]}})
+    };
+    // What a replayed conversation sends is accepted...
+    for (role, kind) in [
+        ("user", "input_text"),
+        ("assistant", "output_text"),
+        ("system", "input_text"),
+    ] {
+        client.send_json(message(role, kind)).await;
+        let added = client.next().await;
+        assert_eq!(
+            added.ty, "conversation.item.added",
+            "{role} {kind}: {}",
+            added.raw
+        );
+        assert_eq!(client.next().await.ty, "conversation.item.done");
+    }
+    client
+        .send_json(
+            json!({"type": "conversation.item.create", "item": {"type": "function_call",
+            "call_id": "call_1", "name": "book", "arguments": "{}"}}),
+        )
+        .await;
+    assert_eq!(client.next().await.ty, "conversation.item.added");
+    assert_eq!(client.next().await.ty, "conversation.item.done");
+    client
+        .send_json(json!({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": "{\"ok\":true}"}}))
+        .await;
+    assert_eq!(client.next().await.ty, "conversation.item.added");
+    assert_eq!(client.next().await.ty, "conversation.item.done");
+    // ...the beta spelling and another role's part are not.
+    for (role, kind) in [
+        ("assistant", "text"),
+        ("assistant", "input_text"),
+        ("user", "output_text"),
+        ("system", "output_text"),
+    ] {
+        client.send_json(message(role, kind)).await;
+        let err = client.next().await;
+        assert_eq!(error_of(&err)["code"], "invalid_value", "{role} {kind}");
+        assert_eq!(
+            error_of(&err)["param"],
+            "item.content[0].type",
+            "{role} {kind}"
+        );
+    }
+    client.close().await;
+    sim.shutdown().await;
+}

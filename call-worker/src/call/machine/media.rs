@@ -19,17 +19,32 @@ impl CallMachine {
                     self.observe(Observation::InboundAudioLost(lost));
                 }
                 self.last_chunk = audio.chunk;
+                if audio.replayed && audio.timestamp_ms <= self.skip_replayed_until {
+                    // Said to the previous owner and already in the transcript.
+                    return;
+                }
                 if !self.session.can_send() {
                     // No session to hear it: stale speech is worth less than a short gap.
                     self.observe(Observation::AudioDropped);
                 } else if !audio.payload.is_empty() {
+                    self.clock.appended(audio.timestamp_ms, audio.payload.len());
                     self.effects.push(Effect::Audio(audio.payload));
                 }
             }
             inbound_frame::Frame::Start(start) => {
                 if self.stream_started {
+                    if start.stream_sid != self.stream_sid && !start.stream_sid.is_empty() {
+                        // A re-attach: another gateway holds a new stream of the call, whose
+                        // playback buffer is empty. What was queued on the old one and not yet
+                        // confirmed played was not heard: cut like a barge-in.
+                        tracing::info!(call_sid = %self.setup.offer.call_sid, from = %self.stream_sid,
+                            to = %start.stream_sid, gateway = %start.gateway_id, "call re-attached to a new stream");
+                        self.stream_sid = start.stream_sid;
+                        self.barge_in(now);
+                    }
                     return;
                 }
+                self.stream_sid.clone_from(&start.stream_sid);
                 tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
                     gateway = %start.gateway_id, "media stream started");
                 self.stream_started = true;

@@ -59,7 +59,12 @@ impl CallMachine {
                 self.touch_caller(now);
                 self.barge_in(now);
             }
-            ServerEvent::SpeechStopped { .. } => {
+            ServerEvent::SpeechStopped {
+                item_id,
+                audio_end_ms,
+                ..
+            } => {
+                self.clock.speech_stopped(&item_id, audio_end_ms);
                 self.speech_stopped_at = Some(now);
                 self.touch_caller(now);
             }
@@ -71,11 +76,13 @@ impl CallMachine {
             } => {
                 if let Some(u) = &usage {
                     crate::usage::add_transcription(&mut self.usage, u);
+                    crate::usage::add_transcription(&mut self.unreported, u);
                 }
                 let offset = self
                     .transcripts
                     .speech_done(&item_id)
                     .unwrap_or_else(|| self.offset_ms(now));
+                let audio_end_ms = self.clock.take_speech_end(&item_id);
                 self.effects
                     .push(Effect::Event(Body::Transcript(TranscriptEntry {
                         redacted: Vec::new(),
@@ -85,7 +92,7 @@ impl CallMachine {
                         interrupted: false,
                         heard_ms: 0,
                         offset_ms: offset,
-                        audio_end_ms: 0,
+                        audio_end_ms,
                     })));
             }
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
@@ -260,7 +267,9 @@ impl CallMachine {
         self.responses.on_done(&response);
         if let Some(u) = &response.usage {
             crate::usage::add_response(&mut self.usage, u);
+            crate::usage::add_response(&mut self.unreported, u);
         }
+        self.report_usage();
         match response.status.as_str() {
             "failed" => {
                 let err = response
