@@ -7,8 +7,12 @@
 //! call (see [`crate::ownership`]; `claim_lost` if another worker's claim won, so an offer that
 //! timed out and was offered again is served once), starts the call actor, which subscribes to
 //! the call's subjects, and only then answers `accepted` with the epoch.
+//!
+//! A takeover reads the call back from `VOICE_EVENTS` first, one request per event: it runs in a
+//! task of its own (holding its capacity slot), so the desk goes on answering other offers while
+//! a worker that died with many calls has them all re-offered at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_service::redact::MaskedPhone;
@@ -108,6 +112,29 @@ pub struct Offers {
     active: HashMap<String, Running>,
     ended_tx: mpsc::UnboundedSender<String>,
     ended_rx: mpsc::UnboundedReceiver<String>,
+    /// Calls whose takeover is running in a task.
+    taking: HashSet<String>,
+    /// Calls of `taking` whose actor already ended before the takeover's task reported.
+    ended_early: HashSet<String>,
+    taken_tx: mpsc::UnboundedSender<Taken>,
+    taken_rx: mpsc::UnboundedReceiver<Taken>,
+}
+
+/// How a takeover task ended, reported to the desk.
+struct Taken {
+    call_sid: String,
+    epoch: u32,
+    result: Result<String, DeclineReason>,
+}
+
+/// What a takeover task needs from the desk.
+struct TakeoverJob {
+    ctx: Arc<CallContext>,
+    agents: watch::Receiver<Arc<Agents>>,
+    tracker: TaskTracker,
+    calls: CancellationToken,
+    hand_over: CancellationToken,
+    ended_tx: mpsc::UnboundedSender<String>,
 }
 
 impl Offers {
@@ -123,6 +150,7 @@ impl Offers {
         tracker: TaskTracker,
     ) -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let (taken_tx, taken_rx) = mpsc::unbounded_channel();
         Self {
             ctx,
             agents,
@@ -133,6 +161,35 @@ impl Offers {
             active: HashMap::new(),
             ended_tx,
             ended_rx,
+            taking: HashSet::new(),
+            ended_early: HashSet::new(),
+            taken_tx,
+            taken_rx,
+        }
+    }
+
+    /// A call actor ended.
+    fn ended(&mut self, call_sid: String) {
+        self.active.remove(&call_sid);
+        if self.taking.contains(&call_sid) {
+            self.ended_early.insert(call_sid);
+        }
+    }
+
+    /// A takeover task ended: the call is running here (unless it already ended) or not.
+    fn taken(&mut self, taken: Taken) {
+        self.taking.remove(&taken.call_sid);
+        let ended = self.ended_early.remove(&taken.call_sid);
+        if let Ok(agent_id) = taken.result
+            && !ended
+        {
+            self.active.insert(
+                taken.call_sid,
+                Running {
+                    agent_id,
+                    epoch: taken.epoch,
+                },
+            );
         }
     }
 
@@ -150,9 +207,8 @@ impl Offers {
                         return;
                     }
                 },
-                Some(sid) = self.ended_rx.recv() => {
-                    self.active.remove(&sid);
-                }
+                Some(sid) = self.ended_rx.recv() => self.ended(sid),
+                Some(taken) = self.taken_rx.recv() => self.taken(taken),
             }
         }
         // Decline first, unsubscribe after: a gateway offers a declined call to another worker
@@ -185,7 +241,10 @@ impl Offers {
             return;
         };
         while let Ok(sid) = self.ended_rx.try_recv() {
-            self.active.remove(&sid);
+            self.ended(sid);
+        }
+        while let Ok(taken) = self.taken_rx.try_recv() {
+            self.taken(taken);
         }
         let headers = msg.headers;
         let offer = match CallOffer::decode(msg.payload) {
@@ -210,7 +269,13 @@ impl Offers {
         } else {
             self.capacity.available_permits()
         };
-        let decision = decide(&offer, draining, free, &agents, &self.active);
+        let decision = if self.taking.contains(&call_sid) {
+            // A repeated offer while this worker is taking the call over: the gateway gets the
+            // answer of the first one, then the new owner's frames.
+            Decision::Decline(DeclineReason::ClaimLost)
+        } else {
+            decide(&offer, draining, free, &agents, &self.active)
+        };
         match decision {
             Decision::Decline(reason) => {
                 tracing::info!(%call_sid, to = %MaskedPhone(&offer.to), agent_id = %offer.agent_id, %reason, "offer declined");
@@ -233,27 +298,42 @@ impl Offers {
                     .await;
                     return;
                 };
-                let epoch = offer.epoch;
-                match self
-                    .take_over(offer, &agents, headers.as_ref(), permit)
-                    .await
-                {
-                    Ok(agent_id) => {
-                        tracing::info!(%call_sid, epoch, %agent_id, "call taken over");
-                        self.active.insert(
-                            call_sid.clone(),
-                            Running {
-                                agent_id: agent_id.clone(),
-                                epoch,
-                            },
-                        );
-                        self.reply(reply_to, &call_sid, epoch, Ok(&agent_id)).await;
+                self.taking.insert(call_sid.clone());
+                let job = TakeoverJob {
+                    ctx: Arc::clone(&self.ctx),
+                    agents: self.agents.clone(),
+                    tracker: self.tracker.clone(),
+                    calls: self.calls.child_token(),
+                    hand_over: self.hand_over.child_token(),
+                    ended_tx: self.ended_tx.clone(),
+                };
+                let taken_tx = self.taken_tx.clone();
+                let ctx = Arc::clone(&self.ctx);
+                self.tracker.spawn(async move {
+                    let epoch = offer.epoch;
+                    let result = take_over(job, offer, &agents, headers.as_ref(), permit).await;
+                    answer(
+                        &ctx,
+                        reply_to,
+                        &call_sid,
+                        epoch,
+                        result.as_deref().map_err(|r| *r),
+                    )
+                    .await;
+                    match &result {
+                        Ok(agent_id) => {
+                            tracing::info!(%call_sid, epoch, %agent_id, "call taken over");
+                        }
+                        Err(reason) => {
+                            tracing::info!(%call_sid, epoch, %reason, "takeover declined");
+                        }
                     }
-                    Err(reason) => {
-                        tracing::info!(%call_sid, epoch, %reason, "takeover declined");
-                        self.reply(reply_to, &call_sid, epoch, Err(reason)).await;
-                    }
-                }
+                    let _ = taken_tx.send(Taken {
+                        call_sid,
+                        epoch,
+                        result,
+                    });
+                });
             }
             Decision::Accept(agent) => {
                 // Offers are handled one at a time, so a slot seen free is still free.
@@ -263,7 +343,7 @@ impl Offers {
                         .await;
                     return;
                 };
-                let claim = match self.claim(&offer, &agent.id, 0, headers.as_ref()).await {
+                let claim = match claim(&self.ctx, &offer, &agent.id, 0, headers.as_ref()).await {
                     Ok(claim) => claim,
                     Err(reason) => {
                         self.reply(reply_to, &call_sid, epoch, Err(reason)).await;
@@ -312,102 +392,6 @@ impl Offers {
         }
     }
 
-    /// Claims `offer`'s epoch for this worker, inside the offer's trace (`headers`).
-    async fn claim(
-        &self,
-        offer: &CallOffer,
-        agent_id: &str,
-        previous: u64,
-        headers: Option<&async_nats::HeaderMap>,
-    ) -> Result<ownership::Claim, DeclineReason> {
-        let js = async_nats::jetstream::new(self.ctx.client.clone());
-        let claim = ClaimFor {
-            worker_id: &self.ctx.worker_id,
-            agent_id,
-            previous,
-        };
-        ownership::claim(&js, &self.ctx.subjects, offer, claim, headers)
-            .await
-            .map_err(|e| {
-                tracing::info!(call_sid = %offer.call_sid, epoch = offer.epoch, error = %e, "claiming the call failed; declined");
-                match e {
-                    ClaimError::Lost => DeclineReason::ClaimLost,
-                    ClaimError::Publish(_) => DeclineReason::Error,
-                }
-            })
-    }
-
-    /// Takes a call over: reads its events, checks that the offered epoch follows the last
-    /// owner's, claims it and starts the actor with the rebuilt conversation. Returns the agent.
-    async fn take_over(
-        &mut self,
-        mut offer: CallOffer,
-        agents: &Agents,
-        headers: Option<&async_nats::HeaderMap>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<String, DeclineReason> {
-        let call_sid = offer.call_sid.clone();
-        let js = async_nats::jetstream::new(self.ctx.client.clone());
-        let log = takeover::read(&js, &self.ctx.subjects, &call_sid)
-            .await
-            .map_err(|e| {
-                tracing::error!(%call_sid, error = %e, "reading the call back failed");
-                DeclineReason::Error
-            })?;
-        let Some((previous, last)) = log.last_owner.clone() else {
-            tracing::warn!(%call_sid, "takeover of a call that has no owner");
-            return Err(DeclineReason::ClaimLost);
-        };
-        if last.epoch.checked_add(1) != Some(offer.epoch) {
-            tracing::info!(%call_sid, offered = offer.epoch, last = last.epoch, "takeover of a stale epoch");
-            return Err(DeclineReason::ClaimLost);
-        }
-        let rebuilt = takeover::rebuild_now(&log.events);
-        let Some(agent) = agents.by_id(&rebuilt.agent_id).cloned() else {
-            tracing::warn!(%call_sid, agent_id = %rebuilt.agent_id, "the call's agent is not in this worker's agents file");
-            return Err(DeclineReason::NoAgent);
-        };
-        if let Some(started) = &rebuilt.started {
-            if offer.from.is_empty() {
-                offer.from.clone_from(&started.from);
-            }
-            if offer.to.is_empty() {
-                offer.to.clone_from(&started.to);
-            }
-            if offer.direction == 0 {
-                offer.direction = started.direction;
-            }
-        }
-        if offer.previous_worker_id.is_empty() {
-            offer.previous_worker_id.clone_from(&last.worker_id);
-        }
-        let claim = self.claim(&offer, &agent.id, previous, headers).await?;
-        let agent_id = agent.id.clone();
-        call::spawn(
-            Arc::clone(&self.ctx),
-            offer,
-            agent,
-            &self.tracker,
-            call::CallSpawn {
-                agents: self.agents.clone(),
-                headers,
-                permit,
-                cancel: self.calls.child_token(),
-                hand_over: self.hand_over.child_token(),
-                ended: self.ended_tx.clone(),
-                claim,
-                history: rebuilt.history,
-                resumed: Some(rebuilt.resumed),
-            },
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(%call_sid, error = %e, "could not subscribe to the call");
-            DeclineReason::Error
-        })?;
-        Ok(agent_id)
-    }
-
     async fn reply(
         &self,
         reply_to: async_nats::Subject,
@@ -415,37 +399,142 @@ impl Offers {
         epoch: u32,
         result: Result<&str, DeclineReason>,
     ) {
-        let reply = match result {
-            Ok(agent_id) => OfferReply {
-                accepted: true,
-                worker_id: self.ctx.worker_id.clone(),
-                agent_id: agent_id.to_owned(),
-                reason: String::new(),
-                epoch,
-            },
-            Err(reason) => OfferReply {
-                accepted: false,
-                worker_id: self.ctx.worker_id.clone(),
-                agent_id: String::new(),
-                reason: reason.as_str().to_owned(),
-                epoch,
-            },
-        };
-        let (result, reason) = match result {
-            Ok(_) => ("accepted", ""),
-            Err(reason) => ("declined", reason.as_str()),
-        };
-        metrics::counter!("worker_offers_total", "result" => result, "reason" => reason)
-            .increment(1);
-        if let Err(e) = self
-            .ctx
-            .client
-            .publish(reply_to, reply.encode_to_vec().into())
-            .await
-        {
-            tracing::warn!(%call_sid, error = %e, "answering the offer failed");
+        answer(&self.ctx, reply_to, call_sid, epoch, result).await;
+    }
+}
+
+/// Answers an offer on `reply_to`.
+async fn answer(
+    ctx: &CallContext,
+    reply_to: async_nats::Subject,
+    call_sid: &str,
+    epoch: u32,
+    result: Result<&str, DeclineReason>,
+) {
+    let reply = match result {
+        Ok(agent_id) => OfferReply {
+            accepted: true,
+            worker_id: ctx.worker_id.clone(),
+            agent_id: agent_id.to_owned(),
+            reason: String::new(),
+            epoch,
+        },
+        Err(reason) => OfferReply {
+            accepted: false,
+            worker_id: ctx.worker_id.clone(),
+            agent_id: String::new(),
+            reason: reason.as_str().to_owned(),
+            epoch,
+        },
+    };
+    let (result, reason) = match result {
+        Ok(_) => ("accepted", ""),
+        Err(reason) => ("declined", reason.as_str()),
+    };
+    metrics::counter!("worker_offers_total", "result" => result, "reason" => reason).increment(1);
+    if let Err(e) = ctx
+        .client
+        .publish(reply_to, reply.encode_to_vec().into())
+        .await
+    {
+        tracing::warn!(%call_sid, error = %e, "answering the offer failed");
+    }
+}
+
+/// Claims `offer`'s epoch for this worker, inside the offer's trace (`headers`).
+async fn claim(
+    ctx: &CallContext,
+    offer: &CallOffer,
+    agent_id: &str,
+    previous: u64,
+    headers: Option<&async_nats::HeaderMap>,
+) -> Result<ownership::Claim, DeclineReason> {
+    let js = async_nats::jetstream::new(ctx.client.clone());
+    let claim = ClaimFor {
+        worker_id: &ctx.worker_id,
+        agent_id,
+        previous,
+    };
+    ownership::claim(&js, &ctx.subjects, offer, claim, headers)
+        .await
+        .map_err(|e| {
+            tracing::info!(call_sid = %offer.call_sid, epoch = offer.epoch, error = %e, "claiming the call failed; declined");
+            match e {
+                ClaimError::Lost => DeclineReason::ClaimLost,
+                ClaimError::Publish(_) => DeclineReason::Error,
+            }
+        })
+}
+
+/// Takes a call over: reads its events, checks that the offered epoch follows the last owner's,
+/// claims it and starts the actor with the rebuilt conversation. Returns the agent.
+async fn take_over(
+    job: TakeoverJob,
+    mut offer: CallOffer,
+    agents: &Agents,
+    headers: Option<&async_nats::HeaderMap>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<String, DeclineReason> {
+    let call_sid = offer.call_sid.clone();
+    let js = async_nats::jetstream::new(job.ctx.client.clone());
+    let log = takeover::read(&js, &job.ctx.subjects, &call_sid)
+        .await
+        .map_err(|e| {
+            tracing::error!(%call_sid, error = %e, "reading the call back failed");
+            DeclineReason::Error
+        })?;
+    let Some((previous, last)) = log.last_owner.clone() else {
+        tracing::warn!(%call_sid, "takeover of a call that has no owner");
+        return Err(DeclineReason::ClaimLost);
+    };
+    if last.epoch.checked_add(1) != Some(offer.epoch) {
+        tracing::info!(%call_sid, offered = offer.epoch, last = last.epoch, "takeover of a stale epoch");
+        return Err(DeclineReason::ClaimLost);
+    }
+    let rebuilt = takeover::rebuild_now(&log.events);
+    let Some(agent) = agents.by_id(&rebuilt.agent_id).cloned() else {
+        tracing::warn!(%call_sid, agent_id = %rebuilt.agent_id, "the call's agent is not in this worker's agents file");
+        return Err(DeclineReason::NoAgent);
+    };
+    if let Some(started) = &rebuilt.started {
+        if offer.from.is_empty() {
+            offer.from.clone_from(&started.from);
+        }
+        if offer.to.is_empty() {
+            offer.to.clone_from(&started.to);
+        }
+        if offer.direction == 0 {
+            offer.direction = started.direction;
         }
     }
+    if offer.previous_worker_id.is_empty() {
+        offer.previous_worker_id.clone_from(&last.worker_id);
+    }
+    let claim = claim(&job.ctx, &offer, &agent.id, previous, headers).await?;
+    let agent_id = agent.id.clone();
+    call::spawn(
+        Arc::clone(&job.ctx),
+        offer,
+        agent,
+        &job.tracker,
+        call::CallSpawn {
+            agents: job.agents,
+            headers,
+            permit,
+            cancel: job.calls,
+            hand_over: job.hand_over,
+            ended: job.ended_tx,
+            claim,
+            history: rebuilt.history,
+            resumed: Some(rebuilt.resumed),
+        },
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(%call_sid, error = %e, "could not subscribe to the call");
+        DeclineReason::Error
+    })?;
+    Ok(agent_id)
 }
 
 #[cfg(test)]
