@@ -4,6 +4,8 @@
 //!   shows a call's (`call_sid`) on the call's page, through the persister;
 //! - `POST /api/webhooks/deliveries/{id}/resend`: makes a delivery (typically a failed one)
 //!   due now with a fresh attempt budget, same `webhook-id` and body;
+//! - `GET /api/webhooks/endpoints`: the configured endpoints, each with whether it is disabled
+//!   (since when and why), so the console can offer the enable action;
 //! - `POST /api/webhooks/endpoints/enable?endpoint=<url>`: enables an endpoint disabled by a 410.
 
 use std::collections::HashMap;
@@ -16,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use persister::auth::AdminToken;
 use persister::webhook_log;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -39,7 +41,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route(webhook_log::LOG_PATH, get(deliveries))
         .route(webhook_log::RESEND_PATH, post(resend))
-        .route("/api/webhooks/endpoints/enable", post(enable))
+        .route(webhook_log::ENDPOINTS_PATH, get(endpoints))
+        .route(webhook_log::ENABLE_PATH, post(enable))
         .with_state(state)
 }
 
@@ -135,6 +138,43 @@ async fn resend(
         Ok(None) => error(StatusCode::NOT_FOUND, "no such delivery"),
         Err(e) => database_error(e),
     }
+}
+
+/// One endpoint in the endpoints listing.
+#[derive(Serialize)]
+struct ListedEndpoint {
+    url: String,
+    disabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    disabled_at: Option<time::OffsetDateTime>,
+    disabled_reason: Option<String>,
+}
+
+/// The configured endpoints (the ones this notifier delivers to), by URL, each with its
+/// disabled state; an endpoint disabled earlier but no longer configured is left out.
+async fn endpoints(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(response) = refuse_unauthorized(&state, &headers) {
+        return response;
+    }
+    let disabled = match store::disabled(&state.pool).await {
+        Ok(disabled) => disabled,
+        Err(e) => return database_error(e),
+    };
+    let mut urls: Vec<&String> = state.wake.keys().collect();
+    urls.sort();
+    let endpoints: Vec<ListedEndpoint> = urls
+        .into_iter()
+        .map(|url| {
+            let disabled = disabled.iter().find(|d| &d.url == url);
+            ListedEndpoint {
+                url: url.clone(),
+                disabled: disabled.is_some(),
+                disabled_at: disabled.map(|d| d.disabled_at),
+                disabled_reason: disabled.and_then(|d| d.disabled_reason.clone()),
+            }
+        })
+        .collect();
+    Json(json!({"endpoints": endpoints})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -333,6 +333,33 @@ pub async fn enable(pool: &PgPool, url: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() > 0)
 }
 
+/// An endpoint disabled by a 410, as the endpoints listing shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisabledEndpoint {
+    pub url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub disabled_at: OffsetDateTime,
+    pub disabled_reason: Option<String>,
+}
+
+/// The endpoints disabled now (they answered 410), by URL.
+pub async fn disabled(pool: &PgPool) -> Result<Vec<DisabledEndpoint>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT url, disabled_at, disabled_reason FROM webhook_endpoints
+         WHERE disabled_at IS NOT NULL ORDER BY url",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DisabledEndpoint {
+            url: r.get("url"),
+            disabled_at: r.get("disabled_at"),
+            disabled_reason: r.get("disabled_reason"),
+        })
+        .collect())
+}
+
 /// Makes a delivery due again now, with a fresh attempt budget (same `webhook-id` and body);
 /// returns its endpoint, or `None` when there is no such delivery.
 pub async fn resend(

@@ -1,5 +1,6 @@
 "use strict";
-// The Switchboard console: the calls list, one call's timeline, and calls in progress.
+// The Switchboard console: the calls list, one call's timeline, calls in progress, and the
+// webhook delivery log.
 // Reads the JSON API (the session cookie authenticates it) and /api/live (Server-Sent Events).
 
 function el(tag, attrs, ...children) {
@@ -230,6 +231,93 @@ function resendButton(onClick) {
   return button;
 }
 
+// ---- webhooks: the endpoints, and deliveries across calls ----
+// The filters live in the URL (?endpoint=&state=): the form is a plain GET of this page, so a
+// filtered view can be reloaded, bookmarked and shared.
+function webhooksPage() {
+  const params = new URLSearchParams(location.search);
+  const filters = { endpoint: params.get("endpoint") || "", state: params.get("state") || "" };
+  document.getElementById("state").value = filters.state;
+  renderEndpoints(filters);
+  renderDeliveries(filters, 0);
+}
+
+// The notifier's endpoints (also the endpoint filter's choices); a disabled one (it answered
+// 410) says since when and why, and can be enabled again.
+async function renderEndpoints(filters) {
+  const note = document.getElementById("endpoints-note");
+  const body = document.getElementById("endpoints");
+  const select = document.getElementById("endpoint");
+  const say = (text) => { note.textContent = text; note.hidden = false; };
+  const choices = (urls) => {
+    if (filters.endpoint && !urls.includes(filters.endpoint)) urls.push(filters.endpoint);
+    select.replaceChildren(el("option", { value: "" }, "All endpoints"), ...urls.map((u) => el("option", { value: u }, u)));
+    select.value = filters.endpoint;
+  };
+  let listing;
+  try { listing = await api("/api/webhooks/endpoints"); } catch (e) { say(e.message); choices([]); return; }
+  note.hidden = true;
+  choices(listing.endpoints.map((e) => e.url));
+  body.replaceChildren();
+  if (!listing.endpoints.length) say("No webhook endpoints are configured.");
+  const enable = async (url) => {
+    const r = await fetch(`/api/webhooks/endpoints/enable?${new URLSearchParams({ endpoint: url })}`, { method: "POST", credentials: "same-origin" });
+    if (!r.ok) { say(`Enabling failed: HTTP ${r.status}`); return; }
+    renderEndpoints(filters);
+  };
+  for (const e of listing.endpoints) {
+    const button = e.disabled ? el("button", { class: "enable", type: "button" }, "Enable") : null;
+    if (button) button.addEventListener("click", () => { button.disabled = true; enable(e.url); });
+    body.append(el("tr", { class: `endpoint ${e.disabled ? "disabled" : "enabled"}`, "data-url": e.url },
+      el("td", {}, e.url), el("td", {}, e.disabled ? "disabled" : "enabled"),
+      el("td", { class: "muted" }, e.disabled ? `since ${fmtTime(e.disabled_at)}${e.disabled_reason ? `: ${e.disabled_reason}` : ""}` : ""),
+      el("td", {}, button)));
+  }
+}
+
+// One attempt: when, the status code (or that nothing answered), latency and error.
+function attemptItem(a) {
+  return el("li", { class: "attempt" }, `#${a.attempt} ${fmtTime(a.at)}: `,
+    el("span", { class: "status" }, a.status === null ? "no answer" : String(a.status)), ", ",
+    el("span", { class: "latency" }, fmtMs(a.latency_ms)),
+    a.error ? el("span", { class: "error" }, `, ${a.error}`) : null);
+}
+
+// The newest deliveries matching the filters; each lists its attempts on expand. A failed one
+// can be re-sent; the list then follows it until nothing is pending.
+async function renderDeliveries(filters, follow) {
+  const note = document.getElementById("deliveries-note");
+  const body = document.getElementById("deliveries");
+  const say = (text) => { note.textContent = text; note.hidden = false; };
+  const q = new URLSearchParams({ limit: "200" });
+  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+  let log;
+  try { log = await api(`/api/webhooks/deliveries?${q}`); } catch (e) { say(e.message); return; }
+  note.hidden = true;
+  if (!log.deliveries.length) say("No deliveries match.");
+  if (follow > 0 && log.deliveries.some((d) => d.state === "pending")) setTimeout(() => renderDeliveries(filters, follow - 1), 1000);
+  const open = new Set([...body.querySelectorAll("details[open]")].map((x) => x.closest("tr").dataset.deliveryId));
+  body.replaceChildren();
+  const resend = async (d) => {
+    const r = await fetch(`/api/webhooks/deliveries/${encodeURIComponent(d.id)}/resend`, { method: "POST", credentials: "same-origin" });
+    if (!r.ok) { say(`Re-sending failed: HTTP ${r.status}`); return; }
+    renderDeliveries(filters, 30);
+  };
+  for (const d of log.deliveries) {
+    const tries = d.attempt_log;
+    const last = tries.length ? tries[tries.length - 1] : null;
+    const summary = last ? `${tries.length} · last ${last.status === null ? "no answer" : last.status}, ${fmtMs(last.latency_ms)}` : "none yet";
+    const attempts = el("details", {}, el("summary", {}, summary), el("ol", { class: "attempts" }, ...tries.map(attemptItem)));
+    if (open.has(d.id)) attempts.open = true;
+    body.append(el("tr", { class: `delivery ${d.state}`, "data-delivery-id": d.id },
+      el("td", {}, el("a", { href: `/sessions/${encodeURIComponent(d.call_sid)}` }, d.call_sid)),
+      el("td", {}, d.endpoint_url), el("td", {}, d.event_type), el("td", {}, d.state),
+      el("td", {}, attempts),
+      el("td", {}, last ? fmtTime(last.at) : d.next_attempt_at ? `due ${fmtTime(d.next_attempt_at)}` : "—"),
+      el("td", {}, d.state === "failed" ? resendButton(() => resend(d)) : null)));
+  }
+}
+
 // ---- sign-in ----
 function loginPage() {
   if (new URLSearchParams(location.search).has("error")) document.getElementById("error").hidden = false;
@@ -240,3 +328,4 @@ function loginPage() {
 if (document.body.dataset.page === "login") loginPage();
 if (document.body.dataset.page === "sessions") sessionsPage();
 if (document.body.dataset.page === "session") sessionPage();
+if (document.body.dataset.page === "webhooks") webhooksPage();

@@ -4,6 +4,9 @@
 //! - `GET /login`, `POST /login` (form field `token`), `POST /logout`;
 //! - `GET /sessions`: calls list with search, filters and calls in progress (via `/api/live`);
 //! - `GET /sessions/{call_sid}`: one call's timeline, facts, usage, cost and turn latency;
+//! - `GET /webhooks`: the webhook endpoints (a disabled one can be enabled) and the deliveries
+//!   across calls, filtered by endpoint and state (`?endpoint=&state=`), each with its attempts
+//!   and a re-send for failed ones (via [`crate::webhook_log`]);
 //! - `GET /test-call`: talk to an agent with the microphone, through the gateway's
 //!   `GET /web-call` ([`crate::web_call`] issues the ticket);
 //! - `GET /assets/*`: the stylesheet and scripts (the test call's audio runs in an
@@ -31,6 +34,7 @@ const SESSIONS_HTML: &str = include_str!("../assets/sessions.html");
 const SESSION_HTML: &str = include_str!("../assets/session.html");
 const APP_CSS: &str = include_str!("../assets/app.css");
 const APP_JS: &str = include_str!("../assets/app.js");
+const WEBHOOKS_HTML: &str = include_str!("../assets/webhooks.html");
 const TEST_CALL_HTML: &str = include_str!("../assets/test-call.html");
 const TEST_CALL_JS: &str = include_str!("../assets/test-call.js");
 const WEB_CALL_WORKLET_JS: &str = include_str!("../assets/web-call-worklet.js");
@@ -40,6 +44,7 @@ pub fn router(access: Access) -> Router {
     let pages = Router::new()
         .route("/sessions", get(|| async { page(SESSIONS_HTML) }))
         .route("/sessions/{call_sid}", get(|| async { page(SESSION_HTML) }))
+        .route("/webhooks", get(|| async { page(WEBHOOKS_HTML) }))
         .route("/test-call", get(|| async { page(TEST_CALL_HTML) }))
         .route_layer(middleware::from_fn_with_state(
             access.clone(),

@@ -1,10 +1,14 @@
-//! A call's webhook deliveries, for the console: `GET /api/sessions/{call_sid}/webhooks`, and
-//! `POST /api/webhooks/deliveries/{id}/resend` to send one again.
+//! The webhook delivery log, for the console:
+//! - `GET /api/sessions/{call_sid}/webhooks`: one call's deliveries (the call's page);
+//! - `GET /api/webhooks/deliveries[?endpoint=&state=&call_sid=&limit=]`: deliveries across
+//!   calls (the webhooks page), the filters passed on as given;
+//! - `GET /api/webhooks/endpoints`: the configured endpoints and which are disabled;
+//! - `POST /api/webhooks/deliveries/{id}/resend`: send one again;
+//! - `POST /api/webhooks/endpoints/enable?endpoint=<url>`: enable an endpoint disabled by a 410.
 //!
-//! The notifier owns the delivery log (its own database); the persister reads a call's part
-//! of it from the notifier's API (`GET /api/webhooks/deliveries?call_sid=<sid>` on
-//! `NOTIFIER_URL`, with the admin token both services share) and passes it on, and passes a
-//! re-send on to the notifier's route of the same path. The browser
+//! The notifier owns the delivery log (its own database); the persister reads it from the
+//! notifier's API (the same paths on `NOTIFIER_URL`, with the admin token both services share)
+//! and passes its answers on. The browser
 //! stays on the console's origin and its session cookie, the notifier's API stays inside the
 //! cluster, and the console needs no build step of its own.
 //!
@@ -14,11 +18,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
+use serde::Deserialize;
 use serde_json::Value;
 use switchboard_service::redact::Secret;
 
@@ -27,10 +32,14 @@ use crate::auth::Access;
 
 /// The console's route.
 pub const PATH: &str = "/api/sessions/{call_sid}/webhooks";
-/// The notifier's delivery-log route.
+/// The delivery-log route, the same on the console and the notifier.
 pub const LOG_PATH: &str = "/api/webhooks/deliveries";
 /// The re-send route, the same on the console and the notifier.
 pub const RESEND_PATH: &str = "/api/webhooks/deliveries/{id}/resend";
+/// The endpoints listing, the same on the console and the notifier.
+pub const ENDPOINTS_PATH: &str = "/api/webhooks/endpoints";
+/// The enable action (`?endpoint=<url>`), the same on the console and the notifier.
+pub const ENABLE_PATH: &str = "/api/webhooks/endpoints/enable";
 /// Most deliveries shown for one call (the notifier's own ceiling).
 pub const MAX_DELIVERIES: u32 = 500;
 /// How long the console waits for the notifier.
@@ -103,52 +112,104 @@ impl WebhookLog {
     }
 
     /// The notifier's deliveries of `call_sid`, newest first, as it serves them.
-    pub async fn of_call(&self, call_sid: &str) -> Result<Value, ApiError> {
+    pub async fn of_call(&self, call_sid: &str) -> Result<Response, ApiError> {
+        let query = LogQuery {
+            call_sid: Some(call_sid.to_owned()),
+            limit: Some(MAX_DELIVERIES.to_string()),
+            ..LogQuery::default()
+        };
+        self.deliveries(&query).await
+    }
+
+    /// The notifier's deliveries matching `query`, newest first; its refusal of a filter (400)
+    /// is passed on.
+    pub async fn deliveries(&self, query: &LogQuery) -> Result<Response, ApiError> {
         let mut url = self.url(&["api", "webhooks", "deliveries"]);
-        url.query_pairs_mut()
-            .append_pair("call_sid", call_sid)
-            .append_pair("limit", &MAX_DELIVERIES.to_string());
-        let response = self
-            .client
-            .get(url)
-            .bearer_auth(self.token.expose())
-            .send()
-            .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(unavailable(format!("it answered {status}")));
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query.pairs() {
+                pairs.append_pair(name, value);
+            }
         }
-        // The notifier's answer stands for itself: `{"deliveries": [...]}`.
-        let log: Value = response
-            .json()
+        let request = self.client.get(url);
+        self.forward(request, "deliveries", &[StatusCode::BAD_REQUEST])
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
-        if !log.get("deliveries").is_some_and(Value::is_array) {
-            return Err(unavailable("it answered without a delivery list".into()));
-        }
-        Ok(log)
+    }
+
+    /// The notifier's endpoints, each with whether it is disabled.
+    pub async fn endpoints(&self) -> Result<Response, ApiError> {
+        let request = self.client.get(self.url(&["api", "webhooks", "endpoints"]));
+        self.forward(request, "endpoints", &[]).await
     }
 
     /// Asks the notifier to send delivery `id` again; its answer (202, or 404 for no such
     /// delivery) is passed on.
     pub async fn resend(&self, id: &str) -> Result<Response, ApiError> {
-        let response = self
+        let request = self
             .client
-            .post(self.url(&["api", "webhooks", "deliveries", id, "resend"]))
+            .post(self.url(&["api", "webhooks", "deliveries", id, "resend"]));
+        self.forward(request, "", &[StatusCode::NOT_FOUND]).await
+    }
+
+    /// Asks the notifier to enable the endpoint at `endpoint`; its answer (200, or 404 for no
+    /// such disabled endpoint) is passed on.
+    pub async fn enable(&self, endpoint: &str) -> Result<Response, ApiError> {
+        let mut url = self.url(&["api", "webhooks", "endpoints", "enable"]);
+        url.query_pairs_mut().append_pair("endpoint", endpoint);
+        let request = self.client.post(url);
+        self.forward(request, "", &[StatusCode::NOT_FOUND]).await
+    }
+
+    /// Sends `request` with the admin token and passes the notifier's JSON answer on when it
+    /// is a success or one of `passed` (its own refusals); anything else is a 502 naming why.
+    /// A non-empty `list` names the array a success must carry.
+    async fn forward(
+        &self,
+        request: reqwest::RequestBuilder,
+        list: &str,
+        passed: &[StatusCode],
+    ) -> Result<Response, ApiError> {
+        let response = request
             .bearer_auth(self.token.expose())
             .send()
             .await
             .map_err(|e| unavailable(error_chain(&e)))?;
         let status = response.status();
-        if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+        if !(status.is_success() || passed.contains(&status)) {
             return Err(unavailable(format!("it answered {status}")));
         }
         let answer: Value = response
             .json()
             .await
             .map_err(|e| unavailable(error_chain(&e)))?;
+        if status.is_success() && !list.is_empty() && !answer.get(list).is_some_and(Value::is_array)
+        {
+            return Err(unavailable(format!("it answered without a list of {list}")));
+        }
         Ok((status, Json(answer)).into_response())
+    }
+}
+
+/// The delivery log's filters, passed on to the notifier as given (it validates them).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogQuery {
+    pub endpoint: Option<String>,
+    pub state: Option<String>,
+    pub call_sid: Option<String>,
+    pub limit: Option<String>,
+}
+
+impl LogQuery {
+    /// The filters that are set, as query pairs.
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("endpoint", &self.endpoint),
+            ("state", &self.state),
+            ("call_sid", &self.call_sid),
+            ("limit", &self.limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_deref()?)))
     }
 }
 
@@ -176,7 +237,10 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn router(access: Access, log: Option<WebhookLog>) -> Router {
     Router::new()
         .route(PATH, get(of_call))
+        .route(LOG_PATH, get(deliveries))
+        .route(ENDPOINTS_PATH, get(endpoints))
         .route(RESEND_PATH, axum::routing::post(resend))
+        .route(ENABLE_PATH, axum::routing::post(enable))
         .route_layer(middleware::from_fn_with_state(
             access,
             crate::api::require_token,
@@ -184,26 +248,49 @@ pub fn router(access: Access, log: Option<WebhookLog>) -> Router {
         .with_state(Arc::new(log))
 }
 
-async fn of_call(
-    State(log): State<Arc<Option<WebhookLog>>>,
-    Path(call_sid): Path<String>,
+/// The notifier's answer, or why there is none.
+async fn answer(
+    log: &Option<WebhookLog>,
+    ask: impl AsyncFnOnce(&WebhookLog) -> Result<Response, ApiError>,
 ) -> Response {
     let Some(log) = log.as_ref() else {
         return not_configured().into_response();
     };
-    match log.of_call(&call_sid).await {
-        Ok(deliveries) => Json(deliveries).into_response(),
-        Err(error) => error.into_response(),
-    }
+    ask(log).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn of_call(
+    State(log): State<Arc<Option<WebhookLog>>>,
+    Path(call_sid): Path<String>,
+) -> Response {
+    answer(&log, async |log| log.of_call(&call_sid).await).await
+}
+
+async fn deliveries(
+    State(log): State<Arc<Option<WebhookLog>>>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    answer(&log, async |log| log.deliveries(&query).await).await
+}
+
+async fn endpoints(State(log): State<Arc<Option<WebhookLog>>>) -> Response {
+    answer(&log, async |log| log.endpoints().await).await
 }
 
 async fn resend(State(log): State<Arc<Option<WebhookLog>>>, Path(id): Path<String>) -> Response {
-    let Some(log) = log.as_ref() else {
-        return not_configured().into_response();
-    };
-    log.resend(&id)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    answer(&log, async |log| log.resend(&id).await).await
+}
+
+#[derive(Deserialize)]
+struct EndpointQuery {
+    endpoint: String,
+}
+
+async fn enable(
+    State(log): State<Arc<Option<WebhookLog>>>,
+    Query(query): Query<EndpointQuery>,
+) -> Response {
+    answer(&log, async |log| log.enable(&query.endpoint).await).await
 }
 
 fn not_configured() -> ApiError {

@@ -19,6 +19,21 @@ async fn answer(fx: &Fixture, path: &str, post: bool) -> anyhow::Result<(u16, Va
     Ok((response.status().as_u16(), response.json().await?))
 }
 
+/// Every route of the console's delivery log (path, whether it is a POST).
+const ROUTES: [(&str, bool); 5] = [
+    ("/api/sessions/CA1/webhooks", false),
+    (
+        "/api/webhooks/deliveries?endpoint=http%3A%2F%2Fcrm%2Fhook&state=failed",
+        false,
+    ),
+    ("/api/webhooks/endpoints", false),
+    ("/api/webhooks/deliveries/msg_1/resend", true),
+    (
+        "/api/webhooks/endpoints/enable?endpoint=http%3A%2F%2Fcrm%2Fhook",
+        true,
+    ),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_notifier_url_the_log_is_not_configured() -> anyhow::Result<()> {
     let fx = Fixture::start().await?;
@@ -31,14 +46,17 @@ async fn without_notifier_url_the_log_is_not_configured() -> anyhow::Result<()> 
             .contains("NOTIFIER_URL"),
         "{body}"
     );
-    let (status, _) = answer(&fx, "/api/webhooks/deliveries/msg_1/resend", true).await?;
-    assert_eq!(status, 503);
-    let unsigned = fx
-        .http
-        .get(format!("{}/api/sessions/CA1/webhooks", fx.base))
-        .send()
-        .await?;
-    assert_eq!(unsigned.status(), 401);
+    for (path, post) in ROUTES {
+        let (status, body) = answer(&fx, path, post).await?;
+        assert_eq!(status, 503, "{path}: {body}");
+        let url = format!("{}{path}", fx.base);
+        let unsigned = if post {
+            fx.http.post(url)
+        } else {
+            fx.http.get(url)
+        };
+        assert_eq!(unsigned.send().await?.status(), 401, "{path}");
+    }
     fx.stop().await
 }
 
@@ -49,10 +67,7 @@ async fn an_unreachable_notifier_is_a_bad_gateway_saying_why() -> anyhow::Result
         c.webhook_log.notifier_url = Some(format!("http://127.0.0.1:{port}"));
     })
     .await?;
-    for (path, post) in [
-        ("/api/sessions/CA1/webhooks", false),
-        ("/api/webhooks/deliveries/msg_1/resend", true),
-    ] {
+    for (path, post) in ROUTES {
         let (status, body) = answer(&fx, path, post).await?;
         assert_eq!(status, 502, "{path}: {body}");
         let error = body["error"].as_str().unwrap_or_default().to_lowercase();
