@@ -329,6 +329,24 @@ async fn the_webhooks_page_filters_deliveries_and_resends_a_failed_one() -> anyh
         .send()
         .await?;
     anyhow::ensure!(refused.status() == 400, "{}", refused.status());
+    // The notifier's refusals are passed on: no such disabled endpoint.
+    let not_disabled = fx
+        .http
+        .post(reqwest::Url::parse_with_params(
+            &format!("{}/api/webhooks/endpoints/enable", console.base),
+            [("endpoint", crm.as_str())],
+        )?)
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    anyhow::ensure!(not_disabled.status() == 404, "{}", not_disabled.status());
+    // The notifier's listing is behind its admin token.
+    let unsigned = fx
+        .http
+        .get(format!("{}/api/webhooks/endpoints", n.base))
+        .send()
+        .await?;
+    anyhow::ensure!(unsigned.status() == 401, "{}", unsigned.status());
 
     let browser = Browser::launch(&[])?;
     let result = drive_webhooks(&console.base, [&crm, &dead, &gone], dead_port, &browser).await;

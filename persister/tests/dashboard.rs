@@ -47,7 +47,7 @@ async fn sign_in_gives_a_random_httponly_session_that_opens_pages_and_api() -> a
     let url = |p: &str| format!("{}{p}", fx.base);
 
     // Signed out: pages redirect to the sign-in form, the API answers 401.
-    for path in ["/sessions", "/sessions/CA123"] {
+    for path in ["/sessions", "/sessions/CA123", "/webhooks"] {
         let r = http.get(url(path)).send().await?;
         assert!(r.status().is_redirection(), "{path}: {}", r.status());
         assert_eq!(r.headers()["location"], "/login");
@@ -200,6 +200,7 @@ async fn every_response_carries_the_security_headers() -> anyhow::Result<()> {
         "/login",
         "/sessions",
         "/sessions/CA123",
+        "/webhooks",
         "/api/sessions",
         "/api/sessions/CA_missing",
         "/assets/app.js",
