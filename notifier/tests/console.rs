@@ -152,25 +152,7 @@ async fn drive(
     dead_port: u16,
     browser: &Browser,
 ) -> anyhow::Result<()> {
-    let mut cdp = browser.page().await?;
-    cdp.call("Page.enable", json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
-    cdp.call("Page.navigate", json!({"url": format!("{base}/login")}))
-        .await?;
-    cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
-        .await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ))
-    .await?;
-    cdp.wait_for("the calls list", "location.pathname === '/sessions'")
-        .await?;
+    let mut cdp = signed_in(base, browser).await?;
     cdp.call(
         "Page.navigate",
         json!({"url": format!("{base}/sessions/{sid}")}),
@@ -243,6 +225,31 @@ async fn drive(
     cdp.screenshot("webhook-deliveries.png").await?;
     let _ = cdp.call("Browser.close", json!({})).await;
     Ok(())
+}
+
+/// A page signed in to the console at `base` (on the calls list), recording every
+/// Content-Security-Policy violation in `window.__csp`.
+async fn signed_in(base: &str, browser: &Browser) -> anyhow::Result<Cdp> {
+    let mut cdp = browser.page().await?;
+    cdp.call("Page.enable", json!({})).await?;
+    cdp.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+    )
+    .await?;
+    cdp.call("Page.navigate", json!({"url": format!("{base}/login")}))
+        .await?;
+    cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
+        .await?;
+    cdp.eval(&format!(
+        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
+        json!(TOKEN)
+    ))
+    .await?;
+    cdp.wait_for("the calls list", "location.pathname === '/sessions'")
+        .await?;
+    Ok(cdp)
 }
 
 async fn no_violations(cdp: &mut Cdp) -> anyhow::Result<()> {
@@ -378,25 +385,7 @@ async fn drive_webhooks(
     dead_port: u16,
     browser: &Browser,
 ) -> anyhow::Result<()> {
-    let mut cdp = browser.page().await?;
-    cdp.call("Page.enable", json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
-    cdp.call("Page.navigate", json!({"url": format!("{base}/login")}))
-        .await?;
-    cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
-        .await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ))
-    .await?;
-    cdp.wait_for("the calls list", "location.pathname === '/sessions'")
-        .await?;
+    let mut cdp = signed_in(base, browser).await?;
     cdp.eval("document.querySelector('nav a[href=\"/webhooks\"]').click(); true")
         .await?;
     cdp.wait_for(

@@ -22,8 +22,9 @@
 //!   Postgres, shared by all replicas, revoked on sign-out);
 //! - [`web_call`]: test calls from the console: the agents list and the web-call tickets the
 //!   gateway's `GET /web-call` accepts;
-//! - [`webhook_log`]: a call's webhook deliveries on its console page, read from the notifier's
-//!   delivery log (`NOTIFIER_URL`);
+//! - [`webhook_log`]: the webhook deliveries on the console (a call's, and across calls by
+//!   endpoint and state), re-sends and enabling an endpoint, through the notifier's delivery
+//!   log (`NOTIFIER_URL`);
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
