@@ -336,6 +336,25 @@ async fn the_webhooks_page_filters_deliveries_and_resends_a_failed_one() -> anyh
         .send()
         .await?;
     anyhow::ensure!(refused.status() == 400, "{}", refused.status());
+    let limited: Value = fx
+        .http
+        .get(format!("{deliveries}?limit=3"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        limited["deliveries"].as_array().map(Vec::len) == Some(3),
+        "{limited:#}"
+    );
+    let not_a_number = fx
+        .http
+        .get(format!("{deliveries}?limit=all"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    anyhow::ensure!(not_a_number.status() == 400, "{}", not_a_number.status());
     // The notifier's refusals are passed on: no such disabled endpoint.
     let not_disabled = fx
         .http
@@ -375,6 +394,17 @@ async fn the_webhooks_page_filters_deliveries_and_resends_a_failed_one() -> anyh
             .all(|e| e["disabled"] == false),
         "enabled again: {endpoints:#}"
     );
+    // The second call's end, held while its endpoint was disabled, goes out once enabled.
+    eventually(WAIT, "the held delivery delivered", || async {
+        let log = fx
+            .log(&n, &format!("?call_sid={second}&state=delivered"))
+            .await
+            .ok()?;
+        log.iter()
+            .any(|d| d["endpoint_url"] == gone.as_str())
+            .then_some(())
+    })
+    .await?;
     console.stop().await?;
     n.stop().await
 }
@@ -427,6 +457,10 @@ async fn drive_webhooks(
     ];
     expected.sort_by_key(|e| e[0].as_str().map(str::to_owned));
     assert_eq!(endpoints, Value::Array(expected), "{endpoints}");
+    let why = cdp
+        .eval("document.querySelector('#endpoints tr.endpoint.disabled').cells[2].innerText")
+        .await?;
+    assert!(why.as_str().is_some_and(|w| w.contains("410")), "{why}");
 
     // Filter by endpoint: the form puts it in the URL.
     cdp.eval(&format!(

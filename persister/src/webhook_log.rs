@@ -115,7 +115,7 @@ impl WebhookLog {
     pub async fn of_call(&self, call_sid: &str) -> Result<Response, ApiError> {
         let query = LogQuery {
             call_sid: Some(call_sid.to_owned()),
-            limit: Some(MAX_DELIVERIES.to_string()),
+            limit: Some(MAX_DELIVERIES),
             ..LogQuery::default()
         };
         self.deliveries(&query).await
@@ -129,6 +129,9 @@ impl WebhookLog {
             let mut pairs = url.query_pairs_mut();
             for (name, value) in query.pairs() {
                 pairs.append_pair(name, value);
+            }
+            if let Some(limit) = query.limit {
+                pairs.append_pair("limit", &limit.to_string());
             }
         }
         let request = self.client.get(url);
@@ -190,23 +193,23 @@ impl WebhookLog {
     }
 }
 
-/// The delivery log's filters, passed on to the notifier as given (it validates them).
+/// The delivery log's filters, passed on to the notifier as given (it validates `state` and
+/// caps `limit`); a `limit` that is not a whole number is refused here, with a 400.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct LogQuery {
     pub endpoint: Option<String>,
     pub state: Option<String>,
     pub call_sid: Option<String>,
-    pub limit: Option<String>,
+    pub limit: Option<u32>,
 }
 
 impl LogQuery {
-    /// The filters that are set, as query pairs.
+    /// The text filters that are set, as query pairs.
     fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("endpoint", &self.endpoint),
             ("state", &self.state),
             ("call_sid", &self.call_sid),
-            ("limit", &self.limit),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value.as_deref()?)))
