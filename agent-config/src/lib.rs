@@ -45,6 +45,10 @@ pub const HANDOFF: &str = "handoff";
 /// How long a business tool may run before the agent says a filler line, unless the agent sets
 /// `filler_after_ms`.
 pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
+/// What the caller hears when the call is lost and no worker can take it over, unless the agent
+/// sets `apology`.
+pub const DEFAULT_APOLOGY: &str =
+    "We're sorry, we are having technical difficulties and could not continue this call.";
 /// The largest `filler_after_ms` accepted.
 const MAX_FILLER_AFTER_MS: u32 = 60_000;
 /// The caller's speech is transcribed with this model unless the agent names another (or turns
@@ -146,6 +150,10 @@ pub struct Agent {
     pub tools: Vec<String>,
     /// Where `transfer_call` sends the caller.
     pub transfer_to: Option<String>,
+    /// What the caller hears (Twilio `<Say>`, spoken by the gateway) when the call's worker is
+    /// lost and no other worker can take the call over, before the transfer to `transfer_to`
+    /// or the hang-up ([`DEFAULT_APOLOGY`] unless set).
+    pub apology: String,
     /// The agents (ids of this file) that `handoff` may hand the call to; non-empty exactly when
     /// `handoff` is in `tools`.
     pub handoff_to: Vec<String>,
@@ -187,6 +195,7 @@ impl Agent {
             greeting: None,
             tools: Vec::new(),
             transfer_to: None,
+            apology: DEFAULT_APOLOGY.to_owned(),
             handoff_to: Vec::new(),
             max_call: None,
             idle_timeout: None,
@@ -232,6 +241,7 @@ struct RawAgent {
     #[serde(default)]
     tools: Vec<String>,
     transfer_to: Option<String>,
+    apology: Option<String>,
     #[serde(default)]
     handoff_to: Vec<String>,
     max_call_seconds: Option<u32>,
@@ -581,6 +591,14 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
             return Err(err("tools", format!("`{tool}` is listed twice")));
         }
     }
+    if let Some(apology) = &raw.apology
+        && apology.trim().is_empty()
+    {
+        return Err(err(
+            "apology",
+            "must not be empty (leave it out for the default)".into(),
+        ));
+    }
     if let Some(to) = &raw.transfer_to
         && (to.is_empty() || to.chars().any(char::is_whitespace))
     {
@@ -724,6 +742,7 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         greeting: raw.greeting,
         tools: raw.tools,
         transfer_to: raw.transfer_to,
+        apology: raw.apology.unwrap_or_else(|| DEFAULT_APOLOGY.to_owned()),
         handoff_to: raw.handoff_to,
         max_call,
         idle_timeout,
@@ -909,6 +928,7 @@ voice = "cedar"
 greeting = "Thanks for calling Acme Dental, how can I help?"
 tools = ["lookup_customer", "book_appointment", "set_outcome", "end_call", "transfer_call"]
 transfer_to = "+15550002222"
+apology = "Sorry, we lost you for a moment. Transferring you now."
 max_call_seconds = 1800
 idle_timeout_seconds = 30
 
@@ -935,6 +955,11 @@ eagerness = "high"
         assert_eq!(fd.voice, "cedar");
         assert_eq!(fd.tools.len(), 5);
         assert_eq!(fd.transfer_to.as_deref(), Some("+15550002222"));
+        assert_eq!(
+            fd.apology,
+            "Sorry, we lost you for a moment. Transferring you now."
+        );
+        assert_eq!(agents.by_id("fallback").unwrap().apology, DEFAULT_APOLOGY);
         assert_eq!(fd.max_call, Some(Duration::from_secs(1800)));
         assert_eq!(fd.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(
@@ -1146,6 +1171,15 @@ eagerness = "high"
             "[[agent]]\nid='a'\ninstructions='x'\ntools=['end_call','end_call']",
             "agent \"a\"",
             "tools",
+        );
+    }
+
+    #[test]
+    fn an_empty_apology_is_refused() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\napology='  '",
+            "agent \"a\"",
+            "apology",
         );
     }
 

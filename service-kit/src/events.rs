@@ -16,6 +16,15 @@
 //! - [`EventPublisher::close`] ends it under a deadline: what is still unacknowledged then is
 //!   spilled to the log and counted, and the call returns whatever the broker is doing.
 //!
+//! - Ownership: a worker claims a call with [`claim`] (a conditional publish of its `owner`
+//!   event, waited for). The claim's stream sequence is the owner's [`Fence`]: every other event
+//!   of that owner goes through [`EventPublisher::publish_fenced`], carrying
+//!   `Nats-Expected-Last-Subject-Sequence-Subject` (the call's owner subject) and
+//!   `Nats-Expected-Last-Subject-Sequence` (the claim's sequence). Once another worker has
+//!   claimed the call, JetStream refuses them (error 10071); the task drops the refused event
+//!   (counted, never retried or spilled: it is not the call's record any more) and cancels the
+//!   fence's [`Fence::lost`] token, which tells the call's owner it lost the call.
+//!
 //! Each event carries the trace context of the span it was published from (W3C `traceparent`
 //! in its NATS headers), so the persister's spans join the trace of the call that produced it.
 
@@ -30,9 +39,10 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use switchboard_proto::subject::Subjects;
-use switchboard_proto::{CallEvent, EVENTS_STREAM, Message as _};
+use switchboard_proto::{CallEvent, EVENTS_STREAM, Message as _, call_event::Body};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::backoff::Backoff;
@@ -52,6 +62,145 @@ pub mod metric {
     pub const UNPUBLISHED: &str = "call_events_unpublished_total";
     /// Gauge: events accepted and not yet acknowledged (queued, in flight or waiting to retry).
     pub const BACKLOG: &str = "call_events_backlog";
+    /// Counter, by `kind`: events JetStream refused because another owner claimed the call.
+    pub const FENCED: &str = "call_events_fenced_total";
+}
+
+/// The header naming the subject whose last sequence `Nats-Expected-Last-Subject-Sequence`
+/// checks (nats-server >= 2.11); without it the publish subject is checked.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// The ownership fence of one owner of one call: the stream sequence of its `owner` event. Its
+/// events are stored only while that event is still the call's last `owner` event.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    owner_subject: Arc<str>,
+    sequence: u64,
+    lost: CancellationToken,
+}
+
+impl Fence {
+    /// The fence of the owner whose `owner` event was stored on `owner_subject` at stream
+    /// sequence `sequence`.
+    pub fn new(owner_subject: impl Into<Arc<str>>, sequence: u64) -> Self {
+        Self {
+            owner_subject: owner_subject.into(),
+            sequence,
+            lost: CancellationToken::new(),
+        }
+    }
+
+    /// The stream sequence of the owner's `owner` event.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Cancelled when JetStream refused one of the owner's events: another owner claimed the
+    /// call, and this one must stop serving it at once.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    fn headers(&self, headers: &mut async_nats::HeaderMap) {
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+            self.owner_subject.as_ref(),
+        );
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            self.sequence.to_string().as_str(),
+        );
+    }
+}
+
+/// Why a claim of a call did not give the claimer the call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another claim of the call was stored first (JetStream error 10071, or the same event id
+    /// stored by someone else).
+    #[error("another owner claimed the call first")]
+    Lost,
+    /// The claim could not be published or its answer read.
+    #[error("publishing the ownership claim: {0}")]
+    Publish(#[source] async_nats::Error),
+}
+
+/// Claims a call: publishes `owner` (an event with a `CallOwner` body) on the call's owner
+/// subject, stored only if the last `owner` event of the call is the one at stream sequence
+/// `previous` (0: the call has none). Waits for JetStream's answer; on success the returned
+/// [`Fence`] guards the claimer's other events.
+pub async fn claim(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    owner: &CallEvent,
+    previous: u64,
+) -> Result<Fence, ClaimError> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let Some(Body::Owner(claimed)) = owner.body.as_ref() else {
+        return Err(ClaimError::Publish("a claim needs an owner event".into()));
+    };
+    let subject = subjects.event(&owner.call_sid, owner.kind());
+    let mut headers = async_nats::HeaderMap::new();
+    crate::trace::inject_context(&tracing::Span::current().context(), &mut headers);
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(owner.encode_to_vec().into())
+        .headers(headers)
+        .message_id(owner.msg_id().as_str())
+        .expected_last_subject_sequence(previous);
+    let ack = js
+        .send_publish(subject.clone(), publish)
+        .await
+        .map_err(|e| ClaimError::Publish(e.into()))?
+        .await;
+    match ack {
+        Ok(ack) if !ack.duplicate => Ok(Fence::new(subject, ack.sequence)),
+        // Refused, or the same event id stored before: either a rival's claim won, or this is a
+        // retry of our own stored claim whose answer was lost. The last stored claim says which.
+        Ok(_) => ours_or_lost(js, &subject, claimed).await,
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            ours_or_lost(js, &subject, claimed).await
+        }
+        Err(e) => Err(ClaimError::Publish(e.into())),
+    }
+}
+
+/// The fence of `claimed` if it is the call's last stored claim, else [`ClaimError::Lost`].
+async fn ours_or_lost(
+    js: &jetstream::Context,
+    owner_subject: &str,
+    claimed: &switchboard_proto::CallOwner,
+) -> Result<Fence, ClaimError> {
+    let Some((sequence, last)) = last_owner(js, owner_subject)
+        .await
+        .map_err(ClaimError::Publish)?
+    else {
+        return Err(ClaimError::Lost);
+    };
+    if last.worker_id == claimed.worker_id && last.epoch == claimed.epoch {
+        Ok(Fence::new(owner_subject.to_owned(), sequence))
+    } else {
+        Err(ClaimError::Lost)
+    }
+}
+
+/// The call's last stored claim (its stream sequence and body) on `owner_subject`
+/// (`voice.events.<call_sid>.owner`), if it has any.
+pub async fn last_owner(
+    js: &jetstream::Context,
+    owner_subject: &str,
+) -> Result<Option<(u64, switchboard_proto::CallOwner)>, async_nats::Error> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = js.get_stream(EVENTS_STREAM).await?;
+    let message = match stream.get_last_raw_message_by_subject(owner_subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match CallEvent::decode(message.payload)?.body {
+        Some(Body::Owner(owner)) => Ok(Some((message.sequence, owner))),
+        _ => Err(format!("a non-owner event is stored on {owner_subject}").into()),
+    }
 }
 
 /// Creates the events stream if it does not exist (and returns it either way).
@@ -162,6 +311,16 @@ pub struct CloseReport {
 struct Queued {
     event: CallEvent,
     cx: opentelemetry::Context,
+    /// The owner's fence, for a worker's events.
+    fence: Option<Fence>,
+}
+
+/// Why an attempt to publish failed.
+enum AttemptError {
+    /// JetStream refused the event for its fence: its owner lost the call. Not retried.
+    Fenced,
+    /// Anything else (retried).
+    Other(String),
 }
 
 enum Command {
@@ -247,10 +406,22 @@ impl EventPublisher {
     /// Queues `event` for publishing; never waits. The current span's trace context goes with it.
     /// If the queue is full or the publisher closed, the event is spilled to the log in full.
     pub fn publish(&self, event: CallEvent) {
+        self.enqueue(event, None);
+    }
+
+    /// Like [`EventPublisher::publish`], for an owner's event: stored only while `fence` holds.
+    /// If JetStream refuses it because another owner claimed the call, the event is dropped
+    /// (counted in [`metric::FENCED`]) and [`Fence::lost`] is cancelled.
+    pub fn publish_fenced(&self, event: CallEvent, fence: &Fence) {
+        self.enqueue(event, Some(fence.clone()));
+    }
+
+    fn enqueue(&self, event: CallEvent, fence: Option<Fence>) {
         metrics::counter!(metric::QUEUED, "kind" => event.kind()).increment(1);
         let queued = Box::new(Queued {
             event,
             cx: tracing::Span::current().context(),
+            fence,
         });
         self.shared.backlog.fetch_add(1, Ordering::Relaxed);
         let (command, reason) = match self.tx.try_send(Command::Publish(queued)) {
@@ -270,6 +441,7 @@ impl EventPublisher {
         let queued = Box::new(Queued {
             event,
             cx: tracing::Span::current().context(),
+            fence: None,
         });
         self.shared.backlog.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(Command::Publish(q))) =
@@ -350,7 +522,7 @@ pub fn spill(event: &CallEvent, reason: Spill) {
     metrics::counter!(metric::UNPUBLISHED, "reason" => reason.as_str()).increment(1);
 }
 
-type Attempt = BoxFuture<'static, (u64, Result<(), String>)>;
+type Attempt = BoxFuture<'static, (u64, Result<(), AttemptError>)>;
 
 /// The publishing task's state.
 struct Task {
@@ -458,15 +630,22 @@ impl Task {
         let msg_id = queued.event.msg_id();
         let mut headers = async_nats::HeaderMap::new();
         crate::trace::inject_context(&queued.cx, &mut headers);
+        if let Some(fence) = &queued.fence {
+            fence.headers(&mut headers);
+        }
         self.in_flight.push(Box::pin(async move {
+            use async_nats::jetstream::context::PublishErrorKind;
             // Headers first: `message_id` adds to the map that `headers` would replace.
             let publish = jetstream::message::PublishMessage::build()
                 .payload(payload)
                 .headers(headers)
                 .message_id(msg_id.as_str());
             let result = match js.send_publish(subject, publish).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| match e.kind() {
+                    PublishErrorKind::WrongLastSequence => AttemptError::Fenced,
+                    _ => AttemptError::Other(e.to_string()),
+                }),
+                Err(e) => Err(AttemptError::Other(e.to_string())),
             };
             (index, result)
         }));
@@ -481,7 +660,7 @@ impl Task {
         }
     }
 
-    fn settle(&mut self, index: u64, result: Result<(), String>) {
+    fn settle(&mut self, index: u64, result: Result<(), AttemptError>) {
         match result {
             Ok(()) => {
                 if let Some(queued) = self.outstanding.remove(&index) {
@@ -492,7 +671,19 @@ impl Task {
                 }
                 self.backoff.reset();
             }
-            Err(error) => {
+            Err(AttemptError::Fenced) => {
+                if let Some(queued) = self.outstanding.remove(&index) {
+                    metrics::counter!(metric::FENCED, "kind" => queued.event.kind()).increment(1);
+                    tracing::warn!(call_sid = %queued.event.call_sid, seq = queued.event.seq,
+                        kind = queued.event.kind(),
+                        "call event refused: another owner claimed the call");
+                    if let Some(fence) = &queued.fence {
+                        fence.lost.cancel();
+                    }
+                    self.shared.settled();
+                }
+            }
+            Err(AttemptError::Other(error)) => {
                 metrics::counter!(metric::RETRIES).increment(1);
                 if let Some(queued) = self.outstanding.get(&index) {
                     tracing::warn!(call_sid = %queued.event.call_sid, seq = queued.event.seq,
