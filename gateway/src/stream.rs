@@ -1022,10 +1022,10 @@ impl StreamActor {
             reason,
         };
         let js = async_nats::jetstream::new(self.shared.nats.clone());
-        let subjects = self.shared.subjects.clone();
+        let shared = self.shared.clone();
         self.shared.tracker.spawn(
             async move {
-                match close_record(&js, &subjects, &lost).await {
+                match close_record(&js, &shared.events, &shared.subjects, &lost).await {
                     Ok(epoch) => tracing::info!(epoch, reason = %lost.reason,
                         "the gateway closed the call's record and fenced its owner"),
                     Err(error) => tracing::error!(%error,

@@ -7,22 +7,20 @@
 //!
 //! When no worker takes a lost call within `TAKEOVER_TIMEOUT_MS`, the gateway closes the record
 //! itself ([`close_record`]): it claims the next ownership epoch with its own `owner` event
-//! (conditional on the call's last `owner` event, like a worker's claim), which fences the old
-//! owner (a worker that wakes up later has every event refused and stops), then publishes
+//! (conditional on the call's last `owner` event, exactly as a worker claims), which fences the
+//! old owner (a worker that wakes up later has every event refused and stops), then publishes
 //! `ended` with reason `worker_lost` under that fence.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, stream::LastRawMessageErrorKind};
-use async_nats::{RequestErrorKind, header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
+use async_nats::RequestErrorKind;
+use async_nats::jetstream;
 use switchboard_proto::event::{EndReason, GATEWAY_SEQ_BASE, OwnerReason};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOwner, EVENTS_STREAM, Message as _, Owner, OwnerAck, OwnerProbe,
-    call_event, now_ms,
+    CallEnded, CallEvent, CallOwner, Message as _, Owner, OwnerAck, OwnerProbe, call_event, now_ms,
 };
-use switchboard_service::backoff::Backoff;
-use switchboard_service::events::{Spill, spill};
+use switchboard_service::events::{ClaimError, EventPublisher, claim, last_owner};
 use switchboard_twilio::twiml;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,20 +31,13 @@ use crate::owner::{OwnerWatch, ProbeAnswer};
 use crate::replay::ReplayRing;
 
 /// What the caller hears when the call is lost and its owner never said what its agent says
-/// then (no `Owner` frame arrived).
-pub const DEFAULT_APOLOGY: &str =
-    "We're sorry, we lost the connection to your call. Please call us again.";
+/// then (no `Owner` frame arrived): the agents file's default.
+pub use switchboard_agents::DEFAULT_APOLOGY;
 
 /// The `seq` of the gateway's own `owner` claim when it closes a lost call: in the gateways'
 /// range (`GATEWAY_SEQ_BASE` and up, below 2^32), above the status callbacks'
 /// (`GATEWAY_SEQ_BASE + 1 + SequenceNumber`). Its `ended` follows at the next seq.
 pub const LOST_OWNER_SEQ: u64 = GATEWAY_SEQ_BASE + 900_000;
-
-/// The header naming the subject whose last sequence `Nats-Expected-Last-Subject-Sequence`
-/// refers to (nats-server 2.11 and later): the gateway's `ended` is fenced on the call's owner
-/// subject.
-pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
-    "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// How many times the fencing claim is tried when another claim lands between reading the
 /// call's last `owner` event and claiming after it.
@@ -198,106 +189,33 @@ pub struct LostCall {
 #[derive(Debug, thiserror::Error)]
 pub enum CloseRecordError {
     #[error("reading the call's last owner event: {0}")]
-    Read(#[source] async_nats::jetstream::stream::LastRawMessageError),
-    #[error("the call's last owner event is not a CallOwner event")]
-    Undecodable,
-    #[error("claiming the call: {0}")]
-    Claim(#[source] async_nats::jetstream::context::PublishError),
+    Read(#[source] async_nats::Error),
+    #[error(transparent)]
+    Claim(ClaimError),
     #[error("every claim attempt lost to a newer claim")]
     Contended,
-    #[error("the events stream: {0}")]
-    Stream(#[source] async_nats::jetstream::context::GetStreamError),
 }
 
-/// Closes the record of a call nobody took over: the gateway's fencing `owner` claim, then
-/// `ended` (see the module docs). Returns the epoch the gateway claimed. An `ended` that cannot
-/// be published is logged in full for recovery ([`spill`]), never dropped silently.
+/// Closes the record of a call nobody took over: the gateway's fencing `owner` claim of the
+/// epoch after the call's last claim, then `ended` under that fence through `events` (which
+/// retries it, and logs it in full for recovery if it cannot be published). Returns the epoch
+/// the gateway claimed.
 pub async fn close_record(
     js: &jetstream::Context,
+    events: &EventPublisher,
     subjects: &Subjects,
     lost: &LostCall,
 ) -> Result<u32, CloseRecordError> {
     let owner_subject = subjects.event(&lost.call_sid, "owner");
-    let (epoch, fence) = claim(js, lost, &owner_subject).await?;
-    let ended = CallEvent {
-        call_sid: lost.call_sid.clone(),
-        seq: LOST_OWNER_SEQ + 1,
-        at_ms: now_ms(),
-        body: Some(call_event::Body::Ended(CallEnded {
-            reason: lost.reason.as_str().to_owned(),
-            duration_ms: lost.duration_ms,
-            usage: None,
-        })),
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    for _ in 0..5 {
-        let mut headers = switchboard_service::trace::headers();
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
-            owner_subject.as_str(),
-        );
-        headers.insert(
-            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            fence.to_string().as_str(),
-        );
-        let publish = jetstream::message::PublishMessage::build()
-            .headers(headers)
-            .message_id(ended.msg_id())
-            .payload(ended.encode_to_vec().into());
-        let result = match js
-            .send_publish(subjects.event(&lost.call_sid, ended.kind()), publish)
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(_) => return Ok(epoch),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
-                // Only a newer claim can move the owner subject past our fence: that owner
-                // closes the record.
-                tracing::warn!(
-                    "a newer owner claimed the call after the gateway; its record is its own"
-                );
-                return Ok(epoch);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "publishing the lost call's end failed; retrying");
-                backoff.wait().await;
-            }
-        }
-    }
-    spill(&ended, Spill::Deadline);
-    Ok(epoch)
-}
-
-/// Claims the epoch after the call's last `owner` event for the gateway; returns it and the
-/// claim's stream sequence (the fence).
-async fn claim(
-    js: &jetstream::Context,
-    lost: &LostCall,
-    owner_subject: &str,
-) -> Result<(u32, u64), CloseRecordError> {
-    let stream = js
-        .get_stream_no_info(EVENTS_STREAM)
-        .await
-        .map_err(CloseRecordError::Stream)?;
     for _ in 0..CLAIM_ATTEMPTS {
-        let (last_seq, last_epoch) =
-            match stream.get_last_raw_message_by_subject(owner_subject).await {
-                Ok(msg) => {
-                    let event = CallEvent::decode(msg.payload)
-                        .map_err(|_| CloseRecordError::Undecodable)?;
-                    let Some(call_event::Body::Owner(owner)) = event.body else {
-                        return Err(CloseRecordError::Undecodable);
-                    };
-                    (msg.sequence, Some(owner.epoch))
-                }
-                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => (0, None),
-                Err(error) => return Err(CloseRecordError::Read(error)),
-            };
-        let epoch = last_epoch.map_or(lost.epoch + 1, |e| e.max(lost.epoch) + 1);
-        let event = CallEvent {
+        let last = last_owner(js, &owner_subject)
+            .await
+            .map_err(CloseRecordError::Read)?;
+        let (previous, epoch) = match last {
+            Some((sequence, owner)) => (sequence, owner.epoch.max(lost.epoch) + 1),
+            None => (0, lost.epoch + 1),
+        };
+        let owner = CallEvent {
             call_sid: lost.call_sid.clone(),
             seq: LOST_OWNER_SEQ,
             at_ms: now_ms(),
@@ -310,26 +228,22 @@ async fn claim(
                 agent_id: lost.agent_id.clone(),
             })),
         };
-        let publish = jetstream::message::PublishMessage::build()
-            .headers(switchboard_service::trace::headers())
-            .message_id(event.msg_id())
-            .expected_last_subject_sequence(last_seq)
-            .payload(event.encode_to_vec().into());
-        let result = match js.send_publish(owner_subject.to_owned(), publish).await {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(ack) if ack.duplicate => {
-                // Already claimed by this gateway (a retry): the fence is the claim's sequence.
-                let msg = stream
-                    .get_last_raw_message_by_subject(owner_subject)
-                    .await
-                    .map_err(CloseRecordError::Read)?;
-                return Ok((epoch, msg.sequence));
+        match claim(js, subjects, &owner, previous).await {
+            Ok(fence) => {
+                let ended = CallEvent {
+                    call_sid: lost.call_sid.clone(),
+                    seq: LOST_OWNER_SEQ + 1,
+                    at_ms: now_ms(),
+                    body: Some(call_event::Body::Ended(CallEnded {
+                        reason: lost.reason.as_str().to_owned(),
+                        duration_ms: lost.duration_ms,
+                        usage: None,
+                    })),
+                };
+                events.publish_fenced(ended, &fence);
+                return Ok(epoch);
             }
-            Ok(ack) => return Ok((epoch, ack.sequence)),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(ClaimError::Lost) => {
                 tracing::debug!("another owner claimed the call meanwhile; claiming after it");
             }
             Err(error) => return Err(CloseRecordError::Claim(error)),

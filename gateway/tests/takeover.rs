@@ -513,7 +513,7 @@ async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() ->
     let js = async_nats::jetstream::new(gw.nats.clone());
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
-        gateway::takeover::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+        switchboard_service::events::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
         gw.subjects.event(CALL, "owner").as_str(),
     );
     headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
