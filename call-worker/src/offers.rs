@@ -3,8 +3,10 @@
 //! Workers share the offer subject in the queue group `call-workers`, so each offer reaches one
 //! of them. A worker declines when it is draining, when it is at `MAX_CALLS` (a semaphore: a hard
 //! cap, never exceeded), or when no agent answers the dialed number; the gateway then tries
-//! elsewhere or tells the caller everyone is busy. Otherwise it starts the call actor, which
-//! subscribes to the call's `.in` subject, and only then answers `accepted`.
+//! elsewhere or tells the caller everyone is busy. Otherwise it claims the offered epoch of the
+//! call (see [`crate::ownership`]; `claim_lost` if another worker's claim won, so an offer that
+//! timed out and was offered again is served once), starts the call actor, which subscribes to
+//! the call's subjects, and only then answers `accepted` with the epoch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::agents::{Agent, Agents};
 use crate::call::{self, CallContext};
+use crate::ownership::{self, ClaimFor};
+use switchboard_service::events::ClaimError;
 
 /// How long a draining worker keeps declining offers before it unsubscribes, and how long it
 /// then still answers (declines) offers already delivered to it.
@@ -32,26 +36,41 @@ const DRAIN_DECLINE_WINDOW: Duration = Duration::from_secs(1);
 pub enum Decision {
     /// Take the call with this agent.
     Accept(Arc<Agent>),
-    /// We already run this call (a repeated offer): answer `accepted` again.
+    /// We already run this call under the offered epoch (a repeated offer): answer `accepted`
+    /// again.
     AlreadyOurs(String),
     /// Decline with this reason.
     Decline(DeclineReason),
 }
 
+/// A call running here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// Its agent when it was accepted.
+    pub agent_id: String,
+    /// The epoch this worker claimed.
+    pub epoch: u32,
+}
+
 /// Decides an offer. `free_slots` is how many more calls the worker may take; `active` maps the
-/// calls running here to their agents.
+/// calls running here to their agents and epochs.
 pub fn decide(
     offer: &CallOffer,
     draining: bool,
     free_slots: usize,
     agents: &Agents,
-    active: &HashMap<String, String>,
+    active: &HashMap<String, Running>,
 ) -> Decision {
     if validate_call_sid(&offer.call_sid).is_err() {
         return Decision::Decline(DeclineReason::BadOffer);
     }
-    if let Some(agent_id) = active.get(&offer.call_sid) {
-        return Decision::AlreadyOurs(agent_id.clone());
+    if let Some(running) = active.get(&offer.call_sid) {
+        // An offer of another epoch for a call still running here: the gateway gave up on this
+        // owner, and another worker may take the call (our actor stops when it learns so).
+        if running.epoch != offer.epoch {
+            return Decision::Decline(DeclineReason::ClaimLost);
+        }
+        return Decision::AlreadyOurs(running.agent_id.clone());
     }
     if draining {
         return Decision::Decline(DeclineReason::Draining);
@@ -78,7 +97,7 @@ pub struct Offers {
     capacity: Arc<Semaphore>,
     calls: CancellationToken,
     tracker: TaskTracker,
-    active: HashMap<String, String>,
+    active: HashMap<String, Running>,
     ended_tx: mpsc::UnboundedSender<String>,
     ended_rx: mpsc::UnboundedReceiver<String>,
 }
@@ -162,7 +181,8 @@ impl Offers {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable call offer declined");
-                self.reply(reply_to, "", Err(DeclineReason::BadOffer)).await;
+                self.reply(reply_to, "", 0, Err(DeclineReason::BadOffer))
+                    .await;
                 return;
             }
         };
@@ -183,18 +203,51 @@ impl Offers {
         match decision {
             Decision::Decline(reason) => {
                 tracing::info!(%call_sid, to = %MaskedPhone(&offer.to), agent_id = %offer.agent_id, %reason, "offer declined");
-                self.reply(reply_to, &call_sid, Err(reason)).await;
+                self.reply(reply_to, &call_sid, offer.epoch, Err(reason))
+                    .await;
             }
             Decision::AlreadyOurs(agent_id) => {
                 tracing::info!(%call_sid, "repeated offer for a call running here");
-                self.reply(reply_to, &call_sid, Ok(&agent_id)).await;
+                self.reply(reply_to, &call_sid, offer.epoch, Ok(&agent_id))
+                    .await;
             }
             Decision::Accept(agent) => {
                 // Offers are handled one at a time, so a slot seen free is still free.
+                let epoch = offer.epoch;
                 let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
-                    self.reply(reply_to, &call_sid, Err(DeclineReason::AtCapacity))
+                    self.reply(reply_to, &call_sid, epoch, Err(DeclineReason::AtCapacity))
                         .await;
                     return;
+                };
+                if !offer.takeover.is_empty() || epoch != 0 {
+                    // Taking a call over is not built here: another worker will.
+                    self.reply(reply_to, &call_sid, epoch, Err(DeclineReason::ClaimLost))
+                        .await;
+                    return;
+                }
+                let js = async_nats::jetstream::new(self.ctx.client.clone());
+                let claimed = ownership::claim(
+                    &js,
+                    &self.ctx.subjects,
+                    &offer,
+                    ClaimFor {
+                        worker_id: &self.ctx.worker_id,
+                        agent_id: &agent.id,
+                        previous: 0,
+                    },
+                )
+                .await;
+                let claim = match claimed {
+                    Ok(claim) => claim,
+                    Err(e) => {
+                        let reason = match e {
+                            ClaimError::Lost => DeclineReason::ClaimLost,
+                            ClaimError::Publish(_) => DeclineReason::Error,
+                        };
+                        tracing::info!(%call_sid, epoch, error = %e, "claiming the call failed; declined");
+                        self.reply(reply_to, &call_sid, epoch, Err(reason)).await;
+                        return;
+                    }
                 };
                 let spawned = call::spawn(
                     Arc::clone(&self.ctx),
@@ -207,18 +260,28 @@ impl Offers {
                         permit,
                         cancel: self.calls.child_token(),
                         ended: self.ended_tx.clone(),
+                        claim,
+                        history: Vec::new(),
                     },
                 )
                 .await;
                 match spawned {
                     Ok(()) => {
                         tracing::info!(%call_sid, agent_id = %agent.id, "call accepted");
-                        self.active.insert(call_sid.clone(), agent.id.clone());
-                        self.reply(reply_to, &call_sid, Ok(&agent.id)).await;
+                        self.active.insert(
+                            call_sid.clone(),
+                            Running {
+                                agent_id: agent.id.clone(),
+                                epoch,
+                            },
+                        );
+                        self.reply(reply_to, &call_sid, epoch, Ok(&agent.id)).await;
                     }
                     Err(e) => {
+                        // Claimed but not served: the gateway hears nothing from us and offers
+                        // the call again as a takeover.
                         tracing::error!(%call_sid, error = %e, "could not subscribe to the call; declined");
-                        self.reply(reply_to, &call_sid, Err(DeclineReason::Error))
+                        self.reply(reply_to, &call_sid, epoch, Err(DeclineReason::Error))
                             .await;
                     }
                 }
@@ -230,6 +293,7 @@ impl Offers {
         &self,
         reply_to: async_nats::Subject,
         call_sid: &str,
+        epoch: u32,
         result: Result<&str, DeclineReason>,
     ) {
         let reply = match result {
@@ -238,14 +302,14 @@ impl Offers {
                 worker_id: self.ctx.worker_id.clone(),
                 agent_id: agent_id.to_owned(),
                 reason: String::new(),
-                epoch: 0,
+                epoch,
             },
             Err(reason) => OfferReply {
                 accepted: false,
                 worker_id: self.ctx.worker_id.clone(),
                 agent_id: String::new(),
                 reason: reason.as_str().to_owned(),
-                epoch: 0,
+                epoch,
             },
         };
         let (result, reason) = match result {
@@ -339,10 +403,23 @@ mod tests {
     fn repeated_offers_are_answered_again() {
         let a = agents();
         let mut active = HashMap::new();
-        active.insert("CA1".to_owned(), "desk".to_owned());
+        active.insert(
+            "CA1".to_owned(),
+            Running {
+                agent_id: "desk".to_owned(),
+                epoch: 0,
+            },
+        );
         assert_eq!(
             decide(&offer("CA1", "+1555", ""), true, 0, &a, &active),
             Decision::AlreadyOurs("desk".into())
+        );
+        // A takeover of a call still running here is not ours to answer.
+        let mut takeover = offer("CA1", "+1555", "");
+        takeover.epoch = 1;
+        assert_eq!(
+            decide(&takeover, false, 1, &a, &active),
+            Decision::Decline(DeclineReason::ClaimLost)
         );
     }
 }

@@ -126,11 +126,20 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
+                    // Reading a call's events back: the last ownership claim, and the whole
+                    // call for a takeover (message by message, no consumer to grant).
+                    vec![format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}")],
                     registry_api(),
                     kv_watch(TOOLS_BUCKET),
                 ]
                 .concat(),
-                subscribe: vec![subjects.offer(), format!("{p}.call.*.in"), inbox],
+                // `.owner`: the gateway's probes of the call's owner.
+                subscribe: vec![
+                    subjects.offer(),
+                    format!("{p}.call.*.in"),
+                    format!("{p}.call.*.owner"),
+                    inbox,
+                ],
                 allow_responses: true,
             },
             Role::Tools { tools, .. } => {

@@ -46,9 +46,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
-    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolFailure, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, outbound_frame,
-    tool_invocation,
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolDispatched, ToolFailure,
+    ToolInvocation, TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame,
+    outbound_frame, tool_invocation,
 };
 use switchboard_realtime::client::ResponseParams;
 use switchboard_realtime::server::{ErrorDetail, Response};
@@ -158,6 +158,22 @@ pub struct CallSetup {
     pub accepted_at_ms: i64,
 }
 
+/// What a new owner knows of a call it takes over (see [`crate::takeover`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resumed {
+    /// Usage of the previous owners (their `usage` events).
+    pub usage: Usage,
+    /// An outcome was recorded.
+    pub outcome_set: bool,
+    /// The caller waits for an answer: the conversation ends with the caller's words or a
+    /// tool output.
+    pub waiting: bool,
+    /// Dispatched tool calls without a recorded result.
+    pub pending_tools: Vec<ToolDispatched>,
+    /// How long ago the call started.
+    pub elapsed: Duration,
+}
+
 /// A `handoff` call waiting for its target to be resolved.
 #[derive(Debug)]
 struct PendingHandoff {
@@ -210,12 +226,21 @@ pub struct CallMachine {
     tools_rounds: ToolRounds,
     outcome_set: bool,
     handoff: Option<PendingHandoff>,
+    /// A call taken over: whether the caller was waiting for an answer, until its session is
+    /// configured.
+    resumed: Option<bool>,
+    /// Tool calls the previous owner dispatched with no result recorded: sent again (same
+    /// `call_id`) once the new session is configured.
+    pending_tools: Vec<ToolDispatched>,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
     /// has produced audio, and the caller should hear one voice for the whole call, so neither
     /// a handoff nor a replacement session changes it.
     voice: String,
 
     usage: Usage,
+    /// What was used since the last `usage` event (published per response, so a crash of this
+    /// worker loses none of it).
+    unreported: Usage,
     /// The goodbye before a hang-up or transfer of ours.
     goodbye: Goodbye,
     start_deadline: Option<Instant>,
@@ -249,6 +274,8 @@ impl CallMachine {
             tools_rounds: ToolRounds::default(),
             outcome_set: false,
             handoff: None,
+            resumed: None,
+            pending_tools: Vec::new(),
             voice: setup.agent.voice.clone(),
             usage: Usage {
                 model: setup.model.clone(),
@@ -260,6 +287,7 @@ impl CallMachine {
                     .unwrap_or_default(),
                 ..Default::default()
             },
+            unreported: Usage::default(),
             goodbye: Goodbye::default(),
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
@@ -279,6 +307,39 @@ impl CallMachine {
         };
         m.effects.push(Effect::Event(Body::Started(started)));
         m
+    }
+
+    /// A call taken over from a previous owner at `now`: like [`Self::new`], but the call is
+    /// already recorded as started, its usage so far is `resumed.usage` and its clock started
+    /// `resumed.elapsed` ago. Configure its session with [`Self::take_over_session`].
+    pub fn take_over(setup: CallSetup, resumed: Resumed, now: Instant) -> Self {
+        let mut m = Self::new(setup, now);
+        m.effects.clear();
+        m.accepted_at = now.checked_sub(resumed.elapsed).unwrap_or(now);
+        m.max_deadline = m.setup.agent.max_call.map(|d| m.accepted_at + d);
+        m.outcome_set = resumed.outcome_set;
+        let model = std::mem::take(&mut m.usage.model);
+        let transcription_model = std::mem::take(&mut m.usage.transcription_model);
+        m.usage = Usage {
+            model,
+            transcription_model,
+            ..resumed.usage
+        };
+        m.greeting = GreetingState::Done;
+        m.resumed = Some(resumed.waiting);
+        m.pending_tools = resumed.pending_tools;
+        m
+    }
+
+    /// Publishes what was used since the last report, if anything.
+    fn report_usage(&mut self) {
+        if self.unreported == Usage::default() {
+            return;
+        }
+        let mut used = std::mem::take(&mut self.unreported);
+        used.model = self.usage.model.clone();
+        used.transcription_model = self.usage.transcription_model.clone();
+        self.effects.push(Effect::Event(Body::Usage(used)));
     }
 
     fn observe(&mut self, observation: Observation) {
@@ -418,6 +479,7 @@ impl CallMachine {
         }
         let entries = self.transcripts.finish(&mut self.playback);
         self.publish_transcripts(entries);
+        self.report_usage();
         let duration_ms =
             u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
                 .unwrap_or(u64::MAX);

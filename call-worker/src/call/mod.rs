@@ -7,8 +7,16 @@
 //! slow: the Realtime writer is its own task, tools run in their own tasks, events are queued to
 //! the shared [`EventPublisher`].
 //!
-//! The subscription to `voice.call.<sid>.in` is made in [`spawn`], before the offer is answered,
-//! so the gateway's first frame can never arrive before anyone listens.
+//! The subscriptions to `voice.call.<sid>.in` and `voice.call.<sid>.owner` are made in
+//! [`spawn`], before the offer is answered, so the gateway's first frame (or probe) can never
+//! arrive before anyone listens.
+//!
+//! Ownership (see [`crate::ownership`]): the actor serves the call under the epoch the offer
+//! desk claimed. Every frame it sends carries the epoch; it sends a heartbeat every
+//! [`HEARTBEAT_INTERVAL`], answers the gateway's `OwnerProbe`s with `OwnerAck`, and announces
+//! itself with an `Owner` frame on every `StreamStart` of its epoch. Once it learns that another
+//! owner took the call (an event refused by the fence, a start or probe of a newer epoch) it
+//! stops at once: no more frames, no `ended`, its Realtime session closed.
 //!
 //! When the Realtime session ends under a live call (the 60-minute cap, a network loss), the
 //! machine asks for [`Effect::Reconnect`]: the actor drops the old socket, opens a new one and
@@ -44,7 +52,8 @@ use futures::StreamExt;
 use switchboard_proto::call_event::Body;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
-    CallOffer, InboundFrame, Message as _, OutboundFrame, ToolCall, outbound_frame,
+    CallEvent, CallOffer, InboundFrame, Message as _, OutboundFrame, OwnerAck, OwnerProbe,
+    ToolCall, inbound_frame, outbound_frame,
 };
 use switchboard_service::events::EventPublisher;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -55,12 +64,14 @@ use tracing::Instrument as _;
 
 use crate::agents::{Agent, Agents, HANDOFF};
 use crate::events::CallEvents;
+use crate::ownership::{Claim, Ownership, StartVerdict};
 use crate::realtime::{self, RealtimeEvent, RealtimeSender, RealtimeSettings};
 use crate::tools::{self, SessionTools, ToolDone, ToolReply};
 use machine::{CallMachine, CallSetup, Effect};
 
-/// How often the worker tells the gateway it is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the worker tells the gateway it is alive: the gateway probes an owner silent for
+/// two intervals, so a dead one is noticed well within a second.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Messages each NATS subscription of the worker buffers (async-nats sets this per client, not
 /// per subscription). It bounds a call's `.in` backlog when the call's actor falls behind: 256
@@ -107,6 +118,10 @@ pub struct CallSpawn<'a> {
     pub cancel: CancellationToken,
     /// Told the call sid when the actor ends.
     pub ended: mpsc::UnboundedSender<String>,
+    /// The epoch claimed for this worker, and the fence of its events.
+    pub claim: Claim,
+    /// The call's events before this owner (empty for a new call).
+    pub history: Vec<CallEvent>,
 }
 
 /// Starts the actor of an accepted call: subscribes to its `.in` subject (before returning, so
@@ -124,10 +139,16 @@ pub async fn spawn(
         permit,
         cancel,
         ended,
+        claim,
+        history,
     } = rest;
     let inbound = ctx
         .client
         .subscribe(ctx.subjects.call_in(&offer.call_sid))
+        .await?;
+    let probes = ctx
+        .client
+        .subscribe(ctx.subjects.call_owner(&offer.call_sid))
         .await?;
     let span =
         tracing::info_span!(parent: None, "call", call_sid = %offer.call_sid, agent = %agent.id);
@@ -152,11 +173,19 @@ pub async fn spawn(
         tool_timeout: ctx.tool_timeout,
         accepted_at_ms: switchboard_proto::now_ms(),
     };
-    let actor = CallActor::new(ctx, setup, settings, (rt_tx, rt_rx), cancel, agents);
+    let actor = CallActor::new(
+        ctx,
+        setup,
+        settings,
+        (rt_tx, rt_rx),
+        cancel,
+        agents,
+        (claim, history),
+    );
     tracker.spawn(
         async move {
             let sid = actor.call_sid.clone();
-            actor.run(inbound).await;
+            actor.run(inbound, probes).await;
             drop(permit);
             let _ = ended.send(sid);
         }
@@ -172,6 +201,10 @@ struct CallActor {
     /// of assistant audio).
     out_subject: async_nats::Subject,
     out_seq: u64,
+    /// This owner's hold on the call.
+    ownership: Ownership,
+    /// Cancelled when JetStream refuses one of this owner's events.
+    fenced: CancellationToken,
     /// Effects being carried out; kept between iterations so the media path reuses its buffer.
     queue: VecDeque<Effect>,
     machine: CallMachine,
@@ -205,14 +238,25 @@ impl CallActor {
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
         cancel: CancellationToken,
         agents: watch::Receiver<Arc<Agents>>,
+        (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
         let call_sid = setup.offer.call_sid.clone();
+        let fenced = claim.fence.lost().clone();
+        let events = CallEvents::new(
+            &call_sid,
+            claim.epoch,
+            ctx.publisher.clone(),
+            claim.fence,
+            history,
+        );
         let (tool_tx, tool_rx) = mpsc::unbounded_channel();
         let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
         Self {
             out_subject: ctx.subjects.call_out(&call_sid).into(),
             queue: VecDeque::new(),
-            events: CallEvents::new(&call_sid, ctx.publisher.clone()),
+            events,
+            ownership: Ownership::new(claim.epoch),
+            fenced,
             machine: CallMachine::new(setup, Instant::now()),
             ctx,
             call_sid,
@@ -230,7 +274,11 @@ impl CallActor {
         }
     }
 
-    async fn run(mut self, mut inbound: async_nats::Subscriber) {
+    async fn run(
+        mut self,
+        mut inbound: async_nats::Subscriber,
+        mut probes: async_nats::Subscriber,
+    ) {
         metrics::gauge!("worker_active_calls").increment(1.0);
         self.execute().await;
 
@@ -247,7 +295,7 @@ impl CallActor {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut shutting_down = false;
-        while self.machine.ended().is_none() {
+        while self.machine.ended().is_none() && self.ownership.holds() {
             let deadline = self.machine.next_deadline();
             if deadline != armed {
                 if let Some(d) = deadline {
@@ -260,11 +308,11 @@ impl CallActor {
                     shutting_down = true;
                     self.machine.shutdown(Instant::now());
                 }
+                () = self.fenced.cancelled() => self.ownership.on_refused(),
+                Some(msg) = probes.next() => self.answer_probe(msg).await,
                 msg = inbound.next() => match msg {
                     Some(msg) => match InboundFrame::decode(msg.payload) {
-                        Ok(InboundFrame { frame: Some(frame), .. }) => {
-                            self.machine.on_inbound(frame, Instant::now());
-                        }
+                        Ok(InboundFrame { frame: Some(frame), .. }) => self.on_inbound(frame).await,
                         Ok(_) => {}
                         Err(e) => {
                             metrics::counter!("worker_bad_frames_total").increment(1);
@@ -299,17 +347,74 @@ impl CallActor {
             }
             self.execute().await;
         }
+        if let crate::ownership::Holding::Lost(by) = self.ownership.holding() {
+            metrics::counter!("worker_calls_lost_total").increment(1);
+            tracing::warn!(call_sid = %self.call_sid, epoch = self.ownership.epoch(), ?by,
+                "another owner took the call; stopping without ending it");
+            self.queue.clear();
+        }
         self.tasks.cancel();
         self.realtime.close();
         let _ = inbound.unsubscribe().await;
+        let _ = probes.unsubscribe().await;
         metrics::gauge!("worker_active_calls").decrement(1.0);
+    }
+
+    /// A frame from the gateway: a start is checked against our epoch first.
+    async fn on_inbound(&mut self, frame: inbound_frame::Frame) {
+        if let inbound_frame::Frame::Start(start) = &frame {
+            match self.ownership.on_start(start.epoch) {
+                StartVerdict::Lost | StartVerdict::Stale => return,
+                StartVerdict::Serve => {
+                    let agent = self.machine.agent();
+                    let owner = outbound_frame::Frame::Owner(switchboard_proto::Owner {
+                        worker_id: self.ctx.worker_id.clone(),
+                        agent_id: agent.id.clone(),
+                        apology: agent.apology.clone(),
+                        transfer_to: agent.transfer_to.clone().unwrap_or_default(),
+                    });
+                    self.publish_out(owner).await;
+                }
+            }
+        }
+        self.machine.on_inbound(frame, Instant::now());
+    }
+
+    /// Answers the gateway's `OwnerProbe` while we hold the call; a probe of a newer epoch
+    /// tells us we lost it (and gets no answer).
+    async fn answer_probe(&mut self, msg: async_nats::Message) {
+        let probe = match OwnerProbe::decode(msg.payload) {
+            Ok(probe) => probe,
+            Err(e) => {
+                metrics::counter!("worker_bad_frames_total").increment(1);
+                tracing::warn!(call_sid = %self.call_sid, error = %e, "undecodable owner probe ignored");
+                return;
+            }
+        };
+        let (Some(epoch), Some(reply)) = (self.ownership.on_probe(probe.epoch), msg.reply) else {
+            return;
+        };
+        let ack = OwnerAck {
+            worker_id: self.ctx.worker_id.clone(),
+            epoch,
+        };
+        if let Err(e) = self
+            .ctx
+            .client
+            .publish(reply, ack.encode_to_vec().into())
+            .await
+        {
+            tracing::warn!(call_sid = %self.call_sid, error = %e, "answering an owner probe failed");
+        }
     }
 
     /// Carries out the machine's effects (and any they lead to).
     async fn execute(&mut self) {
         self.record_observations();
         self.machine.drain_effects_into(&mut self.queue);
-        while let Some(effect) = self.queue.pop_front() {
+        while self.ownership.holds()
+            && let Some(effect) = self.queue.pop_front()
+        {
             match effect {
                 Effect::Realtime(ev) => self.realtime.send(&ev),
                 Effect::Audio(audio) => self.realtime.append_audio(&audio),
@@ -354,10 +459,14 @@ impl CallActor {
     }
 
     async fn publish_out(&mut self, frame: outbound_frame::Frame) {
+        // A call that lost its ownership says nothing more: two workers never speak on one call.
+        if !self.ownership.holds() {
+            return;
+        }
         self.out_seq += 1;
         let msg = OutboundFrame {
             seq: self.out_seq,
-            epoch: 0,
+            epoch: self.ownership.epoch(),
             frame: Some(frame),
         };
         if let Err(e) = self

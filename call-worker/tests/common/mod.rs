@@ -129,6 +129,7 @@ impl Harness {
             audio_bytes: 0,
             marks: Vec::new(),
             frames: Vec::new(),
+            owner: None,
         })
     }
 
@@ -251,8 +252,10 @@ pub struct Gateway {
     pub audio_bytes: usize,
     /// Marks received so far, with the audio bytes received before each.
     pub marks: Vec<(String, usize)>,
-    /// Every non-heartbeat frame received.
+    /// Every frame received but heartbeats and `Owner` frames.
     pub frames: Vec<outbound_frame::Frame>,
+    /// The last `Owner` frame received.
+    pub owner: Option<switchboard_proto::Owner>,
 }
 
 impl Gateway {
@@ -269,10 +272,15 @@ impl Gateway {
     }
 
     pub async fn start(&mut self) -> anyhow::Result<()> {
+        self.start_for(0, false).await
+    }
+
+    /// Starts (or, `resumed`, starts again after a takeover) the stream for owner `epoch`.
+    pub async fn start_for(&mut self, epoch: u32, resumed: bool) -> anyhow::Result<()> {
         let start = StreamStart {
             attach: 1,
-            epoch: 0,
-            resumed: false,
+            epoch,
+            resumed,
             stream_sid: format!("MZ{}", self.call_sid),
             call_sid: self.call_sid.clone(),
             account_sid: "AC1".into(),
@@ -328,7 +336,8 @@ impl Gateway {
             .await
     }
 
-    /// Receives the next non-heartbeat frame (recording audio and marks).
+    /// Receives the next frame but heartbeats and `Owner` frames (recording audio, marks and
+    /// the owner).
     pub async fn next(&mut self, timeout: Duration) -> Option<outbound_frame::Frame> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -338,6 +347,11 @@ impl Gateway {
             let frame = OutboundFrame::decode(msg.payload).ok()?.frame?;
             match &frame {
                 outbound_frame::Frame::Heartbeat(_) => continue,
+                // Ownership bookkeeping, like heartbeats: kept aside.
+                outbound_frame::Frame::Owner(o) => {
+                    self.owner = Some(o.clone());
+                    continue;
+                }
                 outbound_frame::Frame::Audio(a) => self.audio_bytes += a.payload.len(),
                 outbound_frame::Frame::Mark(m) => {
                     self.marks.push((m.name.clone(), self.audio_bytes))
@@ -407,6 +421,14 @@ impl Gateway {
         Ok(())
     }
 
+    /// The next frame of any kind (heartbeats included), whole.
+    pub async fn raw(&mut self, timeout: Duration) -> Option<OutboundFrame> {
+        let msg = tokio::time::timeout(timeout, self.out.next())
+            .await
+            .ok()??;
+        OutboundFrame::decode(msg.payload).ok()
+    }
+
     /// Waits for the first heartbeat frame.
     pub async fn heartbeat(&mut self) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -440,7 +462,8 @@ pub fn bodies(events: &[CallEvent]) -> Vec<&Body> {
     events.iter().filter_map(|e| e.body.as_ref()).collect()
 }
 
-/// Asserts seq 1.. without gaps, `started` first and `ended` last (when present).
+/// Asserts seq 1.. without gaps, the `owner` claim (epoch 0) first, `started` next and
+/// `ended` last (when present).
 pub fn assert_well_formed(events: &[CallEvent]) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "seq must grow by one: {events:?}");
@@ -448,9 +471,16 @@ pub fn assert_well_formed(events: &[CallEvent]) {
     assert!(
         matches!(
             events.first().and_then(|e| e.body.as_ref()),
+            Some(Body::Owner(o)) if o.epoch == 0
+        ),
+        "owner first"
+    );
+    assert!(
+        matches!(
+            events.get(1).and_then(|e| e.body.as_ref()),
             Some(Body::Started(_))
         ),
-        "started first"
+        "started next"
     );
     if let Some(pos) = events
         .iter()

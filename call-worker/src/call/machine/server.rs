@@ -71,6 +71,7 @@ impl CallMachine {
             } => {
                 if let Some(u) = &usage {
                     crate::usage::add_transcription(&mut self.usage, u);
+                    crate::usage::add_transcription(&mut self.unreported, u);
                 }
                 let offset = self
                     .transcripts
@@ -259,7 +260,9 @@ impl CallMachine {
         self.responses.on_done(&response);
         if let Some(u) = &response.usage {
             crate::usage::add_response(&mut self.usage, u);
+            crate::usage::add_response(&mut self.unreported, u);
         }
+        self.report_usage();
         match response.status.as_str() {
             "failed" => {
                 let err = response

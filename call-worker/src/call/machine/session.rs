@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The tool round of the calls a previous owner left unanswered.
+const TAKEOVER_ROUND: &str = "takeover";
+
 impl CallMachine {
     // ---------------------------------------------------------------- session start
 
@@ -15,6 +18,37 @@ impl CallMachine {
             self.greeting = GreetingState::Requested;
             let params = self.greeting_params();
             self.request_response(Purpose::Greeting, params);
+        }
+    }
+
+    /// Configures the session of a call taken over (with the call's tools), seeds it with the
+    /// conversation so far (`replay`, from [`crate::replay::items`]), sends again the tool calls
+    /// the previous owner left unanswered (same `call_id`: the tools' idempotency makes them
+    /// run once), and asks for an answer if the caller was waiting for one.
+    pub fn take_over_session(&mut self, tools: SessionTools, replay: Vec<Item>, now: Instant) {
+        self.tools = tools;
+        let waiting = self.resumed.take().unwrap_or(false);
+        self.send_session_update();
+        self.session.configured();
+        for item in replay {
+            self.send_event(ClientEvent::item_create(item));
+        }
+        let pending = std::mem::take(&mut self.pending_tools);
+        let resending = !pending.is_empty();
+        for tool in pending {
+            self.start_tool_call(
+                TAKEOVER_ROUND,
+                &tool.call_id,
+                &tool.name,
+                &tool.arguments,
+                now,
+            );
+        }
+        if resending {
+            // The calls are not in the new session: recreated with their outputs.
+            self.tools_rounds.session_lost();
+        } else if waiting {
+            self.request_response(Purpose::Plain, None);
         }
     }
 

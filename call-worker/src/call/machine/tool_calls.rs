@@ -56,6 +56,13 @@ impl CallMachine {
         if let Some(after) = self.setup.agent.filler_after {
             self.tools_rounds.arm_filler(response_id, now + after);
         }
+        // Written ahead: a worker taking the call over sends a dispatched call again.
+        self.effects
+            .push(Effect::Event(Body::Dispatched(ToolDispatched {
+                call_id: call_id.to_owned(),
+                name: name.to_owned(),
+                arguments: arguments.to_owned(),
+            })));
         self.effects.push(Effect::CallTool(ToolCall {
             call_sid: self.setup.offer.call_sid.clone(),
             call_id: call_id.to_owned(),
