@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::Value;
 use switchboard_proto::permissions::{Role, TOOL_WORKER, User, authorization_block, shipped_users};
 use switchboard_proto::subject::Subjects;
@@ -91,6 +92,9 @@ pub struct System {
     pub persister: String,
     /// The notifier's base URL (its delivery-log API).
     pub notifier: String,
+    /// The call-workers' ids (`WORKER_ID`), in start order, and their places in `services`.
+    pub worker_ids: Vec<String>,
+    workers: Vec<usize>,
     _webhooks: tempfile::NamedTempFile,
 }
 
@@ -128,12 +132,38 @@ impl System {
         .await
     }
 
+    /// Like [`System::start_with`], with `workers` call-workers (ids `call-worker-0`, ...).
+    pub async fn start_with_workers(
+        workers: usize,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_full(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+            "",
+            workers,
+        )
+        .await
+    }
+
     /// Like [`System::start_with_webhooks`], with another agents file and model script.
     pub async fn start_custom(
         agents_file: &std::path::Path,
         model_script: &std::path::Path,
         extra: &[(&'static str, String)],
         webhooks: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(agents_file, model_script, extra, webhooks, 1).await
+    }
+
+    async fn start_full(
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+        webhooks: &str,
+        workers: usize,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Every end-to-end run uses the NATS users and grants of production.
@@ -145,7 +175,7 @@ impl System {
         let webhooks_file = tempfile::NamedTempFile::new()?;
         std::fs::write(webhooks_file.path(), webhooks)?;
         let nats_url = nats.url().to_owned();
-        let [sim, tools, persister, notifier, worker, gateway] = [(); 6].map(|_| free_port());
+        let [sim, tools, persister, notifier, gateway] = [(); 5].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
         let mut services = Vec::new();
@@ -159,7 +189,7 @@ impl System {
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
         services.push(sim_proc);
 
-        let specs: Vec<(&str, Env, u16)> = vec![
+        let mut specs: Vec<(&str, Env, u16)> = vec![
             ("tool-worker", vec![("DATABASE_URL", tools_db)], tools),
             (
                 "persister",
@@ -184,15 +214,6 @@ impl System {
                 notifier,
             ),
             (
-                "call-worker",
-                vec![
-                    ("AGENTS_FILE", agents_file.display().to_string()),
-                    ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
-                    ("MAX_CALLS", "4".into()),
-                ],
-                worker,
-            ),
-            (
                 "gateway",
                 vec![
                     ("PUBLIC_URL", format!("http://{}", addr(gateway))),
@@ -211,6 +232,25 @@ impl System {
                 gateway,
             ),
         ];
+        let worker_ids: Vec<String> = (0..workers.max(1))
+            .map(|i| format!("call-worker-{i}"))
+            .collect();
+        // Call-workers before the gateway, as the list above has them.
+        let gateway_spec = specs.pop().context("the gateway's spec")?;
+        for id in &worker_ids {
+            specs.push((
+                "call-worker",
+                vec![
+                    ("AGENTS_FILE", agents_file.display().to_string()),
+                    ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
+                    ("MAX_CALLS", "4".into()),
+                    ("WORKER_ID", id.clone()),
+                ],
+                free_port(),
+            ));
+        }
+        specs.push(gateway_spec);
+        let mut worker_services = Vec::new();
         for (name, mut env, port) in specs {
             let role = match name {
                 "tool-worker" => TOOL_WORKER,
@@ -225,6 +265,9 @@ impl System {
             env.extend(extra.iter().cloned());
             let mut service = Service::spawn(name, &env)?;
             service.wait_ready(&addr(port)).await?;
+            if name == "call-worker" {
+                worker_services.push(services.len());
+            }
             services.push(service);
         }
         Ok(Self {
@@ -235,8 +278,20 @@ impl System {
             gateway: format!("http://{}", addr(gateway)),
             persister: format!("http://{}", addr(persister)),
             notifier: format!("http://{}", addr(notifier)),
+            worker_ids,
+            workers: worker_services,
             _webhooks: webhooks_file,
         })
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to the call-worker with id `worker_id`.
+    pub async fn signal_worker(&self, worker_id: &str, signal: &str) -> anyhow::Result<()> {
+        let index = self
+            .worker_ids
+            .iter()
+            .position(|id| id == worker_id)
+            .with_context(|| format!("no call-worker {worker_id}"))?;
+        self.services[self.workers[index]].signal(signal).await
     }
 
     /// A NATS connection as `role`'s user (as the service itself connects: its own inbox).

@@ -126,6 +126,20 @@ impl Service {
             .map_err(Into::into)
     }
 
+    /// Sends signal `signal` (a name `kill` knows: `KILL`, `STOP`, `CONT`, `TERM`) to the
+    /// process, as an operator or the kernel would (a crash, a paused VM).
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed with {status}");
+        }
+        Ok(())
+    }
+
     /// The binary's name.
     pub fn name(&self) -> &str {
         &self.name
