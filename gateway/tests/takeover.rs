@@ -529,3 +529,60 @@ async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() ->
     assert!(zombie.is_err(), "a zombie's event must be refused");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_caller_hanging_up_while_the_call_is_offered_still_closes_the_record()
+-> anyhow::Result<()> {
+    let gw = TestGateway::start(&[
+        "--worker-silence-ms",
+        "900",
+        "--takeover-timeout-ms",
+        "20000",
+    ])
+    .await?;
+    let mut workers = fake_worker_replying(
+        &gw.nats,
+        vec![accept("worker-1", 0), decline("at_capacity")],
+    )
+    .await?;
+    let (mut ws, _inbound, _) = gw.started_stream(CALL, STREAM).await?;
+    next_offer(&mut workers).await?;
+    gw.send_out(CALL, owner(0, "worker-1", "", "")).await?;
+    assert_eq!(next_offer(&mut workers).await?.epoch, 1);
+
+    // The owner is gone and nobody has taken the call yet: the caller hangs up.
+    send_json(
+        &mut ws,
+        &TwilioMessage::Stop {
+            sequence_number: "9".into(),
+            stream_sid: STREAM.into(),
+            stop: StopInfo {
+                account_sid: ACCOUNT_SID.into(),
+                call_sid: CALL.into(),
+            },
+        },
+    )
+    .await?;
+    let events = switchboard_testkit::eventually(PATIENCE, "owner and ended events", || {
+        let gw = &gw;
+        async move {
+            let events = call_events(gw).await.ok()?;
+            (events.len() >= 2).then_some(events)
+        }
+    })
+    .await?;
+    let Some(call_event::Body::Owner(claim)) = &events[0].body else {
+        anyhow::bail!("expected the gateway's owner claim first: {events:?}");
+    };
+    assert_eq!((claim.epoch, claim.worker_id.as_str()), (1, "gw-test"));
+    let Some(call_event::Body::Ended(ended)) = &events[1].body else {
+        anyhow::bail!("expected ended: {events:?}");
+    };
+    assert_eq!(
+        ended.reason,
+        switchboard_proto::event::StopReason::Stop
+            .end_reason()
+            .as_str()
+    );
+    Ok(())
+}
