@@ -398,6 +398,37 @@ async fn call_events(gw: &TestGateway) -> anyhow::Result<Vec<CallEvent>> {
     Ok(events)
 }
 
+/// The gateway's record of a call it closed: its owner claim, then `ended` (seq after it).
+async fn gateway_record(
+    gw: &TestGateway,
+) -> anyhow::Result<(switchboard_proto::CallOwner, switchboard_proto::CallEnded)> {
+    let events = switchboard_testkit::eventually(PATIENCE, "owner and ended events", || async {
+        let events = call_events(gw).await.ok()?;
+        (events.len() >= 2).then_some(events)
+    })
+    .await?;
+    match (&events[0].body, &events[1].body) {
+        (Some(call_event::Body::Owner(claim)), Some(call_event::Body::Ended(ended)))
+            if events[1].seq > events[0].seq =>
+        {
+            Ok((claim.clone(), ended.clone()))
+        }
+        _ => anyhow::bail!("expected the gateway's owner claim, then ended: {events:?}"),
+    }
+}
+
+/// Twilio's `stop` (the caller hung up, or the call left `<Connect>`).
+fn twilio_stop() -> TwilioMessage {
+    TwilioMessage::Stop {
+        sequence_number: "99".into(),
+        stream_sid: STREAM.into(),
+        stop: StopInfo {
+            account_sid: ACCOUNT_SID.into(),
+            call_sid: CALL.into(),
+        },
+    }
+}
+
 #[tokio::test]
 async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() -> anyhow::Result<()>
 {
@@ -465,18 +496,7 @@ async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() ->
 
     // A zombie's late frames are not played; Twilio leaves the stream for the new TwiML.
     gw.send_out(CALL, audio(0, 0x22)).await?;
-    send_json(
-        &mut ws,
-        &TwilioMessage::Stop {
-            sequence_number: "99".into(),
-            stream_sid: STREAM.into(),
-            stop: StopInfo {
-                account_sid: ACCOUNT_SID.into(),
-                call_sid: CALL.into(),
-            },
-        },
-    )
-    .await?;
+    send_json(&mut ws, &twilio_stop()).await?;
     while let tokio_tungstenite::tungstenite::Message::Text(text) = next_ws(&mut ws).await? {
         if let Ok(ServerMessage::Media { .. }) = ServerMessage::parse(&text) {
             anyhow::bail!("the lost owner's audio was played");
@@ -486,27 +506,13 @@ async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() ->
     assert!(matches!(stop.frame, Some(inbound_frame::Frame::Stop(_))));
 
     // The record: the gateway's fencing claim of epoch 1, then `ended` with `worker_lost`.
-    let events = switchboard_testkit::eventually(PATIENCE, "owner and ended events", || {
-        let gw = &gw;
-        async move {
-            let events = call_events(gw).await.ok()?;
-            (events.len() >= 2).then_some(events)
-        }
-    })
-    .await?;
-    let Some(call_event::Body::Owner(claim)) = &events[0].body else {
-        anyhow::bail!("expected the gateway's owner claim first: {events:?}");
-    };
+    let (claim, ended) = gateway_record(&gw).await?;
     assert_eq!(claim.epoch, 1);
     assert_eq!(claim.worker_id, "gw-test");
     assert_eq!(claim.reason, OwnerReason::WorkerLost.as_str());
     assert_eq!(claim.previous_worker_id, "worker-1");
     assert!(claim.gap_ms >= 1800, "{}", claim.gap_ms);
-    let Some(call_event::Body::Ended(ended)) = &events[1].body else {
-        anyhow::bail!("expected ended: {events:?}");
-    };
     assert_eq!(ended.reason, EndReason::WorkerLost.as_str());
-    assert!(events[1].seq > events[0].seq);
 
     // The claim fences the old owner: an event it publishes under its epoch-0 fence (the
     // sequence before the gateway's claim) is refused.
@@ -551,33 +557,9 @@ async fn a_caller_hanging_up_while_the_call_is_offered_still_closes_the_record()
     assert_eq!(next_offer(&mut workers).await?.epoch, 1);
 
     // The owner is gone and nobody has taken the call yet: the caller hangs up.
-    send_json(
-        &mut ws,
-        &TwilioMessage::Stop {
-            sequence_number: "9".into(),
-            stream_sid: STREAM.into(),
-            stop: StopInfo {
-                account_sid: ACCOUNT_SID.into(),
-                call_sid: CALL.into(),
-            },
-        },
-    )
-    .await?;
-    let events = switchboard_testkit::eventually(PATIENCE, "owner and ended events", || {
-        let gw = &gw;
-        async move {
-            let events = call_events(gw).await.ok()?;
-            (events.len() >= 2).then_some(events)
-        }
-    })
-    .await?;
-    let Some(call_event::Body::Owner(claim)) = &events[0].body else {
-        anyhow::bail!("expected the gateway's owner claim first: {events:?}");
-    };
+    send_json(&mut ws, &twilio_stop()).await?;
+    let (claim, ended) = gateway_record(&gw).await?;
     assert_eq!((claim.epoch, claim.worker_id.as_str()), (1, "gw-test"));
-    let Some(call_event::Body::Ended(ended)) = &events[1].body else {
-        anyhow::bail!("expected ended: {events:?}");
-    };
     assert_eq!(
         ended.reason,
         switchboard_proto::event::StopReason::Stop
