@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::agents::{Agent, Agents};
 use crate::call::{self, CallContext};
 use crate::ownership::{self, ClaimFor};
+use crate::takeover;
 use switchboard_service::events::ClaimError;
 
 /// How long a draining worker keeps declining offers before it unsubscribes, and how long it
@@ -39,6 +40,8 @@ pub enum Decision {
     /// We already run this call under the offered epoch (a repeated offer): answer `accepted`
     /// again.
     AlreadyOurs(String),
+    /// Take the call over from its previous owner: the agent comes from the call's events.
+    TakeOver,
     /// Decline with this reason.
     Decline(DeclineReason),
 }
@@ -78,6 +81,9 @@ pub fn decide(
     if free_slots == 0 {
         return Decision::Decline(DeclineReason::AtCapacity);
     }
+    if !offer.takeover.is_empty() || offer.epoch > 0 {
+        return Decision::TakeOver;
+    }
     let agent = if offer.agent_id.is_empty() {
         agents.route(&offer.to)
     } else {
@@ -96,6 +102,8 @@ pub struct Offers {
     agents: watch::Receiver<Arc<Agents>>,
     capacity: Arc<Semaphore>,
     calls: CancellationToken,
+    /// Cancelled when the drain hands the running calls over to other workers.
+    hand_over: CancellationToken,
     tracker: TaskTracker,
     active: HashMap<String, Running>,
     ended_tx: mpsc::UnboundedSender<String>,
@@ -104,12 +112,14 @@ pub struct Offers {
 
 impl Offers {
     /// A desk taking at most `max_calls` calls. Call actors are spawned on `tracker`; cancelling
-    /// `calls` ends every call (drain deadline).
+    /// `calls` ends every call (drain deadline); cancelling `hand_over` asks the gateways to hand
+    /// every call to another worker.
     pub fn new(
         ctx: Arc<CallContext>,
         agents: watch::Receiver<Arc<Agents>>,
         max_calls: usize,
         calls: CancellationToken,
+        hand_over: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
@@ -118,6 +128,7 @@ impl Offers {
             agents,
             capacity: Arc::new(Semaphore::new(max_calls)),
             calls,
+            hand_over,
             tracker,
             active: HashMap::new(),
             ended_tx,
@@ -211,6 +222,39 @@ impl Offers {
                 self.reply(reply_to, &call_sid, offer.epoch, Ok(&agent_id))
                     .await;
             }
+            Decision::TakeOver => {
+                let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
+                    self.reply(
+                        reply_to,
+                        &call_sid,
+                        offer.epoch,
+                        Err(DeclineReason::AtCapacity),
+                    )
+                    .await;
+                    return;
+                };
+                let epoch = offer.epoch;
+                match self
+                    .take_over(offer, &agents, headers.as_ref(), permit)
+                    .await
+                {
+                    Ok(agent_id) => {
+                        tracing::info!(%call_sid, epoch, %agent_id, "call taken over");
+                        self.active.insert(
+                            call_sid.clone(),
+                            Running {
+                                agent_id: agent_id.clone(),
+                                epoch,
+                            },
+                        );
+                        self.reply(reply_to, &call_sid, epoch, Ok(&agent_id)).await;
+                    }
+                    Err(reason) => {
+                        tracing::info!(%call_sid, epoch, %reason, "takeover declined");
+                        self.reply(reply_to, &call_sid, epoch, Err(reason)).await;
+                    }
+                }
+            }
             Decision::Accept(agent) => {
                 // Offers are handled one at a time, so a slot seen free is still free.
                 let epoch = offer.epoch;
@@ -219,12 +263,6 @@ impl Offers {
                         .await;
                     return;
                 };
-                if !offer.takeover.is_empty() || epoch != 0 {
-                    // Taking a call over is not built here: another worker will.
-                    self.reply(reply_to, &call_sid, epoch, Err(DeclineReason::ClaimLost))
-                        .await;
-                    return;
-                }
                 let js = async_nats::jetstream::new(self.ctx.client.clone());
                 let claimed = ownership::claim(
                     &js,
@@ -235,6 +273,7 @@ impl Offers {
                         agent_id: &agent.id,
                         previous: 0,
                     },
+                    headers.as_ref(),
                 )
                 .await;
                 let claim = match claimed {
@@ -259,9 +298,11 @@ impl Offers {
                         headers: headers.as_ref(),
                         permit,
                         cancel: self.calls.child_token(),
+                        hand_over: self.hand_over.child_token(),
                         ended: self.ended_tx.clone(),
                         claim,
                         history: Vec::new(),
+                        resumed: None,
                     },
                 )
                 .await;
@@ -287,6 +328,92 @@ impl Offers {
                 }
             }
         }
+    }
+
+    /// Takes a call over: reads its events, checks that the offered epoch follows the last
+    /// owner's, claims it and starts the actor with the rebuilt conversation. Returns the agent.
+    async fn take_over(
+        &mut self,
+        mut offer: CallOffer,
+        agents: &Agents,
+        headers: Option<&async_nats::HeaderMap>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<String, DeclineReason> {
+        let call_sid = offer.call_sid.clone();
+        let js = async_nats::jetstream::new(self.ctx.client.clone());
+        let log = takeover::read(&js, &self.ctx.subjects, &call_sid)
+            .await
+            .map_err(|e| {
+                tracing::error!(%call_sid, error = %e, "reading the call back failed");
+                DeclineReason::Error
+            })?;
+        let Some((previous, last)) = log.last_owner.clone() else {
+            tracing::warn!(%call_sid, "takeover of a call that has no owner");
+            return Err(DeclineReason::ClaimLost);
+        };
+        if last.epoch.checked_add(1) != Some(offer.epoch) {
+            tracing::info!(%call_sid, offered = offer.epoch, last = last.epoch, "takeover of a stale epoch");
+            return Err(DeclineReason::ClaimLost);
+        }
+        let rebuilt = takeover::rebuild_now(&log.events);
+        let Some(agent) = agents.by_id(&rebuilt.agent_id).cloned() else {
+            tracing::warn!(%call_sid, agent_id = %rebuilt.agent_id, "the call's agent is not in this worker's agents file");
+            return Err(DeclineReason::NoAgent);
+        };
+        if let Some(started) = &rebuilt.started {
+            if offer.from.is_empty() {
+                offer.from.clone_from(&started.from);
+            }
+            if offer.to.is_empty() {
+                offer.to.clone_from(&started.to);
+            }
+            if offer.direction == 0 {
+                offer.direction = started.direction;
+            }
+        }
+        if offer.previous_worker_id.is_empty() {
+            offer.previous_worker_id.clone_from(&last.worker_id);
+        }
+        let claim = ownership::claim(
+            &js,
+            &self.ctx.subjects,
+            &offer,
+            ClaimFor {
+                worker_id: &self.ctx.worker_id,
+                agent_id: &agent.id,
+                previous,
+            },
+            headers,
+        )
+        .await
+        .map_err(|e| match e {
+            ClaimError::Lost => DeclineReason::ClaimLost,
+            ClaimError::Publish(_) => DeclineReason::Error,
+        })?;
+        let agent_id = agent.id.clone();
+        call::spawn(
+            Arc::clone(&self.ctx),
+            offer,
+            agent,
+            &self.tracker,
+            call::CallSpawn {
+                agents: self.agents.clone(),
+                headers,
+                permit,
+                cancel: self.calls.child_token(),
+                hand_over: self.hand_over.child_token(),
+                ended: self.ended_tx.clone(),
+                claim,
+                history: rebuilt.history,
+                resumed: Some(rebuilt.resumed),
+            },
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(%call_sid, error = %e, "could not subscribe to the call");
+            DeclineReason::Error
+        })?;
+        Ok(agent_id)
     }
 
     async fn reply(

@@ -168,15 +168,25 @@ pub fn owner_event(offer: &CallOffer, claim: ClaimFor<'_>) -> CallEvent {
     }
 }
 
-/// Claims `offer`'s epoch of its call (see [`switchboard_service::events::claim`]).
+/// Claims `offer`'s epoch of its call (see [`switchboard_service::events::claim`]), inside the
+/// trace of the offer (`headers`, the offer message's), like every other event of the call.
 pub async fn claim(
     js: &async_nats::jetstream::Context,
     subjects: &switchboard_proto::subject::Subjects,
     offer: &CallOffer,
     claim: ClaimFor<'_>,
+    headers: Option<&async_nats::HeaderMap>,
 ) -> Result<Claim, ClaimError> {
+    use tracing::Instrument as _;
     let event = owner_event(offer, claim);
-    let fence = events::claim(js, subjects, &event, claim.previous).await?;
+    let span =
+        tracing::info_span!(parent: None, "claim", call_sid = %offer.call_sid, epoch = offer.epoch);
+    if let Some(headers) = headers {
+        switchboard_service::trace::set_parent(&span, headers);
+    }
+    let fence = events::claim(js, subjects, &event, claim.previous)
+        .instrument(span)
+        .await?;
     Ok(Claim {
         epoch: offer.epoch,
         fence,

@@ -5,9 +5,12 @@
 //! and `/metrics`, and take offers.
 //!
 //! Drain (SIGTERM): readiness turns false, the offer subscription is drained (no new calls),
-//! running calls may finish until shortly before `DRAIN_SECONDS` (a reserve of a fifth, at most 10 s, is
-//! kept), then the rest are ended with reason `worker_shutdown`; queued call events are
-//! published to JetStream, or spilled to the log if the broker is away. The process stops
+//! running calls may finish until shortly before `DRAIN_SECONDS` (a reserve of a fifth, at most
+//! 10 s, is kept, and before it a hand-over window of half the drain, at most 5 s). Then each
+//! call still running asks its gateway to hand it over to another worker (a `HandOver` frame;
+//! the call goes on here until the new owner's epoch shows up, then stops without ending). What
+//! no other worker took by the reserve is ended with reason `worker_shutdown`; queued call
+//! events are published to JetStream, or spilled to the log if the broker is away. The process stops
 //! within `DRAIN_SECONDS` whatever NATS is doing.
 
 use std::future::Future;
@@ -40,6 +43,13 @@ const FINAL_STEPS: Duration = Duration::from_millis(500);
 /// events: a fifth of it, at most 10 seconds. Calls get the rest.
 fn shutdown_reserve(drain: Duration) -> Duration {
     (drain / 5).min(Duration::from_secs(10))
+}
+
+/// Before the reserve: the time calls still running get to be handed over to other workers
+/// (the gateway re-offers each, another worker rebuilds it and the gateway commits it): half the
+/// drain, at most 5 seconds.
+fn hand_over_window(drain: Duration) -> Duration {
+    (drain / 2).min(Duration::from_secs(5))
 }
 
 /// Why the worker could not start or stop cleanly.
@@ -148,6 +158,7 @@ impl Worker {
             tool_timeout: config.tool_timeout(),
         });
         let calls = CancellationToken::new();
+        let hand_over = CancellationToken::new();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         crate::reload::warn_unregistered(ctx.registry.as_ref(), &agents).await;
@@ -162,6 +173,7 @@ impl Worker {
             agents,
             config.max_calls as usize,
             calls.clone(),
+            hand_over.clone(),
             tracker.clone(),
         );
         let stop_offers = CancellationToken::new();
@@ -194,9 +206,22 @@ impl Worker {
                     drain = ?drain.remaining(),
                     "draining: waiting for calls to end"
                 );
-                if tokio::time::timeout(drain.until_reserve(reserve), tracker.wait())
-                    .await
-                    .is_err()
+                let window = hand_over_window(drain_within);
+                let ended =
+                    tokio::time::timeout(drain.until_reserve(reserve + window), tracker.wait())
+                        .await
+                        .is_ok();
+                if !ended {
+                    tracing::info!(
+                        calls = tracker.len(),
+                        "drain deadline near; handing the calls over"
+                    );
+                    hand_over.cancel();
+                }
+                if !ended
+                    && tokio::time::timeout(drain.until_reserve(reserve), tracker.wait())
+                        .await
+                        .is_err()
                 {
                     tracing::warn!(
                         calls = tracker.len(),

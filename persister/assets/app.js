@@ -112,7 +112,7 @@ async function sessionPage() {
     ["Twilio status", s.twilio_status], ["Model", s.model], ["Worker", s.worker_id],
     ["Tokens in / out", u.input_tokens === null || u.input_tokens === undefined ? null : `${u.input_tokens} / ${u.output_tokens}`],
     ["Audio in / out", u.input_audio_tokens === null || u.input_audio_tokens === undefined ? null : `${u.input_audio_tokens} / ${u.output_audio_tokens}`],
-    ["Cached", u.cached_tokens], ["Cost", fmtCost(s.cost_usd)]];
+    ["Cached", u.cached_tokens], ["Cost", fmtCost(s.cost_usd)], ["Takeovers", s.takeovers]];
   const dl = document.getElementById("facts");
   for (const [k, v] of facts) dl.append(el("div", {}, el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "—" : String(v))));
 
@@ -129,8 +129,20 @@ async function sessionPage() {
         el("div", {}, failed ? "error" : "result"), el("pre", {}, failed ? `${t.error.code}: ${t.error.message}` : pretty(t.output))));
     }
   };
-  for (const t of s.transcript) { placeTools(t.seq); timeline.append(line(t.role, t.text, t.offset_ms, t.interrupted, t.heard_ms)); }
+  // Ownership changes (takeovers, hand-overs) before the first line of the new owner: a worker
+  // numbers its events epoch * 2^32 + n. Never transcript lines.
+  const changes = (s.owners || []).filter((o) => o.epoch > 0);
+  const placeOwners = (seq) => {
+    while (changes.length && (seq === null || Math.floor(seq / 2 ** 32) >= changes[0].epoch)) {
+      const o = changes.shift();
+      const why = o.reason === "hand_over" ? "handed over" : "taken over";
+      timeline.append(el("li", { class: "owner muted" },
+        `⇄ ${why} by ${o.worker_id}${o.previous_worker_id ? ` from ${o.previous_worker_id}` : ""} (epoch ${o.epoch}, gap ${fmtMs(o.gap_ms)})`));
+    }
+  };
+  for (const t of s.transcript) { placeOwners(t.seq); placeTools(t.seq); timeline.append(line(t.role, t.text, t.offset_ms, t.interrupted, t.heard_ms)); }
   placeTools(null);
+  placeOwners(null);
   if (!s.transcript.length && !s.tools.length) timeline.append(el("li", { class: "muted" }, "Nothing was said."));
 
   renderCost(s.cost);

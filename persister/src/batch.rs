@@ -141,6 +141,8 @@ pub async fn apply(
     let mut transcripts = Transcripts::default();
     let mut tools = Tools::default();
     let mut turns = Turns::default();
+    // A call has one owner per takeover: a handful of rows, written one by one.
+    let mut owners = Vec::new();
     let mut lowest: BTreeMap<&str, OffsetDateTime> = BTreeMap::new();
     for &i in &fresh {
         let e = &batch[i].event;
@@ -182,6 +184,7 @@ pub async fn apply(
                 tools.latency_ms.push(i64::from(b.latency_ms));
                 tools.at.push(at[i]);
             }
+            Some(Body::Owner(b)) => owners.push((sid, seq, b, at[i])),
             Some(Body::Turn(b)) => {
                 turns.sid.push(sid);
                 turns.seq.push(seq);
@@ -192,6 +195,9 @@ pub async fn apply(
             }
             _ => {}
         }
+    }
+    for (sid, seq, owner, at) in owners {
+        crate::writer::owner(&mut tx, sid, seq, owner, at).await?;
     }
     if !transcripts.sid.is_empty() {
         sqlx::query(
@@ -386,6 +392,7 @@ struct Outcome<'a> {
 #[derive(Default)]
 struct Ended<'a> {
     sid: Vec<&'a str>,
+    seq: Vec<i64>,
     at: Vec<OffsetDateTime>,
     reason: Vec<String>,
     duration_ms: Vec<i64>,
@@ -448,6 +455,7 @@ impl<'a> CallUpdates<'a> {
                 let e = &mut self.ended;
                 let tokens = |field: fn(&Usage) -> u64| b.usage.as_ref().map(|u| to_i64(field(u)));
                 e.sid.push(sid);
+                e.seq.push(to_i64(event.seq));
                 e.at.push(at);
                 e.reason.push(clean(&b.reason));
                 e.duration_ms.push(to_i64(b.duration_ms));
@@ -568,13 +576,15 @@ impl<'a> CallUpdates<'a> {
                     output_text_tokens  = COALESCE(u.ot, c.output_text_tokens),
                     cached_tokens       = COALESCE(u.ca, c.cached_tokens),
                     cost_usd            = COALESCE(u.cost, c.cost_usd),
-                    cost_breakdown      = COALESCE(u.breakdown, c.cost_breakdown)
+                    cost_breakdown      = COALESCE(u.breakdown, c.cost_breakdown),
+                    ended_seq           = u.seq
                  FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::bigint[],
                              $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                             $10::bigint[], $11::bigint[], $12::float8[], $13::jsonb[])
+                             $10::bigint[], $11::bigint[], $12::float8[], $13::jsonb[],
+                             $14::bigint[])
                       AS u(call_sid, at, reason, duration_ms, i, o, ia, oa, it, ot, ca, cost,
-                           breakdown)
-                 WHERE c.call_sid = u.call_sid",
+                           breakdown, seq)
+                 WHERE c.call_sid = u.call_sid AND (c.ended_seq IS NULL OR c.ended_seq < u.seq)",
             )
             .bind(&e.sid)
             .bind(&e.at)
@@ -589,6 +599,7 @@ impl<'a> CallUpdates<'a> {
             .bind(&e.cached_tokens)
             .bind(&e.cost_usd)
             .bind(&e.cost_breakdown)
+            .bind(&e.seq)
             .execute(&mut **tx)
             .await?;
         }

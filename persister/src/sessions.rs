@@ -89,6 +89,19 @@ pub struct ToolLine {
     pub latency_ms: i64,
 }
 
+/// One owner of the call: the worker that took it new (epoch 0), or took it over.
+#[derive(Debug, Serialize)]
+pub struct OwnerLine {
+    pub epoch: i64,
+    pub worker_id: String,
+    /// `offer`, `worker_lost` or `hand_over`.
+    pub reason: String,
+    pub previous_worker_id: Option<String>,
+    /// Milliseconds the caller heard nothing from an owner before this one took the call.
+    pub gap_ms: i64,
+    pub at: Option<String>,
+}
+
 /// Latency of one turn.
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct TurnLine {
@@ -131,6 +144,10 @@ pub struct SessionDetail {
     pub transcript: Vec<TranscriptLine>,
     pub tools: Vec<ToolLine>,
     pub turns: Vec<TurnLine>,
+    /// Who served the call, in epoch order (empty for calls recorded before ownership).
+    pub owners: Vec<OwnerLine>,
+    /// How often the call changed owner (takeovers and hand-overs).
+    pub takeovers: usize,
 }
 
 /// The cost breakdown of `GET /api/sessions/{call_sid}`.
@@ -338,6 +355,29 @@ pub async fn get(
     .fetch_all(pool)
     .await?;
 
+    #[allow(clippy::type_complexity)]
+    let owners: Vec<(i64, String, String, Option<String>, i64, OffsetDateTime)> = sqlx::query_as(
+        "SELECT epoch, worker_id, reason, previous_worker_id, gap_ms, at
+         FROM call_owners WHERE call_sid = $1 ORDER BY epoch, seq",
+    )
+    .bind(call_sid)
+    .fetch_all(pool)
+    .await?;
+    let owners: Vec<OwnerLine> = owners
+        .into_iter()
+        .map(
+            |(epoch, worker_id, reason, previous_worker_id, gap_ms, at)| OwnerLine {
+                epoch,
+                worker_id,
+                reason,
+                previous_worker_id,
+                gap_ms,
+                at: rfc3339(Some(at)),
+            },
+        )
+        .collect();
+    let takeovers = owners.len().saturating_sub(1);
+
     let tools = tools
         .into_iter()
         .map(
@@ -391,6 +431,8 @@ pub async fn get(
         transcript,
         tools,
         turns,
+        owners,
+        takeovers,
     }))
 }
 

@@ -9,8 +9,8 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallRejected, CallStarted, CallStatus, Role, ToolInvocation,
-    TranscriptEntry, TurnLatency, Usage, tool_invocation,
+    CallEnded, CallEvent, CallOutcome, CallOwner, CallRejected, CallStarted, CallStatus, Role,
+    ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
 };
 use time::OffsetDateTime;
 
@@ -93,12 +93,13 @@ pub async fn apply(
         Some(Body::Tool(b)) => tool(&mut tx, sid, seq, b, at).await?,
         Some(Body::Outcome(b)) => outcome(&mut tx, sid, seq, b).await?,
         Some(Body::Turn(b)) => turn(&mut tx, sid, seq, b, at).await?,
-        Some(Body::Ended(b)) => ended(&mut tx, sid, b, at, prices).await?,
+        Some(Body::Ended(b)) => ended(&mut tx, sid, seq, b, at, prices).await?,
+        Some(Body::Owner(b)) => owner(&mut tx, sid, seq, b, at).await?,
         Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
-        // Ownership, write-ahead and per-response usage events: the ledger keeps them (the
-        // call's total usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Owner(_) | Body::Dispatched(_) | Body::Usage(_)) | None => {}
+        // Write-ahead and per-response usage events: the ledger keeps them (the call's total
+        // usage arrives in `ended`). A body from a newer producer: likewise.
+        Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)
@@ -246,9 +247,40 @@ async fn turn(
     Ok(())
 }
 
+/// One owner of the call (see the `call_owners` migration).
+pub(crate) async fn owner(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    seq: i64,
+    b: &CallOwner,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO call_owners
+            (call_sid, seq, epoch, worker_id, reason, previous_worker_id, gap_ms, agent_id, at)
+         VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7, NULLIF($8, ''), $9)
+         ON CONFLICT (call_sid, seq) DO NOTHING",
+    )
+    .bind(sid)
+    .bind(seq)
+    .bind(i64::from(b.epoch))
+    .bind(clean(&b.worker_id))
+    .bind(clean(&b.reason))
+    .bind(clean(&b.previous_worker_id))
+    .bind(i64::from(b.gap_ms))
+    .bind(clean(&b.agent_id))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The call's end: the `ended` event with the highest seq wins (after a takeover the new
+/// owner's, or the gateway's `worker_lost`, whichever numbers higher).
 async fn ended(
     tx: &mut Tx<'_>,
     sid: &str,
+    seq: i64,
     b: &CallEnded,
     at: OffsetDateTime,
     prices: &Prices,
@@ -268,8 +300,9 @@ async fn ended(
             output_text_tokens  = COALESCE($10, output_text_tokens),
             cached_tokens       = COALESCE($11, cached_tokens),
             cost_usd            = COALESCE($12, cost_usd),
-            cost_breakdown      = COALESCE($13, cost_breakdown)
-         WHERE call_sid = $1",
+            cost_breakdown      = COALESCE($13, cost_breakdown),
+            ended_seq           = $14
+         WHERE call_sid = $1 AND (ended_seq IS NULL OR ended_seq < $14)",
     )
     .bind(sid)
     .bind(at)
@@ -288,6 +321,7 @@ async fn ended(
             .as_ref()
             .and_then(|u| serde_json::to_value(prices.breakdown(u)).ok()),
     )
+    .bind(seq)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -234,9 +234,11 @@ async fn batched_call_row_updates_equal_one_at_a_time() -> anyhow::Result<()> {
     assert_eq!(got["direction"], "inbound");
     assert_eq!(got["outcome"], "resolved");
     assert_eq!(got["outcome_seq"], 6);
-    // A late `ended` replaces an earlier one, as it does one at a time.
-    assert_eq!(got["end_reason"], "end_call");
-    assert_eq!(got["duration_ms"], 8000);
+    // The `ended` with the highest seq decides the end (a late lower one changes nothing), as
+    // it does one at a time.
+    assert_eq!(got["end_reason"], "caller_hung_up");
+    assert_eq!(got["duration_ms"], 9000);
+    assert_eq!(got["ended_seq"], 9);
     assert_eq!(got["rejected_reason"], "at_capacity");
     assert_eq!(got["twilio_status"], "completed");
     // The late terminal callback lost to `completed` but still fills in the duration.

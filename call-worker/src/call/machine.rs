@@ -331,6 +331,11 @@ impl CallMachine {
         m
     }
 
+    /// Whether the call was taken over and its session is not configured yet.
+    pub fn is_takeover(&self) -> bool {
+        self.resumed.is_some()
+    }
+
     /// Publishes what was used since the last report, if anything.
     fn report_usage(&mut self) {
         if self.unreported == Usage::default() {

@@ -64,7 +64,7 @@ use tracing::Instrument as _;
 
 use crate::agents::{Agent, Agents, HANDOFF};
 use crate::events::CallEvents;
-use crate::ownership::{Claim, Ownership, StartVerdict};
+use crate::ownership::{Claim, Holding, Ownership, StartVerdict};
 use crate::realtime::{self, RealtimeEvent, RealtimeSender, RealtimeSettings};
 use crate::tools::{self, SessionTools, ToolDone, ToolReply};
 use machine::{CallMachine, CallSetup, Effect};
@@ -116,12 +116,17 @@ pub struct CallSpawn<'a> {
     pub permit: OwnedSemaphorePermit,
     /// Ends the call with reason `worker_shutdown`.
     pub cancel: CancellationToken,
+    /// Asks the gateway to hand the call over to another worker (drain): the actor sends a
+    /// `HandOver` frame and serves the call until a newer owner shows up.
+    pub hand_over: CancellationToken,
     /// Told the call sid when the actor ends.
     pub ended: mpsc::UnboundedSender<String>,
     /// The epoch claimed for this worker, and the fence of its events.
     pub claim: Claim,
-    /// The call's events before this owner (empty for a new call).
+    /// The call's conversation events before this owner (empty for a new call).
     pub history: Vec<CallEvent>,
+    /// For a call taken over: where the previous owner left it.
+    pub resumed: Option<machine::Resumed>,
 }
 
 /// Starts the actor of an accepted call: subscribes to its `.in` subject (before returning, so
@@ -138,9 +143,11 @@ pub async fn spawn(
         headers,
         permit,
         cancel,
+        hand_over,
         ended,
         claim,
         history,
+        resumed,
     } = rest;
     let inbound = ctx
         .client
@@ -173,12 +180,16 @@ pub async fn spawn(
         tool_timeout: ctx.tool_timeout,
         accepted_at_ms: switchboard_proto::now_ms(),
     };
+    let machine = match resumed {
+        Some(resumed) => CallMachine::take_over(setup, resumed, Instant::now()),
+        None => CallMachine::new(setup, Instant::now()),
+    };
     let actor = CallActor::new(
         ctx,
-        setup,
+        machine,
         settings,
         (rt_tx, rt_rx),
-        cancel,
+        (cancel, hand_over),
         agents,
         (claim, history),
     );
@@ -214,6 +225,7 @@ struct CallActor {
     realtime: RealtimeSender,
     rt_events: mpsc::Receiver<RealtimeEvent>,
     cancel: CancellationToken,
+    hand_over: CancellationToken,
     /// Ends the call's tool tasks when the call ends.
     tasks: CancellationToken,
     tool_tx: mpsc::UnboundedSender<ToolDone>,
@@ -233,14 +245,14 @@ struct HandoffReady {
 impl CallActor {
     fn new(
         ctx: Arc<CallContext>,
-        setup: CallSetup,
+        machine: CallMachine,
         settings: RealtimeSettings,
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
-        cancel: CancellationToken,
+        (cancel, hand_over): (CancellationToken, CancellationToken),
         agents: watch::Receiver<Arc<Agents>>,
         (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
-        let call_sid = setup.offer.call_sid.clone();
+        let call_sid = machine.offer().call_sid.clone();
         let fenced = claim.fence.lost().clone();
         let events = CallEvents::new(
             &call_sid,
@@ -257,7 +269,7 @@ impl CallActor {
             events,
             ownership: Ownership::new(claim.epoch),
             fenced,
-            machine: CallMachine::new(setup, Instant::now()),
+            machine,
             ctx,
             call_sid,
             out_seq: 0,
@@ -265,6 +277,7 @@ impl CallActor {
             realtime,
             rt_events,
             cancel,
+            hand_over,
             tasks: CancellationToken::new(),
             tool_tx,
             tool_rx,
@@ -284,7 +297,14 @@ impl CallActor {
 
         let agent = self.machine.agent();
         let session_tools = tools::load(self.ctx.registry.as_ref(), &agent, &self.call_sid).await;
-        self.machine.start_session(session_tools);
+        if self.machine.is_takeover() {
+            let replay = crate::replay::items(self.events.history());
+            tracing::info!(call_sid = %self.call_sid, items = replay.len(), "call taken over; replaying the conversation");
+            self.machine
+                .take_over_session(session_tools, replay, Instant::now());
+        } else {
+            self.machine.start_session(session_tools);
+        }
         self.execute().await;
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -309,6 +329,12 @@ impl CallActor {
                     self.machine.shutdown(Instant::now());
                 }
                 () = self.fenced.cancelled() => self.ownership.on_refused(),
+                () = self.hand_over.cancelled(), if self.ownership.holding() == Holding::Held => {
+                    tracing::info!(call_sid = %self.call_sid, epoch = self.ownership.epoch(),
+                        "draining: asking the gateway to hand the call over");
+                    self.ownership.hand_over();
+                    self.publish_out(outbound_frame::Frame::HandOver(switchboard_proto::HandOver {})).await;
+                }
                 Some(msg) = probes.next() => self.answer_probe(msg).await,
                 msg = inbound.next() => match msg {
                     Some(msg) => match InboundFrame::decode(msg.payload) {
@@ -347,7 +373,7 @@ impl CallActor {
             }
             self.execute().await;
         }
-        if let crate::ownership::Holding::Lost(by) = self.ownership.holding() {
+        if let Holding::Lost(by) = self.ownership.holding() {
             metrics::counter!("worker_calls_lost_total").increment(1);
             tracing::warn!(call_sid = %self.call_sid, epoch = self.ownership.epoch(), ?by,
                 "another owner took the call; stopping without ending it");

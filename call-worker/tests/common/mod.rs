@@ -115,22 +115,7 @@ impl Harness {
 
     /// Plays the gateway of `call_sid`: subscribes to `.out` first, as the real one does.
     pub async fn gateway(&self, call_sid: &str) -> anyhow::Result<Gateway> {
-        let out = self
-            .client
-            .subscribe(self.subjects.call_out(call_sid))
-            .await?;
-        self.client.flush().await?;
-        Ok(Gateway {
-            client: self.client.clone(),
-            in_subject: self.subjects.call_in(call_sid),
-            call_sid: call_sid.into(),
-            out,
-            seq: 0,
-            audio_bytes: 0,
-            marks: Vec::new(),
-            frames: Vec::new(),
-            owner: None,
-        })
+        Gateway::connect(&self.client, &self.subjects, call_sid).await
     }
 
     /// Registers a tool in the registry, as a tool service does.
@@ -259,6 +244,28 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Plays the gateway of `call_sid` on `client`: subscribes to `.out` first, as the real
+    /// one does.
+    pub async fn connect(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        call_sid: &str,
+    ) -> anyhow::Result<Self> {
+        let out = client.subscribe(subjects.call_out(call_sid)).await?;
+        client.flush().await?;
+        Ok(Gateway {
+            client: client.clone(),
+            in_subject: subjects.call_in(call_sid),
+            call_sid: call_sid.into(),
+            out,
+            seq: 0,
+            audio_bytes: 0,
+            marks: Vec::new(),
+            frames: Vec::new(),
+            owner: None,
+        })
+    }
+
     pub async fn send(&mut self, frame: inbound_frame::Frame) -> anyhow::Result<()> {
         self.seq += 1;
         let msg = InboundFrame {
