@@ -94,7 +94,8 @@ pub struct System {
     pub notifier: String,
     /// The call-workers' ids (`WORKER_ID`), in start order, and their places in `services`.
     pub worker_ids: Vec<String>,
-    workers: Vec<usize>,
+    /// Each call-worker's place in `services`, environment and port (to start it again).
+    workers: Vec<(usize, Env, u16)>,
     _webhooks: tempfile::NamedTempFile,
 }
 
@@ -266,7 +267,7 @@ impl System {
             let mut service = Service::spawn(name, &env)?;
             service.wait_ready(&addr(port)).await?;
             if name == "call-worker" {
-                worker_services.push(services.len());
+                worker_services.push((services.len(), env.clone(), port));
             }
             services.push(service);
         }
@@ -291,7 +292,22 @@ impl System {
             .iter()
             .position(|id| id == worker_id)
             .with_context(|| format!("no call-worker {worker_id}"))?;
-        self.services[self.workers[index]].signal(signal).await
+        self.services[self.workers[index].0].signal(signal).await
+    }
+
+    /// Starts the call-worker with id `worker_id` again (after a kill), as it was configured,
+    /// and waits until it is ready.
+    pub async fn restart_worker(&mut self, worker_id: &str) -> anyhow::Result<()> {
+        let index = self
+            .worker_ids
+            .iter()
+            .position(|id| id == worker_id)
+            .with_context(|| format!("no call-worker {worker_id}"))?;
+        let (place, env, port) = self.workers[index].clone();
+        let mut service = Service::spawn("call-worker", &env)?;
+        service.wait_ready(&format!("127.0.0.1:{port}")).await?;
+        self.services[place] = service;
+        Ok(())
     }
 
     /// A NATS connection as `role`'s user (as the service itself connects: its own inbox).
