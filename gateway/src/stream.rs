@@ -923,7 +923,14 @@ impl StreamActor {
                     },
                 );
                 let deadline = Instant::now() + self.shared.takeover_timeout;
-                let per_attempt = self.shared.offer_timeout.min(self.shared.takeover_timeout);
+                // A paused owner is still a member of the workers' queue group, so an attempt
+                // may land on it and time out: each attempt gets a fifth of the bound at most,
+                // so several such draws still leave time for a live worker. (A worker that accepts
+                // after its attempt timed out still wins its claim: its first frame commits.)
+                let per_attempt = self
+                    .shared
+                    .offer_timeout
+                    .min(self.shared.takeover_timeout / 5);
                 let (nats, subjects) = (self.shared.nats.clone(), self.shared.subjects.clone());
                 self.ownership.spawn(
                     &self.shared.tracker,
