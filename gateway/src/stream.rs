@@ -19,9 +19,18 @@
 //!    oversized one with 1009.
 //! 4. **End**, exactly once, with a final `stop` frame for the worker whose `reason` says why:
 //!    `stop` (Twilio said so), `closed` (socket closed without `stop`), `error`, `worker_silent`
-//!    (nothing from the worker for `WORKER_SILENCE_MS`), `drain_deadline` (gateway shutdown,
+//!    (the owner was lost and no worker took the call over), `drain_deadline` (gateway shutdown,
 //!    close 1001), `hangup` / `transfer` (the worker asked; close 1000 once the audio already
 //!    sent has played).
+//!
+//! Ownership (see [`crate::owner`] and [`crate::takeover`]): every outbound frame carries its
+//! owner's epoch. Frames of an older epoch are dropped; a newer epoch, or a takeover offer's
+//! accept, commits the new owner: Twilio's playback is cleared, the new owner gets the
+//! `start` again (`resumed`, same streamSid) and the replay ring ([`crate::replay`]), then live
+//! frames. A silent owner is probed and, if lost, its call is offered to another worker; a call
+//! nobody takes within `TAKEOVER_TIMEOUT_MS` gets the agent's apology (a REST update with
+//! `<Say>` and `<Dial>` or `<Hangup/>`; a web call closes with 1011) and the gateway closes its
+//! record with `worker_lost`.
 //!
 //! The stream runs in a `stream` span created when `start` arrives, whose parent is the trace
 //! context of `start`'s `traceparent` parameter (written into the TwiML by [`crate::webhook`]),
