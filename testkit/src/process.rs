@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 /// The directory holding the workspace's built binaries (next to the running test binary, which
-/// lives in `target/<profile>/deps`).
+/// lives in `target/<profile>/deps`, or example, in `target/<profile>/examples`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
     dir
