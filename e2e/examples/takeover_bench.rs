@@ -1,8 +1,9 @@
 //! What a caller hears when the call-worker serving the call dies: the whole system as real
-//! processes with three call-workers; each round places a call, kills its owner (kill -9) while
-//! the caller asks its question, and measures the silence the caller hears from the kill to the
-//! first audio of the new owner (callsim's heard segments). The killed worker is started again
-//! before the next round.
+//! processes with three call-workers; each round places a call, kills its owner (kill -9) when
+//! the caller has asked its question and waits for the answer (the model's tool call has been
+//! written ahead), and measures the silence the caller hears from the kill to the first audio of
+//! the new owner (callsim's heard segments: the first that starts after the new owner's claim). The killed worker is started again before the next
+//! round.
 //!
 //! `cargo build --bins -p gateway -p call-worker -p persister -p realtime-sim -p tool-workers -p notifier`
 //! then `cargo run -p switchboard-e2e --example takeover_bench -- [rounds, default 50]`.
@@ -15,9 +16,9 @@ use futures::StreamExt as _;
 use switchboard_e2e::{AUTH_TOKEN, System};
 use switchboard_proto::permissions::Role;
 use switchboard_proto::subject::Subjects;
-use switchboard_proto::{CallEvent, Message as _, Role as Speaker, call_event};
+use switchboard_proto::{CallEvent, Message as _, call_event};
 
-/// The greeting, then a question during which the owner dies, then time to hear the answer.
+/// The greeting, a question, and time to hear the answer (the owner dies before it).
 const SCRIPT: &str = r#"
 [[step]]
 listen = { max_ms = 20000, silence_ms = 800 }
@@ -64,19 +65,30 @@ async fn main() -> anyhow::Result<()> {
         {
             match CallEvent::decode(msg.payload)?.body {
                 Some(call_event::Body::Owner(o)) if owner.is_none() => owner = Some(o.worker_id),
-                Some(call_event::Body::Transcript(t)) if t.role() == Speaker::Assistant => break,
+                // The caller's question was heard and the model looks the caller up: the
+                // caller is waiting for the answer.
+                Some(call_event::Body::Dispatched(_)) => break,
                 _ => {}
             }
         }
         let owner = owner.context("no owner")?;
-        tokio::time::sleep(Duration::from_millis(600)).await;
         system.signal_worker(&owner, "KILL").await?;
         let killed_ms = began.elapsed().as_millis() as u64;
+        // The new owner's claim: audio that starts after it is the new owner's (the dead
+        // owner's last audio, if any, was under way before).
+        let mut claimed_ms = None;
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), events.next()).await
+        {
+            if let Some(call_event::Body::Owner(o)) = CallEvent::decode(msg.payload)?.body
+                && o.worker_id != owner
+            {
+                claimed_ms = Some(began.elapsed().as_millis() as u64);
+                break;
+            }
+        }
         let report = call.await??;
-        match report
-            .heard_segments
-            .iter()
-            .find(|s| s.start_ms > killed_ms)
+        match claimed_ms
+            .and_then(|claimed| report.heard_segments.iter().find(|s| s.start_ms > claimed))
             .map(|s| s.start_ms - killed_ms)
         {
             Some(gap) => gaps.push(gap),
