@@ -106,6 +106,10 @@ pub struct System {
     pub notifier: String,
     /// The tool-worker's base URL (its `/metrics`).
     pub tool_worker: String,
+    /// The call-workers' ids (`WORKER_ID`), in start order, and their places in `services`.
+    pub worker_ids: Vec<String>,
+    /// Each call-worker's place in `services`, environment and port (to start it again).
+    workers: Vec<(usize, Env, u16)>,
     _webhooks: tempfile::NamedTempFile,
     /// The gateway's environment, for more gateways behind the same `PUBLIC_URL`.
     gateway_env: Env,
@@ -159,6 +163,23 @@ impl System {
             &root.join("sims/scenarios/dental.model.toml"),
             extra,
             "",
+            1,
+        )
+        .await
+    }
+
+    /// Like [`System::start_with`], with `workers` call-workers (ids `call-worker-0`, ...).
+    pub async fn start_with_workers(
+        workers: usize,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_full(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+            "",
+            workers,
         )
         .await
     }
@@ -170,6 +191,16 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_full(agents_file, model_script, extra, webhooks, 1).await
+    }
+
+    async fn start_full(
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+        webhooks: &str,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
         Self::start_on(
@@ -178,6 +209,7 @@ impl System {
             model_script,
             extra,
             webhooks,
+            workers,
         )
         .await
     }
@@ -188,6 +220,7 @@ impl System {
         model_script: &std::path::Path,
         extra: &[(&'static str, String)],
         webhooks: &str,
+        workers: usize,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats_url = match &broker {
@@ -204,7 +237,7 @@ impl System {
         let notifier_db = pg.create_database("switchboard_notifier").await?;
         let webhooks_file = tempfile::NamedTempFile::new()?;
         std::fs::write(webhooks_file.path(), webhooks)?;
-        let [sim, tools, persister, notifier, worker, gateway] = [(); 6].map(|_| free_port());
+        let [sim, tools, persister, notifier, gateway] = [(); 5].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
         let mut services = Vec::new();
@@ -218,7 +251,7 @@ impl System {
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
         services.push(sim_proc);
 
-        let specs: Vec<(&str, Env, u16)> = vec![
+        let mut specs: Vec<(&str, Env, u16)> = vec![
             ("tool-worker", vec![("DATABASE_URL", tools_db)], tools),
             (
                 "persister",
@@ -245,15 +278,6 @@ impl System {
                 notifier,
             ),
             (
-                "call-worker",
-                vec![
-                    ("AGENTS_FILE", agents_file.display().to_string()),
-                    ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
-                    ("MAX_CALLS", "4".into()),
-                ],
-                worker,
-            ),
-            (
                 "gateway",
                 vec![
                     ("PUBLIC_URL", format!("http://{}", addr(gateway))),
@@ -273,6 +297,25 @@ impl System {
             ),
         ];
         let mut gateway_env = Env::new();
+        let worker_ids: Vec<String> = (0..workers.max(1))
+            .map(|i| format!("call-worker-{i}"))
+            .collect();
+        // Call-workers before the gateway, as the list above has them.
+        let gateway_spec = specs.pop().context("the gateway's spec")?;
+        for id in &worker_ids {
+            specs.push((
+                "call-worker",
+                vec![
+                    ("AGENTS_FILE", agents_file.display().to_string()),
+                    ("REALTIME_URL", format!("ws://{}/v1/realtime", addr(sim))),
+                    ("MAX_CALLS", "4".into()),
+                    ("WORKER_ID", id.clone()),
+                ],
+                free_port(),
+            ));
+        }
+        specs.push(gateway_spec);
+        let mut worker_services = Vec::new();
         for (name, mut env, port) in specs {
             let role = match name {
                 "tool-worker" => TOOL_WORKER,
@@ -290,6 +333,9 @@ impl System {
             }
             let mut service = Service::spawn(name, &env)?;
             service.wait_ready(&addr(port)).await?;
+            if name == "call-worker" {
+                worker_services.push((services.len(), env.clone(), port));
+            }
             services.push(service);
         }
         Ok(Self {
@@ -302,6 +348,8 @@ impl System {
             persister: format!("http://{}", addr(persister)),
             notifier: format!("http://{}", addr(notifier)),
             tool_worker: format!("http://{}", addr(tools)),
+            worker_ids,
+            workers: worker_services,
             _webhooks: webhooks_file,
             gateway_env,
         })
@@ -337,6 +385,31 @@ impl System {
             .args(["-KILL", &pid.to_string()])
             .status()?;
         anyhow::ensure!(status.success(), "kill -KILL {pid}: {status}");
+        Ok(())
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to the call-worker with id `worker_id`.
+    pub async fn signal_worker(&self, worker_id: &str, signal: &str) -> anyhow::Result<()> {
+        let index = self
+            .worker_ids
+            .iter()
+            .position(|id| id == worker_id)
+            .with_context(|| format!("no call-worker {worker_id}"))?;
+        self.services[self.workers[index].0].signal(signal).await
+    }
+
+    /// Starts the call-worker with id `worker_id` again (after a kill), as it was configured,
+    /// and waits until it is ready.
+    pub async fn restart_worker(&mut self, worker_id: &str) -> anyhow::Result<()> {
+        let index = self
+            .worker_ids
+            .iter()
+            .position(|id| id == worker_id)
+            .with_context(|| format!("no call-worker {worker_id}"))?;
+        let (place, env, port) = self.workers[index].clone();
+        let mut service = Service::spawn("call-worker", &env)?;
+        service.wait_ready(&format!("127.0.0.1:{port}")).await?;
+        self.services[place] = service;
         Ok(())
     }
 

@@ -151,8 +151,9 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         // or create a stream that records every caller's audio.
         user.refused_publish("$JS.API.STREAM.DELETE.VOICE_EVENTS")
             .await?;
-        // (Call-workers read a call's events back to take the call over.)
-        if role != Role::CallWorker {
+        // (Call-workers read a call's events back to take the call over; gateways read a lost
+        // call's last owner claim.)
+        if role != Role::CallWorker && role != Role::Gateway {
             user.refused_publish("$JS.API.STREAM.MSG.GET.VOICE_EVENTS")
                 .await?;
         }
@@ -187,6 +188,12 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     gateway
         .refused_publish("$JS.API.DIRECT.GET.VOICE_EVENTS")
         .await?;
+    gateway.allowed_publish("voice.call.CA1.owner").await?;
+    gateway
+        .allowed_publish("$JS.API.STREAM.MSG.GET.VOICE_EVENTS")
+        .await?;
+    // A gateway probes owners; it never answers as one.
+    gateway.refused_subscribe("voice.call.*.owner").await?;
     gateway.refused_subscribe("voice.call.*.in").await?;
     gateway.refused_publish("voice.call.CA1.out").await?;
     gateway

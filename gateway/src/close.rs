@@ -77,7 +77,8 @@ pub const WORKER_LINK_LOST: Close = Close {
     code: close_code::ERROR,
     reason: "worker link lost",
 };
-/// Nothing from the worker for `WORKER_SILENCE_MS`.
+/// The call's owner was lost and no worker took the call over within `TAKEOVER_TIMEOUT_MS`
+/// (a web call; a phone call is updated with the apology instead).
 pub const WORKER_SILENT: Close = Close {
     code: close_code::ERROR,
     reason: "worker silent",

@@ -92,9 +92,15 @@ pub struct Config {
     #[arg(long, env = "START_TIMEOUT_SECONDS", default_value_t = 10)]
     pub start_timeout_seconds: u64,
 
-    /// A call whose worker sends nothing (not even a heartbeat) for this long is ended.
-    #[arg(long, env = "WORKER_SILENCE_MS", default_value_t = 10_000)]
+    /// A call whose owning worker sends nothing (not even a heartbeat, every 250 ms) and does
+    /// not answer the owner probe for this long is lost: it is offered to another worker.
+    #[arg(long, env = "WORKER_SILENCE_MS", default_value_t = 1500)]
     pub worker_silence_ms: u64,
+
+    /// How long a lost call is offered to other workers before the caller hears the agent's
+    /// apology and the call is transferred or hung up (end reason `worker_lost`).
+    #[arg(long, env = "TAKEOVER_TIMEOUT_MS", default_value_t = 5000)]
+    pub takeover_timeout_ms: u64,
 
     /// The admin token (the console's `ADMIN_TOKEN`). The gateway uses it for one thing only:
     /// as a bearer token it opens a web call (`GET /web-call`). Unset: only tickets do.
@@ -218,6 +224,11 @@ impl Config {
     pub fn worker_silence(&self) -> Duration {
         Duration::from_millis(self.worker_silence_ms)
     }
+
+    /// `TAKEOVER_TIMEOUT_MS` as a duration.
+    pub fn takeover_timeout(&self) -> Duration {
+        Duration::from_millis(self.takeover_timeout_ms)
+    }
 }
 
 /// The origin (`scheme://host[:port]`, lower case) of an absolute http(s) URL, as browsers send
@@ -276,7 +287,8 @@ mod tests {
         assert_eq!(c.stream_token_ttl_seconds, 300);
         assert_eq!(c.max_streams, 2000);
         assert_eq!(c.start_timeout(), Duration::from_secs(10));
-        assert_eq!(c.worker_silence(), Duration::from_secs(10));
+        assert_eq!(c.worker_silence(), Duration::from_millis(1500));
+        assert_eq!(c.takeover_timeout(), Duration::from_secs(5));
         assert_eq!(c.nats.nats_subject_prefix, "voice");
         assert_eq!(c.calls_per_minute, 10);
         assert!(c.calls_token().is_none());

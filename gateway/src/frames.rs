@@ -47,13 +47,31 @@ pub fn stream_start(
     grant: StreamGrant,
     started_at_ms: i64,
 ) -> inbound_frame::Frame {
+    inbound_frame::Frame::Start(stream_start_of(
+        stream_sid,
+        start,
+        gateway_id,
+        grant,
+        started_at_ms,
+    ))
+}
+
+/// The [`StreamStart`] of [`stream_start`] (kept by the stream, which sends it again, resumed,
+/// to each new owner).
+pub fn stream_start_of(
+    stream_sid: &str,
+    start: &Start,
+    gateway_id: &str,
+    grant: StreamGrant,
+    started_at_ms: i64,
+) -> StreamStart {
     let custom_parameters: HashMap<String, String> = start
         .custom_parameters
         .iter()
         .filter(|(k, _)| k.as_str() != TOKEN_PARAMETER && k.as_str() != TRACEPARENT_PARAMETER)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    inbound_frame::Frame::Start(StreamStart {
+    StreamStart {
         stream_sid: stream_sid.to_owned(),
         call_sid: start.call_sid.clone(),
         account_sid: start.account_sid.clone(),
@@ -63,7 +81,7 @@ pub fn stream_start(
         epoch: grant.epoch,
         resumed: grant.resumed(),
         attach: grant.stream_number(),
-    })
+    }
 }
 
 /// Caller audio, decoded; a bad payload or counter makes the whole frame malformed.

@@ -21,6 +21,11 @@
 //! - [`agents`]: the agents file as the gateway enforces it (where a call may be transferred);
 //! - [`media`]: `GET /media` admission (upgrade signature, `MAX_STREAMS`, message size limit);
 //! - [`stream`]: the actor owning one media socket: handshake, forwarding both ways, ending;
+//! - [`owner`]: whether the call's owner is still there (heartbeats, probes, epochs): the
+//!   detection machine of a stream;
+//! - [`takeover`]: probing a silent owner, offering its call to another worker, and closing
+//!   the record of a call nobody took over;
+//! - [`replay`]: the last seconds of caller audio, replayed to a call's new owner;
 //! - [`close`]: the close codes and reasons media sockets end with;
 //! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
 //! - [`frames`]: the mapping between Twilio's JSON and the `switchboard.v1` frames;
@@ -46,12 +51,15 @@ pub mod media;
 pub mod metrics;
 pub mod offer;
 pub mod outbox;
+pub mod owner;
 pub mod rate;
 pub mod reattach;
+pub mod replay;
 pub mod shared;
 pub mod status;
 pub mod stream;
 pub mod stream_token;
+pub mod takeover;
 pub mod twilio_rest;
 pub mod web_call;
 pub mod webhook;
@@ -146,6 +154,7 @@ impl Gateway {
             busy_message: config.busy_message.clone(),
             start_timeout: config.start_timeout(),
             worker_silence: config.worker_silence(),
+            takeover_timeout: config.takeover_timeout(),
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
             streams: Arc::new(Semaphore::new(config.max_streams)),

@@ -68,6 +68,26 @@ pub const STREAM_STATUS: &str = "gateway_stream_status_total";
 pub const REATTACH_VIA_ACTION: &str = "action";
 /// [`REATTACHES`] via: a REST update of the call after a stream stopped or failed.
 pub const REATTACH_VIA_REST: &str = "rest";
+/// Counter (`answer`: `alive`, `no_responders`, `unanswered`): `OwnerProbe`s sent to a silent
+/// owner, by how they were answered.
+pub const OWNER_PROBES: &str = "gateway_owner_probes_total";
+/// Counter (`reason`: `worker_lost`, `hand_over`; `outcome`: `committed`, `lost`, `resumed`):
+/// calls offered to another worker, by how the offer ended (`resumed`: the owner went on).
+pub const TAKEOVERS: &str = "gateway_takeovers_total";
+/// Histogram: seconds the caller heard no owner in a takeover, from the last frame of the
+/// lost owner to the new owner's commit.
+pub const TAKEOVER_GAP: &str = "gateway_takeover_gap_seconds";
+/// Counter: outbound frames of a replaced owner (an older epoch), dropped unplayed.
+pub const STALE_FRAMES: &str = "gateway_stale_frames_dropped_total";
+/// Gauge: bytes of caller audio held in the replay rings of all streams.
+pub const REPLAY_RING_BYTES: &str = "gateway_replay_ring_bytes";
+/// [`TAKEOVERS`] outcome: a new owner took the call.
+pub const TAKEOVER_COMMITTED: &str = "committed";
+/// [`TAKEOVERS`] outcome: nobody took it; the caller heard the apology.
+pub const TAKEOVER_LOST: &str = "lost";
+/// [`TAKEOVERS`] outcome: nobody took it and the owner went on (a hand-over, or an owner heard
+/// again).
+pub const TAKEOVER_RESUMED: &str = "resumed";
 
 /// [`STREAMS_REFUSED`] reason: the stream token did not verify.
 pub const REFUSED_INVALID_TOKEN: &str = "invalid_token";
@@ -137,6 +157,19 @@ pub fn describe() {
         "<Connect> action requests answered with <Hangup/>"
     );
     describe_counter!(STREAM_STATUS, "<Stream> status callbacks, by event");
+    describe_counter!(OWNER_PROBES, "Probes of a silent call owner, by answer");
+    describe_counter!(TAKEOVERS, "Calls offered to another worker, by outcome");
+    describe_histogram!(
+        TAKEOVER_GAP,
+        Unit::Seconds,
+        "Time a caller had no owner during a takeover"
+    );
+    describe_counter!(STALE_FRAMES, "Outbound frames of a replaced owner, dropped");
+    describe_gauge!(
+        REPLAY_RING_BYTES,
+        Unit::Bytes,
+        "Caller audio held for replay after a takeover"
+    );
     describe_histogram!(
         FRAME_PROCESSING,
         Unit::Seconds,

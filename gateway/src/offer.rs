@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use async_nats::RequestErrorKind;
 use async_nats::client::Request;
-use switchboard_proto::event::{DeclineReason, GATEWAY_SEQ_BASE};
+use switchboard_proto::event::{DeclineReason, GATEWAY_SEQ_BASE, OwnerReason};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallEvent, CallOffer, CallRejected, Direction, Message as _, OfferReply, call_event,
 };
+use switchboard_service::backoff::Backoff;
 use switchboard_service::trace;
 use switchboard_twilio::webhook::CallForm;
 use tokio::time::Instant;
@@ -122,40 +123,164 @@ async fn send(
     offer: &CallOffer,
     request: Request,
 ) -> OfferOutcome {
+    match request_reply(nats, subjects, offer, request).await {
+        Ok(reply) => OfferOutcome::Accepted {
+            worker_id: reply.worker_id,
+            agent_id: reply.agent_id,
+        },
+        Err(reason) => OfferOutcome::Rejected { reason },
+    }
+}
+
+/// One offer request: the accepting reply, or why the call was not taken (the worker's decline
+/// reason, `no_workers`, `timeout` or `error`).
+async fn request_reply(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    offer: &CallOffer,
+    request: Request,
+) -> Result<OfferReply, String> {
     match nats.send_request(subjects.offer(), request).await {
         Ok(reply) => match OfferReply::decode(reply.payload) {
-            Ok(reply) if reply.accepted => OfferOutcome::Accepted {
-                worker_id: reply.worker_id,
-                agent_id: reply.agent_id,
-            },
-            Ok(reply) => OfferOutcome::Rejected {
-                reason: if reply.reason.is_empty() {
-                    "declined".to_owned()
-                } else {
-                    reply.reason
-                },
-            },
+            Ok(reply) if reply.accepted => Ok(reply),
+            Ok(reply) if reply.reason.is_empty() => Err("declined".to_owned()),
+            Ok(reply) => Err(reply.reason),
             Err(error) => {
                 tracing::warn!(call_sid = %offer.call_sid, %error, "undecodable offer reply");
-                OfferOutcome::Rejected {
-                    reason: "error".to_owned(),
-                }
+                Err("error".to_owned())
             }
         },
         Err(error) => {
             let reason = match error.kind() {
-                RequestErrorKind::NoResponders => "no_workers",
-                RequestErrorKind::TimedOut => "timeout",
+                RequestErrorKind::NoResponders => NO_WORKERS,
+                RequestErrorKind::TimedOut => TIMEOUT,
                 _ => {
                     tracing::warn!(call_sid = %offer.call_sid, %error, "offering the call failed");
                     "error"
                 }
             };
-            OfferOutcome::Rejected {
-                reason: reason.to_owned(),
-            }
+            Err(reason.to_owned())
         }
     }
+}
+
+/// The reason of an offer no worker was subscribed to.
+const NO_WORKERS: &str = "no_workers";
+/// The reason of an offer nobody answered in time.
+const TIMEOUT: &str = "timeout";
+
+/// The offer of a call whose owner was lost or hands it over: only what the gateway holding
+/// the stream knows (the worker rebuilds the rest from the call's events).
+pub fn takeover_offer(
+    start: &switchboard_proto::StreamStart,
+    agent_id: &str,
+    gateway_id: &str,
+    takeover: &Takeover,
+) -> CallOffer {
+    CallOffer {
+        call_sid: start.call_sid.clone(),
+        account_sid: start.account_sid.clone(),
+        gateway_id: gateway_id.to_owned(),
+        offered_at_ms: switchboard_proto::now_ms(),
+        agent_id: agent_id.to_owned(),
+        epoch: takeover.epoch,
+        takeover: takeover.reason.as_str().to_owned(),
+        previous_worker_id: takeover.previous_worker_id.clone(),
+        owner_silent_since_ms: takeover.silent_since_ms,
+        ..Default::default()
+    }
+}
+
+/// What a takeover offer is about.
+#[derive(Debug, Clone)]
+pub struct Takeover {
+    /// The epoch the next owner claims.
+    pub epoch: u32,
+    pub reason: OwnerReason,
+    /// The owner being replaced (empty if it never said who it was).
+    pub previous_worker_id: String,
+    /// When the gateway last heard that owner, in milliseconds since the Unix epoch.
+    pub silent_since_ms: i64,
+}
+
+/// How a takeover offer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeoverOutcome {
+    /// `worker_id` took the call with `epoch`.
+    Accepted { worker_id: String, epoch: u32 },
+    /// Another offer of the same epoch won the claim: its owner's frames will commit it.
+    ClaimLost,
+    /// Nobody took it by the deadline, or a worker refused it for a reason another worker would
+    /// share (`no_agent`, `bad_offer`, `error`).
+    NotTaken { reason: String },
+}
+
+/// Whether a failed takeover attempt is worth repeating: a passing decline, nobody subscribed
+/// (workers restarting), or a timeout. Repeating after a timeout is safe here, unlike for a new
+/// call, because the owner claim is conditional: two workers cannot both win an epoch.
+fn retry_takeover(reason: &str) -> bool {
+    reason == NO_WORKERS || reason == TIMEOUT || worth_another_worker(reason)
+}
+
+/// Offers a call as a takeover until a worker accepts it or `deadline`, retrying with the
+/// shared jittered backoff; each attempt waits at most `per_attempt` for its answer. Runs in a
+/// `takeover_offer` span whose context rides in the request headers, so the new owner continues
+/// the call's trace.
+pub async fn offer_takeover(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    offer: &CallOffer,
+    per_attempt: Duration,
+    deadline: Instant,
+) -> TakeoverOutcome {
+    let span = tracing::info_span!("takeover_offer", call_sid = %offer.call_sid,
+        epoch = offer.epoch, takeover = %offer.takeover, attempts = tracing::field::Empty);
+    async {
+        let payload = bytes::Bytes::from(offer.encode_to_vec());
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(800));
+        let mut attempt = 0u32;
+        let mut reason = TIMEOUT.to_owned();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            attempt += 1;
+            tracing::Span::current().record("attempts", attempt);
+            let request = Request::new()
+                .headers(trace::headers())
+                .payload(payload.clone())
+                .timeout(Some(per_attempt.min(remaining)));
+            match request_reply(nats, subjects, offer, request).await {
+                Ok(reply) if reply.epoch == offer.epoch => {
+                    return TakeoverOutcome::Accepted {
+                        worker_id: reply.worker_id,
+                        epoch: reply.epoch,
+                    };
+                }
+                Ok(reply) => {
+                    // A worker that does not echo the epoch does not hold a claim of it.
+                    tracing::warn!(worker_id = %reply.worker_id, epoch = reply.epoch,
+                        "takeover accepted for another epoch; ignored");
+                    reason = "bad_reply".to_owned();
+                }
+                Err(declined) if declined == DeclineReason::ClaimLost.as_str() => {
+                    return TakeoverOutcome::ClaimLost;
+                }
+                Err(declined) if retry_takeover(&declined) => reason = declined,
+                Err(declined) => return TakeoverOutcome::NotTaken { reason: declined },
+            }
+            metrics::counter!(crate::metrics::OFFER_RETRIES, "reason" => reason.clone())
+                .increment(1);
+            let pause = backoff
+                .next_delay()
+                .min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+        TakeoverOutcome::NotTaken { reason }
+    }
+    .instrument(span)
+    .await
 }
 
 /// The gateway's record of a call nobody took. Gateways number their events from

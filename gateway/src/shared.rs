@@ -49,8 +49,10 @@ pub struct Shared {
     pub busy_message: String,
     /// How long a new socket may take to send `start`.
     pub start_timeout: Duration,
-    /// A call whose worker sends nothing for this long is ended.
+    /// A call whose owner sends nothing and answers no probe for this long is lost.
     pub worker_silence: Duration,
+    /// How long a lost call is offered to other workers before the apology.
+    pub takeover_timeout: Duration,
     /// Cancelled when the stop signal arrives: new calls are refused, streams continue.
     pub draining: CancellationToken,
     /// Cancelled when the drain deadline passes: every stream closes with 1001 now.

@@ -19,9 +19,18 @@
 //!    oversized one with 1009.
 //! 4. **End**, exactly once, with a final `stop` frame for the worker whose `reason` says why:
 //!    `stop` (Twilio said so), `closed` (socket closed without `stop`), `error`, `worker_silent`
-//!    (nothing from the worker for `WORKER_SILENCE_MS`), `drain_deadline` (gateway shutdown,
+//!    (the owner was lost and no worker took the call over), `drain_deadline` (gateway shutdown,
 //!    close 1001), `hangup` / `transfer` (the worker asked; close 1000 once the audio already
 //!    sent has played).
+//!
+//! Ownership (see [`crate::owner`] and [`crate::takeover`]): every outbound frame carries its
+//! owner's epoch. Frames of an older epoch are dropped; a newer epoch, or a takeover offer's
+//! accept, commits the new owner: Twilio's playback is cleared, the new owner gets the
+//! `start` again (`resumed`, same streamSid) and the replay ring ([`crate::replay`]), then live
+//! frames. A silent owner is probed and, if lost, its call is offered to another worker; a call
+//! nobody takes within `TAKEOVER_TIMEOUT_MS` gets the agent's apology (a REST update with
+//! `<Say>` and `<Dial>` or `<Hangup/>`; a web call closes with 1011) and the gateway closes its
+//! record with `worker_lost`.
 //!
 //! The stream runs in a `stream` span created when `start` arrives, whose parent is the trace
 //! context of `start`'s `traceparent` parameter (written into the TwiML by [`crate::webhook`]),
@@ -45,10 +54,10 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::StreamExt as _;
 use futures::stream::SplitStream;
-use switchboard_proto::event::StopReason;
+use switchboard_proto::event::{EndReason, OwnerReason, StopReason};
 use switchboard_proto::subject::validate_call_sid;
 use switchboard_proto::{
-    InboundFrame, Message as _, OutboundFrame, inbound_frame, now_ms, outbound_frame,
+    InboundFrame, Message as _, OutboundFrame, StreamStart, inbound_frame, now_ms, outbound_frame,
 };
 use switchboard_twilio::media::{FrameError, ServerMessage, Start, TwilioMessage};
 use tokio::sync::mpsc;
@@ -60,10 +69,13 @@ use crate::claims::AttachOutcome;
 use crate::close;
 use crate::frames::{self, Inbound, MediaWriter, TOKEN_PARAMETER, TRACEPARENT_PARAMETER};
 use crate::metrics::{self as m, ActiveStream};
+use crate::offer::{Takeover, TakeoverOutcome, offer_takeover, takeover_offer};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
+use crate::owner::{Admit, OwnerWatch, Step};
 use crate::reattach;
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
+use crate::takeover::{LostCall, Ownership, Report, apology_twiml, close_record, unix_ms_of};
 use crate::twilio_rest::{CallUpdate, Updated};
 use crate::web_call::WebCall;
 use switchboard_service::redact::MaskedPhone;
@@ -190,7 +202,22 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
             agent,
             web: is_web,
             seq: 0,
-            worker_seen: Instant::now(),
+            ownership: Ownership::new(
+                OwnerWatch::new(
+                    Instant::now(),
+                    shared.worker_silence,
+                    shared.takeover_timeout,
+                )
+                .at_epoch(grant.epoch),
+            ),
+            start: frames::stream_start_of(
+                &stream_sid,
+                &start,
+                &shared.gateway_id,
+                grant,
+                now_ms(),
+            ),
+            started: Instant::now(),
             ending: None,
         };
         tracing::info!(
@@ -200,8 +227,9 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
         );
         // A re-attached stream (its token issued by [`crate::reattach`]) tells the owner of the
         // token's epoch to move the call onto it.
-        let first = frames::stream_start(&stream_sid, &start, &shared.gateway_id, grant, now_ms());
-        actor.publish(first).await;
+        actor
+            .publish(inbound_frame::Frame::Start(actor.start.clone()))
+            .await;
         let end = actor.run().await;
         actor.end(end).await;
     }
@@ -467,26 +495,34 @@ struct StreamActor {
     processing_in: m::FrameTimer,
     /// Seq of the last `InboundFrame` published.
     seq: u64,
-    /// When the worker was last heard from (any `.out` message).
-    worker_seen: Instant,
+    /// Who owns the call, whether it is alive, and the audio a new owner gets replayed.
+    ownership: Ownership,
+    /// The stream's `start` as the first owner got it; each new owner gets it resumed.
+    start: StreamStart,
+    /// When the stream started.
+    started: Instant,
     ending: Option<Ending>,
 }
 
 impl StreamActor {
-    /// When the stream ends unless something happens first: the worker-silence deadline, or
+    /// When the timer fires unless something happens first: the owner watch's next step, or
     /// while ending, the play-out deadline.
     fn deadline(&self) -> Instant {
         match &self.ending {
             Some(ending) => ending.deadline,
-            None => self.worker_seen + self.shared.worker_silence,
+            None => self
+                .ownership
+                .watch
+                .deadline()
+                .unwrap_or_else(|| Instant::now() + PLAYOUT_LIMIT),
         }
     }
 
     async fn run(&mut self) -> End {
         // Created once, not per loop turn: every turn is one audio frame, and registering a
         // timer or a cancellation waiter per frame is a large part of a frame's cost. The
-        // timer is re-armed lazily: `worker_seen` moves with every worker message, so when it
-        // fires early it is set to the deadline as it stands then.
+        // timer is re-armed lazily: the owner's last frame moves with every worker message, so
+        // when it fires early it is set to the deadline as it stands then.
         let closing = self.shared.closing.clone().cancelled_owned();
         let writer_done = self.socket.writer_done.clone().cancelled_owned();
         let timer = sleep_until(self.deadline());
@@ -503,7 +539,7 @@ impl StreamActor {
                 }),
                 item = self.socket.reader.next() => self.on_socket(item, Instant::now()).await,
                 msg = self.out.next() => match msg {
-                    Some(msg) => self.on_outbound(msg),
+                    Some(msg) => self.on_outbound(msg).await,
                     None => {
                         tracing::error!("outbound subscription ended");
                         Flow::End(End {
@@ -530,13 +566,10 @@ impl StreamActor {
                             close: Some(close::NORMAL.frame()),
                         })
                     } else {
-                        tracing::warn!("worker silent; ending the call");
-                        Flow::End(End {
-                            stop: Some(StopReason::WorkerSilent),
-                            close: Some(close::WORKER_SILENT.frame()),
-                        })
+                        self.on_owner_tick().await
                     }
                 }
+                report = self.ownership.next_report() => self.on_report(report).await,
             };
             if let Flow::End(end) = flow {
                 return end;
@@ -556,6 +589,11 @@ impl StreamActor {
         {
             // Before the socket closes: Twilio requests the `<Connect>` action right after.
             reattach::record_ended(&self.shared, &self.call_sid, reason).await;
+        }
+        if self.ownership.watch.offering() {
+            // Nobody owns the call to record its end: the gateway does.
+            let reason = end.stop.unwrap_or(StopReason::Stop).end_reason();
+            self.close_record(reason);
         }
         if end.stop == Some(StopReason::Hangup) && !self.web {
             self.update_call(CallUpdate::Complete);
@@ -675,13 +713,14 @@ impl StreamActor {
         }
     }
 
-    fn on_outbound(&mut self, msg: async_nats::Message) -> Flow {
+    async fn on_outbound(&mut self, msg: async_nats::Message) -> Flow {
         let received = Instant::now();
-        self.worker_seen = received;
-        let frame = match OutboundFrame::decode(msg.payload) {
+        let (epoch, frame) = match OutboundFrame::decode(msg.payload) {
             Ok(OutboundFrame {
-                frame: Some(frame), ..
-            }) => frame,
+                frame: Some(frame),
+                epoch,
+                ..
+            }) => (epoch, frame),
             Ok(_) => {
                 metrics::counter!(m::BAD_OUTBOUND).increment(1);
                 tracing::debug!("empty outbound frame ignored");
@@ -693,6 +732,9 @@ impl StreamActor {
                 return Flow::Continue;
             }
         };
+        if !self.admit(epoch, received).await {
+            return Flow::Continue;
+        }
         if self.ending.is_some() {
             // The call is being hung up: later audio would be cut off anyway.
             return Flow::Continue;
@@ -746,11 +788,17 @@ impl StreamActor {
                 self.update_call(CallUpdate::Twiml(doc.dial(&transfer.to).build()));
                 self.begin_ending(StopReason::Transfer);
             }
-            // Ownership and hand-over frames are not acted on yet: one worker owns a call for
-            // its whole life.
-            outbound_frame::Frame::Heartbeat(_)
-            | outbound_frame::Frame::Owner(_)
-            | outbound_frame::Frame::HandOver(_) => {}
+            // Being admitted is all a heartbeat is for.
+            outbound_frame::Frame::Heartbeat(_) => {}
+            outbound_frame::Frame::Owner(owner) => {
+                tracing::debug!(worker_id = %owner.worker_id, epoch, "call owner");
+                self.ownership.owner = Some(owner);
+            }
+            outbound_frame::Frame::HandOver(_) => {
+                tracing::info!(epoch, "owner hands the call over");
+                let step = self.ownership.watch.hand_over(received);
+                return self.on_owner_step(step).await;
+            }
         }
         Flow::Continue
     }
@@ -804,8 +852,14 @@ impl StreamActor {
     }
 
     /// Publishes one frame on `.in`. `publish` only hands the message to the NATS client's
-    /// connection task, so this never waits on the network.
+    /// connection task, so this never waits on the network. Live caller audio also goes into
+    /// the replay ring.
     async fn publish(&mut self, frame: inbound_frame::Frame) {
+        if let inbound_frame::Frame::Audio(audio) = &frame
+            && !audio.replayed
+        {
+            self.ownership.ring.push(Instant::now(), audio.clone());
+        }
         self.seq += 1;
         let kind = frames::inbound_kind(&frame);
         let payload = InboundFrame {
@@ -826,5 +880,216 @@ impl StreamActor {
                 tracing::warn!(%error, kind, "publishing an inbound frame failed");
             }
         }
+    }
+}
+
+/// Takeover: the owner watch's steps, probe and offer reports, committing a new owner, and
+/// giving up on a lost call.
+impl StreamActor {
+    /// Whether an outbound frame of `epoch` is played; a newer epoch commits its owner first.
+    async fn admit(&mut self, epoch: u32, received: Instant) -> bool {
+        match self.ownership.watch.admit(epoch, received) {
+            Admit::Play => true,
+            Admit::Stale => {
+                metrics::counter!(m::STALE_FRAMES).increment(1);
+                false
+            }
+            Admit::Commit => {
+                self.commit(epoch).await;
+                self.ownership.watch.admit(epoch, received) == Admit::Play
+            }
+        }
+    }
+
+    /// The owner watch's timer fired.
+    async fn on_owner_tick(&mut self) -> Flow {
+        let link_up =
+            self.shared.nats.connection_state() == async_nats::connection::State::Connected;
+        let step = self.ownership.watch.tick(Instant::now(), link_up);
+        self.on_owner_step(step).await
+    }
+
+    async fn on_report(&mut self, report: Report) -> Flow {
+        let now = Instant::now();
+        match report {
+            Report::Probe(answer) => {
+                let step = self.ownership.watch.probe_answered(answer, now);
+                self.on_owner_step(step).await
+            }
+            Report::Offer(TakeoverOutcome::Accepted { worker_id, epoch }) => {
+                tracing::info!(%worker_id, epoch, "call taken over");
+                self.commit(epoch).await;
+                Flow::Continue
+            }
+            Report::Offer(TakeoverOutcome::ClaimLost) => {
+                tracing::debug!("another offer of this epoch won; waiting for its owner");
+                Flow::Continue
+            }
+            Report::Offer(TakeoverOutcome::NotTaken { reason }) => {
+                tracing::warn!(%reason, "no worker took the call over");
+                let step = self.ownership.watch.offer_ended(now);
+                self.on_owner_step(step).await
+            }
+        }
+    }
+
+    async fn on_owner_step(&mut self, step: Step) -> Flow {
+        match step {
+            Step::Wait => Flow::Continue,
+            Step::Probe => {
+                let timeout = self
+                    .shared
+                    .worker_silence
+                    .saturating_sub(self.ownership.watch.probe_after())
+                    .max(Duration::from_millis(100));
+                let probe = crate::takeover::probe(
+                    self.shared.nats.clone(),
+                    self.shared.subjects.call_owner(&self.call_sid),
+                    self.ownership.watch.epoch(),
+                    timeout,
+                );
+                self.ownership.spawn(
+                    &self.shared.tracker,
+                    async move { Report::Probe(probe.await) },
+                );
+                Flow::Continue
+            }
+            Step::Offer {
+                reason,
+                epoch,
+                silent_since,
+            } => {
+                tracing::warn!(%reason, epoch, previous = self.ownership.worker_id(),
+                    "offering the call to another worker");
+                let offer = takeover_offer(
+                    &self.start,
+                    &self.agent,
+                    &self.shared.gateway_id,
+                    &Takeover {
+                        epoch,
+                        reason,
+                        previous_worker_id: self.ownership.worker_id().to_owned(),
+                        silent_since_ms: unix_ms_of(silent_since),
+                    },
+                );
+                let deadline = Instant::now() + self.shared.takeover_timeout;
+                // A paused owner is still a member of the workers' queue group, so an attempt
+                // may land on it and time out: each attempt gets a fifth of the bound at most,
+                // so several such draws still leave time for a live worker. (A worker that accepts
+                // after its attempt timed out still wins its claim: its first frame commits.)
+                let per_attempt = self
+                    .shared
+                    .offer_timeout
+                    .min(self.shared.takeover_timeout / 5);
+                let (nats, subjects) = (self.shared.nats.clone(), self.shared.subjects.clone());
+                self.ownership.spawn(
+                    &self.shared.tracker,
+                    async move {
+                        Report::Offer(
+                            offer_takeover(&nats, &subjects, &offer, per_attempt, deadline).await,
+                        )
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+                Flow::Continue
+            }
+            Step::GiveUp { silent_since } => self.give_up(silent_since),
+        }
+    }
+
+    /// The owner of `epoch` took the call: Twilio drops what the previous owner queued, the new
+    /// owner gets the resumed `start` and the replay ring, then live frames.
+    async fn commit(&mut self, epoch: u32) {
+        let Some(committed) = self.ownership.watch.commit(epoch, Instant::now()) else {
+            return;
+        };
+        if let Some((reason, gap)) = committed.offer {
+            metrics::counter!(m::TAKEOVERS, "reason" => reason.as_str(),
+                "outcome" => m::TAKEOVER_COMMITTED)
+            .increment(1);
+            metrics::histogram!(m::TAKEOVER_GAP).record(gap.as_secs_f64());
+            tracing::info!(epoch, %reason, gap_ms = gap.as_millis() as u64, "new owner committed");
+        } else {
+            tracing::info!(epoch, "a newer owner's frame committed it");
+        }
+        self.ownership.owner = None;
+        self.push(ServerMessage::clear(&self.stream_sid));
+        let start = StreamStart {
+            epoch,
+            resumed: true,
+            ..self.start.clone()
+        };
+        self.publish(inbound_frame::Frame::Start(start)).await;
+        let replay: Vec<_> = self.ownership.ring.replay().collect();
+        for audio in replay {
+            self.publish(inbound_frame::Frame::Audio(audio)).await;
+        }
+    }
+
+    /// No worker took the call within `TAKEOVER_TIMEOUT_MS`: the caller hears the agent's
+    /// apology and is transferred or hung up (a web call just closes), and the gateway closes
+    /// the record with `worker_lost`.
+    fn give_up(&mut self, silent_since: Instant) -> Flow {
+        metrics::counter!(m::TAKEOVERS, "reason" => OwnerReason::WorkerLost.as_str(),
+            "outcome" => m::TAKEOVER_LOST)
+        .increment(1);
+        tracing::warn!(
+            silent_ms = silent_since.elapsed().as_millis() as u64,
+            "no worker took the call over; apologising and closing its record"
+        );
+        self.close_record_since(EndReason::WorkerLost, silent_since);
+        if self.web {
+            return Flow::End(End {
+                stop: Some(StopReason::WorkerSilent),
+                close: Some(close::WORKER_SILENT.frame()),
+            });
+        }
+        let (apology, transfer_to) = self.ownership.fallback();
+        let transfer = (!transfer_to.is_empty()
+            && self.shared.agents.allows_transfer(&self.agent, transfer_to))
+        .then_some(transfer_to);
+        let doc = apology_twiml(apology, transfer);
+        self.update_call(CallUpdate::Twiml(doc));
+        // Twilio leaves the stream for the new TwiML and sends `stop`.
+        self.ending = Some(Ending {
+            reason: StopReason::WorkerSilent,
+            deadline: Instant::now() + PLAYOUT_LIMIT,
+        });
+        Flow::Continue
+    }
+
+    /// Closes the record of a call that has no owner, ended for `reason`.
+    fn close_record(&self, reason: EndReason) {
+        let silent_since = match self.ownership.watch.state() {
+            crate::owner::Watch::Offering { silent_since, .. } => silent_since,
+            _ => Instant::now(),
+        };
+        self.close_record_since(reason, silent_since);
+    }
+
+    fn close_record_since(&self, reason: EndReason, silent_since: Instant) {
+        let lost = LostCall {
+            call_sid: self.call_sid.clone(),
+            gateway_id: self.shared.gateway_id.clone(),
+            epoch: self.ownership.watch.epoch(),
+            previous_worker_id: self.ownership.worker_id().to_owned(),
+            agent_id: self.agent.clone(),
+            gap_ms: u32::try_from(silent_since.elapsed().as_millis()).unwrap_or(u32::MAX),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            reason,
+        };
+        let js = async_nats::jetstream::new(self.shared.nats.clone());
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(
+            async move {
+                match close_record(&js, &shared.events, &shared.subjects, &lost).await {
+                    Ok(epoch) => tracing::info!(epoch, reason = %lost.reason,
+                        "the gateway closed the call's record and fenced its owner"),
+                    Err(error) => tracing::error!(%error,
+                        "closing the record of a lost call failed"),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 }

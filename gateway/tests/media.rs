@@ -428,41 +428,6 @@ async fn transfer_closes_the_stream_for_now() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_silent_worker_ends_the_call_and_heartbeats_keep_it() -> anyhow::Result<()> {
-    let gw = TestGateway::start(&["--worker-silence-ms", "600"]).await?;
-    let _worker = accepting_worker(&gw.nats).await?;
-    let (mut ws, mut inbound, _) = gw.started_stream(CALL, STREAM).await?;
-
-    // Heartbeats every 200 ms for well over the silence limit keep the call up.
-    for seq in 1..=8 {
-        gw.send_out(
-            CALL,
-            out(
-                seq,
-                outbound_frame::Frame::Heartbeat(Heartbeat {
-                    worker_id: "worker-1".into(),
-                }),
-            ),
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    send_json(&mut ws, &media(2, 1, &[0xff; 160])).await?;
-    let f = next_inbound(&mut inbound).await?;
-    assert!(
-        matches!(f.frame, Some(inbound_frame::Frame::Audio(_))),
-        "{f:?}"
-    );
-
-    // Then silence.
-    let (code, _) = expect_close(&mut ws).await?;
-    assert_eq!(code, 1011);
-    let f = next_inbound(&mut inbound).await?;
-    assert_eq!(stop_reason(&f), Some("worker_silent"));
-    Ok(())
-}
-
-#[tokio::test]
 async fn max_streams_is_enforced() -> anyhow::Result<()> {
     let gw = TestGateway::start(&["--max-streams", "1"]).await?;
     let _worker = accepting_worker(&gw.nats).await?;

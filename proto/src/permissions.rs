@@ -101,7 +101,12 @@ impl Role<'_> {
                     vec![
                         subjects.offer(),
                         format!("{p}.call.*.in"),
+                        // Probes of a silent call owner.
+                        format!("{p}.call.*.owner"),
                         subjects.all_events(),
+                        // The last `owner` event of a lost call, which the gateway's own
+                        // fencing claim follows.
+                        format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}"),
                     ],
                     events_stream,
                     // The last `owner` event of a call, whose epoch a re-attach token is bound

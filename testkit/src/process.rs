@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 /// The directory holding the workspace's built binaries (next to the running test binary, which
-/// lives in `target/<profile>/deps`).
+/// lives in `target/<profile>/deps`, or example, in `target/<profile>/examples`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
     dir
@@ -124,6 +124,20 @@ impl Service {
             .await
             .with_context(|| format!("{} did not exit within {timeout:?}", self.name))?
             .map_err(Into::into)
+    }
+
+    /// Sends signal `signal` (a name `kill` knows: `KILL`, `STOP`, `CONT`, `TERM`) to the
+    /// process, as an operator or the kernel would (a crash, a paused VM).
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed with {status}");
+        }
+        Ok(())
     }
 
     /// The binary's name.
