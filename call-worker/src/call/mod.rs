@@ -51,6 +51,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use switchboard_proto::call_event::Body;
+use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallEvent, CallOffer, InboundFrame, Message as _, OutboundFrame, OwnerAck, OwnerProbe,
@@ -525,7 +526,7 @@ impl CallActor {
     fn handoff(&self, call_id: String, agent_id: &str) -> Result<(), ToolReply> {
         let Some(agent) = self.agents.borrow().by_id(agent_id).cloned() else {
             return Err(ToolReply::error(
-                "unavailable",
+                ToolErrorCode::Unavailable,
                 format!("The agent `{agent_id}` is not available on this line right now."),
             ));
         };
