@@ -435,7 +435,7 @@ impl Offers {
             Ok(_) => ("accepted", ""),
             Err(reason) => ("declined", reason.as_str()),
         };
-        metrics::counter!("worker_offers_total", "result" => result, "reason" => reason)
+        metrics::counter!(crate::metrics::OFFERS, "result" => result, "reason" => reason)
             .increment(1);
         if let Err(e) = self
             .ctx

@@ -258,7 +258,7 @@ async fn run(
         Ok(Err(e)) => return Some((None, format!("connecting to {endpoint}: {e}"))),
         Err(_) => return Some((None, format!("connecting to {endpoint}: timed out"))),
     };
-    metrics::histogram!("realtime_connect_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::REALTIME_CONNECT).record(started.elapsed().as_secs_f64());
     tracing::debug!(%call_sid, %endpoint, "realtime socket open");
 
     let (sink, stream) = ws.split();
@@ -373,7 +373,7 @@ fn audio_next(
     match a {
         Ok(text) => Next::Send(Message::Text(text)),
         Err(broadcast::error::RecvError::Lagged(n)) => {
-            metrics::counter!("worker_audio_dropped_total").increment(n);
+            metrics::counter!(crate::metrics::AUDIO_DROPPED).increment(n);
             tracing::debug!(%call_sid, dropped = n, "realtime socket slow: dropped oldest caller audio");
             Next::Skip
         }
@@ -403,7 +403,7 @@ where
                     }
                 }
                 Err(e) => {
-                    metrics::counter!("realtime_unparsed_events_total").increment(1);
+                    metrics::counter!(crate::metrics::REALTIME_UNPARSED_EVENTS).increment(1);
                     tracing::warn!(%call_sid, error = %e, "unparseable realtime event ignored");
                 }
             },

@@ -119,13 +119,14 @@ pub fn watch(
                         seen = fingerprints(&sources).await;
                     }
                     warn_unregistered(registry.as_ref(), &agents).await;
-                    metrics::counter!("worker_agents_reloads_total", "result" => "ok").increment(1);
+                    metrics::counter!(crate::metrics::AGENTS_RELOADS, "result" => "ok")
+                        .increment(1);
                     tracing::info!(file = %path.display(), agents = agents.all().len(), forced,
                         "agents file reloaded; new calls use it");
                     tx.send_replace(Arc::new(agents));
                 }
                 Err(e) => {
-                    metrics::counter!("worker_agents_reloads_total", "result" => "error")
+                    metrics::counter!(crate::metrics::AGENTS_RELOADS, "result" => "error")
                         .increment(1);
                     tracing::error!(error = %e, "agents file refused; keeping the previous agents");
                 }

@@ -198,7 +198,7 @@ pub async fn load(registry: Option<&kv::Store>, agent: &Agent, call_sid: &str) -
             Ok(f) => Some((f, Some(spec))),
             Err(e) => {
                 tracing::warn!(%call_sid, tool = %name, error = %e, "bad ToolSpec; tool left out");
-                metrics::counter!("worker_tools_missing_total", "tool" => name.clone())
+                metrics::counter!(crate::metrics::TOOLS_MISSING, "tool" => name.clone())
                     .increment(1);
                 None
             }
@@ -230,7 +230,7 @@ async fn read_spec(
     let missing = |why: &str| {
         tracing::warn!(%call_sid, tool = %name, agent = %agent_id, why,
             "tool left out of the session");
-        metrics::counter!("worker_tools_missing_total", "tool" => name.to_owned()).increment(1);
+        metrics::counter!(crate::metrics::TOOLS_MISSING, "tool" => name.to_owned()).increment(1);
     };
     let Some(store) = registry else {
         missing("no tool registry");

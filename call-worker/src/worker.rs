@@ -178,7 +178,7 @@ impl Worker {
         );
         let stop_offers = CancellationToken::new();
         let offers_task = tokio::spawn(offers.run(offers_sub, stop_offers.clone()));
-        metrics::gauge!("worker_max_calls").set(f64::from(config.max_calls));
+        metrics::gauge!(crate::metrics::MAX_CALLS).set(f64::from(config.max_calls));
         health.set_ready(true);
         tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");
 

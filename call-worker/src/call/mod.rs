@@ -296,7 +296,7 @@ impl CallActor {
         mut inbound: async_nats::Subscriber,
         mut probes: async_nats::Subscriber,
     ) {
-        metrics::gauge!("worker_active_calls").increment(1.0);
+        metrics::gauge!(crate::metrics::ACTIVE_CALLS).increment(1.0);
         self.execute().await;
 
         let agent = self.machine.agent();
@@ -355,7 +355,7 @@ impl CallActor {
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            metrics::counter!("worker_bad_frames_total").increment(1);
+                            metrics::counter!(crate::metrics::BAD_FRAMES).increment(1);
                             tracing::warn!(call_sid = %self.call_sid, error = %e, "undecodable inbound frame ignored");
                         }
                     },
@@ -389,7 +389,7 @@ impl CallActor {
             self.execute().await;
         }
         if let Holding::Lost(by) = self.ownership.holding() {
-            metrics::counter!("worker_calls_lost_total").increment(1);
+            metrics::counter!(crate::metrics::CALLS_LOST).increment(1);
             tracing::warn!(call_sid = %self.call_sid, epoch = self.ownership.epoch(), ?by,
                 "another owner took the call; stopping without ending it");
             self.queue.clear();
@@ -398,7 +398,7 @@ impl CallActor {
         self.realtime.close();
         let _ = inbound.unsubscribe().await;
         let _ = probes.unsubscribe().await;
-        metrics::gauge!("worker_active_calls").decrement(1.0);
+        metrics::gauge!(crate::metrics::ACTIVE_CALLS).decrement(1.0);
     }
 
     /// A frame from the gateway: a start is checked against our epoch first.
@@ -427,7 +427,7 @@ impl CallActor {
         let probe = match OwnerProbe::decode(msg.payload) {
             Ok(probe) => probe,
             Err(e) => {
-                metrics::counter!("worker_bad_frames_total").increment(1);
+                metrics::counter!(crate::metrics::BAD_FRAMES).increment(1);
                 tracing::warn!(call_sid = %self.call_sid, error = %e, "undecodable owner probe ignored");
                 return;
             }
@@ -463,7 +463,7 @@ impl CallActor {
                 Effect::Event(Body::Turn(turn)) => {
                     let span = tracing::info_span!("turn", kind = %turn.kind, latency_ms = turn.latency_ms);
                     let _entered = span.enter();
-                    metrics::histogram!("worker_turn_latency_seconds", "kind" => turn.kind.clone())
+                    metrics::histogram!(crate::metrics::TURN_LATENCY, "kind" => turn.kind.clone())
                         .record(f64::from(turn.latency_ms) / 1000.0);
                     self.events.publish(Body::Turn(turn));
                 }
@@ -516,7 +516,7 @@ impl CallActor {
             .publish(self.out_subject.clone(), msg.encode_to_vec().into())
             .await
         {
-            metrics::counter!("worker_outbound_publish_errors_total").increment(1);
+            metrics::counter!(crate::metrics::OUTBOUND_PUBLISH_ERRORS).increment(1);
             tracing::warn!(call_sid = %self.call_sid, error = %e, "publishing an outbound frame failed");
         }
     }
