@@ -162,11 +162,14 @@ impl Worker {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         crate::reload::warn_unregistered(ctx.registry.as_ref(), &agents).await;
+        // The reloader stops at the first step of the drain, so the calls' tracker closes on
+        // calls alone.
         let agents = crate::reload::watch(
             agents,
             config.agents_reload(),
             shutdown.clone(),
             ctx.registry.clone(),
+            &tracker,
         );
         let offers = Offers::new(
             ctx,

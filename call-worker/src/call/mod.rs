@@ -173,7 +173,10 @@ pub async fn spawn(
             .unwrap_or_else(|| ctx.realtime.model.clone()),
         ..ctx.realtime.clone()
     };
-    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid));
+    // The call's own tasks: its Realtime sockets, tool requests and handoff lookups. The call
+    // is done (for the worker's drain) only when they are.
+    let spawned = TaskTracker::new();
+    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid, &spawned));
     let setup = CallSetup {
         offer,
         agent,
@@ -191,7 +194,7 @@ pub async fn spawn(
         machine,
         settings,
         (rt_tx, rt_rx),
-        (cancel, hand_over),
+        (cancel, hand_over, spawned.clone()),
         agents,
         (claim, history),
     );
@@ -201,6 +204,9 @@ pub async fn spawn(
             actor.run(inbound, probes).await;
             drop(permit);
             let _ = ended.send(sid);
+            // Cancelled or closed by the actor's end; a socket's close handshake is bounded.
+            spawned.close();
+            spawned.wait().await;
         }
         .instrument(span),
     );
@@ -230,6 +236,8 @@ struct CallActor {
     hand_over: CancellationToken,
     /// Ends the call's tool tasks when the call ends.
     tasks: CancellationToken,
+    /// Where the call's own tasks run (see [`spawn`]).
+    spawned: TaskTracker,
     tool_tx: mpsc::UnboundedSender<ToolDone>,
     tool_rx: mpsc::UnboundedReceiver<ToolDone>,
     agents: watch::Receiver<Arc<Agents>>,
@@ -250,7 +258,7 @@ impl CallActor {
         machine: CallMachine,
         settings: RealtimeSettings,
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
-        (cancel, hand_over): (CancellationToken, CancellationToken),
+        (cancel, hand_over, spawned): (CancellationToken, CancellationToken, TaskTracker),
         agents: watch::Receiver<Arc<Agents>>,
         (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
@@ -283,6 +291,7 @@ impl CallActor {
             cancel,
             hand_over,
             tasks: CancellationToken::new(),
+            spawned,
             tool_tx,
             tool_rx,
             agents,
@@ -472,7 +481,7 @@ impl CallActor {
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
-                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid);
+                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid, &self.spawned);
                     self.realtime = tx;
                     self.rt_events = rx;
                     let replay = crate::replay::items(self.events.history());
@@ -535,7 +544,7 @@ impl CallActor {
         let call_sid = self.call_sid.clone();
         let tx = self.handoff_tx.clone();
         let tasks = self.tasks.clone();
-        tokio::spawn(
+        self.spawned.spawn(
             async move {
                 let load = tools::load(ctx.registry.as_ref(), &agent, &call_sid);
                 if let Some(tools) = tasks.run_until_cancelled(load).await {
@@ -561,7 +570,7 @@ impl CallActor {
             result = tracing::field::Empty);
         // The tool service continues this trace from the request's headers.
         let headers = span.in_scope(switchboard_service::trace::headers);
-        tokio::spawn(
+        self.spawned.spawn(
             async move {
                 let started = Instant::now();
                 let request = tools::call_business_tool(&client, subject, &call, timeout, headers);
