@@ -638,6 +638,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_connection_is_tracked_until_its_socket_is_closed() {
+        let (url, req, _got) = fake_server(vec![], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let tasks = TaskTracker::new();
+        let (tx, _rx) = connect(&settings, "CA1", &tasks);
+        req.await.unwrap();
+        tasks.close();
+        // The call's drain waits on this tracker: the open socket is one of its tasks.
+        assert_eq!(tasks.len(), 1);
+        tx.close();
+        tokio::time::timeout(CLOSE_GRACE * 2, tasks.wait())
+            .await
+            .expect("the connection task ended after the close");
+    }
+
+    #[tokio::test]
     async fn a_backlog_is_written_whole_and_in_order() {
         let (url, _req, mut got) = fake_server(vec![], None).await;
         let settings = RealtimeSettings {
