@@ -31,3 +31,25 @@ pub const HANDOFFS: &str = "worker_handoffs_total";
 pub const FILLER_LINES: &str = "worker_filler_lines_total";
 /// Counter (`reason`): calls ended, by end reason.
 pub const CALLS_ENDED: &str = "worker_calls_ended_total";
+/// Gauge: calls this worker runs right now.
+pub const ACTIVE_CALLS: &str = "worker_active_calls";
+/// Gauge: the most calls this worker takes (`MAX_CALLS`); capacity alerts divide by it.
+pub const MAX_CALLS: &str = "worker_max_calls";
+/// Counter (`result`, `reason`): offers answered, accepted or declined (with the decline reason).
+pub const OFFERS: &str = "worker_offers_total";
+/// Counter (`tool`): tools an agent lists that could not be offered to the model.
+pub const TOOLS_MISSING: &str = "worker_tools_missing_total";
+/// Counter: inbound frames or owner probes that could not be decoded (ignored).
+pub const BAD_FRAMES: &str = "worker_bad_frames_total";
+/// Counter: calls this worker stopped running because another owner took them over.
+pub const CALLS_LOST: &str = "worker_calls_lost_total";
+/// Histogram (`kind`), seconds: turn latencies as the call's `turn` events record them.
+pub const TURN_LATENCY: &str = "worker_turn_latency_seconds";
+/// Counter: outbound frames to the gateway whose publish failed.
+pub const OUTBOUND_PUBLISH_ERRORS: &str = "worker_outbound_publish_errors_total";
+/// Counter (`result`): reloads of the agents file, `ok` or `error`.
+pub const AGENTS_RELOADS: &str = "worker_agents_reloads_total";
+/// Histogram, seconds: opening a Realtime session's socket.
+pub const REALTIME_CONNECT: &str = "realtime_connect_seconds";
+/// Counter: Realtime server events that could not be parsed (ignored).
+pub const REALTIME_UNPARSED_EVENTS: &str = "realtime_unparsed_events_total";

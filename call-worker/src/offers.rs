@@ -431,7 +431,7 @@ async fn answer(
         Ok(_) => ("accepted", ""),
         Err(reason) => ("declined", reason.as_str()),
     };
-    metrics::counter!("worker_offers_total", "result" => result, "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::OFFERS, "result" => result, "reason" => reason).increment(1);
     if let Err(e) = ctx
         .client
         .publish(reply_to, reply.encode_to_vec().into())

@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 /// Caller audio held while the socket is slow: 250 Twilio frames of 20 ms = 5 s.
@@ -193,11 +194,13 @@ pub fn parse_server_event(text: &str) -> Result<RealtimeEvent, serde_json::Error
     ServerEvent::parse(text).map(|ev| RealtimeEvent::Server(Box::new(ev)))
 }
 
-/// Opens the Realtime socket of `call_sid` in the background. The opening (until the socket is
-/// up or has failed) is traced as `realtime.connect`, a child of the current span (the call's).
+/// Opens the Realtime socket of `call_sid` in the background, in a task on `tasks` (the call's,
+/// so the call is not done until its socket is). The opening (until the socket is up or has
+/// failed) is traced as `realtime.connect`, a child of the current span (the call's).
 pub fn connect(
     settings: &RealtimeSettings,
     call_sid: &str,
+    tasks: &TaskTracker,
 ) -> (RealtimeSender, mpsc::Receiver<RealtimeEvent>) {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (audio_tx, audio_rx) = broadcast::channel(AUDIO_QUEUE_FRAMES);
@@ -205,7 +208,7 @@ pub fn connect(
     let settings = settings.clone();
     let call_sid = call_sid.to_owned();
     let span = tracing::info_span!("realtime.connect", call_sid = %call_sid);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let closed = run(&settings, &call_sid, control_rx, audio_rx, &events_tx, span).await;
         if let Some((code, reason)) = closed {
             tracing::info!(%call_sid, ?code, %reason, "realtime socket closed");
@@ -258,7 +261,7 @@ async fn run(
         Ok(Err(e)) => return Some((None, format!("connecting to {endpoint}: {e}"))),
         Err(_) => return Some((None, format!("connecting to {endpoint}: timed out"))),
     };
-    metrics::histogram!("realtime_connect_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::REALTIME_CONNECT).record(started.elapsed().as_secs_f64());
     tracing::debug!(%call_sid, %endpoint, "realtime socket open");
 
     let (sink, stream) = ws.split();
@@ -373,7 +376,7 @@ fn audio_next(
     match a {
         Ok(text) => Next::Send(Message::Text(text)),
         Err(broadcast::error::RecvError::Lagged(n)) => {
-            metrics::counter!("worker_audio_dropped_total").increment(n);
+            metrics::counter!(crate::metrics::AUDIO_DROPPED).increment(n);
             tracing::debug!(%call_sid, dropped = n, "realtime socket slow: dropped oldest caller audio");
             Next::Skip
         }
@@ -403,7 +406,7 @@ where
                     }
                 }
                 Err(e) => {
-                    metrics::counter!("realtime_unparsed_events_total").increment(1);
+                    metrics::counter!(crate::metrics::REALTIME_UNPARSED_EVENTS).increment(1);
                     tracing::warn!(%call_sid, error = %e, "unparseable realtime event ignored");
                 }
             },
@@ -587,7 +590,7 @@ mod tests {
             model: "gpt-realtime".into(),
             api_key: Some(Secret::new("sk-test")),
         };
-        let (tx, _rx) = connect(&settings, "CA1");
+        let (tx, _rx) = connect(&settings, "CA1", &TaskTracker::new());
         let req = req.await.unwrap();
         assert_eq!(req.uri().query(), Some("model=gpt-realtime"));
         assert_eq!(req.headers()["authorization"], "Bearer sk-test");
@@ -600,7 +603,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
         };
-        let (_tx, _rx) = connect(&settings, "CA1");
+        let (_tx, _rx) = connect(&settings, "CA1", &TaskTracker::new());
         let req = req.await.unwrap();
         assert!(req.headers().get("authorization").is_none());
         assert!(req.headers().get("openai-beta").is_none());
@@ -615,7 +618,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
         };
-        let (tx, mut rx) = connect(&settings, "CA1");
+        let (tx, mut rx) = connect(&settings, "CA1", &TaskTracker::new());
         // Queued before the socket is open: the control event must still be written first.
         tx.append_audio(&[0, 0, 0]);
         tx.send(&ClientEvent::response_create());
@@ -635,6 +638,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_connection_is_tracked_until_its_socket_is_closed() {
+        let (url, req, _got) = fake_server(vec![], None).await;
+        let settings = RealtimeSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        };
+        let tasks = TaskTracker::new();
+        let (tx, _rx) = connect(&settings, "CA1", &tasks);
+        req.await.unwrap();
+        tasks.close();
+        // The call's drain waits on this tracker: the open socket is one of its tasks.
+        assert_eq!(tasks.len(), 1);
+        tx.close();
+        tokio::time::timeout(CLOSE_GRACE * 2, tasks.wait())
+            .await
+            .expect("the connection task ended after the close");
+    }
+
+    #[tokio::test]
     async fn a_backlog_is_written_whole_and_in_order() {
         let (url, _req, mut got) = fake_server(vec![], None).await;
         let settings = RealtimeSettings {
@@ -642,7 +665,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
         };
-        let (tx, _rx) = connect(&settings, "CA1");
+        let (tx, _rx) = connect(&settings, "CA1", &TaskTracker::new());
         // More than one batch, queued before the socket opens.
         let frames = u8::try_from(MAX_BATCH * 2 + 5).unwrap();
         for i in 0..frames {
@@ -663,7 +686,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
         };
-        let (_tx, mut rx) = connect(&settings, "CA1");
+        let (_tx, mut rx) = connect(&settings, "CA1", &TaskTracker::new());
         match rx.recv().await.unwrap() {
             RealtimeEvent::Closed { code, reason } => {
                 assert_eq!(code, Some(4000));
@@ -684,7 +707,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
         };
-        let (_tx, mut rx) = connect(&settings, "CA1");
+        let (_tx, mut rx) = connect(&settings, "CA1", &TaskTracker::new());
         assert!(matches!(
             rx.recv().await,
             Some(RealtimeEvent::Closed { code: None, .. })

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::kv;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agents::{Agents, AgentsError};
 
@@ -83,19 +84,20 @@ async fn load(path: PathBuf) -> Result<Agents, AgentsError> {
     }
 }
 
-/// Starts watching the agents file of `current` (the table loaded at start); returns the
-/// receiver new offers route with. Stops when `stop` is cancelled.
+/// Starts watching the agents file of `current` (the table loaded at start) in a task on
+/// `tasks`; returns the receiver new offers route with. Stops when `stop` is cancelled.
 pub fn watch(
     current: Arc<Agents>,
     every: Duration,
     stop: CancellationToken,
     registry: Option<kv::Store>,
+    tasks: &TaskTracker,
 ) -> watch::Receiver<Arc<Agents>> {
     let path = current.file().to_path_buf();
     let mut sources = sources_of(&current);
     let mut seen = fingerprints_now(&sources);
     let (tx, rx) = watch::channel(current);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut hangup = hangup_signal();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,13 +121,14 @@ pub fn watch(
                         seen = fingerprints(&sources).await;
                     }
                     warn_unregistered(registry.as_ref(), &agents).await;
-                    metrics::counter!("worker_agents_reloads_total", "result" => "ok").increment(1);
+                    metrics::counter!(crate::metrics::AGENTS_RELOADS, "result" => "ok")
+                        .increment(1);
                     tracing::info!(file = %path.display(), agents = agents.all().len(), forced,
                         "agents file reloaded; new calls use it");
                     tx.send_replace(Arc::new(agents));
                 }
                 Err(e) => {
-                    metrics::counter!("worker_agents_reloads_total", "result" => "error")
+                    metrics::counter!(crate::metrics::AGENTS_RELOADS, "result" => "error")
                         .increment(1);
                     tracing::error!(error = %e, "agents file refused; keeping the previous agents");
                 }

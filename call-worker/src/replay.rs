@@ -47,9 +47,11 @@ pub fn items(events: &[CallEvent]) -> Vec<Item> {
                     Some(tool_invocation::Result::Output(text)) => {
                         ToolReply::Output(text.clone()).model_output()
                     }
-                    Some(tool_invocation::Result::Error(f)) => {
-                        ToolReply::error(&f.code, f.message.clone()).model_output()
+                    Some(tool_invocation::Result::Error(f)) => ToolReply::Error {
+                        code: f.code.clone(),
+                        message: f.message.clone(),
                     }
+                    .model_output(),
                     None => continue,
                 };
                 items.push(function_call(&tool.call_id, &tool.name, &tool.arguments));

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
 use switchboard_realtime::session::FunctionTool;
 
@@ -31,10 +32,11 @@ pub enum ToolReply {
 }
 
 impl ToolReply {
-    /// An error reply.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    /// An error reply with one of the contract's codes (a tool's own codes arrive as
+    /// [`ToolReply::Error`] directly).
+    pub fn error(code: ToolErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
         }
     }
@@ -196,7 +198,7 @@ pub async fn load(registry: Option<&kv::Store>, agent: &Agent, call_sid: &str) -
             Ok(f) => Some((f, Some(spec))),
             Err(e) => {
                 tracing::warn!(%call_sid, tool = %name, error = %e, "bad ToolSpec; tool left out");
-                metrics::counter!("worker_tools_missing_total", "tool" => name.clone())
+                metrics::counter!(crate::metrics::TOOLS_MISSING, "tool" => name.clone())
                     .increment(1);
                 None
             }
@@ -228,7 +230,7 @@ async fn read_spec(
     let missing = |why: &str| {
         tracing::warn!(%call_sid, tool = %name, agent = %agent_id, why,
             "tool left out of the session");
-        metrics::counter!("worker_tools_missing_total", "tool" => name.to_owned()).increment(1);
+        metrics::counter!(crate::metrics::TOOLS_MISSING, "tool" => name.to_owned()).increment(1);
     };
     let Some(store) = registry else {
         missing("no tool registry");
@@ -299,21 +301,22 @@ pub fn map_request_error(
     use async_nats::client::RequestErrorKind as K;
     match kind {
         K::NoResponders => ToolReply::error(
-            "unavailable",
+            ToolErrorCode::Unavailable,
             format!("No service is answering the tool `{name}` right now."),
         ),
         K::TimedOut => ToolReply::error(
-            "timeout",
+            ToolErrorCode::Timeout,
             format!(
                 "The tool `{name}` did not answer within {} ms.",
                 timeout.as_millis()
             ),
         ),
-        K::MaxPayloadExceeded => {
-            ToolReply::error("invalid_arguments", "The arguments are too large.")
-        }
+        K::MaxPayloadExceeded => ToolReply::error(
+            ToolErrorCode::InvalidArguments,
+            "The arguments are too large.",
+        ),
         K::InvalidSubject | K::Other => ToolReply::error(
-            "unavailable",
+            ToolErrorCode::Unavailable,
             format!("The tool `{name}` could not be reached."),
         ),
     }
@@ -326,7 +329,7 @@ pub fn decode_reply(name: &str, payload: &[u8]) -> (ToolReply, Option<String>) {
         Err(_) => {
             return (
                 ToolReply::error(
-                    "failed",
+                    ToolErrorCode::Failed,
                     format!("The tool `{name}` sent an unreadable reply."),
                 ),
                 None,
@@ -338,7 +341,7 @@ pub fn decode_reply(name: &str, payload: &[u8]) -> (ToolReply, Option<String>) {
         Some(tool_result::Result::Output(text)) => ToolReply::Output(text),
         Some(tool_result::Result::Error(e)) => ToolReply::Error {
             code: if e.code.is_empty() {
-                "failed".into()
+                ToolErrorCode::Failed.as_str().into()
             } else {
                 e.code
             },
@@ -348,7 +351,10 @@ pub fn decode_reply(name: &str, payload: &[u8]) -> (ToolReply, Option<String>) {
                 e.message
             },
         },
-        None => ToolReply::error("failed", format!("The tool `{name}` returned nothing.")),
+        None => ToolReply::error(
+            ToolErrorCode::Failed,
+            format!("The tool `{name}` returned nothing."),
+        ),
     };
     (reply, outcome)
 }
@@ -385,7 +391,7 @@ mod tests {
 
     #[test]
     fn error_output_is_structured_json() {
-        let out = ToolReply::error("unavailable", "nobody home").model_output();
+        let out = ToolReply::error(ToolErrorCode::Unavailable, "nobody home").model_output();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["error"]["code"], "unavailable");
         assert_eq!(v["error"]["message"], "nobody home");
@@ -430,7 +436,10 @@ mod tests {
         };
         assert_eq!(
             decode_reply("t", &err.encode_to_vec()),
-            (ToolReply::error("not_found", "No such customer."), None)
+            (
+                ToolReply::error(ToolErrorCode::NotFound, "No such customer."),
+                None
+            )
         );
         let (garbage, _) = decode_reply("t", b"\xff\xff\xff");
         assert!(matches!(garbage, ToolReply::Error { ref code, .. } if code == "failed"));

@@ -162,11 +162,14 @@ impl Worker {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         crate::reload::warn_unregistered(ctx.registry.as_ref(), &agents).await;
+        // The reloader stops at the first step of the drain, so the calls' tracker closes on
+        // calls alone.
         let agents = crate::reload::watch(
             agents,
             config.agents_reload(),
             shutdown.clone(),
             ctx.registry.clone(),
+            &tracker,
         );
         let offers = Offers::new(
             ctx,
@@ -178,7 +181,7 @@ impl Worker {
         );
         let stop_offers = CancellationToken::new();
         let offers_task = tokio::spawn(offers.run(offers_sub, stop_offers.clone()));
-        metrics::gauge!("worker_max_calls").set(f64::from(config.max_calls));
+        metrics::gauge!(crate::metrics::MAX_CALLS).set(f64::from(config.max_calls));
         health.set_ready(true);
         tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");
 

@@ -100,7 +100,13 @@ async fn an_edited_instructions_file_is_reloaded() -> anyhow::Result<()> {
     )?;
     let agents = Arc::new(call_worker::agents::Agents::load(&file)?);
     let stop = tokio_util::sync::CancellationToken::new();
-    let rx = call_worker::reload::watch(agents, Duration::from_millis(20), stop.clone(), None);
+    let rx = call_worker::reload::watch(
+        agents,
+        Duration::from_millis(20),
+        stop.clone(),
+        None,
+        &tokio_util::task::TaskTracker::new(),
+    );
 
     // Only the instructions change; the agents file is untouched.
     std::fs::write(&prompt, "You are the night line, closed until 8 am.")?;

@@ -68,7 +68,7 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         tracing::warn!(%error, "session query failed");
-        metrics::counter!("persister_api_db_errors_total").increment(1);
+        metrics::counter!(crate::metrics::API_DB_ERRORS).increment(1);
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
     }
 }

@@ -133,7 +133,7 @@ async fn pull_batches(
             Ok(messages) => messages,
             Err(error) => {
                 readiness.set_consumer(false);
-                metrics::counter!("persister_consumer_errors_total", "kind" => "open").increment(1);
+                metrics::counter!(crate::metrics::CONSUMER_ERRORS, "kind" => "open").increment(1);
                 tracing::warn!(%error, "opening the event consumer failed; retrying");
                 backoff.wait_or(stop).await;
                 continue;
@@ -165,7 +165,7 @@ async fn pull_batches(
                 None => {}
                 Some(Interruption::Error(error)) => {
                     let kind = error.kind();
-                    metrics::counter!("persister_consumer_errors_total", "kind" => kind.to_string())
+                    metrics::counter!(crate::metrics::CONSUMER_ERRORS, "kind" => kind.to_string())
                         .increment(1);
                     errors += 1;
                     let fatal = matches!(
@@ -317,12 +317,12 @@ async fn write_batch(
             if !readiness.database_ok() {
                 readiness.set_database(true);
             }
-            metrics::histogram!("persister_batch_write_seconds")
+            metrics::histogram!(crate::metrics::BATCH_WRITE)
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("persister_batch_size").record(pending.len() as f64);
+            metrics::histogram!(crate::metrics::BATCH_SIZE).record(pending.len() as f64);
             // One counter update per (kind, result), not per event.
             let mut counts: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-            let age = metrics::histogram!("persister_event_age_seconds");
+            let age = metrics::histogram!(crate::metrics::EVENT_AGE);
             for (p, applied) in pending.iter().zip(&applied) {
                 let result = match applied {
                     Applied::Written => {
@@ -338,7 +338,7 @@ async fn write_batch(
                 *counts.entry((p.event.kind(), result)).or_insert(0) += 1;
             }
             for ((kind, result), n) in counts {
-                metrics::counter!("persister_events_total", "kind" => kind, "result" => result)
+                metrics::counter!(crate::metrics::EVENTS, "kind" => kind, "result" => result)
                     .increment(n);
             }
             tracing::debug!(events = pending.len(), "batch applied");
@@ -358,7 +358,7 @@ async fn write_batch(
             }
         }
         Err(error) => {
-            metrics::counter!("persister_db_errors_total").increment(1);
+            metrics::counter!(crate::metrics::DB_ERRORS).increment(1);
             readiness.set_database(false);
             tracing::warn!(%error, events = pending.len(),
                 "writing a batch failed; it will be redelivered");
@@ -398,8 +398,9 @@ pub async fn poll_lag(js: jetstream::Context, stop: CancellationToken) {
         };
         match info {
             Ok(info) => {
-                metrics::gauge!("persister_pending_events").set(info.num_pending as f64);
-                metrics::gauge!("persister_ack_pending_events").set(info.num_ack_pending as f64);
+                metrics::gauge!(crate::metrics::PENDING_EVENTS).set(info.num_pending as f64);
+                metrics::gauge!(crate::metrics::ACK_PENDING_EVENTS)
+                    .set(info.num_ack_pending as f64);
             }
             Err(error) => {
                 // The stream may be recreated; look it up again next time.
@@ -415,7 +416,7 @@ async fn terminate_undecodable(
     stream_seq: Option<u64>,
     reason: &str,
 ) {
-    metrics::counter!("persister_events_undecodable_total").increment(1);
+    metrics::counter!(crate::metrics::EVENTS_UNDECODABLE).increment(1);
     tracing::warn!(subject = %message.subject, ?stream_seq, %reason,
         "skipping an event that is not a valid CallEvent");
     if let Err(error) = message.ack_with(AckKind::Term).await {
@@ -475,9 +476,9 @@ async fn handle(
                 Applied::Written => "written",
                 Applied::Duplicate => "duplicate",
             };
-            metrics::counter!("persister_events_total", "kind" => event.kind(), "result" => result)
+            metrics::counter!(crate::metrics::EVENTS, "kind" => event.kind(), "result" => result)
                 .increment(1);
-            metrics::histogram!("persister_write_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::WRITE).record(started.elapsed().as_secs_f64());
             tracing::debug!(call_sid = %event.call_sid, seq = event.seq, kind = event.kind(),
                 result, "event applied");
             // After the commit: losing this ack only costs a redelivery, which is a no-op.
@@ -488,7 +489,7 @@ async fn handle(
         }
         Err(error) if is_poison(&error) => {
             // The database refused this event's data (not the connection): retrying cannot help.
-            metrics::counter!("persister_events_rejected_total").increment(1);
+            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(1);
             tracing::error!(%error, call_sid = %event.call_sid, seq = event.seq,
                 kind = event.kind(), "the database rejected an event; skipping it");
             if let Err(error) = message.ack_with(AckKind::Term).await {
@@ -496,7 +497,7 @@ async fn handle(
             }
         }
         Err(error) => {
-            metrics::counter!("persister_db_errors_total").increment(1);
+            metrics::counter!(crate::metrics::DB_ERRORS).increment(1);
             readiness.set_database(false);
             tracing::warn!(%error, call_sid = %event.call_sid, seq = event.seq,
                 "writing an event failed; it will be redelivered");

@@ -85,7 +85,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The session store could not be read: say so rather than pretend the browser is signed out.
 fn store_down(error: sqlx::Error) -> Response {
     tracing::warn!(%error, "console session store unavailable");
-    metrics::counter!("persister_api_db_errors_total").increment(1);
+    metrics::counter!(crate::metrics::API_DB_ERRORS).increment(1);
     (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
 }
 
@@ -104,7 +104,7 @@ struct LoginForm {
 
 async fn login(State(access): State<Access>, Form(form): Form<LoginForm>) -> Response {
     if !access.token.matches(form.token.trim()) {
-        metrics::counter!("persister_login_failures_total").increment(1);
+        metrics::counter!(crate::metrics::LOGIN_FAILURES).increment(1);
         return Redirect::to("/login?error=1").into_response();
     }
     match access.sessions.create().await {

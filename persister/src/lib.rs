@@ -29,6 +29,7 @@
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
 //! - [`db`]: pool, embedded migrations (`migrations/`), database probe;
+//! - [`metrics`]: the names of the persister's metrics;
 //! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod dashboard;
 pub mod db;
 pub mod headers;
 pub mod live;
+pub mod metrics;
 pub mod pricing;
 pub mod readiness;
 pub mod sessions;

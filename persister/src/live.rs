@@ -61,12 +61,12 @@ impl Live {
     /// behind by more than the buffer (then the stream ends and the browser may reconnect).
     pub fn sse(&self) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
         let rx = self.tx.subscribe();
-        metrics::gauge!("persister_live_clients").set(self.clients() as f64);
+        metrics::gauge!(crate::metrics::LIVE_CLIENTS).set(self.clients() as f64);
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
                 Ok(json) => Some((Ok(Event::default().data(&*json)), rx)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    metrics::counter!("persister_live_clients_dropped_total").increment(1);
+                    metrics::counter!(crate::metrics::LIVE_CLIENTS_DROPPED).increment(1);
                     tracing::info!(missed, "a live client fell behind; disconnecting it");
                     None
                 }
@@ -109,7 +109,7 @@ pub async fn run(
                 Ok(event) if !event.call_sid.is_empty() => {
                     live.send(to_json(&event, &prices).to_string().into());
                 }
-                _ => metrics::counter!("persister_live_undecodable_total").increment(1),
+                _ => metrics::counter!(crate::metrics::LIVE_UNDECODABLE).increment(1),
             }
         }
     }

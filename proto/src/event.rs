@@ -189,6 +189,13 @@ contract_words! {
         Unavailable => "unavailable",
         /// The handler panicked; the tool server caught it and kept serving.
         Panicked => "panicked",
+        /// The model called a tool the call does not offer (set by the call-worker).
+        UnknownTool => "unknown_tool",
+        /// A `handoff` named an agent the current agent may not hand over to (set by the
+        /// call-worker).
+        UnknownAgent => "unknown_agent",
+        /// A `handoff` came while another was still in progress (set by the call-worker).
+        Busy => "busy",
     }
 }
 

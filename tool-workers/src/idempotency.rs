@@ -143,7 +143,7 @@ pub(crate) async fn claim(
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(DedupeError(format!("claiming {key}: {e}"))),
         }
-        metrics::counter!("tool_duplicate_requests_total").increment(1);
+        metrics::counter!(crate::metrics::DUPLICATE_REQUESTS).increment(1);
         // Someone holds the key: wait for their result.
         loop {
             let entry = store

@@ -13,6 +13,7 @@
 //!   panics and timeouts, and drains on shutdown;
 //! - [`idempotency`]: answers a redelivered call with the first delivery's stored result;
 //! - [`registry`]: the `voice-tools` bucket and the periodic re-registration;
+//! - [`metrics`]: the names of the tool-worker's metrics;
 //! - [`customers`]: the `lookup_customer` example tool over Postgres;
 //! - [`appointments`]: the `check_availability` and `book_appointment` example tools over the
 //!   clinic schedule in Postgres;
@@ -43,6 +44,7 @@ pub mod app;
 pub mod appointments;
 pub mod customers;
 pub mod idempotency;
+pub mod metrics;
 pub mod registry;
 pub mod schema;
 pub mod server;

@@ -39,7 +39,7 @@ pub(crate) async fn refresh(
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(error) = registration.put(&specs).await {
-                    metrics::counter!("tool_registry_errors_total").increment(1);
+                    metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
                     tracing::warn!(%error, "refreshing tool registry failed");
                 }
             }

@@ -250,7 +250,7 @@ async fn handle_request(
     msg: async_nats::Message,
 ) {
     let Some(reply) = msg.reply.clone() else {
-        metrics::counter!("tool_requests_total", "tool" => tool.name.clone(), "result" => "no_reply")
+        metrics::counter!(crate::metrics::REQUESTS, "tool" => tool.name.clone(), "result" => "no_reply")
             .increment(1);
         tracing::warn!(tool = %tool.name, "request without a reply subject dropped");
         return;
@@ -270,9 +270,9 @@ async fn handle_request(
         Some(tool_result::Result::Error(e)) => e.code.clone(),
         _ => "ok".to_owned(),
     };
-    metrics::counter!("tool_requests_total", "tool" => tool.name.clone(), "result" => label)
+    metrics::counter!(crate::metrics::REQUESTS, "tool" => tool.name.clone(), "result" => label)
         .increment(1);
-    metrics::histogram!("tool_request_duration_seconds", "tool" => tool.name.clone())
+    metrics::histogram!(crate::metrics::REQUEST_DURATION, "tool" => tool.name.clone())
         .record(started.elapsed().as_secs_f64());
     if let Err(error) = client
         .publish(reply, bytes::Bytes::from(result.encode_to_vec()))

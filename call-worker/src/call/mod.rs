@@ -51,6 +51,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use switchboard_proto::call_event::Body;
+use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
     CallEvent, CallOffer, InboundFrame, Message as _, OutboundFrame, OwnerAck, OwnerProbe,
@@ -172,7 +173,10 @@ pub async fn spawn(
             .unwrap_or_else(|| ctx.realtime.model.clone()),
         ..ctx.realtime.clone()
     };
-    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid));
+    // The call's own tasks: its Realtime sockets, tool requests and handoff lookups. The call
+    // is done (for the worker's drain) only when they are.
+    let spawned = TaskTracker::new();
+    let (rt_tx, rt_rx) = span.in_scope(|| realtime::connect(&settings, &offer.call_sid, &spawned));
     let setup = CallSetup {
         offer,
         agent,
@@ -190,7 +194,7 @@ pub async fn spawn(
         machine,
         settings,
         (rt_tx, rt_rx),
-        (cancel, hand_over),
+        (cancel, hand_over, spawned.clone()),
         agents,
         (claim, history),
     );
@@ -200,6 +204,9 @@ pub async fn spawn(
             actor.run(inbound, probes).await;
             drop(permit);
             let _ = ended.send(sid);
+            // Cancelled or closed by the actor's end; a socket's close handshake is bounded.
+            spawned.close();
+            spawned.wait().await;
         }
         .instrument(span),
     );
@@ -229,6 +236,8 @@ struct CallActor {
     hand_over: CancellationToken,
     /// Ends the call's tool tasks when the call ends.
     tasks: CancellationToken,
+    /// Where the call's own tasks run (see [`spawn`]).
+    spawned: TaskTracker,
     tool_tx: mpsc::UnboundedSender<ToolDone>,
     tool_rx: mpsc::UnboundedReceiver<ToolDone>,
     agents: watch::Receiver<Arc<Agents>>,
@@ -249,7 +258,7 @@ impl CallActor {
         machine: CallMachine,
         settings: RealtimeSettings,
         (realtime, rt_events): (RealtimeSender, mpsc::Receiver<RealtimeEvent>),
-        (cancel, hand_over): (CancellationToken, CancellationToken),
+        (cancel, hand_over, spawned): (CancellationToken, CancellationToken, TaskTracker),
         agents: watch::Receiver<Arc<Agents>>,
         (claim, history): (Claim, Vec<CallEvent>),
     ) -> Self {
@@ -282,6 +291,7 @@ impl CallActor {
             cancel,
             hand_over,
             tasks: CancellationToken::new(),
+            spawned,
             tool_tx,
             tool_rx,
             agents,
@@ -295,7 +305,7 @@ impl CallActor {
         mut inbound: async_nats::Subscriber,
         mut probes: async_nats::Subscriber,
     ) {
-        metrics::gauge!("worker_active_calls").increment(1.0);
+        metrics::gauge!(crate::metrics::ACTIVE_CALLS).increment(1.0);
         self.execute().await;
 
         let agent = self.machine.agent();
@@ -354,7 +364,7 @@ impl CallActor {
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            metrics::counter!("worker_bad_frames_total").increment(1);
+                            metrics::counter!(crate::metrics::BAD_FRAMES).increment(1);
                             tracing::warn!(call_sid = %self.call_sid, error = %e, "undecodable inbound frame ignored");
                         }
                     },
@@ -388,7 +398,7 @@ impl CallActor {
             self.execute().await;
         }
         if let Holding::Lost(by) = self.ownership.holding() {
-            metrics::counter!("worker_calls_lost_total").increment(1);
+            metrics::counter!(crate::metrics::CALLS_LOST).increment(1);
             tracing::warn!(call_sid = %self.call_sid, epoch = self.ownership.epoch(), ?by,
                 "another owner took the call; stopping without ending it");
             self.queue.clear();
@@ -397,7 +407,7 @@ impl CallActor {
         self.realtime.close();
         let _ = inbound.unsubscribe().await;
         let _ = probes.unsubscribe().await;
-        metrics::gauge!("worker_active_calls").decrement(1.0);
+        metrics::gauge!(crate::metrics::ACTIVE_CALLS).decrement(1.0);
     }
 
     /// A frame from the gateway: a start is checked against our epoch first.
@@ -426,7 +436,7 @@ impl CallActor {
         let probe = match OwnerProbe::decode(msg.payload) {
             Ok(probe) => probe,
             Err(e) => {
-                metrics::counter!("worker_bad_frames_total").increment(1);
+                metrics::counter!(crate::metrics::BAD_FRAMES).increment(1);
                 tracing::warn!(call_sid = %self.call_sid, error = %e, "undecodable owner probe ignored");
                 return;
             }
@@ -462,7 +472,7 @@ impl CallActor {
                 Effect::Event(Body::Turn(turn)) => {
                     let span = tracing::info_span!("turn", kind = %turn.kind, latency_ms = turn.latency_ms);
                     let _entered = span.enter();
-                    metrics::histogram!("worker_turn_latency_seconds", "kind" => turn.kind.clone())
+                    metrics::histogram!(crate::metrics::TURN_LATENCY, "kind" => turn.kind.clone())
                         .record(f64::from(turn.latency_ms) / 1000.0);
                     self.events.publish(Body::Turn(turn));
                 }
@@ -471,7 +481,7 @@ impl CallActor {
                 Effect::CloseRealtime => self.realtime.close(),
                 Effect::Reconnect => {
                     self.realtime.close();
-                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid);
+                    let (tx, rx) = realtime::connect(&self.settings, &self.call_sid, &self.spawned);
                     self.realtime = tx;
                     self.rt_events = rx;
                     let replay = crate::replay::items(self.events.history());
@@ -515,7 +525,7 @@ impl CallActor {
             .publish(self.out_subject.clone(), msg.encode_to_vec().into())
             .await
         {
-            metrics::counter!("worker_outbound_publish_errors_total").increment(1);
+            metrics::counter!(crate::metrics::OUTBOUND_PUBLISH_ERRORS).increment(1);
             tracing::warn!(call_sid = %self.call_sid, error = %e, "publishing an outbound frame failed");
         }
     }
@@ -525,7 +535,7 @@ impl CallActor {
     fn handoff(&self, call_id: String, agent_id: &str) -> Result<(), ToolReply> {
         let Some(agent) = self.agents.borrow().by_id(agent_id).cloned() else {
             return Err(ToolReply::error(
-                "unavailable",
+                ToolErrorCode::Unavailable,
                 format!("The agent `{agent_id}` is not available on this line right now."),
             ));
         };
@@ -534,7 +544,7 @@ impl CallActor {
         let call_sid = self.call_sid.clone();
         let tx = self.handoff_tx.clone();
         let tasks = self.tasks.clone();
-        tokio::spawn(
+        self.spawned.spawn(
             async move {
                 let load = tools::load(ctx.registry.as_ref(), &agent, &call_sid);
                 if let Some(tools) = tasks.run_until_cancelled(load).await {
@@ -560,7 +570,7 @@ impl CallActor {
             result = tracing::field::Empty);
         // The tool service continues this trace from the request's headers.
         let headers = span.in_scope(switchboard_service::trace::headers);
-        tokio::spawn(
+        self.spawned.spawn(
             async move {
                 let started = Instant::now();
                 let request = tools::call_business_tool(&client, subject, &call, timeout, headers);

@@ -1,4 +1,5 @@
 use serde_json::json;
+use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::{Dtmf, InboundAudio, MarkEcho, StreamStart, StreamStop};
 use switchboard_realtime::session::TurnDetection;
 
@@ -1117,7 +1118,7 @@ fn tool_errors_reach_the_model_as_structured_json() {
         30,
         "c1",
         "lookup_customer",
-        ToolReply::error("unavailable", "No service is answering."),
+        ToolReply::error(ToolErrorCode::Unavailable, "No service is answering."),
     );
     let fx = c.take();
     let v: serde_json::Value = serde_json::from_str(&function_outputs(&fx)[0].1).unwrap();
@@ -2175,7 +2176,10 @@ fn handoff_to_an_unlisted_or_unavailable_agent_is_an_error_output() {
     assert_eq!(handoff_requests(&c.take()).len(), 1);
     c.m.on_handoff(
         "h2",
-        Err(ToolReply::error("unavailable", "not available")),
+        Err(ToolReply::error(
+            ToolErrorCode::Unavailable,
+            "not available",
+        )),
         c.at(50),
     );
     let fx = c.take();

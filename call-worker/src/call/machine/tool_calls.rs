@@ -1,6 +1,7 @@
 //! The model's function calls: business tools, built-ins, handoffs, and their outputs.
 
 use super::*;
+use switchboard_proto::event::ToolErrorCode;
 
 impl CallMachine {
     // ---------------------------------------------------------------- tools
@@ -27,7 +28,7 @@ impl CallMachine {
                 result: ToolCallResult::UnknownTool,
             });
             let reply = ToolReply::error(
-                "unknown_tool",
+                ToolErrorCode::UnknownTool,
                 format!("There is no tool named `{name}` on this call."),
             );
             self.complete_tool(ToolDone::at_once(call_id, name, arguments, reply));
@@ -87,7 +88,7 @@ impl CallMachine {
             TRANSFER_CALL => {
                 let Some(to) = self.setup.agent.transfer_to.clone() else {
                     return ToolReply::error(
-                        "unavailable",
+                        ToolErrorCode::Unavailable,
                         "Transfers are not set up for this line.",
                     );
                 };
@@ -105,7 +106,7 @@ impl CallMachine {
                 let outcome = args["outcome"].as_str().unwrap_or_default().trim();
                 if outcome.is_empty() {
                     return ToolReply::error(
-                        "invalid_arguments",
+                        ToolErrorCode::InvalidArguments,
                         "`outcome` must be a non-empty string.",
                     );
                 }
@@ -113,7 +114,10 @@ impl CallMachine {
                 self.set_outcome(outcome, detail);
                 ToolReply::Output(r#"{"ok":true}"#.into())
             }
-            _ => ToolReply::error("unknown_tool", format!("There is no tool named `{name}`.")),
+            _ => ToolReply::error(
+                ToolErrorCode::UnknownTool,
+                format!("There is no tool named `{name}`."),
+            ),
         }
     }
 
@@ -130,18 +134,21 @@ impl CallMachine {
         let allowed = &self.setup.agent.handoff_to;
         let refused = if self.handoff.is_some() {
             Some(ToolReply::error(
-                "busy",
+                ToolErrorCode::Busy,
                 "Another handoff is already in progress.",
             ))
         } else if self.goodbye.in_progress() {
-            Some(ToolReply::error("unavailable", "The call is ending."))
+            Some(ToolReply::error(
+                ToolErrorCode::Unavailable,
+                "The call is ending.",
+            ))
         } else if !allowed.contains(&target) {
             let choices = allowed.join(", ");
             Some(ToolReply::error(
                 if target.is_empty() {
-                    "invalid_arguments"
+                    ToolErrorCode::InvalidArguments
                 } else {
-                    "unknown_agent"
+                    ToolErrorCode::UnknownAgent
                 },
                 format!(
                     "`agent` must be one of: {}.",
