@@ -137,7 +137,7 @@ async fn handle(pool: &PgPool, targets: &Targets, message: jetstream::Message) {
     let event = match CallEvent::decode(message.payload.as_ref()) {
         Ok(event) if event.body.is_some() => event,
         _ => {
-            metrics::counter!("notifier_events_undecodable_total").increment(1);
+            metrics::counter!(crate::metrics::EVENTS_UNDECODABLE).increment(1);
             tracing::warn!(subject = %message.subject, "skipping a message that is not a CallEvent");
             if let Err(error) = message.ack_with(AckKind::Term).await {
                 tracing::warn!(%error, "terminating an undecodable message failed");
@@ -156,7 +156,7 @@ async fn handle(pool: &PgPool, targets: &Targets, message: jetstream::Message) {
         }
         Err(error) => {
             tracing::warn!(%error, call_sid = %event.call_sid, "scheduling webhooks failed; the event will be redelivered");
-            metrics::counter!("notifier_db_errors_total").increment(1);
+            metrics::counter!(crate::metrics::DB_ERRORS).increment(1);
             if let Err(error) = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await {
                 tracing::warn!(%error, "nak failed; the event is redelivered after ack_wait");
             }
@@ -217,6 +217,6 @@ async fn schedule(
         }
     }
     tx.commit().await?;
-    metrics::counter!("notifier_events_total", "kind" => event.kind()).increment(1);
+    metrics::counter!(crate::metrics::EVENTS, "kind" => event.kind()).increment(1);
     Ok(woken)
 }

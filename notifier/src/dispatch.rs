@@ -380,8 +380,8 @@ async fn deliver(
         Next::GiveUp => "gave_up",
         Next::EndpointGone => "gone",
     };
-    metrics::counter!("notifier_attempts_total", "result" => result).increment(1);
-    metrics::histogram!("notifier_attempt_seconds").record(latency.as_secs_f64());
+    metrics::counter!(crate::metrics::ATTEMPTS, "result" => result).increment(1);
+    metrics::histogram!(crate::metrics::ATTEMPT_SECONDS).record(latency.as_secs_f64());
     if next != Next::Delivered {
         tracing::info!(endpoint = %url, id = %claimed.id, status = ?answer.status,
             error = ?answer.error, ?next, "webhook attempt failed");

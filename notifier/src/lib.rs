@@ -1,6 +1,7 @@
 //! The notifier: every call event, as signed Standard Webhooks, to the HTTP endpoints that
 //! asked for it; `call.ended` carries the end-of-call report.
 //!
+//! - [`metrics`]: the metric names;
 //! - [`endpoints`]: the `WEBHOOKS_FILE` (`[[endpoint]]` with `url`, `secret`, `events`,
 //!   `allow_private_network`);
 //! - [`signature`]: `webhook-id` / `webhook-timestamp` / `webhook-signature` (`v1,` HMAC-SHA256);
@@ -18,6 +19,7 @@ pub mod api;
 pub mod consumer;
 pub mod dispatch;
 pub mod endpoints;
+pub mod metrics;
 pub mod report;
 pub mod signature;
 pub mod ssrf;

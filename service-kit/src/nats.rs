@@ -97,13 +97,13 @@ impl NatsArgs {
                     async_nats::Event::Connected => tracing::info!("nats connected"),
                     async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
                     async_nats::Event::SlowConsumer(sid) => {
-                        metrics::counter!("nats_slow_consumer_total").increment(1);
+                        metrics::counter!(metric::SLOW_CONSUMER).increment(1);
                         tracing::warn!(sid, "nats slow consumer: messages dropped")
                     }
                     // A permissions violation or another refusal: the operation it belongs to
                     // fails or times out, and this line says why.
                     async_nats::Event::ServerError(error) => {
-                        metrics::counter!("nats_server_errors_total").increment(1);
+                        metrics::counter!(metric::SERVER_ERRORS).increment(1);
                         tracing::error!(%error, "nats server refused an operation")
                     }
                     other => tracing::info!(event = %other, "nats event"),
@@ -129,4 +129,12 @@ impl NatsArgs {
                 source,
             })
     }
+}
+
+/// The NATS connection's metric names.
+pub mod metric {
+    /// Counter: subscriptions whose client buffer overflowed (messages dropped).
+    pub const SLOW_CONSUMER: &str = "nats_slow_consumer_total";
+    /// Counter: operations the server refused (permissions violations among them).
+    pub const SERVER_ERRORS: &str = "nats_server_errors_total";
 }
