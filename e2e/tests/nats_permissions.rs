@@ -151,9 +151,8 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         // or create a stream that records every caller's audio.
         user.refused_publish("$JS.API.STREAM.DELETE.VOICE_EVENTS")
             .await?;
-        // (Call-workers read a call's events back to take the call over; gateways read a lost
-        // call's last owner claim.)
-        if role != Role::CallWorker && role != Role::Gateway {
+        // (Call-workers read a call's events back to take the call over.)
+        if role != Role::CallWorker {
             user.refused_publish("$JS.API.STREAM.MSG.GET.VOICE_EVENTS")
                 .await?;
         }
@@ -189,9 +188,6 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         .refused_publish("$JS.API.DIRECT.GET.VOICE_EVENTS")
         .await?;
     gateway.allowed_publish("voice.call.CA1.owner").await?;
-    gateway
-        .allowed_publish("$JS.API.STREAM.MSG.GET.VOICE_EVENTS")
-        .await?;
     // A gateway probes owners; it never answers as one.
     gateway.refused_subscribe("voice.call.*.owner").await?;
     gateway.refused_subscribe("voice.call.*.in").await?;
@@ -205,6 +201,9 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     worker.allowed_subscribe("voice.call.*.owner").await?;
     worker
         .allowed_publish("$JS.API.STREAM.MSG.GET.VOICE_EVENTS")
+        .await?;
+    worker
+        .allowed_publish("$JS.API.DIRECT.GET.VOICE_EVENTS.voice.events.CA1.owner")
         .await?;
     // A worker cannot pose as the caller, listen to what it sends others, or rewrite a tool.
     worker.refused_publish("voice.call.CA1.in").await?;

@@ -35,8 +35,8 @@ use async_nats::jetstream;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use switchboard_proto::EVENTS_STREAM;
 use switchboard_proto::event::StopReason;
-use switchboard_proto::{CallEvent, EVENTS_STREAM, Message as _, call_event};
 use switchboard_twilio::twiml::{self, ConnectStream};
 use tracing::Instrument as _;
 
@@ -173,26 +173,10 @@ pub async fn reattach(
 
 /// The ownership epoch of `call_sid`: that of its last `owner` event, 0 without one.
 pub async fn owner_epoch(shared: &Shared, call_sid: &str) -> Result<u32, ReattachError> {
-    use jetstream::stream::DirectGetErrorKind;
     let js = jetstream::new(shared.nats.clone());
-    let stream = js
-        .get_stream_no_info(EVENTS_STREAM)
-        .await
-        .map_err(|e| ReattachError::Owner(e.to_string()))?;
     let subject = shared.subjects.event(call_sid, "owner");
-    let message = match stream.direct_get_last_for_subject(subject.as_str()).await {
-        Ok(message) => message,
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(ReattachError::Owner(e.to_string())),
-    };
-    match CallEvent::decode(message.payload) {
-        Ok(CallEvent {
-            body: Some(call_event::Body::Owner(owner)),
-            ..
-        }) => Ok(owner.epoch),
-        Ok(_) => Err(ReattachError::Owner(format!(
-            "{subject}: not an owner event"
-        ))),
+    match switchboard_service::events::last_owner(&js, &subject).await {
+        Ok(last) => Ok(last.map_or(0, |(_, owner)| owner.epoch)),
         Err(e) => Err(ReattachError::Owner(format!("{subject}: {e}"))),
     }
 }

@@ -104,14 +104,12 @@ impl Role<'_> {
                         // Probes of a silent call owner.
                         format!("{p}.call.*.owner"),
                         subjects.all_events(),
-                        // The last `owner` event of a lost call, which the gateway's own
-                        // fencing claim follows.
-                        format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}"),
                     ],
                     events_stream,
-                    // The last `owner` event of a call, whose epoch a re-attach token is bound
-                    // to: a direct get by last subject, on `owner` subjects only (the rest of
-                    // the call log stays unreadable).
+                    // The last `owner` event of a call (a re-attach token is bound to its
+                    // epoch; the gateway's fencing claim of a lost call follows it): a direct
+                    // get by last subject, on `owner` subjects only (the rest of the call log
+                    // stays unreadable).
                     vec![format!(
                         "{JS_API}.DIRECT.GET.{EVENTS_STREAM}.{}",
                         subjects.event("*", "owner")
@@ -135,9 +133,16 @@ impl Role<'_> {
                         subjects.all_events(),
                     ],
                     events_stream,
-                    // Reading a call's events back: the last ownership claim, and the whole
-                    // call for a takeover (message by message, no consumer to grant).
-                    vec![format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}")],
+                    // Reading a call's events back: the whole call for a takeover (message by
+                    // message, no consumer to grant), and its last ownership claim (a direct
+                    // get, as gateways read it).
+                    vec![
+                        format!("{JS_API}.STREAM.MSG.GET.{EVENTS_STREAM}"),
+                        format!(
+                            "{JS_API}.DIRECT.GET.{EVENTS_STREAM}.{}",
+                            subjects.event("*", "owner")
+                        ),
+                    ],
                     registry_api(),
                     kv_watch(TOOLS_BUCKET),
                 ]

@@ -148,7 +148,7 @@ fn renumbering_removing_or_retyping_a_field_is_caught_and_adding_is_not() -> any
     let added = check(&|t| {
         t.replace(
             "  string detail = 2;\n",
-            "  string detail = 2;\n  string source = 3;\n",
+            "  string detail = 2;\n  string source = 9;\n",
         )
     })?;
     ensure!(added.is_empty(), "an added field was refused: {added:?}");

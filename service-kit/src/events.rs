@@ -185,16 +185,18 @@ async fn ours_or_lost(
 }
 
 /// The call's last stored claim (its stream sequence and body) on `owner_subject`
-/// (`voice.events.<call_sid>.owner`), if it has any.
+/// (`voice.events.<call_sid>.owner`), if it has any. A direct get of the subject's last message:
+/// the one read of the call log gateways are granted (on `owner` subjects only). A read may lag
+/// the leader on a cluster; ownership itself is decided by the conditional claim, never by this.
 pub async fn last_owner(
     js: &jetstream::Context,
     owner_subject: &str,
 ) -> Result<Option<(u64, switchboard_proto::CallOwner)>, async_nats::Error> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let stream = js.get_stream(EVENTS_STREAM).await?;
-    let message = match stream.get_last_raw_message_by_subject(owner_subject).await {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let stream = js.get_stream_no_info(EVENTS_STREAM).await?;
+    let message = match stream.direct_get_last_for_subject(owner_subject).await {
         Ok(message) => message,
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     match CallEvent::decode(message.payload)?.body {
