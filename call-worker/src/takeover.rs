@@ -114,7 +114,12 @@ pub fn rebuild(events: &[CallEvent], now_ms: i64) -> Rebuilt {
             Body::Owner(o) if !o.agent_id.is_empty() => owner_agent = o.agent_id.clone(),
             Body::Usage(u) => add(&mut r.resumed.usage, u),
             Body::Outcome(_) => r.resumed.outcome_set = true,
-            Body::Dispatched(d) => dispatched.push(d.clone()),
+            Body::Dispatched(d) => {
+                // The model acted on the caller's speech up to here: a new owner must not hear
+                // that question again from the gateway's replay (it would ask the tool twice).
+                r.resumed.heard_until_ms = r.resumed.heard_until_ms.max(d.audio_end_ms);
+                dispatched.push(d.clone());
+            }
             Body::Tool(t) => {
                 answered.insert(t.call_id.clone());
                 if t.name == HANDOFF
@@ -214,6 +219,7 @@ mod tests {
 
     fn dispatched(call_id: &str) -> Body {
         Body::Dispatched(ToolDispatched {
+            audio_end_ms: 0,
             redacted: Vec::new(),
             call_id: call_id.into(),
             name: "book".into(),
@@ -283,6 +289,46 @@ mod tests {
         assert!(r.resumed.waiting, "the caller spoke last");
         assert_eq!(r.resumed.heard_until_ms, 4_200);
         assert!(!r.resumed.outcome_set);
+    }
+
+    #[test]
+    fn a_question_the_model_already_acted_on_is_not_replayed() {
+        // The caller's question is not transcribed yet, but the model called a tool for it:
+        // the replay must not ask it again.
+        let events = vec![
+            ev(
+                1,
+                1_000,
+                Body::Owner(CallOwner {
+                    agent_id: "desk".into(),
+                    ..Default::default()
+                }),
+            ),
+            ev(
+                2,
+                1_100,
+                Body::Transcript(TranscriptEntry {
+                    role: Role::User as i32,
+                    text: "Hi.".into(),
+                    audio_end_ms: 2_000,
+                    ..Default::default()
+                }),
+            ),
+            ev(
+                3,
+                1_900,
+                Body::Dispatched(ToolDispatched {
+                    audio_end_ms: 6_400,
+                    call_id: "c1".into(),
+                    name: "book".into(),
+                    arguments: "{}".into(),
+                    redacted: Vec::new(),
+                }),
+            ),
+        ];
+        let r = rebuild(&events, 2_000);
+        assert_eq!(r.resumed.heard_until_ms, 6_400);
+        assert_eq!(r.resumed.pending_tools.len(), 1);
     }
 
     #[test]

@@ -219,6 +219,7 @@ fn call_events(sid: &str, turns: u32) -> Vec<CallEvent> {
                 sid,
                 next(),
                 Body::Dispatched(ToolDispatched {
+                    audio_end_ms: 0,
                     redacted: Vec::new(),
                     call_id: call_id.clone(),
                     name: name.into(),

@@ -50,6 +50,7 @@ async fn owners_are_recorded_and_the_highest_ended_wins() -> anyhow::Result<()> 
             owner_seq(0, 4),
             T0 + 1_100,
             Body::Dispatched(ToolDispatched {
+                audio_end_ms: 0,
                 redacted: Vec::new(),
                 call_id: "c1".into(),
                 name: "book".into(),

@@ -246,6 +246,12 @@ pub struct CallMachine {
     clock: StreamClock,
     /// Replayed caller audio stamped up to here is already in the transcript.
     skip_replayed_until: u32,
+    /// Caller audio (stream time, payload) that came while a taken-over call's session was not
+    /// configured yet: appended once the conversation is seeded, in order, so the question the
+    /// caller asked during the takeover reaches the new session after the `session.update`
+    /// that sets its audio format. Bounded by [`TAKEOVER_AUDIO_LIMIT`] (oldest dropped).
+    takeover_audio: std::collections::VecDeque<(u32, Bytes)>,
+    takeover_audio_bytes: usize,
     /// The output voice of the call: the first agent's. A GA session locks the voice once it
     /// has produced audio, and the caller should hear one voice for the whole call, so neither
     /// a handoff nor a replacement session changes it.
@@ -263,6 +269,13 @@ pub struct CallMachine {
     idle_stage: u8,
     last_activity: Instant,
 }
+
+/// Caller audio kept for a taken-over call until its session is configured: the most recent
+/// 5 s (as much as the Realtime writer's audio queue takes at once, [`AUDIO_QUEUE_FRAMES`]
+/// frames of 20 ms), which holds the question a caller asked while the owner was lost.
+///
+/// [`AUDIO_QUEUE_FRAMES`]: crate::realtime::AUDIO_QUEUE_FRAMES
+pub const TAKEOVER_AUDIO_LIMIT: usize = crate::realtime::AUDIO_QUEUE_FRAMES * 160;
 
 impl CallMachine {
     /// A new call, accepted at `now`; queues the `started` event.
@@ -293,6 +306,8 @@ impl CallMachine {
             pending_tools: Vec::new(),
             clock: StreamClock::default(),
             skip_replayed_until: 0,
+            takeover_audio: std::collections::VecDeque::new(),
+            takeover_audio_bytes: 0,
             voice: setup.agent.voice.clone(),
             usage: Usage {
                 model: setup.model.clone(),

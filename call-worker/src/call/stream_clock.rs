@@ -30,6 +30,8 @@ pub struct StreamClock {
     frames: VecDeque<Frame>,
     /// Stream time of the end of each caller item's speech, by item id.
     speech_ends: HashMap<String, u32>,
+    /// Stream time of the latest end of the caller's speech (kept across sessions).
+    last_speech_end: u32,
 }
 
 impl StreamClock {
@@ -60,7 +62,14 @@ impl StreamClock {
     pub fn speech_stopped(&mut self, item_id: &str, audio_end_ms: u32) {
         if let Some(at) = self.stream_time(audio_end_ms) {
             self.speech_ends.insert(item_id.to_owned(), at);
+            self.last_speech_end = self.last_speech_end.max(at);
         }
+    }
+
+    /// Stream time at which the caller last stopped speaking (0: not yet): whatever the model
+    /// does now answers the caller's speech up to here.
+    pub fn last_speech_end(&self) -> u32 {
+        self.last_speech_end
     }
 
     /// Where item `item_id`'s speech ended in stream time (0: unknown); forgets it.
@@ -70,7 +79,10 @@ impl StreamClock {
 
     /// A new session starts at session time 0.
     pub fn new_session(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            last_speech_end: self.last_speech_end,
+            ..Self::default()
+        };
     }
 }
 

@@ -23,7 +23,13 @@ impl CallMachine {
                     // Said to the previous owner and already in the transcript.
                     return;
                 }
-                if !self.session.can_send() {
+                if self.is_takeover() {
+                    // The new session is not configured yet (audio now would precede the
+                    // `session.update` that sets its format): keep it for the seeded session.
+                    if !audio.payload.is_empty() {
+                        self.keep_takeover_audio(audio.timestamp_ms, audio.payload);
+                    }
+                } else if !self.session.can_send() {
                     // No session to hear it: stale speech is worth less than a short gap.
                     self.observe(Observation::AudioDropped);
                 } else if !audio.payload.is_empty() {

@@ -44,11 +44,31 @@ impl CallMachine {
                 now,
             );
         }
+        // What the caller said during the takeover, after the conversation before it.
+        while let Some((timestamp_ms, payload)) = self.takeover_audio.pop_front() {
+            self.clock.appended(timestamp_ms, payload.len());
+            self.effects.push(Effect::Audio(payload));
+        }
+        self.takeover_audio_bytes = 0;
         if resending {
             // The calls are not in the new session: recreated with their outputs.
             self.tools_rounds.session_lost();
         } else if waiting {
             self.request_response(Purpose::Plain, None);
+        }
+    }
+
+    /// Keeps caller audio for a taken-over call's session, dropping the oldest beyond
+    /// [`TAKEOVER_AUDIO_LIMIT`].
+    pub(super) fn keep_takeover_audio(&mut self, timestamp_ms: u32, payload: Bytes) {
+        self.takeover_audio_bytes += payload.len();
+        self.takeover_audio.push_back((timestamp_ms, payload));
+        while self.takeover_audio_bytes > TAKEOVER_AUDIO_LIMIT {
+            let Some((_, old)) = self.takeover_audio.pop_front() else {
+                break;
+            };
+            self.takeover_audio_bytes -= old.len();
+            self.observe(Observation::AudioDropped);
         }
     }
 

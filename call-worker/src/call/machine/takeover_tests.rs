@@ -123,6 +123,7 @@ fn a_taken_over_call_resends_unanswered_tool_calls_before_answering() {
     let resumed = Resumed {
         waiting: true,
         pending_tools: vec![ToolDispatched {
+            audio_end_ms: 0,
             redacted: Vec::new(),
             call_id: "call_7".into(),
             name: "book".into(),
@@ -196,4 +197,64 @@ fn a_stream_gone_without_reattach_ends_the_call_stream_lost() {
     assert_eq!(m.ended(), None);
     m.on_stream_gone(t0 + REATTACH_WINDOW);
     assert_eq!(m.ended(), Some(EndReason::StreamLost));
+}
+
+#[test]
+fn caller_audio_of_the_takeover_waits_for_the_seeded_session_and_keeps_its_newest_part() {
+    let t0 = Instant::now();
+    let resumed = Resumed {
+        waiting: false,
+        heard_until_ms: 1_000,
+        ..Default::default()
+    };
+    let mut m = CallMachine::take_over(setup(), resumed, t0);
+    m.on_inbound(
+        inbound_frame::Frame::Start(StreamStart {
+            epoch: 1,
+            resumed: true,
+            ..Default::default()
+        }),
+        t0,
+    );
+    m.take_effects();
+    // The replay and live audio come before the session is configured: nothing is sent yet
+    // (it would precede the `session.update` that sets the audio format).
+    let frames = TAKEOVER_AUDIO_LIMIT / 160 + 10;
+    for i in 0..frames {
+        let replayed = i < frames / 2;
+        m.on_inbound(audio(1_020 + 20 * i as u32, 60 + i as u32, replayed), t0);
+    }
+    assert!(
+        !m.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Audio(_))),
+        "audio before the session was configured"
+    );
+    m.take_over_session(SessionTools::default(), vec![Item::user_text("Hi")], t0);
+    let fx = m.take_effects();
+    let first_audio = fx
+        .iter()
+        .position(|e| matches!(e, Effect::Audio(_)))
+        .expect("the kept audio");
+    let update = fx
+        .iter()
+        .position(|e| matches!(e, Effect::Realtime(ev) if matches!(ev.as_ref(), ClientEvent::SessionUpdate { .. })))
+        .expect("session.update");
+    let seeded = fx
+        .iter()
+        .position(|e| matches!(e, Effect::Realtime(ev) if matches!(ev.as_ref(), ClientEvent::ConversationItemCreate { .. })))
+        .expect("the seeded item");
+    assert!(update < seeded && seeded < first_audio, "{fx:?}");
+    // The newest 5 s are kept; the oldest 10 frames were dropped.
+    let sent = fx.iter().filter(|e| matches!(e, Effect::Audio(_))).count();
+    assert_eq!(sent, TAKEOVER_AUDIO_LIMIT / 160);
+    // Later audio goes straight to the session.
+    m.on_inbound(audio(20_000, 2_000, false), t0);
+    assert_eq!(
+        m.take_effects()
+            .iter()
+            .filter(|e| matches!(e, Effect::Audio(_)))
+            .count(),
+        1
+    );
 }

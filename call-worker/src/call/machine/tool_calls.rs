@@ -61,6 +61,7 @@ impl CallMachine {
         self.effects
             .push(Effect::Event(Body::Dispatched(ToolDispatched {
                 redacted: Vec::new(),
+                audio_end_ms: self.clock.last_speech_end(),
                 call_id: call_id.to_owned(),
                 name: name.to_owned(),
                 arguments: arguments.to_owned(),
