@@ -38,18 +38,22 @@ impl ReplayRing {
 
     /// Keeps `audio`, which arrived at `now`, and lets go of what is too old or too much.
     pub fn push(&mut self, now: Instant, audio: InboundAudio) {
-        let size = audio.payload.len();
+        let before = self.bytes;
+        self.bytes += audio.payload.len();
         self.frames.push_back((now, audio));
-        self.add(size as i64);
         let oldest = now.checked_sub(REPLAY_WINDOW);
         while let Some((at, front)) = self.frames.front() {
             let expired = oldest.is_some_and(|oldest| *at < oldest);
             if !expired && self.bytes <= REPLAY_MAX_BYTES {
                 break;
             }
-            let size = front.payload.len();
+            self.bytes -= front.payload.len();
             self.frames.pop_front();
-            self.add(-(size as i64));
+        }
+        // Once the ring is full a frame comes in as one goes out: the gauge is touched only when
+        // the ring's size changes, not for every frame of the media path.
+        if self.bytes != before {
+            metrics::gauge!(m::REPLAY_RING_BYTES).increment(self.bytes as f64 - before as f64);
         }
     }
 
@@ -75,11 +79,6 @@ impl ReplayRing {
     /// Payload bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
-    }
-
-    fn add(&mut self, delta: i64) {
-        self.bytes = (self.bytes as i64 + delta) as usize;
-        metrics::gauge!(m::REPLAY_RING_BYTES).increment(delta as f64);
     }
 }
 
