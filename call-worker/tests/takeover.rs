@@ -76,23 +76,8 @@ async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()>
 
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
     let sid = "CAtakeover1";
-    let mut gw = Gateway::connect(&client, &subjects, sid).await?;
-    let reply = h
-        .offer(CallOffer {
-            call_sid: sid.into(),
-            from: "+15550001234".into(),
-            to: "+15550001111".into(),
-            direction: switchboard_proto::Direction::Inbound as i32,
-            gateway_id: "gw-test".into(),
-            offered_at_ms: switchboard_proto::now_ms(),
-            ..Default::default()
-        })
-        .await?;
-    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
-    gw.start().await?;
+    let mut gw = h.call_taken_by_a(sid).await?;
     let mut echoed = 0;
-    gw.speak(600).await?;
-    gw.silence(700).await?;
     gw.receive_audio("We open at eight.".split(' ').count() * 250 * 8)
         .await?;
     gw.echo_all(&mut echoed).await?;
@@ -300,6 +285,28 @@ impl Observer {
         Ok((nats, sim, dir, agents.display().to_string(), observer))
     }
 
+    /// Opens the stream of a new call `sid` as the gateway, offers it (worker A must take it),
+    /// starts the stream and lets the caller ask its question.
+    async fn call_taken_by_a(&self, sid: &str) -> anyhow::Result<Gateway> {
+        let mut gw = Gateway::connect(&self.client, &self.subjects, sid).await?;
+        let reply = self
+            .offer(CallOffer {
+                call_sid: sid.into(),
+                from: "+15550001234".into(),
+                to: "+15550001111".into(),
+                direction: switchboard_proto::Direction::Inbound as i32,
+                gateway_id: "gw-test".into(),
+                offered_at_ms: switchboard_proto::now_ms(),
+                ..Default::default()
+            })
+            .await?;
+        anyhow::ensure!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
+        gw.start().await?;
+        gw.speak(600).await?;
+        gw.silence(700).await?;
+        Ok(gw)
+    }
+
     async fn offer(&self, offer: CallOffer) -> anyhow::Result<OfferReply> {
         let reply = tokio::time::timeout(
             WAIT,
@@ -339,7 +346,7 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
     use tokio::sync::Mutex;
 
     let (nats, sim, _dir, agents, h) = Observer::start(TOOL_SCRIPT, &["book_appointment"]).await?;
-    let (client, subjects) = (h.client.clone(), h.subjects.clone());
+    let subjects = h.subjects.clone();
 
     // Worker A first: it creates the tool registry the tool service then registers in.
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
@@ -374,20 +381,7 @@ async fn a_tool_in_flight_when_its_owner_dies_runs_once() -> anyhow::Result<()> 
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let sid = "CAtakeover2";
-    let mut gw = Gateway::connect(&client, &subjects, sid).await?;
-    let reply = h
-        .offer(CallOffer {
-            call_sid: sid.into(),
-            from: "+15550001234".into(),
-            to: "+15550001111".into(),
-            gateway_id: "gw-test".into(),
-            ..Default::default()
-        })
-        .await?;
-    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
-    gw.start().await?;
-    gw.speak(600).await?;
-    gw.silence(700).await?;
+    let mut gw = h.call_taken_by_a(sid).await?;
     // The call is written ahead, then worker A dies while the tool runs.
     let events = h
         .events_until(sid, "the dispatched tool call", |evs| {
@@ -496,23 +490,9 @@ async fn offer_answered(h: &Observer, offer: &CallOffer) -> anyhow::Result<Offer
 #[tokio::test]
 async fn a_paused_owner_taken_over_never_speaks_again() -> anyhow::Result<()> {
     let (nats, sim, _dir, agents, h) = Observer::start(SCRIPT, &[]).await?;
-    let (client, subjects) = (h.client.clone(), h.subjects.clone());
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
     let sid = "CAtakeover3";
-    let mut gw = Gateway::connect(&client, &subjects, sid).await?;
-    let reply = h
-        .offer(CallOffer {
-            call_sid: sid.into(),
-            from: "+15550001234".into(),
-            to: "+15550001111".into(),
-            gateway_id: "gw-test".into(),
-            ..Default::default()
-        })
-        .await?;
-    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
-    gw.start().await?;
-    gw.speak(600).await?;
-    gw.silence(700).await?;
+    let mut gw = h.call_taken_by_a(sid).await?;
     gw.receive_audio("We open at eight.".split(' ').count() * 250 * 8)
         .await?;
 
