@@ -10,14 +10,18 @@ use serde_json::json;
 use switchboard_e2e::{ADMIN_TOKEN, System, get_session};
 use switchboard_testkit::browser::Browser;
 
-/// The microphone: bursts of a voiced sound (a 140 Hz buzz with harmonics, its loudness moving
-/// like syllables) separated by silence, 16-bit mono at 16 kHz. realtime-sim's energy VAD hears
-/// each burst as a caller turn; Chromium loops the file.
+/// The microphone: 4 s of silence, then a burst of a voiced sound (a 140 Hz buzz with harmonics,
+/// its loudness moving like syllables), 16-bit mono at 16 kHz. realtime-sim's energy VAD hears
+/// each burst as a caller turn; Chromium loops the file from the moment the page opens the
+/// microphone. The silence comes first so the caller waits for the greeting, as callers do: a
+/// burst at once would barge in before the greeting's first audio (the model cancels it, as
+/// OpenAI's server VAD does) and the call would have no greeting to check.
 fn speech_like_wav() -> Vec<u8> {
     const RATE: u32 = 16_000;
     let burst = RATE as usize * 3 / 2;
     let silence = RATE as usize * 4;
-    let mut samples = Vec::with_capacity(burst + silence);
+    let mut samples = vec![0i16; silence];
+    samples.reserve(burst);
     for i in 0..burst {
         let t = i as f64 / f64::from(RATE);
         let voice: f64 = (1..=8)
@@ -26,7 +30,6 @@ fn speech_like_wav() -> Vec<u8> {
         let syllables = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 4.0 * t).sin().abs();
         samples.push((voice * syllables * 0.35 * f64::from(i16::MAX)) as i16);
     }
-    samples.resize(burst + silence, 0);
     let data_len = (samples.len() * 2) as u32;
     let mut wav = Vec::with_capacity(44 + data_len as usize);
     wav.extend_from_slice(b"RIFF");
