@@ -12,7 +12,8 @@
 //! said, as the caller heard it), [`super::tool_rounds`] (the function calls of a response,
 //! answered together), [`super::ending`] (the goodbye before a hang-up or transfer) and
 //! [`super::session_check`] (whether the session took the call's configuration). What is worth
-//! counting leaves as [`super::observation::Observation`]s; time comes in as arguments.
+//! counting or logging leaves as [`super::observation::Observation`]s (the machine touches neither
+//! metrics nor tracing); time comes in as arguments.
 //!
 //! Rules worth knowing:
 //! - Only one response may be active on a Realtime session. The machine tracks the active
@@ -460,175 +461,6 @@ impl CallMachine {
                 .map(|entry| Effect::Event(Body::Transcript(entry))),
         );
     }
-
-    // ---------------------------------------------------------------- endings
-
-    fn begin_goodbye(&mut self, ending: Ending, now: Instant) {
-        let reason = ending.reason();
-        if !self.goodbye.begin(ending, now) {
-            return;
-        }
-        tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, "ending the call after a goodbye");
-        self.idle_deadline = None;
-        self.max_deadline = None;
-    }
-
-    /// Says `text` word for word, then hangs up once it has been heard.
-    fn say_goodbye(&mut self, ending: Ending, text: &str, now: Instant) {
-        if self.goodbye.in_progress() {
-            return;
-        }
-        self.begin_goodbye(ending, now);
-        self.request_response(Purpose::Goodbye, Some(say_exactly(text)));
-    }
-
-    fn check_hangup(&mut self, now: Instant) {
-        let Some(response_id) = self.goodbye.spoken() else {
-            return;
-        };
-        if !self.playback.response_pending(response_id) && !self.held(|(_, r, _)| r == response_id)
-        {
-            self.hang_up_now(now);
-        }
-    }
-
-    fn hang_up_now(&mut self, now: Instant) {
-        let Some(ending) = self.goodbye.take() else {
-            return;
-        };
-        self.effects.push(Effect::Out(ending.frame()));
-        self.finish(ending.reason(), now);
-    }
-
-    /// Whether the media stream has started (frames from the gateway are expected from then on).
-    pub fn stream_started(&self) -> bool {
-        self.stream_started
-    }
-
-    /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:
-    /// the caller's socket is gone with its gateway.
-    pub fn on_stream_gone(&mut self, now: Instant) {
-        if self.stream_started {
-            tracing::warn!(call_sid = %self.setup.offer.call_sid, "no frame from the gateway and no re-attach in time");
-            self.finish(EndReason::StreamLost, now);
-        }
-    }
-
-    /// The worker is shutting down and the drain deadline passed: end the call now.
-    pub fn shutdown(&mut self, now: Instant) {
-        if self.session.is_ended() {
-            return;
-        }
-        self.effects
-            .push(Effect::Out(hangup_frame(EndReason::WorkerShutdown)));
-        self.finish(EndReason::WorkerShutdown, now);
-    }
-
-    /// Ends the call: records what is left, then `ended`, and closes the model session.
-    fn finish(&mut self, reason: EndReason, now: Instant) {
-        if self.session.is_ended() {
-            return;
-        }
-        let entries = self.transcripts.finish(&mut self.playback);
-        self.publish_transcripts(entries);
-        self.report_usage();
-        let duration_ms =
-            u64::try_from(now.saturating_duration_since(self.accepted_at).as_millis())
-                .unwrap_or(u64::MAX);
-        self.effects.push(Effect::Event(Body::Ended(CallEnded {
-            reason: reason.as_str().to_owned(),
-            duration_ms,
-            usage: Some(Box::new(self.usage.clone())),
-        })));
-        self.effects.push(Effect::CloseRealtime);
-        self.session.end(reason);
-        self.observe(Observation::CallEnded(reason));
-        tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, duration_ms, "call ended");
-    }
-
-    // ---------------------------------------------------------------- timers
-
-    /// Handles every timer due at `now`.
-    pub fn on_timer(&mut self, now: Instant) {
-        if self.session.is_ended() {
-            return;
-        }
-        if self.start_deadline.is_some_and(|d| d <= now) {
-            tracing::warn!(call_sid = %self.setup.offer.call_sid, "media stream never started");
-            self.start_deadline = None;
-            self.finish(EndReason::StreamLost, now);
-            return;
-        }
-        if self.goodbye.deadline().is_some_and(|d| d <= now) {
-            tracing::info!(call_sid = %self.setup.offer.call_sid, "goodbye not confirmed in time; hanging up");
-            self.hang_up_now(now);
-            return;
-        }
-        if self.session.reconnect_due(now) {
-            self.effects.push(Effect::Reconnect);
-        }
-        self.maybe_filler(now);
-        if self.max_deadline.is_some_and(|d| d <= now) {
-            self.max_deadline = None;
-            self.say_goodbye(Ending::MaxDuration, MAX_DURATION_GOODBYE, now);
-        }
-        if let Some(d) = self.idle_deadline
-            && d <= now
-        {
-            self.on_idle(now);
-        }
-    }
-
-    /// What besides the responses keeps the assistant from starting a line of its own.
-    fn floor(&self) -> Floor {
-        Floor {
-            session_ready: self.session.can_send(),
-            playing: self.playback.has_pending(),
-            ending: self.goodbye.in_progress(),
-        }
-    }
-
-    /// Says the filler line for a tool round whose business tools are slow, at most once per
-    /// round, and only while the model is silent. The round's own `response.create` then waits
-    /// for the filler's `response.done` like any other request.
-    fn maybe_filler(&mut self, now: Instant) {
-        if self.tools_rounds.filler_deadline().is_none_or(|d| d > now) {
-            return;
-        }
-        let silent = self.responses.silent(self.floor());
-        let say = self.tools_rounds.filler_due(now, silent);
-        if say {
-            self.observe(Observation::FillerLine);
-            self.send_response_create(Purpose::Filler, Some(say_exactly(FILLER_LINE)));
-        }
-    }
-
-    fn on_idle(&mut self, now: Instant) {
-        let Some(idle) = self.setup.agent.idle_timeout else {
-            self.idle_deadline = None;
-            return;
-        };
-        // A lost session waiting for its replacement counts as busy too: the caller may have
-        // spoken to it.
-        if !self.responses.silent(self.floor()) {
-            self.idle_deadline = Some(now + IDLE_RECHECK);
-            return;
-        }
-        let quiet_until = self.last_activity + idle;
-        if quiet_until > now {
-            self.idle_deadline = Some(quiet_until);
-            return;
-        }
-        if self.idle_stage == 0 {
-            self.idle_stage = 1;
-            self.last_activity = now;
-            self.idle_deadline = Some(now + idle);
-            self.request_response(Purpose::Prompt, Some(say_exactly(IDLE_PROMPT)));
-        } else {
-            self.idle_deadline = None;
-            self.say_goodbye(Ending::Idle, IDLE_GOODBYE, now);
-        }
-    }
 }
 
 fn tool_call_result(reply: &ToolReply) -> ToolCallResult {
@@ -650,9 +482,11 @@ fn say_exactly(text: &str) -> ResponseParams {
     instructions(format!("Say exactly: \"{text}\""))
 }
 
+mod endings;
 mod media;
 mod server;
 mod session;
+mod timers;
 mod tool_calls;
 
 #[cfg(test)]

@@ -503,8 +503,9 @@ impl CallActor {
 
     /// Records what the machine observed (see [`observation`]).
     fn record_observations(&mut self) {
+        let call_sid = self.machine.offer().call_sid.clone();
         for observation in self.machine.drain_observations() {
-            observation.record();
+            observation.record(&call_sid);
         }
     }
 

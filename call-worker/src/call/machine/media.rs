@@ -43,16 +43,21 @@ impl CallMachine {
                         // A re-attach: another gateway holds a new stream of the call, whose
                         // playback buffer is empty. What was queued on the old one and not yet
                         // confirmed played was not heard: cut like a barge-in.
-                        tracing::info!(call_sid = %self.setup.offer.call_sid, from = %self.stream_sid,
-                            to = %start.stream_sid, gateway = %start.gateway_id, "call re-attached to a new stream");
+                        self.observe(Observation::ReAttached {
+                            from: self.stream_sid.clone(),
+                            to: start.stream_sid.clone(),
+                            gateway: start.gateway_id.clone(),
+                        });
                         self.stream_sid = start.stream_sid;
                         self.barge_in(now);
                     }
                     return;
                 }
                 self.stream_sid.clone_from(&start.stream_sid);
-                tracing::info!(call_sid = %self.setup.offer.call_sid, stream_sid = %start.stream_sid,
-                    gateway = %start.gateway_id, "media stream started");
+                self.observe(Observation::StreamStarted {
+                    stream_sid: start.stream_sid.clone(),
+                    gateway: start.gateway_id.clone(),
+                });
                 self.stream_started = true;
                 self.start_deadline = None;
                 self.last_activity = now;
@@ -78,8 +83,9 @@ impl CallMachine {
                         .bytes()
                         .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D'));
                 if !valid {
-                    tracing::warn!(call_sid = %self.setup.offer.call_sid, digit = ?dtmf.digit,
-                        "invalid DTMF digit ignored");
+                    self.observe(Observation::InvalidDtmf {
+                        digit: dtmf.digit.clone(),
+                    });
                     return;
                 }
                 let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
@@ -99,15 +105,19 @@ impl CallMachine {
                 self.request_response(Purpose::Plain, None);
             }
             inbound_frame::Frame::Stop(stop) => {
-                let reason = StopReason::parse(&stop.reason).map_or_else(
-                    || {
-                        tracing::warn!(call_sid = %self.setup.offer.call_sid, reason = %stop.reason,
-                            "media stream stopped for an unknown reason");
+                let reason = match StopReason::parse(&stop.reason) {
+                    Some(known) => known.end_reason(),
+                    None => {
+                        self.observe(Observation::UnknownStopReason {
+                            stop: stop.reason.clone(),
+                        });
                         EndReason::StreamLost
-                    },
-                    StopReason::end_reason,
-                );
-                tracing::info!(call_sid = %self.setup.offer.call_sid, stop = %stop.reason, %reason, "media stream stopped");
+                    }
+                };
+                self.observe(Observation::StreamStopped {
+                    stop: stop.reason,
+                    reason,
+                });
                 self.finish(reason, now);
             }
         }

@@ -42,15 +42,16 @@ impl CallMachine {
         match ev {
             ServerEvent::Error { error, .. } => self.on_error(error, now),
             ServerEvent::SessionCreated { session, .. } => {
-                tracing::debug!(call_sid = %self.setup.offer.call_sid, id = ?session.id, "realtime session created");
+                self.observe(Observation::SessionCreated { id: session.id });
             }
             ServerEvent::SessionUpdated { session, .. } => {
                 if let Err(why) = self.session_check.on_updated(&session) {
-                    tracing::error!(call_sid = %self.setup.offer.call_sid, %why,
-                        "the model session did not take the call's configuration; ending the call");
+                    self.observe(Observation::SessionConfigRejected {
+                        why: why.to_string(),
+                    });
                     self.fail(EndReason::ModelConfigRejected, now);
                 } else {
-                    tracing::debug!(call_sid = %self.setup.offer.call_sid, "realtime session confirmed");
+                    self.observe(Observation::SessionConfirmed);
                 }
             }
             ServerEvent::SpeechStarted { item_id, .. } => {
@@ -98,9 +99,11 @@ impl CallMachine {
             ServerEvent::InputTranscriptionFailed { item_id, error, .. } => {
                 // The model heard the audio anyway; only the record lacks the words.
                 self.transcripts.speech_done(&item_id);
-                self.observe(Observation::TranscriptionFailed);
-                tracing::warn!(call_sid = %self.setup.offer.call_sid, %item_id, code = ?error.code,
-                    message = ?error.message, "caller speech could not be transcribed");
+                self.observe(Observation::TranscriptionFailed {
+                    item_id,
+                    code: error.code,
+                    message: error.message,
+                });
             }
             ServerEvent::ResponseCreated { response, .. } => {
                 match self.responses.on_created(&response) {
@@ -120,8 +123,9 @@ impl CallMachine {
             } => match base64::engine::general_purpose::STANDARD.decode(&delta) {
                 Ok(audio) => self.on_audio_delta(response_id, item_id, Bytes::from(audio), now),
                 Err(e) => {
-                    self.observe(Observation::BadAudio);
-                    tracing::warn!(call_sid = %self.setup.offer.call_sid, error = %e, "undecodable audio delta dropped");
+                    self.observe(Observation::BadAudio {
+                        error: e.to_string(),
+                    });
                 }
             },
             ServerEvent::OutputAudioTranscriptDelta {
@@ -159,32 +163,38 @@ impl CallMachine {
     }
 
     pub(super) fn on_error(&mut self, error: ErrorDetail, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
         let code = error.code.clone().unwrap_or_else(|| "unknown".into());
-        self.observe(Observation::RealtimeError { code: code.clone() });
+        self.observe(Observation::RealtimeError {
+            code: code.clone(),
+            kind: error.kind.clone(),
+            message: error.message.clone(),
+        });
         if code == "session_expired" {
             // The close (1001) follows; a new session replaces this one at once.
             self.session_lost("session expired", now);
             return;
         }
         if classify_error(&error) == ErrorClass::Fatal {
-            tracing::error!(%call_sid, %code, message = %error.message, "fatal realtime error; ending the call");
+            self.observe(Observation::FatalRealtimeError {
+                code,
+                message: error.message,
+            });
             self.model_error(now);
             return;
         }
         if let Some(why) = self.session_check.on_error(&error) {
-            tracing::error!(%call_sid, %why, "the model refused the call's configuration; ending the call");
+            self.observe(Observation::SessionConfigRejected {
+                why: why.to_string(),
+            });
             self.fail(EndReason::ModelConfigRejected, now);
             return;
         }
-        tracing::warn!(%call_sid, %code, kind = %error.kind, message = %error.message,
-            "realtime error; the call continues");
         match self.responses.on_error(&error) {
             Refusal::NotOurs => {}
             // Another response (server VAD's) runs: ours is asked again after its
             // `response.done`, whether the refusal came before or after its `response.created`.
             Refusal::Busy(purpose) => {
-                tracing::debug!(%call_sid, ?purpose, "response request refused while another runs; retried after it");
+                self.observe(Observation::ResponseBusy { purpose });
             }
             Refusal::Failed(purpose) => {
                 match purpose {
@@ -262,7 +272,6 @@ impl CallMachine {
     }
 
     pub(super) fn on_response_done(&mut self, response: Response, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
         // Only one response runs at a time, so whichever finished, none is active now.
         self.responses.on_done(&response);
         if let Some(u) = &response.usage {
@@ -277,14 +286,20 @@ impl CallMachine {
                     .as_ref()
                     .and_then(|d| d.error.clone())
                     .unwrap_or_default();
-                self.observe(Observation::FailedResponse);
-                tracing::error!(%call_sid, response_id = %response.id, code = ?err.code,
-                    message = %err.message, "realtime response failed");
+                self.observe(Observation::FailedResponse {
+                    response_id: response.id.clone(),
+                    code: err.code,
+                    message: err.message,
+                });
             }
             "incomplete" => {
-                tracing::warn!(%call_sid, response_id = %response.id,
-                    reason = ?response.status_details.as_ref().and_then(|d| d.reason.clone()),
-                    "realtime response incomplete");
+                self.observe(Observation::IncompleteResponse {
+                    response_id: response.id.clone(),
+                    reason: response
+                        .status_details
+                        .as_ref()
+                        .and_then(|d| d.reason.clone()),
+                });
             }
             _ => {}
         }
@@ -341,13 +356,15 @@ impl CallMachine {
         let Some(cut) = self.playback.interrupt() else {
             return;
         };
-        let call_sid = self.setup.offer.call_sid.clone();
         // The model's context keeps what the caller heard and nothing more: the item playing
         // is cut where the caller stopped hearing it, and items nobody heard at all (the one
         // playing when 0 ms of it was heard, which the server refuses to truncate, and those
         // queued behind it) are removed.
         if let Some((item_id, audio_end_ms)) = cut.truncate {
-            tracing::debug!(%call_sid, %item_id, audio_end_ms, "barge-in: truncating");
+            self.observe(Observation::Truncated {
+                item_id: item_id.clone(),
+                audio_end_ms,
+            });
             self.send_event(ClientEvent::ConversationItemTruncate {
                 event_id: None,
                 item_id,
@@ -356,7 +373,9 @@ impl CallMachine {
             });
         }
         for item_id in cut.unheard {
-            tracing::debug!(%call_sid, %item_id, "barge-in: deleting an unheard item");
+            self.observe(Observation::UnheardDeleted {
+                item_id: item_id.clone(),
+            });
             self.send_event(ClientEvent::ConversationItemDelete {
                 event_id: None,
                 item_id,

@@ -145,19 +145,22 @@ impl CallMachine {
     /// The Realtime session is gone (socket closed, network error, `session_expired`): replace
     /// it, unless sessions have been lost too often lately.
     pub(super) fn session_lost(&mut self, why: &str, now: Instant) {
-        let call_sid = self.setup.offer.call_sid.clone();
         let loss = self.session.lost(now);
         let attempt = match loss {
             Loss::Ignored => return,
             Loss::TooOften => {
-                tracing::error!(%call_sid, %why, "realtime session lost too often; ending the call");
+                self.observe(Observation::SessionLostTooOften {
+                    why: why.to_owned(),
+                });
                 self.model_error(now);
                 return;
             }
             Loss::ReplaceNow { attempt } | Loss::ReplaceAt { attempt, .. } => attempt,
         };
-        tracing::warn!(%call_sid, %why, attempt, "realtime session lost; opening a new one");
-        self.observe(Observation::RealtimeReconnect);
+        self.observe(Observation::RealtimeReconnect {
+            why: why.to_owned(),
+            attempt,
+        });
 
         // The caller must not keep hearing a response that can no longer finish, and what
         // they heard of it is recorded before the conversation is replayed.

@@ -20,8 +20,10 @@ impl CallMachine {
         {
             return;
         }
-        let call_sid = self.setup.offer.call_sid.clone();
-        tracing::info!(%call_sid, %call_id, tool = %name, "function call");
+        self.observe(Observation::FunctionCall {
+            call_id: call_id.to_owned(),
+            tool: name.to_owned(),
+        });
         if !self.tools.declared(name) {
             self.observe(Observation::ToolCall {
                 tool: "unknown".into(),
@@ -45,10 +47,10 @@ impl CallMachine {
                 ToolReply::Output(_) => "ok",
                 ToolReply::Error { code, .. } => code.as_str(),
             };
-            let _span = tracing::info_span!("tool", name, call_id, result).entered();
-            self.observe(Observation::ToolCall {
+            self.observe(Observation::BuiltinTool {
                 tool: name.to_owned(),
-                result: ToolCallResult::Builtin,
+                call_id: call_id.to_owned(),
+                result: result.to_owned(),
             });
             self.complete_tool(ToolDone::at_once(call_id, name, arguments, reply));
             return;
@@ -208,17 +210,21 @@ impl CallMachine {
         let Some(pending) = self.handoff.take_if(|h| h.call_id == call_id) else {
             return;
         };
-        let call_sid = self.setup.offer.call_sid.clone();
         let mut record = None;
         let reply = match target {
             Err(reply) => {
-                tracing::warn!(%call_sid, target = %pending.target, ?reply, "handoff refused");
+                self.observe(Observation::HandoffRefused {
+                    target: pending.target.clone(),
+                    reply: format!("{reply:?}"),
+                });
                 reply
             }
             Ok((agent, tools)) => {
-                tracing::info!(%call_sid, from = %self.setup.agent.id, to = %agent.id,
-                    reason = %pending.reason, "call handed off");
-                self.observe(Observation::Handoff);
+                self.observe(Observation::Handoff {
+                    from: self.setup.agent.id.clone(),
+                    to: agent.id.clone(),
+                    reason: pending.reason.clone(),
+                });
                 self.setup.agent = Arc::clone(&agent);
                 self.tools = tools;
                 if !self.goodbye.in_progress() {

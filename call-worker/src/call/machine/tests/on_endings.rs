@@ -124,7 +124,7 @@ fn each_stop_reason_of_the_gateway_is_its_own_end_reason() {
 }
 
 #[test]
-fn what_is_counted_comes_out_as_observations() {
+fn what_is_counted_and_logged_comes_out_as_observations() {
     let mut c = Call::new(agent_with(|_| {}));
     c.start(0);
     c.say(10, "r1", "i1", 3);
@@ -139,13 +139,35 @@ fn what_is_counted_comes_out_as_observations() {
         }),
     );
     let seen: Vec<Observation> = c.m.drain_observations().collect();
+    let [deleted, barge_in, reconnect, stopped, ended] = seen.as_slice() else {
+        panic!("five observations expected: {seen:#?}");
+    };
+    // The caller heard none of `i1` when they spoke over it: it is deleted, not truncated.
     assert_eq!(
-        seen,
-        vec![
-            Observation::BargeIn,
-            Observation::RealtimeReconnect,
-            Observation::CallEnded(EndReason::CallerHungUp),
-        ]
+        deleted,
+        &Observation::UnheardDeleted {
+            item_id: "i1".into()
+        }
+    );
+    assert_eq!(barge_in, &Observation::BargeIn);
+    assert!(
+        matches!(reconnect, Observation::RealtimeReconnect { attempt: 1, .. }),
+        "{reconnect:?}"
+    );
+    assert_eq!(
+        stopped,
+        &Observation::StreamStopped {
+            stop: "stop".into(),
+            reason: EndReason::CallerHungUp
+        }
+    );
+    // The call's length is measured on the machine's clock: the stop came at 300 ms.
+    assert_eq!(
+        ended,
+        &Observation::CallEnded {
+            reason: EndReason::CallerHungUp,
+            duration_ms: 300
+        }
     );
     assert_eq!(c.m.drain_observations().count(), 0, "drained");
 }
