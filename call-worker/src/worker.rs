@@ -130,19 +130,12 @@ impl Worker {
                 addr: config.listen,
                 source,
             })?;
+        // The worker's own tasks (not the calls'): the HTTP server, the offer desk, the drain.
+        let service_tasks = TaskTracker::new();
         let http_stop = CancellationToken::new();
         let router: axum::Router = health.router(metrics);
-        let http = tokio::spawn({
-            let stop = http_stop.clone();
-            async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "http server failed");
-                }
-            }
-        });
+        let http =
+            switchboard_service::tasks::serve(listener, router, http_stop.clone(), &service_tasks);
 
         let offers_sub = client
             .queue_subscribe(subjects.offer(), WORKERS_QUEUE_GROUP.to_owned())
@@ -180,13 +173,13 @@ impl Worker {
             tracker.clone(),
         );
         let stop_offers = CancellationToken::new();
-        let offers_task = tokio::spawn(offers.run(offers_sub, stop_offers.clone()));
+        let offers_task = service_tasks.spawn(offers.run(offers_sub, stop_offers.clone()));
         metrics::gauge!(crate::metrics::MAX_CALLS).set(f64::from(config.max_calls));
         health.set_ready(true);
         tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");
 
         let drain_within = config.drain();
-        let done = tokio::spawn({
+        let done = service_tasks.spawn({
             let shutdown = shutdown.clone();
             let health = health.clone();
             async move {
@@ -250,10 +243,14 @@ impl Worker {
                 }
                 flush_nats(&drain, &client, FINAL_STEPS / 2).await;
                 http_stop.cancel();
-                let _ = drain.step("http server", FINAL_STEPS / 2, http).await;
+                if let Some(Ok(Err(e))) = drain.step("http server", FINAL_STEPS / 2, http).await {
+                    tracing::error!(error = %e, "http server failed");
+                }
                 tracing::info!("call-worker stopped");
             }
         });
+        // Nothing more is spawned on it; `wait` joins the last of them, the drain.
+        service_tasks.close();
         Ok(Self {
             addr,
             worker_id,

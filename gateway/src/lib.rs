@@ -224,12 +224,14 @@ impl Gateway {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        let server = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { closing.cancelled().await });
-        let mut server = tokio::spawn(async move { server.await });
+        // The gateway's own tasks (the streams have theirs): the server and the readiness probe.
+        let service_tasks = TaskTracker::new();
+        let mut server =
+            switchboard_service::tasks::serve(listener, self.router(), closing, &service_tasks);
 
         // Ready once the events stream exists (retried: NATS may come up after us).
-        let readiness = tokio::spawn(become_ready(shared.clone()));
+        let readiness = service_tasks.spawn(become_ready(shared.clone()));
+        service_tasks.close();
 
         tokio::select! {
             () = shutdown => {}

@@ -180,14 +180,8 @@ pub async fn run(
     let csp = headers::policy(web_calls.socket_origin());
     let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
 
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
+    let service_tasks = TaskTracker::new();
+    let stop = switchboard_service::tasks::stop_on(shutdown, &service_tasks);
 
     let live = live::Live::new(config.live_client_buffer);
     let health = Health::new();
@@ -223,19 +217,13 @@ pub async fn run(
             headers::secure,
         ));
     let http_stop = CancellationToken::new();
-    let http = {
-        let http_stop = http_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-        })
-    };
+    let http = switchboard_service::tasks::serve(listener, app, http_stop.clone(), &service_tasks);
     tracing::info!(listen = %config.listen, "persister starting");
 
     let result = consume(&config, &prices, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
+    service_tasks.close();
     live.close();
     http_stop.cancel();
     let http_result = match tokio::time::timeout(FINAL_STEPS, http).await {

@@ -14,6 +14,8 @@
 //! - [`tool_registry`]: the `voice-tools` bucket's one set of settings, tool specs and the
 //!   replicas' heartbeats;
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal every binary drains on;
+//! - [`tasks`]: the tracked tasks a service spawns for itself (its HTTP server, the stop
+//!   signal's watcher);
 //! - [`web_call`]: the signed, short-lived ticket with which the console opens a web call on
 //!   the gateway (issued by the persister, checked by the gateway).
 #![forbid(unsafe_code)]
@@ -27,6 +29,7 @@ pub mod pii;
 pub mod redact;
 pub mod shutdown;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;
 pub mod tool_registry;
 pub mod trace;

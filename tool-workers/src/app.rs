@@ -13,6 +13,7 @@ use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::redact::Secret;
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::server::{ServeError, ToolServer};
 use crate::tool::ToolDefinitionError;
@@ -98,14 +99,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
+    let service_tasks = TaskTracker::new();
+    let stop = switchboard_service::tasks::stop_on(shutdown, &service_tasks);
     if config.migrate == Migrate::Only {
         return migrate_only(&config, &stop).await;
     }
@@ -119,18 +114,14 @@ pub async fn run(
         })?;
     let app = health.router::<()>(telemetry::install_metrics());
     let http_stop = CancellationToken::new();
-    let http = {
-        let http_stop = http_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-        })
-    };
+    let http = switchboard_service::tasks::serve(listener, app, http_stop.clone(), &service_tasks);
     tracing::info!(listen = %config.listen, "tool-worker starting");
 
     let result = serve(&config, &health, &stop).await;
     health.set_ready(false);
+    // Ends the signal's watcher too, whoever stopped the serving.
+    stop.cancel();
+    service_tasks.close();
     http_stop.cancel();
     // The HTTP server only serves probes; it stops at once, or is left behind.
     let http_result = match tokio::time::timeout(Duration::from_secs(1), http).await {
