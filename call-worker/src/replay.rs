@@ -47,10 +47,9 @@ pub fn items(events: &[CallEvent]) -> Vec<Item> {
                     Some(tool_invocation::Result::Output(text)) => {
                         ToolReply::Output(text.clone()).model_output()
                     }
-                    Some(tool_invocation::Result::Error(f)) => ToolReply::Error {
-                        code: f.code.clone(),
-                        message: f.message.clone(),
-                    }
+                    Some(tool_invocation::Result::Error(f)) => ToolReply::Error(
+                        switchboard_proto::ToolError::new(f.code.clone(), f.message.clone()),
+                    )
                     .model_output(),
                     None => continue,
                 };

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use switchboard_proto::event::ToolErrorCode;
-use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
+use switchboard_proto::{
+    Message as _, TOOLS_BUCKET, ToolCall, ToolError, ToolResult, ToolSpec, tool_result,
+};
 use switchboard_realtime::session::FunctionTool;
 
 use crate::agents::{Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
@@ -28,17 +30,14 @@ pub enum ToolReply {
     /// JSON text, passed to the model verbatim.
     Output(String),
     /// The invocation failed; the model is told why.
-    Error { code: String, message: String },
+    Error(ToolError),
 }
 
 impl ToolReply {
     /// An error reply with one of the contract's codes (a tool's own codes arrive as
     /// [`ToolReply::Error`] directly).
     pub fn error(code: ToolErrorCode, message: impl Into<String>) -> Self {
-        Self::Error {
-            code: code.as_str().to_owned(),
-            message: message.into(),
-        }
+        Self::Error(ToolError::coded(code, message))
     }
 
     /// The `output` string of the `function_call_output` item.
@@ -46,8 +45,8 @@ impl ToolReply {
         match self {
             Self::Output(text) if text.trim().is_empty() => "{}".to_owned(),
             Self::Output(text) => text.clone(),
-            Self::Error { code, message } => {
-                serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+            Self::Error(e) => {
+                serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string()
             }
         }
     }
@@ -339,7 +338,7 @@ pub fn decode_reply(name: &str, payload: &[u8]) -> (ToolReply, Option<String>) {
     let outcome = (!result.outcome.is_empty()).then(|| result.outcome.clone());
     let reply = match result.result {
         Some(tool_result::Result::Output(text)) => ToolReply::Output(text),
-        Some(tool_result::Result::Error(e)) => ToolReply::Error {
+        Some(tool_result::Result::Error(e)) => ToolReply::Error(ToolError {
             code: if e.code.is_empty() {
                 ToolErrorCode::Failed.as_str().into()
             } else {
@@ -350,7 +349,7 @@ pub fn decode_reply(name: &str, payload: &[u8]) -> (ToolReply, Option<String>) {
             } else {
                 e.message
             },
-        },
+        }),
         None => ToolReply::error(
             ToolErrorCode::Failed,
             format!("The tool `{name}` returned nothing."),
@@ -406,7 +405,7 @@ mod tests {
     fn request_errors_map_to_codes() {
         let t = Duration::from_millis(8000);
         let code = |k| match map_request_error("x", k, t) {
-            ToolReply::Error { code, .. } => code,
+            ToolReply::Error(e) => e.code,
             ToolReply::Output(_) => panic!(),
         };
         assert_eq!(code(RequestErrorKind::NoResponders), "unavailable");
@@ -442,9 +441,9 @@ mod tests {
             )
         );
         let (garbage, _) = decode_reply("t", b"\xff\xff\xff");
-        assert!(matches!(garbage, ToolReply::Error { ref code, .. } if code == "failed"));
+        assert!(matches!(garbage, ToolReply::Error(ref e) if e.code == "failed"));
         let (empty, _) = decode_reply("t", &ToolResult::default().encode_to_vec());
-        assert!(matches!(empty, ToolReply::Error { ref code, .. } if code == "failed"));
+        assert!(matches!(empty, ToolReply::Error(ref e) if e.code == "failed"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   crate formats a subject by hand;
 //! - [`event`] has the helpers every publisher and consumer of call events shares (the kind token
 //!   in the subject, the `Nats-Msg-Id`);
-//! - [`permissions`]: each service's NATS user and grants, the source of the k8s NATS config.
+//! - [`permissions`]: each service's NATS user and grants, the source of the k8s NATS config;
+//! - [`tool_error`]: [`ToolError`], the one Rust type for a failed tool call.
 //!
 //! Other languages generate their code from the `.proto` files beside this crate.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub use prost::Message;
 pub mod event;
 pub mod permissions;
 pub mod subject;
+pub mod tool_error;
 
 /// The JetStream stream holding every call event.
 pub const EVENTS_STREAM: &str = "VOICE_EVENTS";

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, kv};
 use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use switchboard_proto::subject::Subjects;
-use switchboard_proto::{Message as _, ToolCall, ToolError, ToolResult, tool_result};
+use switchboard_proto::{Message as _, ToolCall, ToolResult, tool_result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -376,10 +376,7 @@ async fn run_handler(tool: &Tool, ctx: ToolContext, args: Value, timeout: Durati
     };
     let result = match outcome {
         Ok(value) => tool_result::Result::Output(value.to_string()),
-        Err(f) => tool_result::Result::Error(ToolError {
-            code: f.code,
-            message: f.message,
-        }),
+        Err(f) => tool_result::Result::Error(f),
     };
     ToolResult {
         result: Some(result),
@@ -400,10 +397,7 @@ fn parse_arguments(text: &str) -> Result<Value, ToolFailure> {
 
 fn failure(f: ToolFailure) -> ToolResult {
     ToolResult {
-        result: Some(tool_result::Result::Error(ToolError {
-            code: f.code,
-            message: f.message,
-        })),
+        result: Some(tool_result::Result::Error(f)),
         outcome: String::new(),
     }
 }

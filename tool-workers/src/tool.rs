@@ -130,45 +130,11 @@ impl fmt::Debug for ToolContext {
 }
 
 /// Why a tool call failed: sent to the model as `ToolError { code, message }` so it can recover
-/// in conversation (apologise, ask again, offer a transfer).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ToolFailure {
-    /// One of [`codes`] (or a tool-specific code).
-    pub code: String,
-    /// A sentence for the model and the call record.
-    pub message: String,
-}
-
-impl ToolFailure {
-    /// A failure with any code.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The arguments are unusable (`invalid_arguments`).
-    pub fn invalid_arguments(message: impl Into<String>) -> Self {
-        Self::new(codes::INVALID_ARGUMENTS, message)
-    }
-
-    /// What was asked for does not exist (`not_found`).
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(codes::NOT_FOUND, message)
-    }
-
-    /// The tool failed (`failed`).
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::new(codes::FAILED, message)
-    }
-
-    /// A dependency is down (`unavailable`).
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(codes::UNAVAILABLE, message)
-    }
-}
+/// in conversation (apologise, ask again, offer a transfer). It is the contract's
+/// [`switchboard_proto::ToolError`] itself, with constructors for the common codes
+/// (`ToolFailure::not_found(...)`, `invalid_arguments`, `failed`, `unavailable`, `new` for a
+/// tool's own code): one type from the handler to the model and the record.
+pub type ToolFailure = switchboard_proto::ToolError;
 
 /// What a handler returns: the output JSON, or a failure for the model.
 pub type ToolOutcome = Result<Value, ToolFailure>;

@@ -47,9 +47,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_proto::event::{EndReason, StopReason};
 use switchboard_proto::{
-    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolDispatched, ToolFailure,
-    ToolInvocation, TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame,
-    outbound_frame, tool_invocation,
+    CallEnded, CallOffer, CallOutcome, CallStarted, Role, ToolCall, ToolDispatched, ToolInvocation,
+    TranscriptEntry, TurnLatency, Usage, call_event::Body, inbound_frame, outbound_frame,
+    tool_invocation,
 };
 use switchboard_realtime::client::ResponseParams;
 use switchboard_realtime::server::{ErrorDetail, Response};
@@ -466,7 +466,7 @@ impl CallMachine {
 fn tool_call_result(reply: &ToolReply) -> ToolCallResult {
     match reply {
         ToolReply::Output(_) => ToolCallResult::Ok,
-        ToolReply::Error { .. } => ToolCallResult::Error,
+        ToolReply::Error(_) => ToolCallResult::Error,
     }
 }
 

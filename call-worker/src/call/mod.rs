@@ -580,7 +580,7 @@ impl CallActor {
                 };
                 let result = match &reply {
                     ToolReply::Output(_) => "ok",
-                    ToolReply::Error { code, .. } => code.as_str(),
+                    ToolReply::Error(e) => e.code.as_str(),
                 };
                 tracing::Span::current().record("result", result);
                 let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);

@@ -45,7 +45,7 @@ impl CallMachine {
             // Built-ins finish at once: their `tool` span only records that they ran.
             let result = match &reply {
                 ToolReply::Output(_) => "ok",
-                ToolReply::Error { code, .. } => code.as_str(),
+                ToolReply::Error(e) => e.code.as_str(),
             };
             self.observe(Observation::BuiltinTool {
                 tool: name.to_owned(),
@@ -311,10 +311,7 @@ impl CallMachine {
     pub(super) fn complete_tool(&mut self, done: ToolDone) {
         let result = match &done.reply {
             ToolReply::Output(text) => tool_invocation::Result::Output(text.clone()),
-            ToolReply::Error { code, message } => tool_invocation::Result::Error(ToolFailure {
-                code: code.clone(),
-                message: message.clone(),
-            }),
+            ToolReply::Error(e) => tool_invocation::Result::Error(e.clone().into()),
         };
         self.effects.push(Effect::Event(Body::Tool(ToolInvocation {
             redacted: Vec::new(),
