@@ -19,9 +19,9 @@ use common::*;
 use futures::StreamExt as _;
 use switchboard_proto::event::{EndReason, OwnerReason};
 use switchboard_proto::{
-    CallEvent, CallOffer, EVENTS_STREAM, HandOver, Heartbeat, InboundFrame, Message as _,
-    OfferReply, OutboundAudio, OutboundFrame, Owner, OwnerAck, OwnerProbe, call_event,
-    inbound_frame, outbound_frame,
+    CallEvent, CallOffer, HandOver, Heartbeat, InboundFrame, Message as _, OfferReply,
+    OutboundAudio, OutboundFrame, Owner, OwnerAck, OwnerProbe, call_event, inbound_frame,
+    outbound_frame,
 };
 use switchboard_twilio::media::{ServerMessage, StopInfo, TwilioMessage};
 use switchboard_twilio::twiml::{Instructions, Verb};
@@ -382,20 +382,8 @@ async fn a_frame_of_a_newer_epoch_commits_without_an_accept() -> anyhow::Result<
 /// The call's events in VOICE_EVENTS.
 async fn call_events(gw: &TestGateway) -> anyhow::Result<Vec<CallEvent>> {
     let js = async_nats::jetstream::new(gw.nats.clone());
-    let stream = js.get_stream(EVENTS_STREAM).await?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: gw.subjects.call_events(CALL),
-            ..Default::default()
-        })
-        .await?;
-    let pending = consumer.cached_info().num_pending as usize;
-    let mut messages = consumer.messages().await?.take(pending);
-    let mut events = Vec::new();
-    while let Some(msg) = messages.next().await {
-        events.push(CallEvent::decode(msg?.payload.clone())?);
-    }
-    Ok(events)
+    let stored = switchboard_testkit::events::call_events(&js, &gw.subjects, CALL).await?;
+    Ok(stored.into_iter().map(|s| s.event).collect())
 }
 
 /// The gateway's record of a call it closed: its owner claim, then `ended` (seq after it).

@@ -10,10 +10,12 @@
 //!   kept in a file and printed when a test fails;
 //! - [`otlp::Collector`]: an in-process OTLP/gRPC trace collector that services export to;
 //! - [`browser::Browser`]: a headless Chromium driven over the DevTools Protocol (console tests);
+//! - [`events::call_events`]: a call's events as JetStream stored them;
 //! - [`eventually`]: retry an assertion until it holds or a deadline passes.
 #![forbid(unsafe_code)]
 
 pub mod browser;
+pub mod events;
 pub mod nats;
 pub mod nats_cluster;
 pub mod otlp;

@@ -5,15 +5,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use call_worker::{Config, Worker};
 use futures::StreamExt;
 use realtime_sim::{Script, SessionRecord, SimServer};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
-    CallEvent, CallOffer, EVENTS_STREAM, InboundFrame, Message as _, OfferReply, OutboundFrame,
-    StreamStart, StreamStop, TOOLS_BUCKET, ToolSpec, call_event::Body, inbound_frame,
-    outbound_frame,
+    CallEvent, CallOffer, InboundFrame, Message as _, OfferReply, OutboundFrame, StreamStart,
+    StreamStop, TOOLS_BUCKET, ToolSpec, call_event::Body, inbound_frame, outbound_frame,
 };
 use switchboard_realtime::ClientEvent;
 use switchboard_testkit::{NatsServer, eventually};
@@ -134,35 +133,11 @@ impl Harness {
         Ok(())
     }
 
-    /// Every stored event of a call, in stream order.
+    /// Every stored event of a call, in stream order (each under its own `Nats-Msg-Id`).
     pub async fn stored_events(&self, call_sid: &str) -> anyhow::Result<Vec<CallEvent>> {
-        let stream = self.js.get_stream(EVENTS_STREAM).await?;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: self.subjects.call_events(call_sid),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.fetch().max_messages(10_000).messages().await?;
-        let mut events = Vec::new();
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let ev = CallEvent::decode(msg.payload.clone())?;
-            let expected_id = ev.msg_id();
-            let id = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned());
-            if id.as_deref() != Some(expected_id.as_str()) {
-                bail!("event stored with Nats-Msg-Id {id:?}, expected {expected_id}");
-            }
-            events.push(ev);
-        }
-        Ok(events)
+        let stored =
+            switchboard_testkit::events::call_events(&self.js, &self.subjects, call_sid).await?;
+        Ok(stored.into_iter().map(|s| s.event).collect())
     }
 
     /// Waits until the stored events of a call satisfy `done`.
