@@ -13,6 +13,10 @@
 //! - [`spans`]: the `persist.batch` span of a batch and the `persist` span of each call in it,
 //!   continuing the call's trace from its event headers;
 //! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
+//! - [`analytics`]: `GET /api/analytics`, the overview of calls, outcomes, latency, tools and
+//!   cost over a date range and agent, in SQL;
+//! - [`export`]: `GET /api/sessions.csv`, the filtered calls list as CSV (RFC 4180 quoting,
+//!   formulas defused), streamed a page at a time;
 //! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
 //!   with a bounded buffer per client;
 //! - [`api`]: the axum routes and their JSON errors;
@@ -33,6 +37,7 @@
 //! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod batch;
@@ -40,6 +45,7 @@ pub mod console_sessions;
 pub mod consumer;
 pub mod dashboard;
 pub mod db;
+pub mod export;
 pub mod headers;
 pub mod live;
 pub mod metrics;
