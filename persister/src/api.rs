@@ -157,8 +157,8 @@ pub(crate) fn filter_params(params: &HashMap<String, String>) -> Result<Filter, 
                 ));
             }
         },
-        since: time_param(&params, "since")?,
-        until: time_param(&params, "until")?,
+        since: time_param(params, "since")?,
+        until: time_param(params, "until")?,
     };
     if let (Some(since), Some(until)) = (filter.since, filter.until)
         && since > until
