@@ -53,7 +53,7 @@ pub struct Overview {
     pub end_reasons: Vec<Count>,
     /// Rejected calls by reason (`no_workers`, `at_capacity`, `timeout`, `no_agent`, ...).
     pub rejected_reasons: Vec<Count>,
-    /// Call duration (ended calls), milliseconds.
+    /// Call duration (`CallEnded.duration_ms` of the ended calls), milliseconds.
     pub duration_ms: Percentiles,
     /// Turn latency by turn kind (`greeting`, `response`), milliseconds.
     pub turn_latency_ms: Vec<TurnLatency>,
@@ -76,7 +76,7 @@ pub struct Totals {
     pub rejected: i64,
     /// Outbound calls whose callee's line was busy (Twilio status `busy`).
     pub busy: i64,
-    /// Calls that ended.
+    /// Answered calls that ended (an `ended` event, with the call's duration).
     pub ended: i64,
 }
 
@@ -151,7 +151,7 @@ pub struct DayCost {
     pub twilio_usd: Option<f64>,
     /// `model_usd` plus `twilio_usd` (when priced).
     pub total_usd: f64,
-    /// Summed duration of the ended calls, in minutes.
+    /// Summed duration of the ended calls (`CallEnded.duration_ms`), in minutes.
     pub call_minutes: f64,
 }
 
@@ -215,11 +215,9 @@ pub async fn overview(
                 count(*) FILTER (WHERE c.started_at IS NOT NULL),
                 count(*) FILTER (WHERE c.rejected_reason IS NOT NULL),
                 count(*) FILTER (WHERE c.twilio_status = $4),
-                count(*) FILTER (WHERE c.ended_at IS NOT NULL),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY c.duration_ms)
-                    FILTER (WHERE c.ended_at IS NOT NULL),
+                count(*) FILTER (WHERE c.duration_ms IS NOT NULL),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY c.duration_ms),
                 percentile_cont(0.9) WITHIN GROUP (ORDER BY c.duration_ms)
-                    FILTER (WHERE c.ended_at IS NOT NULL)
          FROM calls c WHERE",
         in_scope!()
     ))
@@ -321,7 +319,7 @@ pub async fn overview(
                 coalesce(sum(",
         twilio_minutes!(),
         "), 0)::int8 AS twilio_minutes,
-                coalesce(sum(c.duration_ms) FILTER (WHERE c.ended_at IS NOT NULL), 0)::int8
+                coalesce(sum(c.duration_ms), 0)::int8
                     AS duration_ms
          FROM calls c WHERE",
         in_scope!(),
