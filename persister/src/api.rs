@@ -25,6 +25,9 @@ pub const ANALYTICS_PATH: &str = "/api/analytics";
 /// `GET /api/sessions?status=in_progress`: the calls a worker took that have not ended.
 pub const IN_PROGRESS: &str = "in_progress";
 
+/// The choices of the console's pick-lists ([`sessions::facets`]).
+pub const FACETS_PATH: &str = "/api/facets";
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -44,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions/{call_sid}", get(get_session))
         .route("/api/live", get(live))
         .route(ANALYTICS_PATH, get(analytics))
+        .route(FACETS_PATH, get(facets))
         .route(crate::export::CSV_PATH, get(crate::export::calls_csv))
         .route(crate::web_call::AGENTS_PATH, get(crate::web_call::agents))
         .route(
@@ -187,6 +191,10 @@ fn time_param(
                 )
             }),
     }
+}
+
+async fn facets(State(state): State<ApiState>) -> Result<Json<sessions::Facets>, ApiError> {
+    Ok(Json(sessions::facets(&state.pool).await?))
 }
 
 async fn live(State(state): State<ApiState>) -> impl IntoResponse {

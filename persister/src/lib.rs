@@ -22,6 +22,7 @@
 //! - [`api`]: the axum routes and their JSON errors;
 //! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
 //!   sign-in (`/login`, `/logout`);
+//! - [`labels`]: the console's words for the contract's codes (`/assets/labels.js`);
 //! - [`console_sessions`]: the console's sign-in sessions (random ids with an expiry in
 //!   Postgres, shared by all replicas, revoked on sign-out);
 //! - [`web_call`]: test calls from the console: the agents list and the web-call tickets the
@@ -47,6 +48,7 @@ pub mod dashboard;
 pub mod db;
 pub mod export;
 pub mod headers;
+pub mod labels;
 pub mod live;
 pub mod metrics;
 pub mod pricing;

@@ -189,6 +189,39 @@ pub struct Filter {
     pub until: Option<OffsetDateTime>,
 }
 
+/// `GET /api/facets`: the choices of the console's pick-lists.
+#[derive(Debug, Serialize)]
+pub struct Facets {
+    /// The agents that took calls in the last [`FACETS_DAYS`] days, sorted.
+    pub agents: Vec<String>,
+    /// The outcomes calls had in the last [`FACETS_DAYS`] days, sorted.
+    pub outcomes: Vec<String>,
+}
+
+/// How far back the pick-lists look (a bounded scan, whatever the size of the record).
+pub const FACETS_DAYS: i32 = 90;
+
+/// The pick-lists' choices.
+pub async fn facets(pool: &PgPool) -> Result<Facets, sqlx::Error> {
+    let agents: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT agent_id FROM calls
+         WHERE agent_id IS NOT NULL AND first_event_at > now() - make_interval(days => $1)
+         ORDER BY 1 LIMIT 500",
+    )
+    .bind(FACETS_DAYS)
+    .fetch_all(pool)
+    .await?;
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT outcome FROM calls
+         WHERE outcome IS NOT NULL AND first_event_at > now() - make_interval(days => $1)
+         ORDER BY 1 LIMIT 500",
+    )
+    .bind(FACETS_DAYS)
+    .fetch_all(pool)
+    .await?;
+    Ok(Facets { agents, outcomes })
+}
+
 /// Where a page starts: strictly older than this (sort time, call sid) pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {

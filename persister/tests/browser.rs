@@ -129,7 +129,11 @@ async fn drive(fx: &Fixture, sid: &str, browser: &Browser) -> anyhow::Result<()>
     .await?;
     let text = cdp.eval("document.body.innerText").await?;
     let text = text.as_str().unwrap_or_default();
-    assert!(text.contains(&format!("Call {sid}")), "{text}");
+    assert!(text.contains(sid), "{text}");
+    assert!(
+        text.contains("Call from +15550001234 to front-desk"),
+        "{text}"
+    );
     assert!(text.contains("lookup_customer"), "{text}");
     assert!(text.contains("interrupted after"), "{text}");
     assert!(text.contains("resolved"), "{text}");
