@@ -117,11 +117,12 @@ function render(o) {
   barTable($("end-reasons"), o.end_reasons.map((c) => ({ key: c.value, label: word("end_reason", c.value) || "Not ended yet", count: c.calls })));
   barTable($("rejected"), o.rejected_reasons.map((c) => ({ key: c.value, label: word("rejected_reason", c.value), count: c.calls })));
 
-  $("latency").replaceChildren(...o.turn_latency_ms.map((l) => el("tr", { "data-kind": l.kind }, el("td", {}, humanize(l.kind)),
-    el("td", { class: "num" }, String(l.turns)), el("td", { class: "num" }, fmtMs(l.p50)), el("td", { class: "num" }, fmtMs(l.p90)), el("td", { class: "num" }, fmtMs(l.p99)))));
-  $("tools").replaceChildren(...(o.tools.length ? o.tools.map((x) => el("tr", { "data-tool": x.name }, el("td", {}, x.name),
-    el("td", { class: "num" }, String(x.calls)), el("td", { class: "num" }, String(x.errors)), el("td", { class: "num" }, fmtPct(x.error_rate)),
-    el("td", { class: "num" }, fmtMs(x.latency_p50_ms)))) : [el("tr", {}, el("td", { class: "muted" }, "No tool calls."))]));
+  const num = (label, text) => el("td", { class: "num", "data-label": label }, text);
+  $("latency").replaceChildren(...o.turn_latency_ms.map((l) => el("tr", { "data-kind": l.kind }, el("td", { "data-label": "Turn" }, humanize(l.kind)),
+    num("Turns", String(l.turns)), num("p50", fmtMs(l.p50)), num("p90", fmtMs(l.p90)), num("p99", fmtMs(l.p99)))));
+  $("tools").replaceChildren(...(o.tools.length ? o.tools.map((x) => el("tr", { "data-tool": x.name }, el("td", { "data-label": "Tool" }, x.name),
+    num("Calls", String(x.calls)), num("Errors", String(x.errors)), num("Error rate", fmtPct(x.error_rate)),
+    num("p50", fmtMs(x.latency_p50_ms)))) : [el("tr", {}, el("td", { class: "muted" }, "No tool calls."))]));
 
   $("cost-per-day").replaceChildren(barChart(days.map((day) => {
     const d = o.cost_per_day.find((c) => c.day === day);
