@@ -177,6 +177,21 @@ struct DayCostRow {
     duration_ms: i64,
 }
 
+/// Calls in scope by the value of `column` (of the calls `only` admits), most frequent first.
+macro_rules! counts_by {
+    ($column:literal, $only:literal) => {
+        concat!(
+            "SELECT c.",
+            $column,
+            " AS value, count(*) AS calls FROM calls c WHERE ",
+            $only,
+            " AND",
+            in_scope!(),
+            "GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST"
+        )
+    };
+}
+
 /// Twilio minutes of a call as [`Prices::twilio`] counts them: billed seconds, else the
 /// call's own duration rounded up to a second, per started minute; nothing until it ended.
 macro_rules! twilio_minutes {
@@ -248,29 +263,15 @@ pub async fn overview(
     .fetch_all(pool)
     .await?;
 
-    let outcomes: Vec<Count> = query_as!(concat!(
-        "SELECT c.outcome AS value, count(*) AS calls FROM calls c
-         WHERE c.rejected_reason IS NULL AND",
-        in_scope!(),
-        "GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST"
-    ))
-    .fetch_all(pool)
-    .await?;
-
-    let end_reasons: Vec<Count> = query_as!(concat!(
-        "SELECT c.end_reason AS value, count(*) AS calls FROM calls c
-         WHERE c.rejected_reason IS NULL AND",
-        in_scope!(),
-        "GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST"
-    ))
-    .fetch_all(pool)
-    .await?;
-
-    let rejected_reasons: Vec<Count> = query_as!(concat!(
-        "SELECT c.rejected_reason AS value, count(*) AS calls FROM calls c
-         WHERE c.rejected_reason IS NOT NULL AND",
-        in_scope!(),
-        "GROUP BY 1 ORDER BY 2 DESC, 1"
+    let outcomes: Vec<Count> = query_as!(counts_by!("outcome", "c.rejected_reason IS NULL"))
+        .fetch_all(pool)
+        .await?;
+    let end_reasons: Vec<Count> = query_as!(counts_by!("end_reason", "c.rejected_reason IS NULL"))
+        .fetch_all(pool)
+        .await?;
+    let rejected_reasons: Vec<Count> = query_as!(counts_by!(
+        "rejected_reason",
+        "c.rejected_reason IS NOT NULL"
     ))
     .fetch_all(pool)
     .await?;

@@ -201,36 +201,44 @@ pub struct Facets {
 /// Most choices a pick-list offers.
 pub const MAX_FACETS: i32 = 500;
 
+/// The distinct lower-cased values of `column`, sorted, by a loose scan of its
+/// `lower(column)` index: from each value, the next greater one.
+macro_rules! distinct_lower {
+    ($column:literal) => {
+        concat!(
+            "WITH RECURSIVE v(value, n) AS (
+                 (SELECT lower(",
+            $column,
+            "), 1 FROM calls WHERE ",
+            $column,
+            " IS NOT NULL
+                  ORDER BY 1 LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT lower(",
+            $column,
+            ") FROM calls
+                         WHERE lower(",
+            $column,
+            ") > v.value ORDER BY 1 LIMIT 1), n + 1
+                 FROM v WHERE v.value IS NOT NULL AND n < $1)
+             SELECT value FROM v WHERE value IS NOT NULL"
+        )
+    };
+}
+async fn distinct(pool: &PgPool, sql: &'static str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(sql)
+        .bind(MAX_FACETS)
+        .fetch_all(pool)
+        .await
+}
+
 /// The pick-lists' choices: the distinct values of the whole record, found by skipping through
 /// the `lower(...)` indexes (one index probe per value, whatever the number of calls).
 pub async fn facets(pool: &PgPool) -> Result<Facets, sqlx::Error> {
-    let agents: Vec<String> = sqlx::query_scalar(
-        "WITH RECURSIVE v(value, n) AS (
-             (SELECT lower(agent_id), 1 FROM calls WHERE agent_id IS NOT NULL
-              ORDER BY lower(agent_id) LIMIT 1)
-             UNION ALL
-             SELECT (SELECT lower(agent_id) FROM calls WHERE lower(agent_id) > v.value
-                     ORDER BY lower(agent_id) LIMIT 1), n + 1
-             FROM v WHERE v.value IS NOT NULL AND n < $1)
-         SELECT value FROM v WHERE value IS NOT NULL",
-    )
-    .bind(MAX_FACETS)
-    .fetch_all(pool)
-    .await?;
-    let outcomes: Vec<String> = sqlx::query_scalar(
-        "WITH RECURSIVE v(value, n) AS (
-             (SELECT lower(outcome), 1 FROM calls WHERE outcome IS NOT NULL
-              ORDER BY lower(outcome) LIMIT 1)
-             UNION ALL
-             SELECT (SELECT lower(outcome) FROM calls WHERE lower(outcome) > v.value
-                     ORDER BY lower(outcome) LIMIT 1), n + 1
-             FROM v WHERE v.value IS NOT NULL AND n < $1)
-         SELECT value FROM v WHERE value IS NOT NULL",
-    )
-    .bind(MAX_FACETS)
-    .fetch_all(pool)
-    .await?;
-    Ok(Facets { agents, outcomes })
+    Ok(Facets {
+        agents: distinct(pool, distinct_lower!("agent_id")).await?,
+        outcomes: distinct(pool, distinct_lower!("outcome")).await?,
+    })
 }
 
 /// Where a page starts: strictly older than this (sort time, call sid) pair.

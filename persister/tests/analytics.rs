@@ -264,6 +264,19 @@ impl Seeded {
     }
 }
 
+/// Publishes the seed's events and waits until the record holds them all.
+async fn publish_seed(fx: &Fixture) -> anyhow::Result<Vec<Seeded>> {
+    let seeded = seed();
+    for call in &seeded {
+        let events = call.events();
+        for ev in &events {
+            fx.publish(ev).await?;
+        }
+        fx.wait_events(&call.sid, events.len() as i64).await?;
+    }
+    Ok(seeded)
+}
+
 /// `percentile_cont`: linear interpolation between the nearest ranks.
 fn percentile(values: &[i64], p: f64) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
@@ -434,14 +447,7 @@ async fn every_number_of_the_overview_matches_the_seeded_calls() -> anyhow::Resu
     .await?;
     let prices = fx.config.prices.load()?;
 
-    let seeded = seed();
-    for call in &seeded {
-        let events = call.events();
-        for ev in &events {
-            fx.publish(ev).await?;
-        }
-        fx.wait_events(&call.sid, events.len() as i64).await?;
-    }
+    let seeded = publish_seed(&fx).await?;
 
     // The whole set, one agent (in another case), one day (a day as `until` includes it).
     let all: Vec<&Seeded> = seeded.iter().collect();
@@ -532,14 +538,7 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 #[tokio::test]
 async fn the_filtered_call_list_exports_as_csv() -> anyhow::Result<()> {
     let fx = Fixture::start().await?;
-    let seeded = seed();
-    for call in &seeded {
-        let events = call.events();
-        for ev in &events {
-            fx.publish(ev).await?;
-        }
-        fx.wait_events(&call.sid, events.len() as i64).await?;
-    }
+    let seeded = publish_seed(&fx).await?;
 
     let r = fx
         .get("/api/sessions.csv?agent=FRONT-DESK&from=9876")

@@ -57,16 +57,6 @@ async fn publish_all(fx: &Fixture, sid: &str, events: &[CallEvent]) -> anyhow::R
     fx.wait_events(sid, last).await
 }
 
-/// Fails if the current page saw any Content-Security-Policy violation.
-async fn no_violations(cdp: &mut Cdp, page: &str) -> anyhow::Result<()> {
-    let seen = cdp.eval("window.__csp").await?;
-    anyhow::ensure!(
-        seen == json!([]),
-        "{page} violated the Content-Security-Policy: {seen}"
-    );
-    Ok(())
-}
-
 /// Opens `url` and waits until the new document satisfies `ready`.
 async fn open(cdp: &mut Cdp, url: &str, what: &str, ready: &str) -> anyhow::Result<()> {
     cdp.eval("window.__old = true").await?;
@@ -74,6 +64,15 @@ async fn open(cdp: &mut Cdp, url: &str, what: &str, ready: &str) -> anyhow::Resu
     cdp.wait_for(
         what,
         &format!("!window.__old && document.readyState === 'complete' && ({ready})"),
+    )
+    .await
+}
+
+/// The call page's timeline: each line's text, each tool call as `tool <name>`.
+async fn timeline(cdp: &mut Cdp) -> anyhow::Result<Value> {
+    cdp.eval(
+        "[...document.querySelectorAll('#timeline > li')].map((li) => \
+         li.classList.contains('tool') ? 'tool ' + li.dataset.tool : li.querySelector('.text').innerText)",
     )
     .await
 }
@@ -139,13 +138,7 @@ async fn the_console_as_a_new_user_meets_it() -> anyhow::Result<()> {
 
 async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
     let base = fx.base.clone();
-    cdp.call("Page.enable", json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
+    record_csp_violations(cdp).await?;
     open(
         cdp,
         &format!("{base}/login"),
@@ -153,11 +146,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         "!!document.getElementById('token')",
     )
     .await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ))
-    .await?;
+    submit_token(cdp).await?;
 
     // Live view catch-up: the call already in progress is there, titled with its agent and
     // caller, with the line said before the page opened and its elapsed time.
@@ -331,12 +320,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         "document.querySelectorAll('#timeline > li').length === 6",
     )
     .await?;
-    let order = cdp
-        .eval(
-            "[...document.querySelectorAll('#timeline > li')].map((li) => \
-             li.classList.contains('tool') ? 'tool ' + li.dataset.tool : li.querySelector('.text').innerText)",
-        )
-        .await?;
+    let order = timeline(cdp).await?;
     assert_eq!(
         order,
         json!([
@@ -413,12 +397,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
          && document.querySelectorAll('#turns tr').length === 2",
     )
     .await?;
-    let order = cdp
-        .eval(
-            "[...document.querySelectorAll('#timeline > li')].map((li) => \
-             li.classList.contains('tool') ? 'tool ' + li.dataset.tool : li.querySelector('.text').innerText)",
-        )
-        .await?;
+    let order = timeline(cdp).await?;
     assert_eq!(
         order,
         json!([
