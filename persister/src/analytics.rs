@@ -104,13 +104,13 @@ pub struct Count {
     pub calls: i64,
 }
 
-#[derive(Debug, Serialize, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Serialize, PartialEq)]
 pub struct Percentiles {
     pub p50: Option<f64>,
     pub p90: Option<f64>,
 }
 
-#[derive(Debug, Serialize, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Serialize, PartialEq)]
 pub struct TurnLatency {
     pub kind: String,
     pub turns: i64,
@@ -217,22 +217,20 @@ pub async fn overview(
         };
     }
 
-    let (calls, answered, rejected, busy, ended, duration_p50, duration_p90): (
+    let (calls, answered, rejected, busy, ended, duration): (
         i64,
         i64,
         i64,
         i64,
         i64,
-        Option<f64>,
-        Option<f64>,
+        Option<Vec<f64>>,
     ) = sqlx::query_as(concat!(
         "SELECT count(*),
                 count(*) FILTER (WHERE c.started_at IS NOT NULL),
                 count(*) FILTER (WHERE c.rejected_reason IS NOT NULL),
                 count(*) FILTER (WHERE c.twilio_status = $4),
                 count(*) FILTER (WHERE c.duration_ms IS NOT NULL),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY c.duration_ms),
-                percentile_cont(0.9) WITHIN GROUP (ORDER BY c.duration_ms)
+                percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY c.duration_ms)
          FROM calls c WHERE",
         in_scope!()
     ))
@@ -276,17 +274,29 @@ pub async fn overview(
     .fetch_all(pool)
     .await?;
 
-    let turn_latency_ms: Vec<TurnLatency> = query_as!(concat!(
-        "SELECT t.kind, count(*) AS turns,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY t.latency_ms) AS p50,
-                percentile_cont(0.9) WITHIN GROUP (ORDER BY t.latency_ms) AS p90,
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms) AS p99
+    // One sort per kind gives all three percentiles.
+    let turn_latency_ms: Vec<(String, i64, Option<Vec<f64>>)> = query_as!(concat!(
+        "SELECT t.kind, count(*),
+                percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY t.latency_ms)
          FROM turns t JOIN calls c ON c.call_sid = t.call_sid WHERE",
         in_scope!(),
         "GROUP BY 1 ORDER BY 1"
     ))
     .fetch_all(pool)
     .await?;
+    let turn_latency_ms = turn_latency_ms
+        .into_iter()
+        .map(|(kind, turns, p)| {
+            let at = |i: usize| p.as_ref().and_then(|p| p.get(i).copied());
+            TurnLatency {
+                kind,
+                turns,
+                p50: at(0),
+                p90: at(1),
+                p99: at(2),
+            }
+        })
+        .collect();
 
     let interrupted: i64 = sqlx::query_scalar(concat!(
         "SELECT count(*) FROM transcript_entries e JOIN calls c ON c.call_sid = e.call_sid
@@ -348,8 +358,8 @@ pub async fn overview(
         end_reasons,
         rejected_reasons,
         duration_ms: Percentiles {
-            p50: duration_p50,
-            p90: duration_p90,
+            p50: duration.as_ref().and_then(|d| d.first().copied()),
+            p90: duration.as_ref().and_then(|d| d.get(1).copied()),
         },
         turn_latency_ms,
         interruptions: Interruptions {

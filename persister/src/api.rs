@@ -1,6 +1,8 @@
-//! The JSON API: `GET /api/sessions`, `GET /api/sessions/{call_sid}`, `GET /api/live`
-//! (Server-Sent Events), and for test calls `GET /api/agents` and `POST /api/web-call-ticket`
-//! ([`crate::web_call`]), behind the admin bearer token or a console session.
+//! The JSON API: `GET /api/sessions` (filtered, paged, counted), `GET /api/sessions/{call_sid}`,
+//! `GET /api/sessions.csv` ([`crate::export`]), `GET /api/analytics` ([`crate::analytics`]),
+//! `GET /api/facets` (the console's pick-lists), `GET /api/live` (Server-Sent Events), and for
+//! test calls `GET /api/agents` and `POST /api/web-call-ticket` ([`crate::web_call`]), behind
+//! the admin bearer token or a console session.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! JSON API, and the sign-in that gives a browser its session cookie.
 //!
 //! - `GET /login`, `POST /login` (form field `token`), `POST /logout`;
-//! - `GET /sessions`: calls list with search, filters and calls in progress (via `/api/live`);
-//! - `GET /sessions/{call_sid}`: one call's timeline, facts, usage, cost and turn latency;
+//! - `GET /sessions`: calls list with filters kept in the URL, a count and a CSV export, and
+//!   the calls in progress (caught up from the record, then followed via `/api/live`);
+//! - `GET /sessions/{call_sid}`: one call's timeline (every item at its time in the call),
+//!   facts, usage, cost and turn latency; live while the call goes on;
 //! - `GET /webhooks`: the webhook endpoints (a disabled one can be enabled) and the deliveries
 //!   across calls, filtered by endpoint and state (`?endpoint=&state=`), each with its attempts
 //!   and a re-send for failed ones (via [`crate::webhook_log`]);
