@@ -244,6 +244,8 @@ function livePanel() {
         node.scrollTop = node.scrollHeight;
       },
       end() {
+        if (c.ending) return;
+        c.ending = true;
         setTimeout(() => { node.remove(); cards.delete(sid); refresh(); loadList(true); }, 5000);
       },
     };
@@ -273,12 +275,14 @@ function livePanel() {
       refresh();
     },
     event(ev) {
-      if (ev.kind === "rejected") { const c = cards.get(ev.call_sid); if (c) c.end(); return; }
-      if (!["started", "transcript", "tool", "ended"].includes(ev.kind)) return;
       const known = cards.has(ev.call_sid);
+      if (ev.kind === "ended" || ev.kind === "rejected") {
+        if (known) cards.get(ev.call_sid).end(); else loadList(true);
+        return;
+      }
+      if (!["started", "transcript", "tool"].includes(ev.kind)) return;
       const c = card(ev.call_sid);
       if (ev.kind === "started") { c.describe(ev.agent_id, ev.from, new Date(ev.at_ms).toISOString()); return; }
-      if (ev.kind === "ended") { c.end(); return; }
       c.add(ev);
       // A call that started before this page: fetch what was said before.
       if (!known) catchUp(ev.call_sid);

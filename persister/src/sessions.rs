@@ -225,6 +225,8 @@ macro_rules! distinct_lower {
         )
     };
 }
+
+/// Runs a [`distinct_lower!`] query.
 async fn distinct(pool: &PgPool, sql: &'static str) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(sql)
         .bind(MAX_FACETS)

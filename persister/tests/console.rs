@@ -225,6 +225,43 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         ),
     )
     .await?;
+    // A call that starts now gets its card; when it ends, the card goes and the list has it.
+    const NEW: &str = "CA00000000000000000000000000000C04";
+    publish_all(
+        &fx,
+        NEW,
+        &[event(NEW, 1, now_ms(), started("sales", "+15550004444"))],
+    )
+    .await?;
+    let new_card = format!("#live .live-call[data-call-sid=\"{NEW}\"]");
+    cdp.wait_for(
+        "the new call's card",
+        &format!(
+            "!!document.querySelector({0}) \
+             && document.querySelector({0}).innerText.includes('sales · +15550004444')",
+            json!(new_card)
+        ),
+    )
+    .await?;
+    publish_all(
+        &fx,
+        NEW,
+        &[event(
+            NEW,
+            2,
+            now_ms() + 3_000,
+            ended("caller_hung_up", 3_000),
+        )],
+    )
+    .await?;
+    cdp.wait_for(
+        "the ended call's card gone and the call listed",
+        &format!(
+            "!document.querySelector({}) && !!document.querySelector('#rows tr[data-call-sid=\"{NEW}\"]')",
+            json!(new_card)
+        ),
+    )
+    .await?;
     no_violations(cdp, "the calls list").await?;
 
     // Words instead of codes in the list.
@@ -245,7 +282,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
     assert!(listed.contains("Inbound"), "{listed}");
     let page = text(cdp).await?;
     assert!(!page.contains("caller_hung_up"), "{page}");
-    assert!(page.contains("3 calls"), "result count: {page}");
+    assert!(page.contains("4 calls"), "result count: {page}");
     // Agents and outcomes are pick-lists of what the record holds.
     cdp.wait_for(
         "the pick-lists",
