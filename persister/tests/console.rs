@@ -177,10 +177,13 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         (65..200).contains(&seconds),
         "elapsed time {elapsed:?} in {title:?}"
     );
-    let empty_hidden = cdp
-        .eval("document.getElementById('live-empty').hidden")
+    let empty = cdp
+        .eval("getComputedStyle(document.getElementById('live-empty')).display")
         .await?;
-    assert_eq!(empty_hidden, Value::Bool(true));
+    assert_eq!(
+        empty, "none",
+        "'No calls in progress' next to a call in progress"
+    );
     // What happens next appears on the card, in the order it happened.
     publish_all(
         &fx,
@@ -381,9 +384,9 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         assert!(!page.contains(hidden), "{hidden}: {page}");
     }
     let badge = cdp
-        .eval("document.getElementById('live-badge').hidden")
+        .eval("getComputedStyle(document.getElementById('live-badge')).display")
         .await?;
-    assert_eq!(badge, Value::Bool(true), "an ended call is not live");
+    assert_eq!(badge, "none", "an ended call is shown as live");
     // Room for the recording's player, above the transcript.
     let player_first = cdp
         .eval(
@@ -400,7 +403,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
         cdp,
         &format!("{base}/sessions/{LIVE}"),
         "the call in progress",
-        "!document.getElementById('live-badge').hidden \
+        "getComputedStyle(document.getElementById('live-badge')).display !== 'none' \
          && document.body.innerText.includes('Let me check that order.')",
     )
     .await?;
@@ -579,7 +582,7 @@ async fn drive(cdp: &mut Cdp, fx: Fixture, live_t: i64) -> anyhow::Result<()> {
     cdp.wait_for(
         "the live panel admitting it lost the feed",
         "!document.getElementById('live-error').hidden \
-         && document.getElementById('live-empty').hidden \
+         && getComputedStyle(document.getElementById('live-empty')).display === 'none' \
          && !document.body.innerText.includes('No calls in progress') \
          && !document.getElementById('live-dot').classList.contains('on')",
     )
