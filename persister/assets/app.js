@@ -214,6 +214,8 @@ function livePanel() {
     // "No calls in progress" only when that is known: caught up and following the feed.
     empty.hidden = !(caughtUp && connected && !problem && cards.size === 0);
     dot.classList.toggle("on", connected);
+    // Cards not being followed are dimmed: what they show may be out of date.
+    live.classList.toggle("stale", !connected);
   };
 
   const card = (sid) => {
