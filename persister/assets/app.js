@@ -11,18 +11,40 @@ function el(tag, attrs, ...children) {
   for (const c of children) if (c !== null && c !== undefined) node.append(c);
   return node;
 }
+const $ = (id) => document.getElementById(id);
 const who = { user: "Caller", assistant: "Agent", system: "System" };
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : "—");
-const fmtMs = (ms) => (ms === null || ms === undefined ? "—" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
-const fmtOffset = (ms) => { const s = Math.floor(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; };
+const fmtMs = (ms) => (ms === null || ms === undefined ? "—" : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
+const fmtOffset = (ms) => { const s = Math.max(0, Math.floor(ms / 1000)); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; };
+const fmtElapsed = (ms) => { const s = Math.max(0, Math.floor(ms / 1000)); const h = Math.floor(s / 3600); return h ? `${h}:${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}` : fmtOffset(ms); };
 const fmtCost = (c) => (c === null || c === undefined ? "—" : `$${c.toFixed(4)}`);
 const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
+// A contract code in words (LABELS comes from /assets/labels.js); an unknown one with its
+// underscores as spaces.
+const humanize = (code) => { const t = String(code).replace(/_/g, " "); return t.charAt(0).toUpperCase() + t.slice(1); };
+function word(list, code) {
+  if (code === null || code === undefined || code === "") return null;
+  const table = typeof LABELS === "undefined" ? null : LABELS[list];
+  return (table && table[code]) || humanize(code);
+}
 
+// A JSON API call; every failure becomes an Error whose message a person can act on.
 async function api(path) {
-  const r = await fetch(path, { credentials: "same-origin" });
+  let r;
+  try { r = await fetch(path, { credentials: "same-origin" }); } catch (_) {
+    throw new Error("Cannot reach the Switchboard server. Check your connection; if it persists, the persister may be down.");
+  }
   if (r.status === 401) { location.href = "/login"; throw new Error("signed out"); }
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* a proxy's error page */ }
+  if (!r.ok) {
+    const said = body && body.error;
+    const e = new Error(r.status === 503 || r.status === 502 || r.status === 504
+      ? `The call record is unavailable right now (${said || `HTTP ${r.status}`}). Try again in a moment.`
+      : said || `The server answered HTTP ${r.status}.`);
+    e.status = r.status;
+    throw e;
+  }
   return body;
 }
 
@@ -34,132 +56,330 @@ function line(role, text, offsetMs, interrupted, heardMs) {
     el("div", { class: "text" }, text));
 }
 
-// ---- calls list and live calls ----
-let cursor = null;
-async function loadList(reset) {
-  const form = new FormData(document.getElementById("filters"));
-  const q = new URLSearchParams();
-  for (const key of ["agent", "outcome", "from"]) if (form.get(key)) q.set(key, form.get(key));
-  for (const key of ["since", "until"]) if (form.get(key)) q.set(key, new Date(form.get(key)).toISOString());
-  if (!reset && cursor) q.set("cursor", cursor);
-  const err = document.getElementById("list-error");
-  err.hidden = true;
-  try {
-    const page = await api(`/api/sessions?${q}`);
-    const rows = document.getElementById("rows");
-    if (reset) rows.replaceChildren();
-    for (const s of page.sessions) {
-      const link = el("a", { href: `/sessions/${encodeURIComponent(s.call_sid)}` }, fmtTime(s.started_at || s.ended_at));
-      rows.append(el("tr", { "data-call-sid": s.call_sid },
-        el("td", {}, link), el("td", {}, s.from || "—"), el("td", {}, s.direction || "—"), el("td", {}, s.agent_id || "—"),
-        el("td", {}, s.outcome ? el("span", { class: "pill" }, s.outcome) : (s.rejected_reason ? `rejected: ${s.rejected_reason}` : "—")),
-        el("td", {}, s.end_reason || (s.ended_at ? "ended" : "in progress")),
-        el("td", { class: "num" }, fmtMs(s.duration_ms)), el("td", { class: "num" }, fmtCost(s.cost_usd))));
-    }
-    cursor = page.next_cursor;
-    document.getElementById("more").hidden = !cursor;
-  } catch (e) { err.textContent = e.message; err.hidden = false; }
+// A tool call on a timeline: its name, when it was dispatched, how long it took, arguments and
+// result (or the error, in words).
+function toolItem(t, offsetMs) {
+  const failed = !!t.error;
+  return el("li", { class: `tool${failed ? " failed" : ""}`, "data-tool": t.name },
+    el("strong", {}, `⚙ ${t.name}`), el("span", { class: "when" }, fmtOffset(offsetMs)),
+    el("span", { class: "muted" }, ` ${fmtMs(t.latency_ms)}`),
+    el("div", {}, "arguments"), el("pre", {}, pretty(t.arguments)),
+    el("div", {}, failed ? "error" : "result"),
+    el("pre", {}, failed ? `${word("tool_error", t.error.code)}: ${t.error.message}` : pretty(t.output)));
 }
 
-function startLive(onEvent) {
-  const dot = document.getElementById("live-dot");
+// Inserts `node` into `list` by its time (data-t), then seq (data-seq): every timeline item has
+// a time, whatever order its event arrived in.
+function insertSorted(list, node, t, seq) {
+  node.dataset.t = String(t);
+  node.dataset.seq = String(seq);
+  const after = (c) => Number(c.dataset.t) > t || (Number(c.dataset.t) === t && Number(c.dataset.seq) > seq);
+  const next = [...list.children].find((c) => c.dataset.t !== undefined && after(c));
+  list.insertBefore(node, next || null);
+}
+
+function startLive(handlers) {
   const source = new EventSource("/api/live");
-  source.onopen = () => dot && dot.classList.add("on");
-  source.onerror = () => dot && dot.classList.remove("on");
-  source.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (_) { /* not an event */ } };
+  source.onopen = () => handlers.open && handlers.open();
+  source.onerror = () => handlers.error && handlers.error(source.readyState === EventSource.CLOSED);
+  source.onmessage = (m) => { let ev; try { ev = JSON.parse(m.data); } catch (_) { return; } handlers.event(ev); };
+  return source;
+}
+
+// ---- calls list ----
+const FILTERS = ["agent", "outcome", "from", "q", "since", "until"];
+let cursor = null;
+let listGeneration = 0;
+
+// The filters as the API takes them (times in RFC 3339).
+function apiQuery(filters) {
+  const q = new URLSearchParams();
+  for (const key of FILTERS) {
+    const v = filters[key];
+    if (!v) continue;
+    if (key === "since" || key === "until") {
+      const t = new Date(v);
+      q.set(key, Number.isNaN(t.getTime()) ? v : t.toISOString());
+    } else q.set(key, v);
+  }
+  return q;
+}
+
+function formFilters() {
+  const form = new FormData($("filters"));
+  const f = {};
+  for (const key of FILTERS) f[key] = (form.get(key) || "").trim();
+  return f;
+}
+
+async function loadList(reset) {
+  const filters = formFilters();
+  const q = apiQuery(filters);
+  $("export").href = `/api/sessions.csv?${q}`;
+  if (!reset && cursor) q.set("cursor", cursor);
+  const generation = ++listGeneration;
+  const rows = $("rows");
+  const err = $("list-error");
+  try {
+    const page = await api(`/api/sessions?${q}`);
+    if (generation !== listGeneration) return;
+    err.hidden = true;
+    if (reset) rows.replaceChildren();
+    for (const s of page.sessions) rows.append(callRow(s));
+    cursor = page.next_cursor;
+    $("more").hidden = !cursor;
+    $("count").textContent = page.total === 1 ? "1 call" : `${page.total} calls`;
+    $("count").hidden = false;
+    $("list-empty").hidden = page.total > 0;
+  } catch (e) {
+    if (generation !== listGeneration) return;
+    // Rows of an earlier search must not pass for the answer to this one.
+    rows.replaceChildren();
+    cursor = null;
+    $("more").hidden = true;
+    $("count").hidden = true;
+    $("list-empty").hidden = true;
+    err.textContent = e.message;
+    err.hidden = false;
+  }
+}
+
+function callRow(s) {
+  const link = el("a", { href: `/sessions/${encodeURIComponent(s.call_sid)}` }, fmtTime(s.started_at || s.ended_at));
+  const outcome = s.outcome ? el("span", { class: "pill" }, s.outcome)
+    : s.rejected_reason ? `Rejected: ${word("rejected_reason", s.rejected_reason)}` : "—";
+  const ended = word("end_reason", s.end_reason) || (s.rejected_reason ? "Not answered" : s.ended_at ? "Ended" : "In progress");
+  return el("tr", { "data-call-sid": s.call_sid },
+    el("td", { "data-label": "Started" }, link), el("td", { "data-label": "Caller" }, s.from || "—"),
+    el("td", { "data-label": "Direction" }, word("direction", s.direction) || "—"),
+    el("td", { "data-label": "Agent" }, s.agent_id || "—"),
+    el("td", { "data-label": "Outcome" }, outcome), el("td", { "data-label": "Ended" }, ended),
+    el("td", { class: "num", "data-label": "Duration" }, fmtMs(s.duration_ms)),
+    el("td", { class: "num", "data-label": "Cost" }, fmtCost(s.cost_usd)));
+}
+
+// Fills a pick-list with `values`, keeping `current` (from the URL) even if it is not one.
+function pickList(select, values, current) {
+  const all = [...new Set([...values, ...(current ? [current] : [])])];
+  select.replaceChildren(select.options[0], ...all.map((v) => el("option", { value: v }, v)));
+  select.value = current || "";
+}
+
+async function loadFacets(filters) {
+  let facets = { agents: [], outcomes: [] };
+  try { facets = await api("/api/facets"); } catch (_) { /* the list says what is wrong */ }
+  pickList($("agent"), facets.agents, filters.agent);
+  pickList($("outcome"), facets.outcomes, filters.outcome);
 }
 
 function sessionsPage() {
-  document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); loadList(true); });
-  document.getElementById("more").addEventListener("click", () => loadList(false));
+  // The filters live in the URL, so a search can be reloaded, bookmarked and shared.
+  const params = new URLSearchParams(location.search);
+  const filters = {};
+  for (const key of FILTERS) filters[key] = params.get(key) || "";
+  const form = $("filters");
+  for (const key of ["from", "q", "since", "until"]) form.elements[key].value = filters[key];
+  pickList($("agent"), [], filters.agent);
+  pickList($("outcome"), [], filters.outcome);
+  loadFacets(filters);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(formFilters())) if (v) q.set(k, v);
+    history.replaceState(null, "", q.toString() ? `/sessions?${q}` : "/sessions");
+    loadList(true);
+  });
+  $("more").addEventListener("click", () => loadList(false));
   loadList(true);
-  const live = document.getElementById("live");
-  const empty = document.getElementById("live-empty");
+  livePanel();
+}
+
+// ---- calls in progress ----
+// Cards of the calls in progress: the ones already running when the page opened (from the
+// record, with what was said so far) and each new one, kept up to date from /api/live. Events
+// already shown (by seq) are not shown twice.
+function livePanel() {
+  const live = $("live");
+  const empty = $("live-empty");
+  const note = $("live-error");
+  const dot = $("live-dot");
   const cards = new Map();
-  const card = (ev) => {
-    let c = cards.get(ev.call_sid);
-    if (!c) {
-      const title = el("div", {}, el("a", { href: `/sessions/${encodeURIComponent(ev.call_sid)}` }, ev.call_sid));
-      c = el("div", { class: "live-call", "data-call-sid": ev.call_sid }, title);
-      cards.set(ev.call_sid, c);
-      live.prepend(c);
-      empty.hidden = true;
-    }
+  let caughtUp = false;
+  let connected = false;
+  let problem = null;
+  const refresh = () => {
+    const say = problem || (caughtUp && !connected ? "Connecting to the live feed…" : null);
+    note.textContent = say || "";
+    note.hidden = !say;
+    // "No calls in progress" only when that is known: caught up and following the feed.
+    empty.hidden = !(caughtUp && connected && !problem && cards.size === 0);
+    dot.classList.toggle("on", connected);
+    // Cards not being followed are dimmed: what they show may be out of date.
+    live.classList.toggle("stale", !connected);
+  };
+
+  const card = (sid) => {
+    let c = cards.get(sid);
+    if (c) return c;
+    const name = el("a", { href: `/sessions/${encodeURIComponent(sid)}`, class: "live-title" }, "Call in progress");
+    const elapsed = el("span", { class: "elapsed muted" });
+    const lines = el("ol", { class: "live-lines" });
+    const node = el("div", { class: "live-call", "data-call-sid": sid }, el("div", { class: "live-head" }, name, elapsed), lines);
+    c = {
+      node, lines, seen: new Set(), startedMs: null,
+      describe(agent, from, startedAt) {
+        if (agent || from) name.textContent = `${agent || "Agent"} · ${from || "unknown caller"}`;
+        const t = Date.parse(startedAt || "");
+        if (!Number.isNaN(t)) c.startedMs = t;
+        c.tick();
+      },
+      tick() { elapsed.textContent = c.startedMs ? fmtElapsed(Date.now() - c.startedMs) : ""; },
+      add(ev) {
+        if (c.seen.has(ev.seq)) return;
+        c.seen.add(ev.seq);
+        if (ev.kind === "transcript") insertSorted(lines, line(ev.role, ev.text, ev.offset_ms, ev.interrupted, ev.heard_ms), ev.offset_ms, ev.seq);
+        else if (ev.kind === "tool") {
+          const at = c.startedMs && ev.at_ms ? ev.at_ms - ev.latency_ms - c.startedMs : ev.offset_ms || 0;
+          const item = el("li", { class: `live-tool muted${ev.error ? " failed" : ""}` }, `⚙ ${ev.name} · ${fmtMs(ev.latency_ms)}${ev.error ? ` · ${word("tool_error", ev.error.code)}` : ""}`);
+          insertSorted(lines, item, at, ev.seq);
+        } else return;
+        node.scrollTop = node.scrollHeight;
+      },
+      end() {
+        if (c.ending) return;
+        c.ending = true;
+        setTimeout(() => { node.remove(); cards.delete(sid); refresh(); loadList(true); }, 5000);
+      },
+    };
+    cards.set(sid, c);
+    live.prepend(node);
+    refresh();
     return c;
   };
-  startLive((ev) => {
-    if (ev.kind === "started") card(ev).append(el("div", { class: "muted" }, `${ev.from || "unknown"} → ${ev.agent_id}`));
-    else if (ev.kind === "transcript") { const c = card(ev); c.append(line(ev.role, ev.text, ev.offset_ms, ev.interrupted, ev.heard_ms)); c.scrollTop = c.scrollHeight; }
-    else if (ev.kind === "tool") card(ev).append(el("div", { class: "muted" }, `tool ${ev.name} (${fmtMs(ev.latency_ms)})`));
-    else if (ev.kind === "ended" || ev.kind === "rejected") {
-      const c = cards.get(ev.call_sid);
-      if (c) setTimeout(() => { c.remove(); cards.delete(ev.call_sid); empty.hidden = cards.size > 0; loadList(true); }, 5000);
-    }
+  // What the record holds of a call so far: who, since when, and its lines and tool calls.
+  const catchUp = async (sid) => {
+    let s;
+    try { s = await api(`/api/sessions/${encodeURIComponent(sid)}`); } catch (_) { return; }
+    const c = card(sid);
+    c.describe(s.agent_id, s.from, s.started_at);
+    for (const t of s.transcript) c.add({ kind: "transcript", ...t });
+    for (const t of s.tools) c.add({ kind: "tool", ...t });
+    if (s.ended_at || s.rejected_reason) c.end();
+  };
+
+  setInterval(() => { for (const c of cards.values()) c.tick(); }, 1000);
+  startLive({
+    open() { connected = true; problem = null; refresh(); },
+    error(closed) {
+      connected = false;
+      problem = closed ? "The live feed stopped. Reload the page to follow calls in progress."
+        : "The live feed was interrupted; reconnecting…";
+      refresh();
+    },
+    event(ev) {
+      const known = cards.has(ev.call_sid);
+      if (ev.kind === "ended" || ev.kind === "rejected") {
+        if (known) cards.get(ev.call_sid).end(); else loadList(true);
+        return;
+      }
+      if (!["started", "transcript", "tool"].includes(ev.kind)) return;
+      const c = card(ev.call_sid);
+      if (ev.kind === "started") { c.describe(ev.agent_id, ev.from, new Date(ev.at_ms).toISOString()); return; }
+      c.add(ev);
+      // A call that started before this page: fetch what was said before.
+      if (!known) catchUp(ev.call_sid);
+    },
   });
+  // Calls already in progress (started within the last 12 hours: older ones lost their end).
+  const since = new Date(Date.now() - 12 * 3600 * 1000).toISOString();
+  api(`/api/sessions?status=in_progress&since=${encodeURIComponent(since)}&limit=50`).then((page) => {
+    for (const s of page.sessions) {
+      card(s.call_sid).describe(s.agent_id, s.from, s.started_at);
+      catchUp(s.call_sid);
+    }
+    caughtUp = true;
+    refresh();
+  }, (e) => { problem = `Calls in progress cannot be shown: ${e.message}`; refresh(); });
 }
 
 // ---- one call ----
 async function sessionPage() {
   const sid = decodeURIComponent(location.pathname.split("/").pop());
-  document.getElementById("title").textContent = `Call ${sid}`;
+  $("title").textContent = "Call";
+  $("sid").textContent = sid;
+  // Events published while the record is read are not lost: they wait here until it is in.
+  const early = [];
+  let onEvent = (ev) => early.push(ev);
+  const source = startLive({ event: (ev) => { if (ev.call_sid === sid) onEvent(ev); } });
   let s;
   try { s = await api(`/api/sessions/${encodeURIComponent(sid)}`); } catch (e) {
-    const err = document.getElementById("detail-error"); err.textContent = e.message; err.hidden = false; return;
+    source.close();
+    $("detail").hidden = true;
+    const box = $("detail-error");
+    if (e.status === 404) {
+      $("title").textContent = "No such call";
+      box.replaceChildren(el("p", {}, "There is no call with this id in the record."),
+        el("p", {}, el("a", { href: "/sessions" }, "Back to all calls")));
+    } else box.textContent = e.message;
+    box.hidden = false;
+    return;
   }
+  $("title").textContent = `Call from ${s.from || "an unknown caller"}${s.agent_id ? ` to ${s.agent_id}` : ""}`;
   const u = s.usage || {};
-  const facts = [["Caller", s.from], ["Dialed", s.to], ["Agent", s.agent_id], ["Direction", s.direction],
+  const facts = [["Caller", s.from], ["Dialed", s.to], ["Agent", s.agent_id], ["Direction", word("direction", s.direction)],
     ["Started", fmtTime(s.started_at)], ["Ended", fmtTime(s.ended_at)], ["Duration", fmtMs(s.duration_ms)],
-    ["End reason", s.end_reason], ["Outcome", s.outcome ? `${s.outcome}${s.outcome_detail ? ` (${s.outcome_detail})` : ""}` : null],
+    ["End reason", word("end_reason", s.end_reason)],
+    ["Outcome", s.outcome ? `${s.outcome}${s.outcome_detail ? ` (${s.outcome_detail})` : ""}` : null],
+    ["Rejected", word("rejected_reason", s.rejected_reason)],
     ["Twilio status", s.twilio_status], ["Model", s.model], ["Worker", s.worker_id],
     ["Tokens in / out", u.input_tokens === null || u.input_tokens === undefined ? null : `${u.input_tokens} / ${u.output_tokens}`],
     ["Audio in / out", u.input_audio_tokens === null || u.input_audio_tokens === undefined ? null : `${u.input_audio_tokens} / ${u.output_audio_tokens}`],
     ["Cached", u.cached_tokens], ["Cost", fmtCost(s.cost_usd)], ["Takeovers", s.takeovers]];
-  const dl = document.getElementById("facts");
+  const dl = $("facts");
   for (const [k, v] of facts) dl.append(el("div", {}, el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "—" : String(v))));
 
-  // Transcript in speaking order; each tool call after the last line published before it.
-  const timeline = document.getElementById("timeline");
-  const tools = [...s.tools];
-  const placeTools = (beforeSeq) => {
-    while (tools.length && (beforeSeq === null || tools[0].seq < beforeSeq)) {
-      const t = tools.shift();
-      const failed = !!t.error;
-      timeline.append(el("li", { class: `tool${failed ? " failed" : ""}` },
-        el("strong", {}, `⚙ ${t.name}`), el("span", { class: "muted" }, ` ${fmtMs(t.latency_ms)}`),
-        el("div", {}, "arguments"), el("pre", {}, pretty(t.arguments)),
-        el("div", {}, failed ? "error" : "result"), el("pre", {}, failed ? `${t.error.code}: ${t.error.message}` : pretty(t.output))));
-    }
-  };
-  // Ownership changes (takeovers, hand-overs) before the first line of the new owner: a worker
-  // numbers its events epoch * 2^32 + n. Never transcript lines.
-  const changes = (s.owners || []).filter((o) => o.epoch > 0);
-  const placeOwners = (seq) => {
-    while (changes.length && (seq === null || Math.floor(seq / 2 ** 32) >= changes[0].epoch)) {
-      const o = changes.shift();
-      const why = o.reason === "hand_over" ? "handed over" : "taken over";
-      timeline.append(el("li", { class: "owner muted" },
-        `⇄ ${why} by ${o.worker_id}${o.previous_worker_id ? ` from ${o.previous_worker_id}` : ""} (epoch ${o.epoch}, gap ${fmtMs(o.gap_ms)})`));
-    }
-  };
-  for (const t of s.transcript) { placeOwners(t.seq); placeTools(t.seq); timeline.append(line(t.role, t.text, t.offset_ms, t.interrupted, t.heard_ms)); }
-  placeTools(null);
-  placeOwners(null);
-  if (!s.transcript.length && !s.tools.length) timeline.append(el("li", { class: "muted" }, "Nothing was said."));
+  // Every item at its time in the call: lines when their speech began, tool calls when they
+  // were dispatched, ownership changes when the new owner took the call.
+  const timeline = $("timeline");
+  const startedMs = Date.parse(s.started_at || "");
+  const seen = new Set();
+  const nothing = el("li", { class: "muted" }, "Nothing was said.");
+  const place = (node, t, seq) => { seen.add(seq); nothing.remove(); insertSorted(timeline, node, t, seq); };
+  for (const t of s.transcript) place(line(t.role, t.text, t.offset_ms, t.interrupted, t.heard_ms), t.offset_ms, t.seq);
+  for (const t of s.tools) place(toolItem(t, t.offset_ms), t.offset_ms, t.seq);
+  for (const o of (s.owners || []).filter((x) => x.epoch > 0)) {
+    const t = Number.isNaN(startedMs) ? 0 : Date.parse(o.at) - startedMs;
+    insertSorted(timeline, el("li", { class: "owner muted" },
+      `⇄ ${word("owner_reason", o.reason)} by ${o.worker_id}${o.previous_worker_id ? ` from ${o.previous_worker_id}` : ""} (gap ${fmtMs(o.gap_ms)})`),
+    t, o.epoch * 2 ** 32);
+  }
+  if (!timeline.children.length) timeline.append(nothing);
 
   renderCost(s.cost);
   renderWebhooks(sid, 0);
 
-  const turns = document.getElementById("turns");
-  s.turns.forEach((t, i) => turns.append(el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, t.kind),
-    el("td", { class: "num" }, fmtMs(t.latency_ms)), el("td", { class: "muted" }, t.response_id || "—"))));
+  const turns = $("turns");
+  const turnIds = new Set();
+  const addTurn = (t) => {
+    if (t.response_id && turnIds.has(t.response_id)) return;
+    turnIds.add(t.response_id);
+    turns.append(el("tr", {}, el("td", {}, String(turns.children.length + 1)), el("td", {}, humanize(t.kind)),
+      el("td", {}, fmtOffset(t.offset_ms)), el("td", { class: "num" }, fmtMs(t.latency_ms))));
+  };
+  s.turns.forEach(addTurn);
 
-  if (!s.ended_at) {
-    startLive((ev) => {
-      if (ev.call_sid !== sid) return;
-      if (ev.kind === "transcript") timeline.append(line(ev.role, ev.text, ev.offset_ms, ev.interrupted, ev.heard_ms));
-      if (ev.kind === "ended") location.reload();
-    });
-  }
+  if (s.ended_at || s.rejected_reason) { source.close(); return; }
+  // A call in progress: its lines, tool calls and turns appear as they happen.
+  $("live-badge").hidden = false;
+  const sinceStart = (atMs) => (Number.isNaN(startedMs) ? 0 : atMs - startedMs);
+  onEvent = (ev) => {
+    if (seen.has(ev.seq) && (ev.kind === "transcript" || ev.kind === "tool")) return;
+    if (ev.kind === "transcript") place(line(ev.role, ev.text, ev.offset_ms, ev.interrupted, ev.heard_ms), ev.offset_ms, ev.seq);
+    else if (ev.kind === "tool") { const t = sinceStart(ev.at_ms - ev.latency_ms); place(toolItem(ev, t), t, ev.seq); }
+    else if (ev.kind === "turn") addTurn({ kind: ev.turn_kind, latency_ms: ev.latency_ms, response_id: ev.response_id, offset_ms: sinceStart(ev.at_ms) });
+    else if (ev.kind === "ended") location.reload();
+  };
+  early.splice(0).forEach((ev) => onEvent(ev));
 }
 
 // The cost breakdown: model and transcription lines (priced when the call ended) and the

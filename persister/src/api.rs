@@ -1,6 +1,8 @@
-//! The JSON API: `GET /api/sessions`, `GET /api/sessions/{call_sid}`, `GET /api/live`
-//! (Server-Sent Events), and for test calls `GET /api/agents` and `POST /api/web-call-ticket`
-//! ([`crate::web_call`]), behind the admin bearer token or a console session.
+//! The JSON API: `GET /api/sessions` (filtered, paged, counted), `GET /api/sessions/{call_sid}`,
+//! `GET /api/sessions.csv` ([`crate::export`]), `GET /api/analytics` ([`crate::analytics`]),
+//! `GET /api/facets` (the console's pick-lists), `GET /api/live` (Server-Sent Events), and for
+//! test calls `GET /api/agents` and `POST /api/web-call-ticket` ([`crate::web_call`]), behind
+//! the admin bearer token or a console session.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,15 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::{Access, Verdict};
 use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
+
+/// The analytics overview ([`crate::analytics`]).
+pub const ANALYTICS_PATH: &str = "/api/analytics";
+
+/// `GET /api/sessions?status=in_progress`: the calls a worker took that have not ended.
+pub const IN_PROGRESS: &str = "in_progress";
+
+/// The choices of the console's pick-lists ([`sessions::facets`]).
+pub const FACETS_PATH: &str = "/api/facets";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -37,6 +48,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{call_sid}", get(get_session))
         .route("/api/live", get(live))
+        .route(ANALYTICS_PATH, get(analytics))
+        .route(FACETS_PATH, get(facets))
+        .route(crate::export::CSV_PATH, get(crate::export::calls_csv))
         .route(crate::web_call::AGENTS_PATH, get(crate::web_call::agents))
         .route(
             crate::web_call::TICKET_PATH,
@@ -125,13 +139,32 @@ async fn list_sessions(
         .map(|c| Cursor::decode(c))
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let filter = filter_params(&params)?;
+    let page = sessions::list(&state.pool, &filter, cursor.as_ref(), limit).await?;
+    Ok(Json(page))
+}
+
+/// The calls list's filter (`agent`, `outcome`, `from`, `q`, `status`, `since`, `until`), shared
+/// by the list and its CSV export; a value that cannot be used is a 400.
+pub(crate) fn filter_params(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
     let non_empty = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
     let filter = Filter {
         agent: non_empty("agent"),
         outcome: non_empty("outcome"),
         from: non_empty("from"),
-        since: time_param(&params, "since")?,
-        until: time_param(&params, "until")?,
+        text: non_empty("q"),
+        in_progress: match params.get("status").map(String::as_str) {
+            None | Some("") => false,
+            Some(IN_PROGRESS) => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("status must be {IN_PROGRESS:?}, got {other:?}"),
+                ));
+            }
+        },
+        since: time_param(params, "since")?,
+        until: time_param(params, "until")?,
     };
     if let (Some(since), Some(until)) = (filter.since, filter.until)
         && since > until
@@ -141,8 +174,7 @@ async fn list_sessions(
             "since must not be after until",
         ));
     }
-    let page = sessions::list(&state.pool, &filter, cursor.as_ref(), limit).await?;
-    Ok(Json(page))
+    Ok(filter)
 }
 
 /// An optional RFC 3339 time parameter; a value that does not parse is a 400, not ignored.
@@ -163,6 +195,10 @@ fn time_param(
     }
 }
 
+async fn facets(State(state): State<ApiState>) -> Result<Json<sessions::Facets>, ApiError> {
+    Ok(Json(sessions::facets(&state.pool).await?))
+}
+
 async fn live(State(state): State<ApiState>) -> impl IntoResponse {
     state.live.sse()
 }
@@ -173,6 +209,69 @@ async fn get_session(
 ) -> Result<Json<sessions::SessionDetail>, ApiError> {
     match sessions::get(&state.pool, &call_sid, &state.prices).await? {
         Some(detail) => Ok(Json(detail)),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no such call")),
     }
+}
+
+async fn analytics(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<crate::analytics::Overview>, ApiError> {
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !["since", "until", "agent"].contains(&k.as_str()))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown parameter {unknown:?}: the analytics take since, until and agent"),
+        ));
+    }
+    let scope = crate::analytics::Scope {
+        since: day_or_time_param(&params, "since", false)?,
+        until: day_or_time_param(&params, "until", true)?,
+        agent: params.get("agent").filter(|v| !v.is_empty()).cloned(),
+    };
+    if let (Some(since), Some(until)) = (scope.since, scope.until)
+        && since >= until
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "since must be before until",
+        ));
+    }
+    Ok(Json(
+        crate::analytics::overview(&state.pool, &scope, &state.prices).await?,
+    ))
+}
+
+/// An optional time parameter: RFC 3339, or a UTC day `YYYY-MM-DD` (its start; for an end of
+/// a range, `end_of_day`, the start of the next day, so the day is included).
+fn day_or_time_param(
+    params: &HashMap<String, String>,
+    key: &str,
+    end_of_day: bool,
+) -> Result<Option<OffsetDateTime>, ApiError> {
+    let Some(text) = params.get(key).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text, &day) {
+        let date = if end_of_day {
+            date.next_day()
+        } else {
+            Some(date)
+        };
+        return Ok(date.map(|d| d.midnight().assume_utc()));
+    }
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{key} must be a day such as 2026-01-31 or an RFC 3339 time such as \
+                     2026-01-31T00:00:00Z, got {text:?}"
+                ),
+            )
+        })
 }

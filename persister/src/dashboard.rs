@@ -2,14 +2,19 @@
 //! JSON API, and the sign-in that gives a browser its session cookie.
 //!
 //! - `GET /login`, `POST /login` (form field `token`), `POST /logout`;
-//! - `GET /sessions`: calls list with search, filters and calls in progress (via `/api/live`);
-//! - `GET /sessions/{call_sid}`: one call's timeline, facts, usage, cost and turn latency;
+//! - `GET /sessions`: calls list with filters kept in the URL, a count and a CSV export, and
+//!   the calls in progress (caught up from the record, then followed via `/api/live`);
+//! - `GET /sessions/{call_sid}`: one call's timeline (every item at its time in the call),
+//!   facts, usage, cost and turn latency; live while the call goes on;
 //! - `GET /webhooks`: the webhook endpoints (a disabled one can be enabled) and the deliveries
 //!   across calls, filtered by endpoint and state (`?endpoint=&state=`), each with its attempts
 //!   and a re-send for failed ones (via [`crate::webhook_log`]);
+//! - `GET /analytics`: the overview of a date range and agent (via `GET /api/analytics`),
+//!   charts drawn as inline SVG by `analytics.js`, and the CSV export of the range's calls;
 //! - `GET /test-call`: talk to an agent with the microphone, through the gateway's
 //!   `GET /web-call` ([`crate::web_call`] issues the ticket);
-//! - `GET /assets/*`: the stylesheet and scripts (the test call's audio runs in an
+//! - `GET /assets/*`: the stylesheet and scripts (`labels.js` holds the words for the
+//!   contract's codes, from [`crate::labels`]) (the test call's audio runs in an
 //!   AudioWorklet module, `web-call-worklet.js`).
 //!
 //! Pages accept a session cookie or the bearer token; without either they redirect to
@@ -38,6 +43,8 @@ const WEBHOOKS_HTML: &str = include_str!("../assets/webhooks.html");
 const TEST_CALL_HTML: &str = include_str!("../assets/test-call.html");
 const TEST_CALL_JS: &str = include_str!("../assets/test-call.js");
 const WEB_CALL_WORKLET_JS: &str = include_str!("../assets/web-call-worklet.js");
+const ANALYTICS_HTML: &str = include_str!("../assets/analytics.html");
+const ANALYTICS_JS: &str = include_str!("../assets/analytics.js");
 
 /// The dashboard routes.
 pub fn router(access: Access) -> Router {
@@ -45,6 +52,7 @@ pub fn router(access: Access) -> Router {
         .route("/sessions", get(|| async { page(SESSIONS_HTML) }))
         .route("/sessions/{call_sid}", get(|| async { page(SESSION_HTML) }))
         .route("/webhooks", get(|| async { page(WEBHOOKS_HTML) }))
+        .route("/analytics", get(|| async { page(ANALYTICS_HTML) }))
         .route("/test-call", get(|| async { page(TEST_CALL_HTML) }))
         .route_layer(middleware::from_fn_with_state(
             access.clone(),
@@ -61,6 +69,14 @@ pub fn router(access: Access) -> Router {
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/labels.js",
+            get(|| async { asset("text/javascript; charset=utf-8", &crate::labels::SCRIPT) }),
+        )
+        .route(
+            "/assets/analytics.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ANALYTICS_JS) }),
         )
         .route(
             "/assets/test-call.js",

@@ -13,11 +13,16 @@
 //! - [`spans`]: the `persist.batch` span of a batch and the `persist` span of each call in it,
 //!   continuing the call's trace from its event headers;
 //! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
+//! - [`analytics`]: `GET /api/analytics`, the overview of calls, outcomes, latency, tools and
+//!   cost over a date range and agent, in SQL;
+//! - [`export`]: `GET /api/sessions.csv`, the filtered calls list as CSV (RFC 4180 quoting,
+//!   formulas defused), streamed a page at a time;
 //! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
 //!   with a bounded buffer per client;
 //! - [`api`]: the axum routes and their JSON errors;
 //! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
 //!   sign-in (`/login`, `/logout`);
+//! - [`labels`]: the console's words for the contract's codes (`/assets/labels.js`);
 //! - [`console_sessions`]: the console's sign-in sessions (random ids with an expiry in
 //!   Postgres, shared by all replicas, revoked on sign-out);
 //! - [`web_call`]: test calls from the console: the agents list and the web-call tickets the
@@ -33,6 +38,7 @@
 //! - [`readiness`]: `/readyz` = database reachable, consumer running, not draining.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod batch;
@@ -40,7 +46,9 @@ pub mod console_sessions;
 pub mod consumer;
 pub mod dashboard;
 pub mod db;
+pub mod export;
 pub mod headers;
+pub mod labels;
 pub mod live;
 pub mod metrics;
 pub mod pricing;

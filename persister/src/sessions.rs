@@ -40,6 +40,8 @@ pub struct SessionSummary {
 #[derive(Debug, Serialize)]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
+    /// How many calls match the filter, over all pages.
+    pub total: i64,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -87,6 +89,9 @@ pub struct ToolLine {
     pub output: Value,
     pub error: Option<ToolError>,
     pub latency_ms: i64,
+    /// Milliseconds since the call started when the tool was dispatched (its result's time less
+    /// its latency): where it sits among the transcript's `offset_ms`.
+    pub offset_ms: i64,
 }
 
 /// One owner of the call: the worker that took it new (epoch 0), or took it over.
@@ -108,6 +113,8 @@ pub struct TurnLine {
     pub kind: String,
     pub latency_ms: i64,
     pub response_id: Option<String>,
+    /// Milliseconds since the call started when the turn's first audio was sent.
+    pub offset_ms: i64,
 }
 
 /// `GET /api/sessions/{call_sid}`.
@@ -166,13 +173,74 @@ pub struct Cost {
 /// Which sessions to list.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// The agent, case-insensitive (`Front-Desk` finds `front-desk`).
     pub agent: Option<String>,
+    /// The outcome, case-insensitive.
     pub outcome: Option<String>,
+    /// Part of the caller's number (`9876` finds `+15559876543`).
     pub from: Option<String>,
+    /// Part of anything said on the call, case-insensitive.
+    pub text: Option<String>,
+    /// Only calls a worker took that have not ended (no `ended`, no `rejected`).
+    pub in_progress: bool,
     /// Calls whose first event is at or after this time.
     pub since: Option<OffsetDateTime>,
     /// Calls whose first event is before this time.
     pub until: Option<OffsetDateTime>,
+}
+
+/// `GET /api/facets`: the choices of the console's pick-lists.
+#[derive(Debug, Serialize)]
+pub struct Facets {
+    /// Every agent that took a call, lower-cased (the filter ignores case), sorted.
+    pub agents: Vec<String>,
+    /// Every outcome a call had, lower-cased, sorted.
+    pub outcomes: Vec<String>,
+}
+
+/// Most choices a pick-list offers.
+pub const MAX_FACETS: i32 = 500;
+
+/// The distinct lower-cased values of `column`, sorted, by a loose scan of its
+/// `lower(column)` index: from each value, the next greater one.
+macro_rules! distinct_lower {
+    ($column:literal) => {
+        concat!(
+            "WITH RECURSIVE v(value, n) AS (
+                 (SELECT lower(",
+            $column,
+            "), 1 FROM calls WHERE ",
+            $column,
+            " IS NOT NULL
+                  ORDER BY 1 LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT lower(",
+            $column,
+            ") FROM calls
+                         WHERE lower(",
+            $column,
+            ") > v.value ORDER BY 1 LIMIT 1), n + 1
+                 FROM v WHERE v.value IS NOT NULL AND n < $1)
+             SELECT value FROM v WHERE value IS NOT NULL"
+        )
+    };
+}
+
+/// Runs a [`distinct_lower!`] query.
+async fn distinct(pool: &PgPool, sql: &'static str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(sql)
+        .bind(MAX_FACETS)
+        .fetch_all(pool)
+        .await
+}
+
+/// The pick-lists' choices: the distinct values of the whole record, found by skipping through
+/// the `lower(...)` indexes (one index probe per value, whatever the number of calls).
+pub async fn facets(pool: &PgPool) -> Result<Facets, sqlx::Error> {
+    Ok(Facets {
+        agents: distinct(pool, distinct_lower!("agent_id")).await?,
+        outcomes: distinct(pool, distinct_lower!("outcome")).await?,
+    })
 }
 
 /// Where a page starts: strictly older than this (sort time, call sid) pair.
@@ -256,54 +324,109 @@ macro_rules! call_columns {
     };
 }
 
-/// Newest first, `limit` (clamped to 1..=[`MAX_LIMIT`]) per page.
+/// The [`Filter`] as a condition over `calls`, binding `$1` agent, `$2` outcome, `$3` caller
+/// number pattern, `$4` since, `$5` until, `$6` transcript text pattern and `$7` in progress.
+/// Agent and outcome compare lower-cased (indexed by `calls_agent_lower_newest` and
+/// `calls_outcome_lower_newest`); number and text are `ILIKE` patterns from [`like_pattern`].
+macro_rules! list_filter {
+    () => {
+        " ($1::text IS NULL OR lower(agent_id) = lower($1))
+          AND ($2::text IS NULL OR lower(outcome) = lower($2))
+          AND ($3::text IS NULL OR from_number ILIKE $3)
+          AND ($4::timestamptz IS NULL OR first_event_at >= $4)
+          AND ($5::timestamptz IS NULL OR first_event_at < $5)
+          AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM transcript_entries e
+                WHERE e.call_sid = calls.call_sid AND e.text ILIKE $6))
+          AND (NOT $7::bool OR (ended_at IS NULL AND rejected_reason IS NULL
+                AND started_at IS NOT NULL)) "
+    };
+}
+
+/// Binds the [`list_filter!`] parameters `$1` to `$7`.
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    filter: &'q Filter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(filter.agent.as_deref())
+        .bind(filter.outcome.as_deref())
+        .bind(filter.from.as_deref().map(like_pattern))
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.text.as_deref().map(like_pattern))
+        .bind(filter.in_progress)
+}
+
+/// `%text%` for `ILIKE`, with `%`, `_` and `\` in `text` matching themselves.
+pub fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Newest first, `limit` (clamped to 1..=[`MAX_LIMIT`]) per page, with the count of every
+/// match.
 pub async fn list(
     pool: &PgPool,
     filter: &Filter,
     cursor: Option<&Cursor>,
     limit: i64,
 ) -> Result<SessionPage, sqlx::Error> {
+    let (sessions, next) = page(pool, filter, cursor, limit).await?;
+    let (total,): (i64,) = bind_filter(
+        sqlx::query_as(concat!("SELECT count(*) FROM calls WHERE", list_filter!())),
+        filter,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(SessionPage {
+        sessions,
+        total,
+        next_cursor: next.map(|c| c.encode()),
+    })
+}
+
+/// One page of [`list`] without the count, and where the next one starts (`None`: the last).
+pub async fn page(
+    pool: &PgPool,
+    filter: &Filter,
+    cursor: Option<&Cursor>,
+    limit: i64,
+) -> Result<(Vec<SessionSummary>, Option<Cursor>), sqlx::Error> {
     let limit = limit.clamp(1, MAX_LIMIT);
     let sql = concat!(
         "SELECT ",
         call_columns!(),
         " FROM calls
-         WHERE ($1::text IS NULL OR agent_id = $1)
-           AND ($2::text IS NULL OR outcome = $2)
-           AND ($3::text IS NULL OR from_number = $3)
-           AND ($4::timestamptz IS NULL OR (first_event_at, call_sid) < ($4, $5::text))
-           AND ($7::timestamptz IS NULL OR first_event_at >= $7)
-           AND ($8::timestamptz IS NULL OR first_event_at < $8)
-         ORDER BY first_event_at DESC, call_sid DESC
-         LIMIT $6"
+         WHERE ($8::timestamptz IS NULL OR (first_event_at, call_sid) < ($8, $9::text))
+           AND",
+        list_filter!(),
+        "ORDER BY first_event_at DESC, call_sid DESC
+         LIMIT $10"
     );
-    let mut rows: Vec<CallRow> = sqlx::query_as(sql)
-        .bind(&filter.agent)
-        .bind(&filter.outcome)
-        .bind(&filter.from)
+    let mut rows: Vec<CallRow> = bind_filter(sqlx::query_as(sql), filter)
         .bind(cursor.map(|c| c.at))
         .bind(cursor.map(|c| c.call_sid.as_str()))
         .bind(limit + 1)
-        .bind(filter.since)
-        .bind(filter.until)
         .fetch_all(pool)
         .await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = match rows.last() {
-        Some(last) if more => Some(
-            Cursor {
-                at: last.first_event_at,
-                call_sid: last.call_sid.clone(),
-            }
-            .encode(),
-        ),
+    let next = match rows.last() {
+        Some(last) if more => Some(Cursor {
+            at: last.first_event_at,
+            call_sid: last.call_sid.clone(),
+        }),
         _ => None,
     };
-    Ok(SessionPage {
-        sessions: rows.into_iter().map(summary).collect(),
-        next_cursor,
-    })
+    Ok((rows.into_iter().map(summary).collect(), next))
 }
 
 /// One call with its transcript, tools and turns; `None` if unknown.
@@ -324,6 +447,9 @@ pub async fn get(
     let Some(row) = row else {
         return Ok(None);
     };
+    // Transcript offsets count from the call's start; a call without `started` (yet) from its
+    // first event.
+    let start = row.started_at.unwrap_or(row.first_event_at);
     let transcript: Vec<TranscriptLine> = sqlx::query_as(
         "SELECT seq, role, text, item_id, interrupted, heard_ms, offset_ms
          FROM transcript_entries WHERE call_sid = $1 ORDER BY offset_ms, seq",
@@ -341,17 +467,22 @@ pub async fn get(
         Option<String>,
         Option<String>,
         i64,
+        i64,
     )> = sqlx::query_as(
-        "SELECT seq, call_id, name, arguments, output, error_code, error_message, latency_ms
+        "SELECT seq, call_id, name, arguments, output, error_code, error_message, latency_ms,
+                (extract(epoch FROM at - $2) * 1000)::int8 - latency_ms
              FROM tool_invocations WHERE call_sid = $1 ORDER BY seq",
     )
     .bind(call_sid)
+    .bind(start)
     .fetch_all(pool)
     .await?;
     let turns: Vec<TurnLine> = sqlx::query_as(
-        "SELECT kind, latency_ms, response_id FROM turns WHERE call_sid = $1 ORDER BY seq",
+        "SELECT kind, latency_ms, response_id, (extract(epoch FROM at - $2) * 1000)::int8
+         AS offset_ms FROM turns WHERE call_sid = $1 ORDER BY seq",
     )
     .bind(call_sid)
+    .bind(start)
     .fetch_all(pool)
     .await?;
 
@@ -381,20 +512,23 @@ pub async fn get(
     let tools = tools
         .into_iter()
         .map(
-            |(seq, call_id, name, arguments, output, code, message, latency_ms)| ToolLine {
-                seq,
-                call_id,
-                name,
-                arguments: json_or_text(arguments),
-                output: output.map(json_or_text).unwrap_or(Value::Null),
-                error: match (code, message) {
-                    (None, None) => None,
-                    (code, message) => Some(ToolError {
-                        code: code.unwrap_or_default(),
-                        message: message.unwrap_or_default(),
-                    }),
-                },
-                latency_ms,
+            |(seq, call_id, name, arguments, output, code, message, latency_ms, offset_ms)| {
+                ToolLine {
+                    seq,
+                    call_id,
+                    name,
+                    arguments: json_or_text(arguments),
+                    output: output.map(json_or_text).unwrap_or(Value::Null),
+                    error: match (code, message) {
+                        (None, None) => None,
+                        (code, message) => Some(ToolError {
+                            code: code.unwrap_or_default(),
+                            message: message.unwrap_or_default(),
+                        }),
+                    },
+                    latency_ms,
+                    offset_ms,
+                }
             },
         )
         .collect();

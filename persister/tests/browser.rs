@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use switchboard_testkit::browser::{Browser, Cdp};
+use switchboard_testkit::browser::Browser;
 
 const T0: i64 = 1_767_225_600_000;
 
@@ -30,27 +30,10 @@ async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
     fx.stop().await
 }
 
-/// Fails if the current page saw any Content-Security-Policy violation.
-async fn no_violations(cdp: &mut Cdp, page: &str) -> anyhow::Result<()> {
-    let seen = cdp.eval("window.__csp").await?;
-    anyhow::ensure!(
-        seen == json!([]),
-        "{page} violated the Content-Security-Policy: {seen}"
-    );
-    Ok(())
-}
-
 async fn drive(fx: &Fixture, sid: &str, browser: &Browser) -> anyhow::Result<()> {
     let mut cdp = browser.page().await?;
 
-    // Every document records the Content-Security-Policy violations it sees.
-    cdp.call("Page.enable", json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
+    record_csp_violations(&mut cdp).await?;
 
     // Signed out, the dashboard sends the browser to the sign-in form.
     cdp.call(
@@ -91,11 +74,7 @@ async fn drive(fx: &Fixture, sid: &str, browser: &Browser) -> anyhow::Result<()>
     )
     .await?;
     no_violations(&mut cdp, "the sign-in form with an error").await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ))
-    .await?;
+    submit_token(&mut cdp).await?;
 
     // The list, with the seeded call.
     let row = format!("tr[data-call-sid=\"{sid}\"]");
@@ -129,7 +108,11 @@ async fn drive(fx: &Fixture, sid: &str, browser: &Browser) -> anyhow::Result<()>
     .await?;
     let text = cdp.eval("document.body.innerText").await?;
     let text = text.as_str().unwrap_or_default();
-    assert!(text.contains(&format!("Call {sid}")), "{text}");
+    assert!(text.contains(sid), "{text}");
+    assert!(
+        text.contains("Call from +15550001234 to front-desk"),
+        "{text}"
+    );
     assert!(text.contains("lookup_customer"), "{text}");
     assert!(text.contains("interrupted after"), "{text}");
     assert!(text.contains("resolved"), "{text}");

@@ -47,7 +47,7 @@ async fn sign_in_gives_a_random_httponly_session_that_opens_pages_and_api() -> a
     let url = |p: &str| format!("{}{p}", fx.base);
 
     // Signed out: pages redirect to the sign-in form, the API answers 401.
-    for path in ["/sessions", "/sessions/CA123", "/webhooks"] {
+    for path in ["/sessions", "/sessions/CA123", "/webhooks", "/analytics"] {
         let r = http.get(url(path)).send().await?;
         assert!(r.status().is_redirection(), "{path}: {}", r.status());
         assert_eq!(r.headers()["location"], "/login");
@@ -201,8 +201,11 @@ async fn every_response_carries_the_security_headers() -> anyhow::Result<()> {
         "/sessions",
         "/sessions/CA123",
         "/webhooks",
+        "/analytics",
         "/api/sessions",
         "/api/sessions/CA_missing",
+        "/api/analytics",
+        "/api/sessions.csv",
         "/assets/app.js",
         "/assets/app.css",
     ] {
@@ -245,6 +248,7 @@ async fn every_response_carries_the_security_headers() -> anyhow::Result<()> {
         include_str!("../assets/login.html"),
         include_str!("../assets/sessions.html"),
         include_str!("../assets/session.html"),
+        include_str!("../assets/analytics.html"),
     ] {
         for tag in page.split("<script").skip(1) {
             assert!(tag.trim_start().starts_with("src="), "inline script: {tag}");

@@ -77,18 +77,18 @@ async fn records_a_call_and_serves_it() -> anyhow::Result<()> {
             {"seq": 5, "call_id": "call_1", "name": "lookup_customer",
              "arguments": {"phone": "+15550001234"},
              "output": {"found": true, "name": "Maria Garcia", "tier": "gold"},
-             "error": null, "latency_ms": 42},
+             "error": null, "latency_ms": 42, "offset_ms": 6358},
             {"seq": 6, "call_id": "call_2", "name": "book_appointment",
              "arguments": "tomorrow at 9", "output": null,
              "error": {"code": "invalid_arguments", "message": "the arguments are not valid JSON"},
-             "latency_ms": 3}
+             "latency_ms": 3, "offset_ms": 6497}
         ])
     );
     assert_eq!(
         s["turns"],
         json!([
-            {"kind": "greeting", "latency_ms": 850, "response_id": "resp_1"},
-            {"kind": "response", "latency_ms": 640, "response_id": "resp_2"}
+            {"kind": "greeting", "latency_ms": 850, "response_id": "resp_1", "offset_ms": 900},
+            {"kind": "response", "latency_ms": 640, "response_id": "resp_2", "offset_ms": 7100}
         ])
     );
 
@@ -236,7 +236,7 @@ async fn api_requires_the_admin_token() -> anyhow::Result<()> {
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.json::<Value>().await?,
-        json!({"error": "not found"})
+        json!({"error": "no such call"})
     );
 
     let bad = fx.get("/api/sessions?limit=0").await?;
@@ -354,14 +354,68 @@ async fn lists_newest_first_with_cursor_and_filters() -> anyhow::Result<()> {
     assert_eq!(sids(&page3), ["CA00000000000000000000000000000100"]);
     assert_eq!(page3["next_cursor"], Value::Null);
 
+    assert_eq!(page1["total"], 5);
+    assert_eq!(page3["total"], 5);
     let sales: Value = fx.get("/api/sessions?agent=sales").await?.json().await?;
     assert_eq!(sids(&sales), ["CA00000000000000000000000000000102"]);
-    let from: Value = fx
-        .get("/api/sessions?from=%2B15550003333")
+    assert_eq!(sales["total"], 1);
+    // Agent and outcome ignore case; the caller number matches any part of it.
+    let sales: Value = fx.get("/api/sessions?agent=SaLeS").await?.json().await?;
+    assert_eq!(sids(&sales), ["CA00000000000000000000000000000102"]);
+    for from in ["%2B15550003333", "3333", "0003"] {
+        let found: Value = fx
+            .get(&format!("/api/sessions?from={from}"))
+            .await?
+            .json()
+            .await?;
+        assert_eq!(
+            sids(&found),
+            ["CA00000000000000000000000000000103"],
+            "{from}"
+        );
+    }
+    let none: Value = fx.get("/api/sessions?from=9999").await?.json().await?;
+    assert_eq!(none["total"], 0);
+    assert_eq!(sids(&none), Vec::<String>::new());
+    // Calls in progress: taken by a worker and not ended (the rejected call is not one).
+    let live: Value = fx
+        .get(&format!(
+            "/api/sessions?status={}",
+            persister::api::IN_PROGRESS
+        ))
         .await?
         .json()
         .await?;
-    assert_eq!(sids(&from), ["CA00000000000000000000000000000103"]);
+    assert_eq!(live["total"], 4);
+    assert!(!sids(&live).contains(&"CA00000000000000000000000000000103".to_owned()));
+    // Transcript search: any line, any case; `%` and `_` are themselves.
+    let said_it = event(
+        "CA00000000000000000000000000000100",
+        2,
+        T0 + 1000,
+        Body::Transcript(said(Role::User, "Can I get 50% off?", "item_u1", 500)),
+    );
+    fx.publish(&said_it).await?;
+    fx.wait_events("CA00000000000000000000000000000100", 2)
+        .await?;
+    for (q, found) in [
+        ("GET%2050%25", true),
+        ("50%25%20off", true),
+        ("5_", false),
+        ("refund", false),
+    ] {
+        let page: Value = fx
+            .get(&format!("/api/sessions?q={q}"))
+            .await?
+            .json()
+            .await?;
+        let want: &[&str] = if found {
+            &["CA00000000000000000000000000000100"]
+        } else {
+            &[]
+        };
+        assert_eq!(sids(&page), want, "q={q}");
+    }
 
     // Date range: [since, until) on the call's first event, combined with other filters and
     // with pagination.
@@ -407,6 +461,7 @@ async fn lists_newest_first_with_cursor_and_filters() -> anyhow::Result<()> {
         "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
         "limit=0",
         "cursor=garbage",
+        "status=done",
     ] {
         let resp = fx.get(&format!("/api/sessions?{bad}")).await?;
         assert_eq!(resp.status(), 400, "{bad}");

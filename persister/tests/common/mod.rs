@@ -15,6 +15,7 @@ use switchboard_proto::{
 };
 use switchboard_service::NatsArgs;
 use switchboard_service::redact::Secret;
+use switchboard_testkit::browser::Cdp;
 use switchboard_testkit::{NatsServer, Postgres, eventually, free_port};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -388,4 +389,38 @@ pub fn realistic_call(sid: &str, t0: i64) -> Vec<CallEvent> {
         ),
         event(sid, 11, t0 + 14_000, ended("caller_hung_up", 14_000)),
     ]
+}
+
+/// Makes every document the page opens record the Content-Security-Policy violations it sees
+/// (in `window.__csp`), for [`no_violations`].
+pub async fn record_csp_violations(cdp: &mut Cdp) -> anyhow::Result<()> {
+    cdp.call("Page.enable", serde_json::json!({})).await?;
+    cdp.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": "window.__csp = []; \
+            document.addEventListener('securitypolicyviolation', \
+            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Fails if the current page saw any Content-Security-Policy violation.
+pub async fn no_violations(cdp: &mut Cdp, page: &str) -> anyhow::Result<()> {
+    let seen = cdp.eval("window.__csp").await?;
+    anyhow::ensure!(
+        seen == serde_json::json!([]),
+        "{page} violated the Content-Security-Policy: {seen}"
+    );
+    Ok(())
+}
+
+/// Signs in on the sign-in form the page shows, with the admin token.
+pub async fn submit_token(cdp: &mut Cdp) -> anyhow::Result<()> {
+    cdp.eval(&format!(
+        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
+        serde_json::json!(TOKEN)
+    ))
+    .await?;
+    Ok(())
 }
