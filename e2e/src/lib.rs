@@ -531,3 +531,11 @@ pub async fn get_session(persister: &str, call_sid: &str) -> anyhow::Result<Valu
     )
     .await
 }
+
+/// The sum of a Prometheus counter's samples whose labels contain `label`.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

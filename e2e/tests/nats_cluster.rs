@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use callsim::{CallConfig, CallReport, CallerScript, EndedBy, Segment};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
+use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session, metric_sum};
 use switchboard_proto::permissions::{Role, TOOL_WORKER};
 use switchboard_proto::subject::CALLS_BUCKET;
 use switchboard_proto::{EVENTS_STREAM, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
@@ -265,12 +265,4 @@ fn check_record(session: &Value) -> anyhow::Result<()> {
     ensure!(tools[0]["output"]["name"] == "Maria Garcia", "{tools:#?}");
     ensure!(tools[0]["error"].is_null(), "{tools:#?}");
     Ok(())
-}
-
-/// The sum of a Prometheus counter's samples whose labels contain `label`.
-fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

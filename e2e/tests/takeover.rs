@@ -10,7 +10,7 @@ use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallReport, CallerScript, EndedBy};
 use futures::StreamExt as _;
 use serde_json::Value;
-use switchboard_e2e::{AUTH_TOKEN, CALLS_TOKEN, System, get_session};
+use switchboard_e2e::{AUTH_TOKEN, CALLS_TOKEN, System, get_session, metric_sum};
 use switchboard_proto::Role as Speaker;
 use switchboard_proto::event::{EndReason, GATEWAY_SEQ_BASE, epoch_of};
 use switchboard_proto::permissions::Role;
@@ -153,6 +153,9 @@ enum Moment {
     CallerSpeaks,
     /// The agent is saying its greeting.
     AgentSpeaks,
+    /// The caller has asked its question and the model's tool call is written ahead: the
+    /// caller waits for the answer while the tool runs.
+    ToolRuns,
 }
 
 /// Places a call with two call-workers, kills its owner at `moment`, and checks that the caller
@@ -177,6 +180,24 @@ async fn kill_9_of_the_owner(n: u8, moment: Moment) -> anyhow::Result<()> {
         }
         // The greeting is about 3.5 s of audio.
         Moment::AgentSpeaks => tokio::time::sleep(Duration::from_millis(1500)).await,
+        Moment::ToolRuns => {
+            // The tool call is written ahead and the caller's question is in the record (a
+            // turn whose transcript had not arrived when its owner died stays out of the
+            // record: docs/architecture.md, section 8).
+            let (mut dispatched, mut asked) = (false, false);
+            watch
+                .until(|e| {
+                    match &e.body {
+                        Some(call_event::Body::Dispatched(_)) => dispatched = true,
+                        Some(call_event::Body::Transcript(t)) if t.role() == Speaker::User => {
+                            asked = true
+                        }
+                        _ => {}
+                    }
+                    (dispatched && asked).then_some(())
+                })
+                .await?
+        }
     }
     system.signal_worker(&owner, "KILL").await?;
     let killed_ms = began.elapsed().as_millis() as u64;
@@ -212,6 +233,19 @@ async fn kill_9_of_the_owner(n: u8, moment: Moment) -> anyhow::Result<()> {
         tools.len() == 1 && tools[0]["name"] == "lookup_customer",
         "the caller's question looked the caller up once: {session:#}"
     );
+    // The tool's handler ran once, whichever owner asked for it: a request sent again is
+    // answered from the stored result and counted as a duplicate.
+    let metrics = reqwest::get(format!("{}/metrics", system.tool_worker))
+        .await?
+        .text()
+        .await?;
+    let requests = metric_sum(&metrics, "tool_requests_total", "tool=\"lookup_customer\"");
+    let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
+    ensure!(
+        requests - duplicates == 1.0,
+        "lookup_customer ran {} times: {requests} requests, {duplicates} duplicates\n{metrics}",
+        requests - duplicates
+    );
     Ok(())
 }
 
@@ -223,6 +257,12 @@ async fn kill_9_of_the_owner_while_the_caller_speaks_is_taken_over() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_owner_while_the_agent_speaks_is_taken_over() -> anyhow::Result<()> {
     kill_9_of_the_owner(5, Moment::AgentSpeaks).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_owner_while_a_tool_runs_is_taken_over_and_the_tool_runs_once()
+-> anyhow::Result<()> {
+    kill_9_of_the_owner(6, Moment::ToolRuns).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
