@@ -164,6 +164,7 @@ impl System {
             extra,
             "",
             1,
+            &SimSettings::default(),
         )
         .await
     }
@@ -180,6 +181,26 @@ impl System {
             extra,
             "",
             workers,
+            &SimSettings::default(),
+        )
+        .await
+    }
+
+    /// Like [`System::start_with_workers`], with realtime-sim set up as `sim` says (for
+    /// benchmarks that need a real handshake's time).
+    pub async fn start_with_workers_and_sim(
+        workers: usize,
+        extra: &[(&'static str, String)],
+        sim: &SimSettings,
+    ) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        Self::start_full(
+            &root.join("agents/agents.toml"),
+            &root.join("sims/scenarios/dental.model.toml"),
+            extra,
+            "",
+            workers,
+            sim,
         )
         .await
     }
@@ -191,7 +212,15 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_full(agents_file, model_script, extra, webhooks, 1).await
+        Self::start_full(
+            agents_file,
+            model_script,
+            extra,
+            webhooks,
+            1,
+            &SimSettings::default(),
+        )
+        .await
     }
 
     async fn start_full(
@@ -200,6 +229,7 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
         workers: usize,
+        sim: &SimSettings,
     ) -> anyhow::Result<Self> {
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
@@ -210,6 +240,7 @@ impl System {
             extra,
             webhooks,
             workers,
+            sim,
         )
         .await
     }
@@ -221,6 +252,7 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
         workers: usize,
+        sim_settings: &SimSettings,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats_url = match &broker {
@@ -246,6 +278,10 @@ impl System {
             &[
                 ("LISTEN", addr(sim)),
                 ("REALTIME_SIM_SCRIPT", model_script.display().to_string()),
+                (
+                    "REALTIME_SIM_CONNECT_DELAY_MS",
+                    sim_settings.connect_delay.as_millis().to_string(),
+                ),
             ],
         )?;
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
@@ -493,6 +529,15 @@ impl System {
             + "\n----- nats-server -----\n"
             + &self.nats_log()
     }
+}
+
+/// How a [`System`]'s realtime-sim behaves beyond its script. Service processes start with an
+/// empty environment, so a setting reaches the sim only through here.
+#[derive(Debug, Clone, Default)]
+pub struct SimSettings {
+    /// How long each WebSocket upgrade takes (`REALTIME_SIM_CONNECT_DELAY_MS`): a real
+    /// Realtime handshake's time; zero opens sessions at once.
+    pub connect_delay: Duration,
 }
 
 /// What a [`System`] runs on.
