@@ -784,7 +784,8 @@ impl Session {
     /// Moves the script's cursors past what a client-created item says was already heard or
     /// answered: a session seeded with a call's conversation goes on from there (the next
     /// caller turn, the next response), as a real model answers from the conversation it is
-    /// given rather than from the start of its script.
+    /// given rather than from the start of its script. A `drop` right after an answer was the
+    /// failure of the connection that played it: the session seeded after it does not repeat it.
     fn follow_seeded(&mut self, item: &Item) {
         use switchboard_realtime::item::ContentPart;
         let text = |content: &[ContentPart]| {
@@ -813,6 +814,7 @@ impl Session {
                 {
                     self.next_response = i + 1;
                     self.seeded_say_with_call = script.responses[i].call.is_some().then_some(i);
+                    self.skip_drops();
                 }
             }
             Item::FunctionCall { name, .. } => {
@@ -825,9 +827,18 @@ impl Session {
                         script.answered_at(self.next_response, Seeded::Called(name), output)
                 {
                     self.next_response = i + 1;
+                    self.skip_drops();
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Moves the response cursor past `drop` entries (see [`Session::follow_seeded`]).
+    fn skip_drops(&mut self) {
+        let responses = &self.ctx.script.responses;
+        while responses.get(self.next_response).is_some_and(|r| r.drop) {
+            self.next_response += 1;
         }
     }
 
