@@ -174,16 +174,7 @@ impl System {
         workers: usize,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
-        let root = workspace_root();
-        Self::start_full(
-            &root.join("agents/agents.toml"),
-            &root.join("sims/scenarios/dental.model.toml"),
-            extra,
-            "",
-            workers,
-            &SimSettings::default(),
-        )
-        .await
+        Self::start_with_workers_and_sim(workers, extra, &SimSettings::default()).await
     }
 
     /// Like [`System::start_with_workers`], with realtime-sim set up as `sim` says (for
@@ -461,6 +452,20 @@ impl System {
     /// A fresh database on the system's Postgres (for outside subscribers), as a URL.
     pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
         self.pg.create_database(name).await
+    }
+
+    /// How often the tool-worker ran `tool`'s handler: its requests less those answered from
+    /// the stored result of an earlier one (duplicates, a call sent again), with the metrics
+    /// read (for failure messages).
+    pub async fn tool_runs(&self, tool: &str) -> anyhow::Result<(f64, String)> {
+        let metrics = reqwest::get(format!("{}/metrics", self.tool_worker))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let requests = metric_sum(&metrics, "tool_requests_total", &format!("tool=\"{tool}\""));
+        let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
+        Ok((requests - duplicates, metrics))
     }
 
     /// The nats-server's client URL.

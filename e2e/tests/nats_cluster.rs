@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use callsim::{CallConfig, CallReport, CallerScript, EndedBy, Segment};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session, metric_sum};
+use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
 use switchboard_proto::permissions::{Role, TOOL_WORKER};
 use switchboard_proto::subject::CALLS_BUCKET;
 use switchboard_proto::{EVENTS_STREAM, TOOL_RESULTS_BUCKET, TOOLS_BUCKET};
@@ -144,21 +144,10 @@ async fn call_survives(victim: Victim) -> anyhow::Result<()> {
         .await
         .with_context(context)?;
     check_record(&session).with_context(|| format!("{session:#}\n{}", context()))?;
-    let metrics = client
-        .get(format!("{}/metrics", system.tool_worker))
-        .send()
-        .await?
-        .text()
-        .await?;
     // A request sent again (a retry while NATS moved) is answered from the stored result, and
     // counted as a duplicate; the handler runs for the others.
-    let requests = metric_sum(&metrics, "tool_requests_total", "tool=\"lookup_customer\"");
-    let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
-    ensure!(
-        requests - duplicates == 1.0,
-        "lookup_customer ran {} times: {requests} requests, {duplicates} duplicates\n{metrics}",
-        requests - duplicates
-    );
+    let (runs, metrics) = system.tool_runs("lookup_customer").await?;
+    ensure!(runs == 1.0, "lookup_customer ran {runs} times\n{metrics}");
 
     let nats_log = system.nats_log();
     ensure!(

@@ -10,7 +10,7 @@ use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallReport, CallerScript, EndedBy};
 use futures::StreamExt as _;
 use serde_json::Value;
-use switchboard_e2e::{AUTH_TOKEN, CALLS_TOKEN, System, get_session, metric_sum};
+use switchboard_e2e::{AUTH_TOKEN, CALLS_TOKEN, System, get_session};
 use switchboard_proto::Role as Speaker;
 use switchboard_proto::event::{EndReason, GATEWAY_SEQ_BASE, epoch_of};
 use switchboard_proto::permissions::Role;
@@ -235,17 +235,8 @@ async fn kill_9_of_the_owner(n: u8, moment: Moment) -> anyhow::Result<()> {
     );
     // The tool's handler ran once, whichever owner asked for it: a request sent again is
     // answered from the stored result and counted as a duplicate.
-    let metrics = reqwest::get(format!("{}/metrics", system.tool_worker))
-        .await?
-        .text()
-        .await?;
-    let requests = metric_sum(&metrics, "tool_requests_total", "tool=\"lookup_customer\"");
-    let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
-    ensure!(
-        requests - duplicates == 1.0,
-        "lookup_customer ran {} times: {requests} requests, {duplicates} duplicates\n{metrics}",
-        requests - duplicates
-    );
+    let (runs, metrics) = system.tool_runs("lookup_customer").await?;
+    ensure!(runs == 1.0, "lookup_customer ran {runs} times\n{metrics}");
     Ok(())
 }
 
