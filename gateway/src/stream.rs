@@ -974,15 +974,13 @@ impl StreamActor {
                 );
                 let deadline = Instant::now() + self.shared.takeover_timeout;
                 // A paused owner is still a member of the workers' queue group, so an attempt
-                // may land on it and time out: each attempt gets a tenth of the bound at most
-                // (500 ms of the default 5 s; a live worker reads the call back and claims it
-                // well within that), so such draws cost a partitioned call's caller little.
-                // (A worker that accepts after its attempt timed out still wins its claim: its
-                // first frame commits.)
+                // may land on it and time out: each attempt gets a fifth of the bound at most,
+                // so several such draws still leave time for a live worker. (A worker that accepts
+                // after its attempt timed out still wins its claim: its first frame commits.)
                 let per_attempt = self
                     .shared
                     .offer_timeout
-                    .min(self.shared.takeover_timeout / 10);
+                    .min(self.shared.takeover_timeout / 5);
                 let (nats, subjects) = (self.shared.nats.clone(), self.shared.subjects.clone());
                 self.ownership.spawn(
                     &self.shared.tracker,
