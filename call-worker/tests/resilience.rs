@@ -93,7 +93,7 @@ fn count_answers(events: &[CallEvent]) -> usize {
 async fn an_expired_session_is_replaced_and_the_conversation_replayed() -> anyhow::Result<()> {
     let script = format!(
         "hear = [\"Hi, this is Maria.\"]\n[session]\nspeed = 20.0\nmax_seconds = 3\n\
-         [[response]]\nsay = \"{ANSWER}\"\n"
+         [[response]]\nsay = \"{ANSWER}\"\n[[response]]\nsay = \"{ANSWER}\"\n"
     );
     let h = Harness::start(&script, &agents_toml(Some(GREETING), &["end_call"]), |_| {}).await?;
     let mut gw = h.gateway("CAexpire").await?;
@@ -140,7 +140,8 @@ async fn an_expired_session_is_replaced_and_the_conversation_replayed() -> anyho
 async fn a_dropped_socket_is_replaced_and_the_call_goes_on() -> anyhow::Result<()> {
     let script = format!(
         "hear = [\"Hi, this is Maria.\", \"Hello?\"]\n[session]\nspeed = 20.0\n\
-         [[response]]\nsay = \"{ANSWER}\"\n[[response]]\ndrop = true\n"
+         [[response]]\nsay = \"{ANSWER}\"\n[[response]]\ndrop = true\n\
+         [[response]]\nsay = \"{ANSWER}\"\n"
     );
     let h = Harness::start(&script, &agents_toml(Some(GREETING), &["end_call"]), |_| {}).await?;
     let mut gw = h.gateway("CAdrop").await?;
@@ -163,7 +164,8 @@ async fn a_dropped_socket_is_replaced_and_the_call_goes_on() -> anyhow::Result<(
         ]
     );
 
-    // A later turn is answered by the new session (its script starts over).
+    // A later turn is answered by the new session (its script goes on after the seeded
+    // conversation, past the drop).
     turn(&h, &mut gw, "CAdrop", &mut echoed).await?;
     assert_eq!(h.sim.sessions().await.len(), 2, "one reconnect");
     gw.stop().await?;

@@ -164,6 +164,7 @@ impl System {
             extra,
             "",
             1,
+            &SimSettings::default(),
         )
         .await
     }
@@ -173,6 +174,16 @@ impl System {
         workers: usize,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_with_workers_and_sim(workers, extra, &SimSettings::default()).await
+    }
+
+    /// Like [`System::start_with_workers`], with realtime-sim set up as `sim` says (for
+    /// benchmarks that need a real handshake's time).
+    pub async fn start_with_workers_and_sim(
+        workers: usize,
+        extra: &[(&'static str, String)],
+        sim: &SimSettings,
+    ) -> anyhow::Result<Self> {
         let root = workspace_root();
         Self::start_full(
             &root.join("agents/agents.toml"),
@@ -180,6 +191,7 @@ impl System {
             extra,
             "",
             workers,
+            sim,
         )
         .await
     }
@@ -191,7 +203,15 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_full(agents_file, model_script, extra, webhooks, 1).await
+        Self::start_full(
+            agents_file,
+            model_script,
+            extra,
+            webhooks,
+            1,
+            &SimSettings::default(),
+        )
+        .await
     }
 
     async fn start_full(
@@ -200,6 +220,7 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
         workers: usize,
+        sim: &SimSettings,
     ) -> anyhow::Result<Self> {
         // Every end-to-end run uses the NATS users and grants of production.
         let nats = secured_nats().await?;
@@ -210,6 +231,7 @@ impl System {
             extra,
             webhooks,
             workers,
+            sim,
         )
         .await
     }
@@ -221,6 +243,7 @@ impl System {
         extra: &[(&'static str, String)],
         webhooks: &str,
         workers: usize,
+        sim_settings: &SimSettings,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let nats_url = match &broker {
@@ -246,6 +269,10 @@ impl System {
             &[
                 ("LISTEN", addr(sim)),
                 ("REALTIME_SIM_SCRIPT", model_script.display().to_string()),
+                (
+                    "REALTIME_SIM_CONNECT_DELAY_MS",
+                    sim_settings.connect_delay.as_millis().to_string(),
+                ),
             ],
         )?;
         wait_http(&mut sim_proc, &format!("http://{}/healthz", addr(sim))).await?;
@@ -427,6 +454,20 @@ impl System {
         self.pg.create_database(name).await
     }
 
+    /// How often the tool-worker ran `tool`'s handler: its requests less those answered from
+    /// the stored result of an earlier one (duplicates, a call sent again), with the metrics
+    /// read (for failure messages).
+    pub async fn tool_runs(&self, tool: &str) -> anyhow::Result<(f64, String)> {
+        let metrics = reqwest::get(format!("{}/metrics", self.tool_worker))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let requests = metric_sum(&metrics, "tool_requests_total", &format!("tool=\"{tool}\""));
+        let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
+        Ok((requests - duplicates, metrics))
+    }
+
     /// The nats-server's client URL.
     pub fn nats_url(&self) -> Option<String> {
         self.nats.as_ref().map(|n| n.url().to_owned())
@@ -495,6 +536,15 @@ impl System {
     }
 }
 
+/// How a [`System`]'s realtime-sim behaves beyond its script. Service processes start with an
+/// empty environment, so a setting reaches the sim only through here.
+#[derive(Debug, Clone, Default)]
+pub struct SimSettings {
+    /// How long each WebSocket upgrade takes (`REALTIME_SIM_CONNECT_DELAY_MS`): a real
+    /// Realtime handshake's time; zero opens sessions at once.
+    pub connect_delay: Duration,
+}
+
 /// What a [`System`] runs on.
 enum Broker {
     Single(NatsServer),
@@ -530,4 +580,12 @@ pub async fn get_session(persister: &str, call_sid: &str) -> anyhow::Result<Valu
         },
     )
     .await
+}
+
+/// The sum of a Prometheus counter's samples whose labels contain `label`.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -12,11 +12,18 @@ use futures::StreamExt as _;
 use switchboard_e2e::{AUTH_TOKEN, System, get_session};
 use switchboard_proto::permissions::Role;
 use switchboard_proto::{CallEvent, Message as _, call_event};
+use switchboard_testkit::otlp::{Collector, ExportedSpan};
 use switchboard_testkit::workspace_root;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_survives_the_kill_of_its_gateway() -> anyhow::Result<()> {
-    let mut system = System::start().await?;
+    // Every service exports its spans: the call stays one trace across the re-attach.
+    let mut collector = Collector::start().await?;
+    let mut system = System::start_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ])
+    .await?;
     let second = system.start_gateway("gateway-b").await?;
 
     // The call's events as they happen (the persister's live view may follow them).
@@ -129,5 +136,35 @@ async fn a_call_survives_the_kill_of_its_gateway() -> anyhow::Result<()> {
     );
     let tools = session["tools"].as_array().context("tools")?;
     ensure!(tools.len() == 1, "{}", ctx());
+
+    // One trace: the stream the surviving gateway opened (Twilio's action request carries no
+    // trace context) is in the trace the first gateway's webhook began, through the call's
+    // owner claim. (The first stream's span died unexported with its gateway.)
+    let call_sid = report.call_sid.as_str();
+    let in_call = |s: &ExportedSpan| s.attr("call_sid") == Some(call_sid);
+    let spans = collector
+        .wait_for(Duration::from_secs(30), |spans| {
+            spans
+                .iter()
+                .filter(|s| s.name == "stream" && in_call(s))
+                .count()
+                >= 1
+                && spans.iter().any(|s| s.name == "webhook" && in_call(s))
+        })
+        .await
+        .with_context(ctx)?;
+    let trace_id = spans
+        .iter()
+        .find(|s| s.name == "webhook" && in_call(s))
+        .map(|s| s.trace_id.clone())
+        .context("webhook span")?;
+    let streams: Vec<&ExportedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "stream" && in_call(s))
+        .collect();
+    ensure!(
+        streams.iter().all(|s| s.trace_id == trace_id),
+        "each stream of the call is in the call's trace {trace_id}: {streams:#?}"
+    );
     Ok(())
 }

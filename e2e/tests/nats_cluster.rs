@@ -144,21 +144,10 @@ async fn call_survives(victim: Victim) -> anyhow::Result<()> {
         .await
         .with_context(context)?;
     check_record(&session).with_context(|| format!("{session:#}\n{}", context()))?;
-    let metrics = client
-        .get(format!("{}/metrics", system.tool_worker))
-        .send()
-        .await?
-        .text()
-        .await?;
     // A request sent again (a retry while NATS moved) is answered from the stored result, and
     // counted as a duplicate; the handler runs for the others.
-    let requests = metric_sum(&metrics, "tool_requests_total", "tool=\"lookup_customer\"");
-    let duplicates = metric_sum(&metrics, "tool_duplicate_requests_total", "");
-    ensure!(
-        requests - duplicates == 1.0,
-        "lookup_customer ran {} times: {requests} requests, {duplicates} duplicates\n{metrics}",
-        requests - duplicates
-    );
+    let (runs, metrics) = system.tool_runs("lookup_customer").await?;
+    ensure!(runs == 1.0, "lookup_customer ran {runs} times\n{metrics}");
 
     let nats_log = system.nats_log();
     ensure!(
@@ -265,12 +254,4 @@ fn check_record(session: &Value) -> anyhow::Result<()> {
     ensure!(tools[0]["output"]["name"] == "Maria Garcia", "{tools:#?}");
     ensure!(tools[0]["error"].is_null(), "{tools:#?}");
     Ok(())
-}
-
-/// The sum of a Prometheus counter's samples whose labels contain `label`.
-fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

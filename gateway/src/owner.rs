@@ -4,7 +4,7 @@
 //! stream actor feeds it frames, probe answers and timer ticks, and does what it returns:
 //!
 //! - a frame of the current epoch means the owner is alive ([`Watch::Heard`]);
-//! - after a third of `WORKER_SILENCE_MS` (500 ms by default) of silence an `OwnerProbe` goes
+//! - after a fifth of `WORKER_SILENCE_MS` (300 ms by default, never less) of silence an `OwnerProbe` goes
 //!   out ([`Watch::Probing`]): "no
 //!   responders" means the owner's subscriptions are gone (kill -9), so it is lost at once; an
 //!   `OwnerAck` of the current epoch or newer means it is alive; without an answer it is lost
@@ -23,9 +23,15 @@ use std::time::Duration;
 use switchboard_proto::event::OwnerReason;
 use tokio::time::Instant;
 
-/// The owner is probed after this fraction of `WORKER_SILENCE_MS`: 500 ms of the default
-/// 1500, two missed heartbeats of an owner that sends one every 250 ms.
-pub const PROBE_FRACTION: u32 = 3;
+/// The owner is probed after this fraction of `WORKER_SILENCE_MS` (at least
+/// [`MIN_PROBE_AFTER`]): 300 ms of the default 1500. A probe is one request, answered at once by
+/// a live owner; waiting for a second missed heartbeat would add 200 ms to the silence of every
+/// caller whose worker crashed.
+pub const PROBE_FRACTION: u32 = 5;
+
+/// The earliest probe: one missed heartbeat of an owner that sends one every 250 ms, with 50 ms
+/// of slack, so a short `WORKER_SILENCE_MS` does not probe between an owner's heartbeats.
+pub const MIN_PROBE_AFTER: Duration = Duration::from_millis(300);
 
 /// Where the call's ownership stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +116,7 @@ impl OwnerWatch {
         Self {
             epoch: 0,
             watch: Watch::Heard { at: now },
-            probe_after: silence / PROBE_FRACTION,
+            probe_after: (silence / PROBE_FRACTION).max(MIN_PROBE_AFTER).min(silence),
             silence,
             takeover,
         }
@@ -279,7 +285,7 @@ mod tests {
 
     const SILENCE: Duration = Duration::from_millis(1500);
     const TAKEOVER: Duration = Duration::from_millis(5000);
-    const PROBE_AFTER: Duration = Duration::from_millis(500);
+    const PROBE_AFTER: Duration = Duration::from_millis(300);
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -317,7 +323,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn silence_probes_after_half_a_second_and_no_responders_is_lost_at_once() {
+    async fn silence_probes_after_300_ms_and_no_responders_is_lost_at_once() {
         let start = Instant::now();
         let mut w = OwnerWatch::new(start, SILENCE, TAKEOVER);
         assert_eq!(next_step(&mut w).await, Step::Probe);
@@ -333,6 +339,19 @@ mod tests {
             }
         );
         assert!(w.offering());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_silence_limit_still_waits_for_a_missed_heartbeat_before_probing() {
+        let start = Instant::now();
+        let mut w = OwnerWatch::new(start, ms(900), TAKEOVER);
+        assert_eq!(next_step(&mut w).await, Step::Probe);
+        assert_eq!(Instant::now(), start + MIN_PROBE_AFTER);
+        // A long limit probes at a fifth of it.
+        let mut w = OwnerWatch::new(Instant::now(), ms(10_000), TAKEOVER);
+        let since = Instant::now();
+        assert_eq!(next_step(&mut w).await, Step::Probe);
+        assert_eq!(Instant::now(), since + ms(2_000));
     }
 
     #[tokio::test(start_paused = true)]

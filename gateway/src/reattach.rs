@@ -157,7 +157,8 @@ pub async fn reattach(
     if !claims.claim_reattach(call_sid, ended).await? {
         return Ok(Reattach::Stale);
     }
-    let epoch = owner_epoch(shared, call_sid).await?;
+    let owner = current_owner(shared, call_sid).await?;
+    let epoch = owner.epoch;
     let expires = unix_now().saturating_add(shared.token_ttl_seconds);
     let (attach, token) = claims
         .reattach_token(&shared.tokens, call_sid, epoch, expires)
@@ -168,15 +169,40 @@ pub async fn reattach(
         epoch,
         "call re-attached with a new stream token"
     );
-    Ok(Reattach::Stream(stream_twiml(shared, attach, &token, None)))
+    // Twilio's request carries no trace context: the new stream joins the call's trace through
+    // the one its owner claimed the call in.
+    let traceparent = owner
+        .headers
+        .get(TRACEPARENT_PARAMETER)
+        .map(|value| value.as_str());
+    Ok(Reattach::Stream(stream_twiml(
+        shared,
+        attach,
+        &token,
+        traceparent,
+    )))
 }
 
-/// The ownership epoch of `call_sid`: that of its last `owner` event, 0 without one.
-pub async fn owner_epoch(shared: &Shared, call_sid: &str) -> Result<u32, ReattachError> {
+/// Who owns a call now, as a re-attached stream is bound to it.
+#[derive(Debug, Default)]
+pub struct CurrentOwner {
+    /// The ownership epoch: that of the call's last `owner` event, 0 without one.
+    pub epoch: u32,
+    /// The headers of that event (its trace context is the call's); empty without one.
+    pub headers: async_nats::HeaderMap,
+}
+
+/// The current owner of `call_sid`, read from its last `owner` event.
+pub async fn current_owner(shared: &Shared, call_sid: &str) -> Result<CurrentOwner, ReattachError> {
     let js = jetstream::new(shared.nats.clone());
     let subject = shared.subjects.event(call_sid, "owner");
-    match switchboard_service::events::last_owner(&js, &subject).await {
-        Ok(last) => Ok(last.map_or(0, |(_, owner)| owner.epoch)),
+    match switchboard_service::events::last_owner_message(&js, &subject).await {
+        Ok(last) => Ok(
+            last.map_or_else(CurrentOwner::default, |last| CurrentOwner {
+                epoch: last.owner.epoch,
+                headers: last.headers,
+            }),
+        ),
         Err(e) => Err(ReattachError::Owner(format!("{subject}: {e}"))),
     }
 }

@@ -192,6 +192,27 @@ pub async fn last_owner(
     js: &jetstream::Context,
     owner_subject: &str,
 ) -> Result<Option<(u64, switchboard_proto::CallOwner)>, async_nats::Error> {
+    Ok(last_owner_message(js, owner_subject)
+        .await?
+        .map(|last| (last.sequence, last.owner)))
+}
+
+/// A call's last stored claim, with the headers it was published with.
+#[derive(Debug, Clone)]
+pub struct LastOwner {
+    /// Its stream sequence (what the next claim names as expected).
+    pub sequence: u64,
+    pub owner: switchboard_proto::CallOwner,
+    /// The claim's headers: among them the trace context of the call it was made in, which
+    /// is how a gateway that never saw the call's webhook keeps a new stream in the call's trace.
+    pub headers: async_nats::HeaderMap,
+}
+
+/// Like [`last_owner`], with the claim's headers.
+pub async fn last_owner_message(
+    js: &jetstream::Context,
+    owner_subject: &str,
+) -> Result<Option<LastOwner>, async_nats::Error> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
     let stream = js.get_stream_no_info(EVENTS_STREAM).await?;
     let message = match stream.direct_get_last_for_subject(owner_subject).await {
@@ -200,7 +221,11 @@ pub async fn last_owner(
         Err(e) => return Err(e.into()),
     };
     match CallEvent::decode(message.payload)?.body {
-        Some(Body::Owner(owner)) => Ok(Some((message.sequence, owner))),
+        Some(Body::Owner(owner)) => Ok(Some(LastOwner {
+            sequence: message.sequence,
+            owner,
+            headers: message.headers,
+        })),
         _ => Err(format!("a non-owner event is stored on {owner_subject}").into()),
     }
 }

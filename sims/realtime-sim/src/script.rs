@@ -315,6 +315,56 @@ pub(crate) fn quoted(instructions: &str) -> Option<&str> {
     Some(&instructions[start..start + len])
 }
 
+/// What a scripted model has said or heard, read from a conversation its client seeded (a
+/// session that goes on with a call another session began): the script goes on after it, as a
+/// real model answers from the conversation it is given instead of starting over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded<'a> {
+    /// A caller turn (user text).
+    Heard(&'a str),
+    /// An answer (assistant text); an interrupted one is the start of what was scripted.
+    Said(&'a str),
+    /// A function call the model made.
+    Called(&'a str),
+}
+
+impl Script {
+    /// The index of the first `hear` entry at or after `from` that `item` is, for a caller
+    /// turn; the next caller turn the model hears is the one after it.
+    pub fn heard_at(&self, from: usize, item: Seeded<'_>) -> Option<usize> {
+        let Seeded::Heard(text) = item else {
+            return None;
+        };
+        let text = text.trim();
+        (from..self.hear.len()).find(|&i| self.hear[i].trim() == text)
+    }
+
+    /// The index of the first response at or after `from` that produced `item` (its speech,
+    /// with `{{field}}`s filled from `output`, or its function call); the next response is the
+    /// one after it.
+    pub fn answered_at(
+        &self,
+        from: usize,
+        item: Seeded<'_>,
+        output: Option<&serde_json::Value>,
+    ) -> Option<usize> {
+        (from..self.responses.len()).find(|&i| {
+            let r = &self.responses[i];
+            match item {
+                Seeded::Said(text) => {
+                    let text = text.trim();
+                    !text.is_empty()
+                        && r.say
+                            .as_deref()
+                            .is_some_and(|say| substitute(say, output).starts_with(text))
+                }
+                Seeded::Called(name) => r.call.as_ref().is_some_and(|c| c.name == name),
+                Seeded::Heard(_) => false,
+            }
+        })
+    }
+}
+
 /// Replaces every `{{field}}` in `text` by that top-level field of `output` (strings as-is,
 /// other values as JSON, missing fields and `null` as the empty string).
 pub(crate) fn substitute(text: &str, output: Option<&serde_json::Value>) -> String {
@@ -502,6 +552,40 @@ mod tests {
         assert_eq!(quoted(r#"Say "a" then "b""#), Some("a"));
         assert_eq!(quoted("no quotes"), None);
         assert_eq!(quoted(r#"only "one quote"#), None);
+    }
+
+    #[test]
+    fn a_seeded_conversation_moves_the_script_on() {
+        let s = Script::from_toml_str(
+            r#"
+            hear = ["Look me up.", "Thanks."]
+            [[response]]
+            call = { name = "lookup" }
+            [[response]]
+            say = "Found you, {{name}}. Anything else?"
+            [[response]]
+            say = "Bye."
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.heard_at(0, Seeded::Heard(" Look me up. ")), Some(0));
+        assert_eq!(s.heard_at(1, Seeded::Heard("Look me up.")), None);
+        assert_eq!(s.heard_at(0, Seeded::Heard("Press 1.")), None);
+        assert_eq!(s.answered_at(0, Seeded::Called("lookup"), None), Some(0));
+        assert_eq!(s.answered_at(1, Seeded::Called("lookup"), None), None);
+        let out = serde_json::json!({"name": "Maria"});
+        // An interrupted answer is the start of the scripted one.
+        assert_eq!(
+            s.answered_at(1, Seeded::Said("Found you, Maria."), Some(&out)),
+            Some(1)
+        );
+        assert_eq!(
+            s.answered_at(0, Seeded::Said("Found you, Bob."), Some(&out)),
+            None
+        );
+        // A greeting (not scripted) and empty text move nothing.
+        assert_eq!(s.answered_at(0, Seeded::Said("Hello, Acme."), None), None);
+        assert_eq!(s.answered_at(0, Seeded::Said(" "), None), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::conversation::{Conversation, Entry};
 use crate::ids;
 use crate::registry::Registry;
 use crate::response::{Options, Pace, Plan, ResponseRun};
-use crate::script::{self, FALLBACK_HEAR, FALLBACK_SAY, RaceOrder, Script, ScriptedError};
+use crate::script::{self, FALLBACK_HEAR, FALLBACK_SAY, RaceOrder, Script, ScriptedError, Seeded};
 use crate::validate;
 
 /// Close code of the retired beta interface.
@@ -201,6 +201,9 @@ struct Session {
     transcripts: VecDeque<PendingTranscript>,
     next_hear: usize,
     next_response: usize,
+    /// The response whose speech was the last seeded item, if it also calls a function (the
+    /// seeded call that follows is its own, not a later response's).
+    seeded_say_with_call: Option<usize>,
     /// Input tokens of the previous response (served from cache next time).
     /// Input tokens (text, audio) of the previous response: the next one finds them cached.
     last_input: (u64, u64),
@@ -239,6 +242,7 @@ impl Session {
             transcripts: VecDeque::new(),
             next_hear: 0,
             next_response: 0,
+            seeded_say_with_call: None,
             last_input: (0, 0),
             spoke: false,
             client_creates: 0,
@@ -756,6 +760,7 @@ impl Session {
             None => ids::new("item"),
         };
         set_id(&mut item, id);
+        self.follow_seeded(&item);
         let previous_item_id = self.conv.insert(
             Entry {
                 item: item.clone(),
@@ -774,6 +779,67 @@ impl Session {
             previous_item_id,
             item,
         });
+    }
+
+    /// Moves the script's cursors past what a client-created item says was already heard or
+    /// answered: a session seeded with a call's conversation goes on from there (the next
+    /// caller turn, the next response), as a real model answers from the conversation it is
+    /// given rather than from the start of its script. A `drop` right after an answer was the
+    /// failure of the connection that played it: the session seeded after it does not repeat it.
+    fn follow_seeded(&mut self, item: &Item) {
+        use switchboard_realtime::item::ContentPart;
+        let text = |content: &[ContentPart]| {
+            content
+                .iter()
+                .filter_map(|part| match part {
+                    ContentPart::InputText { text } | ContentPart::OutputText { text } => {
+                        Some(text.as_str())
+                    }
+                    _ => None,
+                })
+                .collect::<String>()
+        };
+        let script = &self.ctx.script;
+        let output = self.conv.last_output.as_ref();
+        let said_with_call = self.seeded_say_with_call.take();
+        match item {
+            Item::Message { role, content, .. } if role == "user" => {
+                if let Some(i) = script.heard_at(self.next_hear, Seeded::Heard(&text(content))) {
+                    self.next_hear = i + 1;
+                }
+            }
+            Item::Message { role, content, .. } if role == "assistant" => {
+                let said = text(content);
+                if let Some(i) = script.answered_at(self.next_response, Seeded::Said(&said), output)
+                {
+                    self.next_response = i + 1;
+                    self.seeded_say_with_call = script.responses[i].call.is_some().then_some(i);
+                    self.skip_drops();
+                }
+            }
+            Item::FunctionCall { name, .. } => {
+                // The call of a response whose speech was seeded just before is that response's.
+                let spoken = said_with_call
+                    .and_then(|i| script.responses[i].call.as_ref())
+                    .is_some_and(|c| c.name == *name);
+                if !spoken
+                    && let Some(i) =
+                        script.answered_at(self.next_response, Seeded::Called(name), output)
+                {
+                    self.next_response = i + 1;
+                    self.skip_drops();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the response cursor past `drop` entries (see [`Session::follow_seeded`]).
+    fn skip_drops(&mut self) {
+        let responses = &self.ctx.script.responses;
+        while responses.get(self.next_response).is_some_and(|r| r.drop) {
+            self.next_response += 1;
+        }
     }
 
     fn truncate(

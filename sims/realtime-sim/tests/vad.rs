@@ -449,3 +449,75 @@ async fn manual_turns_commit_and_clear() {
     client.close().await;
     sim.shutdown().await;
 }
+
+/// Reads the ack pair of a created item.
+async fn created(client: &mut Client) {
+    let added = client.next().await;
+    assert_eq!(added.ty, "conversation.item.added", "{:?}", added.raw);
+    assert_eq!(client.next().await.ty, "conversation.item.done");
+}
+
+#[tokio::test]
+async fn a_session_seeded_with_a_call_goes_on_where_the_conversation_left_off() {
+    // A new session of a call another session began: the greeting, the caller's first turn and
+    // the model's lookup with its output are seeded as items. The model answers from them (the
+    // second response), and the caller's next turn is the second it hears: the script does not
+    // start over (which would look the caller up again and hear the first turn twice).
+    let sim = sim(r#"
+        hear = ["Look up my account.", "Are you open Saturdays?"]
+        [session]
+        ms_per_word = 50
+        speed = 50.0
+        [[response]]
+        call = { name = "lookup_customer" }
+        [[response]]
+        say = "I found your account, {{name}}."
+        [[response]]
+        say = "Yes, nine to one."
+        "#)
+    .await;
+    let (mut client, _) = Client::connect(&sim).await;
+    client.configure(true).await;
+    let seeded = [
+        Item::assistant_text("Thanks for calling Acme Dental."),
+        Item::user_text("Look up my account."),
+        Item::FunctionCall {
+            id: None,
+            call_id: "call_1".into(),
+            name: "lookup_customer".into(),
+            arguments: "{}".into(),
+            status: None,
+        },
+        Item::function_output("call_1", r#"{"name":"Maria"}"#),
+    ];
+    for item in seeded {
+        client.send(&ClientEvent::item_create(item)).await;
+        created(&mut client).await;
+    }
+    client.send(&ClientEvent::response_create()).await;
+    let said = |events: &[Ev]| {
+        events
+            .iter()
+            .find_map(|e| match &e.ev {
+                ServerEvent::OutputAudioTranscriptDone { transcript, .. } => {
+                    Some(transcript.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let events = client.until("response.done").await;
+    assert_eq!(said(&events), "I found your account, Maria.");
+
+    client.append(&speech(800)).await;
+    client.append(&silence(800)).await;
+    let events = turn_events(&mut client).await;
+    let heard = events.iter().find_map(|e| match &e.ev {
+        ServerEvent::InputTranscriptionCompleted { transcript, .. } => Some(transcript.clone()),
+        _ => None,
+    });
+    assert_eq!(heard.as_deref(), Some("Are you open Saturdays?"));
+    assert_eq!(said(&events), "Yes, nine to one.");
+    client.close().await;
+    sim.shutdown().await;
+}
