@@ -196,20 +196,32 @@ impl Offers {
     /// Answers offers until `stop` fires, then stops taking offers: for a moment every offer is
     /// declined with `draining` (gateways offer it again elsewhere), then the subscription is
     /// drained and whatever was already delivered is declined too.
-    pub async fn run(mut self, mut offers: async_nats::Subscriber, stop: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut offers: async_nats::Subscriber,
+        mut takeovers: async_nats::Subscriber,
+        stop: CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 msg = offers.next() => match msg {
-                    Some(msg) => self.handle(msg, false).await,
+                    Some(msg) => self.handle(msg, false, Said::Always).await,
                     None => {
                         tracing::warn!("offer subscription ended");
                         return;
                     }
                 },
+                Some(msg) = takeovers.next() => {
+                    self.handle(msg, false, Said::OnlyAcceptance).await;
+                }
                 Some(sid) = self.ended_rx.recv() => self.ended(sid),
                 Some(taken) = self.taken_rx.recv() => self.taken(taken),
             }
+        }
+        // A draining worker takes no call over; it would not have answered a takeover anyway.
+        if let Err(e) = takeovers.unsubscribe().await {
+            tracing::debug!(error = %e, "leaving the takeover subject failed");
         }
         // Decline first, unsubscribe after: a gateway offers a declined call to another worker
         // at once, while an offer that reaches us in the middle of unsubscribing can be dropped
@@ -221,7 +233,7 @@ impl Offers {
             tokio::select! {
                 () = &mut window => break,
                 msg = offers.next() => match msg {
-                    Some(msg) => self.handle(msg, true).await,
+                    Some(msg) => self.handle(msg, true, Said::Always).await,
                     None => return,
                 },
             }
@@ -231,15 +243,16 @@ impl Offers {
             tracing::warn!(error = %e, "draining the offer subscription failed");
         }
         while let Ok(Some(msg)) = tokio::time::timeout(DRAIN_DECLINE_WINDOW, offers.next()).await {
-            self.handle(msg, true).await;
+            self.handle(msg, true, Said::Always).await;
         }
     }
 
-    async fn handle(&mut self, msg: Message, draining: bool) {
-        let Some(reply_to) = msg.reply.clone() else {
+    async fn handle(&mut self, msg: Message, draining: bool, said: Said) {
+        let Some(subject) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "offer without a reply subject ignored");
             return;
         };
+        let reply_to = ReplyTo { subject, said };
         while let Ok(sid) = self.ended_rx.try_recv() {
             self.ended(sid);
         }
@@ -394,7 +407,7 @@ impl Offers {
 
     async fn reply(
         &self,
-        reply_to: async_nats::Subject,
+        reply_to: ReplyTo,
         call_sid: &str,
         epoch: u32,
         result: Result<&str, DeclineReason>,
@@ -403,10 +416,28 @@ impl Offers {
     }
 }
 
+/// Which answers to an offer are said: a takeover offer goes to every worker, and only the one
+/// that took the call answers it (the others' declines would race its acceptance to the
+/// gateway, which takes the first answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Said {
+    /// Acceptances and declines (an offer to the queue group).
+    Always,
+    /// Acceptances only (a takeover offer to every worker).
+    OnlyAcceptance,
+}
+
+/// Where an offer's answer goes.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    subject: async_nats::Subject,
+    said: Said,
+}
+
 /// Answers an offer on `reply_to`.
 async fn answer(
     ctx: &CallContext,
-    reply_to: async_nats::Subject,
+    reply_to: ReplyTo,
     call_sid: &str,
     epoch: u32,
     result: Result<&str, DeclineReason>,
@@ -432,9 +463,12 @@ async fn answer(
         Err(reason) => ("declined", reason.as_str()),
     };
     metrics::counter!(crate::metrics::OFFERS, "result" => result, "reason" => reason).increment(1);
+    if !reply.accepted && reply_to.said == Said::OnlyAcceptance {
+        return;
+    }
     if let Err(e) = ctx
         .client
-        .publish(reply_to, reply.encode_to_vec().into())
+        .publish(reply_to.subject, reply.encode_to_vec().into())
         .await
     {
         tracing::warn!(%call_sid, error = %e, "answering the offer failed");

@@ -141,6 +141,11 @@ impl Worker {
             .queue_subscribe(subjects.offer(), WORKERS_QUEUE_GROUP.to_owned())
             .await
             .map_err(|e| WorkerError::Subscribe(e.to_string()))?;
+        // Takeover offers reach every worker (no queue group): see `Subjects::takeover`.
+        let takeovers_sub = client
+            .subscribe(subjects.takeover())
+            .await
+            .map_err(|e| WorkerError::Subscribe(e.to_string()))?;
         let ctx = Arc::new(CallContext {
             client: client.clone(),
             subjects,
@@ -173,7 +178,8 @@ impl Worker {
             tracker.clone(),
         );
         let stop_offers = CancellationToken::new();
-        let offers_task = service_tasks.spawn(offers.run(offers_sub, stop_offers.clone()));
+        let offers_task =
+            service_tasks.spawn(offers.run(offers_sub, takeovers_sub, stop_offers.clone()));
         metrics::gauge!(crate::metrics::MAX_CALLS).set(f64::from(config.max_calls));
         health.set_ready(true);
         tracing::info!(%addr, %worker_id, max_calls = config.max_calls, "call-worker ready");

@@ -123,7 +123,7 @@ async fn send(
     offer: &CallOffer,
     request: Request,
 ) -> OfferOutcome {
-    match request_reply(nats, subjects, offer, request).await {
+    match request_reply(nats, subjects.offer(), offer, request).await {
         Ok(reply) => OfferOutcome::Accepted {
             worker_id: reply.worker_id,
             agent_id: reply.agent_id,
@@ -136,11 +136,11 @@ async fn send(
 /// reason, `no_workers`, `timeout` or `error`).
 async fn request_reply(
     nats: &async_nats::Client,
-    subjects: &Subjects,
+    subject: String,
     offer: &CallOffer,
     request: Request,
 ) -> Result<OfferReply, String> {
-    match nats.send_request(subjects.offer(), request).await {
+    match nats.send_request(subject, request).await {
         Ok(reply) => match OfferReply::decode(reply.payload) {
             Ok(reply) if reply.accepted => Ok(reply),
             Ok(reply) if reply.reason.is_empty() => Err("declined".to_owned()),
@@ -251,7 +251,9 @@ pub async fn offer_takeover(
                 .headers(trace::headers())
                 .payload(payload.clone())
                 .timeout(Some(per_attempt.min(remaining)));
-            match request_reply(nats, subjects, offer, request).await {
+            // To every worker at once: the live one whose claim wins answers (see
+            // `Subjects::takeover`).
+            match request_reply(nats, subjects.takeover(), offer, request).await {
                 Ok(reply) if reply.epoch == offer.epoch => {
                     return TakeoverOutcome::Accepted {
                         worker_id: reply.worker_id,

@@ -100,6 +100,7 @@ impl Role<'_> {
                 publish: [
                     vec![
                         subjects.offer(),
+                        subjects.takeover(),
                         format!("{p}.call.*.in"),
                         // Probes of a silent call owner.
                         format!("{p}.call.*.owner"),
@@ -150,6 +151,7 @@ impl Role<'_> {
                 // `.owner`: the gateway's probes of the call's owner.
                 subscribe: vec![
                     subjects.offer(),
+                    subjects.takeover(),
                     format!("{p}.call.*.in"),
                     format!("{p}.call.*.owner"),
                     inbox,

@@ -48,6 +48,14 @@ impl Subjects {
         format!("{}.calls.offer", self.prefix)
     }
 
+    /// `voice.calls.takeover`: takeover offers, to every call-worker at once (no queue group).
+    /// The first worker whose fenced claim of the next epoch wins answers; the others stay
+    /// silent. A queue group would hand a takeover to a paused or partitioned worker as readily
+    /// as to a live one, and every such draw costs the caller an offer's timeout of silence.
+    pub fn takeover(&self) -> String {
+        format!("{}.calls.takeover", self.prefix)
+    }
+
     /// `voice.call.<call_sid>.in`: Twilio frames for the worker owning the call.
     pub fn call_in(&self, call_sid: &str) -> String {
         format!("{}.call.{call_sid}.in", self.prefix)

@@ -359,7 +359,8 @@ impl Drop for FakeWorker {
     }
 }
 
-/// A call-worker stand-in in the `call-workers` queue group, answering every offer with `reply`.
+/// A call-worker stand-in in the `call-workers` queue group (and on the takeover subject),
+/// answering every offer with `reply`.
 pub async fn fake_worker(
     nats: &async_nats::Client,
     reply: OfferReply,
@@ -374,12 +375,15 @@ pub async fn fake_worker_replying(
     replies: Vec<OfferReply>,
 ) -> anyhow::Result<FakeWorker> {
     let subjects = Subjects::default();
-    let mut sub = nats
+    // Like a worker: offers in the queue group, takeover offers to every worker.
+    let offers = nats
         .queue_subscribe(
             subjects.offer(),
             switchboard_proto::WORKERS_QUEUE_GROUP.to_owned(),
         )
         .await?;
+    let takeovers = nats.subscribe(subjects.takeover()).await?;
+    let mut sub = futures::stream::select(offers, takeovers);
     barrier(nats).await?;
     let (tx, offers) = tokio::sync::mpsc::unbounded_channel();
     let client = nats.clone();
