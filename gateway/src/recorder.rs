@@ -1,0 +1,502 @@
+//! Recording a call: the caller's audio on channel 0, what the caller heard of the agent on
+//! channel 1, on the stream's clock.
+//!
+//! Why here: the gateway holds the media socket, so it sees the caller's audio, every frame it
+//! writes to Twilio, every `clear` and every mark echo, and it stays the same while the call's
+//! model session reconnects or its worker is replaced (a takeover changes the worker, never the
+//! gateway). A recording made in the worker would have to be handed from owner to owner.
+//!
+//! Twilio plays the audio it gets through a playout buffer, so what the caller heard is not
+//! what the gateway sent when it sent it. The [`Tape`] models that buffer: agent audio plays
+//! after what is still queued; a `clear` removes what had not played yet; and every mark echo
+//! says where playback really was, so the audio queued before it is moved to match. An echo
+//! comes back one network trip after its audio played, and the caller's own audio reaches the
+//! gateway one trip late too, so shifting the agent's audio by the whole lateness an echo shows
+//! keeps both channels on the same clock (the caller's, seen from the gateway). What the caller
+//! never heard (cleared by a barge-in or a new owner's takeover, or still queued when the
+//! stream ended) is not in it; any gap is silence.
+//!
+//! Nothing here delays the media path: the stream actor hands each event to a bounded queue
+//! ([`Recording::tap`], never waiting; a full queue drops the event, counted in
+//! [`m::RECORDING_DROPPED`]); a recorder task per stream keeps the tape (G.711 mu-law in
+//! memory, 16 kB per second of call, at most [`MAX_RECORDING`]), and when the stream ends
+//! encodes the WAV on a blocking thread, writes it to the recording store and publishes the
+//! call's `recording` event. An agent with `record = false` gets no recorder at all.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_proto::event::recording_seq;
+use switchboard_proto::{CallEvent, CallRecording, call_event, now_ms};
+use switchboard_service::events::EventPublisher;
+use switchboard_service::recordings::{CHANNELS, RecordingStore, SAMPLE_RATE, wav};
+use switchboard_twilio::mulaw;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::metrics as m;
+use crate::shared::Shared;
+
+/// Events queued to a recorder: about four seconds of both directions' frames, so a recorder
+/// that falls behind for a moment (a busy CPU) loses nothing.
+pub const TAP_CAPACITY: usize = 512;
+
+/// The longest recording kept; audio after it is left out (and logged). Bounds the memory of
+/// one call's tape to 115 MB.
+pub const MAX_RECORDING: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Longest time writing one recording to the store may take.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Samples per millisecond (8 kHz; one mu-law byte per sample).
+const SAMPLES_PER_MS: u64 = SAMPLE_RATE as u64 / 1000;
+
+/// Caller frames arrive with network jitter; one arriving up to this late still follows the
+/// previous one directly. A later one starts where it arrived, after silence.
+const JITTER_SAMPLES: usize = 60 * SAMPLES_PER_MS as usize;
+
+const MAX_SAMPLES: usize = MAX_RECORDING.as_secs() as usize * SAMPLE_RATE as usize;
+
+/// One thing the stream actor saw, when it saw it.
+#[derive(Debug, Clone)]
+pub enum Tap {
+    /// Caller audio (mu-law) read from the socket.
+    Caller { at: Instant, audio: Bytes },
+    /// Agent audio (mu-law) written to the socket.
+    Agent { at: Instant, audio: Bytes },
+    /// A mark written after the agent audio so far.
+    Mark { at: Instant, name: String },
+    /// Twilio echoed a mark: the audio before it has played.
+    Echo { at: Instant, name: String },
+    /// A `clear` written: what had not played is gone.
+    Clear { at: Instant },
+    /// The stream ended.
+    End { at: Instant },
+}
+
+/// The stream actor's end of a recording: hands events to the recorder without waiting.
+pub struct Recording {
+    tx: mpsc::Sender<Tap>,
+    dropped: metrics::Counter,
+}
+
+impl Recording {
+    /// Starts the recorder of stream `stream` of `call_sid`, which started at `started`.
+    pub fn start(shared: &Arc<Shared>, call_sid: &str, stream: u32, started: Instant) -> Self {
+        let (tx, rx) = mpsc::channel(TAP_CAPACITY);
+        let recorder = Recorder {
+            call_sid: call_sid.to_owned(),
+            stream,
+            store: shared.recordings.clone(),
+            events: shared.events.clone(),
+        };
+        shared.tracker.spawn(
+            recorder
+                .run(rx, Tape::new(started))
+                .instrument(tracing::Span::current()),
+        );
+        Self {
+            tx,
+            dropped: metrics::counter!(m::RECORDING_DROPPED),
+        }
+    }
+
+    /// Hands `tap` to the recorder; drops it (counted) if the recorder is that far behind.
+    pub fn tap(&self, tap: Tap) {
+        if self.tx.try_send(tap).is_err() {
+            self.dropped.increment(1);
+        }
+    }
+}
+
+/// One stream's recorder task.
+struct Recorder {
+    call_sid: String,
+    stream: u32,
+    store: RecordingStore,
+    events: EventPublisher,
+}
+
+impl Recorder {
+    async fn run(self, mut rx: mpsc::Receiver<Tap>, mut tape: Tape) {
+        while let Some(tap) = rx.recv().await {
+            let end = matches!(tap, Tap::End { .. });
+            tape.apply(tap);
+            if end {
+                break;
+            }
+        }
+        // Without an `End` (dropped, or the actor vanished) the tape ends at what it holds.
+        let duration_ms = tape.duration_ms();
+        let (caller, agent) = tape.finish();
+        let encoded = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent)).await;
+        let Ok(wav) = encoded else {
+            metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+            tracing::error!("encoding the recording failed");
+            return;
+        };
+        let bytes = wav.len() as u64;
+        let location = RecordingStore::location(&self.call_sid, self.stream);
+        match tokio::time::timeout(UPLOAD_TIMEOUT, self.store.put(&location, wav.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+                tracing::error!(%error, %location, "storing the call's recording failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+                tracing::error!(%location, timeout = ?UPLOAD_TIMEOUT, "storing the call's recording timed out");
+                return;
+            }
+        }
+        metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_STORED).increment(1);
+        metrics::counter!(m::RECORDING_BYTES).increment(bytes);
+        tracing::info!(%location, duration_ms, bytes, "call recording stored");
+        self.events.publish(CallEvent {
+            call_sid: self.call_sid.clone(),
+            seq: recording_seq(self.stream),
+            at_ms: now_ms(),
+            body: Some(call_event::Body::Recording(CallRecording {
+                location,
+                duration_ms,
+                channels: u32::from(CHANNELS),
+                bytes,
+                stream: self.stream,
+            })),
+        });
+    }
+}
+
+/// Agent audio sent but not yet known to have played.
+#[derive(Debug)]
+struct Segment {
+    /// Sample where it plays.
+    start: usize,
+    audio: Bytes,
+}
+
+impl Segment {
+    fn end(&self) -> usize {
+        self.start + self.audio.len()
+    }
+}
+
+/// Both channels of one stream, with a model of Twilio's playout buffer (see the module
+/// documentation). Positions are samples since the stream started.
+#[derive(Debug)]
+pub struct Tape {
+    started: Instant,
+    /// The caller's channel (mu-law).
+    caller: Vec<u8>,
+    /// Where the caller's next frame goes when it arrives on time.
+    caller_next: usize,
+    /// The agent's channel as played (mu-law).
+    agent: Vec<u8>,
+    /// Agent audio queued at Twilio, in play order.
+    queued: VecDeque<Segment>,
+    /// Where the queued audio ends.
+    play_end: usize,
+    /// Marks placed and not echoed, with where they sit in the queue.
+    marks: VecDeque<(String, usize)>,
+    /// How late the last echo showed playback to be (a network round trip).
+    latency: usize,
+    /// Where the stream ended.
+    end: usize,
+    /// Audio left out for [`MAX_RECORDING`].
+    clipped: bool,
+}
+
+impl Tape {
+    /// An empty tape of a stream that started at `started`.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            caller: Vec::new(),
+            caller_next: 0,
+            agent: Vec::new(),
+            queued: VecDeque::new(),
+            play_end: 0,
+            marks: VecDeque::new(),
+            latency: 0,
+            end: 0,
+            clipped: false,
+        }
+    }
+
+    fn position(&self, at: Instant) -> usize {
+        let us = at.saturating_duration_since(self.started).as_micros() as u64;
+        (us * SAMPLES_PER_MS / 1000) as usize
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, tap: Tap) {
+        match tap {
+            Tap::Caller { at, audio } => {
+                // A frame is read once all of it was captured: it started its length earlier.
+                let arrived = self.position(at).saturating_sub(audio.len());
+                let start = if arrived > self.caller_next + JITTER_SAMPLES {
+                    arrived
+                } else {
+                    self.caller_next
+                };
+                self.caller_next = start + audio.len();
+                self.clipped |= write(&mut self.caller, start, &audio);
+            }
+            Tap::Agent { at, audio } => {
+                let start = self.play_end.max(self.position(at));
+                self.play_end = start + audio.len();
+                self.queued.push_back(Segment { start, audio });
+            }
+            Tap::Mark { at, name } => {
+                let at = self.play_end.max(self.position(at));
+                self.marks.push_back((name, at));
+            }
+            Tap::Echo { at, name } => self.on_echo(self.position(at), &name),
+            Tap::Clear { at } => {
+                // The clear reaches Twilio a trip later, as audio did.
+                let cut = self.position(at) + self.latency;
+                self.cut(cut);
+            }
+            Tap::End { at } => {
+                let end = self.position(at);
+                self.cut(end);
+                self.end = self.end.max(end);
+            }
+        }
+    }
+
+    /// Mark `name` was echoed at `now`: the audio before it has played by then.
+    fn on_echo(&mut self, now: usize, name: &str) {
+        // Unknown: a mark a `clear` already removed (Twilio echoes those at once) or not ours.
+        let Some(index) = self.marks.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, expected) = self
+            .marks
+            .drain(..=index)
+            .last()
+            .expect("index is in range");
+        let late = now.saturating_sub(expected);
+        self.latency = late;
+        if late > 0 {
+            for segment in &mut self.queued {
+                segment.start += late;
+            }
+            for (_, at) in &mut self.marks {
+                *at += late;
+            }
+            self.play_end += late;
+        }
+        let played = expected + late;
+        while self.queued.front().is_some_and(|s| s.end() <= played) {
+            let segment = self.queued.pop_front().expect("checked");
+            self.clipped |= write(&mut self.agent, segment.start, &segment.audio);
+        }
+    }
+
+    /// Playback stopped at `cut`: queued audio before it played, the rest never will.
+    fn cut(&mut self, cut: usize) {
+        while let Some(mut segment) = self.queued.pop_front() {
+            if segment.start >= cut {
+                continue;
+            }
+            if segment.end() > cut {
+                segment.audio.truncate(cut - segment.start);
+            }
+            self.clipped |= write(&mut self.agent, segment.start, &segment.audio);
+        }
+        self.marks.clear();
+        self.play_end = self.play_end.min(cut);
+    }
+
+    /// Milliseconds of recording so far.
+    pub fn duration_ms(&self) -> u64 {
+        (self.length() as u64) / SAMPLES_PER_MS
+    }
+
+    fn length(&self) -> usize {
+        let queued = self.queued.back().map_or(0, Segment::end);
+        self.end
+            .max(self.caller.len())
+            .max(self.agent.len())
+            .max(queued)
+            .min(MAX_SAMPLES)
+    }
+
+    /// Both channels as 16-bit PCM, of equal length (queued audio counts as played).
+    pub fn finish(mut self) -> (Vec<i16>, Vec<i16>) {
+        let length = self.length();
+        self.cut(usize::MAX);
+        if self.clipped {
+            tracing::warn!(limit = ?MAX_RECORDING, "the call was longer than a recording holds; the rest is not recorded");
+        }
+        let pcm = |channel: &[u8]| -> Vec<i16> {
+            let mut out: Vec<i16> = channel
+                .iter()
+                .take(length)
+                .map(|&b| mulaw::decode(b))
+                .collect();
+            out.resize(length, 0);
+            out
+        };
+        (pcm(&self.caller), pcm(&self.agent))
+    }
+}
+
+/// Writes `audio` at `start` of `channel` (silence before it), within [`MAX_SAMPLES`]; true if
+/// some of it was left out.
+fn write(channel: &mut Vec<u8>, start: usize, audio: &[u8]) -> bool {
+    let end = (start + audio.len()).min(MAX_SAMPLES);
+    if end <= start {
+        return !audio.is_empty();
+    }
+    if channel.len() < end {
+        channel.resize(end, mulaw::SILENCE);
+    }
+    channel[start..end].copy_from_slice(&audio[..end - start]);
+    end - start < audio.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: usize = SAMPLES_PER_MS as usize;
+
+    /// Loud mu-law (a constant near full scale).
+    fn voice(ms: usize) -> Bytes {
+        Bytes::from(vec![mulaw::encode(12_000); ms * MS])
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// Milliseconds of `channel` that are not silence, as (start, end) runs.
+    fn runs(channel: &[i16]) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        for (i, s) in channel.iter().enumerate() {
+            match (start, s.unsigned_abs() > 1000) {
+                (None, true) => start = Some(i),
+                (Some(b), false) => {
+                    runs.push((b / MS, i / MS));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = start {
+            runs.push((b / MS, channel.len() / MS));
+        }
+        runs
+    }
+
+    #[test]
+    fn caller_frames_follow_each_other_through_jitter_and_a_real_gap_is_silence() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // 20 ms frames read at 20, 45 (late), 58 (early), 80 ms, then none until 500 ms.
+        for ms in [20, 45, 58, 80, 500, 520] {
+            tape.apply(Tap::Caller {
+                at: at(t0, ms),
+                audio: voice(20),
+            });
+        }
+        tape.apply(Tap::End { at: at(t0, 600) });
+        assert_eq!(tape.duration_ms(), 600);
+        let (caller, agent) = tape.finish();
+        assert_eq!(caller.len(), 600 * MS);
+        assert_eq!(runs(&caller), [(0, 80), (480, 520)]);
+        assert!(runs(&agent).is_empty());
+    }
+
+    #[test]
+    fn agent_audio_queues_behind_what_plays_and_a_clear_removes_the_unplayed_rest() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // One second of answer sent in two bursts at 100 ms; the caller barges in at 400 ms.
+        tape.apply(Tap::Agent {
+            at: at(t0, 100),
+            audio: voice(500),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 101),
+            audio: voice(500),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 101),
+            name: "m1".into(),
+        });
+        tape.apply(Tap::Clear { at: at(t0, 400) });
+        // Twilio echoes the cleared mark at once; it says nothing about playback.
+        tape.apply(Tap::Echo {
+            at: at(t0, 401),
+            name: "m1".into(),
+        });
+        tape.apply(Tap::End { at: at(t0, 2000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(100, 400)]);
+    }
+
+    #[test]
+    fn a_late_echo_moves_the_audio_to_where_it_played() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 150),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 150),
+            name: "b".into(),
+        });
+        // Played 60 ms later than sent (a round trip): the first echo says so.
+        tape.apply(Tap::Echo {
+            at: at(t0, 260),
+            name: "a".into(),
+        });
+        // A clear at 300 ms reaches Twilio a trip later: 360 ms of the caller's clock.
+        tape.apply(Tap::Clear { at: at(t0, 300) });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(60, 360)]);
+    }
+
+    #[test]
+    fn audio_still_queued_when_the_stream_ends_was_not_heard() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(3000),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        assert_eq!(tape.duration_ms(), 1000);
+        let (caller, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(0, 1000)]);
+        assert_eq!(caller.len(), agent.len());
+    }
+
+    #[test]
+    fn a_recording_stops_at_its_limit() {
+        let mut channel = Vec::new();
+        assert!(!write(&mut channel, 0, &[1, 2]));
+        assert!(write(&mut channel, MAX_SAMPLES - 1, &[1, 2]));
+        assert_eq!(channel.len(), MAX_SAMPLES);
+        assert!(write(&mut channel, MAX_SAMPLES + 5, &[1]));
+        assert_eq!(channel.len(), MAX_SAMPLES);
+    }
+}
