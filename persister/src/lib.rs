@@ -15,7 +15,9 @@
 //! - [`sessions`]: the read model and its queries (`GET /api/sessions[/{call_sid}]`);
 //! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
 //!   with a bounded buffer per client;
-//! - [`api`]: the axum routes and their JSON errors;
+//! - [`api`]: the axum routes and their JSON errors, and a call's recording as `audio/wav`
+//!   (`GET /api/sessions/{call_sid}/recording`, read from the recording store `RECORDINGS_URL`);
+//! - [`retention`]: deleting recordings older than `RECORDINGS_RETENTION_DAYS`;
 //! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
 //!   sign-in (`/login`, `/logout`);
 //! - [`console_sessions`]: the console's sign-in sessions (random ids with an expiry in
@@ -45,6 +47,7 @@ pub mod live;
 pub mod metrics;
 pub mod pricing;
 pub mod readiness;
+pub mod retention;
 pub mod sessions;
 pub mod spans;
 pub mod web_call;
@@ -57,6 +60,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_service::drain::{Drain, flush_nats};
+use switchboard_service::recordings::{RecordingStore, RecordingsArgs};
 use switchboard_service::redact::Secret;
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +111,12 @@ pub struct Config {
     /// The notifier's delivery log, shown per call in the console (`NOTIFIER_URL`).
     #[command(flatten)]
     pub webhook_log: webhook_log::WebhookLogArgs,
+    /// The recording store (`RECORDINGS_URL`), whose recordings the API serves.
+    #[command(flatten)]
+    pub recordings: RecordingsArgs,
+    /// Days a recording is kept; older ones are deleted (0 keeps them forever).
+    #[arg(long, env = "RECORDINGS_RETENTION_DAYS", default_value_t = 90)]
+    pub recordings_retention_days: u64,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -159,6 +169,8 @@ pub enum RunError {
     WebCall(#[from] web_call::WebCallConfigError),
     #[error(transparent)]
     WebhookLog(#[from] webhook_log::WebhookLogConfigError),
+    #[error(transparent)]
+    Recordings(#[from] switchboard_service::recordings::StoreError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -179,6 +191,7 @@ pub async fn run(
     let web_calls = Arc::new(web_call::WebCalls::new(&config.web_call)?);
     let csp = headers::policy(web_calls.socket_origin());
     let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
+    let recordings = RecordingStore::open(&config.recordings.recordings_url)?;
 
     let stop = CancellationToken::new();
     {
@@ -215,6 +228,7 @@ pub async fn run(
             live: live.clone(),
             prices: Arc::new(prices.clone()),
             web_calls,
+            recordings: recordings.clone(),
         }))
         .merge(webhook_log::router(access.clone(), webhook_log))
         .merge(dashboard::router(access))
@@ -233,11 +247,22 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, "persister starting");
 
+    let retention = (config.recordings_retention_days > 0)
+        .then(|| Duration::from_secs(config.recordings_retention_days * 24 * 60 * 60));
+    let sweeper = tokio::spawn(retention::run(
+        recordings,
+        pool.clone(),
+        retention,
+        stop.clone(),
+    ));
     let result = consume(&config, &prices, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
     live.close();
     http_stop.cancel();
+    if tokio::time::timeout(FINAL_STEPS, sweeper).await.is_err() {
+        tracing::warn!("recording retention sweep did not stop in time");
+    }
     let http_result = match tokio::time::timeout(FINAL_STEPS, http).await {
         Ok(joined) => joined,
         // A live-view client still connected; the process is leaving anyway.
