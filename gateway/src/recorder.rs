@@ -9,10 +9,13 @@
 //! Twilio plays the audio it gets through a playout buffer, so what the caller heard is not
 //! what the gateway sent when it sent it. The [`Tape`] models that buffer: agent audio plays
 //! after what is still queued; a `clear` removes what had not played yet; and every mark echo
-//! says where playback really was, so the audio queued before it is moved to match. An echo
-//! comes back one network trip after its audio played, and the caller's own audio reaches the
-//! gateway one trip late too, so shifting the agent's audio by the whole lateness an echo shows
-//! keeps both channels on the same clock (the caller's, seen from the gateway). What the caller
+//! says where playback really was, so the audio queued before it is moved to match (audio sent
+//! back to back plays as one burst, placed by the least late of its echoes, since a client may
+//! send an echo late but never early). Both
+//! channels are on the stream's clock: caller frames go where their media timestamps say; the
+//! tape's zero is the arrival of `start` (one network trip after Twilio's zero), and an echo
+//! arrives two trips after its audio was sent, so shifting the agent's audio by the whole
+//! lateness an echo shows puts it where Twilio played it. What the caller
 //! never heard (cleared by a barge-in or a new owner's takeover, or still queued when the
 //! stream ended) is not in it; any gap is silence.
 //!
@@ -58,13 +61,22 @@ const SAMPLES_PER_MS: u64 = SAMPLE_RATE as u64 / 1000;
 /// previous one directly. A later one starts where it arrived, after silence.
 const JITTER_SAMPLES: usize = 60 * SAMPLES_PER_MS as usize;
 
+/// A caller frame's media timestamp is believed unless it puts the frame before the previous
+/// one or further than this after its arrival (a client sending nonsense).
+const AHEAD_SAMPLES: usize = 1000 * SAMPLES_PER_MS as usize;
+
 const MAX_SAMPLES: usize = MAX_RECORDING.as_secs() as usize * SAMPLE_RATE as usize;
 
 /// One thing the stream actor saw, when it saw it.
 #[derive(Debug, Clone)]
 pub enum Tap {
-    /// Caller audio (mu-law) read from the socket.
-    Caller { at: Instant, audio: Bytes },
+    /// Caller audio (mu-law) read from the socket, with its media timestamp (milliseconds of
+    /// stream time).
+    Caller {
+        at: Instant,
+        timestamp_ms: u32,
+        audio: Bytes,
+    },
     /// Agent audio (mu-law) written to the socket.
     Agent { at: Instant, audio: Bytes },
     /// A mark written after the agent audio so far.
@@ -171,18 +183,23 @@ impl Recorder {
     }
 }
 
-/// Agent audio sent but not yet known to have played.
+/// Agent audio sent, at the place it would play if Twilio played it the moment it was sent.
 #[derive(Debug)]
 struct Segment {
-    /// Sample where it plays.
     start: usize,
     audio: Bytes,
 }
 
-impl Segment {
-    fn end(&self) -> usize {
-        self.start + self.audio.len()
-    }
+/// Agent audio that plays back to back: sent while earlier audio was still queued at Twilio.
+/// Playback of a burst is continuous, so one lateness applies to all of it.
+#[derive(Debug, Default)]
+struct Burst {
+    segments: Vec<Segment>,
+    /// Where its audio ends, unshifted.
+    end: usize,
+    /// The least lateness its marks' echoes showed: echoes are late by the network round trip
+    /// plus however long the client took to send them, so the least is the truest.
+    late: Option<usize>,
 }
 
 /// Both channels of one stream, with a model of Twilio's playout buffer (see the module
@@ -196,13 +213,13 @@ pub struct Tape {
     caller_next: usize,
     /// The agent's channel as played (mu-law).
     agent: Vec<u8>,
-    /// Agent audio queued at Twilio, in play order.
-    queued: VecDeque<Segment>,
-    /// Where the queued audio ends.
-    play_end: usize,
-    /// Marks placed and not echoed, with where they sit in the queue.
-    marks: VecDeque<(String, usize)>,
-    /// How late the last echo showed playback to be (a network round trip).
+    /// The agent audio playing or queued now.
+    burst: Burst,
+    /// Counts bursts, so an echo is applied to its own.
+    burst_id: u64,
+    /// Marks placed and not echoed: name, burst, place in it (unshifted).
+    marks: VecDeque<(String, u64, usize)>,
+    /// The lateness of the last burst that had an echo (for one that has none).
     latency: usize,
     /// Where the stream ended.
     end: usize,
@@ -218,8 +235,8 @@ impl Tape {
             caller: Vec::new(),
             caller_next: 0,
             agent: Vec::new(),
-            queued: VecDeque::new(),
-            play_end: 0,
+            burst: Burst::default(),
+            burst_id: 0,
             marks: VecDeque::new(),
             latency: 0,
             end: 0,
@@ -232,13 +249,34 @@ impl Tape {
         (us * SAMPLES_PER_MS / 1000) as usize
     }
 
+    /// How late the current burst plays.
+    fn shift(&self) -> usize {
+        self.burst.late.unwrap_or(self.latency)
+    }
+
+    /// Whether audio sent at `now` joins the current burst (Twilio still has some of it to
+    /// play) rather than starting a new one.
+    fn joins_burst(&self, now: usize) -> bool {
+        !self.burst.segments.is_empty() && now < self.burst.end + self.shift()
+    }
+
     /// Applies one event.
     pub fn apply(&mut self, tap: Tap) {
         match tap {
-            Tap::Caller { at, audio } => {
-                // A frame is read once all of it was captured: it started its length earlier.
+            Tap::Caller {
+                at,
+                timestamp_ms,
+                audio,
+            } => {
+                // Twilio stamps each frame with its place on the stream's clock: that is where
+                // it goes, whatever delayed its arrival. Without a believable stamp, a frame
+                // follows the previous one unless it arrived after a real gap (it was read
+                // once all of it was captured, so it started its length earlier).
                 let arrived = self.position(at).saturating_sub(audio.len());
-                let start = if arrived > self.caller_next + JITTER_SAMPLES {
+                let stamped = timestamp_ms as usize * SAMPLES_PER_MS as usize;
+                let start = if stamped >= self.caller_next && stamped <= arrived + AHEAD_SAMPLES {
+                    stamped
+                } else if arrived > self.caller_next + JITTER_SAMPLES {
                     arrived
                 } else {
                     self.caller_next
@@ -247,70 +285,65 @@ impl Tape {
                 self.clipped |= write(&mut self.caller, start, &audio);
             }
             Tap::Agent { at, audio } => {
-                let start = self.play_end.max(self.position(at));
-                self.play_end = start + audio.len();
-                self.queued.push_back(Segment { start, audio });
+                let now = self.position(at);
+                let start = if self.joins_burst(now) {
+                    self.burst.end
+                } else {
+                    self.commit(usize::MAX);
+                    now
+                };
+                self.burst.end = start + audio.len();
+                self.burst.segments.push(Segment { start, audio });
             }
             Tap::Mark { at, name } => {
-                let at = self.play_end.max(self.position(at));
-                self.marks.push_back((name, at));
+                let now = self.position(at);
+                // A mark on an idle buffer comes back at once: it measures nothing of a burst.
+                if self.joins_burst(now) {
+                    self.marks.push_back((name, self.burst_id, self.burst.end));
+                }
             }
-            Tap::Echo { at, name } => self.on_echo(self.position(at), &name),
+            Tap::Echo { at, name } => {
+                // Unknown: a mark a `clear` removed (Twilio echoes those at once) or not ours.
+                let Some(index) = self.marks.iter().position(|(n, ..)| *n == name) else {
+                    return;
+                };
+                let (_, burst, expected) = self.marks.drain(..=index).last().expect("in range");
+                if burst == self.burst_id {
+                    let late = self.position(at).saturating_sub(expected);
+                    self.burst.late = Some(self.burst.late.map_or(late, |l| l.min(late)));
+                }
+            }
+            // Playback stops when the clear reaches Twilio: as late as the audio plays.
             Tap::Clear { at } => {
-                // The clear reaches Twilio a trip later, as audio did.
-                let cut = self.position(at) + self.latency;
-                self.cut(cut);
+                let cut = self.position(at) + self.shift();
+                self.commit(cut);
             }
             Tap::End { at } => {
                 let end = self.position(at);
-                self.cut(end);
+                self.commit(end);
                 self.end = self.end.max(end);
             }
         }
     }
 
-    /// Mark `name` was echoed at `now`: the audio before it has played by then.
-    fn on_echo(&mut self, now: usize, name: &str) {
-        // Unknown: a mark a `clear` already removed (Twilio echoes those at once) or not ours.
-        let Some(index) = self.marks.iter().position(|(n, _)| n == name) else {
-            return;
-        };
-        let (_, expected) = self
-            .marks
-            .drain(..=index)
-            .last()
-            .expect("index is in range");
-        let late = now.saturating_sub(expected);
-        self.latency = late;
-        if late > 0 {
-            for segment in &mut self.queued {
-                segment.start += late;
+    /// The current burst stopped playing at `cut` (on the stream's clock): what played goes
+    /// into the agent's channel; the rest was never heard.
+    fn commit(&mut self, cut: usize) {
+        let shift = self.shift();
+        for mut segment in std::mem::take(&mut self.burst.segments) {
+            let start = segment.start + shift;
+            if start >= cut {
+                break;
             }
-            for (_, at) in &mut self.marks {
-                *at += late;
-            }
-            self.play_end += late;
+            segment.audio.truncate(cut - start);
+            self.clipped |= write(&mut self.agent, start, &segment.audio);
         }
-        let played = expected + late;
-        while self.queued.front().is_some_and(|s| s.end() <= played) {
-            let segment = self.queued.pop_front().expect("checked");
-            self.clipped |= write(&mut self.agent, segment.start, &segment.audio);
+        if let Some(late) = self.burst.late {
+            self.latency = late;
         }
-    }
-
-    /// Playback stopped at `cut`: queued audio before it played, the rest never will.
-    fn cut(&mut self, cut: usize) {
-        while let Some(mut segment) = self.queued.pop_front() {
-            if segment.start >= cut {
-                continue;
-            }
-            if segment.end() > cut {
-                segment.audio.truncate(cut - segment.start);
-            }
-            self.clipped |= write(&mut self.agent, segment.start, &segment.audio);
-        }
+        self.burst = Burst::default();
+        self.burst_id += 1;
         self.marks.clear();
-        self.play_end = self.play_end.min(cut);
     }
 
     /// Milliseconds of recording so far.
@@ -319,18 +352,22 @@ impl Tape {
     }
 
     fn length(&self) -> usize {
-        let queued = self.queued.back().map_or(0, Segment::end);
+        let playing = if self.burst.segments.is_empty() {
+            0
+        } else {
+            self.burst.end + self.shift()
+        };
         self.end
             .max(self.caller.len())
             .max(self.agent.len())
-            .max(queued)
+            .max(playing)
             .min(MAX_SAMPLES)
     }
 
     /// Both channels as 16-bit PCM, of equal length (queued audio counts as played).
     pub fn finish(mut self) -> (Vec<i16>, Vec<i16>) {
         let length = self.length();
-        self.cut(usize::MAX);
+        self.commit(usize::MAX);
         if self.clipped {
             tracing::warn!(limit = ?MAX_RECORDING, "the call was longer than a recording holds; the rest is not recorded");
         }
@@ -397,13 +434,39 @@ mod tests {
     }
 
     #[test]
-    fn caller_frames_follow_each_other_through_jitter_and_a_real_gap_is_silence() {
+    fn caller_frames_go_where_their_timestamps_say_whenever_they_arrive() {
         let t0 = Instant::now();
         let mut tape = Tape::new(t0);
-        // 20 ms frames read at 20, 45 (late), 58 (early), 80 ms, then none until 500 ms.
-        for ms in [20, 45, 58, 80, 500, 520] {
+        // Frames of 0..80 ms, the third delayed 150 ms on the way; then 480..520 ms.
+        for (stamp, read) in [
+            (0, 20),
+            (20, 40),
+            (40, 210),
+            (60, 211),
+            (480, 500),
+            (500, 520),
+        ] {
+            tape.apply(Tap::Caller {
+                at: at(t0, read),
+                timestamp_ms: stamp,
+                audio: voice(20),
+            });
+        }
+        tape.apply(Tap::End { at: at(t0, 600) });
+        let (caller, _) = tape.finish();
+        assert_eq!(runs(&caller), [(0, 80), (480, 520)]);
+    }
+
+    #[test]
+    fn caller_frames_without_believable_timestamps_follow_each_other_through_jitter() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // A client stamping every frame 0 (after the first) or far in the future: 20 ms frames
+        // read at 20, 45 (late), 58 (early), 80 ms, then none until 500 ms.
+        for (i, ms) in [20, 45, 58, 80, 500, 520].into_iter().enumerate() {
             tape.apply(Tap::Caller {
                 at: at(t0, ms),
+                timestamp_ms: if i == 3 { 3_600_000 } else { 0 },
                 audio: voice(20),
             });
         }
@@ -473,6 +536,59 @@ mod tests {
         tape.apply(Tap::End { at: at(t0, 1000) });
         let (_, agent) = tape.finish();
         assert_eq!(runs(&agent), [(60, 360)]);
+    }
+
+    #[test]
+    fn the_least_late_echo_of_a_burst_places_all_of_it_without_gaps() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        for (sent, mark) in [(0, "a"), (10, "b")] {
+            tape.apply(Tap::Agent {
+                at: at(t0, sent),
+                audio: voice(200),
+            });
+            tape.apply(Tap::Mark {
+                at: at(t0, sent),
+                name: mark.into(),
+            });
+        }
+        // The client sent the first echo 30 ms after it was due; the second on time.
+        tape.apply(Tap::Echo {
+            at: at(t0, 260),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 430),
+            name: "b".into(),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 430)]);
+    }
+
+    #[test]
+    fn an_answer_after_silence_starts_when_sent_and_plays_as_late_as_the_last() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(100),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 130),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 1000),
+            audio: voice(100),
+        });
+        tape.apply(Tap::End { at: at(t0, 2000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 130), (1030, 1130)]);
     }
 
     #[test]

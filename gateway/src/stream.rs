@@ -116,7 +116,11 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
         linger: false,
     };
 
-    let (stream_sid, mut start) = match handshake(&mut socket, &shared).await {
+    let handshake_result = handshake(&mut socket, &shared).await;
+    // Stream time zero as the recording counts it: when Twilio's `start` arrived (its media
+    // timestamps count from just before), not after the checks below.
+    let stream_zero = Instant::now();
+    let (stream_sid, mut start) = match handshake_result {
         Ok(started) => started,
         Err(refusal) => {
             metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
@@ -196,7 +200,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
         let recording = shared
             .agents
             .records(&agent)
-            .then(|| Recording::start(&shared, &call_sid, start.attach, started));
+            .then(|| Recording::start(&shared, &call_sid, start.attach, stream_zero));
         let mut actor = StreamActor {
             call_sid: call_sid.clone(),
             in_subject: shared.subjects.call_in(&call_sid).into(),
@@ -888,6 +892,7 @@ impl StreamActor {
             let now = Instant::now();
             self.record(|| Tap::Caller {
                 at: now,
+                timestamp_ms: audio.timestamp_ms,
                 audio: audio.payload.clone(),
             });
             self.ownership.ring.push(now, audio.clone());
