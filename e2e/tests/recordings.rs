@@ -24,8 +24,20 @@ const MIN_STRETCH_MS: u64 = 100;
 const WINDOW_MS: u64 = 5;
 const SAMPLES_PER_MS: u64 = 8;
 
-/// Places the dental demo call (greeting, a tool, a barge-in, goodbye).
+/// Places the dental demo call (greeting, a tool, a barge-in, goodbye); it must go as
+/// scripted.
 async fn dental_call(system: &System) -> anyhow::Result<CallReport> {
+    let report = place_dental_call(system).await?;
+    ensure!(
+        report.ended_by == EndedBy::Caller && report.step_errors.is_empty(),
+        "{report:#?}\n{}",
+        system.logs()
+    );
+    Ok(report)
+}
+
+/// Places the dental demo call, however the conversation goes.
+async fn place_dental_call(system: &System) -> anyhow::Result<CallReport> {
     let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
     cfg.from = "+15550001234".into();
     cfg.to = "+15550001111".into();
@@ -34,11 +46,7 @@ async fn dental_call(system: &System) -> anyhow::Result<CallReport> {
     let report = callsim::place_call(&cfg, &script)
         .await
         .with_context(|| system.logs())?;
-    ensure!(
-        report.connected && report.ended_by == EndedBy::Caller && report.step_errors.is_empty(),
-        "{report:#?}\n{}",
-        system.logs()
-    );
+    ensure!(report.connected, "{report:#?}\n{}", system.logs());
     Ok(report)
 }
 
@@ -184,12 +192,14 @@ async fn a_call_whose_model_session_reconnects_is_recorded_whole() -> anyhow::Re
     // The model session expires a few seconds into the call; the worker opens another.
     let script = std::fs::read_to_string(root.join("sims/scenarios/dental.model.toml"))?.replacen(
         "[session]\n",
-        "[session]\nmax_seconds = 6\n",
+        "[session]\nmax_seconds = 10\n",
         1,
     );
     std::fs::write(&model, script)?;
     let system = System::start_custom(&root.join("agents/agents.toml"), &model, &[], "").await?;
-    let report = dental_call(&system).await?;
+    // The simulated model starts its script again in the new session, so the conversation
+    // need not go as scripted; the recording must hold whatever was said and heard.
+    let report = place_dental_call(&system).await?;
     let (session, wav_bytes) = recording(&system, &report.call_sid).await?;
     let worker_log = system.service_log("call-worker").unwrap_or_default();
     ensure!(

@@ -59,6 +59,7 @@ async fn play_call(tx: mpsc::Sender<Tap>, t0: Instant, seconds: u64) {
         let _ = tx
             .send(Tap::Caller {
                 at: ms(now + 20),
+                timestamp_ms: now as u32,
                 audio: caller.clone(),
             })
             .await;
@@ -128,7 +129,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = RecordingStore::open(dir.path().to_str().expect("utf-8")).expect("store");
     let before = cpu_time();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for call in 0..calls {
         let (tx, rx) = mpsc::channel(gateway::recorder::TAP_CAPACITY);

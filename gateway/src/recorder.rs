@@ -307,7 +307,8 @@ impl Tape {
                 let Some(index) = self.marks.iter().position(|(n, ..)| *n == name) else {
                     return;
                 };
-                let (_, burst, expected) = self.marks.drain(..=index).last().expect("in range");
+                let (_, burst, expected) =
+                    self.marks.drain(..=index).next_back().expect("in range");
                 if burst == self.burst_id {
                     let late = self.position(at).saturating_sub(expected);
                     self.burst.late = Some(self.burst.late.map_or(late, |l| l.min(late)));

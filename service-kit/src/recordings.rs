@@ -295,7 +295,7 @@ pub mod wav {
             return Err(NotARecording("not 8 kHz 16-bit PCM stereo"));
         }
         let data = &bytes[HEADER_BYTES..];
-        if data.len() != u32_at(40) as usize || data.len() % 4 != 0 {
+        if data.len() != u32_at(40) as usize || !data.len().is_multiple_of(4) {
             return Err(NotARecording("data length"));
         }
         let (caller, agent) = data
