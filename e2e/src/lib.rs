@@ -522,6 +522,20 @@ async fn wait_http(service: &mut Service, url: &str) -> anyhow::Result<()> {
     found.map(|_| ())
 }
 
+/// Places the dental scenario's phone call (sims/scenarios/dental.caller.toml, from +15550001234
+/// to the front desk) and returns callsim's report of it, however the call went.
+pub async fn place_dental_call(system: &System) -> anyhow::Result<callsim::CallReport> {
+    let mut cfg = callsim::CallConfig::new(&system.gateway, AUTH_TOKEN);
+    cfg.from = "+15550001234".into();
+    cfg.to = "+15550001111".into();
+    let script = callsim::CallerScript::from_file(
+        workspace_root().join("sims/scenarios/dental.caller.toml"),
+    )?;
+    callsim::place_call(&cfg, &script)
+        .await
+        .with_context(|| system.logs())
+}
+
 /// The persister's record of `call_sid`, once the call has ended.
 pub async fn get_session(persister: &str, call_sid: &str) -> anyhow::Result<Value> {
     let client = reqwest::Client::new();

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use callsim::{CallConfig, CallReport, CallerScript, EndedBy, Segment};
+use callsim::{CallReport, EndedBy, Segment};
 use serde_json::Value;
-use switchboard_e2e::{ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
+use switchboard_e2e::{ADMIN_TOKEN, System, get_session};
 use switchboard_service::recordings::wav;
 use switchboard_testkit::s3::S3Server;
 use switchboard_testkit::{eventually, workspace_root};
@@ -38,14 +38,7 @@ async fn dental_call(system: &System) -> anyhow::Result<CallReport> {
 
 /// Places the dental demo call, however the conversation goes.
 async fn place_dental_call(system: &System) -> anyhow::Result<CallReport> {
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
+    let report = switchboard_e2e::place_dental_call(system).await?;
     ensure!(report.connected, "{report:#?}\n{}", system.logs());
     Ok(report)
 }
