@@ -9,9 +9,8 @@
 //! Twilio plays the audio it gets through a playout buffer, so what the caller heard is not
 //! what the gateway sent when it sent it. The [`Tape`] models that buffer: agent audio plays
 //! after what is still queued; a `clear` removes what had not played yet; and every mark echo
-//! says where playback really was, so the audio queued before it is moved to match (audio sent
-//! back to back plays as one burst, placed by the least late of its echoes, since a client may
-//! send an echo late but never early). Both
+//! says where playback really was, so the audio queued before it is moved to match (by the least
+//! lateness of the recent echoes: a client may send an echo late, never early). Both
 //! channels are on the stream's clock: caller frames go where their media timestamps say; the
 //! tape's zero is the arrival of `start` (one network trip after Twilio's zero), and an echo
 //! arrives two trips after its audio was sent, so shifting the agent's audio by the whole
@@ -191,16 +190,16 @@ struct Segment {
 }
 
 /// Agent audio that plays back to back: sent while earlier audio was still queued at Twilio.
-/// Playback of a burst is continuous, so one lateness applies to all of it.
 #[derive(Debug, Default)]
 struct Burst {
     segments: Vec<Segment>,
     /// Where its audio ends, unshifted.
     end: usize,
-    /// The least lateness its marks' echoes showed: echoes are late by the network round trip
-    /// plus however long the client took to send them, so the least is the truest.
-    late: Option<usize>,
 }
+
+/// Echoes whose lateness is remembered: an echo is late by the network round trip plus however
+/// long the client took to send it, so the least of the recent ones is the truest round trip.
+const ECHO_WINDOW: usize = 32;
 
 /// Both channels of one stream, with a model of Twilio's playout buffer (see the module
 /// documentation). Positions are samples since the stream started.
@@ -219,8 +218,8 @@ pub struct Tape {
     burst_id: u64,
     /// Marks placed and not echoed: name, burst, place in it (unshifted).
     marks: VecDeque<(String, u64, usize)>,
-    /// The lateness of the last burst that had an echo (for one that has none).
-    latency: usize,
+    /// The lateness of the last [`ECHO_WINDOW`] echoes.
+    echoes: VecDeque<usize>,
     /// Where the stream ended.
     end: usize,
     /// Audio left out for [`MAX_RECORDING`].
@@ -238,7 +237,7 @@ impl Tape {
             burst: Burst::default(),
             burst_id: 0,
             marks: VecDeque::new(),
-            latency: 0,
+            echoes: VecDeque::with_capacity(ECHO_WINDOW),
             end: 0,
             clipped: false,
         }
@@ -249,15 +248,16 @@ impl Tape {
         (us * SAMPLES_PER_MS / 1000) as usize
     }
 
-    /// How late the current burst plays.
+    /// How late Twilio plays what the gateway sends: the least lateness of the recent echoes.
     fn shift(&self) -> usize {
-        self.burst.late.unwrap_or(self.latency)
+        self.echoes.iter().copied().min().unwrap_or(0)
     }
 
     /// Whether audio sent at `now` joins the current burst (Twilio still has some of it to
-    /// play) rather than starting a new one.
+    /// play: it arrives there as late as the burst plays) rather than starting a new one after
+    /// silence.
     fn joins_burst(&self, now: usize) -> bool {
-        !self.burst.segments.is_empty() && now < self.burst.end + self.shift()
+        !self.burst.segments.is_empty() && now < self.burst.end
     }
 
     /// Applies one event.
@@ -310,8 +310,11 @@ impl Tape {
                 let (_, burst, expected) =
                     self.marks.drain(..=index).next_back().expect("in range");
                 if burst == self.burst_id {
-                    let late = self.position(at).saturating_sub(expected);
-                    self.burst.late = Some(self.burst.late.map_or(late, |l| l.min(late)));
+                    if self.echoes.len() == ECHO_WINDOW {
+                        self.echoes.pop_front();
+                    }
+                    self.echoes
+                        .push_back(self.position(at).saturating_sub(expected));
                 }
             }
             // Playback stops when the clear reaches Twilio: as late as the audio plays.
@@ -338,9 +341,6 @@ impl Tape {
             }
             segment.audio.truncate(cut - start);
             self.clipped |= write(&mut self.agent, start, &segment.audio);
-        }
-        if let Some(late) = self.burst.late {
-            self.latency = late;
         }
         self.burst = Burst::default();
         self.burst_id += 1;
@@ -565,6 +565,32 @@ mod tests {
         tape.apply(Tap::End { at: at(t0, 1000) });
         let (_, agent) = tape.finish();
         assert_eq!(runs(&agent), [(30, 430)]);
+    }
+
+    #[test]
+    fn audio_sent_after_the_queue_ran_dry_plays_after_a_gap() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 230),
+            name: "a".into(),
+        });
+        // The next delta comes 59 ms after the first one ran out: Twilio had nothing to play.
+        tape.apply(Tap::Agent {
+            at: at(t0, 259),
+            audio: voice(200),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 230), (289, 489)]);
     }
 
     #[test]
