@@ -216,6 +216,9 @@ pub struct Tape {
     burst: Burst,
     /// Counts bursts, so an echo is applied to its own.
     burst_id: u64,
+    /// Where the previous burst's audio ended (unshifted, as far as it played): a new burst
+    /// never plays over it, however late that one really played.
+    after: usize,
     /// Marks placed and not echoed: name, burst, place in it (unshifted).
     marks: VecDeque<(String, u64, usize)>,
     /// The lateness of the last [`ECHO_WINDOW`] echoes.
@@ -236,6 +239,7 @@ impl Tape {
             agent: Vec::new(),
             burst: Burst::default(),
             burst_id: 0,
+            after: 0,
             marks: VecDeque::new(),
             echoes: VecDeque::with_capacity(ECHO_WINDOW),
             end: 0,
@@ -290,7 +294,7 @@ impl Tape {
                     self.burst.end
                 } else {
                     self.commit(usize::MAX);
-                    now
+                    now.max(self.after)
                 };
                 self.burst.end = start + audio.len();
                 self.burst.segments.push(Segment { start, audio });
@@ -342,6 +346,9 @@ impl Tape {
             segment.audio.truncate(cut - start);
             self.clipped |= write(&mut self.agent, start, &segment.audio);
         }
+        self.after = self
+            .after
+            .max(self.burst.end.min(cut.saturating_sub(shift)));
         self.burst = Burst::default();
         self.burst_id += 1;
         self.marks.clear();
