@@ -17,7 +17,9 @@ use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::{Message as _, TOOLS_BUCKET, ToolCall, ToolResult, ToolSpec, tool_result};
 use switchboard_realtime::session::FunctionTool;
 
-use crate::agents::{Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
+use crate::agents::{
+    Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL,
+};
 
 /// How long reading one ToolSpec from KV may take at call start.
 const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -160,15 +162,50 @@ pub fn builtin_function(name: &str, agent: &Agent) -> Option<FunctionTool> {
                 "additionalProperties": false
             }),
         ),
+        TRANSFER_CALL if !agent.departments.is_empty() => (
+            "Transfer the caller to a human colleague in one of the departments. Use it when the \
+             caller asks for a person or you cannot help. After calling it, tell the caller \
+             briefly that you are transferring them. If nobody answers, the caller comes back \
+             to you.",
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "department": {
+                        "type": "string",
+                        "enum": agent.departments.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+                        "description": "The department to transfer the caller to."
+                    },
+                    "reason": {"type": "string", "description": "Why the caller is transferred."}
+                },
+                "required": ["department"],
+                "additionalProperties": false
+            }),
+        ),
         TRANSFER_CALL => (
             "Transfer the caller to a human colleague. Use it when the caller asks for a person \
              or you cannot help. After calling it, tell the caller briefly that you are \
-             transferring them.",
+             transferring them. If nobody answers, the caller comes back to you.",
             serde_json::json!({
                 "type": "object",
                 "properties": {
                     "reason": {"type": "string", "description": "Why the caller is transferred."}
                 },
+                "additionalProperties": false
+            }),
+        ),
+        SEND_DTMF => (
+            "Press keys on the phone line, to get through an automated phone menu (IVR). The \
+             line is silent for a moment while the keys are played.",
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "digits": {
+                        "type": "string",
+                        "pattern": "^[0-9*#w]{1,64}$",
+                        "description": "The keys to press: 0-9, * and #; w waits half a second."
+                    }
+                },
+                "required": ["digits"],
                 "additionalProperties": false
             }),
         ),

@@ -67,7 +67,8 @@ use super::session_check::SessionCheck;
 use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
-use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
+use super::transfer::{Destination, Resolution, Transfer, returned_instructions};
+use crate::agents::{Agent, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
 use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
@@ -85,6 +86,11 @@ pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
 pub const REATTACH_WINDOW: Duration = Duration::from_secs(30);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// The outcome a transfer that did not connect leaves (when the transfer set `transferred`).
+pub const TRANSFER_FAILED_OUTCOME: &str = "transfer_failed";
+/// The outcome a transfer records when the agent set none.
+pub const TRANSFERRED_OUTCOME: &str = "transferred";
 
 const IDLE_PROMPT: &str = "Are you still there?";
 /// Said (once per tool round) when a business tool is slow and the model is silent.
@@ -235,6 +241,8 @@ pub struct CallMachine {
     /// The function calls of each response, answered together.
     tools_rounds: ToolRounds,
     outcome_set: bool,
+    /// The outcome on record is the one a transfer set.
+    transfer_outcome: bool,
     handoff: Option<PendingHandoff>,
     /// A call taken over: whether the caller was waiting for an answer, until its session is
     /// configured.
@@ -263,6 +271,8 @@ pub struct CallMachine {
     unreported: Usage,
     /// The goodbye before a hang-up or transfer of ours.
     goodbye: Goodbye,
+    /// A transfer whose result is not known yet (the call has no stream meanwhile).
+    transfer: Option<Transfer>,
     start_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
@@ -301,6 +311,7 @@ impl CallMachine {
             transcripts: Transcripts::default(),
             tools_rounds: ToolRounds::default(),
             outcome_set: false,
+            transfer_outcome: false,
             handoff: None,
             resumed: None,
             pending_tools: Vec::new(),
@@ -321,6 +332,7 @@ impl CallMachine {
             },
             unreported: Usage::default(),
             goodbye: Goodbye::default(),
+            transfer: None,
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
             idle_deadline: None,
@@ -426,6 +438,7 @@ impl CallMachine {
         }
         [
             self.goodbye.deadline(),
+            self.transfer.as_ref().map(Transfer::deadline),
             self.start_deadline,
             self.max_deadline,
             self.idle_deadline,
@@ -497,6 +510,12 @@ impl CallMachine {
             return;
         };
         self.effects.push(Effect::Out(ending.frame()));
+        if let Ending::Transfer { to, timeout } = ending {
+            // The call stays ours until the human answers: no answer brings the caller back.
+            self.record_system(format!("Transferring the caller to {}.", to.label()), now);
+            self.transfer = Some(Transfer::dialing(to, self.transfer_outcome, timeout, now));
+            return;
+        }
         self.finish(ending.reason(), now);
     }
 
@@ -505,10 +524,77 @@ impl CallMachine {
         self.stream_started
     }
 
+    /// Whether frames from the gateway are expected now: the stream started and no transfer
+    /// is ringing (a transfer has its own deadline).
+    pub fn watches_stream(&self) -> bool {
+        self.stream_started && self.transfer.is_none()
+    }
+
+    /// A system line in the record (not said to the model).
+    pub(super) fn record_system(&mut self, text: String, now: Instant) {
+        self.effects
+            .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                redacted: Vec::new(),
+                role: Role::System as i32,
+                text,
+                item_id: String::new(),
+                interrupted: false,
+                heard_ms: 0,
+                offset_ms: self.offset_ms(now),
+                audio_end_ms: 0,
+            })));
+    }
+
+    /// The gateway reported how the transfer went.
+    fn on_transfer_result(&mut self, status: &str, now: Instant) {
+        let call_sid = &self.setup.offer.call_sid;
+        let Some(status) = switchboard_proto::event::DialStatus::parse(status) else {
+            tracing::warn!(%call_sid, %status, "unknown transfer result ignored");
+            return;
+        };
+        let Some(transfer) = &mut self.transfer else {
+            tracing::debug!(%call_sid, %status, "transfer result without a transfer ignored");
+            return;
+        };
+        tracing::info!(%call_sid, %status, "transfer result");
+        match transfer.on_result(status, now) {
+            Resolution::Connected => {
+                let label = transfer.destination().label();
+                self.record_system(format!("The transfer to {label} was answered."), now);
+                self.transfer = None;
+                self.finish(EndReason::Transferred, now);
+            }
+            Resolution::Returning | Resolution::Ignored => {}
+        }
+    }
+
+    /// A new stream came while a transfer rang: the caller is back with the agent, who says so.
+    fn on_transfer_returned(&mut self, transfer: Transfer, now: Instant) {
+        let status = transfer.returned_status();
+        let to = transfer.destination().clone();
+        tracing::info!(call_sid = %self.setup.offer.call_sid, %status, "transfer not answered; the caller is back");
+        self.record_system(
+            format!(
+                "The transfer to {} did not connect ({status}); the caller is back with the agent.",
+                to.label()
+            ),
+            now,
+        );
+        if transfer.own_outcome() {
+            self.set_outcome(TRANSFER_FAILED_OUTCOME, status.as_str());
+        }
+        self.max_deadline = self.setup.agent.max_call.map(|d| self.accepted_at + d);
+        self.touch_caller(now);
+        self.request_response(
+            Purpose::Plain,
+            Some(instructions(returned_instructions(&to, status))),
+        );
+    }
+
     /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:
     /// the caller's socket is gone with its gateway.
     pub fn on_stream_gone(&mut self, now: Instant) {
-        if self.stream_started {
+        if self.watches_stream() {
             tracing::warn!(call_sid = %self.setup.offer.call_sid, "no frame from the gateway and no re-attach in time");
             self.finish(EndReason::StreamLost, now);
         }
@@ -557,6 +643,15 @@ impl CallMachine {
             tracing::warn!(call_sid = %self.setup.offer.call_sid, "media stream never started");
             self.start_deadline = None;
             self.finish(EndReason::StreamLost, now);
+            return;
+        }
+        if let Some(transfer) = self.transfer.take_if(|t| t.deadline() <= now) {
+            let reason = match transfer {
+                Transfer::Dialing { .. } => EndReason::Transferred,
+                Transfer::Returning { .. } => EndReason::StreamLost,
+            };
+            tracing::info!(call_sid = %self.setup.offer.call_sid, %reason, "no transfer result in time");
+            self.finish(reason, now);
             return;
         }
         if self.goodbye.deadline().is_some_and(|d| d <= now) {

@@ -74,6 +74,10 @@ pub struct CallReport {
     pub protocol_errors: Vec<String>,
     /// Steps that failed, a time-out, a broken socket.
     pub step_errors: Vec<String>,
+    /// Every `<Dial>` the call's TwiML ran, in order.
+    pub dials: Vec<crate::dial::DialReport>,
+    /// Every `<Play digits>` the call's TwiML ran (as written, pauses included).
+    pub digits_played: Vec<String>,
 }
 
 impl CallReport {
@@ -105,6 +109,8 @@ impl CallReport {
             close_reason: None,
             protocol_errors: Vec::new(),
             step_errors: Vec::new(),
+            dials: Vec::new(),
+            digits_played: Vec::new(),
         }
     }
 

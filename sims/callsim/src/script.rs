@@ -10,6 +10,8 @@
 //! [[step]]
 //! dtmf = "1"
 //! [[step]]
+//! expect_digits = "12#"
+//! [[step]]
 //! pause_ms = 500
 //! [[step]]
 //! hangup = true
@@ -28,6 +30,8 @@ pub const MAX_STEP_MS: u64 = 3_600_000;
 /// How long a `barge_in` waits for the assistant to be speaking long enough before the step
 /// fails; the TOML format has no field for it.
 pub const BARGE_IN_MAX_WAIT_MS: u64 = 15_000;
+/// How long an `expect_digits` waits for the keys before the step fails.
+pub const EXPECT_DIGITS_MAX_WAIT_MS: u64 = 20_000;
 /// Slack added to the sum of the steps' longest durations to get the call's time limit.
 pub const CALL_SLACK_MS: u64 = 30_000;
 
@@ -61,6 +65,10 @@ pub enum Step {
     BargeIn { after_ms: u64, say_ms: u64 },
     /// Press keys: one Twilio `dtmf` message per digit, 20 ms apart.
     Dtmf(String),
+    /// The callee is an automated menu (IVR): wait until the line has played these keys
+    /// (`<Play digits>`, pauses left out), within [`EXPECT_DIGITS_MAX_WAIT_MS`]; other keys,
+    /// or none in time, fail the call.
+    ExpectDigits(String),
     /// Stay silent for this many milliseconds.
     PauseMs(u64),
     /// `true`: send `stop` and close the socket, as Twilio does when the caller hangs up.
@@ -203,6 +211,17 @@ impl CallerScript {
                         Ok(())
                     }
                 }
+                Step::ExpectDigits(digits) => {
+                    if digits.is_empty() {
+                        Err("expect_digits needs at least one digit".to_owned())
+                    } else if let Some(c) = digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
+                        Err(format!(
+                            "expect_digits digit {c:?} is not one of {DTMF_DIGITS:?}"
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
                 Step::PauseMs(ms) => bounded(*ms, "pause_ms"),
                 Step::Hangup(_) => Ok(()),
             };
@@ -232,6 +251,7 @@ impl CallerScript {
                 Step::SayMs(ms) | Step::PauseMs(ms) => *ms,
                 Step::BargeIn { say_ms, .. } => BARGE_IN_MAX_WAIT_MS + say_ms,
                 Step::Dtmf(d) => 20 * d.chars().count() as u64,
+                Step::ExpectDigits(_) => EXPECT_DIGITS_MAX_WAIT_MS,
                 Step::Hangup(_) => 0,
             })
             .sum();

@@ -327,18 +327,17 @@ async fn update(
                         &format!("TwiML in a call update needs absolute URLs: {relative}"),
                     );
                 }
-                // New TwiML replaces `<Connect>`: the stream ends either way, and a new
-                // `<Connect><Stream>` opens the call's next stream.
-                if verbs
-                    .iter()
-                    .any(|v| matches!(v, Verb::ConnectStream { .. }))
-                {
+                // New TwiML replaces `<Connect>`: the stream ends either way. The call follows
+                // a document that may lead to a new stream (a `<Connect><Stream>`, keys played
+                // before one, a `<Dial>` whose action decides what comes next); any other ends
+                // the call once it has run.
+                if crate::call::continues(&verbs) {
                     redirect = Some(twiml.to_owned());
                 } else {
                     end = true;
                 }
                 if let Some(to) = verbs.iter().find_map(|v| match v {
-                    Verb::Dial(n) => Some(n.clone()),
+                    Verb::Dial { number, .. } => Some(number.clone()),
                     _ => None,
                 }) {
                     state.transferred_to = Some(to);
