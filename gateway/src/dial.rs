@@ -11,8 +11,9 @@
 //!   `ParentCallSid` = the caller's call) to [`dial_status`], which tells the call's owner
 //!   `TransferResult { status: "answered" }` on `voice.call.<sid>.in`;
 //! - when the dial ends, Twilio requests the `<Dial>` action ([`dial_action`]) with
-//!   `DialCallStatus`: the owner is told the status; `completed` / `answered` (or a caller who
-//!   hung up) gets `<Hangup/>`; `busy`, `no-answer`, `failed` or `canceled` with the caller still
+//!   `DialCallStatus`: the owner is told the status; `completed` / `answered` gets `<Hangup/>`,
+//!   and so does a caller who hung up while it rang (the owner then also gets a `stop`, so the
+//!   call ends `caller_hung_up`); `busy`, `no-answer`, `failed` or `canceled` with the caller still
 //!   on the line takes back the gateway's end of the call and answers the re-attach TwiML of
 //!   [`crate::reattach`] (a one-time token under the owner's epoch), so the caller is back with
 //!   the agent on a new stream. A second request for the same transfer finds no end to take
@@ -75,11 +76,17 @@ pub async fn digits_twiml(
 /// Tells the owner of `call_sid` how its transfer went.
 async fn publish_result(shared: &Shared, call_sid: &str, status: DialStatus) {
     metrics::counter!(m::TRANSFER_RESULTS, "status" => status.as_str()).increment(1);
+    let result = inbound_frame::Frame::TransferResult(TransferResult {
+        status: status.as_str().to_owned(),
+    });
+    publish(shared, call_sid, result).await;
+}
+
+/// Publishes `frame` to the owner of `call_sid` (outside any stream: `seq` 0).
+async fn publish(shared: &Shared, call_sid: &str, frame: inbound_frame::Frame) {
     let payload = InboundFrame {
         seq: 0,
-        frame: Some(inbound_frame::Frame::TransferResult(TransferResult {
-            status: status.as_str().to_owned(),
-        })),
+        frame: Some(frame),
     }
     .encode_to_vec();
     if let Err(error) = shared
@@ -88,7 +95,7 @@ async fn publish_result(shared: &Shared, call_sid: &str, status: DialStatus) {
         .await
     {
         metrics::counter!(m::NATS_PUBLISH_ERRORS).increment(1);
-        tracing::warn!(%error, "publishing the transfer result failed");
+        tracing::warn!(%error, "publishing to the call's owner failed");
     }
 }
 
@@ -110,6 +117,15 @@ pub async fn dial_action(State(shared): State<Arc<Shared>>, request: Request) ->
     let span = tracing::info_span!(parent: None, "dial_action", call_sid = %form.call_sid, %status);
     async move {
         publish_result(&shared, &form.call_sid, status).await;
+        if !status.connected() && form.call_status != "in-progress" {
+            // The caller hung up while it rang: the call is over for the owner too.
+            publish(
+                &shared,
+                &form.call_sid,
+                crate::frames::stop(StopReason::Stop),
+            )
+            .await;
+        }
         if status.connected() || form.call_status != "in-progress" {
             tracing::info!(call_status = %form.call_status, "transfer over: hanging up");
             return twiml_response(twiml::Response::new().hangup().build());

@@ -250,6 +250,12 @@ async fn answered_and_finished_transfers_reach_the_owner_and_hang_up() -> anyhow
         Instructions::parse(&resp.text().await?)?.0,
         vec![Verb::Hangup]
     );
+    assert_eq!(result(&next_frame(&mut inbound).await?), Some("canceled"));
+    let stop = next_frame(&mut inbound).await?;
+    assert!(
+        matches!(&stop, inbound_frame::Frame::Stop(s) if s.reason == "stop"),
+        "{stop:?}"
+    );
 
     // Bad requests.
     let status = |resp: reqwest::Response| resp.status().as_u16();

@@ -328,3 +328,15 @@ fn send_dtmf_refuses_anything_but_keys() {
         );
     }
 }
+
+#[test]
+fn the_caller_hanging_up_while_it_rings_ends_the_call_as_hung_up() {
+    let mut c = Call::new(agent_with(|_| {}));
+    transfer(&mut c, "{}");
+    stop(&mut c, 60, "transfer");
+    result(&mut c, 3_000, "canceled");
+    assert!(ended(&c.take()).is_none());
+    // The gateway saw the caller gone (`CallStatus=completed` on the dial's action).
+    stop(&mut c, 3_001, "stop");
+    assert_eq!(ended(&c.take()).unwrap().reason, "caller_hung_up");
+}
