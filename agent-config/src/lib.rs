@@ -165,6 +165,9 @@ pub struct Agent {
     /// How long a transfer rings before the caller comes back to the agent
     /// (`transfer_timeout_seconds`, Twilio's `<Dial timeout>`).
     pub transfer_timeout: Duration,
+    /// Transfers are warm (`warm_transfer = true`): the caller holds while the human is called
+    /// and hears the model's summary of the call first.
+    pub warm_transfer: bool,
     /// What the caller hears (Twilio `<Say>`, spoken by the gateway) when the call's worker is
     /// lost and no other worker can take the call over, before the transfer to `transfer_to`
     /// or the hang-up ([`DEFAULT_APOLOGY`] unless set).
@@ -257,6 +260,7 @@ impl Agent {
             transfer_to: None,
             departments: Vec::new(),
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            warm_transfer: false,
             apology: DEFAULT_APOLOGY.to_owned(),
             handoff_to: Vec::new(),
             max_call: None,
@@ -306,6 +310,8 @@ struct RawAgent {
     /// A number, or a table of department name to number.
     transfer_to: Option<toml::Value>,
     transfer_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    warm_transfer: bool,
     apology: Option<String>,
     #[serde(default)]
     handoff_to: Vec<String>,
@@ -840,6 +846,7 @@ fn validate(mut raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, Agen
         transfer_to,
         departments,
         transfer_timeout,
+        warm_transfer: raw.warm_transfer,
         apology: raw.apology.unwrap_or_else(|| DEFAULT_APOLOGY.to_owned()),
         handoff_to: raw.handoff_to,
         max_call,
@@ -1334,13 +1341,14 @@ eagerness = "high"
     fn transfer_to_may_name_departments() {
         let agents = parse(
             "[[agent]]\nid='a'\ninstructions='x'\ntools=['transfer_call','send_dtmf']\n\
-             transfer_timeout_seconds=12\n\
+             transfer_timeout_seconds=12\nwarm_transfer=true\n\
              transfer_to={ sales='+15550002222', billing='+15550003333' }\n",
         )
         .unwrap();
         let a = agents.by_id("a").unwrap();
         assert_eq!(a.transfer_to, None);
         assert_eq!(a.transfer_timeout, Duration::from_secs(12));
+        assert!(a.warm_transfer);
         let names: Vec<&str> = a.departments.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["billing", "sales"]);
         assert_eq!(

@@ -2,7 +2,9 @@
 //! playing the call, the colleague who is dialed, and the automated menu: a transfer to a
 //! department that answers ends the call as transferred; one that rings out brings the caller
 //! back to the agent, who says so, and the record shows the attempt and its result;
-//! `send_dtmf` presses keys the far end's menu hears.
+//! `send_dtmf` presses keys the far end's menu hears. A warm transfer holds the caller in a
+//! conference while the human is called and hears the agent's summary; answered, the two are
+//! bridged; not answered, the caller is back with the agent.
 
 use std::time::Duration;
 
@@ -27,6 +29,24 @@ tools = ["transfer_call", "send_dtmf", "end_call"]
 transfer_to = { sales = "+15550002222", billing = "+15550003333" }
 transfer_timeout_seconds = 5
 "#;
+
+/// The desk agent with warm transfers.
+fn warm_agents() -> String {
+    AGENTS.replace(
+        "transfer_timeout_seconds = 5",
+        "transfer_timeout_seconds = 5\nwarm_transfer = true",
+    )
+}
+
+const SUMMARY: &str = "Maria wants to move her appointment to Friday.";
+
+/// The model of a warm transfer: like [`TRANSFER_MODEL`], with a summary for the human.
+fn warm_model() -> String {
+    TRANSFER_MODEL.replace(
+        r#"'{"department":"sales"}'"#,
+        &format!(r#"'{{"department":"sales","summary":"{SUMMARY}"}}'"#),
+    )
+}
 
 /// The model: the caller asks for a department, the agent transfers; if the caller comes back,
 /// the agent says nobody answered.
@@ -113,8 +133,18 @@ struct Setup {
 /// The system with the desk agent and `model`, and a fake Twilio whose callee runs `script`
 /// and whose numbers behave as `callees`.
 async fn start(model: &str, script: &str, callees: Callees) -> anyhow::Result<Setup> {
+    start_with(AGENTS, model, script, callees).await
+}
+
+/// [`start`] with another agents file.
+async fn start_with(
+    agents_file: &str,
+    model: &str,
+    script: &str,
+    callees: Callees,
+) -> anyhow::Result<Setup> {
     let agents = tempfile::NamedTempFile::new()?;
-    std::fs::write(agents.path(), AGENTS)?;
+    std::fs::write(agents.path(), agents_file)?;
     let model_file = tempfile::NamedTempFile::new()?;
     std::fs::write(model_file.path(), model)?;
     let port = switchboard_testkit::free_port();
@@ -341,6 +371,126 @@ async fn send_dtmf_reaches_the_menu_on_the_line() -> anyhow::Result<()> {
         lines(&session)
             .iter()
             .any(|(role, text)| role == "assistant" && text.contains("Great, thank you")),
+        "{}",
+        ctx()
+    );
+    Ok(())
+}
+
+/// The warm transfer's two calls: the caller's, put on hold in the conference named after it,
+/// and the one to the human, whose TwiML says the summary and joins that conference.
+async fn warm_calls(setup: &Setup, sid: &str) -> anyhow::Result<(FakeCall, FakeCall)> {
+    let caller = setup.finished(sid).await?;
+    let Instructions(hold) = Instructions::parse(caller.twiml.first().context("hold update")?)?;
+    ensure!(
+        matches!(hold.as_slice(), [Verb::Conference { name, starts: false, action: Some(a), .. }]
+            if name == sid && a.ends_with("/twilio-dial-action")),
+        "{hold:?}"
+    );
+    let human =
+        switchboard_testkit::eventually(Duration::from_secs(30), "the human's call", || async {
+            setup
+                .twilio
+                .calls()
+                .await
+                .into_values()
+                .find(|c| c.report.is_none() && c.twiml.iter().any(|t| t.contains("<Say>")))
+                .filter(|c| c.status != "queued" && c.status != "in-progress")
+        })
+        .await?;
+    let Instructions(verbs) = Instructions::parse(&human.twiml[0])?;
+    ensure!(
+        verbs
+            == [
+                Verb::Say(SUMMARY.into()),
+                Verb::Conference {
+                    name: sid.to_owned(),
+                    starts: true,
+                    ends: true,
+                    action: None
+                }
+            ],
+        "{verbs:?}"
+    );
+    Ok((caller, human))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_briefs_the_human_then_bridges_the_caller() -> anyhow::Result<()> {
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let setup = start_with(&warm_agents(), &warm_model(), &script, Callees::default()).await?;
+    let sid = setup.call().await?;
+    let (caller, human) = warm_calls(&setup, &sid).await?;
+    let logs = || setup.system.logs();
+    // The human answered, heard the summary and joined the caller's conference.
+    ensure!(
+        human.status == "completed" && human.said == [SUMMARY],
+        "{human:#?}"
+    );
+    let report = caller.report.clone().context("report")?;
+    ensure!(report.conferences == [sid.clone()], "{report:#?}");
+    ensure!(
+        report.reattached == 0 && report.step_errors.is_empty(),
+        "{report:#?}"
+    );
+
+    let session = get_session(&setup.system.persister, &sid).await?;
+    let ctx = || format!("{session:#}\n{}", logs());
+    ensure!(session["end_reason"] == "transferred", "{}", ctx());
+    let system: Vec<String> = lines(&session)
+        .into_iter()
+        .filter(|(role, _)| role == "system")
+        .map(|(_, text)| text)
+        .collect();
+    ensure!(
+        system
+            == [
+                format!(
+                    "Transferring the caller to the sales department, who hears first: \"{SUMMARY}\""
+                ),
+                "The transfer to the sales department was answered.".to_owned()
+            ],
+        "{}",
+        ctx()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_warm_transfer_takes_the_caller_off_hold_back_to_the_agent()
+-> anyhow::Result<()> {
+    let script = format!("{ASKS}\n{COMES_BACK}");
+    let callees = Callees::default().with(SALES, Callee::NoAnswer);
+    let setup = start_with(&warm_agents(), &warm_model(), &script, callees).await?;
+    let sid = setup.call().await?;
+    let (caller, human) = warm_calls(&setup, &sid).await?;
+    let logs = || setup.system.logs();
+    ensure!(
+        human.status == "no-answer" && human.said.is_empty(),
+        "{human:#?}"
+    );
+    let report = caller.report.clone().context("report")?;
+    let ctx = || format!("{report:#?}\n{}", logs());
+    ensure!(report.step_errors.is_empty(), "{}", ctx());
+    ensure!(report.conferences == [sid.clone()], "{}", ctx());
+    ensure!(report.reattached == 1, "{}", ctx());
+
+    let session = get_session(&setup.system.persister, &sid).await?;
+    let ctx = || format!("{session:#}\n{}", logs());
+    ensure!(session["end_reason"] == "caller_hung_up", "{}", ctx());
+    ensure!(session["outcome"] == "transfer_failed", "{}", ctx());
+    ensure!(session["outcome_detail"] == "no-answer", "{}", ctx());
+    let transcript = lines(&session);
+    let at = |want: &str| {
+        transcript
+            .iter()
+            .position(|(_, text)| text.contains(want))
+            .with_context(|| format!("no line with {want:?}: {}", ctx()))
+    };
+    let result = at("did not connect (no-answer); the caller is back with the agent.")?;
+    let told = at("nobody in sales picked up")?;
+    ensure!(
+        result < told && transcript[told].0 == "assistant",
         "{}",
         ctx()
     );

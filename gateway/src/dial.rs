@@ -32,12 +32,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use switchboard_proto::event::{DialStatus, StopReason};
 use switchboard_proto::{InboundFrame, Message as _, TransferResult, inbound_frame};
-use switchboard_twilio::twiml::{self, DialNumber};
+use switchboard_twilio::twiml::{self, ConferenceRoom, DialNumber};
 use tracing::Instrument as _;
 
 use crate::metrics as m;
 use crate::reattach::{self, Reattach, ReattachError};
 use crate::shared::Shared;
+use crate::twilio_rest::{CallUpdate, NewTwimlCall, Updated};
 use crate::webhook::{twiml_response, verified_form};
 
 /// `<Dial action>`: Twilio requests it when a transfer's dial ends.
@@ -60,6 +61,105 @@ pub fn dial_twiml(shared: &Shared, to: &str, timeout_seconds: u32) -> String {
             answered_callback: &answered,
         })
         .build()
+}
+
+/// The query parameter of a warm transfer's status callback naming the caller's call.
+pub const PARENT_QUERY: &str = "parent";
+
+/// A warm transfer of `call_sid` to `to`: the caller is put on hold in a conference named after
+/// the call (a REST update, which ends the stream), then the human is called with TwiML that
+/// says `whisper` (Twilio's voice) and joins them to it. When that call is not answered, the
+/// status callback brings the caller back ([`dial_status`]); when it cannot be placed, the
+/// caller is brought back here.
+pub async fn warm_transfer(
+    shared: &Shared,
+    call_sid: &str,
+    to: &str,
+    caller_id: &str,
+    whisper: &str,
+    timeout_seconds: u32,
+) {
+    let action = shared.validator.url(DIAL_ACTION_PATH);
+    let hold = twiml::Response::new()
+        .conference(&ConferenceRoom {
+            name: call_sid,
+            starts: false,
+            action: Some(&action),
+        })
+        .build();
+    match shared
+        .rest
+        .update_call(call_sid, &CallUpdate::Twiml(hold))
+        .await
+    {
+        Ok(Updated::Applied) => {}
+        Ok(Updated::AlreadyEnded) => return,
+        Err(error) => {
+            metrics::counter!(m::REST_ERRORS, "kind" => format!("{:?}", error.kind())).increment(1);
+            tracing::warn!(%error, "putting the caller on hold failed");
+            return;
+        }
+    }
+    let human = twiml::Response::new()
+        .say(whisper)
+        .conference(&ConferenceRoom {
+            name: call_sid,
+            starts: true,
+            action: None,
+        })
+        .build();
+    let call = NewTwimlCall {
+        to: to.to_owned(),
+        from: caller_id.to_owned(),
+        twiml: human,
+        timeout_seconds: timeout_seconds.clamp(*TIMEOUT_RANGE.start(), *TIMEOUT_RANGE.end()),
+        status_callback: shared
+            .validator
+            .url(&format!("{DIAL_STATUS_PATH}?{PARENT_QUERY}={call_sid}")),
+    };
+    match shared.rest.create_twiml_call(&call).await {
+        Ok(created) => {
+            tracing::info!(human_call = %created.sid, "warm transfer: calling the human")
+        }
+        Err(error) => {
+            metrics::counter!(m::REST_ERRORS, "kind" => format!("{:?}", error.kind())).increment(1);
+            tracing::warn!(%error, "warm transfer: the human's call could not be placed");
+            return_caller(shared, call_sid, DialStatus::Failed).await;
+        }
+    }
+}
+
+/// A warm transfer's human did not take the call: the owner is told, and the caller is taken
+/// out of the conference onto a new stream.
+async fn return_caller(shared: &Shared, call_sid: &str, status: DialStatus) {
+    publish_result(shared, call_sid, status).await;
+    let doc = match come_back(shared, call_sid).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => {
+            tracing::debug!("the caller was brought back already");
+            return;
+        }
+        Err(error) => {
+            metrics::counter!(m::CLAIM_ERRORS, "what" => "reattach").increment(1);
+            tracing::error!(%error, "cannot bring the caller back");
+            return;
+        }
+    };
+    match shared
+        .rest
+        .update_call(call_sid, &CallUpdate::Twiml(doc))
+        .await
+    {
+        Ok(Updated::Applied) => {
+            metrics::counter!(m::REATTACHES, "via" => m::REATTACH_VIA_DIAL).increment(1);
+            tracing::info!("warm transfer not taken: the caller is back with the agent");
+        }
+        Ok(Updated::AlreadyEnded) => tracing::debug!("the caller had hung up"),
+        Err(error) => {
+            metrics::counter!(m::REST_ERRORS, "kind" => format!("{:?}", error.kind())).increment(1);
+            tracing::warn!(%error, "taking the caller off hold failed");
+        }
+    }
 }
 
 /// The TwiML that presses `digits` on `call_sid`'s line and brings the call back on a new
@@ -177,18 +277,43 @@ pub async fn dial_status(State(shared): State<Arc<Shared>>, request: Request) ->
             Ok(verified) => verified,
             Err(error) => return error.into_response(),
         };
-    let Some(parent) = field(&pairs, "ParentCallSid").filter(|p| !p.is_empty()) else {
+    // A cold transfer's dialed call is a child of the caller's; a warm transfer's call to the
+    // human names the caller's call in its (signed) callback URL.
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let warm_parent = query
+        .iter()
+        .find(|(k, _)| k == PARENT_QUERY)
+        .map(|(_, v)| v.as_str());
+    let Some(parent) = warm_parent
+        .or_else(|| field(&pairs, "ParentCallSid"))
+        .filter(|p| !p.is_empty())
+    else {
         return (StatusCode::BAD_REQUEST, "missing `ParentCallSid`").into_response();
     };
     if switchboard_proto::subject::validate_call_sid(parent).is_err() {
         return (StatusCode::BAD_REQUEST, "invalid `ParentCallSid`").into_response();
     }
-    if form.call_status == "in-progress" {
-        let span = tracing::info_span!(parent: None, "dial_status", call_sid = %parent);
-        publish_result(&shared, parent, DialStatus::Answered)
-            .instrument(span)
-            .await;
+    let span = tracing::info_span!(parent: None, "dial_status", call_sid = %parent,
+        status = %form.call_status);
+    let status = DialStatus::parse(&form.call_status);
+    async {
+        match status {
+            _ if form.call_status == "in-progress" => {
+                publish_result(&shared, parent, DialStatus::Answered).await;
+            }
+            // The human's call of a warm transfer ended unanswered.
+            Some(status) if warm_parent.is_some() && !status.connected() => {
+                return_caller(&shared, parent, status).await;
+            }
+            _ => {}
+        }
     }
+    .instrument(span)
+    .await;
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -784,6 +784,28 @@ impl StreamActor {
                 }
                 tracing::info!(to = %MaskedPhone(&transfer.to), timeout_seconds = transfer.timeout_seconds,
                     "worker transfers the call");
+                if transfer.timeout_seconds > 0 && !transfer.whisper.trim().is_empty() {
+                    // Warm: hold, call the human with the summary, then bridge.
+                    let shared = self.shared.clone();
+                    let call_sid = self.call_sid.clone();
+                    let span = tracing::Span::current();
+                    self.shared.tracker.spawn(
+                        async move {
+                            dial::warm_transfer(
+                                &shared,
+                                &call_sid,
+                                &transfer.to,
+                                &transfer.caller_id,
+                                &transfer.whisper,
+                                transfer.timeout_seconds,
+                            )
+                            .await;
+                        }
+                        .instrument(span),
+                    );
+                    self.begin_ending(StopReason::Transfer);
+                    return Flow::Continue;
+                }
                 let doc = if transfer.timeout_seconds > 0 {
                     // Rings, then reports back: the caller may come back to the agent.
                     dial::dial_twiml(&self.shared, &transfer.to, transfer.timeout_seconds)

@@ -138,6 +138,7 @@ async fn an_unanswered_transfer_brings_the_caller_back_once() -> anyhow::Result<
             to: "+15550002222".into(),
             announcement: String::new(),
             timeout_seconds: 12,
+            ..Default::default()
         })),
     )
     .await?;

@@ -210,7 +210,7 @@ async fn an_outbound_call_runs_and_is_transferred_by_rest() -> anyhow::Result<()
             frame: Some(outbound_frame::Frame::Transfer(Transfer {
                 to: "+15550009999".into(),
                 announcement: "Connecting you to sales.".into(),
-                timeout_seconds: 0,
+                ..Default::default()
             })),
         },
     )

@@ -94,6 +94,26 @@ impl Response {
         self
     }
 
+    /// `<Dial action=.. method="POST"><Conference startConferenceOnEnter=..
+    /// endConferenceOnExit="true">room</Conference></Dial>`: join conference `room`. A
+    /// participant who does not start it waits with Twilio's hold music until one who does
+    /// joins; the conference ends when a participant with `endConferenceOnExit` leaves.
+    pub fn conference(mut self, room: &ConferenceRoom<'_>) -> Self {
+        self.body.push_str("<Dial");
+        if let Some(action) = room.action {
+            self.body.push_str(" action=\"");
+            self.body.push_str(&escape(action));
+            self.body.push_str("\" method=\"POST\"");
+        }
+        self.body.push_str(&format!(
+            "><Conference startConferenceOnEnter=\"{}\" endConferenceOnExit=\"true\">",
+            room.starts
+        ));
+        self.body.push_str(&escape(room.name));
+        self.body.push_str("</Conference></Dial>");
+        self
+    }
+
     /// `<Play digits=".."/>`: play DTMF tones on the call (see [`validate_digits`]).
     pub fn play_digits(mut self, digits: &str) -> Self {
         self.body.push_str("<Play digits=\"");
@@ -142,6 +162,17 @@ pub struct DialNumber<'a> {
     pub action: &'a str,
     /// `<Number statusCallback>` for its `answered` event (absolute).
     pub answered_callback: &'a str,
+}
+
+/// A conference to join ([`Response::conference`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConferenceRoom<'a> {
+    /// The conference's name (per account).
+    pub name: &'a str,
+    /// `startConferenceOnEnter`: false holds this participant until one who starts it joins.
+    pub starts: bool,
+    /// `<Dial action>` (absolute in a REST update).
+    pub action: Option<&'a str>,
 }
 
 /// The most keys one `<Play digits>` carries here (a long account number with pauses fits).
@@ -212,6 +243,16 @@ pub enum Verb {
     },
     /// Play DTMF tones (`<Play digits>`).
     PlayDigits(String),
+    /// Join a conference (`<Dial><Conference>`).
+    Conference {
+        name: String,
+        /// `startConferenceOnEnter` (absent means true).
+        starts: bool,
+        /// `endConferenceOnExit` (absent means false).
+        ends: bool,
+        /// `<Dial action>`.
+        action: Option<String>,
+    },
     /// Hang up.
     Hangup,
 }
@@ -251,6 +292,8 @@ impl Instructions {
         let mut dial: (Option<u32>, Option<String>) = (None, None);
         // The `<Number>` being read: its `statusCallback` and `statusCallbackEvent`.
         let mut number: (Option<String>, Option<String>) = (None, None);
+        // The `<Conference>` being read: `startConferenceOnEnter`, `endConferenceOnExit`.
+        let mut conference = (true, false);
         let mut text = String::new();
         let mut seen_response = false;
         loop {
@@ -279,6 +322,12 @@ impl Instructions {
                             action: dial.1.clone(),
                             status_callback: number.0.take(),
                             status_callback_event: number.1.take(),
+                        }),
+                        b"Conference" => verbs.push(Verb::Conference {
+                            name: std::mem::take(&mut text).trim().to_owned(),
+                            starts: conference.0,
+                            ends: conference.1,
+                            action: dial.1.clone(),
                         }),
                         _ => {}
                     }
@@ -338,6 +387,12 @@ impl Instructions {
                     number = (
                         optional(attr("statusCallback")?),
                         optional(attr("statusCallbackEvent")?),
+                    );
+                }
+                "Conference" => {
+                    conference = (
+                        attr("startConferenceOnEnter")? != "false",
+                        attr("endConferenceOnExit")? == "true",
                     );
                 }
                 "Play" => {
@@ -460,6 +515,40 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn conference_round_trips() {
+        let xml = Response::new()
+            .say("Maria wants to change her plan.")
+            .conference(&ConferenceRoom {
+                name: "CA1",
+                starts: true,
+                action: None,
+            })
+            .build();
+        let Instructions(verbs) = Instructions::parse(&xml).unwrap();
+        assert_eq!(
+            verbs,
+            vec![
+                Verb::Say("Maria wants to change her plan.".into()),
+                Verb::Conference {
+                    name: "CA1".into(),
+                    starts: true,
+                    ends: true,
+                    action: None
+                }
+            ]
+        );
+        let xml = Response::new()
+            .conference(&ConferenceRoom {
+                name: "CA1",
+                starts: false,
+                action: Some("https://gw.example.com/twilio-dial-action"),
+            })
+            .build();
+        let Instructions(verbs) = Instructions::parse(&xml).unwrap();
+        assert!(matches!(&verbs[0], Verb::Conference { starts: false, action: Some(_), .. }));
     }
 
     #[test]

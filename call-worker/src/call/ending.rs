@@ -22,8 +22,14 @@ pub enum Ending {
     /// The agent called `end_call`.
     EndCall,
     /// The agent called `transfer_call`: the caller is connected to this destination, which
-    /// rings for `timeout` before the caller comes back to the agent.
-    Transfer { to: Destination, timeout: Duration },
+    /// rings for `timeout` before the caller comes back to the agent. A warm transfer has the
+    /// summary the human hears first (`whisper`) and the line's number to call them from.
+    Transfer {
+        to: Destination,
+        timeout: Duration,
+        whisper: String,
+        caller_id: String,
+    },
     /// The caller stayed silent through the idle prompt.
     Idle,
     /// The agent's `max_call_seconds` passed.
@@ -44,13 +50,18 @@ impl Ending {
     /// The frame that tells the gateway to carry it out.
     pub fn frame(&self) -> outbound_frame::Frame {
         match self {
-            Self::Transfer { to, timeout } => {
-                outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
-                    to: to.number.clone(),
-                    announcement: String::new(),
-                    timeout_seconds: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
-                })
-            }
+            Self::Transfer {
+                to,
+                timeout,
+                whisper,
+                caller_id,
+            } => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
+                to: to.number.clone(),
+                announcement: String::new(),
+                timeout_seconds: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+                whisper: whisper.clone(),
+                caller_id: caller_id.clone(),
+            }),
             other => hangup_frame(other.reason()),
         }
     }
@@ -175,6 +186,8 @@ mod tests {
                 number: "+1555".into(),
             },
             timeout: Duration::from_secs(20),
+            whisper: String::new(),
+            caller_id: String::new(),
         };
         assert!(matches!(
             transfer.frame(),

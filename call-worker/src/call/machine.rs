@@ -510,9 +510,23 @@ impl CallMachine {
             return;
         };
         self.effects.push(Effect::Out(ending.frame()));
-        if let Ending::Transfer { to, timeout } = ending {
+        if let Ending::Transfer {
+            to,
+            timeout,
+            whisper,
+            ..
+        } = ending
+        {
             // The call stays ours until the human answers: no answer brings the caller back.
-            self.record_system(format!("Transferring the caller to {}.", to.label()), now);
+            let line = if whisper.is_empty() {
+                format!("Transferring the caller to {}.", to.label())
+            } else {
+                format!(
+                    "Transferring the caller to {}, who hears first: \"{whisper}\"",
+                    to.label()
+                )
+            };
+            self.record_system(line, now);
             self.transfer = Some(Transfer::dialing(to, self.transfer_outcome, timeout, now));
             return;
         }
@@ -749,6 +763,7 @@ mod media;
 mod server;
 mod session;
 mod tool_calls;
+pub use tool_calls::MAX_SUMMARY_CHARS;
 
 #[cfg(test)]
 mod takeover_tests;

@@ -166,7 +166,7 @@ pub async fn place_call_with(
 pub fn continues(verbs: &[Verb]) -> bool {
     verbs.iter().any(|v| match v {
         Verb::ConnectStream { .. } | Verb::PlayDigits(_) => true,
-        Verb::Dial { action, .. } => action.is_some(),
+        Verb::Dial { action, .. } | Verb::Conference { action, .. } => action.is_some(),
         _ => false,
     })
 }
@@ -482,7 +482,7 @@ impl Session<'_> {
                     return self.complete();
                 }
             };
-            let Some(verbs) = self.follow(verbs, cancel).await else {
+            let Some(verbs) = self.follow(verbs, cancel, &mut redirects).await else {
                 return self.complete();
             };
             let Some(next_plan) = ConnectPlan::of(&verbs) else {
@@ -516,6 +516,7 @@ impl Session<'_> {
         &mut self,
         mut verbs: Vec<Verb>,
         cancel: &CancellationToken,
+        redirects: &mut Option<Redirects>,
     ) -> Option<Vec<Verb>> {
         let mut at = 0;
         while let Some(verb) = verbs.get(at).cloned() {
@@ -524,6 +525,48 @@ impl Session<'_> {
                 Verb::ConnectStream { .. } => return Some(verbs.split_off(at - 1)),
                 Verb::Hangup => return None,
                 Verb::Say(_) => {}
+                Verb::Conference {
+                    name,
+                    starts,
+                    ends,
+                    action,
+                } => {
+                    self.report.conferences.push(name.clone());
+                    let conferences = self.cfg.conferences.clone();
+                    if starts {
+                        conferences.start(&name).await;
+                    }
+                    let mut room = conferences.watch(&name).await;
+                    // Holding (or talking) until the conference ends, or a call update takes
+                    // the caller elsewhere.
+                    let next = tokio::select! {
+                        () = cancel.cancelled() => {
+                            if ends {
+                                conferences.end(&name).await;
+                            }
+                            return None;
+                        }
+                        Some(doc) = next_redirect(redirects) => Some(doc),
+                        () = async { drop(room.wait_for(|r| r.ended).await) } => None,
+                    };
+                    if let Some(doc) = next {
+                        let Instructions(next) = Instructions::parse(&doc)
+                            .map_err(|e| self.report.step_errors.push(format!("TwiML: {e}")))
+                            .ok()?;
+                        verbs = next;
+                        at = 0;
+                        continue;
+                    }
+                    let action = action?;
+                    let doc = self
+                        .dial_action(&action, "completed", &format!("CF{}", random_hex()), 0)
+                        .await?;
+                    let Instructions(next) = Instructions::parse(&doc)
+                        .map_err(|e| self.report.step_errors.push(format!("TwiML: {e}")))
+                        .ok()?;
+                    verbs = next;
+                    at = 0;
+                }
                 Verb::PlayDigits(digits) => {
                     self.caller.tones_played(&crate::dial::tones(&digits));
                     // Twilio plays each tone for about half a second; `w` waits as long.

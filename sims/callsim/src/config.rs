@@ -30,6 +30,9 @@ pub struct CallConfig {
     pub echo_marks_on_clear: bool,
     /// How the numbers a `<Dial>` of this call rings behave.
     pub callees: crate::dial::Callees,
+    /// The conferences of the account the call is on (shared with the other calls of a fake
+    /// Twilio).
+    pub conferences: crate::dial::Conferences,
 }
 
 impl CallConfig {
@@ -48,6 +51,7 @@ impl CallConfig {
             failover: Vec::new(),
             echo_marks_on_clear: true,
             callees: crate::dial::Callees::default(),
+            conferences: crate::dial::Conferences::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 
 /// Twilio's `<Dial timeout>` when the attribute is absent.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,6 +62,48 @@ impl Callees {
     /// How `number` behaves.
     pub fn get(&self, number: &str) -> Callee {
         self.0.get(number).copied().unwrap_or_default()
+    }
+}
+
+/// A conference's state, as its participants see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    /// A participant who starts the conference joined (the others stop holding).
+    pub started: bool,
+    /// A participant with `endConferenceOnExit` left: everyone is disconnected.
+    pub ended: bool,
+}
+
+/// The account's conferences by name, shared by every call of a fake Twilio.
+#[derive(Debug, Clone, Default)]
+pub struct Conferences(Arc<tokio::sync::Mutex<HashMap<String, watch::Sender<Room>>>>);
+
+impl Conferences {
+    /// Watches conference `name` (created empty when nobody is in it yet).
+    pub async fn watch(&self, name: &str) -> watch::Receiver<Room> {
+        let mut rooms = self.0.lock().await;
+        rooms
+            .entry(name.to_owned())
+            .or_insert_with(|| watch::channel(Room::default()).0)
+            .subscribe()
+    }
+
+    async fn update(&self, name: &str, f: impl FnOnce(&mut Room)) {
+        let mut rooms = self.0.lock().await;
+        rooms
+            .entry(name.to_owned())
+            .or_insert_with(|| watch::channel(Room::default()).0)
+            .send_modify(f);
+    }
+
+    /// A participant who starts conference `name` joined.
+    pub async fn start(&self, name: &str) {
+        self.update(name, |r| r.started = true).await;
+    }
+
+    /// A participant with `endConferenceOnExit` left conference `name`.
+    pub async fn end(&self, name: &str) {
+        self.update(name, |r| r.ended = true).await;
     }
 }
 

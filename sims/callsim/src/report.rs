@@ -78,6 +78,8 @@ pub struct CallReport {
     pub dials: Vec<crate::dial::DialReport>,
     /// Every `<Play digits>` the call's TwiML ran (as written, pauses included).
     pub digits_played: Vec<String>,
+    /// The conferences the caller joined (`<Dial><Conference>`), by name.
+    pub conferences: Vec<String>,
 }
 
 impl CallReport {
@@ -111,6 +113,7 @@ impl CallReport {
             step_errors: Vec::new(),
             dials: Vec::new(),
             digits_played: Vec::new(),
+            conferences: Vec::new(),
         }
     }
 

@@ -2,6 +2,9 @@
 
 use super::*;
 use switchboard_agents::DestinationError;
+
+/// The longest summary a warm transfer's human hears (Twilio says it; a few sentences).
+pub const MAX_SUMMARY_CHARS: usize = 600;
 use switchboard_proto::event::ToolErrorCode;
 
 impl CallMachine {
@@ -103,6 +106,31 @@ impl CallMachine {
                         return ToolReply::error(ToolErrorCode::InvalidArguments, format!("{e}."));
                     }
                 };
+                let whisper = if agent.warm_transfer {
+                    match args["summary"].as_str().map(str::trim) {
+                        Some(s) if !s.is_empty() && s.chars().count() <= MAX_SUMMARY_CHARS => {
+                            s.to_owned()
+                        }
+                        _ => {
+                            return ToolReply::error(
+                                ToolErrorCode::InvalidArguments,
+                                format!(
+                                    "`summary` must say in 1 to {MAX_SUMMARY_CHARS} characters \
+                                     what the caller needs."
+                                ),
+                            );
+                        }
+                    }
+                } else {
+                    String::new()
+                };
+                // The human sees the line's own number calling.
+                let offer = &self.setup.offer;
+                let caller_id = if offer.party() == offer.from {
+                    offer.to.clone()
+                } else {
+                    offer.from.clone()
+                };
                 if !self.outcome_set || self.transfer_outcome {
                     self.set_outcome(TRANSFERRED_OUTCOME, &department);
                     self.transfer_outcome = true;
@@ -112,6 +140,8 @@ impl CallMachine {
                     Ending::Transfer {
                         to,
                         timeout: agent.transfer_timeout,
+                        whisper,
+                        caller_id,
                     },
                     now,
                 );

@@ -340,3 +340,49 @@ fn the_caller_hanging_up_while_it_rings_ends_the_call_as_hung_up() {
     stop(&mut c, 3_001, "stop");
     assert_eq!(ended(&c.take()).unwrap().reason, "caller_hung_up");
 }
+
+#[test]
+fn a_warm_transfer_needs_a_summary_which_the_human_hears_from_the_lines_number() {
+    let warm = || {
+        agent_with(|a| {
+            a.warm_transfer = true;
+        })
+    };
+    let mut c = Call::new(warm());
+    c.start(0);
+    c.created(10, "r1");
+    c.done(
+        20,
+        "r1",
+        "completed",
+        json!([call_item("c1", TRANSFER_CALL, "{}")]),
+    );
+    let fx = c.take();
+    let Some(tool_invocation::Result::Error(e)) = &tool_events(&fx)[0].result else {
+        panic!("a warm transfer without a summary went ahead");
+    };
+    assert_eq!(e.code, ToolErrorCode::InvalidArguments.as_str());
+    assert!(outcomes(&fx).is_empty());
+
+    let mut c = Call::new(warm());
+    let fx = transfer(
+        &mut c,
+        r#"{"summary":"Maria wants to move her appointment."}"#,
+    );
+    let frame = outs(&fx)
+        .into_iter()
+        .find_map(|f| match f {
+            outbound_frame::Frame::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .expect("transfer frame");
+    assert_eq!(frame.whisper, "Maria wants to move her appointment.");
+    // An inbound call: the line is the number the caller dialed.
+    assert_eq!(frame.caller_id, "+15550001111");
+    assert_eq!(
+        system_lines(&fx),
+        [
+            "Transferring the caller to a colleague, who hears first: \"Maria wants to move her appointment.\""
+        ]
+    );
+}
