@@ -192,7 +192,7 @@ async fn agents_check_validates_and_reports_unregistered_tools() -> anyhow::Resu
     std::fs::write(
         &file,
         "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\ninstructions = \"x\"\n\
-         tools = [\"transfer_call\", \"send_dtmf\"]\ntransfer_timeout_seconds = 15\n\
+         tools = [\"transfer_call\", \"send_dtmf\"]\ntransfer_timeout_seconds = 15\nwarm_transfer = true\n\
          transfer_to = { sales = \"+15550002222\", billing = \"+15550003333\" }\n",
     )?;
     let departments = switchboard(&nats, &["agents", "check", path]).await?;

@@ -398,6 +398,20 @@ async fn warm_calls(setup: &Setup, sid: &str) -> anyhow::Result<(FakeCall, FakeC
                 .filter(|c| c.status != "queued" && c.status != "in-progress")
         })
         .await?;
+    // Called from the line's number, ringing for the agent's timeout.
+    let create = setup
+        .twilio
+        .requests()
+        .await
+        .into_iter()
+        .find(|r| r.path.ends_with("/Calls.json") && r.get("Twiml").is_some())
+        .context("the human's call request")?;
+    ensure!(
+        create.get("To") == Some(SALES)
+            && create.get("From") == Some("+15550001111")
+            && create.get("Timeout") == Some("5"),
+        "{create:?}"
+    );
     let Instructions(verbs) = Instructions::parse(&human.twiml[0])?;
     ensure!(
         verbs

@@ -358,3 +358,68 @@ async fn keys_are_played_and_the_call_comes_back_on_its_next_stream() -> anyhow:
     assert_eq!((start.resumed, start.attach), (true, 2));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_warm_transfer_holds_the_caller_and_an_unanswered_human_brings_them_back()
+-> anyhow::Result<()> {
+    let (gw, fake) = gateway().await?;
+    let _worker = accepting_worker(&gw.nats).await?;
+    let (mut ws, mut inbound, _) = gw.started_stream(CALL, "MZfirst").await?;
+    gw.send_out(
+        CALL,
+        out(outbound_frame::Frame::Transfer(Transfer {
+            to: "+15550002222".into(),
+            timeout_seconds: 20,
+            whisper: "Maria wants to move her appointment.".into(),
+            caller_id: "+15550001111".into(),
+            ..Default::default()
+        })),
+    )
+    .await?;
+    // On hold in the conference named after the call ...
+    let Instructions(hold) = Instructions::parse(&update_of(&fake).await?)?;
+    assert_eq!(
+        hold,
+        vec![Verb::Conference {
+            name: CALL.into(),
+            starts: false,
+            ends: true,
+            action: Some("https://gw.example.com/twilio-dial-action".into()),
+        }]
+    );
+    // (This fake does not know the call, so it answers the hold with 404: the caller is gone,
+    // and the human is not called. The e2e tests follow a placed call through.)
+    twilio_stops(&mut ws, "MZfirst").await?;
+    let stop = next_frame(&mut inbound).await?;
+    assert!(
+        matches!(&stop, inbound_frame::Frame::Stop(s) if s.reason == "transfer"),
+        "{stop:?}"
+    );
+
+    // The human's call rings out: its final status callback takes the caller off hold.
+    let path = format!("/twilio-dial-status?parent={CALL}");
+    let mut form = dial_form("no-answer", None);
+    for (k, v) in &mut form {
+        if k == "CallSid" {
+            *v = "CA00000000000000000000000000000dd2".into();
+        }
+    }
+    let resp = gw.post_form(&path, &form, None).await?;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(result(&next_frame(&mut inbound).await?), Some("no-answer"));
+    let back: RestRequest = switchboard_testkit::eventually(PATIENCE, "the re-attach", || async {
+        fake.requests()
+            .await
+            .into_iter()
+            .filter(|r| r.path.ends_with(&format!("/Calls/{CALL}.json")))
+            .nth(1)
+    })
+    .await?;
+    let Instructions(verbs) = Instructions::parse(back.get("Twiml").unwrap_or_default())?;
+    assert!(
+        matches!(verbs.as_slice(), [Verb::ConnectStream { action: Some(a), .. }]
+            if a == "https://gw.example.com/twilio-connect-action?attach=1"),
+        "{verbs:?}"
+    );
+    Ok(())
+}
