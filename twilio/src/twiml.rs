@@ -548,7 +548,14 @@ mod tests {
             })
             .build();
         let Instructions(verbs) = Instructions::parse(&xml).unwrap();
-        assert!(matches!(&verbs[0], Verb::Conference { starts: false, action: Some(_), .. }));
+        assert!(matches!(
+            &verbs[0],
+            Verb::Conference {
+                starts: false,
+                action: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
