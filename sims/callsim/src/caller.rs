@@ -280,6 +280,34 @@ mod tests {
     }
 
     #[test]
+    fn expect_digits_waits_for_the_keys_and_fails_on_others_or_none() {
+        let script = CallerScript {
+            steps: vec![Step::ExpectDigits("12#".into()), Step::Hangup(true)],
+        };
+        let pb = Playback::new();
+        let mut caller = Caller::new(&script);
+        assert!(caller.tick(ms(20), &pb).leave.is_none());
+        assert!(caller.tick(ms(1000), &pb).leave.is_none(), "still waiting");
+        caller.tones_played("12#");
+        assert_eq!(caller.tick(ms(1020), &pb).leave, Some(Leave::Hangup));
+
+        let mut caller = Caller::new(&script);
+        caller.tones_played("13#");
+        let Some(Leave::Failed(why)) = caller.tick(ms(20), &pb).leave else {
+            panic!("other keys passed");
+        };
+        assert!(why.contains("\"13#\""), "{why}");
+
+        let mut caller = Caller::new(&script);
+        assert!(caller.tick(ms(20), &pb).leave.is_none());
+        let late = ms(20 + EXPECT_DIGITS_MAX_WAIT_MS);
+        assert!(matches!(
+            caller.tick(late, &pb).leave,
+            Some(Leave::Failed(_))
+        ));
+    }
+
+    #[test]
     fn listen_waits_for_audio_then_silence_and_say_speaks_for_its_length() {
         let script = CallerScript {
             steps: vec![

@@ -76,6 +76,17 @@ pub enum Step {
     Hangup(bool),
 }
 
+/// Checks that `digits` (of step `what`) are keypad digits, at least one.
+fn keypad(digits: &str, what: &str) -> Result<(), String> {
+    if digits.is_empty() {
+        return Err(format!("{what} needs at least one digit"));
+    }
+    match digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
+        Some(c) => Err(format!("{what} digit {c:?} is not one of {DTMF_DIGITS:?}")),
+        None => Ok(()),
+    }
+}
+
 fn default_listen_max_ms() -> u64 {
     15_000
 }
@@ -200,28 +211,8 @@ impl CallerScript {
                 Step::SayMs(ms) => positive(*ms, "say_ms"),
                 Step::BargeIn { after_ms, say_ms } => bounded(*after_ms, "barge_in.after_ms")
                     .and_then(|()| positive(*say_ms, "barge_in.say_ms")),
-                Step::Dtmf(digits) => {
-                    if digits.is_empty() {
-                        Err("dtmf needs at least one digit".to_owned())
-                    } else if let Some(c) = digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
-                        Err(format!(
-                            "dtmf digit {c:?} is not one of {DTMF_DIGITS:?}"
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-                Step::ExpectDigits(digits) => {
-                    if digits.is_empty() {
-                        Err("expect_digits needs at least one digit".to_owned())
-                    } else if let Some(c) = digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
-                        Err(format!(
-                            "expect_digits digit {c:?} is not one of {DTMF_DIGITS:?}"
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
+                Step::Dtmf(digits) => keypad(digits, "dtmf"),
+                Step::ExpectDigits(digits) => keypad(digits, "expect_digits"),
                 Step::PauseMs(ms) => bounded(*ms, "pause_ms"),
                 Step::Hangup(_) => Ok(()),
             };
