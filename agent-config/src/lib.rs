@@ -43,6 +43,14 @@ pub const TRANSFER_CALL: &str = "transfer_call";
 /// Hands the call over to another agent of the file (one named in `handoff_to`): same call, same
 /// Realtime session, the other agent's instructions and tools from then on. See [`END_CALL`].
 pub const HANDOFF: &str = "handoff";
+/// Presses keys on the line (Twilio `<Play digits>`), so the agent can work its way through an
+/// automated menu. See [`END_CALL`].
+pub const SEND_DTMF: &str = "send_dtmf";
+/// How long a transfer rings before the caller comes back to the agent, unless the agent sets
+/// `transfer_timeout_seconds` (Twilio's own `<Dial timeout>` default).
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `transfer_timeout_seconds` Twilio accepts for `<Dial timeout>`.
+const TRANSFER_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 5..=600;
 /// How long a business tool may run before the agent says a filler line, unless the agent sets
 /// `filler_after_ms`.
 pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
@@ -60,7 +68,7 @@ pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
 /// only stops typos).
 const MAX_POST_INSTRUCTIONS_TOKENS: u64 = 1_000_000;
 /// Every built-in tool name.
-pub const BUILTIN_TOOLS: [&str; 4] = [END_CALL, SET_OUTCOME, TRANSFER_CALL, HANDOFF];
+pub const BUILTIN_TOOLS: [&str; 5] = [END_CALL, SET_OUTCOME, TRANSFER_CALL, HANDOFF, SEND_DTMF];
 
 /// A mistake in the agents file.
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +157,17 @@ pub struct Agent {
     pub greeting: Option<String>,
     /// Tool names the model may call: built-ins and business tools.
     pub tools: Vec<String>,
-    /// Where `transfer_call` sends the caller.
+    /// Where `transfer_call` sends the caller: the single-number form of `transfer_to`.
     pub transfer_to: Option<String>,
+    /// The department form of `transfer_to` (a table of department name to number), in name
+    /// order: the model picks a department, never a number.
+    pub departments: Vec<Department>,
+    /// How long a transfer rings before the caller comes back to the agent
+    /// (`transfer_timeout_seconds`, Twilio's `<Dial timeout>`).
+    pub transfer_timeout: Duration,
+    /// Transfers are warm (`warm_transfer = true`): the caller holds while the human is called
+    /// and hears the model's summary of the call first.
+    pub warm_transfer: bool,
     /// What the caller hears (Twilio `<Say>`, spoken by the gateway) when the call's worker is
     /// lost and no other worker can take the call over, before the transfer to `transfer_to`
     /// or the hang-up ([`DEFAULT_APOLOGY`] unless set).
@@ -187,7 +204,49 @@ pub struct Agent {
     pub record: bool,
 }
 
+/// One destination of a department-form `transfer_to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Department {
+    /// What the model names, e.g. `sales`.
+    pub name: String,
+    /// The E.164 number dialed.
+    pub number: String,
+}
+
+/// Why a transfer destination cannot be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("transfers are not set up for this line")]
+    NotConfigured,
+    #[error("`department` must be one of: {0}")]
+    UnknownDepartment(String),
+}
+
 impl Agent {
+    /// Where a transfer asked for `department` goes: the department's number, or the
+    /// single-number `transfer_to` (which ignores `department`). Returns the department name
+    /// (empty for the single-number form) and the number.
+    pub fn transfer_destination(
+        &self,
+        department: Option<&str>,
+    ) -> Result<(String, String), DestinationError> {
+        if let Some(to) = &self.transfer_to {
+            return Ok((String::new(), to.clone()));
+        }
+        if self.departments.is_empty() {
+            return Err(DestinationError::NotConfigured);
+        }
+        let wanted = department.map(str::trim).unwrap_or_default();
+        self.departments
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(wanted))
+            .map(|d| (d.name.clone(), d.number.clone()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.departments.iter().map(|d| d.name.as_str()).collect();
+                DestinationError::UnknownDepartment(names.join(", "))
+            })
+    }
+
     /// Whether the agent may call `name`.
     pub fn allows_tool(&self, name: &str) -> bool {
         self.tools.iter().any(|t| t == name)
@@ -203,6 +262,9 @@ impl Agent {
             greeting: None,
             tools: Vec::new(),
             transfer_to: None,
+            departments: Vec::new(),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            warm_transfer: false,
             apology: DEFAULT_APOLOGY.to_owned(),
             handoff_to: Vec::new(),
             max_call: None,
@@ -250,7 +312,11 @@ struct RawAgent {
     greeting: Option<String>,
     #[serde(default)]
     tools: Vec<String>,
-    transfer_to: Option<String>,
+    /// A number, or a table of department name to number.
+    transfer_to: Option<toml::Value>,
+    transfer_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    warm_transfer: bool,
     apology: Option<String>,
     #[serde(default)]
     handoff_to: Vec<String>,
@@ -428,10 +494,12 @@ impl Agents {
             let Some(agent) = self.by_id(id).filter(|_| seen.insert(id)) else {
                 continue;
             };
-            if let Some(to) = agent.transfer_to.as_deref()
-                && !targets.contains(&to)
-            {
-                targets.push(to);
+            let numbers = agent.transfer_to.iter().map(String::as_str);
+            let departments = agent.departments.iter().map(|d| d.number.as_str());
+            for to in numbers.chain(departments) {
+                if !targets.contains(&to) {
+                    targets.push(to);
+                }
             }
             queue.extend(agent.handoff_to.iter().map(String::as_str));
         }
@@ -516,7 +584,7 @@ fn serde_field_error(e: &toml::de::Error) -> (String, String) {
 
 type ErrFn<'a> = &'a dyn Fn(&str, String) -> AgentsError;
 
-fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsError> {
+fn validate(mut raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsError> {
     let id_ok = !raw.id.is_empty()
         && raw.id.len() <= 64
         && raw
@@ -612,12 +680,25 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
             "must not be empty (leave it out for the default)".into(),
         ));
     }
-    if let Some(to) = &raw.transfer_to
-        && (to.is_empty() || to.chars().any(char::is_whitespace))
+    let (transfer_to, departments) = transfer_destinations(raw.transfer_to.take(), err)?;
+    let transfer_timeout = match raw.transfer_timeout_seconds {
+        None => DEFAULT_TRANSFER_TIMEOUT,
+        Some(s) if TRANSFER_TIMEOUT_RANGE.contains(&s) => Duration::from_secs(u64::from(s)),
+        Some(s) => {
+            return Err(err(
+                "transfer_timeout_seconds",
+                format!(
+                    "{s} is outside {}..={} (Twilio's <Dial timeout>)",
+                    TRANSFER_TIMEOUT_RANGE.start(),
+                    TRANSFER_TIMEOUT_RANGE.end()
+                ),
+            ));
+        }
+    };
+    if raw.tools.iter().any(|t| t == TRANSFER_CALL)
+        && transfer_to.is_none()
+        && departments.is_empty()
     {
-        return Err(err("transfer_to", format!("`{to}` is not a phone number")));
-    }
-    if raw.tools.iter().any(|t| t == TRANSFER_CALL) && raw.transfer_to.is_none() {
         return Err(err(
             "transfer_to",
             "missing: `transfer_call` is in `tools`, so `transfer_to` must say where to transfer"
@@ -768,7 +849,10 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         voice,
         greeting: raw.greeting,
         tools: raw.tools,
-        transfer_to: raw.transfer_to,
+        transfer_to,
+        departments,
+        transfer_timeout,
+        warm_transfer: raw.warm_transfer,
         apology: raw.apology.unwrap_or_else(|| DEFAULT_APOLOGY.to_owned()),
         handoff_to: raw.handoff_to,
         max_call,
@@ -782,6 +866,54 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         redact,
         record: raw.record.unwrap_or(true),
     })
+}
+
+/// `transfer_to`: a number, or a table of department name to number.
+fn transfer_destinations(
+    value: Option<toml::Value>,
+    err: ErrFn<'_>,
+) -> Result<(Option<String>, Vec<Department>), AgentsError> {
+    let is_number = |to: &str| !to.is_empty() && !to.chars().any(char::is_whitespace);
+    match value {
+        None => Ok((None, Vec::new())),
+        Some(toml::Value::String(to)) if is_number(&to) => Ok((Some(to), Vec::new())),
+        Some(toml::Value::String(to)) => {
+            Err(err("transfer_to", format!("`{to}` is not a phone number")))
+        }
+        Some(toml::Value::Table(table)) => {
+            if table.is_empty() {
+                return Err(err(
+                    "transfer_to",
+                    "names no department (give a number, or a table of department = number)".into(),
+                ));
+            }
+            let mut departments = Vec::with_capacity(table.len());
+            for (name, number) in table {
+                let field = format!("transfer_to.{name}");
+                // The model names the department in a tool call: the function-name alphabet
+                // keeps it a plain word.
+                if validate_tool_name(&name).is_err() {
+                    return Err(err(
+                        &field,
+                        "a department name is 1-64 characters of A-Z a-z 0-9 _ -".into(),
+                    ));
+                }
+                match number {
+                    toml::Value::String(number) if is_number(&number) => {
+                        departments.push(Department { name, number });
+                    }
+                    other => {
+                        return Err(err(&field, format!("`{other}` is not a phone number")));
+                    }
+                }
+            }
+            Ok((None, departments))
+        }
+        Some(other) => Err(err(
+            "transfer_to",
+            format!("{other} is not a number or a table of department = number"),
+        )),
+    }
 }
 
 /// Deserializes the table of field `field`, naming `field.<key>` in its errors.
@@ -1209,6 +1341,80 @@ eagerness = "high"
             "[[agent]]\nid='a'\ninstructions='x'\napology='  '",
             "agent \"a\"",
             "apology",
+        );
+    }
+
+    #[test]
+    fn transfer_to_may_name_departments() {
+        let agents = parse(
+            "[[agent]]\nid='a'\ninstructions='x'\ntools=['transfer_call','send_dtmf']\n\
+             transfer_timeout_seconds=12\nwarm_transfer=true\n\
+             transfer_to={ sales='+15550002222', billing='+15550003333' }\n",
+        )
+        .unwrap();
+        let a = agents.by_id("a").unwrap();
+        assert_eq!(a.transfer_to, None);
+        assert_eq!(a.transfer_timeout, Duration::from_secs(12));
+        assert!(a.warm_transfer);
+        let names: Vec<&str> = a.departments.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["billing", "sales"]);
+        assert_eq!(
+            a.transfer_destination(Some("Sales")),
+            Ok(("sales".into(), "+15550002222".into()))
+        );
+        assert_eq!(
+            a.transfer_destination(Some("legal")),
+            Err(DestinationError::UnknownDepartment("billing, sales".into()))
+        );
+        assert!(a.transfer_destination(None).is_err());
+        let mut targets = agents.transfer_targets("a");
+        targets.sort_unstable();
+        assert_eq!(targets, ["+15550002222", "+15550003333"]);
+    }
+
+    #[test]
+    fn the_single_number_form_ignores_the_department() {
+        let agents =
+            parse("[[agent]]\nid='a'\ninstructions='x'\ntransfer_to='+15550002222'").unwrap();
+        let a = agents.by_id("a").unwrap();
+        assert_eq!(a.transfer_timeout, DEFAULT_TRANSFER_TIMEOUT);
+        assert_eq!(
+            a.transfer_destination(Some("sales")),
+            Ok((String::new(), "+15550002222".into()))
+        );
+        assert_eq!(
+            Agent::new("b", "x").transfer_destination(None),
+            Err(DestinationError::NotConfigured)
+        );
+    }
+
+    #[test]
+    fn bad_departments_and_timeouts_are_refused() {
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntransfer_to={ sales='+1 555' }",
+            "agent \"a\"",
+            "transfer_to.sales",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntransfer_to={ 'front desk'='+15550002222' }",
+            "agent \"a\"",
+            "transfer_to.front desk",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntransfer_to={}",
+            "agent \"a\"",
+            "transfer_to",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntransfer_to=5",
+            "agent \"a\"",
+            "transfer_to",
+        );
+        fails(
+            "[[agent]]\nid='a'\ninstructions='x'\ntransfer_to='+15550002222'\n\
+             transfer_timeout_seconds=2",
+            "agent \"a\"",
+            "transfer_timeout_seconds",
         );
     }
 

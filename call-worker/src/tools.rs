@@ -19,7 +19,10 @@ use switchboard_proto::{
 };
 use switchboard_realtime::session::FunctionTool;
 
-use crate::agents::{Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
+use crate::agents::{
+    Agent, BUILTIN_TOOLS, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL,
+};
+use crate::call::machine::MAX_SUMMARY_CHARS;
 
 /// How long reading one ToolSpec from KV may take at call start.
 const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,21 +162,74 @@ pub fn builtin_function(name: &str, agent: &Agent) -> Option<FunctionTool> {
                 "additionalProperties": false
             }),
         ),
-        TRANSFER_CALL => (
-            "Transfer the caller to a human colleague. Use it when the caller asks for a person \
-             or you cannot help. After calling it, tell the caller briefly that you are \
-             transferring them.",
+        TRANSFER_CALL => transfer_function(agent),
+        SEND_DTMF => (
+            "Press keys on the phone line, to get through an automated phone menu (IVR). The \
+             line is silent for a moment while the keys are played.",
             serde_json::json!({
                 "type": "object",
                 "properties": {
-                    "reason": {"type": "string", "description": "Why the caller is transferred."}
+                    "digits": {
+                        "type": "string",
+                        "pattern": "^[0-9*#w]{1,64}$",
+                        "description": "The keys to press: 0-9, * and #; w waits half a second."
+                    }
                 },
+                "required": ["digits"],
                 "additionalProperties": false
             }),
         ),
         _ => return None,
     };
     Some(FunctionTool::new(name, description, parameters))
+}
+
+/// `transfer_call` as this agent offers it: a department to choose when `transfer_to` names
+/// several, a summary for the human when transfers are warm.
+fn transfer_function(agent: &Agent) -> (&'static str, serde_json::Value) {
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    if !agent.departments.is_empty() {
+        let names: Vec<&str> = agent.departments.iter().map(|d| d.name.as_str()).collect();
+        properties.insert(
+            "department".into(),
+            serde_json::json!({"type": "string", "enum": names,
+                "description": "The department to transfer the caller to."}),
+        );
+        required.push("department");
+    }
+    if agent.warm_transfer {
+        properties.insert(
+            "summary".into(),
+            serde_json::json!({"type": "string", "maxLength": MAX_SUMMARY_CHARS,
+                "description": "One or two sentences for your colleague: who is calling and what \
+                    they need. Your colleague hears it before the caller is connected."}),
+        );
+        required.push("summary");
+    }
+    properties.insert(
+        "reason".into(),
+        serde_json::json!({"type": "string", "description": "Why the caller is transferred."}),
+    );
+    let description = if agent.warm_transfer {
+        "Transfer the caller to a human colleague. Use it when the caller asks for a person or you \
+         cannot help. The caller holds while your colleague is called and hears your summary. \
+         After calling it, tell the caller briefly that you are connecting them. If nobody \
+         answers, the caller comes back to you."
+    } else {
+        "Transfer the caller to a human colleague. Use it when the caller asks for a person or you \
+         cannot help. After calling it, tell the caller briefly that you are transferring them. \
+         If nobody answers, the caller comes back to you."
+    };
+    let mut parameters = serde_json::json!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false
+    });
+    if !required.is_empty() {
+        parameters["required"] = serde_json::json!(required);
+    }
+    (description, parameters)
 }
 
 /// Opens the tool registry bucket with the settings every process shares (entries expire

@@ -188,6 +188,33 @@ async fn agents_check_validates_and_reports_unregistered_tools() -> anyhow::Resu
     let offline = switchboard(&nats, &["agents", "check", "--offline", path]).await?;
     assert!(offline.status.success());
 
+    // Departments, the ring timeout and the keypad tool are built in, not registered tools.
+    std::fs::write(
+        &file,
+        "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\ninstructions = \"x\"\n\
+         tools = [\"transfer_call\", \"send_dtmf\"]\ntransfer_timeout_seconds = 15\nwarm_transfer = true\n\
+         transfer_to = { sales = \"+15550002222\", billing = \"+15550003333\" }\n",
+    )?;
+    let departments = switchboard(&nats, &["agents", "check", path]).await?;
+    assert!(departments.status.success(), "{}", stdout(&departments));
+    assert!(
+        !stdout(&departments).contains("not registered"),
+        "{}",
+        stdout(&departments)
+    );
+    std::fs::write(
+        &file,
+        "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\ninstructions = \"x\"\n\
+         transfer_to = { sales = \"555 0002\" }\n",
+    )?;
+    let bad_number = switchboard(&nats, &["agents", "check", "--offline", path]).await?;
+    assert_eq!(bad_number.status.code(), Some(1));
+    assert!(
+        stdout(&bad_number).contains("transfer_to.sales"),
+        "{}",
+        stdout(&bad_number)
+    );
+
     std::fs::write(&file, "[[agent]]\nid = \"desk\"\nnumbers = [\"*\"]\n")?;
     let broken = switchboard(&nats, &["agents", "check", path]).await?;
     assert_eq!(broken.status.code(), Some(1));

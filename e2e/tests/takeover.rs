@@ -392,7 +392,7 @@ async fn with_no_worker_left_the_caller_hears_the_apology_and_the_record_is_clos
         verbs
             == vec![
                 Verb::Say(switchboard_agents::DEFAULT_APOLOGY.into()),
-                Verb::Dial("+15550002222".into())
+                Verb::dial("+15550002222")
             ],
         "{verbs:?}"
     );

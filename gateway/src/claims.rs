@@ -220,6 +220,24 @@ impl Claims {
         }
     }
 
+    /// Takes back the gateway's own end of `call_sid` when it was for `reason` (a transfer whose
+    /// human did not answer: the caller comes back). Returns whether there was such an end.
+    pub async fn clear_ended(&self, call_sid: &str, reason: &str) -> Result<bool, ClaimError> {
+        let key = key(call_sid, ENDED);
+        let Some(entry) = self.live_entry(&key).await? else {
+            return Ok(false);
+        };
+        if entry.value.as_ref() != reason.as_bytes() {
+            return Ok(false);
+        }
+        // Only the revision read: an end recorded again meanwhile stays.
+        self.kv
+            .delete_expect_revision(&key, Some(entry.revision))
+            .await
+            .map_err(|e| ClaimError::Store(e.to_string()))?;
+        Ok(true)
+    }
+
     /// Claims the one re-attach of `call_sid` after its stream `ended` (true: this request's).
     pub async fn claim_reattach(&self, call_sid: &str, ended: Attach) -> Result<bool, ClaimError> {
         match self

@@ -15,6 +15,8 @@
 //! - [`offer`]: the `CallOffer` request to the worker queue group and the `rejected` event;
 //! - [`reattach`]: `POST /twilio-connect-action` and `POST /twilio-stream-status`, which give a
 //!   live call a new media stream on any gateway when its stream ends or fails;
+//! - [`dial`]: transfers that ring and may come back (`POST /twilio-dial-action`,
+//!   `POST /twilio-dial-status`) and keys pressed on the line;
 //! - [`stream_token`]: the per-call, per-stream token that binds a media socket to its call;
 //! - [`claims`]: one-time claims in the `voice-calls` KV bucket (a call is offered once, a
 //!   token opens one stream);
@@ -48,6 +50,7 @@ pub mod calls;
 pub mod claims;
 pub mod close;
 pub mod config;
+pub mod dial;
 pub mod frames;
 pub mod media;
 pub mod metrics;
@@ -210,6 +213,8 @@ impl Gateway {
                 post(reattach::connect_action),
             )
             .route(reattach::STREAM_STATUS_PATH, post(reattach::stream_status))
+            .route(dial::DIAL_ACTION_PATH, post(dial::dial_action))
+            .route(dial::DIAL_STATUS_PATH, post(dial::dial_status))
             .route(webhook::MEDIA_PATH, get(media::upgrade))
             .route(calls::CALLS_PATH, post(calls::create))
             .route(web_call::WEB_CALL_PATH, get(web_call::upgrade))

@@ -67,7 +67,11 @@ pub const CALLS_REFUSED: &str = "gateway_calls_refused_total";
 pub const WEB_CALLS_REFUSED: &str = "gateway_web_calls_refused_total";
 /// Counter: web calls a worker took and whose socket was opened.
 pub const WEB_CALLS: &str = "gateway_web_calls_total";
-/// Counter (`via`: `action`, `rest`): live calls given a new media stream
+/// Counter (`status`): transfer results reported to the call's owner ([`crate::dial`]).
+pub const TRANSFER_RESULTS: &str = "gateway_transfer_results_total";
+/// Counter: `SendDigits` frames refused (a web call, or keys `<Play digits>` cannot play).
+pub const DIGITS_REFUSED: &str = "gateway_digits_refused_total";
+/// Counter (`via`: `action`, `rest`, `dial`): live calls given a new media stream
 /// ([`crate::reattach`]).
 pub const REATTACHES: &str = "gateway_reattaches_total";
 /// Counter: `<Connect>` action requests answered with `<Hangup/>` (the call was over, or the
@@ -81,6 +85,8 @@ pub const STREAM_STATUS: &str = "gateway_stream_status_total";
 pub const REATTACH_VIA_ACTION: &str = "action";
 /// [`REATTACHES`] via: a REST update of the call after a stream stopped or failed.
 pub const REATTACH_VIA_REST: &str = "rest";
+/// [`REATTACHES`] via: answering a transfer's `<Dial>` action when nobody answered.
+pub const REATTACH_VIA_DIAL: &str = "dial";
 /// Counter (`answer`: `alive`, `no_responders`, `unanswered`): `OwnerProbe`s sent to a silent
 /// owner, by how they were answered.
 pub const OWNER_PROBES: &str = "gateway_owner_probes_total";
@@ -165,6 +171,11 @@ pub fn describe() {
     );
     describe_counter!(CALLS_REFUSED, "POST /calls requests refused, by reason");
     describe_counter!(REATTACHES, "Live calls given a new media stream, by way");
+    describe_counter!(
+        TRANSFER_RESULTS,
+        "Transfer results reported to the owner, by status"
+    );
+    describe_counter!(DIGITS_REFUSED, "SendDigits frames refused");
     describe_counter!(
         CONNECT_ACTIONS_ENDED,
         "<Connect> action requests answered with <Hangup/>"

@@ -96,6 +96,17 @@ pub fn stream_twiml(
     token: &str,
     traceparent: Option<&str>,
 ) -> String {
+    stream_twiml_after(shared, twiml::Response::new(), attach, token, traceparent)
+}
+
+/// [`stream_twiml`] with `before` (verbs Twilio runs first, such as `<Play digits>`).
+pub fn stream_twiml_after(
+    shared: &Shared,
+    before: twiml::Response,
+    attach: Attach,
+    token: &str,
+    traceparent: Option<&str>,
+) -> String {
     let url = shared.validator.ws_url(MEDIA_PATH);
     let action = shared
         .validator
@@ -105,7 +116,7 @@ pub fn stream_twiml(
     if let Some(traceparent) = traceparent {
         parameters.push((TRACEPARENT_PARAMETER, traceparent));
     }
-    twiml::Response::new()
+    before
         .connect(&ConnectStream {
             url: &url,
             parameters: &parameters,
@@ -143,6 +154,16 @@ pub async fn reattach(
     call_sid: &str,
     ended_attach: Option<Attach>,
 ) -> Result<Reattach, ReattachError> {
+    reattach_after(shared, call_sid, ended_attach, twiml::Response::new()).await
+}
+
+/// [`reattach`] with `before` ahead of the new `<Connect><Stream>` in the TwiML.
+pub async fn reattach_after(
+    shared: &Shared,
+    call_sid: &str,
+    ended_attach: Option<Attach>,
+    before: twiml::Response,
+) -> Result<Reattach, ReattachError> {
     let claims = shared.claims().await?;
     if let Some(reason) = claims.ended_reason(call_sid).await? {
         return Ok(Reattach::Ended(reason));
@@ -175,8 +196,9 @@ pub async fn reattach(
         .headers
         .get(TRACEPARENT_PARAMETER)
         .map(|value| value.as_str());
-    Ok(Reattach::Stream(stream_twiml(
+    Ok(Reattach::Stream(stream_twiml_after(
         shared,
+        before,
         attach,
         &token,
         traceparent,

@@ -72,13 +72,13 @@ use crate::metrics::{self as m, ActiveStream};
 use crate::offer::{Takeover, TakeoverOutcome, offer_takeover, takeover_offer};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::owner::{Admit, OwnerWatch, Step};
-use crate::reattach;
 use crate::recorder::{Recording, Tap};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::takeover::{LostCall, Ownership, Report, apology_twiml, close_record, unix_ms_of};
 use crate::twilio_rest::{CallUpdate, Updated};
 use crate::web_call::WebCall;
+use crate::{dial, reattach};
 use switchboard_service::redact::MaskedPhone;
 use switchboard_twilio::twiml;
 
@@ -596,6 +596,7 @@ impl StreamActor {
         self.record(|| Tap::End { at: Instant::now() });
         if let Some(reason) = end.stop
             && !self.web
+            && reason != StopReason::Digits
         {
             // Before the socket closes: Twilio requests the `<Connect>` action right after.
             reattach::record_ended(&self.shared, &self.call_sid, reason).await;
@@ -702,7 +703,8 @@ impl StreamActor {
             TwilioMessage::Stop { .. } => {
                 // After a transfer Twilio leaves the stream by itself: that is the transfer.
                 let reason = self.ending.as_ref().map_or(StopReason::Stop, |e| e.reason);
-                if !self.web {
+                // Keys: the call goes on with its next stream.
+                if !self.web && reason != StopReason::Digits {
                     reattach::record_ended(&self.shared, &self.call_sid, reason).await;
                 }
                 self.publish(frames::stop(reason)).await;
@@ -803,13 +805,56 @@ impl StreamActor {
                         "transfer to a number outside the agent's transfer_to refused");
                     return Flow::Continue;
                 }
-                tracing::info!(to = %MaskedPhone(&transfer.to), "worker transfers the call");
-                let mut doc = twiml::Response::new();
-                if !transfer.announcement.trim().is_empty() {
-                    doc = doc.say(&transfer.announcement);
+                tracing::info!(to = %MaskedPhone(&transfer.to), timeout_seconds = transfer.timeout_seconds,
+                    "worker transfers the call");
+                if transfer.timeout_seconds > 0 && !transfer.whisper.trim().is_empty() {
+                    // Warm: hold, call the human with the summary, then bridge.
+                    let shared = self.shared.clone();
+                    let call_sid = self.call_sid.clone();
+                    let span = tracing::Span::current();
+                    self.shared.tracker.spawn(
+                        async move {
+                            dial::warm_transfer(
+                                &shared,
+                                &call_sid,
+                                &transfer.to,
+                                &transfer.caller_id,
+                                &transfer.whisper,
+                                transfer.timeout_seconds,
+                            )
+                            .await;
+                        }
+                        .instrument(span),
+                    );
+                    self.begin_ending(StopReason::Transfer);
+                    return Flow::Continue;
                 }
-                self.update_call(CallUpdate::Twiml(doc.dial(&transfer.to).build()));
+                let doc = if transfer.timeout_seconds > 0 {
+                    // Rings, then reports back: the caller may come back to the agent.
+                    dial::dial_twiml(&self.shared, &transfer.to, transfer.timeout_seconds)
+                } else {
+                    let mut doc = twiml::Response::new();
+                    if !transfer.announcement.trim().is_empty() {
+                        doc = doc.say(&transfer.announcement);
+                    }
+                    doc.dial(&transfer.to).build()
+                };
+                self.update_call(CallUpdate::Twiml(doc));
                 self.begin_ending(StopReason::Transfer);
+            }
+            outbound_frame::Frame::SendDigits(keys) => {
+                if self.web {
+                    metrics::counter!(m::DIGITS_REFUSED).increment(1);
+                    tracing::warn!("keys on a web call refused");
+                    return Flow::Continue;
+                }
+                if let Err(error) = twiml::validate_digits(&keys.digits) {
+                    metrics::counter!(m::DIGITS_REFUSED).increment(1);
+                    tracing::warn!(%error, "keys refused");
+                    return Flow::Continue;
+                }
+                tracing::info!(keys = keys.digits.len(), "worker presses keys");
+                self.send_digits(keys.digits);
             }
             // Being admitted is all a heartbeat is for.
             outbound_frame::Frame::Heartbeat(_) => {}
@@ -846,6 +891,49 @@ impl StreamActor {
         if !self.web {
             reattach::spawn_record_ended(&self.shared, &self.call_sid, reason);
         }
+    }
+
+    /// Presses `digits` on the line: a REST update with `<Play digits>` and the call's next
+    /// stream ([`dial::digits_twiml`]), in a task of its own. Twilio then stops this stream
+    /// (reason `digits`, which does not end the call for anyone).
+    fn send_digits(&mut self, digits: String) {
+        self.ending = Some(Ending {
+            reason: StopReason::Digits,
+            deadline: Instant::now() + PLAYOUT_LIMIT,
+        });
+        let shared = self.shared.clone();
+        let call_sid = self.call_sid.clone();
+        let span = tracing::Span::current();
+        self.shared.tracker.spawn(
+            async move {
+                let doc = match dial::digits_twiml(&shared, &call_sid, &digits).await {
+                    Ok(reattach::Reattach::Stream(doc)) => doc,
+                    Ok(other) => {
+                        tracing::warn!(?other, "no next stream for the call; keys not sent");
+                        return;
+                    }
+                    Err(error) => {
+                        metrics::counter!(m::CLAIM_ERRORS, "what" => "reattach").increment(1);
+                        tracing::warn!(%error, "cannot issue the next stream; keys not sent");
+                        return;
+                    }
+                };
+                match shared
+                    .rest
+                    .update_call(&call_sid, &CallUpdate::Twiml(doc))
+                    .await
+                {
+                    Ok(Updated::Applied) => tracing::info!("keys sent"),
+                    Ok(Updated::AlreadyEnded) => tracing::debug!("call had already ended"),
+                    Err(error) => {
+                        metrics::counter!(m::REST_ERRORS, "kind" => format!("{:?}", error.kind()))
+                            .increment(1);
+                        tracing::warn!(%error, "updating the call with keys failed");
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Sends `update` to Twilio in a task of its own (tracked, so shutdown waits for it).

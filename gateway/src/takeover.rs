@@ -273,7 +273,7 @@ mod tests {
             verbs,
             vec![
                 Verb::Say("Sorry & goodbye".into()),
-                Verb::Dial("+15550009999".into())
+                Verb::dial("+15550009999")
             ]
         );
         let Instructions(verbs) =

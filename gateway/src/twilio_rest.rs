@@ -79,6 +79,18 @@ pub struct NewCall {
     pub status_callback: String,
 }
 
+/// A call to create that runs `twiml` once answered (a warm transfer's call to the human).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTwimlCall {
+    pub to: String,
+    pub from: String,
+    pub twiml: String,
+    /// How long it rings (`Timeout`).
+    pub timeout_seconds: u32,
+    /// Absolute URL for its `answered` and `completed` status callbacks.
+    pub status_callback: String,
+}
+
 /// The created call.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CreatedCall {
@@ -186,6 +198,24 @@ impl TwilioRest {
             ("StatusCallbackMethod", "POST"),
             ("StatusCallbackEvent", "initiated"),
             ("StatusCallbackEvent", "ringing"),
+            ("StatusCallbackEvent", "answered"),
+            ("StatusCallbackEvent", "completed"),
+        ];
+        let body = self.post(&self.calls_url(), &form).await?;
+        serde_json::from_slice(&body).map_err(|e| RestError::Decode(e.to_string()))
+    }
+
+    /// Places a call that runs `call.twiml` when answered; Twilio reports its answer and its
+    /// end (`completed`, `busy`, `no-answer`, `failed`, `canceled`) to `call.status_callback`.
+    pub async fn create_twiml_call(&self, call: &NewTwimlCall) -> Result<CreatedCall, RestError> {
+        let timeout = call.timeout_seconds.to_string();
+        let form: Vec<(&str, &str)> = vec![
+            ("To", &call.to),
+            ("From", &call.from),
+            ("Twiml", &call.twiml),
+            ("Timeout", &timeout),
+            ("StatusCallback", &call.status_callback),
+            ("StatusCallbackMethod", "POST"),
             ("StatusCallbackEvent", "answered"),
             ("StatusCallbackEvent", "completed"),
         ];

@@ -412,6 +412,7 @@ async fn transfer_closes_the_stream_for_now() -> anyhow::Result<()> {
             outbound_frame::Frame::Transfer(Transfer {
                 to: "+15550002222".into(),
                 announcement: String::new(),
+                ..Default::default()
             }),
         ),
     )

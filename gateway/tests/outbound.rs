@@ -210,6 +210,7 @@ async fn an_outbound_call_runs_and_is_transferred_by_rest() -> anyhow::Result<()
             frame: Some(outbound_frame::Frame::Transfer(Transfer {
                 to: "+15550009999".into(),
                 announcement: "Connecting you to sales.".into(),
+                ..Default::default()
             })),
         },
     )
@@ -234,7 +235,7 @@ async fn an_outbound_call_runs_and_is_transferred_by_rest() -> anyhow::Result<()
         verbs,
         vec![
             Verb::Say("Connecting you to sales.".into()),
-            Verb::Dial("+15550009999".into())
+            Verb::dial("+15550009999")
         ]
     );
     let update = fake

@@ -61,6 +61,7 @@ async fn refusals_are_counted() -> anyhow::Result<()> {
             frame: Some(outbound_frame::Frame::Transfer(Transfer {
                 to: "+19005550100".into(),
                 announcement: String::new(),
+                ..Default::default()
             })),
         },
     )

@@ -152,6 +152,7 @@ async fn transfer_begins(
         frame(outbound_frame::Frame::Transfer(Transfer {
             to: to.into(),
             announcement: String::new(),
+            ..Default::default()
         })),
     )
     .await?;

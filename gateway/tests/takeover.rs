@@ -478,7 +478,7 @@ async fn nobody_taking_the_call_gets_the_apology_and_a_closed_fenced_record() ->
         verbs,
         vec![
             Verb::Say("Sorry, one moment please.".into()),
-            Verb::Dial("+15550002222".into())
+            Verb::dial("+15550002222")
         ]
     );
 

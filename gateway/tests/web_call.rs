@@ -232,6 +232,7 @@ async fn a_web_call_speaks_media_streams_with_barge_in_and_hangs_up_without_twil
             outbound_frame::Frame::Transfer(Transfer {
                 to: "+15550002222".into(),
                 announcement: String::new(),
+                ..Default::default()
             }),
         ),
     )

@@ -121,6 +121,35 @@ contract_words! {
         Hangup => "hangup",
         /// The worker asked for a transfer, and Twilio left the stream for it.
         Transfer => "transfer",
+        /// The worker sent keys (`<Play digits>`): Twilio left the stream to play them, and
+        /// the call comes back on a new stream.
+        Digits => "digits",
+    }
+}
+
+contract_words! {
+    /// How a transfer went: `TransferResult.status`. `answered` comes from the dialed number's
+    /// status callback; the others are Twilio's `DialCallStatus` words.
+    pub enum DialStatus {
+        /// The human picked up.
+        Answered => "answered",
+        /// The bridged call ended (the human had answered).
+        Completed => "completed",
+        /// The number was busy.
+        Busy => "busy",
+        /// Nobody answered within the timeout.
+        NoAnswer => "no-answer",
+        /// The number could not be dialed.
+        Failed => "failed",
+        /// The dial was canceled (the caller hung up, or the call was updated meanwhile).
+        Canceled => "canceled",
+    }
+}
+
+impl DialStatus {
+    /// Whether the human took the call (otherwise the caller comes back to the agent).
+    pub fn connected(self) -> bool {
+        matches!(self, Self::Answered | Self::Completed)
     }
 }
 
@@ -136,6 +165,8 @@ impl StopReason {
             Self::DrainDeadline => EndReason::GatewayShutdown,
             Self::Hangup => EndReason::EndCall,
             Self::Transfer => EndReason::Transferred,
+            // Not an end: the worker waits for the call's next stream.
+            Self::Digits => EndReason::StreamLost,
         }
     }
 }
@@ -335,9 +366,15 @@ mod tests {
             assert_eq!(StopReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(StopReason::parse("bogus"), None);
-        let ends: std::collections::HashSet<EndReason> =
-            StopReason::ALL.iter().map(|r| r.end_reason()).collect();
-        assert_eq!(ends.len(), StopReason::ALL.len());
+        // `digits` is no end: the call comes back on a new stream (a worker that does not know
+        // the word ends the call as it would for a vanished stream).
+        let ends: std::collections::HashSet<EndReason> = StopReason::ALL
+            .iter()
+            .filter(|r| **r != StopReason::Digits)
+            .map(|r| r.end_reason())
+            .collect();
+        assert_eq!(ends.len(), StopReason::ALL.len() - 1);
+        assert_eq!(StopReason::Digits.end_reason(), EndReason::StreamLost);
         assert_eq!(StopReason::Stop.end_reason(), EndReason::CallerHungUp);
     }
 

@@ -516,6 +516,7 @@ async fn call(
                         bail!("call {index}: the worker hung up ({})", h.reason);
                     }
                     outbound_frame::Frame::Transfer(_) => bail!("call {index}: unexpected transfer"),
+                    outbound_frame::Frame::SendDigits(_) => bail!("call {index}: unexpected keys"),
                     outbound_frame::Frame::Clear(_)
                     | outbound_frame::Frame::Heartbeat(_)
                     | outbound_frame::Frame::Owner(_)

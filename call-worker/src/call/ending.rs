@@ -9,6 +9,8 @@ use switchboard_proto::event::EndReason;
 use switchboard_proto::outbound_frame;
 use tokio::time::{Duration, Instant};
 
+use super::transfer::Destination;
+
 /// How long a goodbye may take to start before the call is hung up anyway.
 pub const GOODBYE_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Slack after a goodbye's audio length before hanging up without its last mark echo.
@@ -19,8 +21,15 @@ pub const GOODBYE_GRACE: Duration = Duration::from_secs(5);
 pub enum Ending {
     /// The agent called `end_call`.
     EndCall,
-    /// The agent called `transfer_call`: the caller is connected to this number.
-    Transfer(String),
+    /// The agent called `transfer_call`: the caller is connected to this destination, which
+    /// rings for `timeout` before the caller comes back to the agent. A warm transfer has the
+    /// summary the human hears first (`whisper`) and the line's number to call them from.
+    Transfer {
+        to: Destination,
+        timeout: Duration,
+        whisper: String,
+        caller_id: String,
+    },
     /// The caller stayed silent through the idle prompt.
     Idle,
     /// The agent's `max_call_seconds` passed.
@@ -32,7 +41,7 @@ impl Ending {
     pub fn reason(&self) -> EndReason {
         match self {
             Self::EndCall => EndReason::EndCall,
-            Self::Transfer(_) => EndReason::Transferred,
+            Self::Transfer { .. } => EndReason::Transferred,
             Self::Idle => EndReason::Idle,
             Self::MaxDuration => EndReason::MaxDuration,
         }
@@ -41,9 +50,17 @@ impl Ending {
     /// The frame that tells the gateway to carry it out.
     pub fn frame(&self) -> outbound_frame::Frame {
         match self {
-            Self::Transfer(to) => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
-                to: to.clone(),
+            Self::Transfer {
+                to,
+                timeout,
+                whisper,
+                caller_id,
+            } => outbound_frame::Frame::Transfer(switchboard_proto::Transfer {
+                to: to.number.clone(),
                 announcement: String::new(),
+                timeout_seconds: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+                whisper: whisper.clone(),
+                caller_id: caller_id.clone(),
             }),
             other => hangup_frame(other.reason()),
         }
@@ -163,9 +180,18 @@ mod tests {
             Ending::MaxDuration.frame(),
             hangup_frame(EndReason::MaxDuration)
         );
+        let transfer = Ending::Transfer {
+            to: Destination {
+                department: "sales".into(),
+                number: "+1555".into(),
+            },
+            timeout: Duration::from_secs(20),
+            whisper: String::new(),
+            caller_id: String::new(),
+        };
         assert!(matches!(
-            Ending::Transfer("+1555".into()).frame(),
-            outbound_frame::Frame::Transfer(t) if t.to == "+1555"
+            transfer.frame(),
+            outbound_frame::Frame::Transfer(t) if t.to == "+1555" && t.timeout_seconds == 20
         ));
     }
 

@@ -68,7 +68,8 @@ use super::session_check::SessionCheck;
 use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
-use crate::agents::{Agent, END_CALL, HANDOFF, SET_OUTCOME, TRANSFER_CALL};
+use super::transfer::{Destination, Resolution, Transfer, returned_instructions};
+use crate::agents::{Agent, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
 use crate::tools::{SessionTools, ToolDone, ToolReply, is_builtin};
@@ -86,6 +87,11 @@ pub const OUT_CHUNK_BYTES: usize = 100 * BYTES_PER_MS as usize;
 pub const REATTACH_WINDOW: Duration = Duration::from_secs(30);
 /// While the assistant is busy, the idle timer looks again this often.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// The outcome a transfer that did not connect leaves (when the transfer set `transferred`).
+pub const TRANSFER_FAILED_OUTCOME: &str = "transfer_failed";
+/// The outcome a transfer records when the agent set none.
+pub const TRANSFERRED_OUTCOME: &str = "transferred";
 
 const IDLE_PROMPT: &str = "Are you still there?";
 /// Said (once per tool round) when a business tool is slow and the model is silent.
@@ -236,6 +242,8 @@ pub struct CallMachine {
     /// The function calls of each response, answered together.
     tools_rounds: ToolRounds,
     outcome_set: bool,
+    /// The outcome on record is the one a transfer set.
+    transfer_outcome: bool,
     handoff: Option<PendingHandoff>,
     /// A call taken over: whether the caller was waiting for an answer, until its session is
     /// configured.
@@ -264,6 +272,8 @@ pub struct CallMachine {
     unreported: Usage,
     /// The goodbye before a hang-up or transfer of ours.
     goodbye: Goodbye,
+    /// A transfer whose result is not known yet (the call has no stream meanwhile).
+    transfer: Option<Transfer>,
     start_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
@@ -302,6 +312,7 @@ impl CallMachine {
             transcripts: Transcripts::default(),
             tools_rounds: ToolRounds::default(),
             outcome_set: false,
+            transfer_outcome: false,
             handoff: None,
             resumed: None,
             pending_tools: Vec::new(),
@@ -322,6 +333,7 @@ impl CallMachine {
             },
             unreported: Usage::default(),
             goodbye: Goodbye::default(),
+            transfer: None,
             start_deadline: Some(now + START_TIMEOUT),
             max_deadline: setup.agent.max_call.map(|d| now + d),
             idle_deadline: None,
@@ -427,6 +439,7 @@ impl CallMachine {
         }
         [
             self.goodbye.deadline(),
+            self.transfer.as_ref().map(Transfer::deadline),
             self.start_deadline,
             self.max_deadline,
             self.idle_deadline,
@@ -488,6 +501,7 @@ mod server;
 mod session;
 mod timers;
 mod tool_calls;
+pub use tool_calls::MAX_SUMMARY_CHARS;
 
 #[cfg(test)]
 mod takeover_tests;

@@ -43,6 +43,7 @@ pub mod session_check;
 pub mod stream_clock;
 pub mod tool_rounds;
 pub mod transcripts;
+pub mod transfer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -353,7 +354,7 @@ impl CallActor {
                     self.publish_out(outbound_frame::Frame::HandOver(switchboard_proto::HandOver {})).await;
                 }
                 Some(msg) = probes.next() => self.answer_probe(msg).await,
-                () = &mut stream_gone, if self.machine.stream_started() => {
+                () = &mut stream_gone, if self.machine.watches_stream() => {
                     self.machine.on_stream_gone(Instant::now());
                 }
                 msg = inbound.next() => match msg {

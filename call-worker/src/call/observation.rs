@@ -6,7 +6,7 @@
 //! call's span. The machine itself touches neither the metrics registry nor the tracing
 //! subscriber, and tests read what it noticed as plain values.
 
-use switchboard_proto::event::EndReason;
+use switchboard_proto::event::{DialStatus, EndReason};
 
 use super::arbiter::Purpose;
 use crate::metrics as m;
@@ -52,6 +52,8 @@ pub enum Observation {
     StreamStopped { stop: String, reason: EndReason },
     /// A stop reason this worker does not know (a newer gateway): ended as a lost stream.
     UnknownStopReason { stop: String },
+    /// The stream stopped so Twilio could play keys; the call comes back on a new stream.
+    LeftForKeys,
     /// The stream never started within its deadline.
     StreamNeverStarted,
     /// No frame from the gateway and no re-attach within the window.
@@ -141,6 +143,18 @@ pub enum Observation {
     /// The filler line was said while a slow tool ran.
     FillerLine,
 
+    // ------------------------------------------------------------ transfers
+    /// The gateway reported a transfer's result.
+    TransferResult { status: DialStatus },
+    /// A transfer result with a status this worker does not know, ignored.
+    UnknownTransferResult { status: String },
+    /// A transfer result that came when no transfer rang, ignored.
+    TransferResultWithoutTransfer { status: DialStatus },
+    /// The transfer did not connect and the caller is back with the agent.
+    TransferReturned { status: DialStatus },
+    /// No transfer result came in time: the call ends with `reason`.
+    TransferResultOverdue { reason: EndReason },
+
     // ------------------------------------------------------------ the ending
     /// A goodbye is being said before the call ends.
     GoodbyeStarted { reason: EndReason },
@@ -167,6 +181,9 @@ impl Observation {
             }
             Self::UnknownStopReason { stop } => {
                 tracing::warn!(%call_sid, reason = %stop, "media stream stopped for an unknown reason");
+            }
+            Self::LeftForKeys => {
+                tracing::info!(%call_sid, "stream left for keys; awaiting the next");
             }
             Self::StreamNeverStarted => tracing::warn!(%call_sid, "media stream never started"),
             Self::StreamGone => {
@@ -268,6 +285,21 @@ impl Observation {
                 tracing::warn!(%call_sid, %target, %reply, "handoff refused");
             }
             Self::FillerLine => metrics::counter!(m::FILLER_LINES).increment(1),
+            Self::TransferResult { status } => {
+                tracing::info!(%call_sid, %status, "transfer result");
+            }
+            Self::UnknownTransferResult { status } => {
+                tracing::warn!(%call_sid, %status, "unknown transfer result ignored");
+            }
+            Self::TransferResultWithoutTransfer { status } => {
+                tracing::debug!(%call_sid, %status, "transfer result without a transfer ignored");
+            }
+            Self::TransferReturned { status } => {
+                tracing::info!(%call_sid, %status, "transfer not answered; the caller is back");
+            }
+            Self::TransferResultOverdue { reason } => {
+                tracing::info!(%call_sid, %reason, "no transfer result in time");
+            }
             Self::GoodbyeStarted { reason } => {
                 tracing::info!(%call_sid, %reason, "ending the call after a goodbye");
             }

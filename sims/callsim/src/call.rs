@@ -161,6 +161,16 @@ pub async fn place_call_with(
     Ok(session.run(ws, plan, script, cancel, redirects).await)
 }
 
+/// Whether a document sent in a call update is followed by the call rather than ending it:
+/// it opens a stream, plays keys, or dials with an action that decides what comes next.
+pub fn continues(verbs: &[Verb]) -> bool {
+    verbs.iter().any(|v| match v {
+        Verb::ConnectStream { .. } | Verb::PlayDigits(_) => true,
+        Verb::Dial { action, .. } | Verb::Conference { action, .. } => action.is_some(),
+        _ => false,
+    })
+}
+
 /// A `<Connect><Stream>` to open: the socket, its parameters, and where Twilio reports on it.
 #[derive(Debug, Clone)]
 struct ConnectPlan {
@@ -472,6 +482,9 @@ impl Session<'_> {
                     return self.complete();
                 }
             };
+            let Some(verbs) = self.follow(verbs, cancel, &mut redirects).await else {
+                return self.complete();
+            };
             let Some(next_plan) = ConnectPlan::of(&verbs) else {
                 // `<Hangup/>` (or a `<Say>`, then the end of the document): the call is over.
                 return self.complete();
@@ -490,6 +503,220 @@ impl Session<'_> {
                     self.report.ended_by = EndedBy::Error;
                     return self.complete();
                 }
+            }
+        }
+    }
+
+    /// Runs what comes before a document's `<Connect><Stream>`, as Twilio does between streams:
+    /// `<Play digits>` reaches the callee, a `<Dial>` rings its number ([`crate::dial`]) and
+    /// its action's TwiML replaces the rest of the document. Returns the verbs from the
+    /// `<Connect>` on, or None when the call ends first (the document ran out, `<Hangup/>`,
+    /// a dial without an action, or the caller hung up).
+    async fn follow(
+        &mut self,
+        mut verbs: Vec<Verb>,
+        cancel: &CancellationToken,
+        redirects: &mut Option<Redirects>,
+    ) -> Option<Vec<Verb>> {
+        let mut at = 0;
+        while let Some(verb) = verbs.get(at).cloned() {
+            at += 1;
+            match verb {
+                Verb::ConnectStream { .. } => return Some(verbs.split_off(at - 1)),
+                Verb::Hangup => return None,
+                Verb::Say(_) => {}
+                Verb::Conference {
+                    name,
+                    starts,
+                    ends,
+                    action,
+                } => {
+                    self.report.conferences.push(name.clone());
+                    let conferences = self.cfg.conferences.clone();
+                    if starts {
+                        conferences.start(&name).await;
+                    }
+                    let mut room = conferences.watch(&name).await;
+                    // Holding (or talking) until the conference ends, or a call update takes
+                    // the caller elsewhere.
+                    let next = tokio::select! {
+                        () = cancel.cancelled() => {
+                            if ends {
+                                conferences.end(&name).await;
+                            }
+                            return None;
+                        }
+                        Some(doc) = next_redirect(redirects) => Some(doc),
+                        () = async { drop(room.wait_for(|r| r.ended).await) } => None,
+                    };
+                    if let Some(doc) = next {
+                        let Instructions(next) = Instructions::parse(&doc)
+                            .map_err(|e| self.report.step_errors.push(format!("TwiML: {e}")))
+                            .ok()?;
+                        verbs = next;
+                        at = 0;
+                        continue;
+                    }
+                    let action = action?;
+                    let doc = self
+                        .dial_action(&action, "completed", &format!("CF{}", random_hex()), 0)
+                        .await?;
+                    let Instructions(next) = Instructions::parse(&doc)
+                        .map_err(|e| self.report.step_errors.push(format!("TwiML: {e}")))
+                        .ok()?;
+                    verbs = next;
+                    at = 0;
+                }
+                Verb::PlayDigits(digits) => {
+                    self.caller.tones_played(&crate::dial::tones(&digits));
+                    // Twilio plays each tone for about half a second; `w` waits as long.
+                    let playing = Duration::from_millis(500 * digits.chars().count() as u64);
+                    tokio::select! {
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep(playing) => {}
+                    }
+                    self.report.digits_played.push(digits);
+                }
+                Verb::Dial {
+                    number,
+                    timeout_seconds,
+                    action,
+                    status_callback,
+                    status_callback_event,
+                } => {
+                    let timeout = timeout_seconds.map_or(crate::dial::DEFAULT_DIAL_TIMEOUT, |s| {
+                        Duration::from_secs(u64::from(s))
+                    });
+                    let plan = crate::dial::plan(self.cfg.callees.get(&number), timeout);
+                    let mut report = crate::dial::DialReport {
+                        number: number.clone(),
+                        timeout_seconds,
+                        status: plan.status.to_owned(),
+                        answered_callback: false,
+                        action_requested: false,
+                    };
+                    let dial_sid = format!("CA{}", random_hex());
+                    let dialed = Instant::now();
+                    if let Some(answered_at) = plan.answered_at {
+                        tokio::select! {
+                            () = cancel.cancelled() => return None,
+                            () = tokio::time::sleep(answered_at) => {}
+                        }
+                        let wants_answered = status_callback_event
+                            .as_deref()
+                            .is_some_and(|e| e.split_whitespace().any(|e| e == "answered"));
+                        if let (true, Some(url)) = (wants_answered, &status_callback) {
+                            report.answered_callback =
+                                self.answered_callback(url, &dial_sid, &number).await;
+                        }
+                    }
+                    let left = plan.wait.saturating_sub(dialed.elapsed());
+                    tokio::select! {
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep(left) => {}
+                    }
+                    let Some(action) = action else {
+                        self.report.dials.push(report);
+                        return None;
+                    };
+                    report.action_requested = true;
+                    let duration = plan
+                        .answered_at
+                        .map_or(0, |a| plan.wait.saturating_sub(a).as_secs());
+                    let next = self
+                        .dial_action(&action, plan.status, &dial_sid, duration)
+                        .await;
+                    self.report.dials.push(report);
+                    let Instructions(next) = Instructions::parse(&next?)
+                        .map_err(|e| self.report.step_errors.push(format!("TwiML: {e}")))
+                        .ok()?;
+                    // The action's TwiML replaces the rest of the document.
+                    verbs = next;
+                    at = 0;
+                }
+            }
+        }
+        None
+    }
+
+    /// Posts the dialed call's `answered` status callback; whether the gateway accepted it.
+    async fn answered_callback(&mut self, url: &str, dial_sid: &str, number: &str) -> bool {
+        let Some(path) = self.twilio.public_path(url) else {
+            self.report.step_errors.push(format!(
+                "<Number statusCallback=\"{url}\"> is outside the public URL"
+            ));
+            return false;
+        };
+        let mut form = CallForm {
+            call_sid: dial_sid.to_owned(),
+            account_sid: self.cfg.account_sid.clone(),
+            from: self.cfg.to.clone(),
+            to: number.to_owned(),
+            call_status: "in-progress".to_owned(),
+            direction: "outbound-dial".to_owned(),
+            ..Default::default()
+        }
+        .to_pairs();
+        form.extend([
+            ("ParentCallSid".to_owned(), self.call_sid.clone()),
+            (
+                "CallbackSource".to_owned(),
+                "call-progress-events".to_owned(),
+            ),
+            ("SequenceNumber".to_owned(), "0".to_owned()),
+        ]);
+        match self.twilio.request(&path, &form).await {
+            Ok((status, _)) if status.is_success() => true,
+            Ok((status, body)) => {
+                self.report.step_errors.push(format!(
+                    "<Number> status callback answered {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ));
+                false
+            }
+            Err(e) => {
+                self.report
+                    .step_errors
+                    .push(format!("<Number> status callback failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Requests the `<Dial>` action URL and returns the TwiML it answers.
+    async fn dial_action(
+        &mut self,
+        action: &str,
+        status: &str,
+        dial_sid: &str,
+        duration_s: u64,
+    ) -> Option<String> {
+        let Some(path) = self.twilio.public_path(action) else {
+            self.report.step_errors.push(format!(
+                "<Dial action=\"{action}\"> is outside the public URL"
+            ));
+            return None;
+        };
+        let mut form = self.twilio.call_form("in-progress");
+        form.extend([
+            ("DialCallStatus".to_owned(), status.to_owned()),
+            ("DialCallSid".to_owned(), dial_sid.to_owned()),
+            ("DialCallDuration".to_owned(), duration_s.to_string()),
+        ]);
+        match self.twilio.request(&path, &form).await {
+            Ok((code, body)) if code.is_success() => Some(body),
+            Ok((code, body)) => {
+                self.report.step_errors.push(format!(
+                    "<Dial> action answered {code}: {}",
+                    body.chars().take(200).collect::<String>()
+                ));
+                None
+            }
+            Err(e) => {
+                self.report
+                    .step_errors
+                    .push(format!("<Dial> action request failed: {e}"));
+                None
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use switchboard_twilio::FRAME_BYTES;
 
 use crate::playback::Playback;
-use crate::script::{BARGE_IN_MAX_WAIT_MS, CallerScript, Step};
+use crate::script::{BARGE_IN_MAX_WAIT_MS, CallerScript, EXPECT_DIGITS_MAX_WAIT_MS, Step};
 use crate::voice::{self, Voice};
 
 /// Length of one media frame.
@@ -64,6 +64,10 @@ enum Active {
     Pause {
         until: Duration,
     },
+    ExpectDigits {
+        started: Duration,
+        expected: String,
+    },
 }
 
 /// The caller's state.
@@ -72,6 +76,8 @@ pub struct Caller {
     steps: VecDeque<Step>,
     active: Option<Active>,
     voice: Voice,
+    /// Tones the line played to this callee (`<Play digits>`) not yet matched by a step.
+    tones_heard: String,
 }
 
 impl Caller {
@@ -81,7 +87,13 @@ impl Caller {
             steps: script.steps.iter().cloned().collect(),
             active: None,
             voice: Voice::new(),
+            tones_heard: String::new(),
         }
+    }
+
+    /// The line played `tones` to this callee (an `expect_digits` step checks them).
+    pub fn tones_played(&mut self, tones: &str) {
+        self.tones_heard.push_str(tones);
     }
 
     /// Decides the tick ending at stream time `now`.
@@ -176,6 +188,25 @@ impl Caller {
                     }
                     return out;
                 }
+                Active::ExpectDigits { started, expected } => {
+                    if !self.tones_heard.is_empty() {
+                        let heard = std::mem::take(&mut self.tones_heard);
+                        if heard != *expected {
+                            out.leave = Some(Leave::Failed(format!(
+                                "expect_digits: heard {heard:?}, expected {expected:?}"
+                            )));
+                            return out;
+                        }
+                        self.active = None;
+                        continue;
+                    }
+                    if now - *started >= Duration::from_millis(EXPECT_DIGITS_MAX_WAIT_MS) {
+                        out.leave = Some(Leave::Failed(format!(
+                            "expect_digits: no keys within {EXPECT_DIGITS_MAX_WAIT_MS} ms"
+                        )));
+                    }
+                    return out;
+                }
                 Active::Dtmf { digits } => {
                     out.dtmf = digits.pop_front();
                     if digits.is_empty() {
@@ -206,6 +237,10 @@ fn start(step: Step, now: Duration) -> Active {
         },
         Step::Dtmf(digits) => Active::Dtmf {
             digits: digits.chars().collect(),
+        },
+        Step::ExpectDigits(expected) => Active::ExpectDigits {
+            started: now,
+            expected,
         },
         Step::PauseMs(ms) => Active::Pause {
             until: now + Duration::from_millis(ms),
@@ -242,6 +277,34 @@ mod tests {
             t += 20;
         }
         out
+    }
+
+    #[test]
+    fn expect_digits_waits_for_the_keys_and_fails_on_others_or_none() {
+        let script = CallerScript {
+            steps: vec![Step::ExpectDigits("12#".into()), Step::Hangup(true)],
+        };
+        let pb = Playback::new();
+        let mut caller = Caller::new(&script);
+        assert!(caller.tick(ms(20), &pb).leave.is_none());
+        assert!(caller.tick(ms(1000), &pb).leave.is_none(), "still waiting");
+        caller.tones_played("12#");
+        assert_eq!(caller.tick(ms(1020), &pb).leave, Some(Leave::Hangup));
+
+        let mut caller = Caller::new(&script);
+        caller.tones_played("13#");
+        let Some(Leave::Failed(why)) = caller.tick(ms(20), &pb).leave else {
+            panic!("other keys passed");
+        };
+        assert!(why.contains("\"13#\""), "{why}");
+
+        let mut caller = Caller::new(&script);
+        assert!(caller.tick(ms(20), &pb).leave.is_none());
+        let late = ms(20 + EXPECT_DIGITS_MAX_WAIT_MS);
+        assert!(matches!(
+            caller.tick(late, &pb).leave,
+            Some(Leave::Failed(_))
+        ));
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct CallConfig {
     /// Twilio's documentation says `clear` sends pending marks back; some Twilio look-alikes drop
     /// them instead. `false` simulates those.
     pub echo_marks_on_clear: bool,
+    /// How the numbers a `<Dial>` of this call rings behave.
+    pub callees: crate::dial::Callees,
+    /// The conferences of the account the call is on (shared with the other calls of a fake
+    /// Twilio).
+    pub conferences: crate::dial::Conferences,
 }
 
 impl CallConfig {
@@ -45,6 +50,8 @@ impl CallConfig {
             webhook_path: crate::call::WEBHOOK_PATH.to_owned(),
             failover: Vec::new(),
             echo_marks_on_clear: true,
+            callees: crate::dial::Callees::default(),
+            conferences: crate::dial::Conferences::default(),
         }
     }
 

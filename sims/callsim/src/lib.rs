@@ -22,6 +22,7 @@
 pub mod call;
 pub mod caller;
 pub mod config;
+pub mod dial;
 pub mod inspect;
 pub mod load;
 pub mod playback;

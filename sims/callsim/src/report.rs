@@ -77,6 +77,12 @@ pub struct CallReport {
     pub protocol_errors: Vec<String>,
     /// Steps that failed, a time-out, a broken socket.
     pub step_errors: Vec<String>,
+    /// Every `<Dial>` the call's TwiML ran, in order.
+    pub dials: Vec<crate::dial::DialReport>,
+    /// Every `<Play digits>` the call's TwiML ran (as written, pauses included).
+    pub digits_played: Vec<String>,
+    /// The conferences the caller joined (`<Dial><Conference>`), by name.
+    pub conferences: Vec<String>,
 }
 
 impl CallReport {
@@ -109,6 +115,9 @@ impl CallReport {
             close_reason: None,
             protocol_errors: Vec::new(),
             step_errors: Vec::new(),
+            dials: Vec::new(),
+            digits_played: Vec::new(),
+            conferences: Vec::new(),
         }
     }
 

@@ -10,6 +10,8 @@
 //! [[step]]
 //! dtmf = "1"
 //! [[step]]
+//! expect_digits = "12#"
+//! [[step]]
 //! pause_ms = 500
 //! [[step]]
 //! hangup = true
@@ -28,6 +30,8 @@ pub const MAX_STEP_MS: u64 = 3_600_000;
 /// How long a `barge_in` waits for the assistant to be speaking long enough before the step
 /// fails; the TOML format has no field for it.
 pub const BARGE_IN_MAX_WAIT_MS: u64 = 15_000;
+/// How long an `expect_digits` waits for the keys before the step fails.
+pub const EXPECT_DIGITS_MAX_WAIT_MS: u64 = 20_000;
 /// Slack added to the sum of the steps' longest durations to get the call's time limit.
 pub const CALL_SLACK_MS: u64 = 30_000;
 
@@ -61,11 +65,26 @@ pub enum Step {
     BargeIn { after_ms: u64, say_ms: u64 },
     /// Press keys: one Twilio `dtmf` message per digit, 20 ms apart.
     Dtmf(String),
+    /// The callee is an automated menu (IVR): wait until the line has played these keys
+    /// (`<Play digits>`, pauses left out), within [`EXPECT_DIGITS_MAX_WAIT_MS`]; other keys,
+    /// or none in time, fail the call.
+    ExpectDigits(String),
     /// Stay silent for this many milliseconds.
     PauseMs(u64),
     /// `true`: send `stop` and close the socket, as Twilio does when the caller hangs up.
     /// `false`: drop the connection without `stop` or a close frame, like a network failure.
     Hangup(bool),
+}
+
+/// Checks that `digits` (of step `what`) are keypad digits, at least one.
+fn keypad(digits: &str, what: &str) -> Result<(), String> {
+    if digits.is_empty() {
+        return Err(format!("{what} needs at least one digit"));
+    }
+    match digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
+        Some(c) => Err(format!("{what} digit {c:?} is not one of {DTMF_DIGITS:?}")),
+        None => Ok(()),
+    }
 }
 
 fn default_listen_max_ms() -> u64 {
@@ -192,17 +211,8 @@ impl CallerScript {
                 Step::SayMs(ms) => positive(*ms, "say_ms"),
                 Step::BargeIn { after_ms, say_ms } => bounded(*after_ms, "barge_in.after_ms")
                     .and_then(|()| positive(*say_ms, "barge_in.say_ms")),
-                Step::Dtmf(digits) => {
-                    if digits.is_empty() {
-                        Err("dtmf needs at least one digit".to_owned())
-                    } else if let Some(c) = digits.chars().find(|c| !DTMF_DIGITS.contains(*c)) {
-                        Err(format!(
-                            "dtmf digit {c:?} is not one of {DTMF_DIGITS:?}"
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
+                Step::Dtmf(digits) => keypad(digits, "dtmf"),
+                Step::ExpectDigits(digits) => keypad(digits, "expect_digits"),
                 Step::PauseMs(ms) => bounded(*ms, "pause_ms"),
                 Step::Hangup(_) => Ok(()),
             };
@@ -232,6 +242,7 @@ impl CallerScript {
                 Step::SayMs(ms) | Step::PauseMs(ms) => *ms,
                 Step::BargeIn { say_ms, .. } => BARGE_IN_MAX_WAIT_MS + say_ms,
                 Step::Dtmf(d) => 20 * d.chars().count() as u64,
+                Step::ExpectDigits(_) => EXPECT_DIGITS_MAX_WAIT_MS,
                 Step::Hangup(_) => 0,
             })
             .sum();

@@ -61,6 +61,9 @@ pub struct FakeCall {
     pub twiml: Vec<String>,
     /// The simulated call's report, once it ended.
     pub report: Option<CallReport>,
+    /// A call created with `Twiml` (to a person, not the gateway): what its `<Say>` told the
+    /// person who answered.
+    pub said: Vec<String>,
     /// An error that prevented the simulated call, if any.
     pub error: Option<String>,
 }
@@ -240,6 +243,14 @@ async fn create(
         Ok(request) => request,
         Err(refused) => return refused,
     };
+    if let (Some(to), Some(from), Some(twiml), None) = (
+        request.get("To"),
+        request.get("From"),
+        request.get("Twiml"),
+        request.get("Url"),
+    ) {
+        return create_person_call(&inner, &account, &request, to, from, twiml).await;
+    }
     let (Some(to), Some(from), Some(url)) =
         (request.get("To"), request.get("From"), request.get("Url"))
     else {
@@ -327,18 +338,17 @@ async fn update(
                         &format!("TwiML in a call update needs absolute URLs: {relative}"),
                     );
                 }
-                // New TwiML replaces `<Connect>`: the stream ends either way, and a new
-                // `<Connect><Stream>` opens the call's next stream.
-                if verbs
-                    .iter()
-                    .any(|v| matches!(v, Verb::ConnectStream { .. }))
-                {
+                // New TwiML replaces `<Connect>`: the stream ends either way. The call follows
+                // a document that may lead to a new stream (a `<Connect><Stream>`, keys played
+                // before one, a `<Dial>` whose action decides what comes next); any other ends
+                // the call once it has run.
+                if crate::call::continues(&verbs) {
                     redirect = Some(twiml.to_owned());
                 } else {
                     end = true;
                 }
                 if let Some(to) = verbs.iter().find_map(|v| match v {
-                    Verb::Dial(n) => Some(n.clone()),
+                    Verb::Dial { number, .. } => Some(number.clone()),
                     _ => None,
                 }) {
                     state.transferred_to = Some(to);
@@ -365,6 +375,118 @@ async fn update(
     (
         StatusCode::OK,
         axum::Json(serde_json::json!({ "sid": call_sid, "status": "in-progress" })),
+    )
+        .into_response()
+}
+
+/// `Calls.json` with `Twiml`: a call to a person (a warm transfer's human), who behaves as
+/// the configured callees say ([`crate::dial`]): the call rings for `Timeout` (60 s when
+/// absent, as Twilio's default), is answered or not, and its `StatusCallback` gets the
+/// `answered` event (`CallStatus=in-progress`) and the final one (`completed`, or `busy`,
+/// `no-answer`, `failed`), as requested in `StatusCallbackEvent`. An answered call runs its
+/// TwiML: `<Say>` is recorded as heard, `<Dial><Conference>` joins the account's conference.
+async fn create_person_call(
+    inner: &Arc<Inner>,
+    account: &str,
+    request: &RestRequest,
+    to: &str,
+    from: &str,
+    twiml: &str,
+) -> Response {
+    let verbs = match Instructions::parse(twiml) {
+        Ok(Instructions(verbs)) => verbs,
+        Err(e) => {
+            return twilio_error(
+                StatusCode::BAD_REQUEST,
+                21220,
+                &format!("invalid TwiML: {e}"),
+            );
+        }
+    };
+    let timeout = match request.get("Timeout").map(str::parse::<u64>) {
+        None => std::time::Duration::from_secs(60),
+        Some(Ok(s)) => std::time::Duration::from_secs(s),
+        Some(Err(_)) => {
+            return twilio_error(StatusCode::BAD_REQUEST, 21216, "Timeout is not a number");
+        }
+    };
+    let events: Vec<String> = request
+        .form
+        .iter()
+        .filter(|(k, _)| k == "StatusCallbackEvent")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let status_path = request
+        .get("StatusCallback")
+        .and_then(|u| public_path(&inner.cfg, u));
+    let call_sid = format!("CA{}", random_hex());
+    let mut cfg = inner.cfg.clone();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.from = from.to_owned();
+    cfg.to = to.to_owned();
+    inner.calls.lock().await.insert(
+        call_sid.clone(),
+        FakeCall {
+            status: "queued".to_owned(),
+            twiml: vec![twiml.to_owned()],
+            ..Default::default()
+        },
+    );
+    let plan = crate::dial::plan(cfg.callees.get(to), timeout);
+    let (inner_, sid) = (inner.clone(), call_sid.clone());
+    tokio::spawn(async move {
+        let inner = inner_;
+        let event = |name: &str| {
+            events.is_empty() && name == "completed" || events.iter().any(|e| e == name)
+        };
+        let mut seq = 0;
+        if let Some(answered_at) = plan.answered_at {
+            tokio::time::sleep(answered_at).await;
+            set_status(&inner, &sid, "in-progress").await;
+            if let (true, Some(path)) = (event("answered"), &status_path) {
+                send_status(&inner, &cfg, path, "in-progress", seq, None).await;
+                seq += 1;
+            }
+            for verb in &verbs {
+                match verb {
+                    Verb::Say(text) => {
+                        if let Some(c) = inner.calls.lock().await.get_mut(&sid) {
+                            c.said.push(text.clone());
+                        }
+                    }
+                    Verb::Conference { name, starts, .. } if *starts => {
+                        cfg.conferences.start(name).await;
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(plan.wait.saturating_sub(answered_at)).await;
+            for verb in &verbs {
+                if let Verb::Conference {
+                    name, ends: true, ..
+                } = verb
+                {
+                    cfg.conferences.end(name).await;
+                }
+            }
+        } else {
+            tokio::time::sleep(plan.wait).await;
+        }
+        let status = plan.status;
+        set_status(&inner, &sid, status).await;
+        if let (true, Some(path)) = (event("completed"), &status_path) {
+            let duration = plan
+                .answered_at
+                .map(|a| u32::try_from(plan.wait.saturating_sub(a).as_secs()).unwrap_or(u32::MAX));
+            send_status(&inner, &cfg, path, status, seq, duration).await;
+        }
+    });
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({
+            "sid": call_sid, "status": "queued", "to": to, "from": from,
+            "account_sid": account, "direction": "outbound-api",
+        })),
     )
         .into_response()
 }

@@ -1,4 +1,5 @@
-//! How a call ends: the goodbye, the hang-up, a lost stream, the drain, and the end record.
+//! How a call ends: the goodbye, the hang-up, a transfer and its result, a lost stream, the
+//! drain, and the end record.
 
 use super::*;
 
@@ -37,6 +38,26 @@ impl CallMachine {
             return;
         };
         self.effects.push(Effect::Out(ending.frame()));
+        if let Ending::Transfer {
+            to,
+            timeout,
+            whisper,
+            ..
+        } = ending
+        {
+            // The call stays ours until the human answers: no answer brings the caller back.
+            let line = if whisper.is_empty() {
+                format!("Transferring the caller to {}.", to.label())
+            } else {
+                format!(
+                    "Transferring the caller to {}, who hears first: \"{whisper}\"",
+                    to.label()
+                )
+            };
+            self.record_system(line, now);
+            self.transfer = Some(Transfer::dialing(to, self.transfer_outcome, timeout, now));
+            return;
+        }
         self.finish(ending.reason(), now);
     }
 
@@ -45,10 +66,81 @@ impl CallMachine {
         self.stream_started
     }
 
+    /// Whether frames from the gateway are expected now: the stream started and no transfer
+    /// is ringing (a transfer has its own deadline).
+    pub fn watches_stream(&self) -> bool {
+        self.stream_started && self.transfer.is_none()
+    }
+
+    /// A system line in the record (not said to the model).
+    pub(super) fn record_system(&mut self, text: String, now: Instant) {
+        self.effects
+            .push(Effect::Event(Body::Transcript(TranscriptEntry {
+                redacted: Vec::new(),
+                role: Role::System as i32,
+                text,
+                item_id: String::new(),
+                interrupted: false,
+                heard_ms: 0,
+                offset_ms: self.offset_ms(now),
+                audio_end_ms: 0,
+            })));
+    }
+
+    /// The gateway reported how the transfer went.
+    pub(super) fn on_transfer_result(&mut self, status: &str, now: Instant) {
+        let Some(status) = switchboard_proto::event::DialStatus::parse(status) else {
+            self.observe(Observation::UnknownTransferResult {
+                status: status.to_owned(),
+            });
+            return;
+        };
+        if self.transfer.is_none() {
+            self.observe(Observation::TransferResultWithoutTransfer { status });
+            return;
+        }
+        self.observe(Observation::TransferResult { status });
+        let Some(transfer) = &mut self.transfer else {
+            return;
+        };
+        match transfer.on_result(status, now) {
+            Resolution::Connected => {
+                let label = transfer.destination().label();
+                self.record_system(format!("The transfer to {label} was answered."), now);
+                self.transfer = None;
+                self.finish(EndReason::Transferred, now);
+            }
+            Resolution::Returning | Resolution::Ignored => {}
+        }
+    }
+
+    /// A new stream came while a transfer rang: the caller is back with the agent, who says so.
+    pub(super) fn on_transfer_returned(&mut self, transfer: Transfer, now: Instant) {
+        let status = transfer.returned_status();
+        let to = transfer.destination().clone();
+        self.observe(Observation::TransferReturned { status });
+        self.record_system(
+            format!(
+                "The transfer to {} did not connect ({status}); the caller is back with the agent.",
+                to.label()
+            ),
+            now,
+        );
+        if transfer.own_outcome() {
+            self.set_outcome(TRANSFER_FAILED_OUTCOME, status.as_str());
+        }
+        self.max_deadline = self.setup.agent.max_call.map(|d| self.accepted_at + d);
+        self.touch_caller(now);
+        self.request_response(
+            Purpose::Plain,
+            Some(instructions(returned_instructions(&to, status))),
+        );
+    }
+
     /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:
     /// the caller's socket is gone with its gateway.
     pub fn on_stream_gone(&mut self, now: Instant) {
-        if self.stream_started {
+        if self.watches_stream() {
             self.observe(Observation::StreamGone);
             self.finish(EndReason::StreamLost, now);
         }

@@ -50,6 +50,9 @@ impl CallMachine {
                         });
                         self.stream_sid = start.stream_sid;
                         self.barge_in(now);
+                        if let Some(transfer) = self.transfer.take() {
+                            self.on_transfer_returned(transfer, now);
+                        }
                     }
                     return;
                 }
@@ -90,21 +93,25 @@ impl CallMachine {
                 }
                 let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
                 self.touch_caller(now);
-                self.effects
-                    .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                        redacted: Vec::new(),
-                        role: Role::System as i32,
-                        text: text.clone(),
-                        item_id: String::new(),
-                        interrupted: false,
-                        heard_ms: 0,
-                        offset_ms: self.offset_ms(now),
-                        audio_end_ms: 0,
-                    })));
+                self.record_system(text.clone(), now);
                 self.send_event(ClientEvent::item_create(Item::user_text(&text)));
                 self.request_response(Purpose::Plain, None);
             }
+            inbound_frame::Frame::TransferResult(result) => {
+                self.on_transfer_result(&result.status, now);
+            }
             inbound_frame::Frame::Stop(stop) => {
+                match StopReason::parse(&stop.reason) {
+                    // Twilio left the stream for the transfer, whose result is still to come.
+                    Some(StopReason::Transfer) if self.transfer.is_some() => return,
+                    // Keys are played; the call comes back on a new stream (or the stream
+                    // watchdog ends it).
+                    Some(StopReason::Digits) => {
+                        self.observe(Observation::LeftForKeys);
+                        return;
+                    }
+                    _ => {}
+                }
                 let reason = match StopReason::parse(&stop.reason) {
                     Some(known) => known.end_reason(),
                     None => {

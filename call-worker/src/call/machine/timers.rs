@@ -1,5 +1,5 @@
-//! The call's deadlines: the stream's start, the goodbye, a reconnect, the filler line, idle
-//! prompts and the call's maximum length.
+//! The call's deadlines: the stream's start, a ringing transfer, the goodbye, a reconnect, the
+//! filler line, idle prompts and the call's maximum length.
 
 use super::*;
 
@@ -13,6 +13,15 @@ impl CallMachine {
             self.observe(Observation::StreamNeverStarted);
             self.start_deadline = None;
             self.finish(EndReason::StreamLost, now);
+            return;
+        }
+        if let Some(transfer) = self.transfer.take_if(|t| t.deadline() <= now) {
+            let reason = match transfer {
+                Transfer::Dialing { .. } => EndReason::Transferred,
+                Transfer::Returning { .. } => EndReason::StreamLost,
+            };
+            self.observe(Observation::TransferResultOverdue { reason });
+            self.finish(reason, now);
             return;
         }
         if self.goodbye.deadline().is_some_and(|d| d <= now) {

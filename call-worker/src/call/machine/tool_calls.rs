@@ -1,6 +1,10 @@
 //! The model's function calls: business tools, built-ins, handoffs, and their outputs.
 
 use super::*;
+use switchboard_agents::DestinationError;
+
+/// The longest summary a warm transfer's human hears (Twilio says it; a few sentences).
+pub const MAX_SUMMARY_CHARS: usize = 600;
 use switchboard_proto::event::ToolErrorCode;
 
 impl CallMachine {
@@ -89,22 +93,90 @@ impl CallMachine {
                 )
             }
             TRANSFER_CALL => {
-                let Some(to) = self.setup.agent.transfer_to.clone() else {
-                    return ToolReply::error(
-                        ToolErrorCode::Unavailable,
-                        "Transfers are not set up for this line.",
-                    );
-                };
-                if !self.outcome_set {
-                    self.set_outcome("transferred", "");
+                if self.goodbye.in_progress() || self.transfer.is_some() {
+                    return ToolReply::error(ToolErrorCode::Unavailable, "The call is ending.");
                 }
-                self.begin_goodbye(Ending::Transfer(to), now);
+                let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+                let department = args["department"].as_str();
+                let agent = Arc::clone(&self.setup.agent);
+                let (department, number) = match agent.transfer_destination(department) {
+                    Ok(found) => found,
+                    Err(e @ DestinationError::NotConfigured) => {
+                        return ToolReply::error(ToolErrorCode::Unavailable, format!("{e}."));
+                    }
+                    Err(e @ DestinationError::UnknownDepartment(_)) => {
+                        return ToolReply::error(ToolErrorCode::InvalidArguments, format!("{e}."));
+                    }
+                };
+                let whisper = if agent.warm_transfer {
+                    match args["summary"].as_str().map(str::trim) {
+                        Some(s) if !s.is_empty() && s.chars().count() <= MAX_SUMMARY_CHARS => {
+                            s.to_owned()
+                        }
+                        _ => {
+                            return ToolReply::error(
+                                ToolErrorCode::InvalidArguments,
+                                format!(
+                                    "`summary` must say in 1 to {MAX_SUMMARY_CHARS} characters \
+                                     what the caller needs."
+                                ),
+                            );
+                        }
+                    }
+                } else {
+                    String::new()
+                };
+                // The human sees the line's own number calling.
+                let offer = &self.setup.offer;
+                let caller_id = if offer.party() == offer.from {
+                    offer.to.clone()
+                } else {
+                    offer.from.clone()
+                };
+                if !self.outcome_set || self.transfer_outcome {
+                    self.set_outcome(TRANSFERRED_OUTCOME, &department);
+                    self.transfer_outcome = true;
+                }
+                let to = Destination { department, number };
+                self.begin_goodbye(
+                    Ending::Transfer {
+                        to,
+                        timeout: agent.transfer_timeout,
+                        whisper,
+                        caller_id,
+                    },
+                    now,
+                );
                 ToolReply::Output(
-                    r#"{"ok":true,"note":"The caller is transferred after your next reply. Tell them briefly that you are connecting them."}"#
+                    r#"{"ok":true,"note":"The caller is transferred after your next reply. Tell them briefly that you are connecting them. If nobody answers, they come back to you."}"#
+                        .into(),
+                )
+            }
+            SEND_DTMF => {
+                if self.goodbye.in_progress() || self.transfer.is_some() {
+                    return ToolReply::error(ToolErrorCode::Unavailable, "The call is ending.");
+                }
+                let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+                let digits = args["digits"].as_str().unwrap_or_default();
+                if let Err(e) = switchboard_twilio::twiml::validate_digits(digits) {
+                    return ToolReply::error(
+                        ToolErrorCode::InvalidArguments,
+                        format!("`digits`: {e}."),
+                    );
+                }
+                self.effects
+                    .push(Effect::Out(outbound_frame::Frame::SendDigits(
+                        switchboard_proto::SendDigits {
+                            digits: digits.to_owned(),
+                        },
+                    )));
+                ToolReply::Output(
+                    r#"{"ok":true,"note":"The keys are pressed now; the line is back in a moment. Listen to what the menu says next."}"#
                         .into(),
                 )
             }
             SET_OUTCOME => {
+                self.transfer_outcome = false;
                 let args: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
                 let outcome = args["outcome"].as_str().unwrap_or_default().trim();
                 if outcome.is_empty() {
@@ -263,17 +335,7 @@ impl CallMachine {
         });
         // After the tool event, so the record (and a replay) reads: the call, then the handoff.
         if let Some(text) = record {
-            self.effects
-                .push(Effect::Event(Body::Transcript(TranscriptEntry {
-                    redacted: Vec::new(),
-                    role: Role::System as i32,
-                    text,
-                    item_id: String::new(),
-                    interrupted: false,
-                    heard_ms: 0,
-                    offset_ms: self.offset_ms(now),
-                    audio_end_ms: 0,
-                })));
+            self.record_system(text, now);
         }
         self.pump();
     }

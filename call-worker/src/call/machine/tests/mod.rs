@@ -440,3 +440,4 @@ mod on_start;
 mod on_timers;
 mod on_tools;
 mod on_transcripts;
+mod on_transfers;

@@ -97,7 +97,15 @@ fn transfer_call_transfers_after_the_goodbye() {
             .iter()
             .any(|f| matches!(f, outbound_frame::Frame::Transfer(t) if t.to == "+15550002222"))
     );
-    assert_eq!(ended(&fx).unwrap().reason, "transferred");
+    // The call is ours until the human answers (see on_transfers).
+    assert!(ended(&fx).is_none());
+    c.inbound(
+        50,
+        inbound_frame::Frame::TransferResult(switchboard_proto::TransferResult {
+            status: "answered".into(),
+        }),
+    );
+    assert_eq!(ended(&c.take()).unwrap().reason, "transferred");
 }
 
 #[test]
