@@ -352,7 +352,8 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
             | Body::Turn(_)
             | Body::Owner(_)
             | Body::Dispatched(_)
-            | Body::Usage(_),
+            | Body::Usage(_)
+            | Body::Amd(_),
         )
         | None => None,
     }
@@ -505,7 +506,8 @@ impl<'a> CallUpdates<'a> {
                 | Body::Turn(_)
                 | Body::Owner(_)
                 | Body::Dispatched(_)
-                | Body::Usage(_),
+                | Body::Usage(_)
+                | Body::Amd(_),
             )
             | None => {}
         }

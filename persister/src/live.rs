@@ -167,6 +167,7 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
             "arguments": json_or_text(&b.arguments)}),
         Some(Body::Usage(u)) => json!({"input_tokens": u.input_tokens,
             "output_tokens": u.output_tokens}),
+        Some(Body::Amd(b)) => json!({"answered_by": b.answered_by, "detection_ms": b.detection_ms}),
         None => json!({}),
     };
     if let Value::Object(fields) = body {

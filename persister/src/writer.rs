@@ -99,7 +99,7 @@ pub async fn apply(
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
         // usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
+        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Amd(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)

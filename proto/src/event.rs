@@ -83,7 +83,7 @@ contract_words! {
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "started",
     "transcript",
     "tool",
@@ -95,6 +95,7 @@ pub const KINDS: [&str; 11] = [
     "owner",
     "dispatched",
     "usage",
+    "amd",
 ];
 
 contract_words! {
@@ -254,6 +255,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Owner(_) => "owner",
         Body::Dispatched(_) => "dispatched",
         Body::Usage(_) => "usage",
+        Body::Amd(_) => "amd",
     }
 }
 
@@ -387,6 +389,7 @@ mod tests {
             Body::Owner(Default::default()),
             Body::Dispatched(Default::default()),
             Body::Usage(Default::default()),
+            Body::Amd(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(kind).collect();
         assert_eq!(kinds, KINDS);
