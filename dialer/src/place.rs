@@ -8,7 +8,8 @@
 //!
 //! Twilio answers 429 with error 20429 when too many REST requests are in flight at once: the
 //! call was not created, so the request is repeated with the shared backoff, and the contact
-//! never fails for it. Any other refusal ends the attempt as `failed` (its retry rule then
+//! never fails for it; if the campaign is paused or cancelled meanwhile (or the dialer stops),
+//! the claim is given back instead. Any other refusal ends the attempt as `failed` (its retry rule then
 //! applies). A request whose answer was lost (timeout, connection reset) may have created the
 //! call, so it is not repeated: the attempt ends as `failed` rather than risk dialing twice.
 
@@ -74,23 +75,29 @@ impl Placer {
         ]
     }
 
-    /// Places the call, repeating 20429s until Twilio takes it or `stop`.
+    /// Places the call, repeating 20429s until Twilio takes it, the campaign is no longer
+    /// running (`None`: nothing was placed), or `stop`.
     async fn create(
         &self,
+        claimed: &Claimed,
         call: &NewCall,
         stop: &CancellationToken,
-    ) -> Result<CreatedCall, RestError> {
+    ) -> Option<Result<CreatedCall, RestError>> {
         let extra = self.amd_params();
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.rest.create_call_with(call, &extra).await {
-                Err(e) if is_too_many_requests(&e) && !stop.is_cancelled() => {
+                Err(e) if is_too_many_requests(&e) => {
                     metrics::counter!(m::TWILIO_THROTTLED).increment(1);
                     tracing::debug!("Twilio answered 20429; retrying");
                     backoff.wait_or(stop).await;
+                    let running = store::is_running(&self.pool, claimed.campaign_id).await;
+                    if stop.is_cancelled() || matches!(running, Ok(false)) {
+                        return None;
+                    }
                 }
-                other => return other,
+                other => return Some(other),
             }
         }
     }
@@ -98,15 +105,15 @@ impl Placer {
     /// Places `claimed`'s call and stores what came of the request.
     pub async fn place(self, claimed: Claimed, stop: CancellationToken) {
         let call = self.new_call(&claimed);
-        let placed = self.create(&call, &stop).await;
-        let stored = match placed {
-            Ok(created) => {
+        let stored = match self.create(&claimed, &call, &stop).await {
+            None => store::release_unplaced(&self.pool, claimed.attempt_id).await,
+            Some(Ok(created)) => {
                 metrics::counter!(m::CALLS_PLACED).increment(1);
                 tracing::info!(call_sid = %created.sid, to = %MaskedPhone(&claimed.to),
                     campaign = %claimed.campaign_id, "campaign call placed");
                 store::record_call_sid(&self.pool, claimed.attempt_id, &created.sid).await
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 metrics::counter!(m::CALLS_REFUSED).increment(1);
                 tracing::warn!(%error, to = %MaskedPhone(&claimed.to),
                     campaign = %claimed.campaign_id, "placing a campaign call failed");
@@ -115,6 +122,7 @@ impl Placer {
                     AttemptKey::Id(claimed.attempt_id),
                     "failed",
                     Some(&error.to_string()),
+                    false,
                     self.clock.now(),
                 )
                 .await

@@ -7,6 +7,8 @@
 //! A `status` of a CallSid the dialer does not know is either another call's (inbound, or
 //! `POST /calls`) or one of its own whose create request's answer is not stored yet; while some
 //! attempt awaits its answer such an event is redelivered a few times before it is let go.
+//! Likewise an answered call's `completed` can come before its `amd` verdict (a voicemail box
+//! that hung up first): it is redelivered a few times, so the verdict decides the result.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,9 @@ const MAX_ACK_PENDING: i64 = 1000;
 const NAK_DELAY: Duration = Duration::from_secs(1);
 /// Deliveries of an unknown CallSid's status before it counts as another call's.
 const UNKNOWN_DELIVERIES: i64 = 10;
+/// Deliveries of an answered call's final status that wait for its answering-machine verdict
+/// (Twilio posts it even when the call ended first); then the call counts as answered.
+const VERDICT_DELIVERIES: i64 = 6;
 
 /// Runs until `stop`. `ended` is notified when an attempt ends (a concurrency slot is free).
 pub async fn run(
@@ -172,6 +177,7 @@ async fn apply(
                 AttemptKey::CallSid(&event.call_sid),
                 &status.status,
                 None,
+                deliveries < VERDICT_DELIVERIES,
                 clock.now(),
             )
             .await?;
@@ -182,6 +188,7 @@ async fn apply(
                     Ok((Ack::Done, true))
                 }
                 Finished::Already => Ok((Ack::Done, false)),
+                Finished::AwaitingVerdict => Ok((Ack::Later, false)),
                 Finished::Unknown => {
                     let terminal =
                         crate::outcome::CallResult::from_twilio(&status.status, None).is_some();

@@ -501,15 +501,21 @@ pub enum Finished {
     Already,
     /// No attempt by that key (not a campaign's call, or its CallSid is not stored yet).
     Unknown,
+    /// The call was answered but its answering-machine verdict has not come yet; nothing
+    /// changed.
+    AwaitingVerdict,
 }
 
 /// Ends an attempt: `status` is Twilio's final `CallStatus` (or `failed` when the create
-/// request was refused); the contact is retried or done as its campaign's policy says.
+/// request was refused); the contact is retried or done as its campaign's policy says. With
+/// `await_verdict`, an answered call without its answering-machine verdict is left open (the
+/// verdict can arrive after the call ended: a voicemail box hung up on).
 pub async fn finish_attempt(
     pool: &PgPool,
     key: AttemptKey<'_>,
     status: &str,
     error: Option<&str>,
+    await_verdict: bool,
     now: OffsetDateTime,
 ) -> Result<Finished, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -538,6 +544,9 @@ pub async fn finish_attempt(
         return Ok(Finished::Already);
     }
     let answered_by: Option<String> = row.get("answered_by");
+    if await_verdict && status == "completed" && answered_by.is_none() {
+        return Ok(Finished::AwaitingVerdict);
+    }
     let Some(result) = CallResult::from_twilio(status, answered_by.as_deref()) else {
         return Ok(Finished::Already);
     };
@@ -575,6 +584,42 @@ pub async fn finish_attempt(
     Ok(Finished::Now(result))
 }
 
+/// Whether `campaign` is running (placements check before repeating a refused request).
+pub async fn is_running(pool: &PgPool, campaign: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $1 AND state = 'running')",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await
+}
+
+/// Gives back a claim whose call was never placed (its campaign was paused or cancelled while
+/// Twilio kept answering 20429): the attempt is forgotten and the contact is pending again (or
+/// cancelled with its campaign).
+pub async fn release_unplaced(pool: &PgPool, attempt: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let contact: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM campaign_attempts WHERE id = $1 AND call_sid IS NULL AND finished_at IS NULL
+         RETURNING contact_id",
+    )
+    .bind(attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(contact) = contact {
+        sqlx::query(
+            "UPDATE campaign_contacts ct SET attempts = attempts - 1,
+                state = CASE WHEN c.state = 'cancelled' THEN 'cancelled' ELSE 'pending' END
+             FROM campaigns c WHERE ct.id = $1 AND c.id = ct.campaign_id",
+        )
+        .bind(contact)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Whether some attempt is still waiting for Twilio's answer to its create request (so a
 /// status of an unknown CallSid may be one of ours, arriving before the answer was stored).
 pub async fn awaiting_call_sids(pool: &PgPool) -> Result<bool, sqlx::Error> {
@@ -607,6 +652,7 @@ pub async fn expire_unplaced(
             AttemptKey::Id(id),
             "failed",
             Some("the dialer stopped before Twilio answered"),
+            false,
             now,
         )
         .await?;
