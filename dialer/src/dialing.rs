@@ -66,7 +66,9 @@ impl Dialing {
         }
     }
 
-    /// Claims what every running campaign allows now; the earliest moment a pacer named.
+    /// Claims what every running campaign allows now (one call each per round: after a call
+    /// its pacer's next moment is known, so no claim is spent on learning it); the earliest
+    /// moment a pacer named.
     async fn round(
         &self,
         calls: &TaskTracker,
@@ -75,21 +77,23 @@ impl Dialing {
         let pool = &self.placer.pool;
         let mut earliest: Option<OffsetDateTime> = None;
         for campaign in store::running_campaigns(pool).await? {
-            while !stop.is_cancelled() {
-                let now = self.placer.clock.now();
-                match store::claim(pool, campaign, &self.account, self.account_interval, now)
-                    .await?
-                {
-                    Claim::Dial(claimed) => {
-                        let placer = self.placer.clone();
-                        calls.spawn(placer.place(claimed, stop.clone()));
-                    }
-                    Claim::WaitUntil(at) => {
-                        earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                        break;
-                    }
-                    Claim::AtCap | Claim::Idle => break,
+            if stop.is_cancelled() {
+                break;
+            }
+            let now = self.placer.clock.now();
+            let next = match store::claim(pool, campaign, &self.account, self.account_interval, now)
+                .await?
+            {
+                Claim::Dial(claimed, at) => {
+                    let placer = self.placer.clone();
+                    calls.spawn(placer.place(claimed, stop.clone()));
+                    Some(at)
                 }
+                Claim::WaitUntil(at) => Some(at),
+                Claim::AtCap | Claim::Idle => None,
+            };
+            if let Some(at) = next {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
             }
         }
         Ok(earliest)

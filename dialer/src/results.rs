@@ -164,23 +164,38 @@ async fn apply(
 ) -> Result<(Ack, bool), sqlx::Error> {
     match &event.body {
         Some(call_event::Body::Amd(amd)) => {
-            let known = store::record_answered_by(pool, &event.call_sid, &amd.answered_by).await?;
-            let unmatched = !known && deliveries < UNKNOWN_DELIVERIES;
-            if unmatched && store::awaiting_call_sids(pool).await? {
+            let record = || store::record_answered_by(pool, &event.call_sid, &amd.answered_by);
+            if record().await? || deliveries >= UNKNOWN_DELIVERIES {
+                return Ok((Ack::Done, false));
+            }
+            // Not stored yet, or stored between the two queries: look again after checking.
+            if store::awaiting_call_sids(pool).await? {
                 return Ok((Ack::Later, false));
             }
+            record().await?;
             Ok((Ack::Done, false))
         }
         Some(call_event::Body::Status(status)) => {
-            let finished = store::finish_attempt(
-                pool,
-                AttemptKey::CallSid(&event.call_sid),
-                &status.status,
-                None,
-                deliveries < VERDICT_DELIVERIES,
-                clock.now(),
-            )
-            .await?;
+            let finish = || {
+                store::finish_attempt(
+                    pool,
+                    AttemptKey::CallSid(&event.call_sid),
+                    &status.status,
+                    None,
+                    deliveries < VERDICT_DELIVERIES,
+                    clock.now(),
+                )
+            };
+            let mut finished = finish().await?;
+            if finished == Finished::Unknown
+                && crate::outcome::CallResult::from_twilio(&status.status, None).is_some()
+            {
+                if deliveries < UNKNOWN_DELIVERIES && store::awaiting_call_sids(pool).await? {
+                    return Ok((Ack::Later, false));
+                }
+                // The CallSid may have been stored between the two queries.
+                finished = finish().await?;
+            }
             match finished {
                 Finished::Now(result) => {
                     metrics::counter!(m::ATTEMPTS_FINISHED, "result" => result.as_str())
@@ -189,18 +204,7 @@ async fn apply(
                 }
                 Finished::Already => Ok((Ack::Done, false)),
                 Finished::AwaitingVerdict => Ok((Ack::Later, false)),
-                Finished::Unknown => {
-                    let terminal =
-                        crate::outcome::CallResult::from_twilio(&status.status, None).is_some();
-                    if terminal
-                        && deliveries < UNKNOWN_DELIVERIES
-                        && store::awaiting_call_sids(pool).await?
-                    {
-                        Ok((Ack::Later, false))
-                    } else {
-                        Ok((Ack::Done, false))
-                    }
-                }
+                Finished::Unknown => Ok((Ack::Done, false)),
             }
         }
         _ => Ok((Ack::Done, false)),

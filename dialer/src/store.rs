@@ -291,8 +291,8 @@ pub struct Claimed {
 /// What a claim came to.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// Place this call now.
-    Dial(Claimed),
+    /// Place this call now; the campaign's next call is not before the moment given.
+    Dial(Claimed, OffsetDateTime),
     /// The pacer says not before this moment.
     WaitUntil(OffsetDateTime),
     /// As many calls as `max_concurrent` are up.
@@ -428,15 +428,18 @@ pub async fn claim(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        return Ok(Claim::Dial(Claimed {
-            attempt_id,
-            contact_id,
-            campaign_id: campaign,
-            agent_id: row.get("agent_id"),
-            from: row.get("from_number"),
-            to,
-            vars: contact.get("vars"),
-        }));
+        return Ok(Claim::Dial(
+            Claimed {
+                attempt_id,
+                contact_id,
+                campaign_id: campaign,
+                agent_id: row.get("agent_id"),
+                from: row.get("from_number"),
+                to,
+                vars: contact.get("vars"),
+            },
+            next_at,
+        ));
     }
 }
 

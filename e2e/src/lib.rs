@@ -520,6 +520,15 @@ impl System {
             .map(Service::log)
     }
 
+    /// The process id of the last started service run from binary `name`, if any.
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .rev()
+            .find(|s| s.name() == name)
+            .and_then(Service::pid)
+    }
+
     /// Every service's log, for failure messages.
     pub fn logs(&self) -> String {
         self.services

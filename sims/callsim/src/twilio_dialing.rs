@@ -116,6 +116,8 @@ struct State {
     active: usize,
     max_active: usize,
     placed: Vec<Placed>,
+    /// Each CallSid's place in `placed`.
+    index: HashMap<String, usize>,
 }
 
 /// The dialing side of the fake (shared by its request handlers).
@@ -234,6 +236,8 @@ impl Dialing {
             Outcome::Machine => s.limits.machine_verdict_after,
             _ => s.limits.human_verdict_after,
         });
+        let at = s.placed.len();
+        s.index.insert(call_sid.to_owned(), at);
         s.placed.push(Placed {
             call_sid: call_sid.to_owned(),
             to: to.to_owned(),
@@ -252,15 +256,9 @@ impl Dialing {
     }
 
     async fn with_call(&self, call_sid: &str, f: impl FnOnce(&mut Placed)) {
-        if let Some(p) = self
-            .lock()
-            .await
-            .placed
-            .iter_mut()
-            .rev()
-            .find(|p| p.call_sid == call_sid)
-        {
-            f(p);
+        let mut s = self.lock().await;
+        if let Some(&at) = s.index.get(call_sid) {
+            f(&mut s.placed[at]);
         }
     }
 
