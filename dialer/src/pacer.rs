@@ -9,12 +9,12 @@
 //! account's calls per second, which would only delay them and blur the concurrency count).
 //!
 //! The rule itself is [`take`], a pure function of the stored moment and the clock, so it is
-//! tested on tokio's paused clock; [`Clock`] reads the wall clock through tokio's.
+//! tested on tokio's paused clock with [`Clock`], the wall clock read through tokio's.
 
 use std::time::Duration;
 
+pub use switchboard_service::clock::Clock;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 /// Calls per second as the interval between two calls.
 pub fn interval(calls_per_second: f64) -> Duration {
@@ -50,40 +50,6 @@ pub fn both(a: Take, b: Take) -> Take {
         (Take::WaitUntil(x), Take::WaitUntil(y)) => Take::WaitUntil(x.max(y)),
         (Take::WaitUntil(x), _) | (_, Take::WaitUntil(x)) => Take::WaitUntil(x),
         (Take::Dial { next_at: x }, Take::Dial { next_at: y }) => Take::Dial { next_at: x.max(y) },
-    }
-}
-
-/// The wall clock, read through tokio's clock so tests on a paused clock move it.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin: Instant,
-    wall: OffsetDateTime,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            wall: OffsetDateTime::now_utc(),
-        }
-    }
-
-    pub fn now(&self) -> OffsetDateTime {
-        self.wall + self.origin.elapsed()
-    }
-
-    /// Sleeps until the wall clock reads `at` (at once if it has).
-    pub async fn sleep_until(&self, at: OffsetDateTime) {
-        let wait = at - self.now();
-        if wait.is_positive() {
-            tokio::time::sleep(wait.unsigned_abs()).await;
-        }
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
