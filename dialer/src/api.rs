@@ -48,8 +48,9 @@ pub const MAX_CONTACTS: usize = 100_000;
 pub const MAX_CALLS_PER_SECOND: f64 = 100.0;
 /// Most calls at once a campaign may ask for.
 pub const MAX_CONCURRENT: u32 = 10_000;
-/// Largest `vars` of one contact, as JSON.
-const MAX_VARS_BYTES: usize = 4096;
+/// Largest `vars` of one contact in the voice webhook's query (the gateway accepts queries of
+/// `MAX_QUERY_BYTES`; the agent's id takes the rest).
+const MAX_VARS_BYTES: usize = gateway::webhook::MAX_QUERY_BYTES - 200;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -167,9 +168,9 @@ pub fn contacts(requests: Vec<ContactRequest>) -> Result<Vec<NewContact>, String
                 return Err(format!("contacts[{i}].to must be an E.164 number"));
             }
             let vars = Value::Object(c.vars);
-            if vars.to_string().len() > MAX_VARS_BYTES {
+            if crate::place::voice_query("", &vars).len() > MAX_VARS_BYTES {
                 return Err(format!(
-                    "contacts[{i}].vars is larger than {MAX_VARS_BYTES} bytes"
+                    "contacts[{i}].vars takes more than {MAX_VARS_BYTES} bytes in the call's URL"
                 ));
             }
             Ok(NewContact {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use gateway::amd::AMD_PATH;
 use gateway::twilio_rest::{CreatedCall, NewCall, RestError, TwilioRest};
-use gateway::webhook::{STATUS_PATH, VOICE_PATH};
+use gateway::webhook::{STATUS_PATH, VAR_PARAMETER_PREFIX, VOICE_PATH};
 use sqlx::PgPool;
 use switchboard_service::backoff::Backoff;
 use switchboard_service::redact::MaskedPhone;
@@ -52,7 +52,7 @@ pub fn is_too_many_requests(error: &RestError) -> bool {
 impl Placer {
     /// The call Twilio is asked to place for `claimed`.
     pub fn new_call(&self, claimed: &Claimed) -> NewCall {
-        let query = serde_urlencoded::to_string([("agent", &claimed.agent_id)]).unwrap_or_default();
+        let query = voice_query(&claimed.agent_id, &claimed.vars);
         NewCall {
             to: claimed.to.clone(),
             from: claimed.from.clone(),
@@ -136,9 +136,36 @@ impl Placer {
     }
 }
 
+/// The voice webhook's query: the agent, and the contact's variables as `var.<name>` (the
+/// gateway passes them to the agent's instructions). Values that are not strings are written as
+/// JSON.
+pub fn voice_query(agent_id: &str, vars: &serde_json::Value) -> String {
+    let mut pairs = vec![("agent".to_owned(), agent_id.to_owned())];
+    if let Some(vars) = vars.as_object() {
+        for (name, value) in vars {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            pairs.push((format!("{VAR_PARAMETER_PREFIX}{name}"), value));
+        }
+    }
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vars_ride_in_the_voice_url() {
+        let vars = serde_json::json!({"name": "Jane Doe", "visits": 3});
+        assert_eq!(
+            voice_query("front desk", &vars),
+            "agent=front+desk&var.name=Jane+Doe&var.visits=3"
+        );
+        assert_eq!(voice_query("a", &serde_json::json!({})), "agent=a");
+    }
 
     #[test]
     fn only_20429_and_429_are_repeated() {

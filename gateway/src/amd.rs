@@ -86,6 +86,6 @@ mod tests {
         let ev = amd_event("CA1", "machine_end_beep", 2400, 7);
         assert_eq!(ev.kind(), "amd");
         assert_eq!(ev.msg_id(), format!("CA1:{AMD_SEQ}"));
-        assert!(AMD_SEQ > GATEWAY_SEQ_BASE + 1000 && AMD_SEQ < crate::takeover::LOST_OWNER_SEQ);
+        const { assert!(AMD_SEQ > GATEWAY_SEQ_BASE + 1000 && AMD_SEQ < crate::takeover::LOST_OWNER_SEQ) };
     }
 }
