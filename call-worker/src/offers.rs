@@ -94,8 +94,25 @@ pub fn decide(
         agents.by_id(&offer.agent_id)
     };
     match agent {
-        Some(a) => Decision::Accept(Arc::clone(a)),
+        Some(a) if offer.vars.is_empty() => Decision::Accept(Arc::clone(a)),
+        Some(a) => Decision::Accept(Arc::new(with_vars(a, &offer.vars))),
         None => Decision::Decline(DeclineReason::NoAgent),
+    }
+}
+
+/// `agent` with the facts about the person called (a campaign contact's variables) appended
+/// to its instructions, in name order, so the instructions can refer to them by name.
+pub fn with_vars(agent: &Agent, vars: &HashMap<String, String>) -> Agent {
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut instructions = agent.instructions.clone();
+    instructions.push_str("\n\nAbout the person on this call:\n");
+    for name in names {
+        instructions.push_str(&format!("- {name}: {}\n", vars[name]));
+    }
+    Agent {
+        instructions,
+        ..agent.clone()
     }
 }
 
@@ -605,6 +622,23 @@ mod tests {
         }
         match decide(&offer("CA1", "+1555", "sales"), false, 1, &a, &none) {
             Decision::Accept(agent) => assert_eq!(agent.id, "sales"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_contacts_vars_follow_the_agents_instructions() {
+        let a = agents();
+        let mut o = offer("CA1", "+1555", "sales");
+        o.vars = HashMap::from([
+            ("name".to_owned(), "Jane".to_owned()),
+            ("appointment".to_owned(), "Tuesday 10:00".to_owned()),
+        ]);
+        match decide(&o, false, 1, &a, &HashMap::new()) {
+            Decision::Accept(agent) => assert_eq!(
+                agent.instructions,
+                "y\n\nAbout the person on this call:\n- appointment: Tuesday 10:00\n- name: Jane\n"
+            ),
             other => panic!("{other:?}"),
         }
     }

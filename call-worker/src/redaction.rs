@@ -51,7 +51,8 @@ pub fn redact_body(redactor: &Redactor, body: &mut Body) {
         | Body::Status(_)
         | Body::Owner(_)
         | Body::Usage(_)
-        | Body::Recording(_) => {}
+        | Body::Recording(_)
+        | Body::Amd(_) => {}
     }
 }
 

@@ -86,6 +86,8 @@ pub fn nats_env(role: &Role<'_>) -> Env {
 /// The gateway's `POST /calls` token.
 pub const CALLS_TOKEN: &str = "e2e-calls-token";
 pub const AUTH_TOKEN: &str = "e2e-twilio-token";
+/// The Twilio account of the gateway and the dialers.
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 /// The key of web-call tickets, shared by the persister and the gateway.
 pub const WEB_CALL_SECRET: &str = "e2e-web-call-secret";
 
@@ -116,6 +118,8 @@ pub struct System {
     pub recordings: tempfile::TempDir,
     /// The gateway's environment, for more gateways behind the same `PUBLIC_URL`.
     gateway_env: Env,
+    /// The dialers' database, once the first dialer started.
+    dialer_db: Option<String>,
 }
 
 impl System {
@@ -315,10 +319,7 @@ impl System {
                 vec![
                     ("PUBLIC_URL", format!("http://{}", addr(gateway))),
                     ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-                    (
-                        "TWILIO_ACCOUNT_SID",
-                        "AC00000000000000000000000000000000".into(),
-                    ),
+                    ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
                     ("AGENTS_FILE", agents_file.display().to_string()),
                     ("CALLS_TOKEN", CALLS_TOKEN.into()),
                     ("CALLS_ALLOWED_TO", "+1555*".into()),
@@ -387,6 +388,7 @@ impl System {
             _webhooks: webhooks_file,
             recordings,
             gateway_env,
+            dialer_db: None,
         })
     }
 
@@ -403,6 +405,41 @@ impl System {
         env.push(("LISTEN", addr.clone()));
         env.push(("GATEWAY_ID", gateway_id.to_owned()));
         let mut service = Service::spawn("gateway", &env)?;
+        service.wait_ready(&addr).await?;
+        self.services.push(service);
+        Ok(format!("http://{addr}"))
+    }
+
+    /// Starts a dialer replica (all of them share one database) that places calls through the
+    /// Twilio REST API at `twilio_api_base` for the gateway's `PUBLIC_URL`, with `extra` in its
+    /// environment; returns its base URL once it is ready.
+    pub async fn start_dialer(
+        &mut self,
+        twilio_api_base: &str,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<String> {
+        let db = match &self.dialer_db {
+            Some(db) => db.clone(),
+            None => {
+                let db = self.pg.create_database("switchboard_dialer").await?;
+                self.dialer_db = Some(db.clone());
+                db
+            }
+        };
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut env: Env = vec![
+            ("LISTEN", addr.clone()),
+            ("NATS_URL", self.nats_url.clone()),
+            ("DATABASE_URL", db),
+            ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("PUBLIC_URL", self.gateway.clone()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+            ("TWILIO_API_BASE", twilio_api_base.to_owned()),
+        ];
+        env.extend(nats_env(&Role::Dialer));
+        env.extend(extra.iter().cloned());
+        let mut service = Service::spawn("dialer", &env)?;
         service.wait_ready(&addr).await?;
         self.services.push(service);
         Ok(format!("http://{addr}"))
@@ -530,6 +567,15 @@ impl System {
             .iter()
             .find(|s| s.name() == name)
             .map(Service::log)
+    }
+
+    /// The process id of the last started service run from binary `name`, if any.
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .rev()
+            .find(|s| s.name() == name)
+            .and_then(Service::pid)
     }
 
     /// Every service's log, for failure messages.

@@ -142,7 +142,7 @@ impl As {
 #[tokio::test]
 async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
     let nats = secured_nats().await?;
-    assert_eq!(nats_users().len(), 14);
+    assert_eq!(nats_users().len(), 16);
     let url = nats.url().to_owned();
 
     for role in SHIPPED_ROLES {
@@ -268,6 +268,20 @@ async fn each_service_is_refused_what_it_must_not_do() -> anyhow::Result<()> {
         .await?;
     notifier.refused_publish("voice.events.CA1.ended").await?;
     notifier.refused_subscribe("voice.call.*.in").await?;
+
+    let mut dialer = As::connect(&url, &Role::Dialer).await?;
+    dialer
+        .allowed_publish("$JS.API.CONSUMER.INFO.VOICE_EVENTS.dialer")
+        .await?;
+    // Call results through its own consumer only: no core subscription, no forged events
+    // (a forged `status` would end an attempt), no other consumer, no call audio.
+    dialer.refused_subscribe("voice.events.>").await?;
+    dialer.refused_publish("voice.events.CA1.status").await?;
+    dialer
+        .refused_publish("$JS.API.CONSUMER.CREATE.VOICE_EVENTS.persister")
+        .await?;
+    dialer.refused_subscribe("voice.call.*.in").await?;
+    dialer.refused_publish("voice.calls.offer").await?;
 
     let mut outside = As::connect(&url, &OUTSIDE).await?;
     outside

@@ -9,6 +9,7 @@
 //!   `POST /twilio-status`;
 //! - [`body`]: reading a request body under a size limit and a deadline;
 //! - [`status`]: Twilio status callbacks as `status` call events;
+//! - [`amd`]: `POST /twilio-amd`, Twilio's answering-machine verdicts as `amd` call events;
 //! - [`calls`]: `POST /calls`, outbound calls placed through Twilio's REST API, behind its own
 //!   token, a destination allowlist ([`allowlist`]) and a rate limit ([`rate`]);
 //! - [`twilio_rest`]: the Twilio REST client (create a call, update a live call);
@@ -45,6 +46,7 @@
 
 pub mod agents;
 pub mod allowlist;
+pub mod amd;
 pub mod body;
 pub mod calls;
 pub mod claims;
@@ -208,6 +210,7 @@ impl Gateway {
         let twilio = Router::new()
             .route(webhook::VOICE_PATH, post(webhook::voice))
             .route(webhook::STATUS_PATH, post(webhook::status))
+            .route(amd::AMD_PATH, post(amd::verdict))
             .route(
                 reattach::CONNECT_ACTION_PATH,
                 post(reattach::connect_action),

@@ -190,7 +190,17 @@ impl TwilioRest {
 
     /// Places a call; Twilio reports its progress to `status_callback`.
     pub async fn create_call(&self, call: &NewCall) -> Result<CreatedCall, RestError> {
-        let form: Vec<(&str, &str)> = vec![
+        self.create_call_with(call, &[]).await
+    }
+
+    /// Places a call with `extra` parameters of Twilio's Calls resource (answering-machine
+    /// detection, ring timeout) after the ones [`TwilioRest::create_call`] sends.
+    pub async fn create_call_with(
+        &self,
+        call: &NewCall,
+        extra: &[(&str, &str)],
+    ) -> Result<CreatedCall, RestError> {
+        let mut form: Vec<(&str, &str)> = vec![
             ("To", &call.to),
             ("From", &call.from),
             ("Url", &call.url),
@@ -201,6 +211,7 @@ impl TwilioRest {
             ("StatusCallbackEvent", "answered"),
             ("StatusCallbackEvent", "completed"),
         ];
+        form.extend_from_slice(extra);
         let body = self.post(&self.calls_url(), &form).await?;
         serde_json::from_slice(&body).map_err(|e| RestError::Decode(e.to_string()))
     }

@@ -101,6 +101,7 @@ async fn answer_call(shared: Arc<Shared>, uri: Uri, form: CallForm) -> Response 
     if let Some(requested) = requested_agent {
         call_offer.agent_id = requested;
     }
+    call_offer.vars = vars_from_query(&uri);
     let claim = match shared.claims().await {
         Ok(claims) => claims.claim_offer(&form.call_sid, &agent).await,
         Err(error) => Err(error),
@@ -187,6 +188,24 @@ pub async fn status(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         now_ms(),
     ));
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The prefix of the webhook URL's query parameters that carry facts about the person called.
+pub const VAR_PARAMETER_PREFIX: &str = "var.";
+
+/// The `var.<name>` query parameters of the webhook URL (a campaign contact's variables).
+pub fn vars_from_query(uri: &Uri) -> std::collections::HashMap<String, String> {
+    let Some(query) = uri.query() else {
+        return Default::default();
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(VAR_PARAMETER_PREFIX)?;
+            (!name.is_empty() && !name.chars().any(char::is_control)).then(|| (name.to_owned(), v))
+        })
+        .collect()
 }
 
 /// The `agent` query parameter of the webhook URL, if any.
@@ -307,6 +326,18 @@ pub(crate) fn twiml_response(doc: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vars_come_from_var_parameters_only() {
+        let uri: Uri = "/twilio-voice?agent=desk&var.name=Jane%20Doe&var.=x&other=1&var.plan=gold"
+            .parse()
+            .unwrap();
+        let vars = vars_from_query(&uri);
+        assert_eq!(vars.len(), 2, "{vars:?}");
+        assert_eq!(vars["name"], "Jane Doe");
+        assert_eq!(vars["plan"], "gold");
+        assert!(vars_from_query(&"/twilio-voice".parse().unwrap()).is_empty());
+    }
 
     #[test]
     fn form_fields_are_counted_before_decoding() {

@@ -80,30 +80,7 @@ pub fn retry_delay(settings: &Settings, failed: u32, retry_after: Option<Duratio
 }
 
 /// The wall clock, read through tokio's clock so tests on a paused clock move it.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin: Instant,
-    wall: OffsetDateTime,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            wall: OffsetDateTime::now_utc(),
-        }
-    }
-
-    pub fn now(&self) -> OffsetDateTime {
-        self.wall + self.origin.elapsed()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use switchboard_service::clock::Clock;
 
 /// The HTTP clients: one whose resolver refuses non-public addresses, one for endpoints
 /// allowed the private network. Neither follows redirects nor uses a proxy.

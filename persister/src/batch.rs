@@ -358,7 +358,8 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
             | Body::Owner(_)
             | Body::Dispatched(_)
             | Body::Usage(_)
-            | Body::Recording(_),
+            | Body::Recording(_)
+            | Body::Amd(_),
         )
         | None => None,
     }
@@ -512,7 +513,8 @@ impl<'a> CallUpdates<'a> {
                 | Body::Owner(_)
                 | Body::Dispatched(_)
                 | Body::Usage(_)
-                | Body::Recording(_),
+                | Body::Recording(_)
+                | Body::Amd(_),
             )
             | None => {}
         }

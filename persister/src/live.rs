@@ -169,6 +169,7 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
             "output_tokens": u.output_tokens}),
         Some(Body::Recording(b)) => json!({"duration_ms": b.duration_ms,
             "channels": b.channels}),
+        Some(Body::Amd(b)) => json!({"answered_by": b.answered_by, "detection_ms": b.detection_ms}),
         None => json!({}),
     };
     if let Value::Object(fields) = body {

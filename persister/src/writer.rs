@@ -100,7 +100,7 @@ pub async fn apply(
         Some(Body::Recording(b)) => recording(&mut tx, sid, b, at).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
         // usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
+        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Amd(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)

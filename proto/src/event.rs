@@ -89,7 +89,7 @@ contract_words! {
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 13] = [
     "started",
     "transcript",
     "tool",
@@ -102,6 +102,7 @@ pub const KINDS: [&str; 12] = [
     "dispatched",
     "usage",
     "recording",
+    "amd",
 ];
 
 contract_words! {
@@ -293,6 +294,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Dispatched(_) => "dispatched",
         Body::Usage(_) => "usage",
         Body::Recording(_) => "recording",
+        Body::Amd(_) => "amd",
     }
 }
 
@@ -433,6 +435,7 @@ mod tests {
             Body::Dispatched(Default::default()),
             Body::Usage(Default::default()),
             Body::Recording(Default::default()),
+            Body::Amd(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(kind).collect();
         assert_eq!(kinds, KINDS);

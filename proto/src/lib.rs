@@ -36,6 +36,9 @@ pub const TOOL_RESULTS_BUCKET: &str = "voice-tool-results";
 pub const PERSISTER_CONSUMER: &str = "persister";
 /// The notifier's durable consumer on [`EVENTS_STREAM`], shared by every replica.
 pub const NOTIFIER_CONSUMER: &str = "notifier";
+/// The dialer's durable consumer on [`EVENTS_STREAM`] (call results of campaign calls), shared
+/// by every replica.
+pub const DIALER_CONSUMER: &str = "dialer";
 /// The queue group call-workers share for offers.
 pub const WORKERS_QUEUE_GROUP: &str = "call-workers";
 

@@ -24,7 +24,8 @@ use std::fmt::Write as _;
 
 use crate::subject::{CALLS_BUCKET, Subjects};
 use crate::{
-    EVENTS_STREAM, NOTIFIER_CONSUMER, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET, TOOLS_BUCKET,
+    DIALER_CONSUMER, EVENTS_STREAM, NOTIFIER_CONSUMER, PERSISTER_CONSUMER, TOOL_RESULTS_BUCKET,
+    TOOLS_BUCKET,
 };
 
 /// The JetStream API prefix.
@@ -48,6 +49,9 @@ pub enum Role<'a> {
     Persister,
     /// The webhook notifier: its own durable consumer on the events stream, nothing else.
     Notifier,
+    /// The campaign dialer: its own durable consumer on the events stream (the `status` and
+    /// `amd` events of its calls), nothing else. It talks to Twilio over HTTPS, not NATS.
+    Dialer,
     /// A service outside Switchboard following call events, read-only: durable consumers on
     /// the events stream named after its user (`<user>`, or `<user>` as the name with a filter
     /// subject), and nothing else.
@@ -79,6 +83,7 @@ impl Role<'_> {
             Role::Tools { user, .. } => user,
             Role::Persister => "persister",
             Role::Notifier => "notifier",
+            Role::Dialer => "dialer",
             Role::Outside { user } => user,
         }
     }
@@ -207,6 +212,16 @@ impl Role<'_> {
                     events_stream,
                     consumer_api(EVENTS_STREAM, NOTIFIER_CONSUMER),
                     vec![format!("$JS.ACK.{EVENTS_STREAM}.{NOTIFIER_CONSUMER}.>")],
+                ]
+                .concat(),
+                subscribe: vec![inbox],
+                allow_responses: false,
+            },
+            Role::Dialer => Grants {
+                publish: [
+                    events_stream,
+                    consumer_api(EVENTS_STREAM, DIALER_CONSUMER),
+                    vec![format!("$JS.ACK.{EVENTS_STREAM}.{DIALER_CONSUMER}.>")],
                 ]
                 .concat(),
                 subscribe: vec![inbox],
@@ -377,12 +392,13 @@ pub fn authorization_block(users: &[User<'_>], subjects: &Subjects, indent: usiz
 pub const NEXT_USER_SUFFIX: &str = "-next";
 
 /// Every service Switchboard ships, by role.
-pub const SHIPPED_ROLES: [Role<'static>; 6] = [
+pub const SHIPPED_ROLES: [Role<'static>; 7] = [
     Role::Gateway,
     Role::CallWorker,
     TOOL_WORKER,
     Role::Persister,
     Role::Notifier,
+    Role::Dialer,
     OUTSIDE,
 ];
 

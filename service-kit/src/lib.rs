@@ -1,6 +1,7 @@
 //! What every Switchboard service shares at its edges.
 //!
 //! - [`backoff`]: the one jittered exponential backoff every retry loop uses;
+//! - [`clock`]: the wall clock read through tokio's, for time-driven logic on a paused clock;
 //! - [`drain`]: the shutdown sequence under one deadline, every step bounded;
 //! - [`nats`]: the `NATS_*` settings of the contract and the connection they describe;
 //! - [`storage`]: the replicas (`NATS_REPLICAS`) of every stream and KV bucket, and creating
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod clock;
 pub mod drain;
 pub mod events;
 pub mod health;

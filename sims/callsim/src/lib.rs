@@ -16,7 +16,9 @@
 //! - [`voice`]: synthetic caller speech;
 //! - [`report`]: the per-call report and the errors that prevent a call;
 //! - [`load`]: many calls at once with latency percentiles ([`run_load`]);
-//! - [`twilio_rest`]: a fake of Twilio's REST API that places outbound calls ([`twilio_rest::FakeTwilio`]).
+//! - [`twilio_rest`]: a fake of Twilio's REST API that places outbound calls ([`twilio_rest::FakeTwilio`]);
+//! - [`twilio_dialing`]: what that fake does with bulk dialing: outcomes per number, AMD verdicts,
+//!   the account's calls-per-second queue, 20429s.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -28,6 +30,7 @@ pub mod load;
 pub mod playback;
 pub mod report;
 pub mod script;
+pub mod twilio_dialing;
 pub mod twilio_rest;
 pub mod voice;
 

@@ -9,6 +9,9 @@
 //! TwiML; `Twiml` with a `<Connect><Stream>` replaces the call's stream with a new one (the
 //! document's `action` and `statusCallback` must be absolute URLs, as Twilio requires of TwiML in
 //! an update: error 15004 otherwise). Every request is recorded for tests to inspect.
+//!
+//! What bulk dialing meets (outcomes per number, answering-machine verdicts, the account's
+//! calls-per-second queue, 20429s) is [`crate::twilio_dialing`]'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CallConfig, random_hex};
 use crate::report::CallReport;
 use crate::script::CallerScript;
+use crate::twilio_dialing::{Dialing, Plan};
 
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,8 @@ struct Inner {
     hangups: Mutex<HashMap<String, CancellationToken>>,
     /// Replaces a live call's TwiML with a new `<Connect><Stream>`.
     redirects: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Outcomes, queueing and request limits of bulk dialing.
+    dialing: Dialing,
     stop: CancellationToken,
 }
 
@@ -138,6 +144,7 @@ impl FakeTwilio {
             calls: Mutex::new(HashMap::new()),
             hangups: Mutex::new(HashMap::new()),
             redirects: Mutex::new(HashMap::new()),
+            dialing: Dialing::default(),
             stop: CancellationToken::new(),
         });
         let app = Router::new()
@@ -171,6 +178,11 @@ impl FakeTwilio {
     /// The calls placed so far, by CallSid.
     pub async fn calls(&self) -> HashMap<String, FakeCall> {
         self.inner.calls.lock().await.clone()
+    }
+
+    /// Outcomes per number, the account's limits, and what bulk dialing did.
+    pub fn dialing(&self) -> &Dialing {
+        &self.inner.dialing
     }
 }
 
@@ -243,6 +255,14 @@ async fn create(
         Ok(request) => request,
         Err(refused) => return refused,
     };
+    let Some(_slot) = inner.dialing.enter().await else {
+        return twilio_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            20429,
+            "Too Many Requests: concurrent request limit exceeded",
+        );
+    };
+    tokio::time::sleep(inner.dialing.request_latency().await).await;
     if let (Some(to), Some(from), Some(twiml), None) = (
         request.get("To"),
         request.get("From"),
@@ -263,7 +283,16 @@ async fn create(
     let Some(webhook_path) = public_path(&inner.cfg, url) else {
         return twilio_error(StatusCode::BAD_REQUEST, 21205, "Url is not the gateway's");
     };
+    let amd = match crate::twilio_dialing::wants_async_amd(|k| request.get(k).map(str::to_owned)) {
+        Ok(amd) => amd,
+        Err(e) => return twilio_error(StatusCode::BAD_REQUEST, 21626, &e.to_string()),
+    };
+    let amd_path = request
+        .get("AsyncAmdStatusCallback")
+        .filter(|_| amd)
+        .and_then(|u| public_path(&inner.cfg, u));
     let call_sid = format!("CA{}", random_hex());
+    let plan = inner.dialing.plan(&call_sid, to, amd).await;
     let mut cfg = inner.cfg.clone();
     cfg.call_sid = Some(call_sid.clone());
     cfg.from = from.to_owned();
@@ -292,7 +321,14 @@ async fn create(
             ..Default::default()
         },
     );
-    tokio::spawn(run_call(inner.clone(), cfg, status_path, hangup, redirects));
+    tokio::spawn(run_call(
+        inner.clone(),
+        cfg,
+        status_path,
+        (plan, amd_path),
+        hangup,
+        redirects,
+    ));
     (
         StatusCode::CREATED,
         axum::Json(serde_json::json!({
@@ -518,10 +554,13 @@ async fn run_call(
     inner: Arc<Inner>,
     cfg: CallConfig,
     status_path: Option<String>,
+    (plan, amd_path): (Plan, Option<String>),
     hangup: CancellationToken,
     redirects: crate::call::Redirects,
 ) {
     let call_sid = cfg.call_sid.clone().unwrap_or_default();
+    tokio::time::sleep_until(plan.dequeue_at).await;
+    inner.dialing.dequeued(&call_sid).await;
     let callback = |status: &'static str, seq: u32, duration: Option<u32>| {
         let (inner, cfg, status_path) = (inner.clone(), cfg.clone(), status_path.clone());
         async move {
@@ -532,6 +571,29 @@ async fn run_call(
     };
     callback("initiated", 0, None).await;
     callback("ringing", 1, None).await;
+    if let Some(status) = plan.outcome.unanswered_status() {
+        if status == "no-answer" {
+            tokio::time::sleep(plan.ring).await;
+        }
+        set_status(&inner, &call_sid, status).await;
+        inner.hangups.lock().await.remove(&call_sid);
+        inner.redirects.lock().await.remove(&call_sid);
+        inner.dialing.ended(&call_sid).await;
+        callback(status, 2, Some(0)).await;
+        return;
+    }
+    if let (Some(after), Some(path)) = (plan.verdict_after, amd_path) {
+        let (inner, cfg, outcome) = (inner.clone(), cfg.clone(), plan.outcome);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let answered_by = outcome.answered_by();
+            inner
+                .dialing
+                .verdict(&cfg.call_sid.clone().unwrap_or_default(), answered_by)
+                .await;
+            send_amd(&inner, &cfg, &path, answered_by, after).await;
+        });
+    }
     set_status(&inner, &call_sid, "in-progress").await;
     callback("in-progress", 2, None).await;
     let answered = Instant::now();
@@ -548,12 +610,56 @@ async fn run_call(
     }
     inner.hangups.lock().await.remove(&call_sid);
     inner.redirects.lock().await.remove(&call_sid);
+    inner.dialing.ended(&call_sid).await;
     callback("completed", 3, Some(duration)).await;
 }
 
 async fn set_status(inner: &Inner, call_sid: &str, status: &str) {
     if let Some(c) = inner.calls.lock().await.get_mut(call_sid) {
         c.status = status.to_owned();
+    }
+}
+
+/// Posts the signed asynchronous AMD verdict to the gateway, with the fields Twilio sends.
+async fn send_amd(
+    inner: &Inner,
+    cfg: &CallConfig,
+    path: &str,
+    answered_by: &str,
+    took: std::time::Duration,
+) {
+    let pairs: Vec<(String, String)> = [
+        ("CallSid", cfg.call_sid.clone().unwrap_or_default()),
+        ("AccountSid", cfg.account_sid.clone()),
+        ("AnsweredBy", answered_by.to_owned()),
+        ("MachineDetectionDuration", took.as_millis().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    post_signed(inner, cfg, path, &pairs, "AMD callback").await;
+}
+
+/// Posts a signed callback to the gateway.
+async fn post_signed(
+    inner: &Inner,
+    cfg: &CallConfig,
+    path: &str,
+    pairs: &[(String, String)],
+    what: &str,
+) {
+    let validator = Validator::new(cfg.auth_token.clone(), cfg.public_base());
+    let sent = inner
+        .http
+        .post(format!("{}{path}", cfg.gateway_base()))
+        .header("X-Twilio-Signature", validator.sign(path, pairs))
+        .form(pairs)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::warn!(status = %r.status(), what, "callback refused"),
+        Err(error) => tracing::warn!(%error, what, "callback failed"),
     }
 }
 
@@ -576,20 +682,7 @@ async fn send_status(
         call_duration: duration,
         sequence_number: Some(seq),
     };
-    let pairs = form.to_pairs();
-    let validator = Validator::new(cfg.auth_token.clone(), cfg.public_base());
-    let sent = inner
-        .http
-        .post(format!("{}{path}", cfg.gateway_base()))
-        .header("X-Twilio-Signature", validator.sign(path, &pairs))
-        .form(&pairs)
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status().is_success() => {}
-        Ok(r) => tracing::warn!(status = %r.status(), "status callback refused"),
-        Err(error) => tracing::warn!(%error, "status callback failed"),
-    }
+    post_signed(inner, cfg, path, &form.to_pairs(), "status callback").await;
 }
 
 #[cfg(test)]
