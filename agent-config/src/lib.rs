@@ -181,6 +181,10 @@ pub struct Agent {
     /// Kinds of personal data removed from the call's record (transcripts, tool arguments and
     /// outputs, outcome details) before it leaves the worker; empty keeps everything.
     pub redact: Vec<PiiKind>,
+    /// Whether its calls are recorded (`record = false` where audio must not be kept; the
+    /// default records). The agent the call was routed to decides for the whole call: a
+    /// handoff does not start or stop a recording.
+    pub record: bool,
 }
 
 impl Agent {
@@ -210,6 +214,7 @@ impl Agent {
             transcription: Some(default_transcription()),
             truncation: None,
             redact: Vec::new(),
+            record: true,
         }
     }
 }
@@ -261,6 +266,7 @@ struct RawAgent {
     truncation: Option<toml::Value>,
     #[serde(default)]
     redact: Vec<String>,
+    record: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -774,6 +780,7 @@ fn validate(raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, AgentsEr
         transcription,
         truncation,
         redact,
+        record: raw.record.unwrap_or(true),
     })
 }
 
@@ -1331,6 +1338,14 @@ eagerness = "high"
         let agents = Agents::load(path).unwrap_or_else(|e| panic!("{e}"));
         let desk = agents.by_id("front-desk").unwrap();
         assert_eq!(desk.noise_reduction.as_deref(), Some("near_field"));
+    }
+
+    #[test]
+    fn calls_are_recorded_unless_the_agent_says_record_false() {
+        assert!(parse(BASE).unwrap().by_id("a").unwrap().record);
+        let off = parse(&format!("{BASE}record = false\n")).unwrap();
+        assert!(!off.by_id("a").unwrap().record);
+        fails(&format!("{BASE}record = 'no'\n"), "agent \"a\"", "record");
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub fn redact_body(redactor: &Redactor, body: &mut Body) {
         | Body::Rejected(_)
         | Body::Status(_)
         | Body::Owner(_)
-        | Body::Usage(_) => {}
+        | Body::Usage(_)
+        | Body::Recording(_) => {}
     }
 }
 

@@ -111,6 +111,9 @@ pub struct System {
     /// Each call-worker's place in `services`, environment and port (to start it again).
     workers: Vec<(usize, Env, u16)>,
     _webhooks: tempfile::NamedTempFile,
+    /// The recording store's directory (`RECORDINGS_URL` of the gateway and the persister,
+    /// unless the test points them elsewhere).
+    pub recordings: tempfile::TempDir,
     /// The gateway's environment, for more gateways behind the same `PUBLIC_URL`.
     gateway_env: Env,
 }
@@ -237,6 +240,8 @@ impl System {
         let notifier_db = pg.create_database("switchboard_notifier").await?;
         let webhooks_file = tempfile::NamedTempFile::new()?;
         std::fs::write(webhooks_file.path(), webhooks)?;
+        let recordings = tempfile::tempdir()?;
+        let recordings_url = recordings.path().display().to_string();
         let [sim, tools, persister, notifier, gateway] = [(); 5].map(|_| free_port());
         let addr = |port: u16| format!("127.0.0.1:{port}");
 
@@ -264,6 +269,7 @@ impl System {
                     ("AGENTS_FILE", agents_file.display().to_string()),
                     // The console shows each call's webhook deliveries from the notifier.
                     ("NOTIFIER_URL", format!("http://{}", addr(notifier))),
+                    ("RECORDINGS_URL", recordings_url.clone()),
                 ],
                 persister,
             ),
@@ -292,6 +298,7 @@ impl System {
                     // The console (the persister) is on another origin than PUBLIC_URL.
                     ("CONSOLE_URL", format!("http://{}", addr(persister))),
                     ("WEB_CALL_SECRET", WEB_CALL_SECRET.into()),
+                    ("RECORDINGS_URL", recordings_url),
                 ],
                 gateway,
             ),
@@ -351,6 +358,7 @@ impl System {
             worker_ids,
             workers: worker_services,
             _webhooks: webhooks_file,
+            recordings,
             gateway_env,
         })
     }
@@ -512,6 +520,20 @@ async fn wait_http(service: &mut Service, url: &str) -> anyhow::Result<()> {
         anyhow::bail!("exited with {status}: {}", service.log());
     }
     found.map(|_| ())
+}
+
+/// Places the dental scenario's phone call (sims/scenarios/dental.caller.toml, from +15550001234
+/// to the front desk) and returns callsim's report of it, however the call went.
+pub async fn place_dental_call(system: &System) -> anyhow::Result<callsim::CallReport> {
+    let mut cfg = callsim::CallConfig::new(&system.gateway, AUTH_TOKEN);
+    cfg.from = "+15550001234".into();
+    cfg.to = "+15550001111".into();
+    let script = callsim::CallerScript::from_file(
+        workspace_root().join("sims/scenarios/dental.caller.toml"),
+    )?;
+    callsim::place_call(&cfg, &script)
+        .await
+        .with_context(|| system.logs())
 }
 
 /// The persister's record of `call_sid`, once the call has ended.

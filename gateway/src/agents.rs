@@ -67,6 +67,15 @@ impl AgentRules {
             .unwrap_or_default()
     }
 
+    /// Whether calls of `agent` are recorded: unless its agent says `record = false` (a call of
+    /// no known agent is recorded).
+    pub fn records(&self, agent: &str) -> bool {
+        self.agents
+            .as_ref()
+            .and_then(|agents| agents.by_id(agent))
+            .is_none_or(|agent| agent.record)
+    }
+
     /// Whether a call of `agent` may be transferred to `to`.
     pub fn allows_transfer(&self, agent: &str, to: &str) -> bool {
         self.transfers

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use switchboard_service::NatsArgs;
+use switchboard_service::recordings::RecordingsArgs;
 use switchboard_service::redact::Secret;
 
 use crate::allowlist::{Allowlist, InvalidEntry};
@@ -127,6 +128,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub recordings: RecordingsArgs,
 }
 
 /// A setting that cannot work.

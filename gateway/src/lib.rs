@@ -25,6 +25,8 @@
 //!   detection machine of a stream;
 //! - [`takeover`]: probing a silent owner, offering its call to another worker, and closing
 //!   the record of a call nobody took over;
+//! - [`recorder`]: the call's two-channel recording (caller, agent as heard), kept off the
+//!   media path and written to the recording store when the stream ends;
 //! - [`replay`]: the last seconds of caller audio, replayed to a call's new owner;
 //! - [`close`]: the close codes and reasons media sockets end with;
 //! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
@@ -54,6 +56,7 @@ pub mod outbox;
 pub mod owner;
 pub mod rate;
 pub mod reattach;
+pub mod recorder;
 pub mod replay;
 pub mod shared;
 pub mod status;
@@ -77,6 +80,7 @@ use switchboard_service::Health;
 use switchboard_service::backoff::Backoff;
 use switchboard_service::drain::{Drain, flush_nats};
 use switchboard_service::events::{EventPublisher, ensure_stream};
+use switchboard_service::recordings::RecordingStore;
 use switchboard_twilio::signature::Validator;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -105,6 +109,8 @@ pub enum Error {
     Key(#[from] stream_token::InvalidKey),
     #[error(transparent)]
     Agents(#[from] switchboard_agents::AgentsError),
+    #[error(transparent)]
+    Recordings(#[from] switchboard_service::recordings::StoreError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -133,6 +139,7 @@ impl Gateway {
         let calls_allowed = config
             .calls_allowlist()
             .map_err(config::ConfigError::from)?;
+        let recordings = RecordingStore::open(&config.recordings.recordings_url)?;
         let gateway_id = config.resolved_gateway_id();
         let nats = config
             .nats
@@ -168,6 +175,7 @@ impl Gateway {
             calls_allowed,
             calls_rate: rate::RateLimit::per_minute(config.calls_per_minute),
             agents,
+            recordings,
             claims: tokio::sync::OnceCell::new(),
             admin_token: config.admin_token(),
             web_call_key: config

@@ -16,6 +16,19 @@ pub const BAD_FRAMES: &str = "gateway_bad_frames_total";
 pub const WRONG_STREAM_SID: &str = "gateway_wrong_stream_sid_total";
 /// Counter: outbound audio dropped because the socket could not keep up.
 pub const AUDIO_DROPPED: &str = "gateway_audio_dropped_total";
+/// Counter: recording events ([`crate::recorder::Tap`]) dropped because the stream's
+/// recorder was [`crate::recorder::TAP_CAPACITY`] events behind (the recording misses them;
+/// the call does not).
+pub const RECORDING_DROPPED: &str = "gateway_recording_events_dropped_total";
+/// Counter (`outcome`: [`RECORDING_STORED`], [`RECORDING_FAILED`]): call recordings written to
+/// the recording store, or lost (logged as errors).
+pub const RECORDINGS: &str = "gateway_recordings_total";
+/// Counter: bytes of recordings written to the recording store.
+pub const RECORDING_BYTES: &str = "gateway_recording_bytes_total";
+/// [`RECORDINGS`] outcome: stored, and its `recording` event published.
+pub const RECORDING_STORED: &str = "stored";
+/// [`RECORDINGS`] outcome: encoding or writing it failed.
+pub const RECORDING_FAILED: &str = "failed";
 /// Counter: `.out` messages that are not valid `OutboundFrame`s.
 pub const BAD_OUTBOUND: &str = "gateway_bad_outbound_frames_total";
 /// Counter (`route`): requests refused for a missing or wrong `X-Twilio-Signature`.

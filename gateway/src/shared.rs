@@ -10,6 +10,7 @@ use async_nats::jetstream;
 use switchboard_proto::subject::Subjects;
 use switchboard_service::Health;
 use switchboard_service::events::EventPublisher;
+use switchboard_service::recordings::RecordingStore;
 use switchboard_service::redact::Secret;
 use switchboard_twilio::signature::Validator;
 use tokio::sync::{OnceCell, Semaphore};
@@ -79,6 +80,8 @@ pub struct Shared {
     pub web_call_origins: Vec<String>,
     /// `WEB_CALLS_MAX` and `WEB_CALLS_PER_USER`, and the web calls open now.
     pub web_calls: WebCallLimits,
+    /// Where call recordings are written (`RECORDINGS_URL`).
+    pub recordings: RecordingStore,
     /// The `voice-calls` claim bucket, opened on first use (readiness waits for it).
     pub claims: OnceCell<Claims>,
 }

@@ -73,6 +73,7 @@ use crate::offer::{Takeover, TakeoverOutcome, offer_takeover, takeover_offer};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::owner::{Admit, OwnerWatch, Step};
 use crate::reattach;
+use crate::recorder::{Recording, Tap};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::takeover::{LostCall, Ownership, Report, apology_twiml, close_record, unix_ms_of};
@@ -115,7 +116,11 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
         linger: false,
     };
 
-    let (stream_sid, mut start) = match handshake(&mut socket, &shared).await {
+    let handshake_result = handshake(&mut socket, &shared).await;
+    // Stream time zero as the recording counts it: when Twilio's `start` arrived (its media
+    // timestamps count from just before), not after the checks below.
+    let stream_zero = Instant::now();
+    let (stream_sid, mut start) = match handshake_result {
         Ok(started) => started,
         Err(refusal) => {
             metrics::counter!(m::STREAMS_REFUSED, "reason" => refusal.reason).increment(1);
@@ -189,6 +194,13 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
                 return;
             }
         };
+        let started = Instant::now();
+        let start =
+            frames::stream_start_of(&stream_sid, &start, &shared.gateway_id, grant, now_ms());
+        let recording = shared
+            .agents
+            .records(&agent)
+            .then(|| Recording::start(&shared, &call_sid, start.attach, stream_zero));
         let mut actor = StreamActor {
             call_sid: call_sid.clone(),
             in_subject: shared.subjects.call_in(&call_sid).into(),
@@ -210,15 +222,10 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
                 )
                 .at_epoch(grant.epoch),
             ),
-            start: frames::stream_start_of(
-                &stream_sid,
-                &start,
-                &shared.gateway_id,
-                grant,
-                now_ms(),
-            ),
-            started: Instant::now(),
+            start,
+            started,
             ending: None,
+            recording,
         };
         tracing::info!(
             attach = grant.attach,
@@ -502,6 +509,8 @@ struct StreamActor {
     /// When the stream started.
     started: Instant,
     ending: Option<Ending>,
+    /// The call's recording (None: its agent says `record = false`).
+    recording: Option<Recording>,
 }
 
 impl StreamActor {
@@ -584,6 +593,7 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
+        self.record(|| Tap::End { at: Instant::now() });
         if let Some(reason) = end.stop
             && !self.web
         {
@@ -683,6 +693,10 @@ impl StreamActor {
                         close: Some(close::NORMAL.frame()),
                     });
                 }
+                self.record(|| Tap::Echo {
+                    at: read_at,
+                    name: mark.name.clone(),
+                });
                 self.publish(frames::mark_echo(&mark.name)).await;
             }
             TwilioMessage::Stop { .. } => {
@@ -741,6 +755,10 @@ impl StreamActor {
         }
         match frame {
             outbound_frame::Frame::Audio(audio) => {
+                self.record(|| Tap::Agent {
+                    at: received,
+                    audio: audio.payload.clone(),
+                });
                 for text in self.media.render_chunks(&audio.payload) {
                     self.socket.outbox.push(Outgoing::Audio { text, received });
                 }
@@ -751,10 +769,15 @@ impl StreamActor {
                     metrics::counter!(m::BAD_OUTBOUND).increment(1);
                 } else {
                     self.push(ServerMessage::mark(&self.stream_sid, &mark.name));
+                    self.record(|| Tap::Mark {
+                        at: received,
+                        name: mark.name,
+                    });
                 }
             }
             outbound_frame::Frame::Clear(_) => {
                 self.push(ServerMessage::clear(&self.stream_sid));
+                self.record(|| Tap::Clear { at: received });
             }
             outbound_frame::Frame::Hangup(hangup) => {
                 tracing::info!(reason = %hangup.reason, "worker hangs up");
@@ -846,6 +869,14 @@ impl StreamActor {
         );
     }
 
+    /// Hands what `tap` makes to the call's recorder (never waits; nothing is made when the
+    /// call is not recorded).
+    fn record(&self, tap: impl FnOnce() -> Tap) {
+        if let Some(recording) = &self.recording {
+            recording.tap(tap());
+        }
+    }
+
     fn push(&mut self, msg: ServerMessage) {
         // A gone writer is noticed through `writer_done` on the next loop turn.
         self.socket.outbox.push(Outgoing::Twilio(msg));
@@ -858,7 +889,13 @@ impl StreamActor {
         if let inbound_frame::Frame::Audio(audio) = &frame
             && !audio.replayed
         {
-            self.ownership.ring.push(Instant::now(), audio.clone());
+            let now = Instant::now();
+            self.record(|| Tap::Caller {
+                at: now,
+                timestamp_ms: audio.timestamp_ms,
+                audio: audio.payload.clone(),
+            });
+            self.ownership.ring.push(now, audio.clone());
         }
         self.seq += 1;
         let kind = frames::inbound_kind(&frame);
@@ -1014,6 +1051,7 @@ impl StreamActor {
         }
         self.ownership.owner = None;
         self.push(ServerMessage::clear(&self.stream_sid));
+        self.record(|| Tap::Clear { at: Instant::now() });
         let start = StreamStart {
             epoch,
             resumed: true,

@@ -48,9 +48,11 @@ async fn an_in_flight_call_survives_sigterm_drain() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let nats_server = NatsServer::start().await?;
     let addr = format!("127.0.0.1:{}", switchboard_testkit::free_port());
+    let recordings = tempfile::tempdir()?;
     let mut gateway = Service::spawn(
         "gateway",
         &[
+            ("RECORDINGS_URL", recordings.path().display().to_string()),
             ("LISTEN", addr.clone()),
             ("PUBLIC_URL", PUBLIC_URL.to_owned()),
             ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),

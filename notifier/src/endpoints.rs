@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::signature::{InvalidSecret, SigningKey};
 
 /// The event kinds an endpoint may ask for: `call.<kind>` for each kind of `CallEvent` body.
-pub const EVENT_TYPES: [&str; 11] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "call.started",
     "call.transcript",
     "call.tool",
@@ -27,6 +27,7 @@ pub const EVENT_TYPES: [&str; 11] = [
     "call.owner",
     "call.dispatched",
     "call.usage",
+    "call.recording",
 ];
 
 /// The webhook `type` of an event of `kind` (the subject's kind token).

@@ -35,6 +35,14 @@ impl Console {
             webhook_log: persister::webhook_log::WebhookLogArgs {
                 notifier_url: Some(notifier.base.clone()),
             },
+            // No gateway records here: an empty store outside the source tree.
+            recordings: switchboard_service::recordings::RecordingsArgs {
+                recordings_url: std::env::temp_dir()
+                    .join("switchboard-test-recordings")
+                    .display()
+                    .to_string(),
+            },
+            recordings_retention_days: 0,
             nats: NatsArgs::for_url(fx.nats.url()),
         };
         let (stop, stopped) = oneshot::channel::<()>();

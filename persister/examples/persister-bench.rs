@@ -243,6 +243,14 @@ async fn start_persister(nats_url: &str, db_url: &str) -> anyhow::Result<Running
         drain_seconds: 30,
         web_call: Default::default(),
         webhook_log: Default::default(),
+        // No gateway records here: an empty store outside the source tree.
+        recordings: switchboard_service::recordings::RecordingsArgs {
+            recordings_url: std::env::temp_dir()
+                .join("switchboard-test-recordings")
+                .display()
+                .to_string(),
+        },
+        recordings_retention_days: 0,
         nats: NatsArgs::for_url(nats_url),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

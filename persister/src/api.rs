@@ -18,6 +18,8 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use switchboard_service::recordings::RecordingStore;
+
 use crate::auth::{Access, Verdict};
 use crate::sessions::{self, Cursor, DEFAULT_LIMIT, Filter, MAX_LIMIT};
 
@@ -29,6 +31,8 @@ pub const IN_PROGRESS: &str = "in_progress";
 
 /// The choices of the console's pick-lists ([`sessions::facets`]).
 pub const FACETS_PATH: &str = "/api/facets";
+/// A call's recording as `audio/wav` ([`sessions::recording_url`]).
+pub const RECORDING_PATH: &str = "/api/sessions/{call_sid}/recording";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -40,6 +44,8 @@ pub struct ApiState {
     pub prices: Arc<crate::pricing::Prices>,
     /// Test calls from the console ([`crate::web_call`]).
     pub web_calls: Arc<crate::web_call::WebCalls>,
+    /// Where the calls' recordings are (`RECORDINGS_URL`).
+    pub recordings: RecordingStore,
 }
 
 /// The `/api` routes, every one of them authenticated.
@@ -47,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{call_sid}", get(get_session))
+        .route(RECORDING_PATH, get(get_recording))
         .route("/api/live", get(live))
         .route(ANALYTICS_PATH, get(analytics))
         .route(FACETS_PATH, get(facets))
@@ -274,4 +281,32 @@ fn day_or_time_param(
                 ),
             )
         })
+/// The call's recording, `audio/wav`; 404 when the call has none (or no longer: retention).
+async fn get_recording(
+    State(state): State<ApiState>,
+    Path(call_sid): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no recording");
+    let location = sessions::recording_location(&state.pool, &call_sid)
+        .await?
+        .ok_or_else(not_found)?;
+    match state.recordings.get(&location).await {
+        Ok(Some(wav)) => Ok((
+            [
+                (header::CONTENT_TYPE, "audio/wav"),
+                (header::CACHE_CONTROL, "private, max-age=300"),
+            ],
+            wav,
+        )
+            .into_response()),
+        Ok(None) => Err(not_found()),
+        Err(error) => {
+            tracing::warn!(%error, %location, "reading a recording failed");
+            metrics::counter!(crate::metrics::RECORDING_READ_ERRORS).increment(1);
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recording store unavailable",
+            ))
+        }
+    }
 }

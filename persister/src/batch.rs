@@ -137,7 +137,12 @@ pub async fn apply(
         return Ok(results);
     }
 
-    // 3. Detail rows, one statement per table.
+    // 3. Detail rows, one statement per table; recordings (one per call) one by one.
+    for &i in &fresh {
+        if let Some(Body::Recording(b)) = &batch[i].event.body {
+            crate::writer::recording(&mut tx, &batch[i].event.call_sid, b, at[i]).await?;
+        }
+    }
     let mut transcripts = Transcripts::default();
     let mut tools = Tools::default();
     let mut turns = Turns::default();
@@ -352,7 +357,8 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
             | Body::Turn(_)
             | Body::Owner(_)
             | Body::Dispatched(_)
-            | Body::Usage(_),
+            | Body::Usage(_)
+            | Body::Recording(_),
         )
         | None => None,
     }
@@ -505,7 +511,8 @@ impl<'a> CallUpdates<'a> {
                 | Body::Turn(_)
                 | Body::Owner(_)
                 | Body::Dispatched(_)
-                | Body::Usage(_),
+                | Body::Usage(_)
+                | Body::Recording(_),
             )
             | None => {}
         }

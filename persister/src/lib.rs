@@ -19,7 +19,9 @@
 //!   formulas defused), streamed a page at a time;
 //! - [`live`]: `GET /api/live`, call events as Server-Sent Events from a core NATS subscription,
 //!   with a bounded buffer per client;
-//! - [`api`]: the axum routes and their JSON errors;
+//! - [`api`]: the axum routes and their JSON errors, and a call's recording as `audio/wav`
+//!   (`GET /api/sessions/{call_sid}/recording`, read from the recording store `RECORDINGS_URL`);
+//! - [`retention`]: deleting recordings older than `RECORDINGS_RETENTION_DAYS`;
 //! - [`dashboard`]: the embedded web console (`/sessions`, `/sessions/{call_sid}`) and its
 //!   sign-in (`/login`, `/logout`);
 //! - [`labels`]: the console's words for the contract's codes (`/assets/labels.js`);
@@ -53,6 +55,7 @@ pub mod live;
 pub mod metrics;
 pub mod pricing;
 pub mod readiness;
+pub mod retention;
 pub mod sessions;
 pub mod spans;
 pub mod web_call;
@@ -65,6 +68,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_service::drain::{Drain, flush_nats};
+use switchboard_service::recordings::{RecordingStore, RecordingsArgs};
 use switchboard_service::redact::Secret;
 use switchboard_service::{Health, NatsArgs, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -115,6 +119,12 @@ pub struct Config {
     /// The notifier's delivery log, shown per call in the console (`NOTIFIER_URL`).
     #[command(flatten)]
     pub webhook_log: webhook_log::WebhookLogArgs,
+    /// The recording store (`RECORDINGS_URL`), whose recordings the API serves.
+    #[command(flatten)]
+    pub recordings: RecordingsArgs,
+    /// Days a recording is kept; older ones are deleted (0 keeps them forever).
+    #[arg(long, env = "RECORDINGS_RETENTION_DAYS", default_value_t = 90)]
+    pub recordings_retention_days: u64,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -167,6 +177,8 @@ pub enum RunError {
     WebCall(#[from] web_call::WebCallConfigError),
     #[error(transparent)]
     WebhookLog(#[from] webhook_log::WebhookLogConfigError),
+    #[error(transparent)]
+    Recordings(#[from] switchboard_service::recordings::StoreError),
 }
 
 /// Runs until `shutdown` resolves, then drains: readiness drops, the consumer finishes the event
@@ -187,6 +199,7 @@ pub async fn run(
     let web_calls = Arc::new(web_call::WebCalls::new(&config.web_call)?);
     let csp = headers::policy(web_calls.socket_origin());
     let pool = db::pool(config.database_url.expose()).map_err(RunError::DatabaseUrl)?;
+    let recordings = RecordingStore::open(&config.recordings.recordings_url)?;
 
     let service_tasks = TaskTracker::new();
     let stop = switchboard_service::tasks::stop_on(shutdown, &service_tasks);
@@ -217,6 +230,7 @@ pub async fn run(
             live: live.clone(),
             prices: Arc::new(prices.clone()),
             web_calls,
+            recordings: recordings.clone(),
         }))
         .merge(webhook_log::router(access.clone(), webhook_log))
         .merge(dashboard::router(access))
@@ -228,12 +242,23 @@ pub async fn run(
     let http = switchboard_service::tasks::serve(listener, app, http_stop.clone(), &service_tasks);
     tracing::info!(listen = %config.listen, "persister starting");
 
+    let retention = (config.recordings_retention_days > 0)
+        .then(|| Duration::from_secs(config.recordings_retention_days * 24 * 60 * 60));
+    let sweeper = tokio::spawn(retention::run(
+        recordings,
+        pool.clone(),
+        retention,
+        stop.clone(),
+    ));
     let result = consume(&config, &prices, &pool, &readiness, &live, &stop).await;
     readiness.set_draining();
     stop.cancel();
     service_tasks.close();
     live.close();
     http_stop.cancel();
+    if tokio::time::timeout(FINAL_STEPS, sweeper).await.is_err() {
+        tracing::warn!("recording retention sweep did not stop in time");
+    }
     let http_result = match tokio::time::timeout(FINAL_STEPS, http).await {
         Ok(joined) => joined,
         // A live-view client still connected; the process is leaving anyway.

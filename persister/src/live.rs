@@ -167,6 +167,8 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
             "arguments": json_or_text(&b.arguments)}),
         Some(Body::Usage(u)) => json!({"input_tokens": u.input_tokens,
             "output_tokens": u.output_tokens}),
+        Some(Body::Recording(b)) => json!({"duration_ms": b.duration_ms,
+            "channels": b.channels}),
         None => json!({}),
     };
     if let Value::Object(fields) = body {

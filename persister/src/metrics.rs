@@ -33,3 +33,9 @@ pub const LIVE_CLIENTS_DROPPED: &str = "persister_live_clients_dropped_total";
 pub const LIVE_UNDECODABLE: &str = "persister_live_undecodable_total";
 /// Counter: console sign-ins with a wrong token.
 pub const LOGIN_FAILURES: &str = "persister_login_failures_total";
+/// Counter: recordings that could not be read from the recording store (503 to the client).
+pub const RECORDING_READ_ERRORS: &str = "persister_recording_read_errors_total";
+/// Counter: recordings the retention sweep deleted.
+pub const RECORDINGS_DELETED: &str = "persister_recordings_deleted_total";
+/// Counter: retention sweeps that failed (retried at the next sweep).
+pub const RETENTION_ERRORS: &str = "persister_recording_retention_errors_total";

@@ -155,6 +155,45 @@ pub struct SessionDetail {
     pub owners: Vec<OwnerLine>,
     /// How often the call changed owner (takeovers and hand-overs).
     pub takeovers: usize,
+    /// The call's recording, `null` when it has none (its agent says `record = false`, it is
+    /// still going on, or the retention period deleted it).
+    pub recording: Option<Recording>,
+}
+
+/// The `recording` of `GET /api/sessions/{call_sid}`.
+#[derive(Debug, Serialize)]
+pub struct Recording {
+    /// Where the WAV is served, relative to the persister ([`recording_url`]), to the same
+    /// bearer token or console session as the API.
+    pub url: String,
+    pub duration_ms: i64,
+    /// 2: channel 0 the caller, channel 1 the agent as the caller heard it.
+    pub channels: i32,
+}
+
+/// The path of a call's recording: `GET /api/sessions/{call_sid}/recording`.
+pub fn recording_url(call_sid: &str) -> String {
+    format!("/api/sessions/{call_sid}/recording")
+}
+
+/// Where the call's recording is in the recording store, if it has one.
+pub async fn recording_location(
+    pool: &PgPool,
+    call_sid: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT location FROM call_recordings WHERE call_sid = $1")
+        .bind(call_sid)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Forgets the recordings at `locations` (the retention sweep deleted them from the store).
+pub async fn forget_recordings(pool: &PgPool, locations: &[String]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM call_recordings WHERE location = ANY($1)")
+        .bind(locations)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// The cost breakdown of `GET /api/sessions/{call_sid}`.
@@ -508,6 +547,16 @@ pub async fn get(
         )
         .collect();
     let takeovers = owners.len().saturating_sub(1);
+    let recording: Option<(i64, i32)> =
+        sqlx::query_as("SELECT duration_ms, channels FROM call_recordings WHERE call_sid = $1")
+            .bind(call_sid)
+            .fetch_optional(pool)
+            .await?;
+    let recording = recording.map(|(duration_ms, channels)| Recording {
+        url: recording_url(call_sid),
+        duration_ms,
+        channels,
+    });
 
     let tools = tools
         .into_iter()
@@ -567,6 +616,7 @@ pub async fn get(
         turns,
         owners,
         takeovers,
+        recording,
     }))
 }
 

@@ -9,8 +9,8 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallOwner, CallRejected, CallStarted, CallStatus, Role,
-    ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
+    CallEnded, CallEvent, CallOutcome, CallOwner, CallRecording, CallRejected, CallStarted,
+    CallStatus, Role, ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
 };
 use time::OffsetDateTime;
 
@@ -97,6 +97,7 @@ pub async fn apply(
         Some(Body::Owner(b)) => owner(&mut tx, sid, seq, b, at).await?,
         Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
+        Some(Body::Recording(b)) => recording(&mut tx, sid, b, at).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
         // usage arrives in `ended`). A body from a newer producer: likewise.
         Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
@@ -322,6 +323,36 @@ async fn ended(
             .and_then(|u| serde_json::to_value(prices.breakdown(u)).ok()),
     )
     .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The call's recording. A newer stream's replaces an older one's (see the `call_recordings`
+/// migration); the same stream's again (a retried publish under a new seq) changes nothing.
+pub(crate) async fn recording(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    b: &CallRecording,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO call_recordings
+           (call_sid, stream, location, duration_ms, channels, bytes, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (call_sid) DO UPDATE
+           SET stream = EXCLUDED.stream, location = EXCLUDED.location,
+               duration_ms = EXCLUDED.duration_ms, channels = EXCLUDED.channels,
+               bytes = EXCLUDED.bytes, recorded_at = EXCLUDED.recorded_at
+           WHERE call_recordings.stream < EXCLUDED.stream",
+    )
+    .bind(sid)
+    .bind(i64::from(b.stream))
+    .bind(clean(&b.location))
+    .bind(to_i64(b.duration_ms))
+    .bind(i32::try_from(b.channels).unwrap_or(i32::MAX))
+    .bind(to_i64(b.bytes))
+    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -5,6 +5,12 @@ use crate::{CallEvent, call_event::Body};
 /// Gateways number their events from here so they never collide with the worker's sequence.
 pub const GATEWAY_SEQ_BASE: u64 = 1_000_000;
 
+/// The `seq` of the `recording` event of a call's stream `attach` (gateways' range, above the
+/// status callbacks', below the gateway's own close of a lost call).
+pub const fn recording_seq(attach: u32) -> u64 {
+    GATEWAY_SEQ_BASE + 800_000 + attach as u64
+}
+
 /// Declares one of the contract's word lists: an enum whose variants each stand for one word,
 /// with `ALL`, `as_str`, `parse` and `Display`, so a word is typed once.
 macro_rules! contract_words {
@@ -83,7 +89,7 @@ contract_words! {
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "started",
     "transcript",
     "tool",
@@ -95,6 +101,7 @@ pub const KINDS: [&str; 11] = [
     "owner",
     "dispatched",
     "usage",
+    "recording",
 ];
 
 contract_words! {
@@ -254,6 +261,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Owner(_) => "owner",
         Body::Dispatched(_) => "dispatched",
         Body::Usage(_) => "usage",
+        Body::Recording(_) => "recording",
     }
 }
 
@@ -387,6 +395,7 @@ mod tests {
             Body::Owner(Default::default()),
             Body::Dispatched(Default::default()),
             Body::Usage(Default::default()),
+            Body::Recording(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(kind).collect();
         assert_eq!(kinds, KINDS);

@@ -10,6 +10,8 @@
 //! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`), OTLP span export
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT`) and the Prometheus recorder;
 //! - [`trace`]: W3C trace context in NATS headers, so a call is one trace across services;
+//! - [`recordings`]: the call recording store (`RECORDINGS_URL`: a directory or S3), the
+//!   recordings' names, their WAV format and the retention sweep;
 //! - [`redact`]: masked phone numbers for logs and spans, and `Secret` for credentials in configs;
 //! - [`tool_registry`]: the `voice-tools` bucket's one set of settings, tool specs and the
 //!   replicas' heartbeats;
@@ -26,6 +28,7 @@ pub mod events;
 pub mod health;
 pub mod nats;
 pub mod pii;
+pub mod recordings;
 pub mod redact;
 pub mod shutdown;
 pub mod storage;

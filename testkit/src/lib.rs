@@ -8,6 +8,8 @@
 //!   when run as root), which tests can stop and start to simulate an outage;
 //! - [`process::Service`]: one of the workspace's binaries run as a real process, with its log
 //!   kept in a file and printed when a test fails;
+//! - [`s3::S3Server`]: an S3-compatible server (moto's server mode) with one bucket, for
+//!   the recording store;
 //! - [`otlp::Collector`]: an in-process OTLP/gRPC trace collector that services export to;
 //! - [`browser::Browser`]: a headless Chromium driven over the DevTools Protocol (console tests);
 //! - [`events::call_events`]: a call's events as JetStream stored them;
@@ -21,6 +23,7 @@ pub mod nats_cluster;
 pub mod otlp;
 pub mod postgres;
 pub mod process;
+pub mod s3;
 
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use callsim::{CallConfig, CallerScript};
 use serde_json::Value;
-use switchboard_e2e::{AUTH_TOKEN, System, get_session, nats_password};
+use switchboard_e2e::{System, get_session, nats_password};
 use switchboard_proto::permissions::OUTSIDE;
 use switchboard_testkit::{free_port, workspace_root};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
@@ -19,14 +18,7 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Places the dental scenario's phone call; the persister's record of it once it ended.
 pub async fn place_call(system: &System) -> anyhow::Result<Value> {
-    let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
-    cfg.from = "+15550001234".into();
-    cfg.to = "+15550001111".into();
-    let script =
-        CallerScript::from_file(workspace_root().join("sims/scenarios/dental.caller.toml"))?;
-    let report = callsim::place_call(&cfg, &script)
-        .await
-        .with_context(|| system.logs())?;
+    let report = switchboard_e2e::place_dental_call(system).await?;
     get_session(&system.persister, &report.call_sid)
         .await
         .with_context(|| system.logs())

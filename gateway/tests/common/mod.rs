@@ -117,6 +117,7 @@ impl TestGateway {
         let agents_file = dir.path().join("agents.toml");
         std::fs::write(&agents_file, AGENTS)?;
         let agents_file = agents_file.display().to_string();
+        let recordings = dir.path().join("recordings").display().to_string();
         let mut args = vec![
             "gateway",
             "--listen",
@@ -140,6 +141,9 @@ impl TestGateway {
         }
         if with_agents {
             args.extend_from_slice(&["--agents-file", &agents_file]);
+        }
+        if !extra.contains(&"--recordings-url") {
+            args.extend_from_slice(&["--recordings-url", &recordings]);
         }
         args.extend_from_slice(extra);
         let config = <Config as clap::Parser>::try_parse_from(args)?;

@@ -31,6 +31,8 @@ pub struct Fixture {
     pub base: String,
     /// The persister's configuration, for starting replicas next to it.
     pub config: persister::Config,
+    /// The recording store's directory (`RECORDINGS_URL`).
+    pub recordings: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), persister::RunError>>,
 }
@@ -92,6 +94,7 @@ impl Fixture {
         let pg = Postgres::start().await?;
         let db = pg.create_database("switchboard").await?;
         let listen = format!("127.0.0.1:{}", free_port());
+        let recordings = tempfile::tempdir()?;
         let mut config = persister::Config {
             listen: listen.parse()?,
             database_url: Secret::new(db.clone()),
@@ -103,6 +106,10 @@ impl Fixture {
             drain_seconds: 10,
             web_call: Default::default(),
             webhook_log: Default::default(),
+            recordings: switchboard_service::recordings::RecordingsArgs {
+                recordings_url: recordings.path().display().to_string(),
+            },
+            recordings_retention_days: 90,
             nats: NatsArgs::for_url(nats.url()),
         };
         configure(&mut config);
@@ -122,6 +129,7 @@ impl Fixture {
             http,
             base,
             config,
+            recordings,
             stop: Some(stop),
             task,
         };

@@ -665,6 +665,14 @@ impl Session<'_> {
         );
         self.send(tx, media).await?;
         self.report.frames_sent += 1;
+        if !is_silence(&tick.frame) {
+            let start_ms = ms(frame_time);
+            let end_ms = start_ms + FRAME.as_millis() as u64;
+            match self.report.said_segments.last_mut() {
+                Some(last) if last.end_ms == start_ms => last.end_ms = end_ms,
+                _ => self.report.said_segments.push(Segment { start_ms, end_ms }),
+            }
+        }
         if let Some(digit) = tick.dtmf {
             let dtmf = TwilioMessage::Dtmf {
                 sequence_number: self.next_seq(),
@@ -899,4 +907,11 @@ async fn sleep_until(at: Option<Instant>) {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether a mu-law frame is silence (no sample above a whisper).
+fn is_silence(frame: &[u8]) -> bool {
+    frame
+        .iter()
+        .all(|&b| switchboard_twilio::mulaw::decode(b).unsigned_abs() < 500)
 }

@@ -57,6 +57,9 @@ pub struct CallReport {
     pub heard_ms: u64,
     /// The played stretches; gaps shorter than one 20 ms frame are bridged.
     pub heard_segments: Vec<Segment>,
+    /// The stretches in which the caller's audio was speech (not silence), in ms since the
+    /// stream started, as sent: what a recording's caller channel must hold.
+    pub said_segments: Vec<Segment>,
     /// All assistant audio received, played or not.
     pub audio_received_ms: u64,
     pub clears: u32,
@@ -95,6 +98,7 @@ impl CallReport {
             response_latencies_ms: Vec::new(),
             heard_ms: 0,
             heard_segments: Vec::new(),
+            said_segments: Vec::new(),
             audio_received_ms: 0,
             clears: 0,
             marks_sent_back: 0,

@@ -1,0 +1,645 @@
+//! Recording a call: the caller's audio on channel 0, what the caller heard of the agent on
+//! channel 1, on the stream's clock.
+//!
+//! Why here: the gateway holds the media socket, so it sees the caller's audio, every frame it
+//! writes to Twilio, every `clear` and every mark echo, and it stays the same while the call's
+//! model session reconnects or its worker is replaced (a takeover changes the worker, never the
+//! gateway). A recording made in the worker would have to be handed from owner to owner.
+//!
+//! Twilio plays the audio it gets through a playout buffer, so what the caller heard is not
+//! what the gateway sent when it sent it. The [`Tape`] models that buffer: agent audio plays
+//! after what is still queued; a `clear` removes what had not played yet; and every mark echo
+//! says where playback really was, so the audio queued before it is moved to match (by the least
+//! lateness of the recent echoes: a client may send an echo late, never early). Both
+//! channels are on the stream's clock: caller frames go where their media timestamps say; the
+//! tape's zero is the arrival of `start` (one network trip after Twilio's zero), and an echo
+//! arrives two trips after its audio was sent, so shifting the agent's audio by the whole
+//! lateness an echo shows puts it where Twilio played it. What the caller
+//! never heard (cleared by a barge-in or a new owner's takeover, or still queued when the
+//! stream ended) is not in it; any gap is silence.
+//!
+//! Nothing here delays the media path: the stream actor hands each event to a bounded queue
+//! ([`Recording::tap`], never waiting; a full queue drops the event, counted in
+//! [`m::RECORDING_DROPPED`]); a recorder task per stream keeps the tape (G.711 mu-law in
+//! memory, 16 kB per second of call, at most [`MAX_RECORDING`]), and when the stream ends
+//! encodes the WAV on a blocking thread, writes it to the recording store and publishes the
+//! call's `recording` event. An agent with `record = false` gets no recorder at all.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_proto::event::recording_seq;
+use switchboard_proto::{CallEvent, CallRecording, call_event, now_ms};
+use switchboard_service::events::EventPublisher;
+use switchboard_service::recordings::{CHANNELS, RecordingStore, SAMPLE_RATE, wav};
+use switchboard_twilio::mulaw;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::metrics as m;
+use crate::shared::Shared;
+
+/// Events queued to a recorder: about four seconds of both directions' frames, so a recorder
+/// that falls behind for a moment (a busy CPU) loses nothing.
+pub const TAP_CAPACITY: usize = 512;
+
+/// The longest recording kept; audio after it is left out (and logged). Bounds the memory of
+/// one call's tape to 115 MB.
+pub const MAX_RECORDING: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Longest time writing one recording to the store may take.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Samples per millisecond (8 kHz; one mu-law byte per sample).
+const SAMPLES_PER_MS: u64 = SAMPLE_RATE as u64 / 1000;
+
+/// Caller frames arrive with network jitter; one arriving up to this late still follows the
+/// previous one directly. A later one starts where it arrived, after silence.
+const JITTER_SAMPLES: usize = 60 * SAMPLES_PER_MS as usize;
+
+/// A caller frame's media timestamp is believed unless it puts the frame before the previous
+/// one or further than this after its arrival (a client sending nonsense).
+const AHEAD_SAMPLES: usize = 1000 * SAMPLES_PER_MS as usize;
+
+const MAX_SAMPLES: usize = MAX_RECORDING.as_secs() as usize * SAMPLE_RATE as usize;
+
+/// One thing the stream actor saw, when it saw it.
+#[derive(Debug, Clone)]
+pub enum Tap {
+    /// Caller audio (mu-law) read from the socket, with its media timestamp (milliseconds of
+    /// stream time).
+    Caller {
+        at: Instant,
+        timestamp_ms: u32,
+        audio: Bytes,
+    },
+    /// Agent audio (mu-law) written to the socket.
+    Agent { at: Instant, audio: Bytes },
+    /// A mark written after the agent audio so far.
+    Mark { at: Instant, name: String },
+    /// Twilio echoed a mark: the audio before it has played.
+    Echo { at: Instant, name: String },
+    /// A `clear` written: what had not played is gone.
+    Clear { at: Instant },
+    /// The stream ended.
+    End { at: Instant },
+}
+
+/// The stream actor's end of a recording: hands events to the recorder without waiting.
+pub struct Recording {
+    tx: mpsc::Sender<Tap>,
+    dropped: metrics::Counter,
+}
+
+impl Recording {
+    /// Starts the recorder of stream `stream` of `call_sid`, which started at `started`.
+    pub fn start(shared: &Arc<Shared>, call_sid: &str, stream: u32, started: Instant) -> Self {
+        let (tx, rx) = mpsc::channel(TAP_CAPACITY);
+        let recorder = Recorder {
+            call_sid: call_sid.to_owned(),
+            stream,
+            store: shared.recordings.clone(),
+            events: shared.events.clone(),
+        };
+        shared.tracker.spawn(
+            recorder
+                .run(rx, Tape::new(started))
+                .instrument(tracing::Span::current()),
+        );
+        Self {
+            tx,
+            dropped: metrics::counter!(m::RECORDING_DROPPED),
+        }
+    }
+
+    /// Hands `tap` to the recorder; drops it (counted) if the recorder is that far behind.
+    pub fn tap(&self, tap: Tap) {
+        if self.tx.try_send(tap).is_err() {
+            self.dropped.increment(1);
+        }
+    }
+}
+
+/// One stream's recorder task.
+struct Recorder {
+    call_sid: String,
+    stream: u32,
+    store: RecordingStore,
+    events: EventPublisher,
+}
+
+impl Recorder {
+    async fn run(self, mut rx: mpsc::Receiver<Tap>, mut tape: Tape) {
+        while let Some(tap) = rx.recv().await {
+            let end = matches!(tap, Tap::End { .. });
+            tape.apply(tap);
+            if end {
+                break;
+            }
+        }
+        // Without an `End` (dropped, or the actor vanished) the tape ends at what it holds.
+        let duration_ms = tape.duration_ms();
+        let (caller, agent) = tape.finish();
+        let encoded = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent)).await;
+        let Ok(wav) = encoded else {
+            metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+            tracing::error!("encoding the recording failed");
+            return;
+        };
+        let bytes = wav.len() as u64;
+        let location = RecordingStore::location(&self.call_sid, self.stream);
+        match tokio::time::timeout(UPLOAD_TIMEOUT, self.store.put(&location, wav.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+                tracing::error!(%error, %location, "storing the call's recording failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+                tracing::error!(%location, timeout = ?UPLOAD_TIMEOUT, "storing the call's recording timed out");
+                return;
+            }
+        }
+        metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_STORED).increment(1);
+        metrics::counter!(m::RECORDING_BYTES).increment(bytes);
+        tracing::info!(%location, duration_ms, bytes, "call recording stored");
+        self.events.publish(CallEvent {
+            call_sid: self.call_sid.clone(),
+            seq: recording_seq(self.stream),
+            at_ms: now_ms(),
+            body: Some(call_event::Body::Recording(CallRecording {
+                location,
+                duration_ms,
+                channels: u32::from(CHANNELS),
+                bytes,
+                stream: self.stream,
+            })),
+        });
+    }
+}
+
+/// Agent audio sent, at the place it would play if Twilio played it the moment it was sent.
+#[derive(Debug)]
+struct Segment {
+    start: usize,
+    audio: Bytes,
+}
+
+/// Agent audio that plays back to back: sent while earlier audio was still queued at Twilio.
+#[derive(Debug, Default)]
+struct Burst {
+    segments: Vec<Segment>,
+    /// Where its audio ends, unshifted.
+    end: usize,
+}
+
+/// Echoes whose lateness is remembered: an echo is late by the network round trip plus however
+/// long the client took to send it, so the least of the recent ones is the truest round trip.
+const ECHO_WINDOW: usize = 32;
+
+/// Both channels of one stream, with a model of Twilio's playout buffer (see the module
+/// documentation). Positions are samples since the stream started.
+#[derive(Debug)]
+pub struct Tape {
+    started: Instant,
+    /// The caller's channel (mu-law).
+    caller: Vec<u8>,
+    /// Where the caller's next frame goes when it arrives on time.
+    caller_next: usize,
+    /// The agent's channel as played (mu-law).
+    agent: Vec<u8>,
+    /// The agent audio playing or queued now.
+    burst: Burst,
+    /// Counts bursts, so an echo is applied to its own.
+    burst_id: u64,
+    /// Marks placed and not echoed: name, burst, place in it (unshifted).
+    marks: VecDeque<(String, u64, usize)>,
+    /// The lateness of the last [`ECHO_WINDOW`] echoes.
+    echoes: VecDeque<usize>,
+    /// Where the stream ended.
+    end: usize,
+    /// Audio left out for [`MAX_RECORDING`].
+    clipped: bool,
+}
+
+impl Tape {
+    /// An empty tape of a stream that started at `started`.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            caller: Vec::new(),
+            caller_next: 0,
+            agent: Vec::new(),
+            burst: Burst::default(),
+            burst_id: 0,
+            marks: VecDeque::new(),
+            echoes: VecDeque::with_capacity(ECHO_WINDOW),
+            end: 0,
+            clipped: false,
+        }
+    }
+
+    fn position(&self, at: Instant) -> usize {
+        let us = at.saturating_duration_since(self.started).as_micros() as u64;
+        (us * SAMPLES_PER_MS / 1000) as usize
+    }
+
+    /// How late Twilio plays what the gateway sends: the least lateness of the recent echoes.
+    fn shift(&self) -> usize {
+        self.echoes.iter().copied().min().unwrap_or(0)
+    }
+
+    /// Whether audio sent at `now` joins the current burst (Twilio still has some of it to
+    /// play: it arrives there as late as the burst plays) rather than starting a new one after
+    /// silence.
+    fn joins_burst(&self, now: usize) -> bool {
+        !self.burst.segments.is_empty() && now < self.burst.end
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, tap: Tap) {
+        match tap {
+            Tap::Caller {
+                at,
+                timestamp_ms,
+                audio,
+            } => {
+                // Twilio stamps each frame with its place on the stream's clock: that is where
+                // it goes, whatever delayed its arrival. Without a believable stamp, a frame
+                // follows the previous one unless it arrived after a real gap (it was read
+                // once all of it was captured, so it started its length earlier).
+                let arrived = self.position(at).saturating_sub(audio.len());
+                let stamped = timestamp_ms as usize * SAMPLES_PER_MS as usize;
+                let start = if stamped >= self.caller_next && stamped <= arrived + AHEAD_SAMPLES {
+                    stamped
+                } else if arrived > self.caller_next + JITTER_SAMPLES {
+                    arrived
+                } else {
+                    self.caller_next
+                };
+                self.caller_next = start + audio.len();
+                self.clipped |= write(&mut self.caller, start, &audio);
+            }
+            Tap::Agent { at, audio } => {
+                let now = self.position(at);
+                let start = if self.joins_burst(now) {
+                    self.burst.end
+                } else {
+                    self.commit(usize::MAX);
+                    now
+                };
+                self.burst.end = start + audio.len();
+                self.burst.segments.push(Segment { start, audio });
+            }
+            Tap::Mark { at, name } => {
+                let now = self.position(at);
+                // A mark on an idle buffer comes back at once: it measures nothing of a burst.
+                if self.joins_burst(now) {
+                    self.marks.push_back((name, self.burst_id, self.burst.end));
+                }
+            }
+            Tap::Echo { at, name } => {
+                // Unknown: a mark a `clear` removed (Twilio echoes those at once) or not ours.
+                let Some(index) = self.marks.iter().position(|(n, ..)| *n == name) else {
+                    return;
+                };
+                let (_, burst, expected) =
+                    self.marks.drain(..=index).next_back().expect("in range");
+                if burst == self.burst_id {
+                    if self.echoes.len() == ECHO_WINDOW {
+                        self.echoes.pop_front();
+                    }
+                    self.echoes
+                        .push_back(self.position(at).saturating_sub(expected));
+                }
+            }
+            // Playback stops when the clear reaches Twilio: as late as the audio plays.
+            Tap::Clear { at } => {
+                let cut = self.position(at) + self.shift();
+                self.commit(cut);
+            }
+            Tap::End { at } => {
+                let end = self.position(at);
+                self.commit(end);
+                self.end = self.end.max(end);
+            }
+        }
+    }
+
+    /// The current burst stopped playing at `cut` (on the stream's clock): what played goes
+    /// into the agent's channel; the rest was never heard.
+    fn commit(&mut self, cut: usize) {
+        let shift = self.shift();
+        for mut segment in std::mem::take(&mut self.burst.segments) {
+            let start = segment.start + shift;
+            if start >= cut {
+                break;
+            }
+            segment.audio.truncate(cut - start);
+            self.clipped |= write(&mut self.agent, start, &segment.audio);
+        }
+        self.burst = Burst::default();
+        self.burst_id += 1;
+        self.marks.clear();
+    }
+
+    /// Milliseconds of recording so far.
+    pub fn duration_ms(&self) -> u64 {
+        (self.length() as u64) / SAMPLES_PER_MS
+    }
+
+    fn length(&self) -> usize {
+        let playing = if self.burst.segments.is_empty() {
+            0
+        } else {
+            self.burst.end + self.shift()
+        };
+        self.end
+            .max(self.caller.len())
+            .max(self.agent.len())
+            .max(playing)
+            .min(MAX_SAMPLES)
+    }
+
+    /// Both channels as 16-bit PCM, of equal length (queued audio counts as played).
+    pub fn finish(mut self) -> (Vec<i16>, Vec<i16>) {
+        let length = self.length();
+        self.commit(usize::MAX);
+        if self.clipped {
+            tracing::warn!(limit = ?MAX_RECORDING, "the call was longer than a recording holds; the rest is not recorded");
+        }
+        let pcm = |channel: &[u8]| -> Vec<i16> {
+            let mut out: Vec<i16> = channel
+                .iter()
+                .take(length)
+                .map(|&b| mulaw::decode(b))
+                .collect();
+            out.resize(length, 0);
+            out
+        };
+        (pcm(&self.caller), pcm(&self.agent))
+    }
+}
+
+/// Writes `audio` at `start` of `channel` (silence before it), within [`MAX_SAMPLES`]; true if
+/// some of it was left out.
+fn write(channel: &mut Vec<u8>, start: usize, audio: &[u8]) -> bool {
+    let end = (start + audio.len()).min(MAX_SAMPLES);
+    if end <= start {
+        return !audio.is_empty();
+    }
+    if channel.len() < end {
+        channel.resize(end, mulaw::SILENCE);
+    }
+    channel[start..end].copy_from_slice(&audio[..end - start]);
+    end - start < audio.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: usize = SAMPLES_PER_MS as usize;
+
+    /// Loud mu-law (a constant near full scale).
+    fn voice(ms: usize) -> Bytes {
+        Bytes::from(vec![mulaw::encode(12_000); ms * MS])
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// Milliseconds of `channel` that are not silence, as (start, end) runs.
+    fn runs(channel: &[i16]) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        for (i, s) in channel.iter().enumerate() {
+            match (start, s.unsigned_abs() > 1000) {
+                (None, true) => start = Some(i),
+                (Some(b), false) => {
+                    runs.push((b / MS, i / MS));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = start {
+            runs.push((b / MS, channel.len() / MS));
+        }
+        runs
+    }
+
+    #[test]
+    fn caller_frames_go_where_their_timestamps_say_whenever_they_arrive() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // Frames of 0..80 ms, the third delayed 150 ms on the way; then 480..520 ms.
+        for (stamp, read) in [
+            (0, 20),
+            (20, 40),
+            (40, 210),
+            (60, 211),
+            (480, 500),
+            (500, 520),
+        ] {
+            tape.apply(Tap::Caller {
+                at: at(t0, read),
+                timestamp_ms: stamp,
+                audio: voice(20),
+            });
+        }
+        tape.apply(Tap::End { at: at(t0, 600) });
+        let (caller, _) = tape.finish();
+        assert_eq!(runs(&caller), [(0, 80), (480, 520)]);
+    }
+
+    #[test]
+    fn caller_frames_without_believable_timestamps_follow_each_other_through_jitter() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // A client stamping every frame 0 (after the first) or far in the future: 20 ms frames
+        // read at 20, 45 (late), 58 (early), 80 ms, then none until 500 ms.
+        for (i, ms) in [20, 45, 58, 80, 500, 520].into_iter().enumerate() {
+            tape.apply(Tap::Caller {
+                at: at(t0, ms),
+                timestamp_ms: if i == 3 { 3_600_000 } else { 0 },
+                audio: voice(20),
+            });
+        }
+        tape.apply(Tap::End { at: at(t0, 600) });
+        assert_eq!(tape.duration_ms(), 600);
+        let (caller, agent) = tape.finish();
+        assert_eq!(caller.len(), 600 * MS);
+        assert_eq!(runs(&caller), [(0, 80), (480, 520)]);
+        assert!(runs(&agent).is_empty());
+    }
+
+    #[test]
+    fn agent_audio_queues_behind_what_plays_and_a_clear_removes_the_unplayed_rest() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // One second of answer sent in two bursts at 100 ms; the caller barges in at 400 ms.
+        tape.apply(Tap::Agent {
+            at: at(t0, 100),
+            audio: voice(500),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 101),
+            audio: voice(500),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 101),
+            name: "m1".into(),
+        });
+        tape.apply(Tap::Clear { at: at(t0, 400) });
+        // Twilio echoes the cleared mark at once; it says nothing about playback.
+        tape.apply(Tap::Echo {
+            at: at(t0, 401),
+            name: "m1".into(),
+        });
+        tape.apply(Tap::End { at: at(t0, 2000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(100, 400)]);
+    }
+
+    #[test]
+    fn a_late_echo_moves_the_audio_to_where_it_played() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 150),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 150),
+            name: "b".into(),
+        });
+        // Played 60 ms later than sent (a round trip): the first echo says so.
+        tape.apply(Tap::Echo {
+            at: at(t0, 260),
+            name: "a".into(),
+        });
+        // A clear at 300 ms reaches Twilio a trip later: 360 ms of the caller's clock.
+        tape.apply(Tap::Clear { at: at(t0, 300) });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(60, 360)]);
+    }
+
+    #[test]
+    fn the_least_late_echo_of_a_burst_places_all_of_it_without_gaps() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        for (sent, mark) in [(0, "a"), (10, "b")] {
+            tape.apply(Tap::Agent {
+                at: at(t0, sent),
+                audio: voice(200),
+            });
+            tape.apply(Tap::Mark {
+                at: at(t0, sent),
+                name: mark.into(),
+            });
+        }
+        // The client sent the first echo 30 ms after it was due; the second on time.
+        tape.apply(Tap::Echo {
+            at: at(t0, 260),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 430),
+            name: "b".into(),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 430)]);
+    }
+
+    #[test]
+    fn audio_sent_after_the_queue_ran_dry_plays_after_a_gap() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(200),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 230),
+            name: "a".into(),
+        });
+        // The next delta comes 59 ms after the first one ran out: Twilio had nothing to play.
+        tape.apply(Tap::Agent {
+            at: at(t0, 259),
+            audio: voice(200),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 230), (289, 489)]);
+    }
+
+    #[test]
+    fn an_answer_after_silence_starts_when_sent_and_plays_as_late_as_the_last() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(100),
+        });
+        tape.apply(Tap::Mark {
+            at: at(t0, 0),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Echo {
+            at: at(t0, 130),
+            name: "a".into(),
+        });
+        tape.apply(Tap::Agent {
+            at: at(t0, 1000),
+            audio: voice(100),
+        });
+        tape.apply(Tap::End { at: at(t0, 2000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(30, 130), (1030, 1130)]);
+    }
+
+    #[test]
+    fn audio_still_queued_when_the_stream_ends_was_not_heard() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        tape.apply(Tap::Agent {
+            at: at(t0, 0),
+            audio: voice(3000),
+        });
+        tape.apply(Tap::End { at: at(t0, 1000) });
+        assert_eq!(tape.duration_ms(), 1000);
+        let (caller, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(0, 1000)]);
+        assert_eq!(caller.len(), agent.len());
+    }
+
+    #[test]
+    fn a_recording_stops_at_its_limit() {
+        let mut channel = Vec::new();
+        assert!(!write(&mut channel, 0, &[1, 2]));
+        assert!(write(&mut channel, MAX_SAMPLES - 1, &[1, 2]));
+        assert_eq!(channel.len(), MAX_SAMPLES);
+        assert!(write(&mut channel, MAX_SAMPLES + 5, &[1]));
+        assert_eq!(channel.len(), MAX_SAMPLES);
+    }
+}
