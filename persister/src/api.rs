@@ -281,6 +281,8 @@ fn day_or_time_param(
                 ),
             )
         })
+}
+
 /// The call's recording, `audio/wav`; 404 when the call has none (or no longer: retention).
 async fn get_recording(
     State(state): State<ApiState>,
