@@ -401,7 +401,13 @@ async function renderRecording(s, timeline) {
   if (!s.recording) {
     if (!s.ended_at && !s.rejected_reason) say("The recording is ready when the call has ended.");
     else if (s.rejected_reason) say("Not recorded: the call was not answered.");
-    else say("No recording for this call: its agent does not record calls (record = false), or the retention period deleted it.");
+    else {
+      // The agents file (when the persister has it) says which: as it is now, not as it was.
+      let agent = null;
+      try { agent = (await api("/api/agents")).agents.find((a) => a.id === s.agent_id); } catch (_) { /* no AGENTS_FILE */ }
+      say(agent && agent.record === false ? `Not recorded: the agent ${agent.id} does not record its calls (record = false).`
+        : "No recording for this call: its agent does not record calls, or the retention period deleted it.");
+    }
     return;
   }
   note.textContent = "Loading the recording…";

@@ -2,8 +2,8 @@
 //! was written to the recording store and whose `recording` event went through the persister's
 //! own ingest. The waveform shows each channel where it has sound, playing moves the time and
 //! highlights the line being spoken, a click on a line, an interruption, a tool call or the
-//! waveform moves the audio there, and pause stops it; all under the console's
-//! Content-Security-Policy. Screenshot: `target/test-artifacts/playback.png`.
+//! waveform moves the audio there, and pause stops it; a call without a recording, and one of an
+//! agent with `record = false`, say so; all under the console's Content-Security-Policy. Screenshot: `target/test-artifacts/playback.png`.
 //!
 //! Chromium is required (`scripts/setup` installs it); without it this test fails.
 
@@ -53,7 +53,16 @@ fn channel(speaks: &[(usize, usize)]) -> Vec<i16> {
 
 #[tokio::test]
 async fn the_call_page_plays_the_recording_and_seeks_from_the_transcript() -> anyhow::Result<()> {
-    let fx = Fixture::start().await?;
+    // The agents file: front-desk records its calls, private-line does not.
+    let agents = tempfile::tempdir()?;
+    let agents_file = agents.path().join("agents.toml");
+    std::fs::write(
+        &agents_file,
+        "[[agent]]\nid = \"front-desk\"\nnumbers = [\"+15550001111\"]\ninstructions = \"Help.\"\n\n\
+         [[agent]]\nid = \"private-line\"\nnumbers = [\"+15550003333\"]\ninstructions = \"Help.\"\n\
+         record = false\n",
+    )?;
+    let fx = Fixture::start_with(|config| config.web_call.agents_file = Some(agents_file)).await?;
     let store = RecordingStore::open(fx.recordings.path().to_str().expect("utf-8"))?;
     let sid = "CA00000000000000000000000000000P01";
     let events = realistic_call(sid, T0);
@@ -86,9 +95,18 @@ async fn the_call_page_plays_the_recording_and_seeks_from_the_transcript() -> an
     }
     fx.wait_events(unrecorded, events.len() as i64).await?;
 
+    // A call of an agent that does not record.
+    let private = "CA00000000000000000000000000000P03";
+    let mut events = realistic_call(private, T0);
+    events[0] = event(private, 1, T0, started("private-line", "+15550001234"));
+    for ev in &events {
+        fx.publish(ev).await?;
+    }
+    fx.wait_events(private, events.len() as i64).await?;
+
     let browser = Browser::launch(&["--autoplay-policy=no-user-gesture-required".into()])?;
     let mut cdp = browser.page().await?;
-    let result = drive(&mut cdp, &fx, sid, unrecorded).await;
+    let result = drive(&mut cdp, &fx, [sid, unrecorded, private]).await;
     if result.is_err() {
         let _ = cdp.screenshot("playback-failure.png").await;
     }
@@ -136,7 +154,8 @@ async fn painted(cdp: &mut Cdp, ms: usize) -> anyhow::Result<(u64, u64)> {
     Ok((n(0), n(1)))
 }
 
-async fn drive(cdp: &mut Cdp, fx: &Fixture, sid: &str, unrecorded: &str) -> anyhow::Result<()> {
+async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<()> {
+    let [sid, unrecorded, private] = calls;
     record_csp_violations(cdp).await?;
     cdp.navigate(&format!("{}/login", fx.base)).await?;
     cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
@@ -302,6 +321,23 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, sid: &str, unrecorded: &str) -> anyh
         Value::Bool(false)
     );
     no_violations(cdp, "the call page without a recording").await?;
+
+    // An agent with `record = false`: not recorded, and the page says so.
+    cdp.navigate(&format!("{}/sessions/{private}", fx.base))
+        .await?;
+    cdp.wait_for(
+        "the note that the agent does not record",
+        "document.getElementById('recording').dataset.state === 'none'",
+    )
+    .await?;
+    let note = cdp
+        .eval("document.getElementById('recording-note').textContent")
+        .await?;
+    assert_eq!(
+        note,
+        json!("Not recorded: the agent private-line does not record its calls (record = false).")
+    );
+    no_violations(cdp, "the call page of an agent that does not record").await?;
     let _ = cdp.call("Browser.close", json!({})).await;
     Ok(())
 }
