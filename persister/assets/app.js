@@ -389,9 +389,7 @@ async function sessionPage() {
 // highlighted, and a click on a timeline item (a line, a tool call, an interruption, an owner
 // change) plays from there. The WAV is fetched once: its bytes are decoded by Web Audio for the
 // waveform and played by an <audio> element from a blob: URL (the policy's `media-src blob:`),
-// which seeks exactly because the whole file is in memory. Timeline times (`offset_ms`, from the
-// worker accepting the call) are used as recording times (whose zero is the gateway receiving
-// the stream's start, a few milliseconds earlier); docs/console.md says why that is close enough.
+// which seeks exactly because the whole file is in memory.
 async function renderRecording(s, timeline) {
   const section = $("recording");
   const note = el("p", { class: "muted", id: "recording-note" });
@@ -423,7 +421,12 @@ async function renderRecording(s, timeline) {
     // Decoded at the recording's own rate (8 kHz), so the waveform is drawn from its samples.
     audio = await new OfflineAudioContext(2, 1, 8000).decodeAudioData(bytes.slice(0));
   } catch (_) { say("The recording cannot be decoded by this browser."); return; }
-  section.replaceChildren(el("h3", {}, "Recording"), player(audio, new Blob([bytes], { type: "audio/wav" }), timeline));
+  // Two clocks: the timeline's (`offset_ms`) starts when the worker accepted the call, before
+  // the media stream opened; the recording's when the stream did (after a gateway failover, the
+  // new stream). Both end with the call, so the call's length less the recording's is where the
+  // call's clock stands at the recording's zero.
+  const leadMs = Math.max(0, (s.duration_ms || 0) - s.recording.duration_ms);
+  section.replaceChildren(el("h3", {}, "Recording"), player(audio, new Blob([bytes], { type: "audio/wav" }), timeline, leadMs));
   section.dataset.state = "ready";
 }
 
@@ -440,7 +443,8 @@ function peaks(samples, columns) {
   return out;
 }
 
-function player(decoded, blob, timeline) {
+// `leadMs`: the call's time (the timeline's) at the recording's zero.
+function player(decoded, blob, timeline, leadMs) {
   const media = el("audio", { preload: "auto", id: "recording-audio" });
   media.src = URL.createObjectURL(blob);
   const toggle = el("button", { type: "button", id: "play" }, "Play");
@@ -477,8 +481,8 @@ function player(decoded, blob, timeline) {
   // The item being spoken: the latest one (by time) that began at or before the position.
   let current = null;
   const follow = () => {
-    const t = media.currentTime * 1000;
-    clock.textContent = `${fmtOffset(t)} / ${fmtOffset(durationMs)}`;
+    const t = media.currentTime * 1000 + leadMs;
+    clock.textContent = `${fmtOffset(media.currentTime * 1000)} / ${fmtOffset(durationMs)}`;
     let now = null;
     for (const item of timeline.children) {
       if (item.dataset.t === undefined) continue;
@@ -491,7 +495,9 @@ function player(decoded, blob, timeline) {
     }
     draw();
   };
+  // `ms` on the recording's clock; `callMs` on the timeline's.
   const seek = (ms) => { media.currentTime = Math.max(0, Math.min(durationMs, ms)) / 1000; follow(); };
+  const seekCall = (callMs) => seek(callMs - leadMs);
   let frame = 0;
   const tick = () => { follow(); frame = media.paused ? 0 : requestAnimationFrame(tick); };
   media.addEventListener("play", () => { toggle.textContent = "Pause"; if (!frame) frame = requestAnimationFrame(tick); });
@@ -507,9 +513,9 @@ function player(decoded, blob, timeline) {
   timeline.classList.add("seekable");
   const jump = (target) => {
     const cut = target.closest(".interrupted[data-at]");
-    if (cut) return seek(Number(cut.dataset.at));
+    if (cut) return seekCall(Number(cut.dataset.at));
     const item = target.closest("li[data-t]");
-    if (item && timeline.contains(item)) seek(Number(item.dataset.t));
+    if (item && timeline.contains(item)) seekCall(Number(item.dataset.t));
   };
   timeline.addEventListener("click", (e) => {
     // Selecting text (a tool's arguments) is not a seek.

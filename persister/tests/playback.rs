@@ -1,9 +1,12 @@
 //! The call page's recording player in a real headless Chromium: a call whose two-channel WAV
 //! was written to the recording store and whose `recording` event went through the persister's
-//! own ingest. The waveform shows each channel where it has sound, playing moves the time and
-//! highlights the line being spoken, a click on a line, an interruption, a tool call or the
-//! waveform moves the audio there, and pause stops it; a call without a recording, and one of an
-//! agent with `record = false`, say so; all under the console's Content-Security-Policy. Screenshot: `target/test-artifacts/playback.png`.
+//! own ingest; its stream started 600 ms after the worker accepted the call, so the player maps
+//! the timeline's times onto the recording by the difference of the two lengths. The waveform
+//! shows each channel where it has sound, playing moves the time and highlights the line being
+//! spoken, a click on a line, an interruption, a tool call or the waveform moves the audio
+//! there, and pause stops it; a call without a recording, and one of an agent with
+//! `record = false`, say so; all under the console's Content-Security-Policy. Screenshot:
+//! `target/test-artifacts/playback.png`.
 //!
 //! Chromium is required (`scripts/setup` installs it); without it this test fails.
 
@@ -22,8 +25,12 @@ use switchboard_testkit::browser::{Browser, Cdp};
 
 const T0: i64 = 1_767_225_600_000;
 const RATE: usize = 8000;
-/// The recording's length: the realistic call's.
-const DURATION_MS: usize = 14_000;
+/// The realistic call's length, on the worker's clock (from accepting the call).
+const CALL_MS: usize = 14_000;
+/// How long after the worker accepted the call its media stream started: the recording's zero.
+const LEAD_MS: usize = 600;
+/// The recording's length: the stream's, which ends with the call.
+const DURATION_MS: usize = CALL_MS - LEAD_MS;
 
 /// How far `audio.currentTime`, read in the same task as the click that seeked, may be from the
 /// item's time. Setting `currentTime` makes the element report the new position at once, and a
@@ -31,16 +38,21 @@ const DURATION_MS: usize = 14_000;
 /// between the seek and the read could add to it: 25 ms is one 20 ms media frame and change.
 const SEEK_TOLERANCE_S: f64 = 0.025;
 
-/// When each side speaks in the realistic call (milliseconds): the caller's two lines, and the
-/// agent's greeting and the answer the caller cut off after 1200 ms.
+/// When each side speaks in the realistic call (milliseconds on the call's clock): the caller's
+/// two lines, and the agent's greeting and the answer the caller cut off after 1200 ms.
 const CALLER_SPEAKS: [(usize, usize); 2] = [(3500, 6000), (9000, 10_500)];
 const AGENT_SPEAKS: [(usize, usize); 2] = [(900, 3000), (7100, 8300)];
+
+/// Where `call_ms` of the call is in the recording, in seconds.
+fn recording_s(call_ms: usize) -> f64 {
+    (call_ms - LEAD_MS) as f64 / 1000.0
+}
 
 /// A channel with a loud 440 Hz tone while its side speaks, silence otherwise.
 fn channel(speaks: &[(usize, usize)]) -> Vec<i16> {
     (0..DURATION_MS * RATE / 1000)
         .map(|i| {
-            let ms = i * 1000 / RATE;
+            let ms = i * 1000 / RATE + LEAD_MS;
             if speaks.iter().any(|&(from, to)| (from..to).contains(&ms)) {
                 let phase = 2.0 * std::f64::consts::PI * 440.0 * i as f64 / RATE as f64;
                 (phase.sin() * 20_000.0) as i16
@@ -137,13 +149,13 @@ async fn click_and_read(cdp: &mut Cdp, selector: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("clicking {selector}: {t}"))
 }
 
-/// The painted pixels of the waveform's column at `ms`, in the caller's (upper) and the
+/// The painted pixels of the waveform's column at `ms` of the call, in the caller's (upper) and the
 /// agent's (lower) half.
 async fn painted(cdp: &mut Cdp, ms: usize) -> anyhow::Result<(u64, u64)> {
     let v = cdp
         .eval(&format!(
             "(() => {{ const c = document.getElementById('waveform'); \
-             const x = Math.floor({ms} / {DURATION_MS} * c.width); \
+             const x = Math.floor(({ms} - {LEAD_MS}) / {DURATION_MS} * c.width); \
              const px = c.getContext('2d').getImageData(x, 0, 1, c.height).data; \
              let up = 0, down = 0; \
              for (let y = 0; y < c.height; y++) if (px[y * 4 + 3] > 0) {{ if (y < c.height / 2) up++; else down++; }} \
@@ -174,7 +186,7 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     let clock = cdp
         .eval("document.getElementById('clock').textContent")
         .await?;
-    assert_eq!(clock, json!("0:00 / 0:14"));
+    assert_eq!(clock, json!("0:00 / 0:13"));
 
     // The waveform: each channel drawn where its side speaks, flat where it is silent.
     let loud = 20;
@@ -221,29 +233,29 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     let never_mind = "#timeline li.user[data-t='9000']";
     let at = click_and_read(cdp, never_mind).await?;
     assert!(
-        (at - 9.0).abs() <= SEEK_TOLERANCE_S,
-        "the line at 9.0 s: {at}"
+        (at - recording_s(9000)).abs() <= SEEK_TOLERANCE_S,
+        "the line at 9.0 s of the call: {at}"
     );
     cdp.wait_for(
         "the clicked line highlighted",
         "(() => { const now = document.querySelector('#timeline .playing'); \
            return !!now && now.textContent.includes('Actually, never mind.') \
-             && document.getElementById('recording-audio').currentTime > 9.0; })()",
+             && document.getElementById('recording-audio').currentTime > 8.4; })()",
     )
     .await?;
 
     // The interruption: where the caller cut the agent off (7100 + 1200 ms heard).
     let at = click_and_read(cdp, "#timeline .interrupted").await?;
     assert!(
-        (at - 8.3).abs() <= SEEK_TOLERANCE_S,
-        "the interruption at 8.3 s: {at}"
+        (at - recording_s(8300)).abs() <= SEEK_TOLERANCE_S,
+        "the interruption at 8.3 s of the call: {at}"
     );
 
     // A tool call: when it was dispatched (6400 ms less its 42 ms).
     let at = click_and_read(cdp, "#timeline li.tool[data-tool='lookup_customer']").await?;
     assert!(
-        (at - 6.358).abs() <= SEEK_TOLERANCE_S,
-        "the tool call at 6.358 s: {at}"
+        (at - recording_s(6358)).abs() <= SEEK_TOLERANCE_S,
+        "the tool call at 6.358 s of the call: {at}"
     );
 
     // Pause: the position stays.
@@ -259,8 +271,8 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(position(cdp).await?, paused_at);
 
-    // A click on the waveform, 27 % of the way in, seeks to 3.78 s: into the caller's first line
-    // (which begins at 3.5 s).
+    // A click on the waveform, 27 % of the way in, seeks to 3.618 s of the recording: 4.218 s
+    // of the call, into the caller's first line (which begins at 3.5 s).
     let box_ = cdp
         .eval(
             "(() => { const r = document.getElementById('waveform').getBoundingClientRect(); \
@@ -281,7 +293,7 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     let pixel = DURATION_MS as f64 / 1000.0 / width;
     let at = position(cdp).await?;
     assert!(
-        (at - 3.78).abs() <= pixel,
+        (at - 0.27 * DURATION_MS as f64 / 1000.0).abs() <= pixel,
         "27 % of the waveform: {at} (pixel {pixel})"
     );
     cdp.wait_for(
@@ -293,7 +305,7 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     let clock = cdp
         .eval("document.getElementById('clock').textContent")
         .await?;
-    assert_eq!(clock, json!("0:03 / 0:14"));
+    assert_eq!(clock, json!("0:03 / 0:13"));
 
     no_violations(cdp, "the call page with its recording").await?;
     cdp.screenshot("playback.png").await?;
