@@ -166,6 +166,20 @@ async fn painted(cdp: &mut Cdp, ms: usize) -> anyhow::Result<(u64, u64)> {
     Ok((n(0), n(1)))
 }
 
+/// Opens the page of `sid`, a call without a player, and returns what its recording section says.
+async fn recording_note(cdp: &mut Cdp, fx: &Fixture, sid: &str) -> anyhow::Result<String> {
+    cdp.navigate(&format!("{}/sessions/{sid}", fx.base)).await?;
+    cdp.wait_for(
+        "the recording section's note",
+        "document.getElementById('recording').dataset.state === 'none'",
+    )
+    .await?;
+    let note = cdp
+        .eval("document.getElementById('recording-note').textContent")
+        .await?;
+    Ok(note.as_str().unwrap_or_default().to_owned())
+}
+
 async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<()> {
     let [sid, unrecorded, private] = calls;
     record_csp_violations(cdp).await?;
@@ -311,22 +325,8 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     cdp.screenshot("playback.png").await?;
 
     // A call without a recording says so.
-    cdp.navigate(&format!("{}/sessions/{unrecorded}", fx.base))
-        .await?;
-    cdp.wait_for(
-        "the note that there is no recording",
-        "document.getElementById('recording').dataset.state === 'none'",
-    )
-    .await?;
-    let note = cdp
-        .eval("document.getElementById('recording-note').textContent")
-        .await?;
-    assert!(
-        note.as_str()
-            .unwrap_or_default()
-            .starts_with("No recording"),
-        "{note}"
-    );
+    let note = recording_note(cdp, fx, unrecorded).await?;
+    assert!(note.starts_with("No recording"), "{note}");
     assert_eq!(
         cdp.eval("!!document.getElementById('recording-audio')")
             .await?,
@@ -335,19 +335,9 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
     no_violations(cdp, "the call page without a recording").await?;
 
     // An agent with `record = false`: not recorded, and the page says so.
-    cdp.navigate(&format!("{}/sessions/{private}", fx.base))
-        .await?;
-    cdp.wait_for(
-        "the note that the agent does not record",
-        "document.getElementById('recording').dataset.state === 'none'",
-    )
-    .await?;
-    let note = cdp
-        .eval("document.getElementById('recording-note').textContent")
-        .await?;
     assert_eq!(
-        note,
-        json!("Not recorded: the agent private-line does not record its calls (record = false).")
+        recording_note(cdp, fx, private).await?,
+        "Not recorded: the agent private-line does not record its calls (record = false)."
     );
     no_violations(cdp, "the call page of an agent that does not record").await?;
     let _ = cdp.call("Browser.close", json!({})).await;
