@@ -390,6 +390,9 @@ async function sessionPage() {
 // change) plays from there. The WAV is fetched once: its bytes are decoded by Web Audio for the
 // waveform and played by an <audio> element from a blob: URL (the policy's `media-src blob:`),
 // which seeks exactly because the whole file is in memory.
+// How long after a call's end its recording may still be on its way (the gateway's write takes
+// at most 60 s, then the event reaches the record).
+const RECORDING_STORED_WITHIN_MS = 90 * 1000;
 async function renderRecording(s, timeline) {
   const section = $("recording");
   const note = el("p", { class: "muted", id: "recording-note" });
@@ -403,7 +406,11 @@ async function renderRecording(s, timeline) {
       // The agents file (when the persister has it) says which: as it is now, not as it was.
       let agent = null;
       try { agent = (await api("/api/agents")).agents.find((a) => a.id === s.agent_id); } catch (_) { /* no AGENTS_FILE */ }
+      // The gateway stores the recording after the call ends (within a minute).
+      const endedMs = Date.parse(s.ended_at || "");
+      const storing = !Number.isNaN(endedMs) && Date.now() - endedMs < RECORDING_STORED_WITHIN_MS;
       say(agent && agent.record === false ? `Not recorded: the agent ${agent.id} does not record its calls (record = false).`
+        : storing ? "The call has just ended: its recording is being stored. Reload the page in a moment."
         : "No recording for this call: its agent does not record calls, or the retention period deleted it.");
     }
     return;

@@ -4,9 +4,9 @@
 //! the timeline's times onto the recording by the difference of the two lengths. The waveform
 //! shows each channel where it has sound, playing moves the time and highlights the line being
 //! spoken, a click on a line, an interruption, a tool call or the waveform moves the audio
-//! there, and pause stops it; a call without a recording, and one of an agent with
-//! `record = false`, say so; all under the console's Content-Security-Policy. Screenshot:
-//! `target/test-artifacts/playback.png`.
+//! there, and pause stops it; a call without a recording, one that has just ended, and one of
+//! an agent with `record = false`, say so; all under the console's Content-Security-Policy.
+//! Screenshot: `target/test-artifacts/playback.png`.
 //!
 //! Chromium is required (`scripts/setup` installs it); without it this test fails.
 
@@ -116,9 +116,17 @@ async fn the_call_page_plays_the_recording_and_seeks_from_the_transcript() -> an
     }
     fx.wait_events(private, events.len() as i64).await?;
 
+    // A call that ended just now, whose recording is not stored yet.
+    let just_ended = "CA00000000000000000000000000000P04";
+    let events = realistic_call(just_ended, switchboard_proto::now_ms() - CALL_MS as i64);
+    for ev in &events {
+        fx.publish(ev).await?;
+    }
+    fx.wait_events(just_ended, events.len() as i64).await?;
+
     let browser = Browser::launch(&["--autoplay-policy=no-user-gesture-required".into()])?;
     let mut cdp = browser.page().await?;
-    let result = drive(&mut cdp, &fx, [sid, unrecorded, private]).await;
+    let result = drive(&mut cdp, &fx, [sid, unrecorded, private, just_ended]).await;
     if result.is_err() {
         let _ = cdp.screenshot("playback-failure.png").await;
     }
@@ -180,8 +188,8 @@ async fn recording_note(cdp: &mut Cdp, fx: &Fixture, sid: &str) -> anyhow::Resul
     Ok(note.as_str().unwrap_or_default().to_owned())
 }
 
-async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<()> {
-    let [sid, unrecorded, private] = calls;
+async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 4]) -> anyhow::Result<()> {
+    let [sid, unrecorded, private, just_ended] = calls;
     record_csp_violations(cdp).await?;
     cdp.navigate(&format!("{}/login", fx.base)).await?;
     cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
@@ -333,6 +341,10 @@ async fn drive(cdp: &mut Cdp, fx: &Fixture, calls: [&str; 3]) -> anyhow::Result<
         Value::Bool(false)
     );
     no_violations(cdp, "the call page without a recording").await?;
+
+    // A call that has just ended: its recording is on its way.
+    let note = recording_note(cdp, fx, just_ended).await?;
+    assert!(note.contains("is being stored"), "{note}");
 
     // An agent with `record = false`: not recorded, and the page says so.
     assert_eq!(
