@@ -52,7 +52,7 @@ function line(role, text, offsetMs, interrupted, heardMs) {
   return el("li", { class: `line ${role}` },
     el("span", { class: "who" }, who[role] || role),
     offsetMs !== undefined ? el("span", { class: "when" }, fmtOffset(offsetMs)) : null,
-    interrupted ? el("span", { class: "interrupted" }, `interrupted after ${fmtMs(heardMs)}`) : null,
+    interrupted ? el("span", { class: "interrupted", "data-at": String((offsetMs || 0) + (heardMs || 0)) }, `interrupted after ${fmtMs(heardMs)}`) : null,
     el("div", { class: "text" }, text));
 }
 
@@ -355,6 +355,7 @@ async function sessionPage() {
   }
   if (!timeline.children.length) timeline.append(nothing);
 
+  renderRecording(s, timeline);
   renderCost(s.cost);
   renderWebhooks(sid, 0);
 
@@ -380,6 +381,160 @@ async function sessionPage() {
     else if (ev.kind === "ended") location.reload();
   };
   early.splice(0).forEach((ev) => onEvent(ev));
+}
+
+// ---- the call's recording ----
+// A player for the call's two-channel WAV: the waveform of both channels (caller above, agent
+// below), play/pause, seek by clicking the waveform, the time, the timeline item being spoken
+// highlighted, and a click on a timeline item (a line, a tool call, an interruption, an owner
+// change) plays from there. The WAV is fetched once: its bytes are decoded by Web Audio for the
+// waveform and played by an <audio> element from a blob: URL (the policy's `media-src blob:`),
+// which seeks exactly because the whole file is in memory.
+// How long after a call's end its recording may still be on its way (the gateway's write takes
+// at most 60 s, then the event reaches the record).
+const RECORDING_STORED_WITHIN_MS = 90 * 1000;
+async function renderRecording(s, timeline) {
+  const section = $("recording");
+  const note = el("p", { class: "muted", id: "recording-note" });
+  const say = (text) => { note.textContent = text; section.dataset.state = "none"; };
+  section.replaceChildren(el("h3", {}, "Recording"), note);
+  section.hidden = false;
+  if (!s.recording) {
+    if (!s.ended_at && !s.rejected_reason) say("The recording is ready when the call has ended.");
+    else if (s.rejected_reason) say("Not recorded: the call was not answered.");
+    else {
+      // The agents file (when the persister has it) says which: as it is now, not as it was.
+      let agent = null;
+      try { agent = (await api("/api/agents")).agents.find((a) => a.id === s.agent_id); } catch (_) { /* no AGENTS_FILE */ }
+      // The gateway stores the recording after the call ends (within a minute).
+      const endedMs = Date.parse(s.ended_at || "");
+      const storing = !Number.isNaN(endedMs) && Date.now() - endedMs < RECORDING_STORED_WITHIN_MS;
+      say(agent && agent.record === false ? `Not recorded: the agent ${agent.id} does not record its calls (record = false).`
+        : storing ? "The call has just ended: its recording is being stored. Reload the page in a moment."
+        : "No recording for this call: its agent does not record calls, or the retention period deleted it.");
+    }
+    return;
+  }
+  note.textContent = "Loading the recording…";
+  let bytes;
+  try {
+    const r = await fetch(s.recording.url, { credentials: "same-origin" });
+    if (r.status === 404) { say("The recording is no longer available (the retention period deleted it)."); return; }
+    if (!r.ok) throw new Error(`the server answered HTTP ${r.status}`);
+    bytes = await r.arrayBuffer();
+  } catch (e) { say(`The recording cannot be loaded: ${e.message}. Try again in a moment.`); return; }
+  let audio;
+  try {
+    // Decoded at the recording's own rate (8 kHz), so the waveform is drawn from its samples.
+    audio = await new OfflineAudioContext(2, 1, 8000).decodeAudioData(bytes.slice(0));
+  } catch (_) { say("The recording cannot be decoded by this browser."); return; }
+  // Two clocks: the timeline's (`offset_ms`) starts when the worker accepted the call, before
+  // the media stream opened; the recording's when the stream did (after a gateway failover, the
+  // new stream). Both end with the call, so the call's length less the recording's is where the
+  // call's clock stands at the recording's zero.
+  const leadMs = Math.max(0, (s.duration_ms || 0) - s.recording.duration_ms);
+  section.replaceChildren(el("h3", {}, "Recording"), player(audio, new Blob([bytes], { type: "audio/wav" }), timeline, leadMs));
+  section.dataset.state = "ready";
+}
+
+// The loudest sample of each of `columns` slices of `samples`: the waveform's bars.
+function peaks(samples, columns) {
+  const out = new Float32Array(columns);
+  const per = samples.length / columns;
+  for (let c = 0; c < columns; c++) {
+    let max = 0;
+    const end = Math.min(samples.length, Math.floor((c + 1) * per));
+    for (let i = Math.floor(c * per); i < end; i++) { const v = Math.abs(samples[i]); if (v > max) max = v; }
+    out[c] = max;
+  }
+  return out;
+}
+
+// `leadMs`: the call's time (the timeline's) at the recording's zero.
+function player(decoded, blob, timeline, leadMs) {
+  const media = el("audio", { preload: "auto", id: "recording-audio" });
+  media.src = URL.createObjectURL(blob);
+  const toggle = el("button", { type: "button", id: "play" }, "Play");
+  const clock = el("span", { class: "clock", id: "clock" });
+  const canvas = el("canvas", { class: "waveform", id: "waveform", height: "120",
+    title: "Click to play from here", "aria-label": "Waveform: caller above, agent below" });
+  const legend = el("p", { class: "legend muted" }, el("span", { class: "caller" }, "■ Caller"), " ", el("span", { class: "agent" }, "■ Agent"));
+  const durationMs = decoded.duration * 1000;
+  const channels = [0, 1].map((c) => decoded.getChannelData(Math.min(c, decoded.numberOfChannels - 1)));
+  const colours = getComputedStyle(document.documentElement);
+  const ink = [colours.getPropertyValue("--caller").trim() || "#0f7b5f", colours.getPropertyValue("--agent").trim() || "#3b4fd1"];
+  let bars = null;
+  const draw = () => {
+    const width = Math.max(1, Math.floor(canvas.clientWidth || 600));
+    if (canvas.width !== width) { canvas.width = width; bars = null; }
+    if (!bars) bars = channels.map((samples) => peaks(samples, width));
+    const g = canvas.getContext("2d");
+    const h = canvas.height / 2;
+    const played = Math.round((media.currentTime * 1000 / durationMs) * width);
+    g.clearRect(0, 0, width, canvas.height);
+    bars.forEach((b, c) => {
+      const mid = h * c + h / 2;
+      for (let x = 0; x < width; x++) {
+        const half = Math.max(0.5, b[x] * (h / 2 - 2));
+        g.fillStyle = ink[c];
+        g.globalAlpha = x < played ? 1 : 0.45;
+        g.fillRect(x, mid - half, 1, half * 2);
+      }
+    });
+    g.globalAlpha = 1;
+    g.fillStyle = "#1d2330";
+    g.fillRect(Math.min(played, width - 1), 0, 1, canvas.height);
+  };
+  // The item being spoken: the latest one (by time) that began at or before the position.
+  let current = null;
+  const follow = () => {
+    const t = media.currentTime * 1000 + leadMs;
+    clock.textContent = `${fmtOffset(media.currentTime * 1000)} / ${fmtOffset(durationMs)}`;
+    let now = null;
+    for (const item of timeline.children) {
+      if (item.dataset.t === undefined) continue;
+      if (Number(item.dataset.t) <= t) now = item; else break;
+    }
+    if (now !== current) {
+      if (current) current.classList.remove("playing");
+      if (now) now.classList.add("playing");
+      current = now;
+    }
+    draw();
+  };
+  // `ms` on the recording's clock; `callMs` on the timeline's.
+  const seek = (ms) => { media.currentTime = Math.max(0, Math.min(durationMs, ms)) / 1000; follow(); };
+  const seekCall = (callMs) => seek(callMs - leadMs);
+  let frame = 0;
+  const tick = () => { follow(); frame = media.paused ? 0 : requestAnimationFrame(tick); };
+  media.addEventListener("play", () => { toggle.textContent = "Pause"; if (!frame) frame = requestAnimationFrame(tick); });
+  media.addEventListener("pause", () => { toggle.textContent = "Play"; follow(); });
+  media.addEventListener("ended", () => { toggle.textContent = "Play"; follow(); });
+  media.addEventListener("seeked", follow);
+  toggle.addEventListener("click", () => { if (media.paused) media.play().catch(() => {}); else media.pause(); });
+  canvas.addEventListener("click", (e) => {
+    const box = canvas.getBoundingClientRect();
+    seek(((e.clientX - box.left) / box.width) * durationMs);
+  });
+  // A click on a timeline item plays from its time; on an interruption, from where it cut in.
+  timeline.classList.add("seekable");
+  const jump = (target) => {
+    const cut = target.closest(".interrupted[data-at]");
+    if (cut) return seekCall(Number(cut.dataset.at));
+    const item = target.closest("li[data-t]");
+    if (item && timeline.contains(item)) seekCall(Number(item.dataset.t));
+  };
+  timeline.addEventListener("click", (e) => {
+    // Selecting text (a tool's arguments) is not a seek.
+    if (String(window.getSelection ? window.getSelection() : "").length) return;
+    jump(e.target);
+  });
+  timeline.addEventListener("keydown", (e) => { if (e.key === "Enter") jump(e.target); });
+  for (const item of timeline.children) if (item.dataset.t !== undefined) item.tabIndex = 0;
+  window.addEventListener("resize", draw);
+  media.addEventListener("loadedmetadata", follow);
+  requestAnimationFrame(follow);
+  return el("div", { class: "player" }, el("div", { class: "controls" }, toggle, clock), canvas, legend, media);
 }
 
 // The cost breakdown: model and transcription lines (priced when the call ended) and the

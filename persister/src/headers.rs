@@ -16,14 +16,16 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-/// The console's policy. `img-src 'self'` is for the browser's favicon request.
+/// The console's policy. `img-src 'self'` is for the browser's favicon request; `media-src
+/// blob:` lets the call page play the recording it fetched (through `connect-src 'self'`, with
+/// the session) from memory, and nothing else.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; media-src blob:; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
 /// The policy served: [`CONTENT_SECURITY_POLICY`], plus the gateway's WebSocket origin in
 /// `connect-src` when test calls are configured (`socket_origin`, e.g. `wss://gw.example.com`),
-/// (Call audio plays through Web Audio, so no `media-src` is needed.)
+/// (The test-call page plays call audio through Web Audio, which `media-src` does not cover.)
 pub fn policy(socket_origin: Option<&str>) -> HeaderValue {
     let policy = match socket_origin {
         Some(origin) => CONTENT_SECURITY_POLICY.replace(

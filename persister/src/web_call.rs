@@ -109,7 +109,8 @@ fn socket_base(url: &str) -> Option<String> {
     Some(format!("{ws}://{}", rest.to_ascii_lowercase()))
 }
 
-/// `GET /api/agents`: `{agents: [{id, greeting}]}` from `AGENTS_FILE`.
+/// `GET /api/agents`: `{agents: [{id, record}]}` from `AGENTS_FILE` (`record`: whether the
+/// agent's calls are recorded, which the call page uses to say why a call has no recording).
 pub async fn agents(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let Some(file) = state.web_calls.agents_file.clone() else {
         return Err(ApiError::new(
@@ -127,7 +128,7 @@ pub async fn agents(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     let list: Vec<Value> = agents
         .all()
         .iter()
-        .map(|agent| json!({ "id": agent.id }))
+        .map(|agent| json!({ "id": agent.id, "record": agent.record }))
         .collect();
     Ok(Json(json!({ "agents": list })))
 }

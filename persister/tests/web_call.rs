@@ -120,6 +120,14 @@ async fn the_page_lists_the_agents_and_may_connect_to_the_gateway() -> anyhow::R
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"front-desk"), "{ids:?}");
+    // Whether each agent records its calls (the demo's front desk does).
+    let desk = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "front-desk")
+        .unwrap();
+    assert_eq!(desk["record"], Value::Bool(true));
 
     let page = fx.get("/test-call").await?;
     assert_eq!(page.status(), 200);
