@@ -79,19 +79,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(value) if state.token.accepts(value) => None,
-        _ => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token (ADMIN_TOKEN) is required",
-        )),
-    }
-}
-
 fn database_error(e: sqlx::Error) -> Response {
     tracing::warn!(error = %e, "campaign API query failed");
     error(
@@ -252,7 +239,7 @@ fn campaign(request: CampaignRequest) -> Result<NewCampaign, String> {
 }
 
 async fn create(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let request: CampaignRequest = match serde_json::from_slice(&body) {
@@ -278,7 +265,7 @@ async fn create(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     match store::list_campaigns(&state.pool).await {
@@ -297,7 +284,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let Some(id) = campaign_id(&id) else {
@@ -311,7 +298,7 @@ async fn show(
 }
 
 async fn apply(state: ApiState, headers: HeaderMap, id: String, control: Control) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let Some(id) = campaign_id(&id) else {
@@ -358,7 +345,7 @@ async fn add_contacts(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let Some(id) = campaign_id(&id) else {
@@ -403,7 +390,7 @@ async fn export(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let Some(id) = campaign_id(&id) else {
@@ -431,7 +418,7 @@ async fn export(
 }
 
 async fn list_dnc(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     match store::list_dnc(&state.pool).await {
@@ -449,7 +436,7 @@ struct DncRequest {
 }
 
 async fn add_dnc(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     let request: DncRequest = match serde_json::from_slice(&body) {
@@ -478,7 +465,7 @@ async fn remove_dnc(
     headers: HeaderMap,
     Path(number): Path<String>,
 ) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
+    if let Some(refused) = state.token.refusal(&headers) {
         return refused;
     }
     match store::remove_dnc(&state.pool, &number).await {

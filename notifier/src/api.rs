@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -50,20 +50,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-/// The refusal of a request without the admin token, if it is one.
-fn refuse_unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(value) if state.token.accepts(value) => None,
-        _ => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token (ADMIN_TOKEN) is required",
-        )),
-    }
-}
-
 fn database_error(error: sqlx::Error) -> Response {
     tracing::warn!(%error, "webhook API query failed");
     error_response_unavailable()
@@ -89,7 +75,7 @@ async fn deliveries(
     headers: HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    if let Some(response) = refuse_unauthorized(&state, &headers) {
+    if let Some(response) = state.token.refusal(&headers) {
         return response;
     }
     let filter = match query.state.as_deref() {
@@ -121,7 +107,7 @@ async fn resend(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(response) = refuse_unauthorized(&state, &headers) {
+    if let Some(response) = state.token.refusal(&headers) {
         return response;
     }
     match store::resend(&state.pool, &id, state.clock.now()).await {
@@ -153,7 +139,7 @@ struct ListedEndpoint {
 /// The configured endpoints (the ones this notifier delivers to), by URL, each with its
 /// disabled state; an endpoint disabled earlier but no longer configured is left out.
 async fn endpoints(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(response) = refuse_unauthorized(&state, &headers) {
+    if let Some(response) = state.token.refusal(&headers) {
         return response;
     }
     let disabled = match store::disabled(&state.pool).await {
@@ -187,7 +173,7 @@ async fn enable(
     headers: HeaderMap,
     Query(query): Query<EndpointQuery>,
 ) -> Response {
-    if let Some(response) = refuse_unauthorized(&state, &headers) {
+    if let Some(response) = state.token.refusal(&headers) {
         return response;
     }
     match store::enable(&state.pool, &query.endpoint).await {

@@ -14,8 +14,7 @@ use switchboard_testkit::browser::{Browser, Cdp};
 /// The persister in-process on the fixture's NATS and a database of its own.
 struct Console {
     base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), persister::RunError>>,
+    service: InProcess<persister::RunError>,
 }
 
 impl Console {
@@ -45,10 +44,7 @@ impl Console {
             recordings_retention_days: 0,
             nats: NatsArgs::for_url(fx.nats.url()),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(persister::run(config, async move {
-            let _ = stopped.await;
-        }));
+        let service = InProcess::start(|shutdown| persister::run(config, shutdown));
         let base = format!("http://{listen}");
         let url = format!("{base}/readyz");
         eventually(Duration::from_secs(30), "persister ready", || {
@@ -56,19 +52,14 @@ impl Console {
             async move { (req.send().await.ok()?.status() == 200).then_some(()) }
         })
         .await?;
-        Ok(Self {
-            base,
-            stop: Some(stop),
-            task,
-        })
+        Ok(Self { base, service })
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+    async fn stop(self) -> anyhow::Result<()> {
+        self.service
+            .stop(Duration::from_secs(20))
             .await
-            .context("the persister did not stop")???;
-        Ok(())
+            .context("the console's persister")
     }
 }
 

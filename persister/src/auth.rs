@@ -130,6 +130,26 @@ impl AdminToken {
         }
         self.matches(presented.trim())
     }
+
+    /// The 401 answer (JSON `{"error": ...}`) to a request whose `Authorization` header does not
+    /// carry this token, or `None` when it does: the one bearer check of every service's admin
+    /// API that has no console session (the notifier's, the dialer's).
+    pub fn refusal(&self, headers: &HeaderMap) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse as _;
+        let carried = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|value| self.accepts(value));
+        (!carried).then(|| {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({
+                    "error": "a valid bearer token (ADMIN_TOKEN) is required"
+                })),
+            )
+                .into_response()
+        })
+    }
 }
 
 impl std::fmt::Debug for AdminToken {

@@ -12,12 +12,15 @@
 //!   the recording store;
 //! - [`otlp::Collector`]: an in-process OTLP/gRPC trace collector that services export to;
 //! - [`browser::Browser`]: a headless Chromium driven over the DevTools Protocol (console tests);
+//! - [`in_process::InProcess`]: a service run in the test process as its binary runs it, stopped
+//!   like SIGTERM would and required to exit cleanly in time;
 //! - [`events::call_events`]: a call's events as JetStream stored them;
 //! - [`eventually`]: retry an assertion until it holds or a deadline passes.
 #![forbid(unsafe_code)]
 
 pub mod browser;
 pub mod events;
+pub mod in_process;
 pub mod nats;
 pub mod nats_cluster;
 pub mod otlp;

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub use std::collections::HashMap;
+
 pub use std::sync::Arc;
 pub use std::time::Duration;
+pub use switchboard_testkit::in_process::InProcess;
 
 pub use anyhow::Context as _;
 pub use async_nats::jetstream::{self, message::PublishMessage};
@@ -26,8 +28,7 @@ pub use switchboard_proto::{
 pub use switchboard_service::NatsArgs;
 pub use switchboard_service::redact::Secret;
 pub use switchboard_testkit::{NatsServer, Postgres, eventually, free_port};
-pub use tokio::sync::{Mutex, Notify, oneshot};
-pub use tokio::task::JoinHandle;
+pub use tokio::sync::{Mutex, Notify};
 pub use tokio::time::Instant;
 
 pub const TOKEN: &str = "test-admin-token";
@@ -165,17 +166,15 @@ pub fn verify(secret: &str, r: &Received) -> bool {
 
 pub struct Notifier {
     pub base: String,
-    pub stop: Option<oneshot::Sender<()>>,
-    pub task: JoinHandle<Result<(), notifier::RunError>>,
+    service: InProcess<notifier::RunError>,
 }
 
 impl Notifier {
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service
+            .stop(Duration::from_secs(20))
             .await
-            .context("the notifier did not stop")???;
-        Ok(())
+            .context("the notifier")
     }
 }
 
@@ -230,10 +229,7 @@ impl Fixture {
     }
 
     pub async fn start(&self) -> anyhow::Result<Notifier> {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(notifier::run(self.config.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let service = InProcess::start(|shutdown| notifier::run(self.config.clone(), shutdown));
         let base = format!("http://{}", self.config.listen);
         let url = format!("{base}/readyz");
         eventually(Duration::from_secs(30), "notifier ready", || {
@@ -241,11 +237,7 @@ impl Fixture {
             async move { (req.send().await.ok()?.status() == 200).then_some(()) }
         })
         .await?;
-        Ok(Notifier {
-            base,
-            stop: Some(stop),
-            task,
-        })
+        Ok(Notifier { base, service })
     }
 
     pub async fn publish(&self, event: &CallEvent) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::time::Duration;
+use switchboard_testkit::in_process::InProcess;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -17,8 +18,6 @@ use switchboard_service::NatsArgs;
 use switchboard_service::redact::Secret;
 use switchboard_testkit::browser::Cdp;
 use switchboard_testkit::{NatsServer, Postgres, eventually, free_port};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-admin-token";
 
@@ -33,25 +32,22 @@ pub struct Fixture {
     pub config: persister::Config,
     /// The recording store's directory (`RECORDINGS_URL`).
     pub recordings: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), persister::RunError>>,
+    service: InProcess<persister::RunError>,
 }
 
 /// Another persister replica on the fixture's database and NATS.
 pub struct Replica {
     pub base: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), persister::RunError>>,
+    service: InProcess<persister::RunError>,
 }
 
 impl Replica {
     /// Stops the replica and checks it exited cleanly.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+        self.service
+            .stop(Duration::from_secs(15))
             .await
-            .context("replica did not stop")???;
-        Ok(())
+            .context("the replica")
     }
 }
 
@@ -60,10 +56,7 @@ pub async fn persister_on(fx: &Fixture) -> anyhow::Result<Replica> {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut config = fx.config.clone();
     config.listen = listen.parse()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(persister::run(config, async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(|shutdown| persister::run(config, shutdown));
     let base = format!("http://{listen}");
     let url = format!("{base}/readyz");
     eventually(Duration::from_secs(30), "replica ready", || {
@@ -71,7 +64,7 @@ pub async fn persister_on(fx: &Fixture) -> anyhow::Result<Replica> {
         async move { (req.send().await.ok()?.status() == 200).then_some(()) }
     })
     .await?;
-    Ok(Replica { base, stop, task })
+    Ok(Replica { base, service })
 }
 
 impl Fixture {
@@ -113,10 +106,7 @@ impl Fixture {
             nats: NatsArgs::for_url(nats.url()),
         };
         configure(&mut config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(persister::run(config.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let service = InProcess::start(|shutdown| persister::run(config.clone(), shutdown));
         let client = async_nats::connect(nats.url()).await?;
         let js = jetstream::new(client);
         let http = reqwest::Client::new();
@@ -130,8 +120,7 @@ impl Fixture {
             base,
             config,
             recordings,
-            stop: Some(stop),
-            task,
+            service,
         };
         fixture.wait_ready(true).await?;
         Ok(fixture)
@@ -227,14 +216,11 @@ impl Fixture {
     }
 
     /// Stops the persister and checks it exited cleanly.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service
+            .stop(Duration::from_secs(15))
             .await
-            .context("persister did not stop")???;
-        Ok(())
+            .context("the persister")
     }
 }
 
