@@ -39,12 +39,12 @@ function testCallPage() {
     if (wanted) select.value = wanted;
   }).catch((e) => fail(e.message));
 
-  startLive((ev) => {
+  startLive({ event: (ev) => {
     if (!call || ev.call_sid !== call.callSid) return;
     if (ev.kind === "transcript") transcript.append(line(ev.role, ev.text, ev.offset_ms, ev.interrupted, ev.heard_ms));
     else if (ev.kind === "tool") transcript.append(el("li", { class: "line system" }, `tool ${ev.name} (${fmtMs(ev.latency_ms)})`));
     else if (ev.kind === "ended") status.textContent = `Call ended: ${ev.reason || ev.outcome || "ended"}.`;
-  });
+  } });
 
   const send = (msg) => { if (call && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(msg)); };
   const nextSeq = () => String(++call.seq);
