@@ -386,12 +386,19 @@ async fn call_events(gw: &TestGateway) -> anyhow::Result<Vec<CallEvent>> {
     Ok(stored.into_iter().map(|s| s.event).collect())
 }
 
-/// The gateway's record of a call it closed: its owner claim, then `ended` (seq after it).
+/// The gateway's record of a call it closed: its owner claim, then `ended` (seq after it). The
+/// stream's `recording` event, which the gateway publishes once the WAV is stored (before or
+/// after these), is not part of it.
 async fn gateway_record(
     gw: &TestGateway,
 ) -> anyhow::Result<(switchboard_proto::CallOwner, switchboard_proto::CallEnded)> {
     let events = switchboard_testkit::eventually(PATIENCE, "owner and ended events", || async {
-        let events = call_events(gw).await.ok()?;
+        let events: Vec<CallEvent> = call_events(gw)
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|e| !matches!(e.body, Some(call_event::Body::Recording(_))))
+            .collect();
         (events.len() >= 2).then_some(events)
     })
     .await?;
