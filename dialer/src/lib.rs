@@ -143,14 +143,8 @@ pub async fn run(
     )?;
     let clock = pacer::Clock::new();
 
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
+    let service_tasks = TaskTracker::new();
+    let stop = switchboard_service::tasks::stop_on(shutdown, &service_tasks);
     let health = Health::new();
     let wake = Arc::new(Notify::new());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -167,14 +161,7 @@ pub async fn run(
             wake: wake.clone(),
         }));
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn({
-        let http_stop = http_stop.clone();
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-        }
-    });
+    let http = switchboard_service::tasks::serve(listener, app, http_stop.clone(), &service_tasks);
     tracing::info!(listen = %config.listen, "dialer starting");
 
     let result = async {
@@ -231,6 +218,7 @@ pub async fn run(
     .await;
     health.set_ready(false);
     stop.cancel();
+    service_tasks.close();
     http_stop.cancel();
     let _ = tokio::time::timeout(FINAL_STEPS, http).await;
     if tokio::time::timeout(FINAL_STEPS, pool.close())

@@ -244,7 +244,7 @@ pub async fn run(
 
     let retention = (config.recordings_retention_days > 0)
         .then(|| Duration::from_secs(config.recordings_retention_days * 24 * 60 * 60));
-    let sweeper = tokio::spawn(retention::run(
+    let sweeper = service_tasks.spawn(retention::run(
         recordings,
         pool.clone(),
         retention,
