@@ -86,6 +86,8 @@ struct Inner {
     /// Outcomes, queueing and request limits of bulk dialing.
     dialing: Dialing,
     stop: CancellationToken,
+    /// Every task the fake runs (its server, calls, dials, AMD callbacks).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// A running fake Twilio REST server.
@@ -97,6 +99,7 @@ pub struct FakeTwilio {
 impl Drop for FakeTwilio {
     fn drop(&mut self) {
         self.inner.stop.cancel();
+        self.inner.tasks.close();
     }
 }
 
@@ -146,6 +149,7 @@ impl FakeTwilio {
             redirects: Mutex::new(HashMap::new()),
             dialing: Dialing::default(),
             stop: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let app = Router::new()
             .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
@@ -154,7 +158,7 @@ impl FakeTwilio {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let stop = inner.stop.clone();
-        tokio::spawn(async move {
+        inner.tasks.spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
@@ -321,7 +325,7 @@ async fn create(
             ..Default::default()
         },
     );
-    tokio::spawn(run_call(
+    inner.tasks.spawn(run_call(
         inner.clone(),
         cfg,
         status_path,
@@ -470,7 +474,7 @@ async fn create_person_call(
     );
     let plan = crate::dial::plan(cfg.callees.get(to), timeout);
     let (inner_, sid) = (inner.clone(), call_sid.clone());
-    tokio::spawn(async move {
+    inner.tasks.spawn(async move {
         let inner = inner_;
         let event = |name: &str| {
             events.is_empty() && name == "completed" || events.iter().any(|e| e == name)
@@ -583,8 +587,9 @@ async fn run_call(
         return;
     }
     if let (Some(after), Some(path)) = (plan.verdict_after, amd_path) {
+        let tasks = inner.tasks.clone();
         let (inner, cfg, outcome) = (inner.clone(), cfg.clone(), plan.outcome);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tokio::time::sleep(after).await;
             let answered_by = outcome.answered_by();
             inner
