@@ -144,6 +144,64 @@ impl fmt::Display for CpuPerCall {
     }
 }
 
+/// The CPU readings of a few processes at the start of a measured window.
+#[derive(Debug)]
+pub struct CpuWindow {
+    started: tokio::time::Instant,
+    before: Vec<(String, u32, Option<CpuSample>)>,
+}
+
+impl CpuWindow {
+    /// Opens a window over `processes` (name, pid).
+    pub fn start(processes: &[(&str, u32)]) -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            before: processes
+                .iter()
+                .map(|(name, pid)| ((*name).to_owned(), *pid, CpuSample::read(*pid)))
+                .collect(),
+        }
+    }
+
+    /// Closes the window, in which `calls` calls were in progress throughout: what each process
+    /// used per call-minute (a process that could not be read is left out).
+    pub fn finish(self, calls: usize) -> Vec<CpuPerCall> {
+        let window = self.started.elapsed();
+        self.before
+            .into_iter()
+            .filter_map(|(name, pid, before)| {
+                let used = CpuSample::read(pid)?.since(&before?);
+                Some(CpuPerCall {
+                    name,
+                    used,
+                    call_minutes: call_minutes(calls, window),
+                    window,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Prints one line per process and, for more than one, their sum per call-minute; `hint` says
+/// how to get a reading when there is none.
+pub fn print_cpu(figures: &[CpuPerCall], hint: &str) {
+    if figures.is_empty() {
+        println!("cpu: not measured ({hint})");
+        return;
+    }
+    for figure in figures {
+        println!("cpu {figure}");
+    }
+    if figures.len() > 1 {
+        let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
+        let total: f64 = figures.iter().map(CpuPerCall::per_call_minute).sum();
+        println!(
+            "cpu {}: {total:.4} CPU-s per call-minute together",
+            names.join(" + ")
+        );
+    }
+}
+
 /// Call-minutes of `calls` calls in progress throughout `window`.
 pub fn call_minutes(calls: usize, window: Duration) -> f64 {
     calls as f64 * window.as_secs_f64() / 60.0
@@ -203,5 +261,14 @@ mod tests {
                 .starts_with("bench: 0.0600 CPU-s per call-minute")
         );
         assert_eq!(CpuSample::read(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn a_window_reports_the_processes_it_can_read() {
+        let window = CpuWindow::start(&[("self", std::process::id()), ("gone", u32::MAX)]);
+        let figures = window.finish(10);
+        assert_eq!(figures.len(), 1);
+        assert_eq!(figures[0].name, "self");
+        assert!(figures[0].call_minutes >= 0.0);
     }
 }
