@@ -158,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
         .args(["--duration-s", &total.to_string()])
         .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("RUST_LOG", "warn")
+        // The load generator keeps its own defaults whatever the services are given.
+        .env_remove("TOKIO_WORKER_THREADS")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     let load = load.spawn().context("starting callsim")?;
