@@ -2,7 +2,8 @@
 //! call-worker and realtime-sim as real processes, and `callsim load` placing N calls at once
 //! that talk with the agent for the whole run (the caller speaks 2 s, the model answers, again).
 //!
-//! After a warm-up (every call connected and greeted), the bench reads `utime + stime` of the
+//! The calls start over the first half of a warm-up; after it (every call connected and
+//! greeted), the bench reads `utime + stime` of the
 //! gateway, the call-worker and nats-server from `/proc/<pid>/stat` (and their threads' context
 //! switches from `/proc/<pid>/task/*/status`) at the start and the end of the measured window,
 //! and counts call-minutes by sampling the gateway's `gateway_active_streams` every second. It
@@ -156,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
         .args(["--calls", &calls.to_string()])
         .args(["--concurrency", &calls.to_string()])
         .args(["--duration-s", &total.to_string()])
+        // Calls arrive over the first half of the warm-up, not all in one instant.
+        .args(["--ramp-s", &(warmup as f64 / 2.0).to_string()])
         .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("RUST_LOG", "warn")
         // The load generator keeps its own defaults whatever the services are given.

@@ -38,6 +38,10 @@ pub struct LoadOptions {
     pub duration: Option<Duration>,
     /// Processes whose CPU time the report gives per call-minute, by name (e.g. `gateway`).
     pub cpu_pids: Vec<(String, u32)>,
+    /// Spread the starts of the first `concurrency` calls evenly over this long (call `i`
+    /// starts no earlier than `i / concurrency` of it), as real traffic does, instead of all at
+    /// once.
+    pub ramp: Option<Duration>,
 }
 
 /// What one process under load cost over the run.
@@ -166,6 +170,7 @@ pub async fn run_load(
         concurrency,
         duration: None,
         cpu_pids: Vec::new(),
+        ramp: None,
     };
     run_load_with(cfg, script, &opts, &CancellationToken::new()).await
 }
@@ -189,8 +194,18 @@ pub async fn run_load_with(
     let mut aggregate = LoadAggregate::new();
     let mut running = JoinSet::new();
     let mut launched = 0;
+    // When the next call may start, while the ramp lasts.
+    let start_at = |launched: usize| {
+        opts.ramp
+            .filter(|_| launched < concurrency)
+            .map(|ramp| started + ramp.mul_f64(launched as f64 / concurrency as f64))
+    };
     loop {
-        while launched < opts.calls && running.len() < concurrency && !hang_up.is_cancelled() {
+        while launched < opts.calls
+            && running.len() < concurrency
+            && !hang_up.is_cancelled()
+            && start_at(launched).is_none_or(|at| at <= Instant::now())
+        {
             let mut cfg = cfg.clone();
             // Every call is a new call.
             cfg.call_sid = None;
@@ -199,8 +214,11 @@ pub async fn run_load_with(
             running.spawn(async move { place_call_until(&cfg, &script, &hang_up).await });
             launched += 1;
         }
+        let ramping =
+            start_at(launched).filter(|_| launched < opts.calls && !hang_up.is_cancelled());
         let joined = tokio::select! {
-            joined = running.join_next() => joined,
+            joined = running.join_next(), if !running.is_empty() || ramping.is_none() => joined,
+            () = sleep_until(ramping), if ramping.is_some() => continue,
             () = sleep_until(deadline), if !hang_up.is_cancelled() => {
                 tracing::info!("load duration reached; hanging up running calls");
                 hang_up.cancel();
@@ -478,6 +496,7 @@ mod tests {
                 ("callsim".into(), std::process::id()),
                 ("gone".into(), u32::MAX),
             ],
+            ramp: None,
         };
         let cfg = CallConfig::new("http://127.0.0.1:9", "token");
         let r = run_load_with(
@@ -496,6 +515,29 @@ mod tests {
                 .contains("cpu callsim: 0.0000 CPU-s per call-minute")
         );
         assert_eq!(per_call_minute(3.0, 50.0), 0.06);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ramp_spreads_the_first_calls_starts() {
+        // Nothing listens: every call fails at once, so the run lasts as long as the ramp.
+        let cfg = CallConfig::new("http://127.0.0.1:9", "token");
+        let mut opts = LoadOptions {
+            calls: 4,
+            concurrency: 4,
+            duration: None,
+            cpu_pids: Vec::new(),
+            ramp: Some(Duration::from_secs(8)),
+        };
+        let cancel = CancellationToken::new();
+        let r = run_load_with(&cfg, &CallerScript::demo(), &opts, &cancel).await;
+        assert_eq!((r.calls_started, r.failed), (4, 4), "{r}");
+        // The fourth call starts 3/4 of the ramp in.
+        assert!((6_000..8_000).contains(&r.elapsed_ms), "{}", r.elapsed_ms);
+
+        opts.ramp = None;
+        let r = run_load_with(&cfg, &CallerScript::demo(), &opts, &cancel).await;
+        assert_eq!((r.calls_started, r.failed), (4, 4), "{r}");
+        assert!(r.elapsed_ms < 6_000, "{}", r.elapsed_ms);
     }
 
     #[test]

@@ -46,6 +46,10 @@ enum Command {
         /// call-minute over the run (`utime + stime` from /proc).
         #[arg(long = "cpu-pid", value_parser = parse_cpu_pid)]
         cpu_pids: Vec<(String, u32)>,
+        /// Spread the first calls' starts evenly over this many seconds instead of starting
+        /// them all at once.
+        #[arg(long)]
+        ramp_s: Option<f64>,
     },
     /// Serve a fake Twilio REST API for outbound calls: point the gateway's TWILIO_API_BASE at
     /// it, then every call created with `POST /calls` is placed back onto the gateway and
@@ -160,6 +164,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             concurrency,
             duration_s,
             cpu_pids,
+            ramp_s,
         } => {
             let cfg = call.config();
             let script = call.script()?;
@@ -168,6 +173,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 concurrency: usize::try_from(concurrency)?,
                 duration: duration_s.map(Duration::from_secs),
                 cpu_pids,
+                ramp: ramp_s
+                    .map(Duration::try_from_secs_f64)
+                    .transpose()
+                    .context("--ramp-s must be a number of seconds")?,
             };
             let report = callsim::run_load_with(&cfg, &script, &opts, &cancel).await;
             if call.json {
