@@ -4,8 +4,10 @@
 //! one clock: the sender stamps the moment of sending into the audio itself ([`stamp`]) and the
 //! receiver reads it back ([`since_stamp`]). Audio passes through our services untouched
 //! (mu-law passthrough), so the stamp survives every hop. Memory is the service's resident set
-//! from `/proc` ([`rss_kib`]).
+//! from `/proc` ([`rss_kib`]); CPU is its `utime + stime` per call-minute ([`cpu`]).
 #![forbid(unsafe_code)]
+
+pub mod cpu;
 
 use std::time::Duration;
 

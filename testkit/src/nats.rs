@@ -100,6 +100,11 @@ impl NatsServer {
         &self.url
     }
 
+    /// The server's process id (to read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The HTTP monitoring port (`/jsz`, `/healthz`).
     pub fn monitor_port(&self) -> u16 {
         self.monitor_port

@@ -7,9 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-/// The directory holding the workspace's built binaries (next to the running test binary, which
-/// lives in `target/<profile>/deps`, or example, in `target/<profile>/examples`).
+/// The directory holding the workspace's built binaries: `SWITCHBOARD_BIN_DIR` if set (so a
+/// benchmark can run two builds with the same command), else next to the running test binary,
+/// which lives in `target/<profile>/deps`, or example, in `target/<profile>/examples`.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_BIN_DIR") {
+        return dir.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     if dir.ends_with("deps") || dir.ends_with("examples") {

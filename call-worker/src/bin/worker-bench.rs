@@ -41,6 +41,7 @@ use call_worker::playback::BYTES_PER_MS;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
+use switchboard_bench::cpu::{CpuWindow, print_cpu};
 use switchboard_bench::{histogram, print, print_rss, rss_kib, since_stamp, stamp};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
@@ -81,9 +82,13 @@ struct Args {
     /// REALTIME_URL pointing at the bench); otherwise a worker must already be running.
     #[arg(long)]
     worker_bin: Option<PathBuf>,
-    /// The process id of an already running worker, to report its memory per call.
+    /// The process id of an already running worker, to report its memory per call and CPU per
+    /// call-minute.
     #[arg(long)]
     worker_pid: Option<u32>,
+    /// The nats-server's process id, to report its CPU per call-minute too.
+    #[arg(long)]
+    nats_pid: Option<u32>,
     /// Where the bench's Realtime server listens; a worker started by the operator must have
     /// `REALTIME_URL=ws://<this address>/v1/realtime`.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -666,10 +671,18 @@ async fn main() -> anyhow::Result<()> {
             call(nats, subjects, index, epoch, until).await
         });
     }
-    // Memory and sessions while every call runs.
+    // CPU while every call runs; memory and sessions in the middle of it.
+    tokio::time::sleep_until(start + ramp).await;
+    let processes: Vec<(&str, u32)> = [("call-worker", worker_pid), ("nats-server", args.nats_pid)]
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name, pid?)))
+        .collect();
+    let cpu = CpuWindow::start(&processes);
     tokio::time::sleep_until(start + ramp + steady / 2).await;
     let peak = worker_pid.and_then(rss_kib);
     let sessions_mid = open_sessions.load(Ordering::Relaxed);
+    tokio::time::sleep_until(until - Duration::from_millis(100)).await;
+    let cpu = cpu.finish(args.calls);
 
     let mut outbound = histogram()?;
     let (mut failed, mut frames_sent, mut audio_received, mut marks) = (0usize, 0u64, 0u64, 0u64);
@@ -723,6 +736,7 @@ async fn main() -> anyhow::Result<()> {
         baseline.zip(peak),
         "pass --worker-bin or --worker-pid",
     );
+    print_cpu(&cpu, "pass --worker-bin or --worker-pid, and --nats-pid");
     if failed > 0 {
         bail!("{failed} calls failed");
     }

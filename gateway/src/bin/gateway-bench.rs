@@ -24,6 +24,7 @@ use base64::Engine as _;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
+use switchboard_bench::cpu::{CpuWindow, print_cpu};
 use switchboard_bench::{histogram, print, print_rss, rss_kib, since_stamp, stamp};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
@@ -66,9 +67,12 @@ struct Args {
     /// How long every stream runs once all are open.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// The gateway's process id, to report its memory per stream.
+    /// The gateway's process id, to report its memory per stream and CPU per call-minute.
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// The nats-server's process id, to report its CPU per call-minute too.
+    #[arg(long)]
+    nats_pid: Option<u32>,
     /// NATS connections the worker side spreads its calls over.
     #[arg(long, default_value_t = 4)]
     nats_connections: usize,
@@ -306,9 +310,20 @@ async fn main() -> anyhow::Result<()> {
             stream(&args, &http, &nats, &subjects, index, epoch, until).await
         });
     }
-    // Memory while every stream is open.
+    // CPU while every stream is open; memory in the middle of it.
+    tokio::time::sleep_until(until - Duration::from_secs(args.seconds)).await;
+    let processes: Vec<(&str, u32)> = [
+        ("gateway", args.gateway_pid),
+        ("nats-server", args.nats_pid),
+    ]
+    .into_iter()
+    .filter_map(|(name, pid)| Some((name, pid?)))
+    .collect();
+    let cpu = CpuWindow::start(&processes);
     tokio::time::sleep_until(until - Duration::from_secs(args.seconds) / 2).await;
     let peak = args.gateway_pid.and_then(rss_kib);
+    tokio::time::sleep_until(until - Duration::from_millis(100)).await;
+    let cpu = cpu.finish(args.streams);
 
     let mut out = histogram()?;
     let mut inbound = histogram()?;
@@ -342,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
         baseline.zip(peak),
         "pass --gateway-pid",
     );
+    print_cpu(&cpu, "pass --gateway-pid and --nats-pid");
     if failed > 0 {
         bail!("{failed} streams failed");
     }

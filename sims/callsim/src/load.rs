@@ -3,12 +3,18 @@
 //! A run is always bounded: a fixed number of calls, at most `concurrency` at a time, optionally
 //! cut off after a duration (running calls then hang up). Every call is its own task placing an
 //! ordinary [`place_call_until`] call against the one gateway in the configuration.
+//!
+//! Given the process ids of the services under load ([`LoadOptions::cpu_pids`]), the report also
+//! gives each one's CPU-seconds per call-minute: its `utime + stime` over the run divided by the
+//! minutes of the calls' streams (set-up included, so a run should be long against a call's
+//! start).
 
 use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use switchboard_bench::cpu::CpuSample;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +36,34 @@ pub struct LoadOptions {
     pub concurrency: usize,
     /// Stop starting calls after this long, and hang up the ones still running.
     pub duration: Option<Duration>,
+    /// Processes whose CPU time the report gives per call-minute, by name (e.g. `gateway`).
+    pub cpu_pids: Vec<(String, u32)>,
+    /// Spread the starts of the first `concurrency` calls evenly over this long (call `i`
+    /// starts no earlier than `i / concurrency` of it), as real traffic does, instead of all at
+    /// once.
+    pub ramp: Option<Duration>,
+}
+
+/// What one process under load cost over the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessCpu {
+    pub name: String,
+    /// `utime + stime` over the run.
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` divided by the run's call-minutes.
+    pub cpu_seconds_per_call_minute: f64,
+    /// Context switches of its threads over the run (voluntary and involuntary).
+    pub context_switches: u64,
+}
+
+impl fmt::Display for ProcessCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {:.4} CPU-s per call-minute ({:.2} CPU-s, {} context switches)",
+            self.name, self.cpu_seconds_per_call_minute, self.cpu_seconds, self.context_switches
+        )
+    }
 }
 
 /// Latency percentiles in milliseconds (all 0 when `count` is 0).
@@ -75,6 +109,10 @@ pub struct LoadReport {
     pub frames_sent: u64,
     pub protocol_errors: u64,
     pub step_errors: u64,
+    /// Minutes of the calls' streams (start to end), summed over the calls.
+    pub call_minutes: f64,
+    /// CPU per call-minute of each process of [`LoadOptions::cpu_pids`] (empty without).
+    pub cpu: Vec<ProcessCpu>,
     /// Up to 20 distinct failure messages.
     pub failures: Vec<String>,
 }
@@ -105,6 +143,14 @@ impl fmt::Display for LoadReport {
             "frames sent: {}; protocol errors: {}; step errors: {}",
             self.frames_sent, self.protocol_errors, self.step_errors
         )?;
+        if !self.cpu.is_empty() {
+            writeln!(f, "call-minutes: {:.1}", self.call_minutes)?;
+            for process in &self.cpu {
+                writeln!(f, "cpu {process}")?;
+            }
+            let total: f64 = self.cpu.iter().map(|p| p.cpu_seconds_per_call_minute).sum();
+            writeln!(f, "cpu of these together: {total:.4} CPU-s per call-minute")?;
+        }
         for failure in &self.failures {
             writeln!(f, "  failure: {failure}")?;
         }
@@ -123,6 +169,8 @@ pub async fn run_load(
         calls,
         concurrency,
         duration: None,
+        cpu_pids: Vec::new(),
+        ramp: None,
     };
     run_load_with(cfg, script, &opts, &CancellationToken::new()).await
 }
@@ -135,14 +183,29 @@ pub async fn run_load_with(
     cancel: &CancellationToken,
 ) -> LoadReport {
     let started = Instant::now();
+    let cpu_before: Vec<Option<CpuSample>> = opts
+        .cpu_pids
+        .iter()
+        .map(|(_, pid)| CpuSample::read(*pid))
+        .collect();
     let deadline = opts.duration.map(|d| started + d);
     let hang_up = cancel.child_token();
     let concurrency = opts.concurrency.max(1);
     let mut aggregate = LoadAggregate::new();
     let mut running = JoinSet::new();
     let mut launched = 0;
+    // When the next call may start, while the ramp lasts.
+    let start_at = |launched: usize| {
+        opts.ramp
+            .filter(|_| launched < concurrency)
+            .map(|ramp| started + ramp.mul_f64(launched as f64 / concurrency as f64))
+    };
     loop {
-        while launched < opts.calls && running.len() < concurrency && !hang_up.is_cancelled() {
+        while launched < opts.calls
+            && running.len() < concurrency
+            && !hang_up.is_cancelled()
+            && start_at(launched).is_none_or(|at| at <= Instant::now())
+        {
             let mut cfg = cfg.clone();
             // Every call is a new call.
             cfg.call_sid = None;
@@ -151,8 +214,11 @@ pub async fn run_load_with(
             running.spawn(async move { place_call_until(&cfg, &script, &hang_up).await });
             launched += 1;
         }
+        let ramping =
+            start_at(launched).filter(|_| launched < opts.calls && !hang_up.is_cancelled());
         let joined = tokio::select! {
-            joined = running.join_next() => joined,
+            joined = running.join_next(), if !running.is_empty() || ramping.is_none() => joined,
+            () = sleep_until(ramping), if ramping.is_some() => continue,
             () = sleep_until(deadline), if !hang_up.is_cancelled() => {
                 tracing::info!("load duration reached; hanging up running calls");
                 hang_up.cancel();
@@ -165,7 +231,34 @@ pub async fn run_load_with(
             None => break,
         }
     }
-    aggregate.finish(launched, started.elapsed())
+    let mut report = aggregate.finish(launched, started.elapsed());
+    for ((name, pid), before) in opts.cpu_pids.iter().zip(cpu_before) {
+        match (before, CpuSample::read(*pid)) {
+            (Some(before), Some(after)) => {
+                let used = after.since(&before);
+                report.cpu.push(ProcessCpu {
+                    name: name.clone(),
+                    cpu_seconds: used.cpu_seconds,
+                    cpu_seconds_per_call_minute: per_call_minute(
+                        used.cpu_seconds,
+                        report.call_minutes,
+                    ),
+                    context_switches: used.switches(),
+                });
+            }
+            _ => tracing::warn!(name, pid, "the process's CPU time could not be read"),
+        }
+    }
+    report
+}
+
+/// `cpu_seconds / call_minutes`, 0 without calls.
+fn per_call_minute(cpu_seconds: f64, call_minutes: f64) -> f64 {
+    if call_minutes > 0.0 {
+        cpu_seconds / call_minutes
+    } else {
+        0.0
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -187,6 +280,7 @@ pub struct LoadAggregate {
     frames_sent: u64,
     protocol_errors: u64,
     step_errors: u64,
+    stream_ms: u64,
     failures: Vec<String>,
 }
 
@@ -209,6 +303,7 @@ impl LoadAggregate {
             frames_sent: 0,
             protocol_errors: 0,
             step_errors: 0,
+            stream_ms: 0,
             failures: Vec::new(),
         }
     }
@@ -229,6 +324,7 @@ impl LoadAggregate {
             self.mark_lateness.saturating_record(ms);
         }
         self.frames_sent += report.frames_sent;
+        self.stream_ms += report.duration_ms;
         self.protocol_errors += report.protocol_errors.len() as u64;
         self.step_errors += report.step_errors.len() as u64;
         if report.ended_by == EndedBy::Rejected {
@@ -268,6 +364,8 @@ impl LoadAggregate {
             frames_sent: self.frames_sent,
             protocol_errors: self.protocol_errors,
             step_errors: self.step_errors,
+            call_minutes: self.stream_ms as f64 / 60_000.0,
+            cpu: Vec::new(),
             failures: self.failures.clone(),
         }
     }
@@ -319,6 +417,7 @@ mod tests {
         r.response_latencies_ms = responses.to_vec();
         r.mark_lateness_ms = vec![1, 2];
         r.frames_sent = 10;
+        r.duration_ms = 6_000;
         r
     }
 
@@ -371,6 +470,9 @@ mod tests {
         assert!((990..=1000).contains(&resp.p99), "{resp:?}");
         assert_eq!(r.mark_echo_lateness_ms.max, 2);
         assert_eq!(r.frames_sent, 1030);
+        // 103 calls with a stream of 6 s each.
+        assert!((r.call_minutes - 10.3).abs() < 1e-9, "{}", r.call_minutes);
+        assert!(r.cpu.is_empty());
         assert_eq!((r.protocol_errors, r.step_errors), (1, 1));
         // Distinct messages only, with their causes.
         assert_eq!(r.failures.len(), 4, "{:?}", r.failures);
@@ -382,6 +484,60 @@ mod tests {
         );
         assert!(!r.all_ok());
         assert!(r.to_string().contains("100 ok, 5 failed, 1 rejected"));
+    }
+
+    #[tokio::test]
+    async fn the_processes_named_get_their_cpu_and_unreadable_ones_are_left_out() {
+        let opts = LoadOptions {
+            calls: 0,
+            concurrency: 1,
+            duration: None,
+            cpu_pids: vec![
+                ("callsim".into(), std::process::id()),
+                ("gone".into(), u32::MAX),
+            ],
+            ramp: None,
+        };
+        let cfg = CallConfig::new("http://127.0.0.1:9", "token");
+        let r = run_load_with(
+            &cfg,
+            &CallerScript::demo(),
+            &opts,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(r.cpu.len(), 1, "{:?}", r.cpu);
+        assert_eq!(r.cpu[0].name, "callsim");
+        // No call ran: nothing to divide by.
+        assert_eq!(r.cpu[0].cpu_seconds_per_call_minute, 0.0);
+        assert!(
+            r.to_string()
+                .contains("cpu callsim: 0.0000 CPU-s per call-minute")
+        );
+        assert_eq!(per_call_minute(3.0, 50.0), 0.06);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ramp_spreads_the_first_calls_starts() {
+        // Nothing listens: every call fails at once, so the run lasts as long as the ramp.
+        let cfg = CallConfig::new("http://127.0.0.1:9", "token");
+        let mut opts = LoadOptions {
+            calls: 4,
+            concurrency: 4,
+            duration: None,
+            cpu_pids: Vec::new(),
+            ramp: Some(Duration::from_secs(8)),
+        };
+        let cancel = CancellationToken::new();
+        let r = run_load_with(&cfg, &CallerScript::demo(), &opts, &cancel).await;
+        assert_eq!((r.calls_started, r.failed), (4, 4), "{r}");
+        // The fourth call starts 3/4 of the ramp in.
+        assert!((6_000..8_000).contains(&r.elapsed_ms), "{}", r.elapsed_ms);
+
+        opts.ramp = None;
+        let r = run_load_with(&cfg, &CallerScript::demo(), &opts, &cancel).await;
+        assert_eq!((r.calls_started, r.failed), (4, 4), "{r}");
+        assert!(r.elapsed_ms < 6_000, "{}", r.elapsed_ms);
     }
 
     #[test]

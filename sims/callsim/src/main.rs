@@ -42,6 +42,14 @@ enum Command {
         /// Stop after this many seconds (running calls hang up).
         #[arg(long)]
         duration_s: Option<u64>,
+        /// A process under load, as NAME=PID (repeatable): the report gives its CPU-seconds per
+        /// call-minute over the run (`utime + stime` from /proc).
+        #[arg(long = "cpu-pid", value_parser = parse_cpu_pid)]
+        cpu_pids: Vec<(String, u32)>,
+        /// Spread the first calls' starts evenly over this many seconds instead of starting
+        /// them all at once.
+        #[arg(long)]
+        ramp_s: Option<f64>,
     },
     /// Serve a fake Twilio REST API for outbound calls: point the gateway's TWILIO_API_BASE at
     /// it, then every call created with `POST /calls` is placed back onto the gateway and
@@ -105,6 +113,17 @@ impl CallArgs {
     }
 }
 
+/// `NAME=PID` of `--cpu-pid`.
+fn parse_cpu_pid(arg: &str) -> Result<(String, u32), String> {
+    let (name, pid) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {arg:?}"))?;
+    let pid = pid
+        .parse()
+        .map_err(|e| format!("the pid in {arg:?} is not a number: {e}"))?;
+    Ok((name.to_owned(), pid))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -144,6 +163,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             calls,
             concurrency,
             duration_s,
+            cpu_pids,
+            ramp_s,
         } => {
             let cfg = call.config();
             let script = call.script()?;
@@ -151,6 +172,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 calls: usize::try_from(calls)?,
                 concurrency: usize::try_from(concurrency)?,
                 duration: duration_s.map(Duration::from_secs),
+                cpu_pids,
+                ramp: ramp_s
+                    .map(Duration::try_from_secs_f64)
+                    .transpose()
+                    .context("--ramp-s must be a number of seconds")?,
             };
             let report = callsim::run_load_with(&cfg, &script, &opts, &cancel).await;
             if call.json {

@@ -64,7 +64,10 @@ async fn call_and_load_report_as_json_and_exit_codes_tell_outcomes() {
     assert_eq!(report["heard_ms"], 300);
     assert_eq!(report["marks_sent_back"], 1);
 
+    // The fake gateway runs in this process: its CPU is this process's.
+    let gateway_pid = format!("gateway={}", std::process::id());
     let mut args = vec!["load", "--calls", "3", "--concurrency", "2"];
+    args.extend(["--cpu-pid", gateway_pid.as_str()]);
     args.extend(common);
     let (code, out) = callsim(&args).await;
     assert_eq!(code, Some(0), "{out}");
@@ -72,6 +75,28 @@ async fn call_and_load_report_as_json_and_exit_codes_tell_outcomes() {
     assert_eq!(load["calls_started"], 3);
     assert_eq!(load["ok"], 3);
     assert_eq!(load["greeting_latency_ms"]["count"], 3);
+    assert!(
+        load["call_minutes"].as_f64().is_some_and(|m| m > 0.0),
+        "{out}"
+    );
+    assert_eq!(load["cpu"][0]["name"], "gateway", "{out}");
+    assert!(
+        load["cpu"][0]["cpu_seconds_per_call_minute"]
+            .as_f64()
+            .is_some_and(|c| c >= 0.0)
+    );
+
+    let (code, out) = callsim(&[
+        "load",
+        "--calls",
+        "1",
+        "--cpu-pid",
+        "gateway",
+        "--auth-token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, Some(2), "a --cpu-pid without a pid is refused: {out}");
 
     // The wrong token: the webhook refuses, the call fails.
     let (code, _) = callsim(&[
