@@ -23,16 +23,6 @@ pub const AMD_PATH: &str = "/twilio-amd";
 /// The seq of a call's `amd` event: above the status callbacks' (`GATEWAY_SEQ_BASE + 1 +
 /// SequenceNumber`), below the lost-owner events'.
 pub const AMD_SEQ: u64 = GATEWAY_SEQ_BASE + 500_000;
-/// Twilio's `AnsweredBy` values.
-pub const ANSWERED_BY: [&str; 7] = [
-    "human",
-    "machine_start",
-    "machine_end_beep",
-    "machine_end_silence",
-    "machine_end_other",
-    "fax",
-    "unknown",
-];
 
 /// The `amd` event of a verdict.
 pub fn amd_event(call_sid: &str, answered_by: &str, detection_ms: u32, at_ms: i64) -> CallEvent {
@@ -61,7 +51,7 @@ pub async fn verdict(State(shared): State<Arc<Shared>>, request: Request) -> Res
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let Some(answered_by) = field("AnsweredBy").filter(|a| ANSWERED_BY.contains(a)) else {
+    let Some(answered_by) = field("AnsweredBy").and_then(AnsweredBy::parse) else {
         return WebhookError::BadCall("missing or unknown `AnsweredBy`".into()).into_response();
     };
     let detection_ms = field("MachineDetectionDuration")

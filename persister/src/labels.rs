@@ -29,6 +29,9 @@ pub fn end_reason(reason: EndReason) -> &'static str {
         EndReason::WorkerSilent => "Worker stopped answering",
         EndReason::StreamError => "Audio stream error",
         EndReason::WorkerLost => "Worker lost, not taken over",
+        EndReason::VoicemailLeft => "Left a voicemail",
+        EndReason::AnsweringMachine => "Answering machine, hung up",
+        EndReason::Fax => "Fax machine, hung up",
     }
 }
 

@@ -100,6 +100,7 @@ impl CallMachine {
             inbound_frame::Frame::TransferResult(result) => {
                 self.on_transfer_result(&result.status, now);
             }
+            inbound_frame::Frame::Amd(verdict) => self.on_amd(verdict, now),
             inbound_frame::Frame::Stop(stop) => {
                 match StopReason::parse(&stop.reason) {
                     // Twilio left the stream for the transfer, whose result is still to come.
