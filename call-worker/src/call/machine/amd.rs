@@ -64,14 +64,7 @@ impl CallMachine {
             Verdict::Greet => self.greet(),
             Verdict::LeaveMessage => self.leave_voicemail(answered_by, now),
             Verdict::HangUp(reason) => {
-                self.silence_agent(now);
-                self.record_system(
-                    format!("Answered by {answered_by}: hanging up without a message."),
-                    now,
-                );
-                if !self.outcome_set {
-                    self.set_outcome(NOT_REACHED_OUTCOME, answered_by.as_str());
-                }
+                self.stop_for_machine(answered_by, NOT_REACHED_OUTCOME, now);
                 self.effects.push(Effect::Out(hangup_frame(reason)));
                 self.finish(reason, now);
             }
@@ -84,15 +77,23 @@ impl CallMachine {
         let Some(message) = self.setup.agent.voicemail_message.clone() else {
             return;
         };
-        self.silence_agent(now);
-        self.record_system(
-            format!("Answered by {answered_by}: leaving the voicemail message."),
-            now,
-        );
-        if !self.outcome_set {
-            self.set_outcome(VOICEMAIL_OUTCOME, answered_by.as_str());
-        }
+        self.stop_for_machine(answered_by, VOICEMAIL_OUTCOME, now);
         self.say_goodbye(Ending::Voicemail, &message, now);
+    }
+
+    /// Stops the agent talking to a machine and puts on the record who answered and what the
+    /// call came to (`outcome`, unless the agent set one).
+    fn stop_for_machine(&mut self, answered_by: AnsweredBy, outcome: &str, now: Instant) {
+        self.silence_agent(now);
+        let what = if outcome == VOICEMAIL_OUTCOME {
+            "leaving the voicemail message"
+        } else {
+            "hanging up without a message"
+        };
+        self.record_system(format!("Answered by {answered_by}: {what}."), now);
+        if !self.outcome_set {
+            self.set_outcome(outcome, answered_by.as_str());
+        }
     }
 
     /// Stops the agent talking to a machine: the greeting is never to be said, queued requests
