@@ -5,7 +5,7 @@ use switchboard_proto::AnsweringMachine;
 use switchboard_proto::event::AnsweredBy;
 
 use super::*;
-use crate::call::amd::Verdict;
+use crate::call::amd::{AmdWait, Verdict};
 use crate::call::ending::hangup_frame;
 
 /// The outcome recorded when the agent left its voicemail message (unless the agent set one).
@@ -114,8 +114,11 @@ impl CallMachine {
     /// voicemail message is cancelled (a request sent before the verdict, a VAD response to
     /// the machine's greeting).
     pub(super) fn cancel_if_talking_to_machine(&mut self, purpose: Option<Purpose>, id: &str) {
-        let to_machine = matches!(self.amd, crate::call::amd::AmdWait::Settled(by) if by.is_machine())
-            || self.amd == crate::call::amd::AmdWait::MachineGreeting;
+        let to_machine = match self.amd {
+            AmdWait::Settled(by) => by.is_machine(),
+            AmdWait::MachineGreeting => true,
+            AmdWait::Off | AmdWait::Waiting { .. } | AmdWait::PresumedHuman => false,
+        };
         if to_machine && purpose != Some(Purpose::Goodbye) {
             self.send_event(ClientEvent::ResponseCancel {
                 event_id: None,
