@@ -6,8 +6,8 @@
 //! ended (with its beep). The gateway forwards it to the call's owner as an `InboundFrame`.
 //!
 //! [`AmdWait`] holds the greeting until one of three things happens: the verdict, the agent's
-//! `amd_timeout_seconds`, or the caller speaking first (a person who says "Hello?" should not
-//! wait for Twilio). The last two only presume a person: the verdict stays authoritative
+//! `amd_timeout_seconds`, or the caller speaking (or pressing a key) first: a person who says
+//! "Hello?" should not wait for Twilio. The last two only presume a person: the verdict stays authoritative
 //! whenever it arrives, so a machine verdict after the agent has started talking (a long
 //! voicemail greeting outlasts the timeout, and it is speech too) still cuts the agent off and
 //! leaves the voicemail message after the beep, where the machine records.

@@ -92,6 +92,8 @@ impl CallMachine {
                     return;
                 }
                 let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
+                // A key pressed before the answering-machine verdict is a person's.
+                self.presume_human(now, true);
                 self.touch_caller(now);
                 self.record_system(text.clone(), now);
                 self.send_event(ClientEvent::item_create(Item::user_text(&text)));

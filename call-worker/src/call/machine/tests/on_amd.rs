@@ -180,6 +180,16 @@ fn a_caller_who_speaks_first_is_greeted() {
 }
 
 #[test]
+fn a_key_pressed_before_the_verdict_is_a_person_greeted_first() {
+    let mut c = amd_call(None);
+    c.take();
+    c.inbound(900, inbound_frame::Frame::Dtmf(Dtmf { digit: "1".into() }));
+    let asked = instructions_of(&c.take());
+    assert!(matches!(&asked[..], [g] if is_greeting(g)), "{asked:?}");
+    assert_eq!(c.m.next_deadline(), None, "the wait is over");
+}
+
+#[test]
 fn a_late_machine_verdict_cuts_the_greeting_and_leaves_the_message() {
     let mut c = amd_call(Some(MESSAGE));
     c.take();
