@@ -7,10 +7,10 @@
 //!
 //! [`AmdWait`] holds the greeting until one of three things happens: the verdict, the agent's
 //! `amd_timeout_seconds`, or the caller speaking (or pressing a key) first: a person who says
-//! "Hello?" should not wait for Twilio. The last two only presume a person: the verdict stays authoritative
-//! whenever it arrives, so a machine verdict after the agent has started talking (a long
-//! voicemail greeting outlasts the timeout, and it is speech too) still cuts the agent off and
-//! leaves the voicemail message after the beep, where the machine records.
+//! "Hello?" should not wait for Twilio. The last two only presume a person: the verdict stays
+//! authoritative whenever it arrives, so a machine verdict after the agent has started talking
+//! (a long voicemail greeting outlasts the timeout, and it is speech too) still cuts the agent
+//! off and leaves the voicemail message after the beep, where the machine records.
 
 use switchboard_proto::event::{AnsweredBy, EndReason};
 use tokio::time::Instant;
