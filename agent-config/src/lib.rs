@@ -51,6 +51,13 @@ pub const SEND_DTMF: &str = "send_dtmf";
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `transfer_timeout_seconds` Twilio accepts for `<Dial timeout>`.
 const TRANSFER_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 5..=600;
+/// How long an outbound call with answering-machine detection waits for the verdict before
+/// greeting, unless the agent sets `amd_timeout_seconds`. Twilio's verdict on a person comes a
+/// moment after their first words; a machine's comes after its greeting's beep, later than
+/// this, and still makes the agent leave its voicemail message then.
+pub const DEFAULT_AMD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `amd_timeout_seconds`: Twilio's own `MachineDetectionTimeout` ends at 60 s.
+pub const MAX_AMD_TIMEOUT_SECONDS: u32 = 60;
 /// How long a business tool may run before the agent says a filler line, unless the agent sets
 /// `filler_after_ms`.
 pub const DEFAULT_FILLER_AFTER: Duration = Duration::from_millis(1500);
@@ -202,6 +209,13 @@ pub struct Agent {
     /// default records). The agent the call was routed to decides for the whole call: a
     /// handoff does not start or stop a recording.
     pub record: bool,
+    /// How long an outbound call with answering-machine detection holds its greeting for
+    /// Twilio's verdict before greeting as if a person answered (`amd_timeout_seconds`,
+    /// [`DEFAULT_AMD_TIMEOUT`] unless set).
+    pub amd_timeout: Duration,
+    /// Left after the beep when an answering machine picks up (`voicemail_message`, spoken in
+    /// the agent's voice); `None` hangs up on a machine at once.
+    pub voicemail_message: Option<String>,
 }
 
 /// One destination of a department-form `transfer_to`.
@@ -277,6 +291,8 @@ impl Agent {
             truncation: None,
             redact: Vec::new(),
             record: true,
+            amd_timeout: DEFAULT_AMD_TIMEOUT,
+            voicemail_message: None,
         }
     }
 }
@@ -333,6 +349,8 @@ struct RawAgent {
     #[serde(default)]
     redact: Vec<String>,
     record: Option<bool>,
+    amd_timeout_seconds: Option<u32>,
+    voicemail_message: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -746,6 +764,25 @@ fn validate(mut raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, Agen
     };
     let max_call = seconds("max_call_seconds", raw.max_call_seconds)?;
     let idle_timeout = seconds("idle_timeout_seconds", raw.idle_timeout_seconds)?;
+    let amd_timeout = match raw.amd_timeout_seconds {
+        None => DEFAULT_AMD_TIMEOUT,
+        Some(s) if (1..=MAX_AMD_TIMEOUT_SECONDS).contains(&s) => Duration::from_secs(u64::from(s)),
+        Some(_) => {
+            return Err(err(
+                "amd_timeout_seconds",
+                format!("must be between 1 and {MAX_AMD_TIMEOUT_SECONDS}"),
+            ));
+        }
+    };
+    let voicemail_message = match raw.voicemail_message {
+        Some(text) if text.trim().is_empty() => {
+            return Err(err(
+                "voicemail_message",
+                "must not be empty (omit it to hang up on machines)".into(),
+            ));
+        }
+        other => other,
+    };
 
     let turn_detection = match raw.turn_detection {
         None => TurnDetectionConfig::default(),
@@ -865,6 +902,8 @@ fn validate(mut raw: RawAgent, dir: &Path, err: ErrFn<'_>) -> Result<Agent, Agen
         truncation,
         redact,
         record: raw.record.unwrap_or(true),
+        amd_timeout,
+        voicemail_message,
     })
 }
 
@@ -1078,6 +1117,21 @@ mod tests {
             "no field {field:?} in {msg:?}"
         );
         msg
+    }
+
+    #[test]
+    fn answering_machine_settings_default_and_parse() {
+        let agents = parse("[[agent]]\nid='a'\ninstructions='x'\n").unwrap();
+        let a = agents.by_id("a").unwrap();
+        assert_eq!(a.amd_timeout, DEFAULT_AMD_TIMEOUT);
+        assert_eq!(a.voicemail_message, None);
+        let agents = parse(
+            "[[agent]]\nid='a'\ninstructions='x'\namd_timeout_seconds=8\nvoicemail_message='Call us back.'\n",
+        )
+        .unwrap();
+        let a = agents.by_id("a").unwrap();
+        assert_eq!(a.amd_timeout, Duration::from_secs(8));
+        assert_eq!(a.voicemail_message.as_deref(), Some("Call us back."));
     }
 
     const FULL: &str = r#"
@@ -1673,6 +1727,21 @@ eagerness = "high"
                 "[agent.truncation]\nretention_ratio = 0.5\npost_instructions_tokens = 0",
                 "truncation.post_instructions_tokens",
                 "between 1 and",
+            ),
+            (
+                "amd_timeout_seconds = 0",
+                "amd_timeout_seconds",
+                "between 1 and",
+            ),
+            (
+                "amd_timeout_seconds = 61",
+                "amd_timeout_seconds",
+                "between 1 and",
+            ),
+            (
+                "voicemail_message = ' '",
+                "voicemail_message",
+                "must not be empty",
             ),
         ] {
             let msg = fails(&format!("{BASE}{extra}\n"), "agent \"a\"", field);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchboard_proto::event::AnsweredBy;
 
 /// An attempt's result, as stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ impl CallResult {
 
 /// Twilio's `AnsweredBy` values that mean nobody to talk to.
 pub fn is_machine(answered_by: &str) -> bool {
-    answered_by.starts_with("machine_") || answered_by == "fax"
+    AnsweredBy::parse(answered_by).is_some_and(|by| by.is_machine() || by == AnsweredBy::Fax)
 }
 
 /// How often and how soon one result is tried again.

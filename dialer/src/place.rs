@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::amd::AMD_PATH;
+use gateway::amd::{AMD_PARAMETER, AMD_PATH, ASYNC_AMD};
 use gateway::twilio_rest::{CreatedCall, NewCall, RestError, TwilioRest};
 use gateway::webhook::{STATUS_PATH, VAR_PARAMETER_PREFIX, VOICE_PATH};
 use sqlx::PgPool;
@@ -136,11 +136,15 @@ impl Placer {
     }
 }
 
-/// The voice webhook's query: the agent, and the contact's variables as `var.<name>` (the
-/// gateway passes them to the agent's instructions). Values that are not strings are written as
-/// JSON.
+/// The voice webhook's query: the agent, that the call runs asynchronous AMD (so the agent
+/// holds its greeting for the verdict, see [`gateway::amd`]), and the contact's variables as
+/// `var.<name>` (the gateway passes them to the agent's instructions). Values that are not
+/// strings are written as JSON.
 pub fn voice_query(agent_id: &str, vars: &serde_json::Value) -> String {
-    let mut pairs = vec![("agent".to_owned(), agent_id.to_owned())];
+    let mut pairs = vec![
+        ("agent".to_owned(), agent_id.to_owned()),
+        (AMD_PARAMETER.to_owned(), ASYNC_AMD.to_owned()),
+    ];
     if let Some(vars) = vars.as_object() {
         for (name, value) in vars {
             let value = match value {
@@ -162,9 +166,12 @@ mod tests {
         let vars = serde_json::json!({"name": "Jane Doe", "visits": 3});
         assert_eq!(
             voice_query("front desk", &vars),
-            "agent=front+desk&var.name=Jane+Doe&var.visits=3"
+            "agent=front+desk&amd=async&var.name=Jane+Doe&var.visits=3"
         );
-        assert_eq!(voice_query("a", &serde_json::json!({})), "agent=a");
+        assert_eq!(
+            voice_query("a", &serde_json::json!({})),
+            "agent=a&amd=async"
+        );
     }
 
     #[test]

@@ -1,7 +1,15 @@
 //! `POST /twilio-amd`: Twilio's asynchronous answering-machine verdict on an outbound call
 //! (`AsyncAmdStatusCallback`, asked for by the dialer), verified like every webhook and
 //! published as the call's `amd` event, which the dialer reads to learn that a campaign call
-//! reached a voicemail box.
+//! reached a voicemail box and the persister stores as the call's `answered_by`. The verdict
+//! also goes to the call's owner on `voice.call.<sid>.in` (an `InboundFrame`), whose agent
+//! holds its greeting for it.
+//!
+//! The worker learns that a verdict is coming from the offer (`CallOffer.async_amd`): whoever
+//! creates a call with asynchronous AMD puts [`AMD_PARAMETER`]`=`[`ASYNC_AMD`] in the voice
+//! webhook URL's query (covered by Twilio's signature like the rest of the URL). Twilio's voice
+//! webhook itself does not say whether AMD runs (with `AsyncAmd=true` it carries no
+//! `AnsweredBy`).
 //!
 //! Twilio posts the verdict once per call, so the event has one fixed seq in the gateway's
 //! range ([`AMD_SEQ`]): a retried callback becomes the same `Nats-Msg-Id` and JetStream drops
@@ -12,27 +20,33 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use switchboard_proto::event::AnsweredBy;
 use switchboard_proto::event::GATEWAY_SEQ_BASE;
-use switchboard_proto::{AnsweringMachine, CallEvent, call_event, now_ms};
+use switchboard_proto::{AnsweringMachine, CallEvent, call_event, inbound_frame, now_ms};
 
 use crate::shared::Shared;
 use crate::webhook::{WebhookError, verified_form};
 
 /// The route.
 pub const AMD_PATH: &str = "/twilio-amd";
+/// The voice webhook URL's query parameter saying the call was created with asynchronous AMD.
+pub const AMD_PARAMETER: &str = "amd";
+/// Its value.
+pub const ASYNC_AMD: &str = "async";
+
+/// Whether the voice webhook URL says the call runs asynchronous AMD.
+pub fn async_amd_from_query(uri: &axum::http::Uri) -> bool {
+    let Some(query) = uri.query() else {
+        return false;
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs
+        .iter()
+        .any(|(k, v)| k == AMD_PARAMETER && v == ASYNC_AMD)
+}
 /// The seq of a call's `amd` event: above the status callbacks' (`GATEWAY_SEQ_BASE + 1 +
 /// SequenceNumber`), below the lost-owner events'.
 pub const AMD_SEQ: u64 = GATEWAY_SEQ_BASE + 500_000;
-/// Twilio's `AnsweredBy` values.
-pub const ANSWERED_BY: [&str; 7] = [
-    "human",
-    "machine_start",
-    "machine_end_beep",
-    "machine_end_silence",
-    "machine_end_other",
-    "fax",
-    "unknown",
-];
 
 /// The `amd` event of a verdict.
 pub fn amd_event(call_sid: &str, answered_by: &str, detection_ms: u32, at_ms: i64) -> CallEvent {
@@ -61,19 +75,25 @@ pub async fn verdict(State(shared): State<Arc<Shared>>, request: Request) -> Res
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let Some(answered_by) = field("AnsweredBy").filter(|a| ANSWERED_BY.contains(a)) else {
+    let Some(answered_by) = field("AnsweredBy").and_then(AnsweredBy::parse) else {
         return WebhookError::BadCall("missing or unknown `AnsweredBy`".into()).into_response();
     };
     let detection_ms = field("MachineDetectionDuration")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    tracing::info!(call_sid = %form.call_sid, answered_by, detection_ms, "answering-machine verdict");
+    tracing::info!(call_sid = %form.call_sid, %answered_by, detection_ms, "answering-machine verdict");
     shared.events.publish(amd_event(
         &form.call_sid,
-        answered_by,
+        answered_by.as_str(),
         detection_ms,
         now_ms(),
     ));
+    // The owner acts on it (a call without a live owner has nobody to greet).
+    let frame = inbound_frame::Frame::Amd(AnsweringMachine {
+        answered_by: answered_by.as_str().to_owned(),
+        detection_ms,
+    });
+    crate::dial::publish(&shared, &form.call_sid, frame).await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -87,5 +107,16 @@ mod tests {
         assert_eq!(ev.kind(), "amd");
         assert_eq!(ev.msg_id(), format!("CA1:{AMD_SEQ}"));
         const { assert!(AMD_SEQ > GATEWAY_SEQ_BASE + 1000 && AMD_SEQ < crate::takeover::LOST_OWNER_SEQ) };
+    }
+
+    #[test]
+    fn the_voice_url_says_whether_amd_runs() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert!(async_amd_from_query(&uri(
+            "/twilio-voice?agent=a&amd=async"
+        )));
+        assert!(!async_amd_from_query(&uri("/twilio-voice?agent=a")));
+        assert!(!async_amd_from_query(&uri("/twilio-voice?amd=yes")));
+        assert!(!async_amd_from_query(&uri("/twilio-voice")));
     }
 }

@@ -183,7 +183,7 @@ async fn publish_result(shared: &Shared, call_sid: &str, status: DialStatus) {
 }
 
 /// Publishes `frame` to the owner of `call_sid` (outside any stream: `seq` 0).
-async fn publish(shared: &Shared, call_sid: &str, frame: inbound_frame::Frame) {
+pub(crate) async fn publish(shared: &Shared, call_sid: &str, frame: inbound_frame::Frame) {
     let payload = InboundFrame {
         seq: 0,
         frame: Some(frame),

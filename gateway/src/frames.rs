@@ -237,6 +237,7 @@ pub fn inbound_kind(frame: &inbound_frame::Frame) -> &'static str {
         inbound_frame::Frame::Mark(_) => "mark",
         inbound_frame::Frame::Stop(_) => "stop",
         inbound_frame::Frame::TransferResult(_) => "transfer_result",
+        inbound_frame::Frame::Amd(_) => "amd",
     }
 }
 

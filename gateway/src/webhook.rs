@@ -102,6 +102,7 @@ async fn answer_call(shared: Arc<Shared>, uri: Uri, form: CallForm) -> Response 
         call_offer.agent_id = requested;
     }
     call_offer.vars = vars_from_query(&uri);
+    call_offer.async_amd = crate::amd::async_amd_from_query(&uri);
     let claim = match shared.claims().await {
         Ok(claims) => claims.claim_offer(&form.call_sid, &agent).await,
         Err(error) => Err(error),

@@ -329,6 +329,7 @@ async function sessionPage() {
   const facts = [["Caller", s.from], ["Dialed", s.to], ["Agent", s.agent_id], ["Direction", word("direction", s.direction)],
     ["Started", fmtTime(s.started_at)], ["Ended", fmtTime(s.ended_at)], ["Duration", fmtMs(s.duration_ms)],
     ["End reason", word("end_reason", s.end_reason)],
+    ["Answered by", word("answered_by", s.answered_by)],
     ["Outcome", s.outcome ? `${s.outcome}${s.outcome_detail ? ` (${s.outcome_detail})` : ""}` : null],
     ["Rejected", word("rejected_reason", s.rejected_reason)],
     ["Twilio status", s.twilio_status], ["Model", s.model], ["Worker", s.worker_id],

@@ -137,10 +137,17 @@ pub async fn apply(
         return Ok(results);
     }
 
-    // 3. Detail rows, one statement per table; recordings (one per call) one by one.
+    // 3. Detail rows, one statement per table; recordings and AMD verdicts (one per call) one
+    //    by one.
     for &i in &fresh {
-        if let Some(Body::Recording(b)) = &batch[i].event.body {
-            crate::writer::recording(&mut tx, &batch[i].event.call_sid, b, at[i]).await?;
+        match &batch[i].event.body {
+            Some(Body::Recording(b)) => {
+                crate::writer::recording(&mut tx, &batch[i].event.call_sid, b, at[i]).await?;
+            }
+            Some(Body::Amd(b)) => {
+                crate::writer::answered_by(&mut tx, &batch[i].event.call_sid, b).await?;
+            }
+            _ => {}
         }
     }
     let mut transcripts = Transcripts::default();

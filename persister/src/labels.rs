@@ -1,7 +1,7 @@
 //! The console's words for the contract's codes: `caller_hung_up` is shown as "Caller hung up".
 //!
 //! The keys are the contract's own word lists ([`EndReason`], [`DeclineReason`],
-//! [`OwnerReason`], [`ToolErrorCode`], [`Direction`]), so a code is typed once, in
+//! [`OwnerReason`], [`ToolErrorCode`], [`AnsweredBy`], [`Direction`]), so a code is typed once, in
 //! `switchboard_proto`, and a new one does not compile until it has a label here. The console
 //! reads them as `/assets/labels.js` (a `LABELS` object by list and code); a code it has no
 //! label for (a tool's own error code, the gateway's `no_workers`) is shown with its
@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 use switchboard_proto::Direction;
-use switchboard_proto::event::{DeclineReason, EndReason, OwnerReason, ToolErrorCode};
+use switchboard_proto::event::{AnsweredBy, DeclineReason, EndReason, OwnerReason, ToolErrorCode};
 
 /// Why a call ended, in words.
 pub fn end_reason(reason: EndReason) -> &'static str {
@@ -29,6 +29,22 @@ pub fn end_reason(reason: EndReason) -> &'static str {
         EndReason::WorkerSilent => "Worker stopped answering",
         EndReason::StreamError => "Audio stream error",
         EndReason::WorkerLost => "Worker lost, not taken over",
+        EndReason::VoicemailLeft => "Left a voicemail",
+        EndReason::AnsweringMachine => "Answering machine, hung up",
+        EndReason::Fax => "Fax machine, hung up",
+    }
+}
+
+/// Twilio's answering-machine verdict, in words.
+pub fn answered_by(verdict: AnsweredBy) -> &'static str {
+    match verdict {
+        AnsweredBy::Human => "A person",
+        AnsweredBy::MachineStart => "Answering machine",
+        AnsweredBy::MachineEndBeep => "Answering machine (beep)",
+        AnsweredBy::MachineEndSilence => "Answering machine (silence)",
+        AnsweredBy::MachineEndOther => "Answering machine",
+        AnsweredBy::Fax => "Fax machine",
+        AnsweredBy::Unknown => "Unknown",
     }
 }
 
@@ -101,6 +117,7 @@ pub fn all() -> Value {
             |r| Some(decline_reason(r))),
         "owner_reason": table(OwnerReason::ALL, |r| Some(r.as_str()), |r| Some(owner_reason(r))),
         "tool_error": table(ToolErrorCode::ALL, |r| Some(r.as_str()), |r| Some(tool_error(r))),
+        "answered_by": table(AnsweredBy::ALL, |r| Some(r.as_str()), |r| Some(answered_by(r))),
         "direction": table(&[Direction::Inbound, Direction::Outbound, Direction::Web],
             Direction::label, direction),
     })
@@ -133,6 +150,9 @@ mod tests {
         }
         for r in OwnerReason::ALL {
             assert_eq!(all["owner_reason"][r.as_str()], owner_reason(*r));
+        }
+        for r in AnsweredBy::ALL {
+            assert_eq!(all["answered_by"][r.as_str()], answered_by(*r));
         }
         assert_eq!(all["direction"]["outbound"], "Outbound");
         assert_eq!(all["end_reason"]["caller_hung_up"], "Caller hung up");

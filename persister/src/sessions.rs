@@ -147,6 +147,9 @@ pub struct SessionDetail {
     pub twilio_duration_seconds: Option<i64>,
     /// The SIP response code of a terminal Twilio status, when sent.
     pub twilio_sip_response_code: Option<i32>,
+    /// Twilio's answering-machine verdict on an outbound call created with AMD (`human`,
+    /// `machine_end_beep`, `fax`, ...); `null` without detection or before the verdict.
+    pub answered_by: Option<String>,
     /// Ordered by (offset_ms, seq): the order things were said, not published.
     pub transcript: Vec<TranscriptLine>,
     pub tools: Vec<ToolLine>,
@@ -349,6 +352,7 @@ struct CallRow {
     twilio_status: Option<String>,
     twilio_duration_seconds: Option<i64>,
     twilio_sip_response_code: Option<i32>,
+    answered_by: Option<String>,
 }
 
 /// The columns of [`CallRow`], as a literal so queries stay `&'static str` (no runtime SQL).
@@ -359,7 +363,7 @@ macro_rules! call_columns {
          input_tokens, output_tokens, input_audio_tokens, output_audio_tokens, \
          input_text_tokens, output_text_tokens, cached_tokens, first_event_at, cost_usd, \
          cost_breakdown, \
-         twilio_status, twilio_duration_seconds, twilio_sip_response_code"
+         twilio_status, twilio_duration_seconds, twilio_sip_response_code, answered_by"
     };
 }
 
@@ -611,6 +615,7 @@ pub async fn get(
         twilio_status: row.twilio_status,
         twilio_duration_seconds: row.twilio_duration_seconds,
         twilio_sip_response_code: row.twilio_sip_response_code,
+        answered_by: row.answered_by,
         transcript,
         tools,
         turns,

@@ -9,8 +9,9 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOutcome, CallOwner, CallRecording, CallRejected, CallStarted,
-    CallStatus, Role, ToolInvocation, TranscriptEntry, TurnLatency, Usage, tool_invocation,
+    AnsweringMachine, CallEnded, CallEvent, CallOutcome, CallOwner, CallRecording, CallRejected,
+    CallStarted, CallStatus, Role, ToolInvocation, TranscriptEntry, TurnLatency, Usage,
+    tool_invocation,
 };
 use time::OffsetDateTime;
 
@@ -98,9 +99,10 @@ pub async fn apply(
         Some(Body::Rejected(b)) => rejected(&mut tx, sid, b, at).await?,
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
         Some(Body::Recording(b)) => recording(&mut tx, sid, b, at).await?,
+        Some(Body::Amd(b)) => answered_by(&mut tx, sid, b).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
         // usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Amd(_)) | None => {}
+        Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)
@@ -330,6 +332,20 @@ async fn ended(
 
 /// The call's recording. A newer stream's replaces an older one's (see the `call_recordings`
 /// migration); the same stream's again (a retried publish under a new seq) changes nothing.
+/// Twilio's answering-machine verdict (one per call).
+pub(crate) async fn answered_by(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    b: &AnsweringMachine,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE calls SET answered_by = $2 WHERE call_sid = $1")
+        .bind(sid)
+        .bind(clean(&b.answered_by))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn recording(
     tx: &mut Tx<'_>,
     sid: &str,

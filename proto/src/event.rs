@@ -85,6 +85,56 @@ contract_words! {
         /// The owning worker was lost and no worker took the call over in time: the caller heard
         /// the apology and was transferred or hung up. Recorded by the gateway.
         WorkerLost => "worker_lost",
+        /// An answering machine picked up and the agent left its `voicemail_message` after the
+        /// beep.
+        VoicemailLeft => "voicemail_left",
+        /// An answering machine picked up and the agent (with no `voicemail_message`) hung up.
+        AnsweringMachine => "answering_machine",
+        /// A fax machine answered; the agent hung up.
+        Fax => "fax",
+    }
+}
+
+contract_words! {
+    /// Twilio's answering-machine verdict: `AnsweringMachine.answered_by` (Twilio's
+    /// `AnsweredBy`). `DetectMessageEnd` posts the machine verdicts once the greeting ended
+    /// (`machine_end_*`); `machine_start` comes with `MachineDetection=Enable`.
+    pub enum AnsweredBy {
+        /// A person answered.
+        Human => "human",
+        /// A machine answered; its greeting is still playing.
+        MachineStart => "machine_start",
+        /// A machine's greeting ended with a beep: it records now.
+        MachineEndBeep => "machine_end_beep",
+        /// A machine's greeting ended with silence.
+        MachineEndSilence => "machine_end_silence",
+        /// A machine's greeting ended some other way.
+        MachineEndOther => "machine_end_other",
+        /// A fax machine answered.
+        Fax => "fax",
+        /// Twilio could not tell.
+        Unknown => "unknown",
+    }
+}
+
+impl AnsweredBy {
+    /// Whether an answering machine picked up.
+    pub fn is_machine(self) -> bool {
+        matches!(
+            self,
+            Self::MachineStart
+                | Self::MachineEndBeep
+                | Self::MachineEndSilence
+                | Self::MachineEndOther
+        )
+    }
+
+    /// Whether the machine's greeting is over, so a message left now is recorded.
+    pub fn greeting_over(self) -> bool {
+        matches!(
+            self,
+            Self::MachineEndBeep | Self::MachineEndSilence | Self::MachineEndOther
+        )
     }
 }
 
@@ -378,6 +428,19 @@ mod tests {
         assert_eq!(ends.len(), StopReason::ALL.len() - 1);
         assert_eq!(StopReason::Digits.end_reason(), EndReason::StreamLost);
         assert_eq!(StopReason::Stop.end_reason(), EndReason::CallerHungUp);
+    }
+
+    #[test]
+    fn answered_by_words_round_trip_and_sort_machines() {
+        for &a in AnsweredBy::ALL {
+            assert_eq!(AnsweredBy::parse(a.as_str()), Some(a));
+            assert!(!a.greeting_over() || a.is_machine(), "{a}");
+        }
+        let machines = AnsweredBy::ALL.iter().filter(|a| a.is_machine()).count();
+        assert_eq!(machines, 4);
+        assert!(!AnsweredBy::Fax.is_machine() && !AnsweredBy::Unknown.is_machine());
+        assert!(!AnsweredBy::MachineStart.greeting_over());
+        assert_eq!(AnsweredBy::parse("machine"), None);
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl Arbiter {
         self.deferred.push_front((purpose, params));
     }
 
+    /// Forgets every waiting request (the call stopped talking to whoever answered).
+    pub fn drop_deferred(&mut self) {
+        self.deferred.clear();
+    }
+
     /// The next waiting request.
     pub fn next_deferred(&mut self) -> Option<(Purpose, Option<ResponseParams>)> {
         self.deferred.pop_front()

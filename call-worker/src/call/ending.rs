@@ -34,6 +34,9 @@ pub enum Ending {
     Idle,
     /// The agent's `max_call_seconds` passed.
     MaxDuration,
+    /// An answering machine picked up: the agent's `voicemail_message` is spoken after the
+    /// beep.
+    Voicemail,
 }
 
 impl Ending {
@@ -44,6 +47,7 @@ impl Ending {
             Self::Transfer { .. } => EndReason::Transferred,
             Self::Idle => EndReason::Idle,
             Self::MaxDuration => EndReason::MaxDuration,
+            Self::Voicemail => EndReason::VoicemailLeft,
         }
     }
 

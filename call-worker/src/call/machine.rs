@@ -59,6 +59,7 @@ use switchboard_realtime::session::{
 use switchboard_realtime::{ClientEvent, Item, ServerEvent, Session};
 use tokio::time::{Duration, Instant};
 
+use super::amd::AmdWait;
 use super::arbiter::{Arbiter, Floor, Purpose, Refusal};
 use super::ending::{Ending, Goodbye, hangup_frame};
 use super::lifecycle::{Lifecycle, Loss};
@@ -235,6 +236,8 @@ pub struct CallMachine {
 
     greeting: GreetingState,
     greeting_response: Option<String>,
+    /// Whether the greeting waits for the answering-machine verdict (see [`super::amd`]).
+    amd: AmdWait,
     speech_stopped_at: Option<Instant>,
     /// What was said, as the caller heard it.
     transcripts: Transcripts,
@@ -308,6 +311,7 @@ impl CallMachine {
             responses_with_audio: HashSet::new(),
             greeting: GreetingState::None,
             greeting_response: None,
+            amd: AmdWait::new(setup.offer.async_amd, setup.agent.amd_timeout, now),
             speech_stopped_at: None,
             transcripts: Transcripts::default(),
             tools_rounds: ToolRounds::default(),
@@ -371,6 +375,7 @@ impl CallMachine {
             ..resumed.usage
         };
         m.greeting = GreetingState::Done;
+        m.amd = AmdWait::Off;
         m.resumed = Some(resumed.waiting);
         m.skip_replayed_until = resumed.heard_until_ms;
         m.pending_tools = resumed.pending_tools;
@@ -445,6 +450,7 @@ impl CallMachine {
             self.idle_deadline,
             self.session.reconnect_at(),
             self.tools_rounds.filler_deadline(),
+            self.amd.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -495,12 +501,14 @@ fn say_exactly(text: &str) -> ResponseParams {
     instructions(format!("Say exactly: \"{text}\""))
 }
 
+mod amd;
 mod endings;
 mod media;
 mod server;
 mod session;
 mod timers;
 mod tool_calls;
+pub use amd::{NOT_REACHED_OUTCOME, VOICEMAIL_OUTCOME};
 pub use tool_calls::MAX_SUMMARY_CHARS;
 
 #[cfg(test)]

@@ -34,6 +34,7 @@
 //! (re)connect, `turn` per turn-latency event, `tool` per tool call (its context travels in the
 //! ToolCall request's headers to the tool service). Nothing is traced per audio frame.
 
+pub mod amd;
 pub mod arbiter;
 pub mod ending;
 pub mod lifecycle;

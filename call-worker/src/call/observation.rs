@@ -6,7 +6,7 @@
 //! call's span. The machine itself touches neither the metrics registry nor the tracing
 //! subscriber, and tests read what it noticed as plain values.
 
-use switchboard_proto::event::{DialStatus, EndReason};
+use switchboard_proto::event::{AnsweredBy, DialStatus, EndReason};
 
 use super::arbiter::Purpose;
 use crate::metrics as m;
@@ -162,6 +162,17 @@ pub enum Observation {
     GoodbyeUnconfirmed,
     /// The call ended.
     CallEnded { reason: EndReason, duration_ms: u64 },
+
+    // ------------------------------------------------------------ answering-machine detection
+    /// Twilio's verdict on who answered came.
+    AmdVerdict {
+        answered_by: AnsweredBy,
+        detection_ms: u32,
+    },
+    /// A verdict with an `AnsweredBy` Switchboard does not know, ignored.
+    UnknownAnsweredBy { answered_by: String },
+    /// The greeting stopped waiting for the verdict: the caller spoke, or the timeout passed.
+    AmdPresumedHuman { caller_spoke: bool },
 }
 
 impl Observation {
@@ -312,6 +323,18 @@ impl Observation {
             } => {
                 metrics::counter!(m::CALLS_ENDED, "reason" => reason.as_str()).increment(1);
                 tracing::info!(%call_sid, %reason, duration_ms, "call ended");
+            }
+            Self::AmdVerdict {
+                answered_by,
+                detection_ms,
+            } => {
+                tracing::info!(%call_sid, %answered_by, detection_ms, "answering-machine verdict");
+            }
+            Self::UnknownAnsweredBy { answered_by } => {
+                tracing::warn!(%call_sid, ?answered_by, "unknown answering-machine verdict ignored");
+            }
+            Self::AmdPresumedHuman { caller_spoke } => {
+                tracing::info!(%call_sid, caller_spoke, "greeting without the answering-machine verdict");
             }
         }
     }

@@ -5,10 +5,12 @@
 //!   or answer as a person or a machine. A number can be given a sequence of outcomes, one per
 //!   call placed to it (the last repeats), so retries can find a different result.
 //! - **Answering-machine detection**: a call created with `MachineDetection` and `AsyncAmd=true`
-//!   is connected at once and its verdict is posted (signed) to `AsyncAmdStatusCallback` with
-//!   `AnsweredBy` (`human`, or `machine_end_beep` for a machine, as `DetectMessageEnd` reports
-//!   after the greeting) and `MachineDetectionDuration`. Without `MachineDetection` no verdict
-//!   is sent; `AsyncAmd=true` alone is refused (21626), as Twilio does.
+//!   is connected at once (its media stream starts at answer) and its verdict is posted (signed)
+//!   to `AsyncAmdStatusCallback` later, with `AnsweredBy` and `MachineDetectionDuration`:
+//!   `human` for a person; for a machine `machine_start` as soon as it is identified with
+//!   `MachineDetection=Enable`, or `machine_end_beep` after its greeting with
+//!   `DetectMessageEnd`. Without `MachineDetection` no verdict is sent; `AsyncAmd=true` alone
+//!   is refused (21626), as Twilio does.
 //! - **The account's calls per second**: calls created faster than the account's CPS are not
 //!   refused; they wait in a queue (status `queued`) and leave it one interval apart, as Twilio
 //!   queues them silently.
@@ -23,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use switchboard_proto::event::AnsweredBy;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -52,13 +55,24 @@ impl Outcome {
         }
     }
 
-    /// The `AnsweredBy` of the verdict.
-    pub fn answered_by(self) -> &'static str {
-        match self {
-            Self::Machine => "machine_end_beep",
-            _ => "human",
+    /// The `AnsweredBy` of the verdict under `detection`.
+    pub fn answered_by(self, detection: Detection) -> AnsweredBy {
+        match (self, detection) {
+            (Self::Machine, Detection::Enable) => AnsweredBy::MachineStart,
+            (Self::Machine, Detection::DetectMessageEnd) => AnsweredBy::MachineEndBeep,
+            _ => AnsweredBy::Human,
         }
     }
+}
+
+/// Twilio's `MachineDetection` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    /// The verdict as soon as the callee is identified (`machine_start` for a machine).
+    Enable,
+    /// A machine's verdict once its greeting ended (`machine_end_*`), so a message left then is
+    /// recorded.
+    DetectMessageEnd,
 }
 
 /// The account's limits and the fake's timings.
@@ -72,8 +86,11 @@ pub struct Limits {
     pub request_latency: Duration,
     /// Ringing before `no-answer`.
     pub ring: Duration,
-    /// From answer to the AMD verdict (a machine's is later: after its greeting's beep).
+    /// From answer to the AMD verdict on a person, or on a machine with `Enable` (as soon as
+    /// it is identified).
     pub human_verdict_after: Duration,
+    /// From answer to the verdict on a machine with `DetectMessageEnd`: after its greeting's
+    /// beep.
     pub machine_verdict_after: Duration,
 }
 
@@ -146,8 +163,8 @@ pub struct Plan {
     /// When it leaves the account's queue.
     pub dequeue_at: Instant,
     pub ring: Duration,
-    /// When to post the AMD verdict after answering, if AMD was asked for.
-    pub verdict_after: Option<Duration>,
+    /// When to post the AMD verdict after answering, and which, if AMD was asked for.
+    pub verdict: Option<(Duration, AnsweredBy)>,
 }
 
 /// Why a create request's AMD parameters were refused.
@@ -155,26 +172,30 @@ pub struct Plan {
 #[error("{0}")]
 pub struct AmdParamsError(pub String);
 
-/// Whether the create request asks for asynchronous AMD, checked as Twilio checks it.
-pub fn wants_async_amd(get: impl Fn(&str) -> Option<String>) -> Result<bool, AmdParamsError> {
+/// The detection mode when the create request asks for asynchronous AMD, checked as Twilio
+/// checks it.
+pub fn wants_async_amd(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Detection>, AmdParamsError> {
     let detection = get("MachineDetection");
     let is_async = get("AsyncAmd").is_some_and(|v| v == "true");
-    match detection.as_deref() {
-        None if is_async => Err(AmdParamsError(
-            "AsyncAmd requires MachineDetection".to_owned(),
-        )),
-        None => Ok(false),
-        Some("Enable" | "DetectMessageEnd") => {
-            if is_async && get("AsyncAmdStatusCallback").is_none() {
-                // Twilio accepts it but then has nowhere to post the verdict.
-                return Ok(false);
-            }
-            Ok(is_async)
+    let mode = match detection.as_deref() {
+        None if is_async => {
+            return Err(AmdParamsError(
+                "AsyncAmd requires MachineDetection".to_owned(),
+            ));
         }
-        Some(other) => Err(AmdParamsError(format!(
-            "MachineDetection must be Enable or DetectMessageEnd, got {other}"
-        ))),
-    }
+        None => return Ok(None),
+        Some("Enable") => Detection::Enable,
+        Some("DetectMessageEnd") => Detection::DetectMessageEnd,
+        Some(other) => {
+            return Err(AmdParamsError(format!(
+                "MachineDetection must be Enable or DetectMessageEnd, got {other}"
+            )));
+        }
+    };
+    // Without a callback Twilio accepts it but has nowhere to post the verdict.
+    Ok((is_async && get("AsyncAmdStatusCallback").is_some()).then_some(mode))
 }
 
 impl Dialing {
@@ -210,7 +231,7 @@ impl Dialing {
     }
 
     /// Plans a created call to `to`: its outcome and its place in the account's queue.
-    pub async fn plan(&self, call_sid: &str, to: &str, amd: bool) -> Plan {
+    pub async fn plan(&self, call_sid: &str, to: &str, amd: Option<Detection>) -> Plan {
         let mut s = self.lock().await;
         let n = {
             let n = s.dialed.entry(to.to_owned()).or_default();
@@ -232,9 +253,12 @@ impl Dialing {
             }
             _ => now,
         };
-        let verdict_after = amd.then_some(match outcome {
-            Outcome::Machine => s.limits.machine_verdict_after,
-            _ => s.limits.human_verdict_after,
+        let verdict = amd.map(|detection| {
+            let after = match (outcome, detection) {
+                (Outcome::Machine, Detection::DetectMessageEnd) => s.limits.machine_verdict_after,
+                _ => s.limits.human_verdict_after,
+            };
+            (after, outcome.answered_by(detection))
         });
         let at = s.placed.len();
         s.index.insert(call_sid.to_owned(), at);
@@ -251,7 +275,7 @@ impl Dialing {
             outcome,
             dequeue_at,
             ring: s.limits.ring,
-            verdict_after,
+            verdict,
         }
     }
 
@@ -274,8 +298,8 @@ impl Dialing {
             .await;
     }
 
-    pub async fn verdict(&self, call_sid: &str, answered_by: &'static str) {
-        self.with_call(call_sid, |p| p.answered_by = Some(answered_by))
+    pub async fn verdict(&self, call_sid: &str, answered_by: AnsweredBy) {
+        self.with_call(call_sid, |p| p.answered_by = Some(answered_by.as_str()))
             .await;
     }
 
@@ -315,7 +339,7 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        assert_eq!(wants_async_amd(params(&[])), Ok(false));
+        assert_eq!(wants_async_amd(params(&[])), Ok(None));
         assert!(wants_async_amd(params(&[("AsyncAmd", "true")])).is_err());
         assert!(wants_async_amd(params(&[("MachineDetection", "Sometimes")])).is_err());
         assert_eq!(
@@ -324,11 +348,19 @@ mod tests {
                 ("AsyncAmd", "true"),
                 ("AsyncAmdStatusCallback", "https://gw/twilio-amd"),
             ])),
-            Ok(true)
+            Ok(Some(Detection::DetectMessageEnd))
         );
         assert_eq!(
             wants_async_amd(params(&[("MachineDetection", "Enable")])),
-            Ok(false)
+            Ok(None)
+        );
+        assert_eq!(
+            wants_async_amd(params(&[
+                ("MachineDetection", "DetectMessageEnd"),
+                ("AsyncAmd", "true"),
+            ])),
+            Ok(None),
+            "nowhere to post the verdict"
         );
     }
 
@@ -347,7 +379,15 @@ mod tests {
         let t0 = Instant::now();
         let mut plans = Vec::new();
         for i in 0..4 {
-            plans.push(dialing.plan(&format!("CA{i}"), "+15550000001", true).await);
+            plans.push(
+                dialing
+                    .plan(
+                        &format!("CA{i}"),
+                        "+15550000001",
+                        Some(Detection::DetectMessageEnd),
+                    )
+                    .await,
+            );
         }
         let offsets: Vec<Duration> = plans.iter().map(|p| p.dequeue_at - t0).collect();
         assert_eq!(
@@ -357,7 +397,34 @@ mod tests {
         assert_eq!(plans[0].outcome, Outcome::Busy);
         assert_eq!(plans[1].outcome, Outcome::Human);
         assert_eq!(plans[3].outcome, Outcome::Human);
-        assert!(plans[0].verdict_after.is_some());
+        assert!(plans[0].verdict.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_machine_verdict_follows_the_detection_mode() {
+        let dialing = Dialing::default();
+        let limits = Limits::default();
+        dialing.set_outcomes("+1555", vec![Outcome::Machine]).await;
+        let at_end = dialing
+            .plan("CA1", "+1555", Some(Detection::DetectMessageEnd))
+            .await;
+        assert_eq!(
+            at_end.verdict,
+            Some((limits.machine_verdict_after, AnsweredBy::MachineEndBeep))
+        );
+        let at_once = dialing.plan("CA2", "+1555", Some(Detection::Enable)).await;
+        assert_eq!(
+            at_once.verdict,
+            Some((limits.human_verdict_after, AnsweredBy::MachineStart))
+        );
+        let person = dialing
+            .plan("CA3", "+1999", Some(Detection::DetectMessageEnd))
+            .await;
+        assert_eq!(
+            person.verdict,
+            Some((limits.human_verdict_after, AnsweredBy::Human))
+        );
+        assert_eq!(dialing.plan("CA4", "+1555", None).await.verdict, None);
     }
 
     #[tokio::test]

@@ -293,7 +293,7 @@ async fn create(
     };
     let amd_path = request
         .get("AsyncAmdStatusCallback")
-        .filter(|_| amd)
+        .filter(|_| amd.is_some())
         .and_then(|u| public_path(&inner.cfg, u));
     let call_sid = format!("CA{}", random_hex());
     let plan = inner.dialing.plan(&call_sid, to, amd).await;
@@ -586,17 +586,16 @@ async fn run_call(
         callback(status, 2, Some(0)).await;
         return;
     }
-    if let (Some(after), Some(path)) = (plan.verdict_after, amd_path) {
+    if let (Some((after, answered_by)), Some(path)) = (plan.verdict, amd_path) {
         let tasks = inner.tasks.clone();
-        let (inner, cfg, outcome) = (inner.clone(), cfg.clone(), plan.outcome);
+        let (inner, cfg) = (inner.clone(), cfg.clone());
         tasks.spawn(async move {
             tokio::time::sleep(after).await;
-            let answered_by = outcome.answered_by();
             inner
                 .dialing
                 .verdict(&cfg.call_sid.clone().unwrap_or_default(), answered_by)
                 .await;
-            send_amd(&inner, &cfg, &path, answered_by, after).await;
+            send_amd(&inner, &cfg, &path, answered_by.as_str(), after).await;
         });
     }
     set_status(&inner, &call_sid, "in-progress").await;

@@ -92,6 +92,8 @@ impl CallMachine {
                     return;
                 }
                 let text = format!("The caller pressed {} on the keypad.", dtmf.digit);
+                // A key pressed before the answering-machine verdict is a person's.
+                self.presume_human(now, true);
                 self.touch_caller(now);
                 self.record_system(text.clone(), now);
                 self.send_event(ClientEvent::item_create(Item::user_text(&text)));
@@ -100,6 +102,7 @@ impl CallMachine {
             inbound_frame::Frame::TransferResult(result) => {
                 self.on_transfer_result(&result.status, now);
             }
+            inbound_frame::Frame::Amd(verdict) => self.on_amd(verdict, now),
             inbound_frame::Frame::Stop(stop) => {
                 match StopReason::parse(&stop.reason) {
                     // Twilio left the stream for the transfer, whose result is still to come.

@@ -59,6 +59,7 @@ impl CallMachine {
                 self.transcripts.speech_started(item_id, offset);
                 self.touch_caller(now);
                 self.barge_in(now);
+                self.presume_human(now, true);
             }
             ServerEvent::SpeechStopped {
                 item_id,
@@ -106,7 +107,9 @@ impl CallMachine {
                 });
             }
             ServerEvent::ResponseCreated { response, .. } => {
-                match self.responses.on_created(&response) {
+                let purpose = self.responses.on_created(&response);
+                self.cancel_if_talking_to_machine(purpose, &response.id);
+                match purpose {
                     Some(Purpose::Greeting) if self.greeting == GreetingState::Requested => {
                         self.greeting = GreetingState::Response;
                         self.greeting_response = Some(response.id);

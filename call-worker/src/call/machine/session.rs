@@ -9,16 +9,15 @@ impl CallMachine {
     // ---------------------------------------------------------------- session start
 
     /// Configures the model session (with the call's tools) and asks for the greeting at once,
-    /// without waiting for the media stream.
+    /// without waiting for the media stream (unless it waits for the answering-machine
+    /// verdict).
     pub fn start_session(&mut self, tools: SessionTools) {
         self.tools = tools;
         self.send_session_update();
         self.session.configured();
-        if self.setup.agent.greeting.is_some() {
-            self.greeting = GreetingState::Requested;
-            let params = self.greeting_params();
-            self.request_response(Purpose::Greeting, params);
-        }
+        // Held while an outbound call waits for the answering-machine verdict.
+        self.greet();
+        self.pump();
     }
 
     /// Configures the session of a call taken over (with the call's tools), seeds it with the

@@ -33,6 +33,9 @@ impl CallMachine {
             self.effects.push(Effect::Reconnect);
         }
         self.maybe_filler(now);
+        if self.amd.deadline().is_some_and(|d| d <= now) {
+            self.presume_human(now, false);
+        }
         if self.max_deadline.is_some_and(|d| d <= now) {
             self.max_deadline = None;
             self.say_goodbye(Ending::MaxDuration, MAX_DURATION_GOODBYE, now);
@@ -75,7 +78,7 @@ impl CallMachine {
         };
         // A lost session waiting for its replacement counts as busy too: the caller may have
         // spoken to it.
-        if !self.responses.silent(self.floor()) {
+        if !self.responses.silent(self.floor()) || self.greeting_held() {
             self.idle_deadline = Some(now + IDLE_RECHECK);
             return;
         }

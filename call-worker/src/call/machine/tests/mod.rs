@@ -40,15 +40,22 @@ struct Call {
 
 impl Call {
     fn new(agent: Arc<Agent>) -> Self {
+        Self::with_offer(agent, |_| {})
+    }
+
+    /// A call whose offer `f` changes first.
+    fn with_offer(agent: Arc<Agent>, f: impl FnOnce(&mut CallOffer)) -> Self {
         let t0 = Instant::now();
+        let mut offer = CallOffer {
+            call_sid: "CA1".into(),
+            from: "+15550001234".into(),
+            to: "+15550001111".into(),
+            offered_at_ms: 1_000,
+            ..Default::default()
+        };
+        f(&mut offer);
         let setup = CallSetup {
-            offer: CallOffer {
-                call_sid: "CA1".into(),
-                from: "+15550001234".into(),
-                to: "+15550001111".into(),
-                offered_at_ms: 1_000,
-                ..Default::default()
-            },
+            offer,
             agent: Arc::clone(&agent),
             worker_id: "w1".into(),
             model: "gpt-realtime".into(),
@@ -430,6 +437,7 @@ fn tool_done(c: &mut Call, ms: u64, call_id: &str, name: &str, reply: ToolReply)
     );
 }
 
+mod on_amd;
 mod on_barge_in;
 mod on_endings;
 mod on_filler;
