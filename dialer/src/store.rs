@@ -735,20 +735,46 @@ fn campaign_json(r: &sqlx::postgres::PgRow) -> Value {
         "contacts_total": r.get::<i64, _>("total"),
         "contacts_done": r.get::<i64, _>("done"),
         "contacts_pending": r.get::<i64, _>("pending"),
+        "progress": progress(r),
     })
 }
 
-const CAMPAIGN_COLUMNS: &str = "c.id, c.name, c.agent_id, c.from_number, c.calls_per_second,
+/// A campaign's progress by contact: how many were dialed at least once, how many are at each
+/// result of their latest attempt, on the do-not-call list, and still to be dialed (pending or
+/// being dialed). Every result is named, with 0 when none.
+fn progress(r: &sqlx::postgres::PgRow) -> Value {
+    let results: Option<Value> = r.get("results");
+    let mut progress = serde_json::Map::new();
+    progress.insert("dialed".into(), json!(r.get::<i64, _>("dialed")));
+    for result in CallResult::ALL {
+        let n = results
+            .as_ref()
+            .and_then(|counts| counts.get(result.as_str()))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        progress.insert(result.as_str().into(), json!(n));
+    }
+    progress.insert("dnc".into(), json!(r.get::<i64, _>("dnc")));
+    progress.insert("pending".into(), json!(r.get::<i64, _>("pending")));
+    Value::Object(progress)
+}
+
+/// A campaign with its contacts counted in one pass over them.
+const CAMPAIGN_SELECT: &str = "SELECT c.id, c.name, c.agent_id, c.from_number, c.calls_per_second,
     c.max_concurrent, c.state, c.retry, c.hours_start, c.hours_end, c.time_zone, c.created_at,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id) AS total,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id
-        AND state IN ('done', 'dnc', 'cancelled')) AS done,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id
-        AND state IN ('pending', 'dialing')) AS pending";
+    n.total, n.done, n.pending, n.dialed, n.dnc,
+    (SELECT jsonb_object_agg(result, count) FROM (SELECT result, count(*) FROM campaign_contacts
+        WHERE campaign_id = c.id AND result IS NOT NULL GROUP BY result) r) AS results
+    FROM campaigns c CROSS JOIN LATERAL (SELECT count(*) AS total,
+        count(*) FILTER (WHERE state IN ('done', 'dnc', 'cancelled')) AS done,
+        count(*) FILTER (WHERE state IN ('pending', 'dialing')) AS pending,
+        count(*) FILTER (WHERE attempts > 0) AS dialed,
+        count(*) FILTER (WHERE state = 'dnc') AS dnc
+        FROM campaign_contacts WHERE campaign_id = c.id) n";
 
 /// Every campaign, newest first, with its contact counts.
 pub async fn list_campaigns(pool: &PgPool) -> Result<Value, sqlx::Error> {
-    let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns c ORDER BY c.created_at DESC");
+    let sql = format!("{CAMPAIGN_SELECT} ORDER BY c.created_at DESC");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
         .await?;
@@ -757,7 +783,7 @@ pub async fn list_campaigns(pool: &PgPool) -> Result<Value, sqlx::Error> {
 
 /// One campaign with every contact and each contact's attempts; `None` if there is none.
 pub async fn campaign(pool: &PgPool, id: Uuid) -> Result<Option<Value>, sqlx::Error> {
-    let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns c WHERE c.id = $1");
+    let sql = format!("{CAMPAIGN_SELECT} WHERE c.id = $1");
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(pool)
