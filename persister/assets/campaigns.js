@@ -230,12 +230,12 @@ async function renderCampaign(id, filter) {
   document.title = `${c.name || "Campaign"} · Switchboard`;
   document.getElementById("campaign-name").textContent = c.name || `Campaign ${c.id}`;
   document.body.dataset.campaignState = c.state;
-  const fact = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
+  const fact = (label, value) => el("div", {}, el("dt", {}, label), el("dd", {}, value));
   const hours = c.calling_hours ? `${c.calling_hours.start}–${c.calling_hours.end} (${c.time_zone})` : "any time";
   document.getElementById("campaign-facts").replaceChildren(
-    ...fact("State", c.state), ...fact("Agent", c.agent_id), ...fact("From", c.from),
-    ...fact("Calls per second", String(c.calls_per_second)), ...fact("At once", String(c.max_concurrent)),
-    ...fact("Calling hours", hours), ...fact("Retry", retryText(c.retry)), ...fact("Created", fmtTime(c.created_at)));
+    fact("State", c.state), fact("Agent", c.agent_id), fact("From", c.from),
+    fact("Calls per second", String(c.calls_per_second)), fact("At once", String(c.max_concurrent)),
+    fact("Calling hours", hours), fact("Retry", retryText(c.retry)), fact("Created", fmtTime(c.created_at)));
   const again = () => renderCampaign(id, filter);
   document.getElementById("campaign-actions").replaceChildren(
     controls(c, again, (t) => note("campaign-note", t)),
