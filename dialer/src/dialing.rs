@@ -8,11 +8,11 @@
 //! replicas changed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,7 +73,7 @@ impl Gate {
     ) -> bool {
         loop {
             let wait = {
-                let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                let mut windows = self.0.lock().await;
                 let windows = &mut *windows;
                 let now = Instant::now();
                 windows

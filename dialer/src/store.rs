@@ -416,6 +416,16 @@ pub async fn claim(
                 .execute(&mut *tx)
                 .await?;
         }
+        // Out of `pending` at once: this transaction's own locks do not hide them from the
+        // next round of the loop.
+        let ids: Vec<i64> = unlisted.iter().map(|c| c.0).collect();
+        sqlx::query(
+            "UPDATE campaign_contacts SET state = 'dialing', attempts = attempts + 1
+             WHERE id = ANY($1::bigint[])",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         contacts.extend(unlisted);
     }
     if contacts.is_empty() {
@@ -425,13 +435,6 @@ pub async fn claim(
     }
     let slots = &slots[..contacts.len()];
     let ids: Vec<i64> = contacts.iter().map(|c| c.0).collect();
-    sqlx::query(
-        "UPDATE campaign_contacts SET state = 'dialing', attempts = attempts + 1
-         WHERE id = ANY($1::bigint[])",
-    )
-    .bind(&ids)
-    .execute(&mut *tx)
-    .await?;
     let attempts: std::collections::HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
         "INSERT INTO campaign_attempts (contact_id, campaign_id, dial_at)
          SELECT c.id, $2, c.dial_at FROM unnest($1::bigint[], $3::timestamptz[]) AS c(id, dial_at)

@@ -1,7 +1,7 @@
 //! The console's campaigns routes when there is no dialer to pass them to: not configured (503
 //! naming `DIALER_URL`), unreachable (502 saying why), configured wrongly (refused at start),
 //! and always behind the console's sign-in. The working path, against a real dialer, runs in
-//! `dialer/tests/console.rs` and `e2e/tests/campaigns_console.rs`.
+//! `e2e/tests/campaigns_console.rs`.
 
 mod common;
 
