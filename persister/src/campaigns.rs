@@ -74,21 +74,9 @@ impl Dialer {
         else {
             return Ok(None);
         };
-        let base = reqwest::Url::parse(url)
-            .ok()
-            .filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.has_host()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-            })
-            .ok_or_else(|| DialerConfigError::Url(url.to_owned()))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(DialerConfigError::Client)?;
+        let base =
+            crate::upstream::base_url(url).ok_or_else(|| DialerConfigError::Url(url.to_owned()))?;
+        let client = crate::upstream::client(TIMEOUT).map_err(DialerConfigError::Client)?;
         Ok(Some(Self {
             base,
             token: token.clone(),

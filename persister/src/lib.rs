@@ -34,6 +34,7 @@
 //!   log (`NOTIFIER_URL`);
 //! - [`campaigns`]: the console's outbound campaigns and do-not-call list, passed on to the
 //!   dialer's campaigns API (`DIALER_URL`);
+//! - [`upstream`]: the base URLs and HTTP client of the services the console reads through;
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
@@ -61,6 +62,7 @@ pub mod readiness;
 pub mod retention;
 pub mod sessions;
 pub mod spans;
+pub mod upstream;
 pub mod web_call;
 pub mod webhook_log;
 pub mod writer;
