@@ -41,6 +41,12 @@ pub const MIN_CALLS_PER_SECOND: f64 = 1.0 / 3600.0;
 /// enough that a pause stops the calls after the next few.
 pub const LEAD: Duration = Duration::from_millis(300);
 
+/// How late a claim may be and still make up the moments it missed (placed at once, as fast
+/// as the [`Window`] lets them go): a replica or its database that stalls this long loses no
+/// call. A stored moment older than this is a pacer nobody used (a campaign paused, resumed,
+/// or idle), and it starts again from now rather than with a burst.
+pub const CATCH_UP: Duration = Duration::from_millis(500);
+
 /// Most calls one claim takes.
 pub const MAX_BATCH: usize = 50;
 
@@ -66,8 +72,9 @@ pub enum Slots {
 }
 
 /// The moments of the calls a replica may claim at `now`, at most `most`: the first when both
-/// pacers allow it (and not before now: a moment missed is not made up), then one interval
-/// (the longer of the two) apart, each before `now + lead`.
+/// pacers allow it (a moment missed by up to [`CATCH_UP`] is made up; an older one is not, the
+/// first is then now), then one interval (the longer of the two) apart, each before
+/// `now + lead`.
 pub fn slots(
     campaign: Pace,
     account: Pace,
@@ -75,7 +82,12 @@ pub fn slots(
     lead: Duration,
     most: usize,
 ) -> Slots {
-    let first = campaign.next_at.max(account.next_at).max(now);
+    let stored = campaign.next_at.max(account.next_at);
+    let first = if stored + CATCH_UP >= now {
+        stored
+    } else {
+        now
+    };
     let horizon = now + lead;
     if first >= horizon || most == 0 {
         return Slots::WaitUntil(first);
@@ -315,7 +327,12 @@ mod tests {
             slots(pace(0, 50), pace(100, 100), t0, LEAD, MAX_BATCH),
             Slots::Dial(vec![t0 + ms(100), t0 + ms(200)])
         );
-        // A missed moment is not made up: the first call is now.
+        // Moments missed by less than the catch-up are made up (placed at once)...
+        assert_eq!(
+            slots(pace(0, 50), pace(0, 50), t0 + ms(120), ms(30), MAX_BATCH),
+            Slots::Dial(vec![t0, t0 + ms(50), t0 + ms(100)])
+        );
+        // ...older ones are a pacer nobody used: the first call is now.
         assert_eq!(
             slots(pace(0, 50), pace(0, 50), t0 + ms(1000), ms(100), MAX_BATCH),
             Slots::Dial(vec![t0 + ms(1000), t0 + ms(1050)])

@@ -12,6 +12,13 @@ use serde_json::json;
 use switchboard_testkit::Postgres;
 use time::OffsetDateTime;
 
+/// `at` to the microsecond, as Postgres keeps it (the account's pacer starts at the claim's
+/// moment, read back from the database).
+fn micros(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1000 * 1000)
+        .unwrap_or(at)
+}
+
 async fn pool(pg: &Postgres) -> anyhow::Result<sqlx::PgPool> {
     let url = pg.create_database("switchboard_dialer").await?;
     let pool = persister::db::pool(&url)?;
@@ -52,7 +59,7 @@ async fn a_claim_takes_the_next_moments_at_the_pace_and_skips_listed_numbers() -
     let id = store::create_campaign(&pool, &campaign(50.0, 100, &numbers)).await?;
     let account_interval = pacer::interval(100.0);
     // Past the campaign's creation, so both stored moments have come.
-    let now = OffsetDateTime::now_utc() + Duration::from_secs(1);
+    let now = micros(OffsetDateTime::now_utc() + Duration::from_secs(1));
 
     let Claim::Dial(first, next) = store::claim(&pool, id, "AC1", account_interval, now).await?
     else {
@@ -97,7 +104,7 @@ async fn a_claim_fills_only_the_room_under_the_concurrency_cap_and_waits_beyond_
     let numbers: Vec<String> = (0..20).map(|i| format!("+1555050{i:04}")).collect();
     let id = store::create_campaign(&pool, &campaign(100.0, 3, &numbers)).await?;
     let account_interval = pacer::interval(100.0);
-    let now = OffsetDateTime::now_utc() + Duration::from_secs(1);
+    let now = micros(OffsetDateTime::now_utc() + Duration::from_secs(1));
     let Claim::Dial(first, _) = store::claim(&pool, id, "AC1", account_interval, now).await? else {
         anyhow::bail!("nothing claimed");
     };
