@@ -33,15 +33,15 @@ use crate::pacer::MIN_CALLS_PER_SECOND;
 use crate::store::{self, CallingHours, Control, NewCampaign, NewContact};
 
 /// Routes.
-pub const CAMPAIGNS_PATH: &str = "/api/campaigns";
+pub const CAMPAIGNS_PATH: &str = persister::campaigns::CAMPAIGNS_PATH;
 pub const CAMPAIGN_PATH: &str = "/api/campaigns/{id}";
 pub const CONTACTS_PATH: &str = "/api/campaigns/{id}/contacts";
 pub const EXPORT_PATH: &str = "/api/campaigns/{id}/contacts.csv";
-pub const DNC_PATH: &str = "/api/dnc";
+pub const DNC_PATH: &str = persister::campaigns::DNC_PATH;
 pub const DNC_NUMBER_PATH: &str = "/api/dnc/{number}";
 
 /// Largest request body (a campaign of 100,000 contacts with a few variables each).
-pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = persister::campaigns::MAX_BODY_BYTES;
 /// Most contacts one request may carry.
 pub const MAX_CONTACTS: usize = 100_000;
 /// Highest calls per second accepted (Twilio's highest account setting).

@@ -1,21 +1,27 @@
-//! The dial loop of one replica: claims due contacts of every running campaign as their caps
-//! allow ([`crate::store::claim`]) and places each claimed call in a task of its own.
+//! The dial loop of one replica: claims the contacts of every running campaign that its caps
+//! allow within the next [`LEAD`] ([`crate::store::claim`]) and places each claimed call in a
+//! task of its own, at the call's moment and once the replica's [`Gate`] lets it through.
 //!
-//! The loop sleeps until the earliest moment a pacer named, or until woken (a campaign created or
-//! resumed here, an attempt ended), and at most [`POLL`], so it notices what other replicas
-//! changed.
+//! The loop sleeps until half the lead before the earliest moment a pacer named (so the next
+//! claim is made while the calls before it are still being placed), or until woken (a campaign
+//! created or resumed here, an attempt ended), and at most [`POLL`], so it notices what other
+//! replicas changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
 use crate::metrics as m;
+use crate::pacer::{LEAD, Window};
 use crate::place::Placer;
-use crate::store::{self, Claim};
+use crate::store::{self, Claim, Claimed};
 
 /// Longest sleep of the loop.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -32,7 +38,66 @@ pub struct Dialing {
     pub account: String,
     /// The account's calls-per-second cap as an interval.
     pub account_interval: Duration,
+    /// The replica's windows of recent create requests.
+    pub gate: Gate,
     pub wake: Arc<Notify>,
+}
+
+/// One replica's windows of its recent create requests ([`Window`]): the account's, and each
+/// campaign's while it has calls in one.
+#[derive(Clone)]
+pub struct Gate(Arc<Mutex<Windows>>);
+
+struct Windows {
+    account: Window,
+    campaigns: HashMap<Uuid, Window>,
+}
+
+impl Gate {
+    /// The gate of an account whose cap is `calls_per_second`.
+    pub fn new(calls_per_second: f64) -> Self {
+        Self(Arc::new(Mutex::new(Windows {
+            account: Window::new(calls_per_second),
+            campaigns: HashMap::new(),
+        })))
+    }
+
+    /// Waits until a create request of `campaign` (whose cap is `calls_per_second`) fits the
+    /// account's window and the campaign's, and counts it in both; `false` if `stop` came
+    /// first.
+    pub async fn admit(
+        &self,
+        campaign: Uuid,
+        calls_per_second: f64,
+        stop: &CancellationToken,
+    ) -> bool {
+        loop {
+            let wait = {
+                let mut windows = self.0.lock().await;
+                let windows = &mut *windows;
+                let now = Instant::now();
+                windows
+                    .campaigns
+                    .retain(|id, w| *id == campaign || !w.is_idle(now));
+                let own = windows
+                    .campaigns
+                    .entry(campaign)
+                    .or_insert_with(|| Window::new(calls_per_second));
+                match own.wait(now).max(windows.account.wait(now)) {
+                    None => {
+                        own.record(now);
+                        windows.account.record(now);
+                        return true;
+                    }
+                    Some(at) => at,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wait) => {}
+                () = stop.cancelled() => return false,
+            }
+        }
+    }
 }
 
 impl Dialing {
@@ -44,7 +109,7 @@ impl Dialing {
         while !stop.is_cancelled() {
             let mut until = clock.now() + POLL;
             match self.round(&calls, &stop).await {
-                Ok(Some(at)) => until = until.min(at),
+                Ok(Some(at)) => until = until.min(at - LEAD / 2),
                 Ok(None) => {}
                 Err(error) => {
                     metrics::counter!(m::DB_ERRORS).increment(1);
@@ -66,9 +131,8 @@ impl Dialing {
         }
     }
 
-    /// Claims what every running campaign allows now (one call each per round: after a call
-    /// its pacer's next moment is known, so no claim is spent on learning it); the earliest
-    /// moment a pacer named.
+    /// Claims what every running campaign allows within the lead and schedules each call;
+    /// the earliest moment a pacer named for a next call.
     async fn round(
         &self,
         calls: &TaskTracker,
@@ -85,8 +149,14 @@ impl Dialing {
                 .await?
             {
                 Claim::Dial(claimed, at) => {
-                    let placer = self.placer.clone();
-                    calls.spawn(placer.place(claimed, stop.clone()));
+                    for call in claimed {
+                        calls.spawn(place_when_due(
+                            self.placer.clone(),
+                            self.gate.clone(),
+                            call,
+                            stop.clone(),
+                        ));
+                    }
                     Some(at)
                 }
                 Claim::WaitUntil(at) => Some(at),
@@ -98,4 +168,24 @@ impl Dialing {
         }
         Ok(earliest)
     }
+}
+
+/// Places `claimed` at its moment, once the gate lets it through; a call not placed by `stop`
+/// is given back (its contact is pending again).
+async fn place_when_due(placer: Placer, gate: Gate, claimed: Claimed, stop: CancellationToken) {
+    let due = tokio::select! {
+        () = placer.clock.sleep_until(claimed.dial_at) => true,
+        () = stop.cancelled() => false,
+    };
+    if !due
+        || !gate
+            .admit(claimed.campaign_id, claimed.calls_per_second, &stop)
+            .await
+    {
+        if let Err(error) = store::release_unplaced(&placer.pool, claimed.attempt_id).await {
+            tracing::warn!(%error, attempt = claimed.attempt_id, "giving back a claim failed");
+        }
+        return;
+    }
+    placer.place(claimed, stop).await;
 }

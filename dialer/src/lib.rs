@@ -9,9 +9,10 @@
 //! across replicas (see [`store`] and [`pacer`]).
 //!
 //! - [`outcome`]: an attempt's result and the retry policy;
-//! - [`pacer`]: the shared calls-per-second rule and the clock;
+//! - [`pacer`]: the shared calls-per-second rule (calls claimed ahead, each at its moment),
+//!   the per-second window of each replica, and the clock;
 //! - [`store`]: campaigns, contacts, attempts, the do-not-call list (`migrations/`);
-//! - [`dialing`]: the dial loop that claims due contacts;
+//! - [`dialing`]: the dial loop that claims due contacts and places each at its moment;
 //! - [`place`]: one call through Twilio's REST API (20429s repeated with backoff);
 //! - [`results`]: the durable consumer `dialer` that ends attempts from `status` / `amd` events;
 //! - [`api`]: `POST /api/campaigns`, `GET /api/campaigns/{id}`, controls, contacts, DNC;
@@ -192,6 +193,7 @@ pub async fn run(
                 },
                 account: config.twilio_account_sid.clone(),
                 account_interval: pacer::interval(cps),
+                gate: dialing::Gate::new(cps),
                 wake: wake.clone(),
             }
             .run(calls.clone(), stop.clone()),

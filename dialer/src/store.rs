@@ -17,7 +17,7 @@ use time::{OffsetDateTime, Time};
 use uuid::Uuid;
 
 use crate::outcome::{CallResult, Next, RetryPolicy};
-use crate::pacer::{self, Take};
+use crate::pacer::{self, Slots};
 
 /// The schema, embedded at build time and applied at start (sqlx takes an advisory lock, so
 /// replicas starting together apply it once).
@@ -286,14 +286,19 @@ pub struct Claimed {
     pub from: String,
     pub to: String,
     pub vars: Value,
+    /// The campaign's calls-per-second cap (the replica's window of it).
+    pub calls_per_second: f64,
+    /// The moment the call is to be placed.
+    pub dial_at: OffsetDateTime,
 }
 
 /// What a claim came to.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// Place this call now; the campaign's next call is not before the moment given.
-    Dial(Claimed, OffsetDateTime),
-    /// The pacer says not before this moment.
+    /// Place these calls, each at its moment; the campaign's next call is not before the
+    /// moment given.
+    Dial(Vec<Claimed>, OffsetDateTime),
+    /// The pacers say the next call is not before this moment.
     WaitUntil(OffsetDateTime),
     /// As many calls as `max_concurrent` are up.
     AtCap,
@@ -301,8 +306,10 @@ pub enum Claim {
     Idle,
 }
 
-/// Claims the next due contact of `campaign` if its caps allow a call at `now`. `account` and
-/// `account_interval` are the account's shared calls-per-second cap.
+/// Claims the next due contacts of `campaign` that its caps allow within [`pacer::LEAD`] of
+/// `now`, each with the moment its call is to be placed ([`pacer::slots`]), as many as the
+/// concurrency cap has room for. `account` and `account_interval` are the account's shared
+/// calls-per-second cap. One transaction claims them all.
 pub async fn claim(
     pool: &PgPool,
     campaign: Uuid,
@@ -328,38 +335,40 @@ pub async fn claim(
     .bind(campaign)
     .fetch_one(&mut *tx)
     .await?;
-    if open >= i64::from(row.get::<i32, _>("max_concurrent")) {
+    let room = i64::from(row.get::<i32, _>("max_concurrent")) - open;
+    if room <= 0 {
         return Ok(Claim::AtCap);
     }
-    sqlx::query(
-        "INSERT INTO dial_pacers (account, next_dial_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    let account_next: OffsetDateTime = sqlx::query_scalar(
+        "INSERT INTO dial_pacers (account, next_dial_at) VALUES ($1, $2)
+         ON CONFLICT (account) DO UPDATE SET next_dial_at = dial_pacers.next_dial_at
+         RETURNING next_dial_at",
     )
     .bind(account)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let account_next: OffsetDateTime =
-        sqlx::query_scalar("SELECT next_dial_at FROM dial_pacers WHERE account = $1 FOR UPDATE")
-            .bind(account)
-            .fetch_one(&mut *tx)
-            .await?;
-    let taken = pacer::both(
-        pacer::take(
-            row.get("next_dial_at"),
-            now,
-            pacer::interval(row.get("calls_per_second")),
-        ),
-        pacer::take(account_next, now, account_interval),
-    );
-    let next_at = match taken {
-        Take::WaitUntil(at) => return Ok(Claim::WaitUntil(at)),
-        Take::Dial { next_at } => next_at,
+    let calls_per_second: f64 = row.get("calls_per_second");
+    let campaign_pace = pacer::Pace {
+        next_at: row.get("next_dial_at"),
+        interval: pacer::interval(calls_per_second),
+    };
+    let account_pace = pacer::Pace {
+        next_at: account_next,
+        interval: account_interval,
+    };
+    let most = usize::try_from(room).unwrap_or(0).min(pacer::MAX_BATCH);
+    let slots = match pacer::slots(campaign_pace, account_pace, now, pacer::LEAD, most) {
+        Slots::WaitUntil(at) => return Ok(Claim::WaitUntil(at)),
+        Slots::Dial(slots) => slots,
     };
     let hours_start: Option<Time> = row.get("hours_start");
     let hours_end: Option<Time> = row.get("hours_end");
     let zone: String = row.get("time_zone");
-    loop {
-        let contact = sqlx::query(
+    let mut contacts: Vec<(i64, String, Value)> = Vec::new();
+    while contacts.len() < slots.len() {
+        let wanted = (slots.len() - contacts.len()) as i64;
+        let due = sqlx::query(
             "SELECT id, to_number, vars FROM campaign_contacts
              WHERE campaign_id = $1 AND state = 'pending' AND next_attempt_at <= $2
                AND ($3::time IS NULL OR (
@@ -370,77 +379,108 @@ pub async fn claim(
                           OR ($2 AT TIME ZONE COALESCE(time_zone, $5))::time < $4::time
                    END))
              ORDER BY next_attempt_at, position
-             LIMIT 1 FOR UPDATE SKIP LOCKED",
+             LIMIT $6 FOR UPDATE SKIP LOCKED",
         )
         .bind(campaign)
         .bind(now)
         .bind(hours_start)
         .bind(hours_end)
         .bind(&zone)
-        .fetch_optional(&mut *tx)
+        .bind(wanted)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(contact) = contact else {
-            complete_if_done(&mut tx, campaign).await?;
-            tx.commit().await?;
-            return Ok(Claim::Idle);
-        };
-        let contact_id: i64 = contact.get("id");
-        let to: String = contact.get("to_number");
+        if due.is_empty() {
+            break;
+        }
+        let numbers: Vec<String> = due.iter().map(|c| c.get("to_number")).collect();
         // The list is checked when the call is about to be placed, not when the campaign was
         // created: a number added since is never dialed.
-        let listed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM do_not_call WHERE number = $1)")
-                .bind(&to)
-                .fetch_one(&mut *tx)
+        let listed: Vec<String> =
+            sqlx::query_scalar("SELECT number FROM do_not_call WHERE number = ANY($1::text[])")
+                .bind(&numbers)
+                .fetch_all(&mut *tx)
                 .await?;
-        if listed {
-            sqlx::query("UPDATE campaign_contacts SET state = 'dnc' WHERE id = $1")
-                .bind(contact_id)
+        let mut unlisted = Vec::with_capacity(due.len());
+        let mut dnc = Vec::new();
+        for c in &due {
+            let (id, to): (i64, String) = (c.get("id"), c.get("to_number"));
+            if listed.contains(&to) {
+                dnc.push(id);
+            } else {
+                unlisted.push((id, to, c.get::<Value, _>("vars")));
+            }
+        }
+        if !dnc.is_empty() {
+            sqlx::query("UPDATE campaign_contacts SET state = 'dnc' WHERE id = ANY($1::bigint[])")
+                .bind(&dnc)
                 .execute(&mut *tx)
                 .await?;
-            continue;
         }
+        // Out of `pending` at once: this transaction's own locks do not hide them from the
+        // next round of the loop.
+        let ids: Vec<i64> = unlisted.iter().map(|c| c.0).collect();
         sqlx::query(
-            "UPDATE campaign_contacts SET state = 'dialing', attempts = attempts + 1 WHERE id = $1",
+            "UPDATE campaign_contacts SET state = 'dialing', attempts = attempts + 1
+             WHERE id = ANY($1::bigint[])",
         )
-        .bind(contact_id)
+        .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        let attempt_id: i64 = sqlx::query_scalar(
-            "INSERT INTO campaign_attempts (contact_id, campaign_id, dial_at)
-             VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(contact_id)
-        .bind(campaign)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE campaigns SET next_dial_at = $2 WHERE id = $1")
-            .bind(campaign)
-            .bind(next_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE dial_pacers SET next_dial_at = GREATEST(next_dial_at, $2) WHERE account = $1",
-        )
-        .bind(account)
-        .bind(now + account_interval)
-        .execute(&mut *tx)
-        .await?;
+        contacts.extend(unlisted);
+    }
+    if contacts.is_empty() {
+        complete_if_done(&mut tx, campaign).await?;
         tx.commit().await?;
-        return Ok(Claim::Dial(
-            Claimed {
-                attempt_id,
+        return Ok(Claim::Idle);
+    }
+    let slots = &slots[..contacts.len()];
+    let ids: Vec<i64> = contacts.iter().map(|c| c.0).collect();
+    let attempts: std::collections::HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
+        "INSERT INTO campaign_attempts (contact_id, campaign_id, dial_at)
+         SELECT c.id, $2, c.dial_at FROM unnest($1::bigint[], $3::timestamptz[]) AS c(id, dial_at)
+         RETURNING contact_id, id",
+    )
+    .bind(&ids)
+    .bind(campaign)
+    .bind(slots)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let last = *slots.last().unwrap_or(&now);
+    let (campaign_next, account_next) = pacer::after(campaign_pace, account_pace, last);
+    sqlx::query("UPDATE campaigns SET next_dial_at = $2 WHERE id = $1")
+        .bind(campaign)
+        .bind(campaign_next)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE dial_pacers SET next_dial_at = GREATEST(next_dial_at, $2) WHERE account = $1",
+    )
+    .bind(account)
+    .bind(account_next)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (agent_id, from): (String, String) = (row.get("agent_id"), row.get("from_number"));
+    let claimed = contacts
+        .into_iter()
+        .zip(slots)
+        .filter_map(|((contact_id, to, vars), dial_at)| {
+            Some(Claimed {
+                attempt_id: *attempts.get(&contact_id)?,
                 contact_id,
                 campaign_id: campaign,
-                agent_id: row.get("agent_id"),
-                from: row.get("from_number"),
+                agent_id: agent_id.clone(),
+                from: from.clone(),
                 to,
-                vars: contact.get("vars"),
-            },
-            next_at,
-        ));
-    }
+                vars,
+                calls_per_second,
+                dial_at: *dial_at,
+            })
+        })
+        .collect();
+    Ok(Claim::Dial(claimed, campaign_next))
 }
 
 /// Marks a campaign with no contact left to dial completed.
@@ -735,20 +775,46 @@ fn campaign_json(r: &sqlx::postgres::PgRow) -> Value {
         "contacts_total": r.get::<i64, _>("total"),
         "contacts_done": r.get::<i64, _>("done"),
         "contacts_pending": r.get::<i64, _>("pending"),
+        "progress": progress(r),
     })
 }
 
-const CAMPAIGN_COLUMNS: &str = "c.id, c.name, c.agent_id, c.from_number, c.calls_per_second,
+/// A campaign's progress by contact: how many were dialed at least once, how many are at each
+/// result of their latest attempt, on the do-not-call list, and still to be dialed (pending or
+/// being dialed). Every result is named, with 0 when none.
+fn progress(r: &sqlx::postgres::PgRow) -> Value {
+    let results: Option<Value> = r.get("results");
+    let mut progress = serde_json::Map::new();
+    progress.insert("dialed".into(), json!(r.get::<i64, _>("dialed")));
+    for result in CallResult::ALL {
+        let n = results
+            .as_ref()
+            .and_then(|counts| counts.get(result.as_str()))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        progress.insert(result.as_str().into(), json!(n));
+    }
+    progress.insert("dnc".into(), json!(r.get::<i64, _>("dnc")));
+    progress.insert("pending".into(), json!(r.get::<i64, _>("pending")));
+    Value::Object(progress)
+}
+
+/// A campaign with its contacts counted in one pass over them.
+const CAMPAIGN_SELECT: &str = "SELECT c.id, c.name, c.agent_id, c.from_number, c.calls_per_second,
     c.max_concurrent, c.state, c.retry, c.hours_start, c.hours_end, c.time_zone, c.created_at,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id) AS total,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id
-        AND state IN ('done', 'dnc', 'cancelled')) AS done,
-    (SELECT count(*) FROM campaign_contacts WHERE campaign_id = c.id
-        AND state IN ('pending', 'dialing')) AS pending";
+    n.total, n.done, n.pending, n.dialed, n.dnc,
+    (SELECT jsonb_object_agg(result, count) FROM (SELECT result, count(*) FROM campaign_contacts
+        WHERE campaign_id = c.id AND result IS NOT NULL GROUP BY result) r) AS results
+    FROM campaigns c CROSS JOIN LATERAL (SELECT count(*) AS total,
+        count(*) FILTER (WHERE state IN ('done', 'dnc', 'cancelled')) AS done,
+        count(*) FILTER (WHERE state IN ('pending', 'dialing')) AS pending,
+        count(*) FILTER (WHERE attempts > 0) AS dialed,
+        count(*) FILTER (WHERE state = 'dnc') AS dnc
+        FROM campaign_contacts WHERE campaign_id = c.id) n";
 
 /// Every campaign, newest first, with its contact counts.
 pub async fn list_campaigns(pool: &PgPool) -> Result<Value, sqlx::Error> {
-    let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns c ORDER BY c.created_at DESC");
+    let sql = format!("{CAMPAIGN_SELECT} ORDER BY c.created_at DESC");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
         .await?;
@@ -757,7 +823,7 @@ pub async fn list_campaigns(pool: &PgPool) -> Result<Value, sqlx::Error> {
 
 /// One campaign with every contact and each contact's attempts; `None` if there is none.
 pub async fn campaign(pool: &PgPool, id: Uuid) -> Result<Option<Value>, sqlx::Error> {
-    let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns c WHERE c.id = $1");
+    let sql = format!("{CAMPAIGN_SELECT} WHERE c.id = $1");
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(pool)

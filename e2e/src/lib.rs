@@ -418,6 +418,18 @@ impl System {
         twilio_api_base: &str,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.start_dialer_at(&addr, twilio_api_base, extra).await
+    }
+
+    /// Like [`System::start_dialer`], listening on `addr` (one the persister's `DIALER_URL`
+    /// already names).
+    pub async fn start_dialer_at(
+        &mut self,
+        addr: &str,
+        twilio_api_base: &str,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<String> {
         let db = match &self.dialer_db {
             Some(db) => db.clone(),
             None => {
@@ -426,9 +438,8 @@ impl System {
                 db
             }
         };
-        let addr = format!("127.0.0.1:{}", free_port());
         let mut env: Env = vec![
-            ("LISTEN", addr.clone()),
+            ("LISTEN", addr.to_owned()),
             ("NATS_URL", self.nats_url.clone()),
             ("DATABASE_URL", db),
             ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
@@ -440,7 +451,7 @@ impl System {
         env.extend(nats_env(&Role::Dialer));
         env.extend(extra.iter().cloned());
         let mut service = Service::spawn("dialer", &env)?;
-        service.wait_ready(&addr).await?;
+        service.wait_ready(addr).await?;
         self.services.push(service);
         Ok(format!("http://{addr}"))
     }

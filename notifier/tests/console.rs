@@ -34,6 +34,7 @@ impl Console {
             webhook_log: persister::webhook_log::WebhookLogArgs {
                 notifier_url: Some(notifier.base.clone()),
             },
+            dialer: Default::default(),
             // No gateway records here: an empty store outside the source tree.
             recordings: switchboard_service::recordings::RecordingsArgs {
                 recordings_url: std::env::temp_dir()

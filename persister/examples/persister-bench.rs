@@ -243,6 +243,7 @@ async fn start_persister(nats_url: &str, db_url: &str) -> anyhow::Result<Running
         drain_seconds: 30,
         web_call: Default::default(),
         webhook_log: Default::default(),
+        dialer: Default::default(),
         // No gateway records here: an empty store outside the source tree.
         recordings: switchboard_service::recordings::RecordingsArgs {
             recordings_url: std::env::temp_dir()

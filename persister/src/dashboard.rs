@@ -9,6 +9,10 @@
 //! - `GET /webhooks`: the webhook endpoints (a disabled one can be enabled) and the deliveries
 //!   across calls, filtered by endpoint and state (`?endpoint=&state=`), each with its attempts
 //!   and a re-send for failed ones (via [`crate::webhook_log`]);
+//! - `GET /campaigns`: outbound campaigns (state and progress, a new campaign from a CSV of
+//!   contacts, pause / resume / cancel, the do-not-call list), and `?id=` one campaign's
+//!   contacts with each attempt linked to its call, filtered by `?state=`, drawn by
+//!   `campaigns.js` (via [`crate::campaigns`]);
 //! - `GET /analytics`: the overview of a date range and agent (via `GET /api/analytics`),
 //!   charts drawn as inline SVG by `analytics.js`, and the CSV export of the range's calls;
 //! - `GET /test-call`: talk to an agent with the microphone, through the gateway's
@@ -45,6 +49,8 @@ const TEST_CALL_JS: &str = include_str!("../assets/test-call.js");
 const WEB_CALL_WORKLET_JS: &str = include_str!("../assets/web-call-worklet.js");
 const ANALYTICS_HTML: &str = include_str!("../assets/analytics.html");
 const ANALYTICS_JS: &str = include_str!("../assets/analytics.js");
+const CAMPAIGNS_HTML: &str = include_str!("../assets/campaigns.html");
+const CAMPAIGNS_JS: &str = include_str!("../assets/campaigns.js");
 
 /// The dashboard routes.
 pub fn router(access: Access) -> Router {
@@ -53,6 +59,7 @@ pub fn router(access: Access) -> Router {
         .route("/sessions/{call_sid}", get(|| async { page(SESSION_HTML) }))
         .route("/webhooks", get(|| async { page(WEBHOOKS_HTML) }))
         .route("/analytics", get(|| async { page(ANALYTICS_HTML) }))
+        .route("/campaigns", get(|| async { page(CAMPAIGNS_HTML) }))
         .route("/test-call", get(|| async { page(TEST_CALL_HTML) }))
         .route_layer(middleware::from_fn_with_state(
             access.clone(),
@@ -77,6 +84,10 @@ pub fn router(access: Access) -> Router {
         .route(
             "/assets/analytics.js",
             get(|| async { asset("text/javascript; charset=utf-8", ANALYTICS_JS) }),
+        )
+        .route(
+            "/assets/campaigns.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CAMPAIGNS_JS) }),
         )
         .route(
             "/assets/test-call.js",

@@ -32,6 +32,9 @@
 //! - [`webhook_log`]: the webhook deliveries on the console (a call's, and across calls by
 //!   endpoint and state), re-sends and enabling an endpoint, through the notifier's delivery
 //!   log (`NOTIFIER_URL`);
+//! - [`campaigns`]: the console's outbound campaigns and do-not-call list, passed on to the
+//!   dialer's campaigns API (`DIALER_URL`);
+//! - [`upstream`]: the base URLs and HTTP client of the services the console reads through;
 //! - [`auth`]: the `ADMIN_TOKEN` bearer check (constant time) and who may read;
 //! - [`headers`]: the security headers of every response (CSP, nosniff, no referrer, no framing);
 //! - [`pricing`]: the per-call cost estimate from token usage (configurable prices);
@@ -44,6 +47,7 @@ pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod campaigns;
 pub mod console_sessions;
 pub mod consumer;
 pub mod dashboard;
@@ -58,6 +62,7 @@ pub mod readiness;
 pub mod retention;
 pub mod sessions;
 pub mod spans;
+pub mod upstream;
 pub mod web_call;
 pub mod webhook_log;
 pub mod writer;
@@ -119,6 +124,9 @@ pub struct Config {
     /// The notifier's delivery log, shown per call in the console (`NOTIFIER_URL`).
     #[command(flatten)]
     pub webhook_log: webhook_log::WebhookLogArgs,
+    /// The dialer's campaigns API, behind the console's Campaigns page (`DIALER_URL`).
+    #[command(flatten)]
+    pub dialer: campaigns::DialerArgs,
     /// The recording store (`RECORDINGS_URL`), whose recordings the API serves.
     #[command(flatten)]
     pub recordings: RecordingsArgs,
@@ -178,6 +186,8 @@ pub enum RunError {
     #[error(transparent)]
     WebhookLog(#[from] webhook_log::WebhookLogConfigError),
     #[error(transparent)]
+    Dialer(#[from] campaigns::DialerConfigError),
+    #[error(transparent)]
     Recordings(#[from] switchboard_service::recordings::StoreError),
 }
 
@@ -194,6 +204,7 @@ pub async fn run(
         .ok_or(RunError::MissingAdminToken)?;
     let token = AdminToken::new(admin_token.expose()).ok_or(RunError::MissingAdminToken)?;
     let webhook_log = webhook_log::WebhookLog::new(&config.webhook_log, admin_token)?;
+    let dialer = campaigns::Dialer::new(&config.dialer, admin_token)?;
     let secure_cookies = config.serves_https()?;
     let prices = config.prices.load()?;
     let web_calls = Arc::new(web_call::WebCalls::new(&config.web_call)?);
@@ -233,6 +244,7 @@ pub async fn run(
             recordings: recordings.clone(),
         }))
         .merge(webhook_log::router(access.clone(), webhook_log))
+        .merge(campaigns::router(access.clone(), dialer))
         .merge(dashboard::router(access))
         .layer(axum::middleware::map_response_with_state(
             csp,

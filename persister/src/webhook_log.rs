@@ -85,16 +85,9 @@ impl WebhookLog {
         else {
             return Ok(None);
         };
-        let base = reqwest::Url::parse(url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        let base = crate::upstream::base_url(url)
             .ok_or_else(|| WebhookLogConfigError::Url(url.to_owned()))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(WebhookLogConfigError::Client)?;
+        let client = crate::upstream::client(TIMEOUT).map_err(WebhookLogConfigError::Client)?;
         Ok(Some(Self {
             base,
             token: token.clone(),

@@ -200,6 +200,43 @@ impl Cdp {
         Ok(())
     }
 
+    /// Records every Content-Security-Policy violation of the documents opened from now on
+    /// in `window.__csp` (see [`Cdp::no_csp_violations`]).
+    pub async fn record_csp_violations(&mut self) -> anyhow::Result<()> {
+        self.call("Page.enable", json!({})).await?;
+        self.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+                (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Fails naming them if the page violated its Content-Security-Policy.
+    pub async fn no_csp_violations(&mut self) -> anyhow::Result<()> {
+        let seen = self.eval("window.__csp").await?;
+        anyhow::ensure!(
+            seen == json!([]),
+            "the page violated the Content-Security-Policy: {seen}"
+        );
+        Ok(())
+    }
+
+    /// Signs in to the console at `base` with `token`; waits for the calls list it lands on.
+    pub async fn sign_in(&mut self, base: &str, token: &str) -> anyhow::Result<()> {
+        self.navigate(&format!("{base}/login")).await?;
+        self.wait_for("the sign-in form", "!!document.getElementById('token')")
+            .await?;
+        self.eval(&format!(
+            "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
+            json!(token)
+        ))
+        .await?;
+        self.wait_for("the calls list", "location.pathname === '/sessions'")
+            .await
+    }
+
     /// A PNG screenshot of the page, written to `target/test-artifacts/<name>`.
     pub async fn screenshot(&mut self, name: &str) -> anyhow::Result<PathBuf> {
         use base64::Engine as _;

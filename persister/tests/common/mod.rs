@@ -99,6 +99,7 @@ impl Fixture {
             drain_seconds: 10,
             web_call: Default::default(),
             webhook_log: Default::default(),
+            dialer: Default::default(),
             recordings: switchboard_service::recordings::RecordingsArgs {
                 recordings_url: recordings.path().display().to_string(),
             },
