@@ -359,7 +359,8 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
             | Body::Dispatched(_)
             | Body::Usage(_)
             | Body::Recording(_)
-            | Body::Amd(_),
+            | Body::Amd(_)
+            | Body::Transfer(_),
         )
         | None => None,
     }
@@ -514,7 +515,8 @@ impl<'a> CallUpdates<'a> {
                 | Body::Dispatched(_)
                 | Body::Usage(_)
                 | Body::Recording(_)
-                | Body::Amd(_),
+                | Body::Amd(_)
+                | Body::Transfer(_),
             )
             | None => {}
         }

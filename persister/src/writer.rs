@@ -99,8 +99,9 @@ pub async fn apply(
         Some(Body::Status(b)) => status(&mut tx, sid, b).await?,
         Some(Body::Recording(b)) => recording(&mut tx, sid, b, at).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
-        // usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Amd(_)) | None => {}
+        // usage arrives in `ended`; a transfer's course is in the transcript's system lines).
+        // A body from a newer producer: likewise.
+        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Amd(_) | Body::Transfer(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)

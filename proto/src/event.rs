@@ -89,7 +89,7 @@ contract_words! {
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "started",
     "transcript",
     "tool",
@@ -103,6 +103,7 @@ pub const KINDS: [&str; 13] = [
     "usage",
     "recording",
     "amd",
+    "transfer",
 ];
 
 contract_words! {
@@ -295,6 +296,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Usage(_) => "usage",
         Body::Recording(_) => "recording",
         Body::Amd(_) => "amd",
+        Body::Transfer(_) => "transfer",
     }
 }
 
@@ -436,6 +438,7 @@ mod tests {
             Body::Usage(Default::default()),
             Body::Recording(Default::default()),
             Body::Amd(Default::default()),
+            Body::Transfer(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(kind).collect();
         assert_eq!(kinds, KINDS);

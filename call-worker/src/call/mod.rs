@@ -535,7 +535,14 @@ impl CallActor {
     /// Finds the handoff target in the current agents table and resolves its tools in a task
     /// (registry reads must not hold up the call); the result comes back on `handoff_rx`.
     fn handoff(&self, call_id: String, agent_id: &str) -> Result<(), ToolReply> {
-        let Some(agent) = self.agents.borrow().by_id(agent_id).cloned() else {
+        // The target serves the same person: the contact's vars follow the call.
+        let vars = &self.machine.offer().vars;
+        let Some(agent) = self
+            .agents
+            .borrow()
+            .by_id(agent_id)
+            .map(|agent| crate::offers::for_contact(agent, vars))
+        else {
             return Err(ToolReply::error(
                 ToolErrorCode::Unavailable,
                 format!("The agent `{agent_id}` is not available on this line right now."),
