@@ -143,16 +143,27 @@ async fn start_with(
     script: &str,
     callees: Callees,
 ) -> anyhow::Result<Setup> {
+    start_workers(agents_file, model, script, callees, 1).await
+}
+
+/// [`start_with`] with `workers` call-workers.
+async fn start_workers(
+    agents_file: &str,
+    model: &str,
+    script: &str,
+    callees: Callees,
+    workers: usize,
+) -> anyhow::Result<Setup> {
     let agents = tempfile::NamedTempFile::new()?;
     std::fs::write(agents.path(), agents_file)?;
     let model_file = tempfile::NamedTempFile::new()?;
     std::fs::write(model_file.path(), model)?;
     let port = switchboard_testkit::free_port();
-    let system = System::start_custom(
+    let system = System::start_custom_with_workers(
         agents.path(),
         model_file.path(),
         &[("TWILIO_API_BASE", format!("http://127.0.0.1:{port}"))],
-        "",
+        workers,
     )
     .await?;
     let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
@@ -329,6 +340,78 @@ async fn an_unanswered_transfer_brings_the_caller_back_to_the_agent() -> anyhow:
             .with_context(|| format!("no line with {want:?}: {}", ctx()))
     };
     // Attempt, result, then the agent telling the caller, in that order.
+    let attempt = at("Transferring the caller to the sales department.")?;
+    let result = at("did not connect (no-answer); the caller is back with the agent.")?;
+    let told = at("nobody in sales picked up")?;
+    ensure!(attempt < result && result < told, "{}", ctx());
+    ensure!(transcript[told].0 == "assistant", "{}", ctx());
+    at("Goodbye!")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_owner()
+-> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use switchboard_proto::permissions::Role;
+    use switchboard_proto::subject::Subjects;
+    use switchboard_proto::{CallEvent, Message as _, call_event};
+
+    let script = format!("{ASKS}\n{COMES_BACK}");
+    let callees = Callees::default().with(SALES, Callee::NoAnswer);
+    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, callees, 2).await?;
+    let nats = setup.system.connect_as(&Role::Persister).await?;
+    let mut events = nats.subscribe(Subjects::default().call_events("*")).await?;
+    nats.flush().await?;
+    let sid = setup.call().await?;
+    // The owner writes the transfer down as the number starts ringing, then dies.
+    let mut owner = None;
+    let ringing = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .context("no ringing transfer in time")?
+            .context("event subscription ended")?;
+        let event = CallEvent::decode(msg.payload)?;
+        match event.body {
+            Some(call_event::Body::Owner(o)) if owner.is_none() => owner = Some(o.worker_id),
+            Some(call_event::Body::Transfer(t)) => break t,
+            _ => {}
+        }
+    };
+    ensure!(
+        ringing.department == "sales" && ringing.status.is_empty(),
+        "{ringing:?}"
+    );
+    let owner = owner.context("no owner")?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+
+    // Nobody answers; the caller comes back on a new stream, which another worker takes over.
+    let call = setup.finished(&sid).await?;
+    let logs = || setup.system.logs();
+    let report = call.report.clone().context("report")?;
+    let ctx = || format!("{report:#?}\n{}", logs());
+    ensure!(report.step_errors.is_empty(), "{}", ctx());
+    ensure!(
+        report.dials.len() == 1 && report.dials[0].status == "no-answer",
+        "{}",
+        ctx()
+    );
+    ensure!(report.reattached == 1, "{}", ctx());
+
+    let session = get_session(&setup.system.persister, &sid).await?;
+    let ctx = || format!("{session:#}\n{}", logs());
+    ensure!(session["takeovers"] == 1, "{}", ctx());
+    ensure!(session["end_reason"] == "caller_hung_up", "{}", ctx());
+    ensure!(session["outcome"] == "transfer_failed", "{}", ctx());
+    ensure!(session["outcome_detail"] == "no-answer", "{}", ctx());
+    let transcript = lines(&session);
+    let at = |want: &str| {
+        transcript
+            .iter()
+            .position(|(_, text)| text.contains(want))
+            .with_context(|| format!("no line with {want:?}: {}", ctx()))
+    };
+    // The new owner records the result and tells the caller, in that order.
     let attempt = at("Transferring the caller to the sales department.")?;
     let result = at("did not connect (no-answer); the caller is back with the agent.")?;
     let told = at("nobody in sales picked up")?;
