@@ -143,29 +143,28 @@ async fn start_with(
     script: &str,
     callees: Callees,
 ) -> anyhow::Result<Setup> {
-    start_workers(agents_file, model, script, callees, 1).await
+    start_workers(agents_file, model, script, callees, 1, &[]).await
 }
 
-/// [`start_with`] with `workers` call-workers.
+/// [`start_with`] with `workers` call-workers and `extra` settings of every service.
 async fn start_workers(
     agents_file: &str,
     model: &str,
     script: &str,
     callees: Callees,
     workers: usize,
+    extra: &[(&'static str, String)],
 ) -> anyhow::Result<Setup> {
     let agents = tempfile::NamedTempFile::new()?;
     std::fs::write(agents.path(), agents_file)?;
     let model_file = tempfile::NamedTempFile::new()?;
     std::fs::write(model_file.path(), model)?;
     let port = switchboard_testkit::free_port();
-    let system = System::start_custom_with_workers(
-        agents.path(),
-        model_file.path(),
-        &[("TWILIO_API_BASE", format!("http://127.0.0.1:{port}"))],
-        workers,
-    )
-    .await?;
+    let mut settings = vec![("TWILIO_API_BASE", format!("http://127.0.0.1:{port}"))];
+    settings.extend_from_slice(extra);
+    let system =
+        System::start_custom_with_workers(agents.path(), model_file.path(), &settings, workers)
+            .await?;
     let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
     cfg.account_sid = ACCOUNT_SID.into();
     cfg.callees = callees;
@@ -359,7 +358,7 @@ async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_o
 
     let script = format!("{ASKS}\n{COMES_BACK}");
     let callees = Callees::default().with(SALES, Callee::NoAnswer);
-    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, callees, 2).await?;
+    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, callees, 2, &[]).await?;
     let nats = setup.system.connect_as(&Role::Persister).await?;
     let mut events = nats.subscribe(Subjects::default().call_events("*")).await?;
     nats.flush().await?;
@@ -418,6 +417,146 @@ async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_o
     ensure!(attempt < result && result < told, "{}", ctx());
     ensure!(transcript[told].0 == "assistant", "{}", ctx());
     at("Goodbye!")?;
+    Ok(())
+}
+
+/// The call's events as they are published (the persister's user), from before the call.
+struct Events(async_nats::Subscriber);
+
+impl Events {
+    async fn watch(system: &System) -> anyhow::Result<Self> {
+        use switchboard_proto::permissions::Role;
+        let nats = system.connect_as(&Role::Persister).await?;
+        let events = nats
+            .subscribe(switchboard_proto::subject::Subjects::default().call_events("*"))
+            .await?;
+        nats.flush().await?;
+        Ok(Self(events))
+    }
+
+    /// The next event whose body `pick` takes.
+    async fn until<T>(
+        &mut self,
+        mut pick: impl FnMut(switchboard_proto::call_event::Body) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        use futures::StreamExt as _;
+        use switchboard_proto::Message as _;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.0.next())
+                .await
+                .context("no such event in time")?
+                .context("event subscription ended")?;
+            let event = switchboard_proto::CallEvent::decode(msg.payload)?;
+            if let Some(found) = event.body.and_then(&mut pick) {
+                return Ok(found);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_agents_call_is_taken_over_and_transferred_by_the_new_owner()
+-> anyhow::Result<()> {
+    use switchboard_proto::Role as Speaker;
+    use switchboard_proto::call_event::Body;
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, Callees::default(), 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events
+        .until(|b| match b {
+            Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await?;
+    // The greeting was heard; the caller is about to ask for sales when its agent dies.
+    events
+        .until(|b| match b {
+            Body::Transcript(t) if t.role() == Speaker::Assistant => Some(()),
+            _ => None,
+        })
+        .await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let successor = events
+        .until(|b| match b {
+            Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await?;
+    ensure!(successor != owner, "{successor}");
+
+    let call = setup.finished(&sid).await?;
+    let logs = || setup.system.logs();
+    ensure!(
+        dialed(&call)? == (SALES.to_owned(), Some(5), true, true),
+        "the new owner transferred the call to the department: {call:#?}\n{}",
+        logs()
+    );
+    let session = get_session(&setup.system.persister, &sid).await?;
+    let ctx = || format!("{session:#}\n{}", logs());
+    ensure!(session["takeovers"] == 1, "{}", ctx());
+    ensure!(session["end_reason"] == "transferred", "{}", ctx());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_agents_call_with_no_worker_left_goes_to_its_first_department()
+-> anyhow::Result<()> {
+    use switchboard_proto::Role as Speaker;
+    use switchboard_proto::call_event::Body;
+    use switchboard_proto::event::EndReason;
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let timeout = [("TAKEOVER_TIMEOUT_MS", "1500".to_owned())];
+    let setup = start_workers(
+        AGENTS,
+        TRANSFER_MODEL,
+        &script,
+        Callees::default(),
+        1,
+        &timeout,
+    )
+    .await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events
+        .until(|b| match b {
+            Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await?;
+    events
+        .until(|b| match b {
+            Body::Transcript(t) if t.role() == Speaker::Assistant => Some(()),
+            _ => None,
+        })
+        .await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let ended = events
+        .until(|b| match b {
+            Body::Ended(end) => Some(end.reason),
+            _ => None,
+        })
+        .await?;
+    ensure!(ended == EndReason::WorkerLost.as_str(), "{ended}");
+    // The apology, then a human: the agent's first department.
+    let call = switchboard_testkit::eventually(Duration::from_secs(10), "the apology", || {
+        let (twilio, sid) = (&setup.twilio, sid.clone());
+        async move {
+            let calls = twilio.calls().await;
+            calls.get(&sid).filter(|c| !c.twiml.is_empty()).cloned()
+        }
+    })
+    .await?;
+    let Instructions(verbs) = Instructions::parse(&call.twiml[0])?;
+    ensure!(
+        verbs
+            == vec![
+                Verb::Say(switchboard_agents::DEFAULT_APOLOGY.into()),
+                Verb::dial("+15550003333")
+            ],
+        "{verbs:?}\n{}",
+        setup.system.logs()
+    );
     Ok(())
 }
 

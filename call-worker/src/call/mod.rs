@@ -422,7 +422,7 @@ impl CallActor {
                         worker_id: self.ctx.worker_id.clone(),
                         agent_id: agent.id.clone(),
                         apology: agent.apology.clone(),
-                        transfer_to: agent.transfer_to.clone().unwrap_or_default(),
+                        transfer_to: agent.lost_call_transfer().unwrap_or_default().to_owned(),
                     });
                     self.publish_out(owner).await;
                 }
