@@ -351,50 +351,63 @@ async fn an_unanswered_transfer_brings_the_caller_back_to_the_agent() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_owner()
 -> anyhow::Result<()> {
-    use futures::StreamExt as _;
-    use switchboard_proto::permissions::Role;
-    use switchboard_proto::subject::Subjects;
-    use switchboard_proto::{CallEvent, Message as _, call_event};
+    owner_dies_while_the_transfer_rings(false).await
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_agent_died_during_a_warm_transfer_comes_back_to_a_new_owner()
+-> anyhow::Result<()> {
+    owner_dies_while_the_transfer_rings(true).await
+}
+
+/// Two workers; the owner is killed (kill -9) as the department's number starts ringing, and
+/// nobody answers: the caller comes back on a new stream, another worker takes the call over,
+/// records the result and tells the caller.
+async fn owner_dies_while_the_transfer_rings(warm: bool) -> anyhow::Result<()> {
+    use switchboard_proto::call_event::Body;
     let script = format!("{ASKS}\n{COMES_BACK}");
     let callees = Callees::default().with(SALES, Callee::NoAnswer);
-    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, callees, 2, &[]).await?;
-    let nats = setup.system.connect_as(&Role::Persister).await?;
-    let mut events = nats.subscribe(Subjects::default().call_events("*")).await?;
-    nats.flush().await?;
-    let sid = setup.call().await?;
-    // The owner writes the transfer down as the number starts ringing, then dies.
-    let mut owner = None;
-    let ringing = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), events.next())
-            .await
-            .context("no ringing transfer in time")?
-            .context("event subscription ended")?;
-        let event = CallEvent::decode(msg.payload)?;
-        match event.body {
-            Some(call_event::Body::Owner(o)) if owner.is_none() => owner = Some(o.worker_id),
-            Some(call_event::Body::Transfer(t)) => break t,
-            _ => {}
-        }
+    let (agents, model) = if warm {
+        (warm_agents(), warm_model())
+    } else {
+        (AGENTS.to_owned(), TRANSFER_MODEL.to_owned())
     };
+    let setup = start_workers(&agents, &model, &script, callees, 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events
+        .until(|b| match b {
+            Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await?;
+    // The owner writes the transfer down as the number starts ringing, then dies.
+    let ringing = events
+        .until(|b| match b {
+            Body::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .await?;
     ensure!(
         ringing.department == "sales" && ringing.status.is_empty(),
         "{ringing:?}"
     );
-    let owner = owner.context("no owner")?;
     setup.system.signal_worker(&owner, "KILL").await?;
 
-    // Nobody answers; the caller comes back on a new stream, which another worker takes over.
     let call = setup.finished(&sid).await?;
     let logs = || setup.system.logs();
     let report = call.report.clone().context("report")?;
     let ctx = || format!("{report:#?}\n{}", logs());
     ensure!(report.step_errors.is_empty(), "{}", ctx());
-    ensure!(
-        report.dials.len() == 1 && report.dials[0].status == "no-answer",
-        "{}",
-        ctx()
-    );
+    if warm {
+        ensure!(report.conferences == [sid.clone()], "{}", ctx());
+    } else {
+        ensure!(
+            report.dials.len() == 1 && report.dials[0].status == "no-answer",
+            "{}",
+            ctx()
+        );
+    }
     ensure!(report.reattached == 1, "{}", ctx());
 
     let session = get_session(&setup.system.persister, &sid).await?;
@@ -411,7 +424,7 @@ async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_o
             .with_context(|| format!("no line with {want:?}: {}", ctx()))
     };
     // The new owner records the result and tells the caller, in that order.
-    let attempt = at("Transferring the caller to the sales department.")?;
+    let attempt = at("Transferring the caller to the sales department")?;
     let result = at("did not connect (no-answer); the caller is back with the agent.")?;
     let told = at("nobody in sales picked up")?;
     ensure!(attempt < result && result < told, "{}", ctx());
