@@ -375,12 +375,7 @@ async fn owner_dies_while_the_transfer_rings(warm: bool) -> anyhow::Result<()> {
     let setup = start_workers(&agents, &model, &script, callees, 2, &[]).await?;
     let mut events = Events::watch(&setup.system).await?;
     let sid = setup.call().await?;
-    let owner = events
-        .until(|b| match b {
-            Body::Owner(o) => Some(o.worker_id),
-            _ => None,
-        })
-        .await?;
+    let owner = events.owner().await?;
     // The owner writes the transfer down as the number starts ringing, then dies.
     let ringing = events
         .until(|b| match b {
@@ -447,6 +442,28 @@ impl Events {
         Ok(Self(events))
     }
 
+    /// The worker that claims the call next (its `owner` event).
+    async fn owner(&mut self) -> anyhow::Result<String> {
+        self.until(|b| match b {
+            switchboard_proto::call_event::Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until the agent's first words (the greeting) are in the record.
+    async fn greeted(&mut self) -> anyhow::Result<()> {
+        self.until(|b| match b {
+            switchboard_proto::call_event::Body::Transcript(t)
+                if t.role() == switchboard_proto::Role::Assistant =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+    }
+
     /// The next event whose body `pick` takes.
     async fn until<T>(
         &mut self,
@@ -470,32 +487,15 @@ impl Events {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_department_agents_call_is_taken_over_and_transferred_by_the_new_owner()
 -> anyhow::Result<()> {
-    use switchboard_proto::Role as Speaker;
-    use switchboard_proto::call_event::Body;
     let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
     let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, Callees::default(), 2, &[]).await?;
     let mut events = Events::watch(&setup.system).await?;
     let sid = setup.call().await?;
-    let owner = events
-        .until(|b| match b {
-            Body::Owner(o) => Some(o.worker_id),
-            _ => None,
-        })
-        .await?;
+    let owner = events.owner().await?;
     // The greeting was heard; the caller is about to ask for sales when its agent dies.
-    events
-        .until(|b| match b {
-            Body::Transcript(t) if t.role() == Speaker::Assistant => Some(()),
-            _ => None,
-        })
-        .await?;
+    events.greeted().await?;
     setup.system.signal_worker(&owner, "KILL").await?;
-    let successor = events
-        .until(|b| match b {
-            Body::Owner(o) => Some(o.worker_id),
-            _ => None,
-        })
-        .await?;
+    let successor = events.owner().await?;
     ensure!(successor != owner, "{successor}");
 
     let call = setup.finished(&sid).await?;
@@ -515,7 +515,6 @@ async fn a_department_agents_call_is_taken_over_and_transferred_by_the_new_owner
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_department_agents_call_with_no_worker_left_goes_to_its_first_department()
 -> anyhow::Result<()> {
-    use switchboard_proto::Role as Speaker;
     use switchboard_proto::call_event::Body;
     use switchboard_proto::event::EndReason;
     let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
@@ -531,18 +530,8 @@ async fn a_department_agents_call_with_no_worker_left_goes_to_its_first_departme
     .await?;
     let mut events = Events::watch(&setup.system).await?;
     let sid = setup.call().await?;
-    let owner = events
-        .until(|b| match b {
-            Body::Owner(o) => Some(o.worker_id),
-            _ => None,
-        })
-        .await?;
-    events
-        .until(|b| match b {
-            Body::Transcript(t) if t.role() == Speaker::Assistant => Some(()),
-            _ => None,
-        })
-        .await?;
+    let owner = events.owner().await?;
+    events.greeted().await?;
     setup.system.signal_worker(&owner, "KILL").await?;
     let ended = events
         .until(|b| match b {
