@@ -69,7 +69,9 @@ use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
 pub use super::transfer::Ringing;
-use super::transfer::{Destination, Resolution, Transfer, returned_instructions};
+use super::transfer::{
+    Destination, Resolution, Transfer, event as transfer_event, returned_instructions,
+};
 use crate::agents::{Agent, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;

@@ -57,7 +57,7 @@ impl CallMachine {
             self.record_system(line, now);
             // Written ahead: an owner taking the call over learns from it that the caller
             // coming back on a new stream returns from this transfer.
-            let ringing = super::super::transfer::event(&to, self.transfer_outcome, None);
+            let ringing = transfer_event(&to, self.transfer_outcome, None);
             self.effects.push(Effect::Event(Body::Transfer(ringing)));
             self.transfer = Some(Transfer::dialing(to, self.transfer_outcome, timeout, now));
             return;
@@ -111,7 +111,7 @@ impl CallMachine {
             Resolution::Connected => {
                 let to = transfer.destination().clone();
                 let sets_outcome = transfer.own_outcome();
-                let answered = super::super::transfer::event(&to, sets_outcome, Some(status));
+                let answered = transfer_event(&to, sets_outcome, Some(status));
                 self.effects.push(Effect::Event(Body::Transfer(answered)));
                 let label = to.label();
                 self.record_system(format!("The transfer to {label} was answered."), now);
@@ -127,7 +127,7 @@ impl CallMachine {
         let status = transfer.returned_status();
         let to = transfer.destination().clone();
         self.observe(Observation::TransferReturned { status });
-        let result = super::super::transfer::event(&to, transfer.own_outcome(), Some(status));
+        let result = transfer_event(&to, transfer.own_outcome(), Some(status));
         self.effects.push(Effect::Event(Body::Transfer(result)));
         self.record_system(
             format!(
