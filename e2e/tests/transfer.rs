@@ -428,6 +428,57 @@ async fn owner_dies_while_the_transfer_rings(warm: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_answered_after_its_owner_died_closes_the_record_transferred()
+-> anyhow::Result<()> {
+    owner_dies_and_the_human_answers(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_answered_after_its_owner_died_closes_the_record_transferred()
+-> anyhow::Result<()> {
+    owner_dies_and_the_human_answers(true).await
+}
+
+/// The owner is killed as the department's number starts ringing, and the human answers: no
+/// stream comes back, so no worker takes the call over; the gateway that gets the answered
+/// callback finds the owner gone and closes the record as transferred.
+async fn owner_dies_and_the_human_answers(warm: bool) -> anyhow::Result<()> {
+    use switchboard_proto::call_event::Body;
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let (agents, model) = if warm {
+        (warm_agents(), warm_model())
+    } else {
+        (AGENTS.to_owned(), TRANSFER_MODEL.to_owned())
+    };
+    let setup = start_workers(&agents, &model, &script, Callees::default(), 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events.owner().await?;
+    events
+        .until(|b| match b {
+            Body::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let ended = events
+        .until(|b| match b {
+            Body::Ended(end) => Some(end.reason),
+            _ => None,
+        })
+        .await?;
+    let logs = || setup.system.logs();
+    ensure!(ended == "transferred", "{ended}\n{}", logs());
+    let session = get_session(&setup.system.persister, &sid).await?;
+    ensure!(
+        session["end_reason"] == "transferred" && session["outcome"] == "transferred",
+        "{session:#}\n{}",
+        logs()
+    );
+    Ok(())
+}
+
 /// The call's events as they are published (the persister's user), from before the call.
 struct Events(async_nats::Subscriber);
 
