@@ -176,8 +176,8 @@ pub struct Agent {
     /// and hears the model's summary of the call first.
     pub warm_transfer: bool,
     /// What the caller hears (Twilio `<Say>`, spoken by the gateway) when the call's worker is
-    /// lost and no other worker can take the call over, before the transfer to `transfer_to`
-    /// or the hang-up ([`DEFAULT_APOLOGY`] unless set).
+    /// lost and no other worker can take the call over, before the transfer of
+    /// [`Agent::lost_call_transfer`] or the hang-up ([`DEFAULT_APOLOGY`] unless set).
     pub apology: String,
     /// The agents (ids of this file) that `handoff` may hand the call to; non-empty exactly when
     /// `handoff` is in `tools`.
@@ -259,6 +259,15 @@ impl Agent {
                 let names: Vec<&str> = self.departments.iter().map(|d| d.name.as_str()).collect();
                 DestinationError::UnknownDepartment(names.join(", "))
             })
+    }
+
+    /// Where the gateway transfers a call whose worker was lost when no other worker can take
+    /// it over (after the apology): the single-number `transfer_to`, or with departments the
+    /// first one in name order, so the caller still reaches a human. `None` hangs up.
+    pub fn lost_call_transfer(&self) -> Option<&str> {
+        self.transfer_to
+            .as_deref()
+            .or_else(|| self.departments.first().map(|d| d.number.as_str()))
     }
 
     /// Whether the agent may call `name`.
@@ -1421,6 +1430,8 @@ eagerness = "high"
             Err(DestinationError::UnknownDepartment("billing, sales".into()))
         );
         assert!(a.transfer_destination(None).is_err());
+        // A lost call still reaches a human: the first department.
+        assert_eq!(a.lost_call_transfer(), Some("+15550003333"));
         let mut targets = agents.transfer_targets("a");
         targets.sort_unstable();
         assert_eq!(targets, ["+15550002222", "+15550003333"]);
@@ -1436,10 +1447,12 @@ eagerness = "high"
             a.transfer_destination(Some("sales")),
             Ok((String::new(), "+15550002222".into()))
         );
+        assert_eq!(a.lost_call_transfer(), Some("+15550002222"));
         assert_eq!(
             Agent::new("b", "x").transfer_destination(None),
             Err(DestinationError::NotConfigured)
         );
+        assert_eq!(Agent::new("b", "x").lost_call_transfer(), None);
     }
 
     #[test]

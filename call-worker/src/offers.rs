@@ -94,9 +94,19 @@ pub fn decide(
         agents.by_id(&offer.agent_id)
     };
     match agent {
-        Some(a) if offer.vars.is_empty() => Decision::Accept(Arc::clone(a)),
-        Some(a) => Decision::Accept(Arc::new(with_vars(a, &offer.vars))),
+        Some(a) => Decision::Accept(for_contact(a, &offer.vars)),
         None => Decision::Decline(DeclineReason::NoAgent),
+    }
+}
+
+/// `agent` as it serves a call with `vars` (see [`with_vars`]); the shared one without vars.
+/// Every agent of the call gets them: the one it was accepted with, a handoff's target, and
+/// the agent of a worker taking the call over (from the call's `started` event).
+pub fn for_contact(agent: &Arc<Agent>, vars: &HashMap<String, String>) -> Arc<Agent> {
+    if vars.is_empty() {
+        Arc::clone(agent)
+    } else {
+        Arc::new(with_vars(agent, vars))
     }
 }
 
@@ -543,7 +553,15 @@ async fn take_over(
         return Err(DeclineReason::ClaimLost);
     }
     let rebuilt = takeover::rebuild_now(&log.events);
-    let Some(agent) = agents.by_id(&rebuilt.agent_id).cloned() else {
+    if let Some(started) = &rebuilt.started
+        && offer.vars.is_empty()
+    {
+        offer.vars.clone_from(&started.vars);
+    }
+    let Some(agent) = agents
+        .by_id(&rebuilt.agent_id)
+        .map(|agent| for_contact(agent, &offer.vars))
+    else {
         tracing::warn!(%call_sid, agent_id = %rebuilt.agent_id, "the call's agent is not in this worker's agents file");
         return Err(DeclineReason::NoAgent);
     };
@@ -641,6 +659,46 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_taken_over_call_keeps_its_contacts_vars() {
+        use crate::call::machine::{CallMachine, CallSetup, Effect};
+        use switchboard_proto::call_event::Body;
+        let a = agents();
+        let mut o = offer("CA1", "+1555", "sales");
+        o.vars = HashMap::from([("name".to_owned(), "Jane".to_owned())]);
+        let Decision::Accept(agent) = decide(&o, false, 1, &a, &HashMap::new()) else {
+            panic!("accepted");
+        };
+        let setup = CallSetup {
+            offer: o,
+            agent: Arc::clone(&agent),
+            worker_id: "w1".into(),
+            model: "gpt-realtime".into(),
+            tool_timeout: Duration::from_secs(8),
+            accepted_at_ms: 1,
+        };
+        let mut m = CallMachine::new(setup, tokio::time::Instant::now());
+        let log: Vec<switchboard_proto::CallEvent> = m
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Event(body @ Body::Started(_)) => Some(switchboard_proto::CallEvent {
+                    call_sid: "CA1".into(),
+                    seq: 1,
+                    at_ms: 1,
+                    body: Some(body),
+                }),
+                _ => None,
+            })
+            .collect();
+        // The new owner's agent, from what the call's events say.
+        let rebuilt = takeover::rebuild(&log, 2);
+        let vars = &rebuilt.started.expect("started").vars;
+        let taken = for_contact(a.by_id(&rebuilt.agent_id).unwrap(), vars);
+        assert_eq!(taken.instructions, agent.instructions);
+        assert!(taken.instructions.contains("- name: Jane"));
     }
 
     #[test]

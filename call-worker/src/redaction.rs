@@ -52,7 +52,8 @@ pub fn redact_body(redactor: &Redactor, body: &mut Body) {
         | Body::Owner(_)
         | Body::Usage(_)
         | Body::Recording(_)
-        | Body::Amd(_) => {}
+        | Body::Amd(_)
+        | Body::Transfer(_) => {}
     }
 }
 

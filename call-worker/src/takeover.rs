@@ -16,7 +16,7 @@ use switchboard_proto::{
 };
 
 use crate::agents::HANDOFF;
-use crate::call::machine::Resumed;
+use crate::call::machine::{Resumed, Ringing};
 
 /// Why a call could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,7 @@ pub fn rebuild(events: &[CallEvent], now_ms: i64) -> Rebuilt {
             Body::Owner(o) if !o.agent_id.is_empty() => owner_agent = o.agent_id.clone(),
             Body::Usage(u) => add(&mut r.resumed.usage, u),
             Body::Outcome(_) => r.resumed.outcome_set = true,
+            Body::Transfer(t) => r.resumed.transfer = Ringing::from_event(t),
             Body::Dispatched(d) => {
                 // The model acted on the caller's speech up to here: a new owner must not hear
                 // that question again from the gateway's replay (it would ask the tool twice).

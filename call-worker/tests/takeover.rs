@@ -72,7 +72,6 @@ async fn gauge(addr: &str, name: &str) -> anyhow::Result<f64> {
 #[tokio::test]
 async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()> {
     let (nats, sim, _dir, agents, h) = Observer::start(SCRIPT, &[]).await?;
-    let (client, subjects) = (h.client.clone(), h.subjects.clone());
 
     let a = worker(&nats, &sim, &agents, "worker-a").await?;
     let sid = "CAtakeover1";
@@ -96,41 +95,11 @@ async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()>
     .await?;
 
     // Worker A dies.
-    let pid = a.service.pid().expect("worker A runs");
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
-    assert!(killed.success());
-    // Its probe subscription went with it: once the server has seen the socket close, a probe
-    // gets "no responders" at once (the gateway's fast path for a crash).
-    eventually(WAIT, "no responders for the dead owner", || async {
-        let probe = client.request(
-            subjects.call_owner(sid),
-            switchboard_proto::OwnerProbe { epoch: 0 }
-                .encode_to_vec()
-                .into(),
-        );
-        let answer = tokio::time::timeout(std::time::Duration::from_millis(200), probe)
-            .await
-            .ok()?;
-        matches!(answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders)
-            .then_some(())
-    })
-    .await?;
+    h.kill_owner(&a, sid).await?;
 
     let b = worker(&nats, &sim, &agents, "worker-b").await?;
-    let killed_at = switchboard_proto::now_ms();
+    let takeover = |epoch| takeover_offer(sid, epoch);
     // A stale epoch is refused; the next one is taken.
-    let takeover = |epoch| CallOffer {
-        call_sid: sid.into(),
-        gateway_id: "gw-test".into(),
-        offered_at_ms: switchboard_proto::now_ms(),
-        epoch,
-        takeover: OwnerReason::WorkerLost.as_str().into(),
-        previous_worker_id: "worker-a".into(),
-        owner_silent_since_ms: killed_at,
-        ..Default::default()
-    };
     let stale = h.offer(takeover(2)).await?;
     assert_eq!(
         (stale.accepted, stale.reason.as_str()),
@@ -257,6 +226,88 @@ async fn a_killed_workers_call_is_taken_over_and_goes_on() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The gateway's offer of `sid` to a new owner of `epoch` after worker A was lost: it knows
+/// nothing of the call but its sid (the `started` and `owner` events hold the rest).
+fn takeover_offer(sid: &str, epoch: u32) -> CallOffer {
+    let now = switchboard_proto::now_ms();
+    CallOffer {
+        call_sid: sid.into(),
+        gateway_id: "gw-test".into(),
+        offered_at_ms: now,
+        epoch,
+        takeover: OwnerReason::WorkerLost.as_str().into(),
+        previous_worker_id: "worker-a".into(),
+        owner_silent_since_ms: now,
+        ..Default::default()
+    }
+}
+
+/// The instructions of the `session.update`s session `index` of the simulator got so far.
+async fn instructions(sim: &SimServer, index: usize) -> Option<Vec<String>> {
+    let sessions = sim.sessions().await;
+    let updates: Vec<String> = sessions
+        .get(index)?
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::SessionUpdate { session, .. } => session.instructions.clone(),
+            _ => None,
+        })
+        .collect();
+    (!updates.is_empty()).then_some(updates)
+}
+
+#[tokio::test]
+async fn a_campaign_calls_vars_reach_the_instructions_of_the_worker_taking_it_over()
+-> anyhow::Result<()> {
+    let (nats, sim, _dir, agents, h) = Observer::start(SCRIPT, &[]).await?;
+    let a = worker(&nats, &sim, &agents, "worker-a").await?;
+    let sid = "CAtakeovervars";
+    let mut gw = Gateway::connect(&h.client, &h.subjects, sid).await?;
+    let vars = std::collections::HashMap::from([
+        ("name".to_owned(), "Jane Roe".to_owned()),
+        ("appointment".to_owned(), "Tuesday 10:00".to_owned()),
+    ]);
+    let reply = h
+        .offer(CallOffer {
+            call_sid: sid.into(),
+            from: "+15550001111".into(),
+            to: "+15550001234".into(),
+            direction: switchboard_proto::Direction::Outbound as i32,
+            gateway_id: "gw-test".into(),
+            offered_at_ms: switchboard_proto::now_ms(),
+            agent_id: "front-desk".into(),
+            vars,
+            ..Default::default()
+        })
+        .await?;
+    assert!(reply.accepted && reply.worker_id == "worker-a", "{reply:?}");
+    gw.start().await?;
+    let first = eventually(WAIT, "worker A's session configured", || {
+        instructions(&sim, 0)
+    })
+    .await?;
+    assert!(
+        first[0].contains("- appointment: Tuesday 10:00\n- name: Jane Roe"),
+        "{first:?}"
+    );
+
+    h.kill_owner(&a, sid).await?;
+    let _b = worker(&nats, &sim, &agents, "worker-b").await?;
+    let reply = h.offer(takeover_offer(sid, 1)).await?;
+    assert!(reply.accepted && reply.worker_id == "worker-b", "{reply:?}");
+    gw.start_for(1, true).await?;
+    let second = eventually(WAIT, "worker B's session configured", || {
+        instructions(&sim, 1)
+    })
+    .await?;
+    assert_eq!(
+        second[0], first[0],
+        "the same instructions, the contact's vars included"
+    );
+    Ok(())
+}
+
 /// The test's view of NATS and the call log.
 struct Observer {
     client: async_nats::Client,
@@ -305,6 +356,31 @@ impl Observer {
         gw.speak(600).await?;
         gw.silence(700).await?;
         Ok(gw)
+    }
+
+    /// Kills worker `a` (kill -9) and waits until its probe subscription for `sid` is gone:
+    /// once the server has seen the socket close, a probe gets "no responders" at once (the
+    /// gateway's fast path for a crash).
+    async fn kill_owner(&self, a: &Process, sid: &str) -> anyhow::Result<()> {
+        let pid = a.service.pid().expect("worker A runs");
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?;
+        assert!(killed.success());
+        eventually(WAIT, "no responders for the dead owner", || async {
+            let probe = self.client.request(
+                self.subjects.call_owner(sid),
+                switchboard_proto::OwnerProbe { epoch: 0 }
+                    .encode_to_vec()
+                    .into(),
+            );
+            let answer = tokio::time::timeout(std::time::Duration::from_millis(200), probe)
+                .await
+                .ok()?;
+            matches!(answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders)
+                .then_some(())
+        })
+        .await
     }
 
     async fn offer(&self, offer: CallOffer) -> anyhow::Result<OfferReply> {

@@ -221,6 +221,25 @@ impl System {
         .await
     }
 
+    /// [`System::start_custom`] with `workers` call-workers (ids `call-worker-0`, ...) and no
+    /// webhooks.
+    pub async fn start_custom_with_workers(
+        agents_file: &std::path::Path,
+        model_script: &std::path::Path,
+        extra: &[(&'static str, String)],
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(
+            agents_file,
+            model_script,
+            extra,
+            "",
+            workers,
+            &SimSettings::default(),
+        )
+        .await
+    }
+
     async fn start_full(
         agents_file: &std::path::Path,
         model_script: &std::path::Path,

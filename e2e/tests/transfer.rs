@@ -143,18 +143,28 @@ async fn start_with(
     script: &str,
     callees: Callees,
 ) -> anyhow::Result<Setup> {
+    start_workers(agents_file, model, script, callees, 1, &[]).await
+}
+
+/// [`start_with`] with `workers` call-workers and `extra` settings of every service.
+async fn start_workers(
+    agents_file: &str,
+    model: &str,
+    script: &str,
+    callees: Callees,
+    workers: usize,
+    extra: &[(&'static str, String)],
+) -> anyhow::Result<Setup> {
     let agents = tempfile::NamedTempFile::new()?;
     std::fs::write(agents.path(), agents_file)?;
     let model_file = tempfile::NamedTempFile::new()?;
     std::fs::write(model_file.path(), model)?;
     let port = switchboard_testkit::free_port();
-    let system = System::start_custom(
-        agents.path(),
-        model_file.path(),
-        &[("TWILIO_API_BASE", format!("http://127.0.0.1:{port}"))],
-        "",
-    )
-    .await?;
+    let mut settings = vec![("TWILIO_API_BASE", format!("http://127.0.0.1:{port}"))];
+    settings.extend_from_slice(extra);
+    let system =
+        System::start_custom_with_workers(agents.path(), model_file.path(), &settings, workers)
+            .await?;
     let mut cfg = CallConfig::new(&system.gateway, AUTH_TOKEN);
     cfg.account_sid = ACCOUNT_SID.into();
     cfg.callees = callees;
@@ -317,24 +327,277 @@ async fn an_unanswered_transfer_brings_the_caller_back_to_the_agent() -> anyhow:
     ensure!(report.reattached == 1, "{}", ctx());
 
     let session = get_session(&setup.system.persister, &sid).await?;
+    back_with_the_agent(&session, &logs)
+}
+
+/// The record of a call whose transfer to sales nobody answered: the caller ended it after
+/// coming back, the outcome says why, and the transcript holds the attempt, its result and the
+/// agent telling the caller, in that order.
+fn back_with_the_agent(session: &Value, logs: &dyn Fn() -> String) -> anyhow::Result<()> {
     let ctx = || format!("{session:#}\n{}", logs());
     ensure!(session["end_reason"] == "caller_hung_up", "{}", ctx());
     ensure!(session["outcome"] == "transfer_failed", "{}", ctx());
     ensure!(session["outcome_detail"] == "no-answer", "{}", ctx());
-    let transcript = lines(&session);
+    let transcript = lines(session);
     let at = |want: &str| {
         transcript
             .iter()
             .position(|(_, text)| text.contains(want))
             .with_context(|| format!("no line with {want:?}: {}", ctx()))
     };
-    // Attempt, result, then the agent telling the caller, in that order.
-    let attempt = at("Transferring the caller to the sales department.")?;
+    let attempt = at("Transferring the caller to the sales department")?;
     let result = at("did not connect (no-answer); the caller is back with the agent.")?;
     let told = at("nobody in sales picked up")?;
     ensure!(attempt < result && result < told, "{}", ctx());
     ensure!(transcript[told].0 == "assistant", "{}", ctx());
     at("Goodbye!")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_agent_died_while_the_transfer_rang_comes_back_to_a_new_owner()
+-> anyhow::Result<()> {
+    owner_dies_while_the_transfer_rings(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_agent_died_during_a_warm_transfer_comes_back_to_a_new_owner()
+-> anyhow::Result<()> {
+    owner_dies_while_the_transfer_rings(true).await
+}
+
+/// Two workers; the owner is killed (kill -9) as the department's number starts ringing, and
+/// nobody answers: the caller comes back on a new stream, another worker takes the call over,
+/// records the result and tells the caller.
+async fn owner_dies_while_the_transfer_rings(warm: bool) -> anyhow::Result<()> {
+    use switchboard_proto::call_event::Body;
+    let script = format!("{ASKS}\n{COMES_BACK}");
+    let callees = Callees::default().with(SALES, Callee::NoAnswer);
+    let (agents, model) = if warm {
+        (warm_agents(), warm_model())
+    } else {
+        (AGENTS.to_owned(), TRANSFER_MODEL.to_owned())
+    };
+    let setup = start_workers(&agents, &model, &script, callees, 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events.owner().await?;
+    // The owner writes the transfer down as the number starts ringing, then dies.
+    let ringing = events
+        .until(|b| match b {
+            Body::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .await?;
+    ensure!(
+        ringing.department == "sales" && ringing.status.is_empty(),
+        "{ringing:?}"
+    );
+    setup.system.signal_worker(&owner, "KILL").await?;
+
+    let call = setup.finished(&sid).await?;
+    let logs = || setup.system.logs();
+    let report = call.report.clone().context("report")?;
+    let ctx = || format!("{report:#?}\n{}", logs());
+    ensure!(report.step_errors.is_empty(), "{}", ctx());
+    if warm {
+        ensure!(report.conferences == [sid.clone()], "{}", ctx());
+    } else {
+        ensure!(
+            report.dials.len() == 1 && report.dials[0].status == "no-answer",
+            "{}",
+            ctx()
+        );
+    }
+    ensure!(report.reattached == 1, "{}", ctx());
+
+    let session = get_session(&setup.system.persister, &sid).await?;
+    ensure!(session["takeovers"] == 1, "{session:#}\n{}", logs());
+    back_with_the_agent(&session, &logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_answered_after_its_owner_died_closes_the_record_transferred()
+-> anyhow::Result<()> {
+    owner_dies_and_the_human_answers(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_answered_after_its_owner_died_closes_the_record_transferred()
+-> anyhow::Result<()> {
+    owner_dies_and_the_human_answers(true).await
+}
+
+/// The owner is killed as the department's number starts ringing, and the human answers: no
+/// stream comes back, so no worker takes the call over; the gateway that gets the answered
+/// callback finds the owner gone and closes the record as transferred.
+async fn owner_dies_and_the_human_answers(warm: bool) -> anyhow::Result<()> {
+    use switchboard_proto::call_event::Body;
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let (agents, model) = if warm {
+        (warm_agents(), warm_model())
+    } else {
+        (AGENTS.to_owned(), TRANSFER_MODEL.to_owned())
+    };
+    let setup = start_workers(&agents, &model, &script, Callees::default(), 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events.owner().await?;
+    events
+        .until(|b| match b {
+            Body::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let ended = events
+        .until(|b| match b {
+            Body::Ended(end) => Some(end.reason),
+            _ => None,
+        })
+        .await?;
+    let logs = || setup.system.logs();
+    ensure!(ended == "transferred", "{ended}\n{}", logs());
+    let session = get_session(&setup.system.persister, &sid).await?;
+    ensure!(
+        session["end_reason"] == "transferred" && session["outcome"] == "transferred",
+        "{session:#}\n{}",
+        logs()
+    );
+    Ok(())
+}
+
+/// The call's events as they are published (the persister's user), from before the call.
+struct Events(async_nats::Subscriber);
+
+impl Events {
+    async fn watch(system: &System) -> anyhow::Result<Self> {
+        use switchboard_proto::permissions::Role;
+        let nats = system.connect_as(&Role::Persister).await?;
+        let events = nats
+            .subscribe(switchboard_proto::subject::Subjects::default().call_events("*"))
+            .await?;
+        nats.flush().await?;
+        Ok(Self(events))
+    }
+
+    /// The worker that claims the call next (its `owner` event).
+    async fn owner(&mut self) -> anyhow::Result<String> {
+        self.until(|b| match b {
+            switchboard_proto::call_event::Body::Owner(o) => Some(o.worker_id),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until the agent's first words (the greeting) are in the record.
+    async fn greeted(&mut self) -> anyhow::Result<()> {
+        self.until(|b| match b {
+            switchboard_proto::call_event::Body::Transcript(t)
+                if t.role() == switchboard_proto::Role::Assistant =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next event whose body `pick` takes.
+    async fn until<T>(
+        &mut self,
+        mut pick: impl FnMut(switchboard_proto::call_event::Body) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        use futures::StreamExt as _;
+        use switchboard_proto::Message as _;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.0.next())
+                .await
+                .context("no such event in time")?
+                .context("event subscription ended")?;
+            let event = switchboard_proto::CallEvent::decode(msg.payload)?;
+            if let Some(found) = event.body.and_then(&mut pick) {
+                return Ok(found);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_agents_call_is_taken_over_and_transferred_by_the_new_owner()
+-> anyhow::Result<()> {
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let setup = start_workers(AGENTS, TRANSFER_MODEL, &script, Callees::default(), 2, &[]).await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events.owner().await?;
+    // The greeting was heard; the caller is about to ask for sales when its agent dies.
+    events.greeted().await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let successor = events.owner().await?;
+    ensure!(successor != owner, "{successor}");
+
+    let call = setup.finished(&sid).await?;
+    let logs = || setup.system.logs();
+    ensure!(
+        dialed(&call)? == (SALES.to_owned(), Some(5), true, true),
+        "the new owner transferred the call to the department: {call:#?}\n{}",
+        logs()
+    );
+    let session = get_session(&setup.system.persister, &sid).await?;
+    let ctx = || format!("{session:#}\n{}", logs());
+    ensure!(session["takeovers"] == 1, "{}", ctx());
+    ensure!(session["end_reason"] == "transferred", "{}", ctx());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_agents_call_with_no_worker_left_goes_to_its_first_department()
+-> anyhow::Result<()> {
+    use switchboard_proto::call_event::Body;
+    use switchboard_proto::event::EndReason;
+    let script = format!("{ASKS}\n[[step]]\npause_ms = 15000\n");
+    let timeout = [("TAKEOVER_TIMEOUT_MS", "1500".to_owned())];
+    let setup = start_workers(
+        AGENTS,
+        TRANSFER_MODEL,
+        &script,
+        Callees::default(),
+        1,
+        &timeout,
+    )
+    .await?;
+    let mut events = Events::watch(&setup.system).await?;
+    let sid = setup.call().await?;
+    let owner = events.owner().await?;
+    events.greeted().await?;
+    setup.system.signal_worker(&owner, "KILL").await?;
+    let ended = events
+        .until(|b| match b {
+            Body::Ended(end) => Some(end.reason),
+            _ => None,
+        })
+        .await?;
+    ensure!(ended == EndReason::WorkerLost.as_str(), "{ended}");
+    // The apology, then a human: the agent's first department.
+    let call = switchboard_testkit::eventually(Duration::from_secs(10), "the apology", || {
+        let (twilio, sid) = (&setup.twilio, sid.clone());
+        async move {
+            let calls = twilio.calls().await;
+            calls.get(&sid).filter(|c| !c.twiml.is_empty()).cloned()
+        }
+    })
+    .await?;
+    let Instructions(verbs) = Instructions::parse(&call.twiml[0])?;
+    ensure!(
+        verbs
+            == vec![
+                Verb::Say(switchboard_agents::DEFAULT_APOLOGY.into()),
+                Verb::dial("+15550003333")
+            ],
+        "{verbs:?}\n{}",
+        setup.system.logs()
+    );
     Ok(())
 }
 

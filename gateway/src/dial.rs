@@ -9,7 +9,8 @@
 //!
 //! - the human answers: Twilio posts the `<Number>` status callback (`CallStatus=in-progress`,
 //!   `ParentCallSid` = the caller's call) to [`dial_status`], which tells the call's owner
-//!   `TransferResult { status: "answered" }` on `voice.call.<sid>.in`;
+//!   `TransferResult { status: "answered" }` on `voice.call.<sid>.in` (after probing it: an owner
+//!   that died while the number rang gets its record closed `transferred` by the gateway);
 //! - when the dial ends, Twilio requests the `<Dial>` action ([`dial_action`]) with
 //!   `DialCallStatus`: the owner is told the status; `completed` / `answered` gets `<Hangup/>`,
 //!   and so does a caller who hung up while it rang (the owner then also gets a `stop`, so the
@@ -30,14 +31,16 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use switchboard_proto::event::{DialStatus, StopReason};
+use switchboard_proto::event::{DialStatus, EndReason, StopReason};
 use switchboard_proto::{InboundFrame, Message as _, TransferResult, inbound_frame};
 use switchboard_twilio::twiml::{self, ConferenceRoom, DialNumber};
 use tracing::Instrument as _;
 
 use crate::metrics as m;
+use crate::owner::{MIN_PROBE_AFTER, PROBE_FRACTION, ProbeAnswer};
 use crate::reattach::{self, Reattach, ReattachError};
 use crate::shared::Shared;
+use crate::takeover::{LostCall, close_record};
 use crate::twilio_rest::{CallUpdate, NewTwimlCall, Updated};
 use crate::webhook::{twiml_response, verified_form};
 
@@ -182,6 +185,51 @@ async fn publish_result(shared: &Shared, call_sid: &str, status: DialStatus) {
     publish(shared, call_sid, result).await;
 }
 
+/// The human took the caller of `call_sid`: before the owner is told (which ends its call and
+/// its subscriptions), it is probed. One that died while the number rang cannot record the end
+/// (no gateway watches an owner while the call has no stream, and no stream comes back now), so
+/// on "no responders" (its subscriptions went with its process) the gateway closes the record
+/// itself, `transferred`, under its own fencing claim. An owner that answers, or says nothing
+/// within the probe's time, records the end itself.
+async fn close_if_owner_gone(shared: &Shared, call_sid: &str) {
+    let js = async_nats::jetstream::new(shared.nats.clone());
+    let subject = shared.subjects.event(call_sid, "owner");
+    let owner = match switchboard_service::events::last_owner_message(&js, &subject).await {
+        Ok(Some(last)) => last.owner,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "reading the call's owner after its transfer failed");
+            return;
+        }
+    };
+    let probe_timeout = (shared.worker_silence / PROBE_FRACTION).max(MIN_PROBE_AFTER);
+    let answer = crate::takeover::probe(
+        shared.nats.clone(),
+        shared.subjects.call_owner(call_sid),
+        owner.epoch,
+        probe_timeout,
+    )
+    .await;
+    if answer != ProbeAnswer::NoResponders {
+        return;
+    }
+    tracing::warn!(worker_id = %owner.worker_id, epoch = owner.epoch,
+        "the call's owner is gone and the human took the caller: closing the record");
+    let lost = LostCall {
+        call_sid: call_sid.to_owned(),
+        gateway_id: shared.gateway_id.clone(),
+        epoch: owner.epoch,
+        previous_worker_id: owner.worker_id,
+        agent_id: owner.agent_id,
+        gap_ms: 0,
+        duration_ms: 0,
+        reason: EndReason::Transferred,
+    };
+    if let Err(error) = close_record(&js, &shared.events, &shared.subjects, &lost).await {
+        tracing::error!(%error, "closing the record of a transferred call failed");
+    }
+}
+
 /// Publishes `frame` to the owner of `call_sid` (outside any stream: `seq` 0).
 pub(crate) async fn publish(shared: &Shared, call_sid: &str, frame: inbound_frame::Frame) {
     let payload = InboundFrame {
@@ -303,6 +351,7 @@ pub async fn dial_status(State(shared): State<Arc<Shared>>, request: Request) ->
     async {
         match status {
             _ if form.call_status == "in-progress" => {
+                close_if_owner_gone(&shared, parent).await;
                 publish_result(&shared, parent, DialStatus::Answered).await;
             }
             // The human's call of a warm transfer ended unanswered.

@@ -193,6 +193,7 @@ fn call_events(sid: &str, turns: u32) -> Vec<CallEvent> {
                 direction: Direction::Inbound as i32,
                 worker_id: "worker-1".into(),
                 model: "gpt-realtime".into(),
+                vars: Default::default(),
             }),
         ),
     ];

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::signature::{InvalidSecret, SigningKey};
 
 /// The event kinds an endpoint may ask for: `call.<kind>` for each kind of `CallEvent` body.
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 14] = [
     "call.started",
     "call.transcript",
     "call.tool",
@@ -29,6 +29,7 @@ pub const EVENT_TYPES: [&str; 13] = [
     "call.usage",
     "call.recording",
     "call.amd",
+    "call.transfer",
 ];
 
 /// The webhook `type` of an event of `kind` (the subject's kind token).

@@ -163,6 +163,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
             direction: Direction::Inbound as i32,
             worker_id: "bench-worker".into(),
             model: "gpt-realtime".into(),
+            vars: Default::default(),
         })
     } else if seq == n {
         Body::Ended(CallEnded {

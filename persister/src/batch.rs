@@ -366,7 +366,8 @@ fn updating_kind(event: &CallEvent) -> Option<&'static str> {
             | Body::Dispatched(_)
             | Body::Usage(_)
             | Body::Recording(_)
-            | Body::Amd(_),
+            | Body::Amd(_)
+            | Body::Transfer(_),
         )
         | None => None,
     }
@@ -521,7 +522,8 @@ impl<'a> CallUpdates<'a> {
                 | Body::Dispatched(_)
                 | Body::Usage(_)
                 | Body::Recording(_)
-                | Body::Amd(_),
+                | Body::Amd(_)
+                | Body::Transfer(_),
             )
             | None => {}
         }

@@ -170,6 +170,7 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
         Some(Body::Recording(b)) => json!({"duration_ms": b.duration_ms,
             "channels": b.channels}),
         Some(Body::Amd(b)) => json!({"answered_by": b.answered_by, "detection_ms": b.detection_ms}),
+        Some(Body::Transfer(b)) => json!({"department": b.department, "status": b.status}),
         None => json!({}),
     };
     if let Value::Object(fields) = body {

@@ -101,8 +101,9 @@ pub async fn apply(
         Some(Body::Recording(b)) => recording(&mut tx, sid, b, at).await?,
         Some(Body::Amd(b)) => answered_by(&mut tx, sid, b).await?,
         // Write-ahead and per-response usage events: the ledger keeps them (the call's total
-        // usage arrives in `ended`). A body from a newer producer: likewise.
-        Some(Body::Dispatched(_) | Body::Usage(_)) | None => {}
+        // usage arrives in `ended`; a transfer's course is in the transcript's system lines).
+        // A body from a newer producer: likewise.
+        Some(Body::Dispatched(_) | Body::Usage(_) | Body::Transfer(_)) | None => {}
     }
     tx.commit().await?;
     Ok(Applied::Written)

@@ -196,6 +196,7 @@ impl Seeded {
                 } as i32,
                 worker_id: "worker-1".into(),
                 model: "gpt-realtime".into(),
+                vars: Default::default(),
             }),
         )];
         let mut seq = 1;

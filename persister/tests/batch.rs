@@ -147,6 +147,7 @@ async fn batched_call_row_updates_equal_one_at_a_time() -> anyhow::Result<()> {
             direction: Direction::Unspecified as i32,
             worker_id: "worker-2".into(),
             model: "gpt-realtime-mini".into(),
+            vars: Default::default(),
         };
         vec![
             event(sid, 1, T0, started("front-desk", "+15550001234")),

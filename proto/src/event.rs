@@ -139,7 +139,7 @@ impl AnsweredBy {
 }
 
 /// Every `<kind>` token [`kind`] gives, in the order of the `oneof body` field numbers.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "started",
     "transcript",
     "tool",
@@ -153,6 +153,7 @@ pub const KINDS: [&str; 13] = [
     "usage",
     "recording",
     "amd",
+    "transfer",
 ];
 
 contract_words! {
@@ -345,6 +346,7 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Usage(_) => "usage",
         Body::Recording(_) => "recording",
         Body::Amd(_) => "amd",
+        Body::Transfer(_) => "transfer",
     }
 }
 
@@ -499,6 +501,7 @@ mod tests {
             Body::Usage(Default::default()),
             Body::Recording(Default::default()),
             Body::Amd(Default::default()),
+            Body::Transfer(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(kind).collect();
         assert_eq!(kinds, KINDS);

@@ -69,7 +69,10 @@ use super::session_check::SessionCheck;
 use super::stream_clock::StreamClock;
 use super::tool_rounds::ToolRounds;
 use super::transcripts::Transcripts;
-use super::transfer::{Destination, Resolution, Transfer, returned_instructions};
+pub use super::transfer::Ringing;
+use super::transfer::{
+    Destination, Resolution, Transfer, event as transfer_event, returned_instructions,
+};
 use crate::agents::{Agent, END_CALL, HANDOFF, SEND_DTMF, SET_OUTCOME, TRANSFER_CALL};
 use crate::playback::{BYTES_PER_MS, Playback};
 use crate::realtime::RealtimeEvent;
@@ -188,6 +191,9 @@ pub struct Resumed {
     /// Stream time up to which the transcript holds the caller's speech: replayed caller
     /// audio up to here is not sent to the new session again.
     pub heard_until_ms: u32,
+    /// A transfer was ringing with no result recorded: the caller coming back on a new stream
+    /// returns from a transfer that did not connect.
+    pub transfer: Option<Ringing>,
 }
 
 /// A `handoff` call waiting for its target to be resolved.
@@ -353,6 +359,7 @@ impl CallMachine {
             direction: offer.direction,
             worker_id: m.setup.worker_id.clone(),
             model: m.setup.model.clone(),
+            vars: offer.vars.clone(),
         };
         m.effects.push(Effect::Event(Body::Started(started)));
         m
@@ -379,6 +386,18 @@ impl CallMachine {
         m.resumed = Some(resumed.waiting);
         m.skip_replayed_until = resumed.heard_until_ms;
         m.pending_tools = resumed.pending_tools;
+        if let Some(ringing) = resumed.transfer {
+            // Taken over because the caller came back on a new stream (no gateway watches the
+            // owner while the number rings), or while it still rings: its start or the result
+            // grace says which.
+            m.transfer_outcome = ringing.sets_outcome;
+            m.transfer = Some(Transfer::dialing(
+                ringing.to,
+                ringing.sets_outcome,
+                Duration::ZERO,
+                now,
+            ));
+        }
         m
     }
 

@@ -423,7 +423,7 @@ impl CallActor {
                         worker_id: self.ctx.worker_id.clone(),
                         agent_id: agent.id.clone(),
                         apology: agent.apology.clone(),
-                        transfer_to: agent.transfer_to.clone().unwrap_or_default(),
+                        transfer_to: agent.lost_call_transfer().unwrap_or_default().to_owned(),
                     });
                     self.publish_out(owner).await;
                 }
@@ -536,7 +536,14 @@ impl CallActor {
     /// Finds the handoff target in the current agents table and resolves its tools in a task
     /// (registry reads must not hold up the call); the result comes back on `handoff_rx`.
     fn handoff(&self, call_id: String, agent_id: &str) -> Result<(), ToolReply> {
-        let Some(agent) = self.agents.borrow().by_id(agent_id).cloned() else {
+        // The target serves the same person: the contact's vars follow the call.
+        let vars = &self.machine.offer().vars;
+        let Some(agent) = self
+            .agents
+            .borrow()
+            .by_id(agent_id)
+            .map(|agent| crate::offers::for_contact(agent, vars))
+        else {
             return Err(ToolReply::error(
                 ToolErrorCode::Unavailable,
                 format!("The agent `{agent_id}` is not available on this line right now."),

@@ -9,6 +9,7 @@
 //! the agent tells them. With no result within the ring timeout plus [`RESULT_GRACE`], the call
 //! ends as transferred (the caller's line is no longer ours either way).
 
+use switchboard_proto::CallTransfer;
 use switchboard_proto::event::DialStatus;
 use tokio::time::{Duration, Instant};
 
@@ -124,6 +125,37 @@ impl Transfer {
         match self {
             Self::Dialing { own_outcome, .. } | Self::Returning { own_outcome, .. } => *own_outcome,
         }
+    }
+}
+
+/// A transfer that rang when its owner was lost, as the call's `transfer` events tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ringing {
+    /// Where it went (the department; the number is not recorded).
+    pub to: Destination,
+    /// The outcome `transferred` on record is the transfer's own.
+    pub sets_outcome: bool,
+}
+
+impl Ringing {
+    /// The transfer an event says still rings (`None`: the event records its result).
+    pub fn from_event(event: &CallTransfer) -> Option<Self> {
+        event.status.is_empty().then(|| Self {
+            to: Destination {
+                department: event.department.clone(),
+                number: String::new(),
+            },
+            sets_outcome: event.sets_outcome,
+        })
+    }
+}
+
+/// The `transfer` event of a transfer to `to`: ringing (`status` `None`), or its result.
+pub fn event(to: &Destination, sets_outcome: bool, status: Option<DialStatus>) -> CallTransfer {
+    CallTransfer {
+        department: to.department.clone(),
+        status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        sets_outcome,
     }
 }
 

@@ -301,6 +301,7 @@ pub fn call(sid: &str) -> Vec<CallEvent> {
                 direction: Direction::Inbound as i32,
                 worker_id: "worker-1".into(),
                 model: "gpt-realtime".into(),
+                vars: Default::default(),
             }),
         ),
         event(sid, 2, said(Role::Assistant, "Hello, how can I help?")),

@@ -242,6 +242,7 @@ pub fn started(agent: &str, from: &str) -> Body {
         direction: Direction::Inbound as i32,
         worker_id: "worker-1".into(),
         model: "gpt-realtime".into(),
+        vars: Default::default(),
     })
 }
 

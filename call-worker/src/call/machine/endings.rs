@@ -55,6 +55,10 @@ impl CallMachine {
                 )
             };
             self.record_system(line, now);
+            // Written ahead: an owner taking the call over learns from it that the caller
+            // coming back on a new stream returns from this transfer.
+            let ringing = transfer_event(&to, self.transfer_outcome, None);
+            self.effects.push(Effect::Event(Body::Transfer(ringing)));
             self.transfer = Some(Transfer::dialing(to, self.transfer_outcome, timeout, now));
             return;
         }
@@ -105,7 +109,11 @@ impl CallMachine {
         };
         match transfer.on_result(status, now) {
             Resolution::Connected => {
-                let label = transfer.destination().label();
+                let to = transfer.destination().clone();
+                let sets_outcome = transfer.own_outcome();
+                let answered = transfer_event(&to, sets_outcome, Some(status));
+                self.effects.push(Effect::Event(Body::Transfer(answered)));
+                let label = to.label();
                 self.record_system(format!("The transfer to {label} was answered."), now);
                 self.transfer = None;
                 self.finish(EndReason::Transferred, now);
@@ -119,6 +127,8 @@ impl CallMachine {
         let status = transfer.returned_status();
         let to = transfer.destination().clone();
         self.observe(Observation::TransferReturned { status });
+        let result = transfer_event(&to, transfer.own_outcome(), Some(status));
+        self.effects.push(Effect::Event(Body::Transfer(result)));
         self.record_system(
             format!(
                 "The transfer to {} did not connect ({status}); the caller is back with the agent.",
@@ -131,10 +141,13 @@ impl CallMachine {
         }
         self.max_deadline = self.setup.agent.max_call.map(|d| self.accepted_at + d);
         self.touch_caller(now);
-        self.request_response(
-            Purpose::Plain,
-            Some(instructions(returned_instructions(&to, status))),
-        );
+        let tell = Some(instructions(returned_instructions(&to, status)));
+        if self.is_takeover() {
+            // The session is not configured yet: asked once it is seeded.
+            self.responses.defer(Purpose::Plain, tell);
+        } else {
+            self.request_response(Purpose::Plain, tell);
+        }
     }
 
     /// No frame came from the gateway for [`REATTACH_WINDOW`] and no new stream was attached:

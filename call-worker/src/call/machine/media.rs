@@ -71,6 +71,10 @@ impl CallMachine {
                     self.send_audio(&item, &response, &bytes);
                 }
                 self.prestart_bytes = 0;
+                if let Some(transfer) = self.transfer.take() {
+                    // Taken over while a transfer rang: this stream is the caller coming back.
+                    self.on_transfer_returned(transfer, now);
+                }
             }
             inbound_frame::Frame::Mark(mark) => {
                 if self.playback.echoed(&mark.name) {

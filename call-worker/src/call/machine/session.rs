@@ -55,6 +55,8 @@ impl CallMachine {
         } else if waiting {
             self.request_response(Purpose::Plain, None);
         }
+        // What was asked before the session was seeded (a caller back from a transfer).
+        self.pump();
     }
 
     /// Keeps caller audio for a taken-over call's session, dropping the oldest beyond

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::agents::{DEFAULT_TRANSFER_TIMEOUT, Department, SEND_DTMF};
-use crate::call::transfer::RESULT_GRACE;
-use switchboard_proto::TransferResult;
+use crate::call::transfer::{Destination, RESULT_GRACE};
+use switchboard_proto::{CallEvent, CallTransfer, TransferResult};
 
 fn departments() -> Arc<Agent> {
     agent_with(|a| {
@@ -102,6 +102,15 @@ fn the_model_picks_a_department_and_its_number_rings_with_the_agents_timeout() {
     assert_eq!(frame.timeout_seconds, 12);
     assert_eq!(outcomes(&fx), [("transferred".into(), "sales".into())]);
     assert_eq!(
+        transfer_events(&fx),
+        [CallTransfer {
+            department: "sales".into(),
+            status: String::new(),
+            sets_outcome: true,
+        }],
+        "the ringing transfer is written ahead, without the number"
+    );
+    assert_eq!(
         system_lines(&fx),
         ["Transferring the caller to the sales department."]
     );
@@ -116,7 +125,138 @@ fn the_model_picks_a_department_and_its_number_rings_with_the_agents_timeout() {
         system_lines(&fx),
         ["The transfer to the sales department was answered."]
     );
+    assert_eq!(transfer_events(&fx)[0].status, "answered");
     assert_eq!(ended(&fx).unwrap().reason, "transferred");
+}
+
+fn transfer_events(fx: &[Effect]) -> Vec<CallTransfer> {
+    events(fx)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Transfer(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Effects' events as the call's log stores them, in the order they were published.
+fn stored(fx: &[Effect]) -> Vec<CallEvent> {
+    events(fx)
+        .into_iter()
+        .zip(1..)
+        .map(|(body, seq)| CallEvent {
+            call_sid: "CA1".into(),
+            seq,
+            at_ms: 1_000,
+            body: Some(body),
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_taken_over_while_its_transfer_rang_welcomes_the_caller_back() {
+    let agent = departments();
+    let mut c = Call::new(Arc::clone(&agent));
+    let mut log = transfer(&mut c, r#"{"department":"billing"}"#);
+    stop(&mut c, 60, "transfer");
+    log.extend(c.take());
+    // The owner dies while the number rings; the gateway's `busy` goes to nobody. When the
+    // caller's new stream finds no owner, another worker reads the call back.
+    let rebuilt = crate::takeover::rebuild(&stored(&log), 21_000);
+    assert_eq!(
+        rebuilt.resumed.transfer,
+        Some(Ringing {
+            to: Destination {
+                department: "billing".into(),
+                number: String::new(),
+            },
+            sets_outcome: true,
+        })
+    );
+    assert!(!rebuilt.resumed.waiting, "nobody waits for an answer");
+    let t1 = c.at(20_000);
+    let setup = CallSetup {
+        offer: CallOffer {
+            call_sid: "CA1".into(),
+            epoch: 1,
+            takeover: "worker_lost".into(),
+            ..Default::default()
+        },
+        agent: Arc::clone(&agent),
+        worker_id: "w2".into(),
+        model: "gpt-realtime".into(),
+        tool_timeout: Duration::from_millis(8000),
+        accepted_at_ms: 21_000,
+    };
+    let mut m = CallMachine::take_over(setup, rebuilt.resumed, t1);
+    // The new stream reaches the new owner before its session is seeded.
+    m.on_inbound(
+        inbound_frame::Frame::Start(StreamStart {
+            stream_sid: "MZ2".into(),
+            call_sid: "CA1".into(),
+            epoch: 1,
+            resumed: true,
+            attach: 2,
+            ..Default::default()
+        }),
+        t1,
+    );
+    let fx = m.take_effects();
+    assert_eq!(
+        system_lines(&fx),
+        [
+            "The transfer to the billing department did not connect (no-answer); the caller is back with the agent."
+        ]
+    );
+    assert_eq!(
+        outcomes(&fx),
+        [("transfer_failed".into(), "no-answer".into())]
+    );
+    assert_eq!(transfer_events(&fx)[0].status, "no-answer");
+    assert!(
+        response_creates(&fx).is_empty(),
+        "nothing asked of a session that is not configured"
+    );
+    m.take_over_session(
+        session_tools(&agent),
+        vec![Item::user_text("Billing, please.")],
+        t1,
+    );
+    let fx = m.take_effects();
+    let client = realtime(&fx);
+    assert!(
+        matches!(client[0], ClientEvent::SessionUpdate { .. }),
+        "{client:?}"
+    );
+    assert!(
+        matches!(client[1], ClientEvent::ConversationItemCreate { .. }),
+        "{client:?}"
+    );
+    let said = response_creates(&fx);
+    assert_eq!(said.len(), 1, "{client:?}");
+    let text = said[0]
+        .as_ref()
+        .and_then(|p| p.instructions.clone())
+        .unwrap();
+    assert!(
+        text.contains("billing department") && text.contains("nobody answered"),
+        "{text}"
+    );
+    assert!(m.watches_stream(), "the stream is watched again");
+    assert_eq!(m.ended(), None);
+}
+
+#[test]
+fn a_transfer_whose_result_is_recorded_no_longer_rings_for_a_new_owner() {
+    let mut c = Call::new(departments());
+    let mut log = transfer(&mut c, r#"{"department":"billing"}"#);
+    stop(&mut c, 60, "transfer");
+    result(&mut c, 2_000, "busy");
+    new_stream(&mut c, 2_300, "MZ2");
+    log.extend(c.take());
+    let rebuilt = crate::takeover::rebuild(&stored(&log), 5_000);
+    assert_eq!(rebuilt.resumed.transfer, None);
+    assert!(rebuilt.resumed.outcome_set);
 }
 
 #[test]
