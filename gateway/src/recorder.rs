@@ -24,6 +24,13 @@
 //! memory, 16 kB per second of call, at most [`MAX_RECORDING`]), and when the stream ends
 //! encodes the WAV on a blocking thread, writes it to the recording store and publishes the
 //! call's `recording` event. An agent with `record = false` gets no recorder at all.
+//!
+//! The call's `ended` event carries the recording of its last stream: the recorder tells the
+//! call's owner how the recording went with a `StreamRecorded` frame on the call's `.in`
+//! subject (the owner holds `ended` for it a short while, see the call-worker's
+//! `call::recording`), and the gateway's own record closing of a lost call waits for it
+//! through [`Recording::done`]. A recording that could not be stored is reported as such
+//! (`StreamRecorded.error`) and leaves `ended` without one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,11 +38,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::event::recording_seq;
-use switchboard_proto::{CallEvent, CallRecording, call_event, now_ms};
+use switchboard_proto::{
+    CallEvent, CallRecording, InboundFrame, Message as _, StreamRecorded, call_event,
+    inbound_frame, now_ms,
+};
 use switchboard_service::events::EventPublisher;
 use switchboard_service::recordings::{CHANNELS, RecordingStore, SAMPLE_RATE, wav};
 use switchboard_twilio::mulaw;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -49,6 +59,12 @@ pub const TAP_CAPACITY: usize = 512;
 /// The longest recording kept; audio after it is left out (and logged). Bounds the memory of
 /// one call's tape to 115 MB.
 pub const MAX_RECORDING: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// How long after its stream ended the call's end record waits for the recording to be stored
+/// (the call-worker's wait for the `StreamRecorded` frame is the same): long enough to encode
+/// and write an hour of call to S3-compatible storage nearby; a slower store leaves `ended`
+/// without the recording, whose `recording` event still follows.
+pub const RECORDING_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest time writing one recording to the store may take.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -92,17 +108,29 @@ pub enum Tap {
 pub struct Recording {
     tx: mpsc::Sender<Tap>,
     dropped: metrics::Counter,
+    done: watch::Receiver<Option<StreamRecorded>>,
 }
 
 impl Recording {
-    /// Starts the recorder of stream `stream` of `call_sid`, which started at `started`.
-    pub fn start(shared: &Arc<Shared>, call_sid: &str, stream: u32, started: Instant) -> Self {
+    /// Starts the recorder of stream `stream` (`stream_sid`) of `call_sid`, which started at
+    /// `started`.
+    pub fn start(
+        shared: &Arc<Shared>,
+        call_sid: &str,
+        (stream, stream_sid): (u32, &str),
+        started: Instant,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(TAP_CAPACITY);
+        let (done_tx, done) = watch::channel(None);
         let recorder = Recorder {
             call_sid: call_sid.to_owned(),
             stream,
+            stream_sid: stream_sid.to_owned(),
             store: shared.recordings.clone(),
             events: shared.events.clone(),
+            nats: shared.nats.clone(),
+            in_subject: shared.subjects.call_in(call_sid),
+            done: done_tx,
         };
         shared.tracker.spawn(
             recorder
@@ -112,6 +140,7 @@ impl Recording {
         Self {
             tx,
             dropped: metrics::counter!(m::RECORDING_DROPPED),
+            done,
         }
     }
 
@@ -121,14 +150,46 @@ impl Recording {
             self.dropped.increment(1);
         }
     }
+
+    /// How the recording went, once the stream ended and it is stored (or failed).
+    pub fn done(&self) -> RecordingDone {
+        RecordingDone(self.done.clone())
+    }
+}
+
+/// Waits for a stream's recording (see [`Recording::done`]).
+#[derive(Debug, Clone)]
+pub struct RecordingDone(watch::Receiver<Option<StreamRecorded>>);
+
+impl RecordingDone {
+    /// The stored recording, once the recorder finished; `None` if it failed or is not
+    /// finished within `bound`.
+    pub async fn within(mut self, bound: Duration) -> Option<CallRecording> {
+        match tokio::time::timeout(bound, self.0.wait_for(Option::is_some)).await {
+            Ok(Ok(done)) => done.as_ref().and_then(|d| d.recording.clone()),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::warn!(
+                    ?bound,
+                    "the recording was not stored in time for the call's end"
+                );
+                None
+            }
+        }
+    }
 }
 
 /// One stream's recorder task.
 struct Recorder {
     call_sid: String,
     stream: u32,
+    stream_sid: String,
     store: RecordingStore,
     events: EventPublisher,
+    nats: async_nats::Client,
+    /// `voice.call.<sid>.in`: the owner learns there how the recording went.
+    in_subject: String,
+    done: watch::Sender<Option<StreamRecorded>>,
 }
 
 impl Recorder {
@@ -141,44 +202,80 @@ impl Recorder {
             }
         }
         // Without an `End` (dropped, or the actor vanished) the tape ends at what it holds.
+        let stored = self.store_tape(tape).await;
+        let recorded = match stored {
+            Ok(recording) => {
+                self.events.publish(CallEvent {
+                    call_sid: self.call_sid.clone(),
+                    seq: recording_seq(self.stream),
+                    at_ms: now_ms(),
+                    body: Some(call_event::Body::Recording(recording.clone())),
+                });
+                StreamRecorded {
+                    attach: self.stream,
+                    recording: Some(recording),
+                    error: String::new(),
+                    stream_sid: self.stream_sid.clone(),
+                }
+            }
+            Err(error) => {
+                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
+                tracing::error!(%error, "the call's recording was not stored");
+                StreamRecorded {
+                    attach: self.stream,
+                    recording: None,
+                    error,
+                    stream_sid: self.stream_sid.clone(),
+                }
+            }
+        };
+        // Tells the owner (who holds `ended` for it) and the gateway's own record closing.
+        let frame = InboundFrame {
+            seq: 0,
+            frame: Some(inbound_frame::Frame::Recorded(recorded.clone())),
+        };
+        if let Err(error) = self
+            .nats
+            .publish(self.in_subject, frame.encode_to_vec().into())
+            .await
+        {
+            tracing::warn!(%error, "telling the owner about the recording failed");
+        }
+        self.done.send_replace(Some(recorded));
+    }
+
+    /// Encodes and stores the tape; the error says why there is no recording.
+    async fn store_tape(&self, tape: Tape) -> Result<CallRecording, String> {
         let duration_ms = tape.duration_ms();
         let (caller, agent) = tape.finish();
-        let encoded = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent)).await;
-        let Ok(wav) = encoded else {
-            metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
-            tracing::error!("encoding the recording failed");
-            return;
-        };
+        let wav = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent))
+            .await
+            .map_err(|error| format!("encoding the recording failed: {error}"))?;
         let bytes = wav.len() as u64;
         let location = RecordingStore::location(&self.call_sid, self.stream);
         match tokio::time::timeout(UPLOAD_TIMEOUT, self.store.put(&location, wav.into())).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
-                tracing::error!(%error, %location, "storing the call's recording failed");
-                return;
+                return Err(format!(
+                    "storing the recording at {location} failed: {error}"
+                ));
             }
             Err(_) => {
-                metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_FAILED).increment(1);
-                tracing::error!(%location, timeout = ?UPLOAD_TIMEOUT, "storing the call's recording timed out");
-                return;
+                return Err(format!(
+                    "storing the recording at {location} timed out after {UPLOAD_TIMEOUT:?}"
+                ));
             }
         }
         metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_STORED).increment(1);
         metrics::counter!(m::RECORDING_BYTES).increment(bytes);
         tracing::info!(%location, duration_ms, bytes, "call recording stored");
-        self.events.publish(CallEvent {
-            call_sid: self.call_sid.clone(),
-            seq: recording_seq(self.stream),
-            at_ms: now_ms(),
-            body: Some(call_event::Body::Recording(CallRecording {
-                location,
-                duration_ms,
-                channels: u32::from(CHANNELS),
-                bytes,
-                stream: self.stream,
-            })),
-        });
+        Ok(CallRecording {
+            location,
+            duration_ms,
+            channels: u32::from(CHANNELS),
+            bytes,
+            stream: self.stream,
+        })
     }
 }
 
