@@ -20,10 +20,12 @@
 //!
 //! Nothing here delays the media path: the stream actor hands each event to a bounded queue
 //! ([`Recording::tap`], never waiting; a full queue drops the event, counted in
-//! [`m::RECORDING_DROPPED`]); a recorder task per stream keeps the tape (G.711 mu-law in
-//! memory, 16 kB per second of call, at most [`MAX_RECORDING`]), and when the stream ends
-//! encodes the WAV on a blocking thread, writes it to the recording store and publishes the
-//! call's `recording` event. An agent with `record = false` gets no recorder at all.
+//! [`m::RECORDING_DROPPED`]); a recorder task per stream keeps the part of the tape that can
+//! still change (G.711 mu-law in memory) and writes what has settled, every
+//! [`crate::spill::SPILL_SAMPLES`], as WAV frames to a temporary file ([`crate::spill`]), so a
+//! call's memory stays bounded however long it lasts (at most [`MAX_RECORDING`] are recorded).
+//! When the stream ends it writes the rest and the header, uploads the file to the recording
+//! store (in parts when large) and publishes the call's `recording` event. An agent with `record = false` gets no recorder at all.
 //!
 //! The call's `ended` event carries the recording of its last stream: the recorder tells the
 //! call's owner how the recording went with a `StreamRecorded` frame on the call's `.in`
@@ -43,21 +45,21 @@ use switchboard_proto::{
     inbound_frame, now_ms,
 };
 use switchboard_service::events::EventPublisher;
-use switchboard_service::recordings::{CHANNELS, RecordingStore, SAMPLE_RATE, wav};
-use switchboard_twilio::mulaw;
+use switchboard_service::recordings::{CHANNELS, RecordingStore, SAMPLE_RATE};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::metrics as m;
 use crate::shared::Shared;
+use crate::spill::{Lost, SPILL_SAMPLES, Spill, Track};
 
 /// Events queued to a recorder: about four seconds of both directions' frames, so a recorder
 /// that falls behind for a moment (a busy CPU) loses nothing.
 pub const TAP_CAPACITY: usize = 512;
 
-/// The longest recording kept; audio after it is left out (and logged). Bounds the memory of
-/// one call's tape to 115 MB.
+/// The longest recording kept; audio after it is left out (and logged). Bounds one
+/// recording's file to 230 MB.
 pub const MAX_RECORDING: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// How long after its stream ended the call's end record waits for the recording to be stored
@@ -102,6 +104,20 @@ pub enum Tap {
     Clear { at: Instant },
     /// The stream ended.
     End { at: Instant },
+}
+
+impl Tap {
+    /// When the stream actor saw it.
+    fn at(&self) -> Instant {
+        match self {
+            Self::Caller { at, .. }
+            | Self::Agent { at, .. }
+            | Self::Mark { at, .. }
+            | Self::Echo { at, .. }
+            | Self::Clear { at }
+            | Self::End { at } => *at,
+        }
+    }
 }
 
 /// The stream actor's end of a recording: hands events to the recorder without waiting.
@@ -192,17 +208,64 @@ struct Recorder {
     done: watch::Sender<Option<StreamRecorded>>,
 }
 
-impl Recorder {
-    async fn run(self, mut rx: mpsc::Receiver<Tap>, mut tape: Tape) {
-        while let Some(tap) = rx.recv().await {
-            let end = matches!(tap, Tap::End { .. });
-            tape.apply(tap);
-            if end {
-                break;
+/// Records one stream: applies the events of `rx` to `tape` until the stream's `End` (or
+/// the queue closes: the tape ends at what it holds), writing what settles to a temporary
+/// file, then stores the WAV at `location`. Returns the recording's duration and size, or why
+/// there is none.
+pub async fn record(
+    rx: &mut mpsc::Receiver<Tap>,
+    mut tape: Tape,
+    store: &RecordingStore,
+    location: &str,
+) -> Result<(u64, u64), String> {
+    let mut spill = Spill::create()
+        .await
+        .map_err(|error| format!("creating the recording's temporary file failed: {error}"));
+    while let Some(tap) = rx.recv().await {
+        let end = matches!(tap, Tap::End { .. });
+        tape.apply(tap);
+        if end {
+            break;
+        }
+        if tape.settled_samples() >= SPILL_SAMPLES
+            && let Ok(file) = &mut spill
+        {
+            let (caller, agent) = tape.take_settled();
+            if let Err(error) = file.append(&caller, &agent).await {
+                spill = Err(format!(
+                    "writing the recording's temporary file failed: {error}"
+                ));
             }
         }
-        // Without an `End` (dropped, or the actor vanished) the tape ends at what it holds.
-        let stored = self.store_tape(tape).await;
+    }
+    let mut spill = spill?;
+    let duration_ms = tape.duration_ms();
+    let (caller, agent) = tape.finish();
+    let written = async {
+        spill.append(&caller, &agent).await?;
+        spill.finish().await
+    };
+    let (mut file, bytes) = written
+        .await
+        .map_err(|error| format!("writing the recording's temporary file failed: {error}"))?;
+    let put = store.put_file(location, &mut file, bytes);
+    match tokio::time::timeout(UPLOAD_TIMEOUT, put).await {
+        Ok(Ok(())) => Ok((duration_ms, bytes)),
+        Ok(Err(error)) => Err(format!(
+            "storing the recording at {location} failed: {error}"
+        )),
+        Err(_) => Err(format!(
+            "storing the recording at {location} timed out after {UPLOAD_TIMEOUT:?}"
+        )),
+    }
+}
+
+impl Recorder {
+    async fn run(self, mut rx: mpsc::Receiver<Tap>, tape: Tape) {
+        let location = RecordingStore::location(&self.call_sid, self.stream);
+        let stored = record(&mut rx, tape, &self.store, &location)
+            .await
+            .map(|(duration_ms, bytes)| self.stored(location, duration_ms, bytes));
         let recorded = match stored {
             Ok(recording) => {
                 self.events.publish(CallEvent {
@@ -244,38 +307,18 @@ impl Recorder {
         self.done.send_replace(Some(recorded));
     }
 
-    /// Encodes and stores the tape; the error says why there is no recording.
-    async fn store_tape(&self, tape: Tape) -> Result<CallRecording, String> {
-        let duration_ms = tape.duration_ms();
-        let (caller, agent) = tape.finish();
-        let wav = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent))
-            .await
-            .map_err(|error| format!("encoding the recording failed: {error}"))?;
-        let bytes = wav.len() as u64;
-        let location = RecordingStore::location(&self.call_sid, self.stream);
-        match tokio::time::timeout(UPLOAD_TIMEOUT, self.store.put(&location, wav.into())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                return Err(format!(
-                    "storing the recording at {location} failed: {error}"
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "storing the recording at {location} timed out after {UPLOAD_TIMEOUT:?}"
-                ));
-            }
-        }
+    /// Counts and logs a stored recording.
+    fn stored(&self, location: String, duration_ms: u64, bytes: u64) -> CallRecording {
         metrics::counter!(m::RECORDINGS, "outcome" => m::RECORDING_STORED).increment(1);
         metrics::counter!(m::RECORDING_BYTES).increment(bytes);
         tracing::info!(%location, duration_ms, bytes, "call recording stored");
-        Ok(CallRecording {
+        CallRecording {
             location,
             duration_ms,
             channels: u32::from(CHANNELS),
             bytes,
             stream: self.stream,
-        })
+        }
     }
 }
 
@@ -304,11 +347,15 @@ const ECHO_WINDOW: usize = 32;
 pub struct Tape {
     started: Instant,
     /// The caller's channel (mu-law).
-    caller: Vec<u8>,
+    caller: Track,
     /// Where the caller's next frame goes when it arrives on time.
     caller_next: usize,
     /// The agent's channel as played (mu-law).
-    agent: Vec<u8>,
+    agent: Track,
+    /// Where the earliest event not applied yet can be: events come in order.
+    latest: usize,
+    /// Samples lost because they were placed in a part already written out.
+    late_samples: usize,
     /// The agent audio playing or queued now.
     burst: Burst,
     /// Counts bursts, so an echo is applied to its own.
@@ -331,9 +378,11 @@ impl Tape {
     pub fn new(started: Instant) -> Self {
         Self {
             started,
-            caller: Vec::new(),
+            caller: Track::default(),
             caller_next: 0,
-            agent: Vec::new(),
+            agent: Track::default(),
+            latest: 0,
+            late_samples: 0,
             burst: Burst::default(),
             burst_id: 0,
             after: 0,
@@ -363,6 +412,7 @@ impl Tape {
 
     /// Applies one event.
     pub fn apply(&mut self, tap: Tap) {
+        self.latest = self.latest.max(self.position(tap.at()));
         match tap {
             Tap::Caller {
                 at,
@@ -383,7 +433,8 @@ impl Tape {
                     self.caller_next
                 };
                 self.caller_next = start + audio.len();
-                self.clipped |= write(&mut self.caller, start, &audio);
+                let lost = self.caller.write(start, &audio, MAX_SAMPLES);
+                self.note(lost);
             }
             Tap::Agent { at, audio } => {
                 let now = self.position(at);
@@ -441,7 +492,8 @@ impl Tape {
                 break;
             }
             segment.audio.truncate(cut - start);
-            self.clipped |= write(&mut self.agent, start, &segment.audio);
+            let lost = self.agent.write(start, &segment.audio, MAX_SAMPLES);
+            self.note(lost);
         }
         self.after = self
             .after
@@ -463,49 +515,62 @@ impl Tape {
             self.burst.end + self.shift()
         };
         self.end
-            .max(self.caller.len())
-            .max(self.agent.len())
+            .max(self.caller.end())
+            .max(self.agent.end())
             .max(playing)
             .min(MAX_SAMPLES)
     }
 
-    /// Both channels as 16-bit PCM, of equal length (queued audio counts as played).
+    /// Both channels as 16-bit PCM, of equal length (queued audio counts as played), from
+    /// where [`Tape::take_settled`] left off.
     pub fn finish(mut self) -> (Vec<i16>, Vec<i16>) {
         let length = self.length();
         self.commit(usize::MAX);
         if self.clipped {
             tracing::warn!(limit = ?MAX_RECORDING, "the call was longer than a recording holds; the rest is not recorded");
         }
-        let pcm = |channel: &[u8]| -> Vec<i16> {
-            let mut out: Vec<i16> = channel
-                .iter()
-                .take(length)
-                .map(|&b| mulaw::decode(b))
-                .collect();
-            out.resize(length, 0);
-            out
-        };
-        (pcm(&self.caller), pcm(&self.agent))
+        if self.late_samples > 0 {
+            tracing::warn!(
+                samples = self.late_samples,
+                "audio placed in a part of the recording already written was left out"
+            );
+        }
+        (self.caller.take(length), self.agent.take(length))
     }
-}
 
-/// Writes `audio` at `start` of `channel` (silence before it), within [`MAX_SAMPLES`]; true if
-/// some of it was left out.
-fn write(channel: &mut Vec<u8>, start: usize, audio: &[u8]) -> bool {
-    let end = (start + audio.len()).min(MAX_SAMPLES);
-    if end <= start {
-        return !audio.is_empty();
+    fn note(&mut self, lost: Lost) {
+        self.clipped |= lost.clipped;
+        self.late_samples += lost.settled;
     }
-    if channel.len() < end {
-        channel.resize(end, mulaw::SILENCE);
+
+    /// Where nothing can change any more: no caller frame goes before the next one's place,
+    /// and no agent audio before the first still queued (or, with none queued, before where
+    /// the previous ended or the latest event happened).
+    fn settled(&self) -> usize {
+        let agent = match self.burst.segments.first() {
+            Some(first) => first.start,
+            None => self.after.max(self.latest),
+        };
+        self.caller_next.min(agent).min(MAX_SAMPLES)
     }
-    channel[start..end].copy_from_slice(&audio[..end - start]);
-    end - start < audio.len()
+
+    /// Samples settled and not taken yet.
+    pub fn settled_samples(&self) -> usize {
+        self.settled().saturating_sub(self.caller.base())
+    }
+
+    /// Takes both channels up to where they are settled, as 16-bit PCM of equal length: they
+    /// go to the [`Spill`] file while the call goes on.
+    pub fn take_settled(&mut self) -> (Vec<i16>, Vec<i16>) {
+        let upto = self.settled();
+        (self.caller.take(upto), self.agent.take(upto))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_twilio::mulaw;
 
     const MS: usize = SAMPLES_PER_MS as usize;
 
@@ -737,13 +802,90 @@ mod tests {
         assert_eq!(caller.len(), agent.len());
     }
 
+    /// A minute of call: caller frames every 20 ms (the odd one late), agent answers of 3 s
+    /// sent in 100 ms deltas ahead of playback with marks echoed 80 ms late, one cut short by
+    /// a barge-in.
+    fn minute_of_call(t0: Instant) -> Vec<Tap> {
+        let mut taps = Vec::new();
+        let mut mark = 0;
+        for frame in 0..3000u64 {
+            let now = frame * 20;
+            let late = if frame % 97 == 0 { 150 } else { 0 };
+            taps.push(Tap::Caller {
+                at: at(t0, now + 20 + late),
+                timestamp_ms: now as u32,
+                audio: voice(20),
+            });
+            // An answer every 6 s, sent in 100 ms deltas over its first second.
+            let second = now % 6000;
+            if (1000..2000).contains(&second) && second % 100 == 0 && now > 0 {
+                let sent = (second - 1000) / 100;
+                for d in 0..3 {
+                    taps.push(Tap::Agent {
+                        at: at(t0, now + d),
+                        audio: voice(100),
+                    });
+                    mark += 1;
+                    taps.push(Tap::Mark {
+                        at: at(t0, now + d),
+                        name: format!("m{mark}"),
+                    });
+                    // Played after what was sent before it, echoed 80 ms late.
+                    let played = now - second + 1000 + (sent * 3 + d + 1) * 100;
+                    taps.push(Tap::Echo {
+                        at: at(t0, played + 80),
+                        name: format!("m{mark}"),
+                    });
+                }
+            }
+            if now % 30_000 == 3000 {
+                taps.push(Tap::Clear { at: at(t0, now) });
+            }
+        }
+        taps.sort_by_key(Tap::at);
+        taps.push(Tap::End { at: at(t0, 60_000) });
+        taps
+    }
+
+    #[test]
+    fn a_tape_written_out_as_it_settles_is_the_tape_kept_whole() {
+        let t0 = Instant::now();
+        let mut whole = Tape::new(t0);
+        let mut spilled = Tape::new(t0);
+        let (mut caller, mut agent) = (Vec::new(), Vec::new());
+        let mut held = 0;
+        for tap in minute_of_call(t0) {
+            whole.apply(tap.clone());
+            spilled.apply(tap);
+            if spilled.settled_samples() >= SPILL_SAMPLES {
+                let (c, a) = spilled.take_settled();
+                caller.extend(c);
+                agent.extend(a);
+            }
+            held = held.max(spilled.caller.end() - spilled.caller.base());
+        }
+        assert!(caller.len() > 40 * 8000, "most of the call was written out");
+        // A spill's worth, the answer still queued (3 s) and a late caller frame at most.
+        assert!(held <= SPILL_SAMPLES + 5 * 8000, "held {held} samples");
+        assert_eq!(spilled.late_samples, 0);
+        assert_eq!(whole.duration_ms(), spilled.duration_ms());
+        let (c, a) = spilled.finish();
+        caller.extend(c);
+        agent.extend(a);
+        let (whole_caller, whole_agent) = whole.finish();
+        assert_eq!(caller.len(), whole_caller.len());
+        assert!(caller == whole_caller, "caller channels differ");
+        assert!(agent == whole_agent, "agent channels differ");
+        assert!(!runs(&agent).is_empty());
+    }
+
     #[test]
     fn a_recording_stops_at_its_limit() {
-        let mut channel = Vec::new();
-        assert!(!write(&mut channel, 0, &[1, 2]));
-        assert!(write(&mut channel, MAX_SAMPLES - 1, &[1, 2]));
-        assert_eq!(channel.len(), MAX_SAMPLES);
-        assert!(write(&mut channel, MAX_SAMPLES + 5, &[1]));
-        assert_eq!(channel.len(), MAX_SAMPLES);
+        let mut channel = Track::default();
+        assert!(!channel.write(0, &[1, 2], MAX_SAMPLES).clipped);
+        assert!(channel.write(MAX_SAMPLES - 1, &[1, 2], MAX_SAMPLES).clipped);
+        assert_eq!(channel.end(), MAX_SAMPLES);
+        assert!(channel.write(MAX_SAMPLES + 5, &[1], MAX_SAMPLES).clipped);
+        assert_eq!(channel.end(), MAX_SAMPLES);
     }
 }

@@ -593,7 +593,7 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
-        self.record(|| Tap::End { at: Instant::now() });
+        let ended_at = Instant::now();
         if let Some(reason) = end.stop
             && !self.web
             && reason != StopReason::Digits
@@ -618,6 +618,8 @@ impl StreamActor {
             metrics::counter!(m::STREAMS_ENDED, "reason" => reason.as_str()).increment(1);
             tracing::info!(%reason, "media stream ended");
         }
+        // After the `stop`: the recorder's `StreamRecorded` follows it on `.in`.
+        self.record(|| Tap::End { at: ended_at });
         if let Err(error) = self.out.unsubscribe().await {
             tracing::debug!(%error, "unsubscribing from the outbound subject failed");
         }
