@@ -12,7 +12,9 @@
 //! says where playback really was, so the audio queued before it is moved to match (by the least
 //! lateness of the recent echoes: a client may send an echo late, never early). Both
 //! channels are on the stream's clock: caller frames go where their media timestamps say; the
-//! tape's zero is the arrival of `start` (one network trip after Twilio's zero), and an echo
+//! tape's zero is the arrival of `start` (one network trip after Twilio's zero; when `start`
+//! was read late, the caller's frames, which can arrive late but never before they were
+//! captured, show by how much, and the gateway's clock is moved back by it), and an echo
 //! arrives two trips after its audio was sent, so shifting the agent's audio by the whole
 //! lateness an echo shows puts it where Twilio played it. What the caller
 //! never heard (cleared by a barge-in or a new owner's takeover, or still queued when the
@@ -371,6 +373,11 @@ pub struct Tape {
     end: usize,
     /// Audio left out for [`MAX_RECORDING`].
     clipped: bool,
+    /// How much later than one network trip after the stream's zero `start` was read (the
+    /// gateway was busy): the least lateness of the caller's frames shows it, since a frame
+    /// can arrive late but never before it was captured. Positions of the gateway's clock are
+    /// moved by it onto the stream's.
+    zero_fix: usize,
 }
 
 impl Tape {
@@ -390,6 +397,7 @@ impl Tape {
             echoes: VecDeque::with_capacity(ECHO_WINDOW),
             end: 0,
             clipped: false,
+            zero_fix: 0,
         }
     }
 
@@ -398,9 +406,10 @@ impl Tape {
         (us * SAMPLES_PER_MS / 1000) as usize
     }
 
-    /// How late Twilio plays what the gateway sends: the least lateness of the recent echoes.
+    /// How late Twilio plays what the gateway sends: the least lateness of the recent echoes,
+    /// on the stream's clock.
     fn shift(&self) -> usize {
-        self.echoes.iter().copied().min().unwrap_or(0)
+        self.echoes.iter().copied().min().unwrap_or(0) + self.zero_fix
     }
 
     /// Whether audio sent at `now` joins the current burst (Twilio still has some of it to
@@ -426,6 +435,11 @@ impl Tape {
                 let arrived = self.position(at).saturating_sub(audio.len());
                 let stamped = timestamp_ms as usize * SAMPLES_PER_MS as usize;
                 let start = if stamped >= self.caller_next && stamped <= arrived + AHEAD_SAMPLES {
+                    // Captured by `stamped + len`: arriving sooner means the zero is late.
+                    let captured = stamped + audio.len();
+                    self.zero_fix = self
+                        .zero_fix
+                        .max(captured.saturating_sub(self.position(at)));
                     stamped
                 } else if arrived > self.caller_next + JITTER_SAMPLES {
                     arrived
@@ -475,7 +489,7 @@ impl Tape {
                 self.commit(cut);
             }
             Tap::End { at } => {
-                let end = self.position(at);
+                let end = self.position(at) + self.zero_fix;
                 self.commit(end);
                 self.end = self.end.max(end);
             }
@@ -877,6 +891,45 @@ mod tests {
         assert!(caller == whole_caller, "caller channels differ");
         assert!(agent == whole_agent, "agent channels differ");
         assert!(!runs(&agent).is_empty());
+    }
+
+    #[test]
+    fn a_start_read_late_is_corrected_by_the_callers_frames() {
+        // The gateway read `start` 35 ms after it arrived (it was busy): its zero, `t0`, is 40
+        // ms after the stream's (one 5 ms trip, then 35 ms). Caller frames captured at
+        // ts + 20 arrive a trip later, at t0 + ts - 15. Agent audio sent at 500 ms plays a
+        // trip later, at 545 ms of the stream's clock; its mark echo comes back at 710.
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        let mut taps = vec![
+            Tap::Agent {
+                at: at(t0, 500),
+                audio: voice(200),
+            },
+            Tap::Mark {
+                at: at(t0, 500),
+                name: "m1".into(),
+            },
+            Tap::Echo {
+                at: at(t0, 710),
+                name: "m1".into(),
+            },
+        ];
+        for ts in (100..2000).step_by(20) {
+            taps.push(Tap::Caller {
+                at: at(t0, ts - 15),
+                timestamp_ms: ts as u32,
+                audio: Bytes::from(vec![mulaw::SILENCE; 20 * MS]),
+            });
+        }
+        taps.sort_by_key(Tap::at);
+        taps.push(Tap::End { at: at(t0, 2000) });
+        for tap in taps {
+            tape.apply(tap);
+        }
+        assert_eq!(tape.duration_ms(), 2035);
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(545, 745)]);
     }
 
     #[test]
