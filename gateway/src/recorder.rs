@@ -10,7 +10,8 @@
 //! what the gateway sent when it sent it. The [`Tape`] models that buffer: agent audio plays
 //! after what is still queued; a `clear` removes what had not played yet; and every mark echo
 //! says where playback really was, so the audio queued before it is moved to match (by the least
-//! lateness of the recent echoes: a client may send an echo late, never early). Both
+//! lateness of the burst's own echoes, or of the recent ones before it has any: a client may
+//! send an echo late, never early, and may start playing a burst late). Both
 //! channels are on the stream's clock: caller frames go where their media timestamps say; the
 //! tape's zero is the arrival of `start` (one network trip after Twilio's zero; when `start`
 //! was read late, the caller's frames, which can arrive late but never before they were
@@ -369,6 +370,10 @@ pub struct Tape {
     marks: VecDeque<(String, u64, usize)>,
     /// The lateness of the last [`ECHO_WINDOW`] echoes.
     echoes: VecDeque<usize>,
+    /// The least lateness of the current burst's own echoes: the client may have started
+    /// playing it later than the network alone explains (its playout was busy), and all of
+    /// the burst is that late.
+    burst_lateness: Option<usize>,
     /// Where the stream ended.
     end: usize,
     /// Audio left out for [`MAX_RECORDING`].
@@ -395,6 +400,7 @@ impl Tape {
             after: 0,
             marks: VecDeque::new(),
             echoes: VecDeque::with_capacity(ECHO_WINDOW),
+            burst_lateness: None,
             end: 0,
             clipped: false,
             zero_fix: 0,
@@ -406,10 +412,11 @@ impl Tape {
         (us * SAMPLES_PER_MS / 1000) as usize
     }
 
-    /// How late Twilio plays what the gateway sends: the least lateness of the recent echoes,
-    /// on the stream's clock.
+    /// How late Twilio plays what the gateway sends, on the stream's clock: the least lateness
+    /// of the current burst's echoes, or before it has any, of the recent echoes.
     fn shift(&self) -> usize {
-        self.echoes.iter().copied().min().unwrap_or(0) + self.zero_fix
+        let recent = || self.echoes.iter().copied().min().unwrap_or(0);
+        self.burst_lateness.unwrap_or_else(recent) + self.zero_fix
     }
 
     /// Whether audio sent at `now` joins the current burst (Twilio still has some of it to
@@ -479,8 +486,10 @@ impl Tape {
                     if self.echoes.len() == ECHO_WINDOW {
                         self.echoes.pop_front();
                     }
-                    self.echoes
-                        .push_back(self.position(at).saturating_sub(expected));
+                    let lateness = self.position(at).saturating_sub(expected);
+                    self.echoes.push_back(lateness);
+                    self.burst_lateness =
+                        Some(self.burst_lateness.map_or(lateness, |l| l.min(lateness)));
                 }
             }
             // Playback stops when the clear reaches Twilio: as late as the audio plays.
@@ -513,6 +522,7 @@ impl Tape {
             .after
             .max(self.burst.end.min(cut.saturating_sub(shift)));
         self.burst = Burst::default();
+        self.burst_lateness = None;
         self.burst_id += 1;
         self.marks.clear();
     }
@@ -891,6 +901,34 @@ mod tests {
         assert!(caller == whole_caller, "caller channels differ");
         assert!(agent == whole_agent, "agent channels differ");
         assert!(!runs(&agent).is_empty());
+    }
+
+    #[test]
+    fn a_burst_the_client_started_late_is_placed_by_its_own_echoes() {
+        let t0 = Instant::now();
+        let mut tape = Tape::new(t0);
+        // A first answer whose echoes come 10 ms late; a second, after silence, that the
+        // client started playing 23 ms later than that: all its echoes are 33 ms late.
+        for (sent, lateness, n) in [(0u64, 10u64, 0), (1000, 33, 5)] {
+            for k in 0..5u64 {
+                tape.apply(Tap::Agent {
+                    at: at(t0, sent + k),
+                    audio: voice(100),
+                });
+                let name = format!("m{}", n + k);
+                tape.apply(Tap::Mark {
+                    at: at(t0, sent + k),
+                    name: name.clone(),
+                });
+                tape.apply(Tap::Echo {
+                    at: at(t0, sent + (k + 1) * 100 + lateness),
+                    name,
+                });
+            }
+        }
+        tape.apply(Tap::End { at: at(t0, 2000) });
+        let (_, agent) = tape.finish();
+        assert_eq!(runs(&agent), [(10, 510), (1033, 1533)]);
     }
 
     #[test]
