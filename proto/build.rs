@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The usage (with its model names) is boxed so a `CallEvent` stays small: every event
         // of every call is moved through publisher queues, and only `ended` carries usage.
         .boxed(".switchboard.v1.CallEnded.usage")
+        // Likewise the recording, which only `ended` carries.
+        .boxed(".switchboard.v1.CallEnded.recording")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=switchboard");
     Ok(())

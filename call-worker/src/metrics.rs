@@ -53,3 +53,7 @@ pub const AGENTS_RELOADS: &str = "worker_agents_reloads_total";
 pub const REALTIME_CONNECT: &str = "realtime_connect_seconds";
 /// Counter: Realtime server events that could not be parsed (ignored).
 pub const REALTIME_UNPARSED_EVENTS: &str = "realtime_unparsed_events_total";
+/// Counter (`reason`: `failed`, `late`): calls whose `ended` event went out without the
+/// recording of their last stream (storing it failed, or it was not stored within
+/// [`crate::call::recording::RECORDING_WAIT`]).
+pub const ENDED_WITHOUT_RECORDING: &str = "worker_ended_without_recording_total";

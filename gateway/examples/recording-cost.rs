@@ -12,6 +12,9 @@
 //! ```sh
 //! cargo run --release -p gateway --example recording-cost -- --calls 200 --seconds 60
 //! ```
+//!
+//! `--in-memory` records as the gateway did before recordings were written out as they
+//! settle (the whole tape in memory), for comparison; the peak resident memory is printed.
 
 use std::time::Duration;
 
@@ -95,13 +98,23 @@ async fn play_call(tx: mpsc::Sender<Tap>, t0: Instant, seconds: u64) {
         .await;
 }
 
-/// The recorder side: the tape, the WAV, the store.
+/// The recorder side, as the gateway runs it ([`gateway::recorder::record`]: what settles goes
+/// to a temporary file, which is uploaded when the stream ends), or with `--in-memory` as it ran
+/// before: the whole tape in memory, encoded into a WAV in memory when the stream ends.
 async fn record(
     mut rx: mpsc::Receiver<Tap>,
     t0: Instant,
     store: RecordingStore,
     sid: String,
-) -> usize {
+    in_memory: bool,
+) -> u64 {
+    let location = RecordingStore::location(&sid, 1);
+    if !in_memory {
+        let (_, bytes) = gateway::recorder::record(&mut rx, Tape::new(t0), &store, &location)
+            .await
+            .expect("recording");
+        return bytes;
+    }
     let mut tape = Tape::new(t0);
     while let Some(tap) = rx.recv().await {
         let end = matches!(tap, Tap::End { .. });
@@ -114,18 +127,29 @@ async fn record(
     let bytes = tokio::task::spawn_blocking(move || wav::encode(&caller, &agent))
         .await
         .expect("encoding");
-    let size = bytes.len();
+    let size = bytes.len() as u64;
     store
-        .put(&RecordingStore::location(&sid, 1), bytes.into())
+        .put(&location, bytes.into())
         .await
         .expect("writing the recording");
     size
+}
+
+/// The process's peak resident memory (`VmHWM` of `/proc/self/status`), in kB.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let calls = arg("--calls", 200);
     let seconds = arg("--seconds", 60);
+    let in_memory = std::env::args().any(|a| a == "--in-memory");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = RecordingStore::open(dir.path().to_str().expect("utf-8")).expect("store");
     let before = cpu_time();
@@ -140,19 +164,22 @@ async fn main() {
             t0,
             store.clone(),
             format!("CA{call:032x}"),
+            in_memory,
         )));
     }
-    let mut bytes = 0usize;
+    let mut bytes = 0u64;
     for task in tasks {
         bytes += task.await.expect("recorder");
     }
     let cpu = cpu_time().saturating_sub(before);
     let call_minutes = (calls * seconds) as f64 / 60.0;
     println!(
-        "{calls} calls x {seconds} s recorded at once in {:.2} s wall; CPU {:.2} s = {:.1} ms per call-minute; {:.0} bytes per call-minute",
+        "{calls} calls x {seconds} s recorded at once{} in {:.2} s wall; CPU {:.2} s = {:.1} ms per call-minute; {:.0} bytes per call-minute; peak RSS {} kB",
+        if in_memory { " (in memory)" } else { "" },
         started.elapsed().as_secs_f64(),
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0 / call_minutes,
         bytes as f64 / call_minutes,
+        peak_rss_kb(),
     );
 }

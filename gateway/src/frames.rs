@@ -81,6 +81,8 @@ pub fn stream_start_of(
         epoch: grant.epoch,
         resumed: grant.resumed(),
         attach: grant.stream_number(),
+        // Set by the stream once it knows whether its agent records.
+        recorded: false,
     }
 }
 
@@ -238,6 +240,7 @@ pub fn inbound_kind(frame: &inbound_frame::Frame) -> &'static str {
         inbound_frame::Frame::Stop(_) => "stop",
         inbound_frame::Frame::TransferResult(_) => "transfer_result",
         inbound_frame::Frame::Amd(_) => "amd",
+        inbound_frame::Frame::Recorded(_) => "recorded",
     }
 }
 

@@ -30,6 +30,7 @@
 //!   the record of a call nobody took over;
 //! - [`recorder`]: the call's two-channel recording (caller, agent as heard), kept off the
 //!   media path and written to the recording store when the stream ends;
+//! - [`spill`]: the settled part of a recording, held in a temporary file until it is stored;
 //! - [`replay`]: the last seconds of caller audio, replayed to a call's new owner;
 //! - [`close`]: the close codes and reasons media sockets end with;
 //! - [`outbox`]: the socket writer task and its non-blocking, audio-dropping queue;
@@ -64,6 +65,7 @@ pub mod reattach;
 pub mod recorder;
 pub mod replay;
 pub mod shared;
+pub mod spill;
 pub mod status;
 pub mod stream;
 pub mod stream_token;

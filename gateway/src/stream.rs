@@ -72,7 +72,7 @@ use crate::metrics::{self as m, ActiveStream};
 use crate::offer::{Takeover, TakeoverOutcome, offer_takeover, takeover_offer};
 use crate::outbox::{Outbox, Outgoing, QUEUE_CAPACITY, run_writer};
 use crate::owner::{Admit, OwnerWatch, Step};
-use crate::recorder::{Recording, Tap};
+use crate::recorder::{RECORDING_WAIT, Recording, Tap};
 use crate::shared::Shared;
 use crate::stream_token::unix_now;
 use crate::takeover::{LostCall, Ownership, Report, apology_twiml, close_record, unix_ms_of};
@@ -195,12 +195,12 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, web: Option<WebCall>) {
             }
         };
         let started = Instant::now();
-        let start =
+        let mut start =
             frames::stream_start_of(&stream_sid, &start, &shared.gateway_id, grant, now_ms());
-        let recording = shared
-            .agents
-            .records(&agent)
-            .then(|| Recording::start(&shared, &call_sid, start.attach, stream_zero));
+        let recording = shared.agents.records(&agent).then(|| {
+            Recording::start(&shared, &call_sid, (start.attach, &stream_sid), stream_zero)
+        });
+        start.recorded = recording.is_some();
         let mut actor = StreamActor {
             call_sid: call_sid.clone(),
             in_subject: shared.subjects.call_in(&call_sid).into(),
@@ -593,7 +593,7 @@ impl StreamActor {
 
     /// Publishes the final `stop`, closes the socket and leaves the `.out` subject.
     async fn end(mut self, end: End) {
-        self.record(|| Tap::End { at: Instant::now() });
+        let ended_at = Instant::now();
         if let Some(reason) = end.stop
             && !self.web
             && reason != StopReason::Digits
@@ -618,6 +618,8 @@ impl StreamActor {
             metrics::counter!(m::STREAMS_ENDED, "reason" => reason.as_str()).increment(1);
             tracing::info!(%reason, "media stream ended");
         }
+        // After the `stop`: the recorder's `StreamRecorded` follows it on `.in`.
+        self.record(|| Tap::End { at: ended_at });
         if let Err(error) = self.out.unsubscribe().await {
             tracing::debug!(%error, "unsubscribing from the outbound subject failed");
         }
@@ -1206,9 +1208,17 @@ impl StreamActor {
         };
         let js = async_nats::jetstream::new(self.shared.nats.clone());
         let shared = self.shared.clone();
+        // The stream may still be playing the apology: its recording is done once it ends.
+        let recording = self.recording.as_ref().map(Recording::done);
+        let recording = async move {
+            match recording {
+                Some(done) => done.within(PLAYOUT_LIMIT + RECORDING_WAIT).await,
+                None => None,
+            }
+        };
         self.shared.tracker.spawn(
             async move {
-                match close_record(&js, &shared.events, &shared.subjects, &lost).await {
+                match close_record(&js, &shared.events, &shared.subjects, &lost, recording).await {
                     Ok(epoch) => tracing::info!(epoch, reason = %lost.reason,
                         "the gateway closed the call's record and fenced its owner"),
                     Err(error) => tracing::error!(%error,

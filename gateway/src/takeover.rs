@@ -18,7 +18,8 @@ use async_nats::jetstream;
 use switchboard_proto::event::{EndReason, GATEWAY_SEQ_BASE, OwnerReason};
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
-    CallEnded, CallEvent, CallOwner, Message as _, Owner, OwnerAck, OwnerProbe, call_event, now_ms,
+    CallEnded, CallEvent, CallOwner, CallRecording, Message as _, Owner, OwnerAck, OwnerProbe,
+    call_event, now_ms,
 };
 use switchboard_service::events::{ClaimError, EventPublisher, claim, last_owner};
 use switchboard_twilio::twiml;
@@ -198,14 +199,17 @@ pub enum CloseRecordError {
 
 /// Closes the record of a call nobody took over: the gateway's fencing `owner` claim of the
 /// epoch after the call's last claim, then `ended` under that fence through `events` (which
-/// retries it, and logs it in full for recovery if it cannot be published). Returns the epoch
-/// the gateway claimed.
+/// retries it, and logs it in full for recovery if it cannot be published). `ended` carries
+/// what `recording` yields: it is awaited once the claim fenced the lost owner, so a late
+/// recording never delays the fence. Returns the epoch the gateway claimed.
 pub async fn close_record(
     js: &jetstream::Context,
     events: &EventPublisher,
     subjects: &Subjects,
     lost: &LostCall,
+    recording: impl Future<Output = Option<CallRecording>>,
 ) -> Result<u32, CloseRecordError> {
+    let mut recording = std::pin::pin!(recording);
     let owner_subject = subjects.event(&lost.call_sid, "owner");
     for _ in 0..CLAIM_ATTEMPTS {
         let last = last_owner(js, &owner_subject)
@@ -230,6 +234,7 @@ pub async fn close_record(
         };
         match claim(js, subjects, &owner, previous).await {
             Ok(fence) => {
+                let recording = recording.as_mut().await.map(Box::new);
                 let ended = CallEvent {
                     call_sid: lost.call_sid.clone(),
                     seq: LOST_OWNER_SEQ + 1,
@@ -238,6 +243,7 @@ pub async fn close_record(
                         reason: lost.reason.as_str().to_owned(),
                         duration_ms: lost.duration_ms,
                         usage: None,
+                        recording,
                     })),
                 };
                 events.publish_fenced(ended, &fence);

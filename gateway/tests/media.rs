@@ -217,6 +217,14 @@ async fn inbound_frames_reach_the_worker_in_order() -> anyhow::Result<()> {
     assert_eq!(f.seq, 6);
     assert_eq!(stop_reason(&f), Some("stop"));
 
+    // The stream's recording, stored, is reported to the owner after the stop.
+    let f = next_inbound(&mut inbound).await?;
+    assert!(
+        matches!(f.frame, Some(inbound_frame::Frame::Recorded(ref r))
+            if r.stream_sid == STREAM && r.attach == 1 && r.error.is_empty()
+                && r.recording.as_ref().is_some_and(|c| c.location == format!("{CALL}/1.wav"))),
+        "{f:?}"
+    );
     // Twilio closes after stop; nothing more is published.
     ws.close(None).await?;
     assert_nothing_published(&gw, &mut inbound, gw.subjects.call_in(CALL)).await

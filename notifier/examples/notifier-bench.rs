@@ -281,6 +281,7 @@ fn call_events(sid: &str, turns: u32) -> Vec<CallEvent> {
             reason: EndReason::CallerHungUp.as_str().into(),
             duration_ms: u64::from(turns) * 6000,
             usage: Some(Box::new(usage(u64::from(turns)))),
+            recording: None,
         }),
     ));
     // Twilio's status callback reaches the gateway after the media stream has ended.

@@ -6,6 +6,11 @@
 //! the notifier as they pass, so it depends on no other service's tables or timing): the
 //! call's fields, the full transcript, tool calls, outcome, usage and cost, end reason.
 //!
+//! The report's `recording` is the call's last recording, from `ended` (which carries it when
+//! it was stored by the time the call ended) or from a `recording` event that came within the
+//! report's wait: `{"url", "location", "duration_ms", "channels"}`, where `url` is the WAV in
+//! the persister's authenticated read API; `recording_url` repeats `url` (`null` without one).
+//!
 //! A report whose body would exceed the configured size carries no transcript but a link to
 //! the call in the persister's authenticated read API (`transcript_url`).
 
@@ -35,6 +40,15 @@ pub fn end_of_call(call_sid: &str, events: &[Value]) -> Value {
     let mut tool_calls = Vec::new();
     let mut outcome = Value::Null;
     let mut statuses = Vec::new();
+    // The last stream's recording: `ended`'s, or a `recording` event's.
+    let mut recording: Option<Value> = None;
+    let mut keep_recording = |found: &Value| {
+        let stream = |r: &Value| r.get("stream").and_then(Value::as_u64).unwrap_or_default();
+        let newer = recording.as_ref().is_none_or(|r| stream(found) > stream(r));
+        if found.is_object() && newer {
+            recording = Some(found.clone());
+        }
+    };
     let field = |event: &Value, name: &str| event.get(name).cloned().unwrap_or(Value::Null);
     for event in events {
         let without = |names: &[&str]| {
@@ -65,7 +79,11 @@ pub fn end_of_call(call_sid: &str, events: &[Value]) -> Value {
                 for name in ["duration_ms", "usage", "cost_usd", "cost"] {
                     report.insert(name.into(), field(event, name));
                 }
+                if let Some(found) = event.get("recording") {
+                    keep_recording(found);
+                }
             }
+            "recording" => keep_recording(event),
             _ => {}
         }
     }
@@ -73,8 +91,14 @@ pub fn end_of_call(call_sid: &str, events: &[Value]) -> Value {
     report.insert("tool_calls".into(), Value::Array(tool_calls));
     report.insert("twilio_statuses".into(), Value::Array(statuses));
     report.insert("transcript".into(), Value::Array(transcript));
-    // Switchboard records no audio; the field is there so receivers need not change when it does.
-    report.insert("recording_url".into(), Value::Null);
+    let recording = recording.map(|r| {
+        json!({"url": persister::sessions::recording_url(call_sid),
+            "location": field(&r, "location"), "duration_ms": field(&r, "duration_ms"),
+            "channels": field(&r, "channels")})
+    });
+    let url = recording.as_ref().map_or(Value::Null, |r| r["url"].clone());
+    report.insert("recording".into(), recording.unwrap_or(Value::Null));
+    report.insert("recording_url".into(), url);
     Value::Object(report)
 }
 
@@ -93,11 +117,20 @@ pub fn end_of_call_body(
     max_bytes: usize,
     api_base: Option<&str>,
 ) -> String {
+    let mut report = report;
+    // The recording's URL is absolute when the persister's public address is known.
+    if let Some(base) = api_base
+        && let Some(recording) = report.get_mut("recording").and_then(Value::as_object_mut)
+        && let Some(path) = recording.get("url").and_then(Value::as_str)
+    {
+        let url = json!(format!("{}{path}", base.trim_end_matches('/')));
+        recording.insert("url".into(), url.clone());
+        report["recording_url"] = url;
+    }
     let full = body(crate::endpoints::CALL_ENDED, at_ms, report.clone());
     if full.len() <= max_bytes {
         return full;
     }
-    let mut report = report;
     if let Some(fields) = report.as_object_mut() {
         let call_sid = fields
             .get("call_sid")
@@ -158,6 +191,56 @@ mod tests {
         assert_eq!(report["usage"]["input_tokens"], 10);
         assert_eq!(report["cost_usd"], 0.01);
         assert_eq!(report["started_at"], "2023-11-14T22:13:20Z");
+    }
+
+    fn recording(stream: u64, duration_ms: u64) -> Value {
+        json!({"location": format!("CA1/{stream}.wav"), "duration_ms": duration_ms,
+            "channels": 2, "bytes": 64_044, "stream": stream})
+    }
+
+    #[test]
+    fn the_report_carries_the_recording_ended_carries() {
+        let report = end_of_call("CA1", &events());
+        assert!(report["recording"].is_null());
+        assert!(report["recording_url"].is_null());
+
+        let mut events = events();
+        events[4]["recording"] = recording(1, 4_000);
+        let report = end_of_call("CA1", &events);
+        assert_eq!(
+            report["recording"],
+            json!({"url": "/api/sessions/CA1/recording", "location": "CA1/1.wav",
+                "duration_ms": 4_000, "channels": 2})
+        );
+        assert_eq!(report["recording_url"], "/api/sessions/CA1/recording");
+        // With the persister's public address the URL is absolute.
+        let body = end_of_call_body(report, 0, 100_000, Some("https://console.example.com/"));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let url = "https://console.example.com/api/sessions/CA1/recording";
+        assert_eq!(body["data"]["recording"]["url"], url);
+        assert_eq!(body["data"]["recording_url"], url);
+    }
+
+    #[test]
+    fn a_recording_event_within_the_wait_fills_in_the_report() {
+        let mut events = events();
+        // `ended` went out before the recording was stored; its event came just after.
+        let mut stored = recording(1, 4_020);
+        stored["call_sid"] = json!("CA1");
+        stored["seq"] = json!(1_800_001);
+        stored["kind"] = json!("recording");
+        events.push(stored.clone());
+        let report = end_of_call("CA1", &events);
+        assert_eq!(report["recording"]["location"], "CA1/1.wav");
+        assert_eq!(report["recording"]["duration_ms"], 4_020);
+        assert_eq!(report["recording_url"], "/api/sessions/CA1/recording");
+
+        // A call re-attached on a second stream: its recording is the call's, whichever
+        // came first.
+        events[4]["recording"] = recording(2, 1_500);
+        let report = end_of_call("CA1", &events);
+        assert_eq!(report["recording"]["location"], "CA1/2.wav");
+        assert_eq!(report["recording"]["duration_ms"], 1_500);
     }
 
     #[test]

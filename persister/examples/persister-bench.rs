@@ -179,6 +179,7 @@ fn synthetic(sid: &str, seq: u64, n: u64) -> CallEvent {
                 cached_tokens: 64,
                 ..Default::default()
             })),
+            recording: None,
         })
     } else {
         match seq % 4 {

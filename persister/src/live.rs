@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use switchboard_proto::call_event::Body;
 use switchboard_proto::subject::Subjects;
-use switchboard_proto::{CallEvent, Message as _, Role, tool_invocation};
+use switchboard_proto::{CallEvent, CallRecording, Message as _, Role, tool_invocation};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -156,7 +156,8 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
                 "input_text_tokens": u.input_text_tokens,
                 "output_text_tokens": u.output_text_tokens, "cached_tokens": u.cached_tokens})),
             "cost_usd": b.usage.as_ref().and_then(|u| prices.cost(u)),
-            "cost": b.usage.as_ref().map(|u| prices.breakdown(u))}),
+            "cost": b.usage.as_ref().map(|u| prices.breakdown(u)),
+            "recording": b.recording.as_deref().map(recording_json)}),
         Some(Body::Rejected(b)) => json!({"reason": b.reason, "from": b.from, "to": b.to}),
         Some(Body::Status(b)) => json!({"status": b.status, "sequence_number": b.sequence_number,
             "duration_seconds": b.duration_seconds, "sip_response_code": b.sip_response_code}),
@@ -167,8 +168,7 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
             "arguments": json_or_text(&b.arguments)}),
         Some(Body::Usage(u)) => json!({"input_tokens": u.input_tokens,
             "output_tokens": u.output_tokens}),
-        Some(Body::Recording(b)) => json!({"duration_ms": b.duration_ms,
-            "channels": b.channels}),
+        Some(Body::Recording(b)) => recording_json(b),
         Some(Body::Amd(b)) => json!({"answered_by": b.answered_by, "detection_ms": b.detection_ms}),
         Some(Body::Transfer(b)) => json!({"department": b.department, "status": b.status}),
         None => json!({}),
@@ -177,6 +177,12 @@ pub fn to_json(event: &CallEvent, prices: &Prices) -> Value {
         o.extend(fields);
     }
     Value::Object(o)
+}
+
+/// A recording's fields, as the `recording` event and `ended`'s `recording` show them.
+fn recording_json(b: &CallRecording) -> Value {
+    json!({"location": b.location, "duration_ms": b.duration_ms, "channels": b.channels,
+        "bytes": b.bytes, "stream": b.stream})
 }
 
 fn json_or_text(text: &str) -> Value {

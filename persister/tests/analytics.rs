@@ -255,6 +255,7 @@ impl Seeded {
                 reason: reason.into(),
                 duration_ms: duration as u64,
                 usage: Some(Box::new(self.usage.clone())),
+                recording: None,
             })));
         }
         if let Some(seconds) = self.twilio_seconds {

@@ -569,6 +569,7 @@ async fn the_cost_is_itemised_per_model_transcription_and_twilio_minutes() -> an
             reason: "caller_hung_up".into(),
             duration_ms: 61_000,
             usage: Some(Box::new(usage)),
+            recording: None,
         }),
     ))
     .await?;

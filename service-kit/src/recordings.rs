@@ -26,7 +26,7 @@ use futures::TryStreamExt as _;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart};
 
 /// The environment variable naming the recording store.
 pub const RECORDINGS_URL_ENV: &str = "RECORDINGS_URL";
@@ -68,7 +68,12 @@ pub enum StoreError {
     Store(#[from] object_store::Error),
     #[error("recording location {0:?} is not a recording's name")]
     Location(String),
+    #[error("reading the recording's file: {0}")]
+    File(#[from] std::io::Error),
 }
+
+/// The size of the parts a large recording is uploaded in (S3's smallest part is 5 MiB).
+pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// One object of the store, as [`RecordingStore::sweep`] saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +196,45 @@ impl RecordingStore {
         Ok(())
     }
 
+    /// Writes the recording at `location` from `file` (a whole WAV of `len` bytes), replacing
+    /// one already there. A recording larger than [`UPLOAD_PART_BYTES`] goes up in parts of
+    /// that size, so no more of it is in memory at once.
+    pub async fn put_file(
+        &self,
+        location: &str,
+        file: &mut tokio::fs::File,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let path = self.path(location)?;
+        file.seek(std::io::SeekFrom::Start(0)).await?;
+        if len <= UPLOAD_PART_BYTES as u64 {
+            let mut wav = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut wav).await?;
+            self.store.put(&path, PutPayload::from(wav)).await?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&path).await?;
+        let mut parts = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(error) => {
+                    parts.abort().await?;
+                    return Err(error.into());
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            parts.wait_for_capacity(2).await?;
+            parts.write(&buf[..n]);
+        }
+        parts.finish().await?;
+        Ok(())
+    }
+
     /// The recording at `location`, or None if there is none.
     pub async fn get(&self, location: &str) -> Result<Option<Bytes>, StoreError> {
         let path = self.path(location)?;
@@ -247,8 +291,27 @@ pub mod wav {
     /// A two-channel WAV of `caller` and `agent` (the shorter is padded with silence).
     pub fn encode(caller: &[i16], agent: &[i16]) -> Vec<u8> {
         let frames = caller.len().max(agent.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + frames * usize::from(CHANNELS) * 2);
+        out.extend_from_slice(&header(frames));
+        interleave(caller, agent, &mut out);
+        out
+    }
+
+    /// The samples of `caller` and `agent` as the WAV's data (frames of both channels; the
+    /// shorter is padded with silence), appended to `out`.
+    pub fn interleave(caller: &[i16], agent: &[i16], out: &mut Vec<u8>) {
+        for i in 0..caller.len().max(agent.len()) {
+            for channel in [caller, agent] {
+                let sample = channel.get(i).copied().unwrap_or(0);
+                out.extend_from_slice(&sample.to_le_bytes());
+            }
+        }
+    }
+
+    /// The header of a WAV of `frames` frames: written last by a recording written in parts.
+    pub fn header(frames: usize) -> [u8; HEADER_BYTES] {
         let data_bytes = frames * usize::from(CHANNELS) * 2;
-        let mut out = Vec::with_capacity(HEADER_BYTES + data_bytes);
+        let mut out = Vec::with_capacity(HEADER_BYTES);
         let block_align = CHANNELS * 2;
         out.extend_from_slice(b"RIFF");
         out.extend_from_slice(&((36 + data_bytes) as u32).to_le_bytes());
@@ -262,13 +325,7 @@ pub mod wav {
         out.extend_from_slice(&16u16.to_le_bytes());
         out.extend_from_slice(b"data");
         out.extend_from_slice(&(data_bytes as u32).to_le_bytes());
-        for i in 0..frames {
-            for channel in [caller, agent] {
-                let sample = channel.get(i).copied().unwrap_or(0);
-                out.extend_from_slice(&sample.to_le_bytes());
-            }
-        }
-        out
+        out.try_into().expect("the header is 44 bytes")
     }
 
     /// Why bytes are not a recording.
@@ -323,6 +380,29 @@ mod tests {
         assert_eq!(caller, vec![1, -2, 3]);
         assert_eq!(agent, vec![100, 0, 0]);
         assert!(wav::decode(&bytes[..40]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_recording_file_is_stored_whole_small_or_in_parts() {
+        use tokio::io::AsyncWriteExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordingStore::open(dir.path().to_str().unwrap()).unwrap();
+        for (sid, len) in [("CA1", 1000), ("CA2", 2 * UPLOAD_PART_BYTES + 12_345)] {
+            let wav: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut file = tokio::fs::File::from_std(tempfile::tempfile().unwrap());
+            file.write_all(&wav).await.unwrap();
+            let location = RecordingStore::location(sid, 1);
+            store
+                .put_file(&location, &mut file, len as u64)
+                .await
+                .unwrap();
+            let stored = store.get(&location).await.unwrap().expect("stored");
+            assert!(
+                stored[..] == wav[..],
+                "{sid}: {} bytes stored",
+                stored.len()
+            );
+        }
     }
 
     #[test]

@@ -471,6 +471,7 @@ async fn call(
         custom_parameters: Default::default(),
         gateway_id: "worker-bench".into(),
         started_at_ms: now_ms(),
+        recorded: false,
     }))
     .await?;
 

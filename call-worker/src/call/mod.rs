@@ -40,6 +40,7 @@ pub mod ending;
 pub mod lifecycle;
 pub mod machine;
 pub mod observation;
+pub mod recording;
 pub mod session_check;
 pub mod stream_clock;
 pub mod tool_rounds;
@@ -56,8 +57,8 @@ use switchboard_proto::call_event::Body;
 use switchboard_proto::event::ToolErrorCode;
 use switchboard_proto::subject::Subjects;
 use switchboard_proto::{
-    CallEvent, CallOffer, InboundFrame, Message as _, OutboundFrame, OwnerAck, OwnerProbe,
-    ToolCall, inbound_frame, outbound_frame,
+    CallEnded, CallEvent, CallOffer, InboundFrame, Message as _, OutboundFrame, OwnerAck,
+    OwnerProbe, ToolCall, inbound_frame, outbound_frame,
 };
 use switchboard_service::events::EventPublisher;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -72,6 +73,7 @@ use crate::ownership::{Claim, Holding, Ownership, StartVerdict};
 use crate::realtime::{self, RealtimeEvent, RealtimeSender, RealtimeSettings};
 use crate::tools::{self, SessionTools, ToolDone, ToolReply};
 use machine::{CallMachine, CallSetup, Effect};
+use recording::{RECORDING_WAIT, Recordings, Waited};
 
 /// How often the worker tells the gateway it is alive: the gateway probes an owner silent for
 /// two intervals, so a dead one is noticed well within a second.
@@ -245,6 +247,10 @@ struct CallActor {
     agents: watch::Receiver<Arc<Agents>>,
     handoff_tx: mpsc::UnboundedSender<HandoffReady>,
     handoff_rx: mpsc::UnboundedReceiver<HandoffReady>,
+    /// The streams' recordings, for `ended`.
+    recordings: Recordings,
+    /// `ended`, held until the last stream's recording is reported (see [`recording`]).
+    held_end: Option<CallEnded>,
 }
 
 /// A handoff target with its resolved tools, for the `handoff` call `call_id`.
@@ -299,6 +305,8 @@ impl CallActor {
             agents,
             handoff_tx,
             handoff_rx,
+            recordings: Recordings::default(),
+            held_end: None,
         }
     }
 
@@ -407,17 +415,61 @@ impl CallActor {
         }
         self.tasks.cancel();
         self.realtime.close();
+        if let Some(ended) = self.held_end.take()
+            && self.ownership.holds()
+        {
+            self.await_recording(&mut inbound).await;
+            self.publish_ended(ended);
+        }
         let _ = inbound.unsubscribe().await;
         let _ = probes.unsubscribe().await;
         metrics::gauge!(crate::metrics::ACTIVE_CALLS).decrement(1.0);
     }
 
-    /// A frame from the gateway: a start is checked against our epoch first.
+    /// Waits (at most [`RECORDING_WAIT`]) for the gateway's report of the last stream's
+    /// recording, taking only `StreamRecorded` frames: the call is over.
+    async fn await_recording(&mut self, inbound: &mut async_nats::Subscriber) {
+        let frames = inbound.filter_map(|msg| {
+            let recorded = match InboundFrame::decode(msg.payload) {
+                Ok(InboundFrame {
+                    frame: Some(inbound_frame::Frame::Recorded(recorded)),
+                    ..
+                }) => Some(recorded),
+                _ => None,
+            };
+            futures::future::ready(recorded)
+        });
+        let deadline = Instant::now() + RECORDING_WAIT;
+        let waited = self.recordings.wait(frames, deadline, &self.cancel).await;
+        if waited != Waited::Reported {
+            tracing::debug!(call_sid = %self.call_sid, ?waited, "stopped waiting for the recording");
+        }
+    }
+
+    /// Publishes `ended` with the last stream's recording, or says why it has none.
+    fn publish_ended(&mut self, mut ended: CallEnded) {
+        ended.recording = self.recordings.recording().map(Box::new);
+        if let Some((reason, error)) = self.recordings.missing() {
+            metrics::counter!(crate::metrics::ENDED_WITHOUT_RECORDING, "reason" => reason)
+                .increment(1);
+            tracing::warn!(call_sid = %self.call_sid, reason, error,
+                "the call's end goes out without its recording");
+        }
+        self.events.publish(Body::Ended(ended));
+    }
+
+    /// A frame from the gateway: a start is checked against our epoch first; a recording's
+    /// report is the actor's (for `ended`), not the machine's.
     async fn on_inbound(&mut self, frame: inbound_frame::Frame) {
+        if let inbound_frame::Frame::Recorded(recorded) = frame {
+            self.recordings.on_recorded(recorded);
+            return;
+        }
         if let inbound_frame::Frame::Start(start) = &frame {
             match self.ownership.on_start(start.epoch) {
                 StartVerdict::Lost | StartVerdict::Stale => return,
                 StartVerdict::Serve => {
+                    self.recordings.on_start(start);
                     let agent = self.machine.agent();
                     let owner = outbound_frame::Frame::Owner(switchboard_proto::Owner {
                         worker_id: self.ctx.worker_id.clone(),
@@ -477,6 +529,14 @@ impl CallActor {
                     metrics::histogram!(crate::metrics::TURN_LATENCY, "kind" => turn.kind.clone())
                         .record(f64::from(turn.latency_ms) / 1000.0);
                     self.events.publish(Body::Turn(turn));
+                }
+                Effect::Event(Body::Ended(ended)) => {
+                    let reason = switchboard_proto::event::EndReason::parse(&ended.reason);
+                    if self.recordings.pending(reason) {
+                        self.held_end = Some(ended);
+                    } else {
+                        self.publish_ended(ended);
+                    }
                 }
                 Effect::Event(body) => self.events.publish(body),
                 Effect::CallTool(call) => self.call_tool(call),

@@ -269,6 +269,7 @@ impl Gateway {
             custom_parameters: Default::default(),
             gateway_id: "gw-test".into(),
             started_at_ms: switchboard_proto::now_ms(),
+            recorded: false,
         };
         self.send(inbound_frame::Frame::Start(start)).await
     }

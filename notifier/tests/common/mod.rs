@@ -327,6 +327,7 @@ pub fn call(sid: &str) -> Vec<CallEvent> {
                     model: "gpt-realtime".into(),
                     ..Default::default()
                 })),
+                recording: None,
             }),
         ),
     ]

@@ -281,6 +281,7 @@ pub fn ended(reason: &str, duration_ms: u64) -> Body {
             cached_tokens: 64,
             ..Default::default()
         })),
+        recording: None,
     })
 }
 

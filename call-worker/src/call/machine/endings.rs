@@ -184,6 +184,8 @@ impl CallMachine {
             reason: reason.as_str().to_owned(),
             duration_ms,
             usage: Some(Box::new(self.usage.clone())),
+            // Added by the actor once the stream's recording is reported (`call::recording`).
+            recording: None,
         })));
         self.effects.push(Effect::CloseRealtime);
         self.session.end(reason);

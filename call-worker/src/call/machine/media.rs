@@ -103,6 +103,8 @@ impl CallMachine {
                 self.send_event(ClientEvent::item_create(Item::user_text(&text)));
                 self.request_response(Purpose::Plain, None);
             }
+            // The actor keeps it for `ended` (see `call::recording`).
+            inbound_frame::Frame::Recorded(_) => {}
             inbound_frame::Frame::TransferResult(result) => {
                 self.on_transfer_result(&result.status, now);
             }
