@@ -225,7 +225,11 @@ async fn close_if_owner_gone(shared: &Shared, call_sid: &str) {
         duration_ms: 0,
         reason: EndReason::Transferred,
     };
-    if let Err(error) = close_record(&js, &shared.events, &shared.subjects, &lost).await {
+    // The caller's last stream ended when the transfer began, and its recording went to the
+    // owner that died (and into its own `recording` event), so this `ended` carries none.
+    let recording = std::future::ready(None);
+    if let Err(error) = close_record(&js, &shared.events, &shared.subjects, &lost, recording).await
+    {
         tracing::error!(%error, "closing the record of a transferred call failed");
     }
 }
