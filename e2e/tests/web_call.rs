@@ -84,26 +84,9 @@ async fn a_test_call_from_the_console_in_a_real_browser() -> anyhow::Result<()> 
 async fn drive(system: &System, browser: &Browser) -> anyhow::Result<String> {
     let base = &system.persister;
     let mut cdp = browser.page().await?;
-    cdp.call("Page.enable", json!({})).await?;
     // Every document records the Content-Security-Policy violations it sees.
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
-
-    // Sign in.
-    cdp.navigate(&format!("{base}/login")).await?;
-    cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
-        .await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(ADMIN_TOKEN)
-    ))
-    .await?;
-    cdp.wait_for("the calls list", "location.pathname === '/sessions'")
-        .await?;
+    cdp.record_csp_violations().await?;
+    cdp.sign_in(base, ADMIN_TOKEN).await?;
 
     // The test-call page, with the demo agent picked.
     cdp.navigate(&format!("{base}/test-call")).await?;
@@ -150,11 +133,7 @@ async fn drive(system: &System, browser: &Browser) -> anyhow::Result<String> {
     .await?;
     cdp.screenshot("test-call.png").await?;
     // The worklet, the socket to the gateway and the audio all work under the console's policy.
-    let violations = cdp.eval("window.__csp").await?;
-    anyhow::ensure!(
-        violations == json!([]),
-        "the test-call page violated the Content-Security-Policy: {violations}"
-    );
+    cdp.no_csp_violations().await?;
 
     // Hang up; the call is in the list as a web call.
     cdp.eval("document.getElementById('hangup').click(); true")

@@ -221,44 +221,19 @@ async fn drive(
         .await?;
     assert_eq!(cells[3], "1", "a fresh attempt budget: {cells}");
     assert_eq!(cells[4], "200", "{cells}");
-    no_violations(&mut cdp).await?;
+    cdp.no_csp_violations().await?;
     cdp.screenshot("webhook-deliveries.png").await?;
     let _ = cdp.call("Browser.close", json!({})).await;
     Ok(())
 }
 
 /// A page signed in to the console at `base` (on the calls list), recording every
-/// Content-Security-Policy violation in `window.__csp`.
+/// Content-Security-Policy violation.
 async fn signed_in(base: &str, browser: &Browser) -> anyhow::Result<Cdp> {
     let mut cdp = browser.page().await?;
-    cdp.call("Page.enable", json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
-    cdp.call("Page.navigate", json!({"url": format!("{base}/login")}))
-        .await?;
-    cdp.wait_for("the sign-in form", "!!document.getElementById('token')")
-        .await?;
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
-        json!(TOKEN)
-    ))
-    .await?;
-    cdp.wait_for("the calls list", "location.pathname === '/sessions'")
-        .await?;
+    cdp.record_csp_violations().await?;
+    cdp.sign_in(base, TOKEN).await?;
     Ok(cdp)
-}
-
-async fn no_violations(cdp: &mut Cdp) -> anyhow::Result<()> {
-    let seen = cdp.eval("window.__csp").await?;
-    anyhow::ensure!(
-        seen == json!([]),
-        "the call page violated the Content-Security-Policy: {seen}"
-    );
-    Ok(())
 }
 
 /// The webhooks page: deliveries across calls to three endpoints (one answers, one refuses
@@ -584,7 +559,7 @@ async fn drive_webhooks(
          document.querySelectorAll('#endpoints tr.endpoint.disabled').length === 0",
     )
     .await?;
-    no_violations(&mut cdp).await?;
+    cdp.no_csp_violations().await?;
     cdp.screenshot("webhooks-page.png").await?;
     let _ = cdp.call("Browser.close", json!({})).await;
     Ok(())

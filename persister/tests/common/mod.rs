@@ -391,15 +391,7 @@ pub fn realistic_call(sid: &str, t0: i64) -> Vec<CallEvent> {
 /// Makes every document the page opens record the Content-Security-Policy violations it sees
 /// (in `window.__csp`), for [`no_violations`].
 pub async fn record_csp_violations(cdp: &mut Cdp) -> anyhow::Result<()> {
-    cdp.call("Page.enable", serde_json::json!({})).await?;
-    cdp.call(
-        "Page.addScriptToEvaluateOnNewDocument",
-        serde_json::json!({"source": "window.__csp = []; \
-            document.addEventListener('securitypolicyviolation', \
-            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"}),
-    )
-    .await?;
-    Ok(())
+    cdp.record_csp_violations().await
 }
 
 /// Fails if the current page saw any Content-Security-Policy violation.
