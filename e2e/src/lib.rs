@@ -91,6 +91,17 @@ pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 /// The key of web-call tickets, shared by the persister and the gateway.
 pub const WEB_CALL_SECRET: &str = "e2e-web-call-secret";
 
+/// The caller ID campaigns in the tests dial from.
+pub const CAMPAIGN_FROM: &str = "+15550001111";
+
+/// A callsim script for callees of a campaign: listen to the agent until it is done, hang up.
+pub const CALLEE_LISTENS_THEN_HANGS_UP: &str = r#"
+[[step]]
+listen = { max_ms = 20000, silence_ms = 500 }
+[[step]]
+hangup = true
+"#;
+
 /// The whole system, each service a separate process.
 pub struct System {
     nats: Option<NatsServer>,

@@ -11,21 +11,15 @@ use callsim::twilio_dialing::{Limits, Outcome};
 use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallerScript};
 use serde_json::{Value, json};
-use switchboard_e2e::{ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
+use switchboard_e2e::{
+    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, CALLEE_LISTENS_THEN_HANGS_UP, CAMPAIGN_FROM, System,
+    get_session,
+};
 use switchboard_testkit::{eventually, free_port, workspace_root};
 
 const GREETING: &str = "Hi, this is Acme Dental calling about your appointment.";
 const MESSAGE: &str = "Hi, this is Acme Dental. Please call us back about your appointment.";
 
-/// Whoever answers listens until the agent is done and hangs up.
-const SCRIPT: &str = r#"
-[[step]]
-listen = { max_ms = 20000, silence_ms = 500 }
-[[step]]
-hangup = true
-"#;
-
-const FROM: &str = "+15550001111";
 const MACHINE: &str = "+15550300001";
 const HUMAN: &str = "+15550300002";
 /// From answer to the verdict: a person's comes after their "Hello?", a machine's after its
@@ -41,7 +35,7 @@ fn agents_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
             r#"
 [[agent]]
 id = "outreach"
-numbers = ["{FROM}", "*"]
+numbers = ["{CAMPAIGN_FROM}", "*"]
 instructions = "You call patients of Acme Dental about their appointments."
 greeting = "{GREETING}"
 voicemail_message = "{MESSAGE}"
@@ -97,7 +91,7 @@ async fn a_voicemail_box_hears_the_message_after_its_beep_and_a_person_the_greet
     let twilio = FakeTwilio::start_on(
         format!("127.0.0.1:{port}").parse()?,
         cfg,
-        CallerScript::from_toml_str(SCRIPT)?,
+        CallerScript::from_toml_str(CALLEE_LISTENS_THEN_HANGS_UP)?,
     )
     .await?;
     let dialing = twilio.dialing();
@@ -117,7 +111,7 @@ async fn a_voicemail_box_hears_the_message_after_its_beep_and_a_person_the_greet
         &format!("{dialer}/api/campaigns"),
         Some(json!({
             "agent_id": "outreach",
-            "from": FROM,
+            "from": CAMPAIGN_FROM,
             "calls_per_second": 1,
             "max_concurrent": 2,
             "contacts": [{"to": MACHINE}, {"to": HUMAN}],

@@ -11,18 +11,11 @@ use callsim::twilio_dialing::{Limits, Outcome};
 use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallerScript};
 use serde_json::{Value, json};
-use switchboard_e2e::{ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, System};
+use switchboard_e2e::{
+    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, CALLEE_LISTENS_THEN_HANGS_UP, CAMPAIGN_FROM, System,
+};
 use switchboard_testkit::{eventually, free_port};
 
-/// Every callee that answers listens to the greeting and hangs up.
-const SCRIPT: &str = r#"
-[[step]]
-listen = { max_ms = 20000, silence_ms = 500 }
-[[step]]
-hangup = true
-"#;
-
-const FROM: &str = "+15550001111";
 const BUSY: &str = "+15550100001";
 const NO_ANSWER: &str = "+15550100002";
 const VOICEMAIL: &str = "+15550100003";
@@ -41,7 +34,7 @@ async fn setup(limits: Limits) -> anyhow::Result<(System, FakeTwilio, String)> {
     let twilio = FakeTwilio::start_on(
         format!("127.0.0.1:{port}").parse()?,
         cfg,
-        CallerScript::from_toml_str(SCRIPT)?,
+        CallerScript::from_toml_str(CALLEE_LISTENS_THEN_HANGS_UP)?,
     )
     .await?;
     twilio.dialing().set_limits(limits).await;
@@ -168,7 +161,7 @@ async fn two_replicas_dial_a_campaign_at_its_caps_with_retries_dnc_and_calling_h
         &format!("{a}/api/campaigns"),
         json!({
             "agent_id": "front-desk",
-            "from": FROM,
+            "from": CAMPAIGN_FROM,
             "calls_per_second": 2,
             "max_concurrent": 5,
             "contacts": contacts,
@@ -341,7 +334,7 @@ async fn a_paused_campaign_dials_nothing_until_resumed_and_20429s_never_fail_a_c
     let created = post(
         &format!("{dialer}/api/campaigns"),
         json!({
-            "agent_id": "front-desk", "from": FROM, "calls_per_second": 5,
+            "agent_id": "front-desk", "from": CAMPAIGN_FROM, "calls_per_second": 5,
             "max_concurrent": 6, "contacts": contacts, "paused": true,
         }),
     )

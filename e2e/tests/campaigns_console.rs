@@ -14,19 +14,13 @@ use callsim::twilio_dialing::{Limits, Outcome};
 use callsim::twilio_rest::FakeTwilio;
 use callsim::{CallConfig, CallerScript};
 use serde_json::{Value, json};
-use switchboard_e2e::{ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, System, get_session};
+use switchboard_e2e::{
+    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, CALLEE_LISTENS_THEN_HANGS_UP, CAMPAIGN_FROM, System,
+    get_session,
+};
 use switchboard_testkit::browser::{Browser, Cdp};
 use switchboard_testkit::free_port;
 
-/// The callee who answers listens to the greeting and hangs up.
-const SCRIPT: &str = r#"
-[[step]]
-listen = { max_ms = 20000, silence_ms = 500 }
-[[step]]
-hangup = true
-"#;
-
-const FROM: &str = "+15550001111";
 const ANSWERS: &str = "+15550300001";
 const BUSY: &str = "+15550300002";
 const DNC: &str = "+15550300003";
@@ -45,7 +39,7 @@ async fn a_campaign_from_the_console_in_a_real_browser() -> anyhow::Result<()> {
     let twilio = FakeTwilio::start_on(
         format!("127.0.0.1:{twilio_port}").parse()?,
         cfg,
-        CallerScript::from_toml_str(SCRIPT)?,
+        CallerScript::from_toml_str(CALLEE_LISTENS_THEN_HANGS_UP)?,
     )
     .await?;
     twilio
@@ -115,7 +109,7 @@ async fn drive(system: &System, twilio: &FakeTwilio, browser: &Browser) -> anyho
         "document.getElementById('new-campaign').open = true; \
          document.getElementById('name').value = 'Spring recall'; \
          document.getElementById('agent').value = 'front-desk'; \
-         document.getElementById('from').value = {FROM:?}; \
+         document.getElementById('from').value = {CAMPAIGN_FROM:?}; \
          document.getElementById('cps').value = '0.1'; \
          document.getElementById('concurrency').value = '2'; \
          document.getElementById('paused').checked = true; \
