@@ -262,8 +262,10 @@ async fn two_replicas_dial_a_campaign_at_its_caps_with_retries_dnc_and_calling_h
         "{}",
         dialing.max_active().await
     );
-    // A create that reaches Twilio late (the machine is busy) can bring the next one closer than
-    // an interval: it then waits, at most that interval. On average nothing waits.
+    // A create that reaches Twilio late (the machine is busy), or a late claim making up the
+    // calls it missed (docs/campaigns.md, the pacing model), can bring the next one closer than
+    // an interval: it then waits, at most that interval (500 ms here). Most calls wait not at
+    // all, so the mean stays under a quarter of an interval.
     let waits: Vec<Duration> = placed
         .iter()
         .filter_map(|p| Some(p.dequeued_at? - p.created_at))
@@ -271,7 +273,7 @@ async fn two_replicas_dial_a_campaign_at_its_caps_with_retries_dnc_and_calling_h
     let longest = waits.iter().max().copied().unwrap_or_default();
     let mean = waits.iter().sum::<Duration>() / waits.len().max(1) as u32;
     ensure!(
-        longest < Duration::from_millis(500) && mean < Duration::from_millis(50),
+        longest < Duration::from_millis(500) && mean < Duration::from_millis(125),
         "calls waited in Twilio's queue: longest {longest:?}, mean {mean:?}"
     );
     let mut created: Vec<_> = placed.iter().map(|p| p.created_at).collect();
