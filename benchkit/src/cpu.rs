@@ -18,6 +18,9 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct CpuSample {
     /// `utime + stime`, in seconds.
     pub cpu_seconds: f64,
+    /// `stime` alone: time in the kernel on the process's behalf (syscalls, and the network
+    /// stack's work for its sends), the part a relay cannot shed without fewer syscalls.
+    pub kernel_seconds: f64,
     /// Voluntary context switches of all its threads (a thread waiting: a wake-up later).
     pub voluntary_switches: u64,
     /// Involuntary context switches of all its threads (preempted).
@@ -28,8 +31,10 @@ impl CpuSample {
     /// Reads process `pid` now; `None` if it is gone or `/proc` is unreadable.
     pub fn read(pid: u32) -> Option<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (user, kernel) = cpu_seconds_of_stat(&stat)?;
         let mut sample = Self {
-            cpu_seconds: cpu_seconds_of_stat(&stat)?,
+            cpu_seconds: user + kernel,
+            kernel_seconds: kernel,
             ..Self::default()
         };
         // Threads that have exited are no longer listed; a service's threads live as long as
@@ -52,6 +57,7 @@ impl CpuSample {
     pub fn since(&self, earlier: &Self) -> CpuSample {
         CpuSample {
             cpu_seconds: (self.cpu_seconds - earlier.cpu_seconds).max(0.0),
+            kernel_seconds: (self.kernel_seconds - earlier.kernel_seconds).max(0.0),
             voluntary_switches: self
                 .voluntary_switches
                 .saturating_sub(earlier.voluntary_switches),
@@ -67,15 +73,18 @@ impl CpuSample {
     }
 }
 
-/// `utime + stime` in seconds from the text of `/proc/<pid>/stat`.
-fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
+/// `(utime, stime)` in seconds from the text of `/proc/<pid>/stat`.
+fn cpu_seconds_of_stat(stat: &str) -> Option<(f64, f64)> {
     // The command name is in parentheses and may hold spaces and parentheses: fields are
     // counted from its last `)`. utime and stime are fields 14 and 15, 12th and 13th after it.
     let rest = stat.rsplit_once(')')?.1;
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+    Some((
+        utime as f64 / TICKS_PER_SECOND,
+        stime as f64 / TICKS_PER_SECOND,
+    ))
 }
 
 /// (voluntary, involuntary) context switches from the text of `/proc/<pid>/task/<tid>/status`.
@@ -202,6 +211,48 @@ pub fn print_cpu(figures: &[CpuPerCall], hint: &str) {
     }
 }
 
+/// Prints what each process used over a window of `window_secs` in which `call_minutes` of call
+/// and `frames` audio frames went by: CPU-seconds, share of a core, CPU-seconds per call-minute,
+/// µs per frame, the kernel's share and context switches per frame; then their sum, labelled
+/// `total`. Returns the sum's CPU-seconds per call-minute.
+pub fn print_frame_table(
+    used: &[(&str, CpuSample)],
+    window_secs: f64,
+    call_minutes: f64,
+    frames: f64,
+    total: &str,
+) -> f64 {
+    let frames = frames.max(1.0);
+    let share = |part: f64, whole: f64| part / whole.max(f64::MIN_POSITIVE) * 100.0;
+    println!(
+        "process       cpu-s  %core  cpu-s/call-min  us/frame  %kernel  ctx-sw/frame (vol+invol)"
+    );
+    let (mut sum, mut kernel) = (0.0, 0.0);
+    for (name, used) in used {
+        let cpu = used.cpu_seconds;
+        sum += cpu;
+        kernel += used.kernel_seconds;
+        println!(
+            "{name:<12} {cpu:>6.2} {:>6.1} {:>15.4} {:>9.1} {:>8.0} {:>8.2} ({}+{})",
+            share(cpu, window_secs),
+            cpu / call_minutes,
+            cpu * 1e6 / frames,
+            share(used.kernel_seconds, cpu),
+            used.switches() as f64 / frames,
+            used.voluntary_switches,
+            used.involuntary_switches,
+        );
+    }
+    println!(
+        "{total:<12} {sum:>6.2} {:>6.1} {:>15.4} {:>9.1} {:>8.0}",
+        share(sum, window_secs),
+        sum / call_minutes,
+        sum * 1e6 / frames,
+        share(kernel, sum),
+    );
+    sum / call_minutes
+}
+
 /// Call-minutes of `calls` calls in progress throughout `window`.
 pub fn call_minutes(calls: usize, window: Duration) -> f64 {
     calls as f64 * window.as_secs_f64() / 60.0
@@ -216,7 +267,7 @@ mod tests {
         // A command name with a space and a parenthesis must not shift the fields.
         let stat = "4242 (call (worker) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
                     1234 567 0 0 20 0 4 0 100 0 0";
-        assert_eq!(cpu_seconds_of_stat(stat), Some(18.01));
+        assert_eq!(cpu_seconds_of_stat(stat), Some((12.34, 5.67)));
         assert_eq!(cpu_seconds_of_stat("garbage"), None);
     }
 
@@ -261,6 +312,20 @@ mod tests {
                 .starts_with("bench: 0.0600 CPU-s per call-minute")
         );
         assert_eq!(CpuSample::read(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_frame_table_sums_the_processes_per_call_minute() {
+        let used = |cpu: f64, kernel: f64| CpuSample {
+            cpu_seconds: cpu,
+            kernel_seconds: kernel,
+            voluntary_switches: 10,
+            involuntary_switches: 5,
+        };
+        let rows = [("gateway", used(3.0, 1.0)), ("nats-server", used(1.5, 1.5))];
+        let per = print_frame_table(&rows, 30.0, 50.0, 1_000.0, "media path");
+        assert!((per - 0.09).abs() < 1e-9, "{per}");
+        assert_eq!(print_frame_table(&[], 30.0, 50.0, 0.0, "none"), 0.0);
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@
 //! gateway, the call-worker and nats-server from `/proc/<pid>/stat` (and their threads' context
 //! switches from `/proc/<pid>/task/*/status`) at the start and the end of the measured window,
 //! and counts call-minutes by sampling the gateway's `gateway_active_streams` every second. It
-//! prints CPU-seconds per call-minute of each process and their sum, context switches and CPU
-//! per frame, the gateway's own per-frame p99 (`gateway_frame_processing_seconds`), frames sent
+//! prints CPU-seconds per call-minute of each process and their sum, the share of it spent in
+//! the kernel (`stime`: syscalls and the network stack), context switches and CPU per frame, the gateway's own per-frame p99 (`gateway_frame_processing_seconds`), frames sent
 //! by the callers against frames the gateway received (lost frames), the media path's drop
 //! counters, and callsim's load report (failed calls, response latency, mark-echo lateness).
 //!
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use switchboard_bench::cpu::CpuSample;
+use switchboard_bench::cpu::{CpuSample, print_frame_table};
 use switchboard_e2e::{ACCOUNT_SID, AUTH_TOKEN, metric_sum, nats_env, secured_nats};
 use switchboard_proto::permissions::Role;
 use switchboard_testkit::{Service, free_port, process::binary};
@@ -241,29 +241,12 @@ async fn main() -> anyhow::Result<()> {
             .join(" ")
     );
     println!("frames in the window: {frames_in} in, {frames_out} out");
-    println!("process       cpu-s  %core  cpu-s/call-min  us/frame  ctx-sw/frame (vol+invol)");
-    let mut sum = 0.0;
-    for (name, _) in &pids {
-        let used = after[name].since(&before[name]);
-        let cpu = used.cpu_seconds;
-        sum += cpu;
-        println!(
-            "{name:<12} {cpu:>6.2} {:>6.1} {:>15.4} {:>9.1} {:>8.2} ({}+{})",
-            cpu / window * 100.0,
-            cpu / call_minutes,
-            cpu * 1e6 / frames.max(1.0),
-            used.switches() as f64 / frames.max(1.0),
-            used.voluntary_switches,
-            used.involuntary_switches,
-        );
-    }
-    println!(
-        "media path   {sum:>6.2} {:>6.1} {:>15.4} {:>9.1}",
-        sum / window * 100.0,
-        sum / call_minutes,
-        sum * 1e6 / frames.max(1.0)
-    );
-    println!("CPU_PER_CALL_MINUTE {:.4}", sum / call_minutes);
+    let used: Vec<(&str, CpuSample)> = pids
+        .iter()
+        .map(|(name, _)| (*name, after[name].since(&before[name])))
+        .collect();
+    let per_call_minute = print_frame_table(&used, window, call_minutes, frames, "media path");
+    println!("CPU_PER_CALL_MINUTE {per_call_minute:.4}");
     for dir in ["in", "out"] {
         let label = format!("direction=\"{dir}\",quantile=\"0.99\"");
         let p99 = metric_value(&gw_end, "gateway_frame_processing_seconds", &label);

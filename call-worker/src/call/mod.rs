@@ -341,7 +341,12 @@ impl CallActor {
         // Moved on by every frame from the gateway once the stream started (Twilio sends media
         // every 20 ms): when it fires, the gateway is gone and no new stream was attached.
         let stream_gone = tokio::time::sleep(machine::REATTACH_WINDOW);
-        tokio::pin!(stream_gone);
+        // Made once, not per loop turn: a turn is usually one audio frame, and each `cancelled()`
+        // made anew registers and removes a waiter under a lock.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        let fenced = self.fenced.clone().cancelled_owned();
+        let hand_over = self.hand_over.clone().cancelled_owned();
+        tokio::pin!(stream_gone, cancelled, fenced, hand_over);
         while self.machine.ended().is_none() && self.ownership.holds() {
             let deadline = self.machine.next_deadline();
             if deadline != armed {
@@ -351,12 +356,13 @@ impl CallActor {
                 armed = deadline;
             }
             tokio::select! {
-                () = self.cancel.cancelled(), if !shutting_down => {
+                () = &mut cancelled, if !shutting_down => {
                     shutting_down = true;
                     self.machine.shutdown(Instant::now());
                 }
-                () = self.fenced.cancelled() => self.ownership.on_refused(),
-                () = self.hand_over.cancelled(), if self.ownership.holding() == Holding::Held => {
+                // Ends the loop: the call is lost.
+                () = &mut fenced => self.ownership.on_refused(),
+                () = &mut hand_over, if self.ownership.holding() == Holding::Held => {
                     tracing::info!(call_sid = %self.call_sid, epoch = self.ownership.epoch(),
                         "draining: asking the gateway to hand the call over");
                     self.ownership.hand_over();
