@@ -26,21 +26,44 @@ pub(crate) fn encoded(specs: &[ToolSpec]) -> Vec<(String, bytes::Bytes)> {
         .collect()
 }
 
-/// Re-registers `specs` every `every` until `shutdown`, then withdraws them.
+/// First retry of a failed registration; retries back off to `every`.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+
+/// Re-registers `specs` every `every` until `shutdown`, then withdraws them. While `specs` are
+/// not registered (`registered` false: the first put failed, or a refresh did) they are put
+/// again with backoff from [`RETRY_FIRST`] rather than a whole period later: until its tools are
+/// listed, no new call offers them to its model. A failed registration is most often a bucket
+/// whose stream is still electing a leader (a cluster starting, a node restarting), over within
+/// a second or two.
 pub(crate) async fn refresh(
     mut registration: Registration,
     specs: Vec<(String, bytes::Bytes)>,
     every: Duration,
+    mut registered: bool,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = switchboard_service::backoff::Backoff::new(RETRY_FIRST, every);
     loop {
+        let wait = if registered {
+            every
+        } else {
+            backoff.next_delay()
+        };
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(error) = registration.put(&specs).await {
-                    metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
-                    tracing::warn!(%error, "refreshing tool registry failed");
+            () = tokio::time::sleep_until(Instant::now() + wait) => {
+                match registration.put(&specs).await {
+                    Ok(()) => {
+                        if !registered {
+                            tracing::info!("tools registered");
+                        }
+                        registered = true;
+                        backoff.reset();
+                    }
+                    Err(error) => {
+                        metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
+                        tracing::warn!(%error, "refreshing tool registry failed; will retry");
+                        registered = false;
+                    }
                 }
             }
             () = shutdown.cancelled() => break,

@@ -111,8 +111,8 @@ impl ToolServer {
 
     /// Subscribes every tool and registers its spec, then returns while serving goes on in the
     /// background: when this returns, requests are answered. A registry failure is logged and
-    /// retried on the next refresh rather than failing the start, because answering requests
-    /// matters more than being listed.
+    /// retried with backoff rather than failing the start, because answering requests matters
+    /// more than being listed.
     pub async fn start(
         self,
         client: async_nats::Client,
@@ -147,10 +147,17 @@ impl ToolServer {
             SDK,
             env!("CARGO_PKG_VERSION"),
         );
-        match registration.put(&specs).await {
-            Ok(()) => tracing::info!(tools = ?names, "tools registered"),
-            Err(error) => tracing::warn!(%error, "registering tools failed; will retry"),
-        }
+        let registered = match registration.put(&specs).await {
+            Ok(()) => {
+                tracing::info!(tools = ?names, "tools registered");
+                true
+            }
+            Err(error) => {
+                metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
+                tracing::warn!(%error, "registering tools failed; will retry");
+                false
+            }
+        };
 
         // Without the bucket requests are still served, just without deduplication.
         let results = if self.idempotent {
@@ -180,6 +187,7 @@ impl ToolServer {
             registration,
             specs,
             self.refresh_every,
+            registered,
             shutdown,
         ));
         // Closed now so `wait` can finish; tasks spawned later by the loops are still tracked.

@@ -193,6 +193,44 @@ async fn refreshes_the_registry_entry() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_failed_registration_is_retried_at_once_not_a_refresh_later() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    // A stream that holds the bucket's subjects keeps the bucket from being made, so the first
+    // registration fails, as it does while a cluster's new bucket is still electing a leader.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "squatter".into(),
+        subjects: vec![format!("$KV.{TOOLS_BUCKET}.>")],
+        ..Default::default()
+    })
+    .await?;
+    let stop = CancellationToken::new();
+    let serving = ToolServer::new()
+        .tool(doubler(Arc::default()))
+        .refresh_every(Duration::from_secs(600))
+        .start(client.clone(), &Subjects::default(), stop.clone())
+        .await?;
+    assert!(
+        js.get_key_value(TOOLS_BUCKET).await.is_err(),
+        "the first registration cannot have made the bucket"
+    );
+    js.delete_stream("squatter").await?;
+    // Well before the next refresh (600 s): the retry backs off from 200 ms.
+    switchboard_testkit::eventually(Duration::from_secs(5), "the tool registered", || {
+        let js = js.clone();
+        async move {
+            let kv = js.get_key_value(TOOLS_BUCKET).await.ok()?;
+            kv.get("double").await.ok()?
+        }
+    })
+    .await?;
+    stop.cancel();
+    serving.wait().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn replicas_share_the_queue_group() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let client = async_nats::connect(nats.url()).await?;
