@@ -8,9 +8,10 @@
 //! switches from `/proc/<pid>/task/*/status`) at the start and the end of the measured window,
 //! and counts call-minutes by sampling the gateway's `gateway_active_streams` every second. It
 //! prints CPU-seconds per call-minute of each process and their sum, the share of it spent in
-//! the kernel (`stime`: syscalls and the network stack), context switches and CPU per frame, the gateway's own per-frame p99 (`gateway_frame_processing_seconds`), frames sent
-//! by the callers against frames the gateway received (lost frames), the media path's drop
-//! counters, and callsim's load report (failed calls, response latency, mark-echo lateness).
+//! the kernel (`stime`: syscalls and the network stack), context switches and CPU per frame,
+//! the gateway's own per-frame p99 (`gateway_frame_processing_seconds`), frames sent by the
+//! callers against frames the gateway received (lost frames), the media path's drop counters,
+//! and callsim's load report (failed calls, response latency, mark-echo lateness).
 //!
 //! The binaries come from `SWITCHBOARD_BIN_DIR` (default: this example's own target profile), so
 //! two builds are measured with the same command:

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::{SinkExt as _, StreamExt as _};
-use switchboard_bench::cpu::{CpuSample, print_frame_table};
+use switchboard_bench::cpu::{CpuSample, CpuWindow, print_frame_table};
 use switchboard_e2e::{nats_password, secured_nats};
 use switchboard_proto::permissions::Role;
 use switchboard_proto::subject::Subjects;
@@ -37,6 +37,8 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Caller audio per message: 20 ms of mu-law.
 const FRAME_BYTES: usize = 160;
@@ -57,10 +59,12 @@ async fn relay_in(nats_url: &str, port: u16) -> anyhow::Result<()> {
     let nats = nats_as(nats_url, &Role::Gateway).await?;
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("ready");
+    // Runs until the bench kills this process.
+    let tasks = TaskTracker::new();
     loop {
         let (tcp, _) = listener.accept().await?;
         let nats = nats.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _ = tcp.set_nodelay(true);
             let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
                 return;
@@ -82,7 +86,7 @@ async fn relay_in(nats_url: &str, port: u16) -> anyhow::Result<()> {
 /// The call-worker's place: NATS subscription in, WebSocket text out.
 async fn relay_out(nats_url: &str, sink: u16, calls: u64) -> anyhow::Result<()> {
     let nats = nats_as(nats_url, &Role::CallWorker).await?;
-    let mut tasks = Vec::new();
+    let tasks = TaskTracker::new();
     for i in 0..calls {
         let mut sub = nats
             .subscribe(Subjects::default().call_in(&call_sid(i)))
@@ -90,7 +94,7 @@ async fn relay_out(nats_url: &str, sink: u16, calls: u64) -> anyhow::Result<()> 
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{sink}/"))
             .await
             .context("connecting to the sink")?;
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(msg) = sub.next().await {
                 let Ok(text) = Utf8Bytes::try_from(msg.payload) else {
                     continue;
@@ -99,13 +103,13 @@ async fn relay_out(nats_url: &str, sink: u16, calls: u64) -> anyhow::Result<()> 
                     return;
                 }
             }
-        }));
+        });
     }
     nats.flush().await?;
     println!("ready");
-    for task in tasks {
-        let _ = task.await;
-    }
+    // Runs until the bench kills this process.
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }
 
@@ -146,25 +150,27 @@ async fn main() -> anyhow::Result<()> {
     let warmup = Duration::from_secs(5);
 
     let nats = secured_nats().await?;
+    // The sink and the callers, stopped when the window is read.
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
     // The model's sockets: read everything, count it.
     let delivered = Arc::new(AtomicU64::new(0));
     let sink = TcpListener::bind("127.0.0.1:0").await?;
     let sink_port = sink.local_addr()?.port();
     {
-        let delivered = delivered.clone();
-        tokio::spawn(async move {
+        let (delivered, sockets, stop) = (delivered.clone(), tasks.clone(), stop.clone());
+        tasks.spawn(stop.clone().run_until_cancelled_owned(async move {
             while let Ok((tcp, _)) = sink.accept().await {
                 let delivered = delivered.clone();
-                tokio::spawn(async move {
+                sockets.spawn(stop.clone().run_until_cancelled_owned(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
                         return;
                     };
                     while let Some(Ok(_)) = ws.next().await {
                         delivered.fetch_add(1, Ordering::Relaxed);
                     }
-                });
+                }));
             }
-        });
+        }));
     }
     let in_port = free_port();
     let _in = spawn_relay(&["in".into(), nats.url().to_owned(), in_port.to_string()]).await?;
@@ -189,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     };
     for i in 0..calls {
         let (sent, payload) = (sent.clone(), payload.clone());
-        tokio::spawn(async move {
+        tasks.spawn(stop.clone().run_until_cancelled_owned(async move {
             // Starts spread over two seconds, as calls are not all answered in one instant.
             tokio::time::sleep(Duration::from_millis(i * 2000 / calls.max(1))).await;
             let Ok((mut ws, _)) =
@@ -212,37 +218,32 @@ async fn main() -> anyhow::Result<()> {
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }));
     }
 
     tokio::time::sleep(warmup).await;
-    let read = |pids: &[(&'static str, u32)]| -> anyhow::Result<Vec<CpuSample>> {
-        pids.iter()
-            .map(|(n, p)| CpuSample::read(*p).with_context(|| format!("{n} exited")))
-            .collect()
-    };
-    let before = read(&pids)?;
+    let cpu = CpuWindow::start(&pids);
     let (sent_before, delivered_before) = (
         sent.load(Ordering::Relaxed),
         delivered.load(Ordering::Relaxed),
     );
-    let started = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = read(&pids)?;
-    let window = started.elapsed().as_secs_f64();
+    let figures = cpu.finish(usize::try_from(calls)?);
     let frames_sent = sent.load(Ordering::Relaxed) - sent_before;
     let frames = (delivered.load(Ordering::Relaxed) - delivered_before) as f64;
-    let call_minutes = calls as f64 * window / 60.0;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if figures.len() < pids.len() {
+        bail!("a measured process exited: only {figures:?} were read");
+    }
+    let (window, call_minutes) = (figures[0].window.as_secs_f64(), figures[0].call_minutes);
 
     println!(
         "calls {calls}, window {window:.1} s, {call_minutes:.1} call-minutes; \
          frames in the window: {frames_sent} sent, {frames} delivered"
     );
-    let used: Vec<(&str, CpuSample)> = pids
-        .iter()
-        .zip(after.iter().zip(&before))
-        .map(|((name, _), (a, b))| (*name, a.since(b)))
-        .collect();
+    let used: Vec<(&str, CpuSample)> = figures.iter().map(|f| (f.name.as_str(), f.used)).collect();
     let per_call_minute = print_frame_table(&used, window, call_minutes, frames, "floor");
     println!("FLOOR_CPU_PER_CALL_MINUTE {per_call_minute:.4}");
     Ok(())

@@ -26,6 +26,19 @@ pub(crate) fn encoded(specs: &[ToolSpec]) -> Vec<(String, bytes::Bytes)> {
         .collect()
 }
 
+/// Puts `specs` once; a failure is counted and logged (the caller retries). Whether they are
+/// registered now.
+pub(crate) async fn put(registration: &mut Registration, specs: &[(String, bytes::Bytes)]) -> bool {
+    match registration.put(specs).await {
+        Ok(()) => true,
+        Err(error) => {
+            metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
+            tracing::warn!(%error, "registering tools failed; will retry");
+            false
+        }
+    }
+}
+
 /// First retry of a failed registration; retries back off to `every`.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
@@ -51,20 +64,12 @@ pub(crate) async fn refresh(
         };
         tokio::select! {
             () = tokio::time::sleep_until(Instant::now() + wait) => {
-                match registration.put(&specs).await {
-                    Ok(()) => {
-                        if !registered {
-                            tracing::info!("tools registered");
-                        }
-                        registered = true;
-                        backoff.reset();
-                    }
-                    Err(error) => {
-                        metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
-                        tracing::warn!(%error, "refreshing tool registry failed; will retry");
-                        registered = false;
-                    }
+                let now = put(&mut registration, &specs).await;
+                if now && !registered {
+                    tracing::info!("tools registered");
+                    backoff.reset();
                 }
+                registered = now;
             }
             () = shutdown.cancelled() => break,
         }

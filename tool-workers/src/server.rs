@@ -147,17 +147,10 @@ impl ToolServer {
             SDK,
             env!("CARGO_PKG_VERSION"),
         );
-        let registered = match registration.put(&specs).await {
-            Ok(()) => {
-                tracing::info!(tools = ?names, "tools registered");
-                true
-            }
-            Err(error) => {
-                metrics::counter!(crate::metrics::REGISTRY_ERRORS).increment(1);
-                tracing::warn!(%error, "registering tools failed; will retry");
-                false
-            }
-        };
+        let registered = registry::put(&mut registration, &specs).await;
+        if registered {
+            tracing::info!(tools = ?names, "tools registered");
+        }
 
         // Without the bucket requests are still served, just without deduplication.
         let results = if self.idempotent {
